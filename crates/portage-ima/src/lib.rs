@@ -1,0 +1,9 @@
+//! portage-ima as a library: Portage's side of the job (environment, CONTENTS,
+//! the installed-package database, atoms, paths inside ROOT) and the commands
+//! the binary runs. The signing itself lives in `ima-core`.
+
+pub mod atom;
+pub mod contents;
+pub mod portage_env;
+pub mod rootfs;
+pub mod vdb;
