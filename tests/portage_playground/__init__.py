@@ -1,0 +1,31 @@
+"""A harness that runs Portage's own emerge in a throwaway tree (see playground.py)."""
+
+from .playground import (
+    CATEGORY,
+    DEFAULT_HOOK,
+    FULL_INSTALL,
+    LAYOUTS,
+    REPO_ROOT,
+    SNIPPET,
+    EmergeResult,
+    Entry,
+    Playground,
+    ebuild_text,
+    parse_contents,
+)
+from .venv import ensure_venv
+
+__all__ = [
+    "CATEGORY",
+    "DEFAULT_HOOK",
+    "FULL_INSTALL",
+    "LAYOUTS",
+    "REPO_ROOT",
+    "SNIPPET",
+    "EmergeResult",
+    "Entry",
+    "Playground",
+    "ebuild_text",
+    "parse_contents",
+    "ensure_venv",
+]
