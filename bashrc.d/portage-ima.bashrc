@@ -1,0 +1,51 @@
+# shellcheck shell=bash
+# portage-ima: sign every file Portage merges with an IMA signature.
+#
+# Use it by adding this line to /etc/portage/bashrc:
+#   source /usr/share/portage-ima/portage-ima.bashrc
+# Settings live in /etc/portage/ima.toml (key, cert, strict, premerge...).
+# The binary is ${PORTAGE_IMA} if set, else `portage-ima` from PATH.
+#
+# Timing: Portage sources bashrc at the start of every phase, before the
+# phase's pre_pkg_*, pkg_* and post_pkg_* functions, so this runs from the
+# top level and leaves all those functions to you. At that point
+#   preinst:  ${D} holds the complete image (src_install is done) and nothing
+#             is merged yet: files signed here go live already signed;
+#   postinst: every file is merged and the vdb CONTENTS is complete (the old
+#             version's prerm/postrm have run); what preinst could not sign,
+#             or what a pkg_preinst added to ${D}, is signed here.
+# Files that pkg_postinst changes afterwards are not re-signed.
+#
+# Nothing happens in any other phase: not in `depend` (metadata generation,
+# where running a command corrupts the cache) and not with an empty
+# EBUILD_PHASE (helper runs). No functions are defined; the variables used
+# are unset again.
+
+case ${EBUILD_PHASE-} in
+preinst | postinst)
+	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
+	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
+		# Warn once per package (postinst), not in both phases.
+		[[ ${EBUILD_PHASE} == postinst ]] &&
+			ewarn "portage-ima: ${_portage_ima_bin:-portage-ima} not found or not executable (install it or set PORTAGE_IMA): files of ${CATEGORY}/${PF} are NOT signed"
+	else
+		_portage_ima_err=${T}/portage-ima.${EBUILD_PHASE}.stderr
+		_portage_ima_rc=0
+		_portage_ima_out=$("${_portage_ima_bin}" hook 2>"${_portage_ima_err}") || _portage_ima_rc=$?
+		# stdout -> einfo, stderr -> ewarn: both reach the build log and elog.
+		while IFS= read -r _portage_ima_line; do
+			[[ -n ${_portage_ima_line} ]] && einfo "${_portage_ima_line}"
+		done <<<"${_portage_ima_out}"
+		while IFS= read -r _portage_ima_line; do
+			[[ -n ${_portage_ima_line} ]] && ewarn "${_portage_ima_line}"
+		done <"${_portage_ima_err}"
+		rm -f "${_portage_ima_err}"
+		case ${_portage_ima_rc} in
+		0 | 1) ;; # 1: the files not signed were reported just above
+		3) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed in ${EBUILD_PHASE}, see the warnings above" ;;
+		*) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
+		esac
+	fi
+	unset _portage_ima_bin _portage_ima_err _portage_ima_rc _portage_ima_out _portage_ima_line
+	;;
+esac
