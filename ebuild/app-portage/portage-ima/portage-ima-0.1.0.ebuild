@@ -1,0 +1,289 @@
+# Copyright 2026 Gentoo Authors
+# Distributed under the terms of the GNU General Public License v2
+
+# CRATES and the crate LICENSE+= below are generated from Cargo.lock:
+# run scripts/update-crates after every Cargo.lock change.
+
+EAPI=8
+
+CRATES="
+	aes@0.8.4
+	anstream@1.0.0
+	anstyle-parse@1.0.0
+	anstyle-query@1.1.5
+	anstyle-wincon@3.0.11
+	anstyle@1.0.14
+	anyhow@1.0.105
+	autocfg@1.5.1
+	base64ct@1.8.3
+	bit-set@0.11.1
+	bit-vec@0.10.2
+	bitflags@2.13.2
+	block-buffer@0.10.4
+	block-padding@0.3.3
+	borsh-derive@1.8.1
+	borsh@1.8.1
+	bumpalo@3.20.4
+	bytes@1.12.2
+	cbc@0.1.2
+	cc@1.11.3
+	cfg-if@1.0.5
+	cfg_aliases@0.2.2
+	chacha20@0.10.2
+	cipher@0.4.4
+	clap@4.6.9
+	clap_builder@4.6.7
+	clap_complete@4.6.11
+	clap_derive@4.6.9
+	clap_lex@1.1.2
+	clap_mangen@0.2.33
+	colorchoice@1.0.5
+	console@0.15.11
+	const-oid@0.9.6
+	core_detect@1.0.0
+	cpufeatures@0.2.17
+	cpufeatures@0.3.1
+	crossbeam-deque@0.8.8
+	crossbeam-epoch@0.9.21
+	crossbeam-utils@0.8.23
+	crypto-common@0.1.7
+	der@0.7.10
+	der_derive@0.7.3
+	digest@0.10.7
+	either@1.19.0
+	encode_unicode@1.0.0
+	equivalent@1.0.3
+	errno@0.3.15
+	fastrand@2.5.0
+	find-msvc-tools@0.1.15
+	flagset@0.4.7
+	fnv@1.0.7
+	foreign-types-shared@0.1.1
+	foreign-types@0.3.2
+	futures-core@0.3.34
+	futures-task@0.3.34
+	futures-util@0.3.34
+	generic-array@0.14.7
+	getrandom@0.2.17
+	getrandom@0.4.3
+	hashbrown@0.17.2
+	heck@0.5.0
+	hex@0.4.3
+	hmac@0.12.1
+	indexmap@2.14.2
+	indicatif@0.17.11
+	inout@0.1.4
+	is_terminal_polyfill@1.70.2
+	itoa@1.0.19
+	js-sys@0.3.107
+	lazy_static@1.5.1
+	libc@0.2.191
+	libm@0.2.16
+	linux-raw-sys@0.12.1
+	md-5@0.10.6
+	memchr@2.8.3
+	num-bigint-dig@0.8.6
+	num-integer@0.1.47
+	num-iter@0.1.46
+	num-traits@0.2.19
+	number_prefix@0.4.0
+	once_cell@1.21.4
+	once_cell_polyfill@1.70.2
+	openssl-macros@0.1.1
+	openssl-sys@0.9.118
+	openssl@0.10.82
+	pbkdf2@0.12.2
+	pem-rfc7468@0.7.0
+	pin-project-lite@0.2.18
+	pkcs1@0.7.5
+	pkcs5@0.7.1
+	pkcs8@0.10.2
+	pkg-config@0.3.34
+	portable-atomic@1.15.0
+	ppv-lite86@0.2.21
+	proc-macro-crate@3.5.0
+	proc-macro2@1.0.107
+	proptest@1.12.0
+	quick-error@1.2.3
+	quote@1.0.47
+	r-efi@6.0.0
+	rand@0.10.4
+	rand@0.8.8
+	rand_chacha@0.3.1
+	rand_core@0.10.1
+	rand_core@0.6.4
+	rand_xorshift@0.5.0
+	rayon-core@1.13.0
+	rayon@1.12.0
+	regex-syntax@0.8.12
+	roff@1.1.1
+	rsa@0.9.10
+	rustix@1.1.6
+	rustversion@1.0.23
+	rusty-fork@0.3.1
+	salsa20@0.10.2
+	same-file@1.0.6
+	scrypt@0.11.0
+	serde@1.0.229
+	serde_core@1.0.229
+	serde_derive@1.0.229
+	serde_json@1.0.154
+	serde_spanned@0.6.9
+	sha1@0.10.7
+	sha2@0.10.9
+	shlex@2.0.1
+	signal-hook-registry@1.4.8
+	signal-hook@0.3.18
+	signature@2.2.0
+	slab@0.4.12
+	smallvec@1.16.6
+	spin@0.9.9
+	spki@0.7.3
+	strsim@0.11.1
+	subtle@2.6.1
+	syn@2.0.119
+	syn@3.0.10
+	tempfile@3.27.0
+	terminal_size@0.4.4
+	thiserror-impl@2.0.21
+	thiserror@2.0.21
+	tls_codec@0.4.2
+	tls_codec_derive@0.4.2
+	toml@0.8.23
+	toml_datetime@0.6.11
+	toml_datetime@1.1.3+spec-1.1.0
+	toml_edit@0.22.27
+	toml_edit@0.25.20+spec-1.1.0
+	toml_parser@1.1.6+spec-1.1.0
+	toml_write@0.1.2
+	typenum@1.20.1
+	unarray@0.1.4
+	unicode-ident@1.0.27
+	unicode-width@0.2.3
+	utf8parse@0.2.2
+	vcpkg@0.2.15
+	version_check@0.9.5
+	wait-timeout@0.2.1
+	walkdir@2.5.1
+	wasi@0.11.1+wasi-snapshot-preview1
+	wasm-bindgen-macro-support@0.2.130
+	wasm-bindgen-macro@0.2.130
+	wasm-bindgen-shared@0.2.130
+	wasm-bindgen@0.2.130
+	web-time@1.1.0
+	winapi-util@0.1.11
+	windows-link@0.2.1
+	windows-sys@0.59.0
+	windows-sys@0.61.2
+	windows-targets@0.52.6
+	windows_aarch64_gnullvm@0.52.6
+	windows_aarch64_msvc@0.52.6
+	windows_i686_gnu@0.52.6
+	windows_i686_gnullvm@0.52.6
+	windows_i686_msvc@0.52.6
+	windows_x86_64_gnu@0.52.6
+	windows_x86_64_gnullvm@0.52.6
+	windows_x86_64_msvc@0.52.6
+	winnow@0.7.15
+	winnow@1.0.5
+	x509-cert@0.2.5
+	zerocopy-derive@0.8.64
+	zerocopy@0.8.64
+	zeroize@1.9.2
+	zeroize_derive@1.5.0
+	zmij@1.0.23
+"
+
+# Set by scripts/update-crates: the newest rust-version among the workspace
+# and the crates that Cargo.lock pins for the build.
+RUST_MIN_VER="1.85.0"
+
+inherit bash-completion-r1 cargo toolchain-funcs
+
+DESCRIPTION="Sign every file Portage merges with a Linux IMA signature"
+HOMEPAGE="https://github.com/portage-ima/portage-ima"
+SRC_URI="
+	https://github.com/portage-ima/portage-ima/archive/refs/tags/v${PV}.tar.gz
+		-> ${P}.tar.gz
+	${CARGO_CRATE_URIS}
+"
+
+LICENSE="|| ( Apache-2.0 MIT )"
+# Dependent crate licenses
+LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0"
+SLOT="0"
+KEYWORDS="~amd64"
+IUSE="+openssl"
+
+DEPEND="openssl? ( dev-libs/openssl:= )"
+RDEPEND="${DEPEND}"
+
+# No QA_FLAGS_IGNORED: cargo.eclass links with ${CC} ${LDFLAGS} and passes
+# RUSTFLAGS, so the binary carries the user's flags.
+
+src_configure() {
+	# Exactly one signing backend: the system libcrypto (default), or the
+	# pure-Rust one for systems that want no C crypto library.
+	local myfeatures=(
+		$(usev openssl)
+		$(usev !openssl rustcrypto)
+	)
+	cargo_src_configure --no-default-features
+}
+
+src_install() {
+	cargo_src_install --path crates/portage-ima
+
+	# The hook users source from /etc/portage/bashrc, and the settings
+	# (config-protected under /etc/portage).
+	insinto /usr/share/portage-ima
+	doins bashrc.d/portage-ima.bashrc
+	insinto /etc/portage
+	doins example/ima.toml
+
+	# The man pages and completions come from the binary's own argument
+	# definitions, so they always match it; that needs to run the binary.
+	if tc-is-cross-compiler; then
+		ewarn "Cross-compiling: not generating the man pages and shell completions."
+	else
+		local bin="${ED}/usr/bin/portage-ima"
+		mkdir -p "${T}/man" || die
+		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
+		doman "${T}"/man/*.1
+
+		"${bin}" generate completions bash > "${T}/portage-ima.bash" ||
+			die "portage-ima generate completions bash failed"
+		newbashcomp "${T}/portage-ima.bash" portage-ima
+
+		"${bin}" generate completions zsh > "${T}/_portage-ima" ||
+			die "portage-ima generate completions zsh failed"
+		insinto /usr/share/zsh/site-functions
+		newins "${T}/_portage-ima" _portage-ima
+
+		"${bin}" generate completions fish > "${T}/portage-ima.fish" ||
+			die "portage-ima generate completions fish failed"
+		insinto /usr/share/fish/vendor_completions.d
+		newins "${T}/portage-ima.fish" portage-ima.fish
+	fi
+
+	einstalldocs
+}
+
+pkg_postinst() {
+	elog "To have Portage sign every file it merges with an IMA signature:"
+	elog "  1. Create the signing key and its certificate (defaults:"
+	elog "     /etc/keys/IMA_signing_key.priv, /etc/keys/x509_ima.der; keep the key"
+	elog "     readable by root only) and load the certificate on the kernel's IMA"
+	elog "     keyring: the _ima keyring (keyctl padd asymmetric \"\" %keyring:_ima"
+	elog "     < /etc/keys/x509_ima.der) or, with a trusted keyring, .ima (the"
+	elog "     certificate must then be signed by a key the kernel trusts)."
+	elog "  2. Add this line to ${EROOT}/etc/portage/bashrc:"
+	elog "       source \"${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc\""
+	elog "  3. Review ${EROOT}/etc/portage/ima.toml (key, cert, hash, strict...)."
+	elog "  4. Run 'portage-ima doctor' to check all of the above."
+	elog "See ${EPREFIX}/usr/share/doc/${PF}/README.md* for details."
+	ewarn "This ${PN} binary was merged before any hook could sign it. Sign it"
+	ewarn "(and anything else merged before) before switching IMA appraisal to"
+	ewarn "enforce mode, or the kernel will refuse to run it:"
+	ewarn "  portage-ima sign ${CATEGORY}/${PN}"
+}
