@@ -1,1 +1,658 @@
-//! (being written)
+//! The vdb `CONTENTS` file: what a package installed, one entry per line.
+//!
+//! Portage writes it in `dblink.mergeme` as plain text with single spaces and
+//! no escaping at all:
+//!
+//! ```text
+//! dir /usr/share/foo
+//! obj /usr/share/foo/file with space.txt ec4821ad3db39e619b360ee097ff8f99 1795842074
+//! sym /usr/bin/foo-link -> foo 1795842074
+//! dev /dev/foo
+//! fif /var/lib/foo/fifo
+//! ```
+//!
+//! Paths may hold spaces and arbitrary non-UTF-8 bytes, so this module parses
+//! bytes and builds paths with [`OsStr::from_bytes`]. Only a newline cannot
+//! appear in a path (Portage could not write it either). Every line is checked
+//! strictly: a CONTENTS file is input that decides which files get signed, so
+//! anything Portage would never write is an error with the file and line, not
+//! a guess.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// One line of CONTENTS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentsEntry {
+    /// `dir PATH`
+    Dir { path: PathBuf },
+    /// `obj PATH MD5 MTIME`: a regular file with the MD5 of the content
+    /// Portage merged and its mtime in seconds.
+    Obj {
+        path: PathBuf,
+        md5: [u8; 16],
+        mtime: u64,
+    },
+    /// `sym PATH -> TARGET MTIME`
+    Sym {
+        path: PathBuf,
+        target: PathBuf,
+        mtime: u64,
+    },
+    /// `dev PATH`: a device node.
+    Dev { path: PathBuf },
+    /// `fif PATH`: a named pipe.
+    Fif { path: PathBuf },
+}
+
+impl ContentsEntry {
+    /// The absolute path the entry describes (relative to ROOT, EPREFIX included).
+    pub fn path(&self) -> &Path {
+        match self {
+            ContentsEntry::Dir { path }
+            | ContentsEntry::Obj { path, .. }
+            | ContentsEntry::Sym { path, .. }
+            | ContentsEntry::Dev { path }
+            | ContentsEntry::Fif { path } => path,
+        }
+    }
+
+    /// The entry type as CONTENTS spells it: `dir`, `obj`, `sym`, `dev` or `fif`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ContentsEntry::Dir { .. } => "dir",
+            ContentsEntry::Obj { .. } => "obj",
+            ContentsEntry::Sym { .. } => "sym",
+            ContentsEntry::Dev { .. } => "dev",
+            ContentsEntry::Fif { .. } => "fif",
+        }
+    }
+
+    /// Appends the line Portage would write for this entry (with its newline).
+    /// `Contents::parse` reads it back to an equal entry, with one caveat for
+    /// `sym` targets documented on [`Contents::parse`].
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.kind().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.path().as_os_str().as_bytes());
+        match self {
+            ContentsEntry::Obj { md5, mtime, .. } => {
+                out.push(b' ');
+                out.extend_from_slice(hex::encode(md5).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(mtime.to_string().as_bytes());
+            }
+            ContentsEntry::Sym { target, mtime, .. } => {
+                out.extend_from_slice(b" -> ");
+                out.extend_from_slice(target.as_os_str().as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(mtime.to_string().as_bytes());
+            }
+            _ => {}
+        }
+        out.push(b'\n');
+    }
+}
+
+/// A parsed CONTENTS file, entries in file order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    pub entries: Vec<ContentsEntry>,
+}
+
+/// Why a CONTENTS file could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentsError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A line is not what Portage writes.
+    #[error("{}line {line}: {reason}", path_prefix(path))]
+    Syntax {
+        /// The file, when the data came from one.
+        path: Option<PathBuf>,
+        /// 1-based line number.
+        line: usize,
+        reason: String,
+    },
+}
+
+fn path_prefix(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!("{} ", p.display()),
+        None => String::new(),
+    }
+}
+
+impl ContentsError {
+    /// True when the CONTENTS file does not exist (a package without one, or a
+    /// merge that has not reached the vdb yet). Portage treats a missing
+    /// CONTENTS as empty; callers decide.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ContentsError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// The 1-based line of a syntax error.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ContentsError::Syntax { line, .. } => Some(*line),
+            ContentsError::Io { .. } => None,
+        }
+    }
+
+    fn with_path(self, file: &Path) -> Self {
+        match self {
+            ContentsError::Syntax { line, reason, .. } => ContentsError::Syntax {
+                path: Some(file.to_path_buf()),
+                line,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
+impl Contents {
+    /// Parses CONTENTS data.
+    ///
+    /// An empty input and a final newline are fine; an empty line elsewhere
+    /// is not (Portage never writes one).
+    ///
+    /// `obj` lines are split from the right: the last two space-separated
+    /// fields are the MD5 and the mtime, everything between `obj ` and them
+    /// is the path, spaces included.
+    ///
+    /// `sym` lines: the mtime is split off at the last space, then the rest is
+    /// split at the **last** ` -> `. A link name containing ` -> ` is thus
+    /// read correctly; a target containing ` -> ` is not (its head ends up in
+    /// the path). The format cannot tell the two apart, and this is the split
+    /// Portage's own reader makes (`dblink.getcontents`, a greedy regex), so
+    /// both agree on what the package owns. `sym` entries are never signed,
+    /// so the ambiguity cannot make this tool sign a wrong file.
+    pub fn parse(data: &[u8]) -> Result<Contents, ContentsError> {
+        let mut entries = Vec::new();
+        let body = data.strip_suffix(b"\n").unwrap_or(data);
+        if body.is_empty() {
+            return Ok(Contents { entries });
+        }
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            let entry = parse_line(line).map_err(|reason| ContentsError::Syntax {
+                path: None,
+                line: i + 1,
+                reason,
+            })?;
+            entries.push(entry);
+        }
+        Ok(Contents { entries })
+    }
+
+    /// Reads and parses a CONTENTS file; errors name the file.
+    pub fn read(path: &Path) -> Result<Contents, ContentsError> {
+        let data = std::fs::read(path).map_err(|source| ContentsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Contents::parse(&data).map_err(|e| e.with_path(path))
+    }
+
+    /// The regular files (`obj` entries): path and the MD5 Portage recorded.
+    pub fn objects(&self) -> impl Iterator<Item = (&Path, &[u8; 16])> {
+        self.entries.iter().filter_map(|e| match e {
+            ContentsEntry::Obj { path, md5, .. } => Some((path.as_path(), md5)),
+            _ => None,
+        })
+    }
+
+    /// Serializes the entries the way Portage writes them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            e.write_line(&mut out);
+        }
+        out
+    }
+}
+
+impl fmt::Display for ContentsEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = Vec::new();
+        self.write_line(&mut line);
+        line.pop();
+        f.write_str(&String::from_utf8_lossy(&line))
+    }
+}
+
+/// Parses one line (without its newline); the error is the reason only.
+fn parse_line(line: &[u8]) -> Result<ContentsEntry, String> {
+    if line.is_empty() {
+        return Err("empty line (expected `TYPE PATH ...`)".into());
+    }
+    if line.contains(&0) {
+        return Err("NUL byte in line".into());
+    }
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return Err(format!(
+            "`{}` has no path (expected `TYPE PATH ...`)",
+            String::from_utf8_lossy(line)
+        ));
+    };
+    let (kind, rest) = (&line[..sp], &line[sp + 1..]);
+    match kind {
+        b"dir" => Ok(ContentsEntry::Dir {
+            path: entry_path(rest, "dir")?,
+        }),
+        b"dev" => Ok(ContentsEntry::Dev {
+            path: entry_path(rest, "dev")?,
+        }),
+        b"fif" => Ok(ContentsEntry::Fif {
+            path: entry_path(rest, "fif")?,
+        }),
+        b"obj" => parse_obj(rest),
+        b"sym" => parse_sym(rest),
+        _ => Err(format!(
+            "unknown entry type `{}` (expected dir, obj, sym, dev or fif)",
+            String::from_utf8_lossy(kind)
+        )),
+    }
+}
+
+const OBJ_SYNTAX: &str = "expected `obj PATH MD5 MTIME`";
+const SYM_SYNTAX: &str = "expected `sym PATH -> TARGET MTIME`";
+
+fn parse_obj(rest: &[u8]) -> Result<ContentsEntry, String> {
+    let (head, mtime) = rsplit_space(rest)
+        .ok_or_else(|| format!("obj entry has no MD5 and no mtime ({OBJ_SYNTAX})"))?;
+    let looks_md5 = |f: &[u8]| f.len() == 32 && f.iter().all(u8::is_ascii_hexdigit);
+    // Say which field is missing when the line ends in an MD5.
+    let no_mtime = || format!("obj entry has no mtime ({OBJ_SYNTAX})");
+    let Some((path, md5)) = rsplit_space(head) else {
+        return Err(if looks_md5(mtime) {
+            no_mtime()
+        } else {
+            format!("obj entry has no MD5 ({OBJ_SYNTAX})")
+        });
+    };
+    if looks_md5(mtime) && !looks_md5(md5) {
+        return Err(no_mtime());
+    }
+    let md5 = parse_md5(md5)?;
+    let mtime = parse_mtime(mtime, OBJ_SYNTAX)?;
+    Ok(ContentsEntry::Obj {
+        path: entry_path(path, "obj")?,
+        md5,
+        mtime,
+    })
+}
+
+fn parse_sym(rest: &[u8]) -> Result<ContentsEntry, String> {
+    let (head, mtime) =
+        rsplit_space(rest).ok_or_else(|| format!("sym entry has no mtime ({SYM_SYNTAX})"))?;
+    let mtime = parse_mtime(mtime, SYM_SYNTAX)?;
+    let arrow =
+        rfind(head, b" -> ").ok_or_else(|| format!("sym entry has no ` -> ` ({SYM_SYNTAX})"))?;
+    let path = entry_path(&head[..arrow], "sym")?;
+    let target = &head[arrow + 4..];
+    if target.is_empty() {
+        return Err(format!("sym entry has an empty target ({SYM_SYNTAX})"));
+    }
+    Ok(ContentsEntry::Sym {
+        path,
+        target: PathBuf::from(OsStr::from_bytes(target)),
+        mtime,
+    })
+}
+
+/// Splits at the last space: (before, after).
+fn rsplit_space(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = s.iter().rposition(|&b| b == b' ')?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+fn parse_md5(s: &[u8]) -> Result<[u8; 16], String> {
+    let mut md5 = [0u8; 16];
+    if s.len() != 32 || hex::decode_to_slice(s, &mut md5).is_err() {
+        return Err(format!(
+            "obj entry has a bad MD5 `{}` (expected 32 hex digits; {OBJ_SYNTAX})",
+            String::from_utf8_lossy(s)
+        ));
+    }
+    Ok(md5)
+}
+
+fn parse_mtime(s: &[u8], syntax: &str) -> Result<u64, String> {
+    // Digits only: u64::from_str would also take a leading `+`.
+    let ok = !s.is_empty() && s.len() <= 20 && s.iter().all(u8::is_ascii_digit);
+    ok.then(|| std::str::from_utf8(s).ok()?.parse::<u64>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "bad mtime `{}` (expected seconds since the epoch; {syntax})",
+                String::from_utf8_lossy(s)
+            )
+        })
+}
+
+/// Checks a CONTENTS path: absolute, not empty, no `.`, `..` or empty
+/// components (Portage writes normalized paths), no NUL.
+fn entry_path(p: &[u8], kind: &str) -> Result<PathBuf, String> {
+    let show = || String::from_utf8_lossy(p).into_owned();
+    if p.is_empty() {
+        return Err(format!("{kind} entry has an empty path"));
+    }
+    if p[0] != b'/' {
+        return Err(format!("{kind} path `{}` is not absolute", show()));
+    }
+    if p.contains(&0) {
+        return Err(format!("{kind} path contains a NUL byte"));
+    }
+    if p.len() > 1 {
+        for comp in p[1..].split(|&b| b == b'/') {
+            match comp {
+                b"." | b".." => {
+                    return Err(format!(
+                        "{kind} path `{}` has a `{}` component",
+                        show(),
+                        String::from_utf8_lossy(comp)
+                    ))
+                }
+                b"" => {
+                    return Err(format!(
+                        "{kind} path `{}` has an empty component (`//` or a trailing `/`)",
+                        show()
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(PathBuf::from(OsStr::from_bytes(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MD5: &str = "ec4821ad3db39e619b360ee097ff8f99";
+
+    fn md5() -> [u8; 16] {
+        let mut m = [0; 16];
+        hex::decode_to_slice(MD5, &mut m).unwrap();
+        m
+    }
+
+    #[test]
+    fn parses_every_kind() {
+        let data = format!(
+            "dir /usr/share/foo\n\
+             obj /usr/share/foo/file with space.txt {MD5} 1795842074\n\
+             sym /usr/bin/foo-link -> foo 1795842074\n\
+             dev /dev/foo\n\
+             fif /var/lib/foo/fifo\n"
+        );
+        let c = Contents::parse(data.as_bytes()).unwrap();
+        assert_eq!(
+            c.entries,
+            vec![
+                ContentsEntry::Dir {
+                    path: "/usr/share/foo".into()
+                },
+                ContentsEntry::Obj {
+                    path: "/usr/share/foo/file with space.txt".into(),
+                    md5: md5(),
+                    mtime: 1795842074
+                },
+                ContentsEntry::Sym {
+                    path: "/usr/bin/foo-link".into(),
+                    target: "foo".into(),
+                    mtime: 1795842074
+                },
+                ContentsEntry::Dev {
+                    path: "/dev/foo".into()
+                },
+                ContentsEntry::Fif {
+                    path: "/var/lib/foo/fifo".into()
+                },
+            ]
+        );
+        let kinds: Vec<_> = c.entries.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["dir", "obj", "sym", "dev", "fif"]);
+        let objs: Vec<_> = c.objects().collect();
+        assert_eq!(
+            objs,
+            vec![(Path::new("/usr/share/foo/file with space.txt"), &md5())]
+        );
+        assert_eq!(c.to_bytes(), data.as_bytes());
+    }
+
+    #[test]
+    fn empty_and_trailing_newline() {
+        assert!(Contents::parse(b"").unwrap().entries.is_empty());
+        assert!(Contents::parse(b"\n").unwrap().entries.is_empty());
+        assert_eq!(Contents::parse(b"dir /a").unwrap().entries.len(), 1);
+        assert_eq!(Contents::parse(b"dir /a\n").unwrap().entries.len(), 1);
+        // A blank line in the middle is not something Portage writes.
+        let e = Contents::parse(b"dir /a\n\ndir /b\n").unwrap_err();
+        assert_eq!(e.line(), Some(2));
+    }
+
+    #[test]
+    fn obj_path_with_spaces_and_hex_like_words() {
+        // The path itself ends in something that looks like an MD5 and an mtime.
+        let line = format!("obj /a {MD5} 12 b {MD5} 7\n");
+        let c = Contents::parse(line.as_bytes()).unwrap();
+        assert_eq!(
+            c.entries[0],
+            ContentsEntry::Obj {
+                path: format!("/a {MD5} 12 b").into(),
+                md5: md5(),
+                mtime: 7
+            }
+        );
+    }
+
+    #[test]
+    fn non_utf8_paths() {
+        let mut data = b"obj /usr/share/caf\xe9 \xff".to_vec();
+        data.extend_from_slice(format!(" {MD5} 1\n").as_bytes());
+        let c = Contents::parse(&data).unwrap();
+        assert_eq!(
+            c.entries[0].path().as_os_str().as_bytes(),
+            b"/usr/share/caf\xe9 \xff"
+        );
+        assert_eq!(c.to_bytes(), data);
+    }
+
+    #[test]
+    fn sym_splits_at_the_last_arrow() {
+        let c = Contents::parse(b"sym /usr/a -> b -> c 5\n").unwrap();
+        assert_eq!(
+            c.entries[0],
+            ContentsEntry::Sym {
+                path: "/usr/a -> b".into(),
+                target: "c".into(),
+                mtime: 5
+            }
+        );
+        // A target with spaces.
+        let c = Contents::parse(b"sym /usr/x -> ../some dir/y 5\n").unwrap();
+        assert_eq!(
+            c.entries[0],
+            ContentsEntry::Sym {
+                path: "/usr/x".into(),
+                target: "../some dir/y".into(),
+                mtime: 5
+            }
+        );
+    }
+
+    fn err(data: &str) -> String {
+        Contents::parse(data.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refuses_what_portage_never_writes() {
+        let cases: &[(&str, &str)] = &[
+            ("obj /usr/bin/foo 1795842074", "obj entry has no MD5"),
+            ("obj /usr/bin/foo", "obj entry has no MD5 and no mtime"),
+            (&format!("obj /usr/bin/foo {MD5}"), "obj entry has no mtime"),
+            (&format!("obj /usr/a b {MD5}"), "obj entry has no mtime"),
+            ("obj /usr/a b 12", "bad MD5 `b`"),
+            (
+                "obj /usr/bin/foo zz4821ad3db39e619b360ee097ff8f99 1",
+                "bad MD5",
+            ),
+            ("obj /usr/bin/foo ec48 1", "bad MD5"),
+            (&format!("obj /usr/bin/foo {MD5} -1"), "bad mtime"),
+            (&format!("obj /usr/bin/foo {MD5} +1"), "bad mtime"),
+            (&format!("obj /usr/bin/foo {MD5} 1.5"), "bad mtime"),
+            (
+                &format!("obj /usr/bin/foo {MD5} 99999999999999999999999"),
+                "bad mtime",
+            ),
+            (&format!("obj usr/bin/foo {MD5} 1"), "not absolute"),
+            (&format!("obj  {MD5} 1"), "empty path"),
+            (&format!("obj /usr/../etc/shadow {MD5} 1"), "`..` component"),
+            (&format!("obj /usr/./bin {MD5} 1"), "`.` component"),
+            (&format!("obj /usr//bin {MD5} 1"), "empty component"),
+            ("dir /usr/", "empty component"),
+            ("dir /..", "`..` component"),
+            ("dir", "has no path"),
+            ("dir ", "empty path"),
+            ("DIR /usr", "unknown entry type `DIR`"),
+            ("lnk /usr", "unknown entry type `lnk`"),
+            ("sym /a 1", "no ` -> `"),
+            ("sym /a -> b", "bad mtime"),
+            ("sym /a ->  1", "empty target"),
+            ("sym a -> b 1", "not absolute"),
+            ("dir /a\0b", "NUL"),
+        ];
+        for (line, want) in cases {
+            let got = err(line);
+            assert!(got.contains(want), "{line:?}: got {got:?}, want {want:?}");
+            assert!(got.starts_with("line 1: "), "{got}");
+        }
+    }
+
+    #[test]
+    fn error_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("CONTENTS");
+        std::fs::write(&p, "dir /usr\nobj /usr/bin/foo 1795842074\n").unwrap();
+        let e = Contents::read(&p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} line 2: obj entry has no MD5 (expected `obj PATH MD5 MTIME`)",
+                p.display()
+            )
+        );
+        let missing = dir.path().join("nope");
+        let e = Contents::read(&missing).unwrap_err();
+        assert!(e.is_not_found());
+        assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
+    }
+
+    /// One path component: any bytes but `/`, NUL and newline, not `.`/`..`;
+    /// spaces and ` -> ` included on purpose.
+    fn component() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 1..12),
+            Just(b" -> ".to_vec()),
+            Just(b"a b".to_vec()),
+            Just(b"x -> y".to_vec()),
+        ]
+        .prop_map(|c| {
+            c.into_iter()
+                .filter(|&b| b != b'/' && b != 0 && b != b'\n')
+                .collect::<Vec<u8>>()
+        })
+        .prop_filter("not empty, . or ..", |c| {
+            !c.is_empty() && c != b"." && c != b".."
+        })
+    }
+
+    fn abs_path() -> impl Strategy<Value = PathBuf> {
+        proptest::collection::vec(component(), 1..5).prop_map(|cs| {
+            let mut p = Vec::new();
+            for c in cs {
+                p.push(b'/');
+                p.extend(c);
+            }
+            PathBuf::from(OsStr::from_bytes(&p))
+        })
+    }
+
+    /// A symlink target: anything without newline/NUL, not empty, without
+    /// ` -> ` and not starting with `-> ` (the separator's last space would
+    /// complete a later arrow): what the format cannot carry in a target.
+    fn target() -> impl Strategy<Value = PathBuf> {
+        proptest::collection::vec(any::<u8>(), 1..20)
+            .prop_map(|t| {
+                t.into_iter()
+                    .filter(|&b| b != 0 && b != b'\n')
+                    .collect::<Vec<u8>>()
+            })
+            .prop_filter("usable target", |t| {
+                !t.is_empty() && rfind(t, b" -> ").is_none() && !t.starts_with(b"-> ")
+            })
+            .prop_map(|t| PathBuf::from(OsStr::from_bytes(&t)))
+    }
+
+    fn entry() -> impl Strategy<Value = ContentsEntry> {
+        prop_oneof![
+            abs_path().prop_map(|path| ContentsEntry::Dir { path }),
+            (abs_path(), any::<[u8; 16]>(), any::<u64>())
+                .prop_map(|(path, md5, mtime)| ContentsEntry::Obj { path, md5, mtime }),
+            (abs_path(), target(), any::<u64>()).prop_map(|(path, target, mtime)| {
+                ContentsEntry::Sym {
+                    path,
+                    target,
+                    mtime,
+                }
+            }),
+            abs_path().prop_map(|path| ContentsEntry::Dev { path }),
+            abs_path().prop_map(|path| ContentsEntry::Fif { path }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Contents::parse(&data);
+        }
+
+        #[test]
+        fn near_valid_lines_never_panic(
+            kind in prop_oneof![Just("obj "), Just("sym "), Just("dir "), Just("fif ")],
+            tail in proptest::collection::vec(
+                prop_oneof![Just(b' '), Just(b'/'), Just(b'-'), Just(b'>'), Just(b'.'), Just(b'a'), Just(b'0'), Just(b'f')],
+                0..60),
+        ) {
+            let mut line = kind.as_bytes().to_vec();
+            line.extend(tail);
+            let _ = Contents::parse(&line);
+        }
+
+        #[test]
+        fn valid_contents_round_trip(entries in proptest::collection::vec(entry(), 0..20)) {
+            let c = Contents { entries };
+            let bytes = c.to_bytes();
+            let back = Contents::parse(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, c);
+        }
+    }
+}
