@@ -3,7 +3,15 @@
 //! the binary runs. The signing itself lives in `ima-core`.
 
 pub mod atom;
+pub mod cli;
+pub mod config;
 pub mod contents;
+pub mod doctor;
+pub mod engine;
+pub mod files;
 pub mod portage_env;
+pub mod progress;
 pub mod rootfs;
+pub mod status;
 pub mod vdb;
+pub mod verify;

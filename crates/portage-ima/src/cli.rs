@@ -1,0 +1,203 @@
+//! The command line, as clap definitions. The man page and the shell
+//! completions are generated from these same definitions (`portage-ima generate`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Sign every file Portage merges with a Linux IMA signature.
+///
+/// portage-ima writes the `security.ima` extended attribute, byte for byte what
+/// `evmctl ima_sign` writes, so that a machine running IMA appraisal in
+/// enforce mode keeps working across every emerge. It runs from
+/// /etc/portage/bashrc (`portage-ima hook`), signs and verifies what is
+/// already installed, and checks a setup (`portage-ima doctor`).
+///
+/// Settings come from /etc/portage/ima.toml (under PORTAGE_CONFIGROOT when
+/// that is set); command-line flags override them.
+#[derive(Debug, Parser)]
+#[command(name = "portage-ima", version, max_term_width = 100)]
+pub struct Cli {
+    /// Settings file to read instead of /etc/portage/ima.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign files, or the files of installed packages.
+    ///
+    /// With --files, signs each file given; a directory is walked
+    /// recursively (regular files only, symlinks never followed). With
+    /// package atoms or --all, signs what the installed-package database says
+    /// each package installed, checking every file's MD5 against CONTENTS
+    /// first. Valid signatures by the same key are kept.
+    ///
+    /// Exit status: 0 when every file was signed, 1 when some were not (the
+    /// others are still signed), 2 for a usage, key or configuration error.
+    Sign(SignArgs),
+
+    /// Check the security.ima signatures of files or installed packages.
+    ///
+    /// One status per file: ok, unsigned, digest-only, bad-signature,
+    /// unknown-key, error; for packages also modified (content differs from
+    /// CONTENTS) and missing. Exit status 0 only when every file is ok.
+    Verify(VerifyArgs),
+
+    /// Run from Portage's bashrc: sign the package being merged.
+    ///
+    /// Reads Portage's environment. In preinst it signs the files under ${D}
+    /// before they go live (when the merge keeps the xattr); in postinst it
+    /// signs every file CONTENTS lists whose MD5 matches. Other phases do
+    /// nothing. Exit status: 0 fine, 1 some files not signed, 2 configuration
+    /// problem, 3 strict mode and something failed (the caller fails the merge).
+    Hook(HookArgs),
+
+    /// Check the key, the certificate, the kernel and Portage's settings.
+    Doctor(DoctorArgs),
+
+    /// Write the man page or shell completions (used by the ebuild).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateWhat {
+    /// Write portage-ima.1 and one page per subcommand into DIR.
+    Man { dir: PathBuf },
+    /// Print the completion script for SHELL.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Which key signs, and how.
+#[derive(Debug, Clone, Args, Default)]
+pub struct KeyArgs {
+    /// Private key (PEM, PKCS#1 or PKCS#8) [default: /etc/keys/IMA_signing_key.priv].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Certificate of the key (DER or PEM); its Subject Key Identifier gives
+    /// the key id [default: /etc/keys/x509_ima.der when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// Key id to write (8 hex digits), overriding the certificate's.
+    #[arg(long, value_name = "HEX")]
+    pub keyid: Option<String>,
+
+    /// Hash algorithm: sha1, sha224, sha256, sha384, sha512 [default: sha256].
+    #[arg(long = "hash", alias = "hashalgo", value_name = "ALGO")]
+    pub hash: Option<String>,
+
+    /// Signer backend: openssl or rustcrypto (those compiled in).
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+}
+
+/// Which installed packages, and under which root.
+#[derive(Debug, Clone, Args, Default)]
+pub struct PackageArgs {
+    /// Installed packages: cat/pkg, cat/pkg-1.2.3, =cat/pkg-1.2.3-r1, or pkg.
+    #[arg(value_name = "ATOM", conflicts_with = "files")]
+    pub atoms: Vec<String>,
+
+    /// Every installed package.
+    #[arg(long, conflicts_with_all = ["atoms", "files"])]
+    pub all: bool,
+
+    /// Root whose package database to read [default: ROOT or EROOT from the environment, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Files or directories to sign instead of packages.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub packages: PackageArgs,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Parallel signing jobs [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Say what would be signed, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Progress display: auto (a bar on a terminal, periodic lines otherwise), bar, lines or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Files or directories to verify instead of packages.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub packages: PackageArgs,
+
+    /// Certificate to verify with (DER or PEM); may be given several times
+    /// [default: the configured certificate].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Vec<PathBuf>,
+
+    /// Signer backend used to check the signatures.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+
+    /// Print one JSON document with every file's status.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Parallel jobs [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Print every file, not only those that are not ok.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Phase to act as, instead of EBUILD_PHASE.
+    #[arg(long, value_name = "PHASE")]
+    pub phase: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Root to check (its /etc/portage) [default: /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ProgressMode {
+    #[default]
+    Auto,
+    Bar,
+    Lines,
+    None,
+}

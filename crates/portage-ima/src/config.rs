@@ -1,0 +1,305 @@
+//! Settings: /etc/portage/ima.toml, overridden by command-line flags.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ima_core::{CryptoProvider, HashAlgo, KeyId};
+use serde::Deserialize;
+
+use crate::cli::KeyArgs;
+
+/// Where the private key is looked for when nothing says otherwise.
+pub const DEFAULT_KEY: &str = "/etc/keys/IMA_signing_key.priv";
+/// The certificate used when it exists and nothing says otherwise.
+pub const DEFAULT_CERT: &str = "/etc/keys/x509_ima.der";
+/// The settings file, relative to PORTAGE_CONFIGROOT.
+pub const CONFIG_FILE: &str = "etc/portage/ima.toml";
+
+/// When the hook signs files under `${D}`, before the merge.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Premerge {
+    /// Only when the merge will keep the xattr.
+    #[default]
+    Auto,
+    /// Always (the user knows the xattr survives).
+    Always,
+    /// Never: sign in postinst only.
+    Never,
+}
+
+/// What to do with config-protected files.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigFiles {
+    #[default]
+    Sign,
+    Skip,
+}
+
+/// The contents of ima.toml. Unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub keyid: Option<String>,
+    pub hash: Option<String>,
+    pub jobs: Option<usize>,
+    pub backend: Option<String>,
+    pub premerge: Option<Premerge>,
+    pub strict: Option<bool>,
+    pub config_files: Option<ConfigFiles>,
+}
+
+/// Settings after the file and the flags are merged.
+#[derive(Debug)]
+pub struct Settings {
+    /// The file the settings came from, if any.
+    pub source: Option<PathBuf>,
+    pub key: PathBuf,
+    /// An explicit certificate (flag or file); [`Settings::cert`] adds the default.
+    explicit_cert: Option<PathBuf>,
+    pub keyid: Option<KeyId>,
+    pub hash: HashAlgo,
+    pub jobs: usize,
+    pub backend: &'static dyn CryptoProvider,
+    pub premerge: Premerge,
+    pub strict: bool,
+    pub config_files: ConfigFiles,
+}
+
+impl Settings {
+    /// Reads the settings file (`explicit`, else the one under
+    /// PORTAGE_CONFIGROOT, else /etc/portage/ima.toml) and applies `flags`.
+    /// A missing default file is fine; a missing explicit one is an error.
+    pub fn load(explicit: Option<&Path>, flags: &KeyArgs, jobs: Option<usize>) -> Result<Settings> {
+        let (source, file) = match explicit {
+            Some(path) => (Some(path.to_path_buf()), read_config(path)?),
+            None => {
+                let path = default_config_path();
+                if path.exists() {
+                    let file = read_config(&path)?;
+                    (Some(path), file)
+                } else {
+                    (None, FileConfig::default())
+                }
+            }
+        };
+        Settings::merge(source, file, flags, jobs)
+    }
+
+    fn merge(
+        source: Option<PathBuf>,
+        file: FileConfig,
+        flags: &KeyArgs,
+        jobs: Option<usize>,
+    ) -> Result<Settings> {
+        let origin = Origin(source.as_deref());
+        let hash = match flags.hash.as_deref().or(file.hash.as_deref()) {
+            Some(name) => name
+                .parse::<HashAlgo>()
+                .with_context(|| format!("hash setting ({origin})"))?,
+            None => HashAlgo::Sha256,
+        };
+        let keyid = match flags.keyid.as_deref().or(file.keyid.as_deref()) {
+            Some(hex) => Some(
+                hex.parse::<KeyId>()
+                    .with_context(|| format!("keyid setting ({origin})"))?,
+            ),
+            None => None,
+        };
+        let backend = match flags.backend.as_deref().or(file.backend.as_deref()) {
+            Some(name) => ima_core::provider_by_name(name)
+                .with_context(|| format!("backend setting ({origin})"))?,
+            None => ima_core::default_provider(),
+        };
+        let jobs = match jobs.or(file.jobs) {
+            Some(0) => bail!("jobs setting ({origin}): must be at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Settings {
+            key: flags
+                .key
+                .clone()
+                .or(file.key)
+                .unwrap_or_else(|| DEFAULT_KEY.into()),
+            explicit_cert: flags.cert.clone().or(file.cert),
+            keyid,
+            hash,
+            jobs,
+            backend,
+            premerge: file.premerge.unwrap_or_default(),
+            strict: file.strict.unwrap_or(false),
+            config_files: file.config_files.unwrap_or_default(),
+            source,
+        })
+    }
+
+    /// The certificate to use: the configured one, else the default when it exists.
+    pub fn cert(&self) -> Option<PathBuf> {
+        self.explicit_cert.clone().or_else(|| {
+            let default = Path::new(DEFAULT_CERT);
+            default.exists().then(|| default.to_path_buf())
+        })
+    }
+
+    /// Loads the private key (and its certificate) and builds the signer.
+    /// Warns on stderr when the key file is readable by others than root.
+    pub fn signer(&self) -> Result<ima_core::ImaSigner> {
+        warn_if_key_exposed(&self.key);
+        let cert = self.cert();
+        let key = ima_core::KeyMaterial::load(&self.key, cert.as_deref())?;
+        Ok(ima_core::ImaSigner::new(
+            self.backend,
+            &key,
+            self.hash,
+            self.keyid,
+        )?)
+    }
+}
+
+/// Names where a setting came from, for error messages.
+struct Origin<'a>(Option<&'a Path>);
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(path) => write!(f, "from {} or the command line", path.display()),
+            None => f.write_str("from the command line"),
+        }
+    }
+}
+
+/// `${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml`, or `/etc/portage/ima.toml`.
+pub fn default_config_path() -> PathBuf {
+    let root = std::env::var_os("PORTAGE_CONFIGROOT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    root.join(CONFIG_FILE)
+}
+
+/// Parses one ima.toml; errors name the file, the line and the offending key.
+pub fn read_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read settings file {}", path.display()))?;
+    parse_config(&text).with_context(|| format!("in settings file {}", path.display()))
+}
+
+/// Parses ima.toml text.
+pub fn parse_config(text: &str) -> Result<FileConfig> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+}
+
+/// A key readable by group or others, or not owned by root, is worth a warning:
+/// whoever can read it can sign anything the kernel will then run.
+fn warn_if_key_exposed(path: &Path) {
+    if let Some(problem) = key_exposure(path) {
+        eprintln!("portage-ima: warning: {}: {problem}", path.display());
+    }
+}
+
+/// Describes what is wrong with the key file's ownership or mode, if anything.
+pub fn key_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Some(format!(
+            "private key is accessible to others than its owner (mode {mode:04o}); run: chmod 0400 {}",
+            path.display()
+        ));
+    }
+    if meta.uid() != 0 {
+        return Some(format!(
+            "private key is owned by uid {}, not root; run: chown root:root {}",
+            meta.uid(),
+            path.display()
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_setting() {
+        let c = parse_config(
+            r#"
+            key = "/k"
+            cert = "/c"
+            keyid = "0a0b0c0d"
+            hash = "sha512"
+            jobs = 3
+            backend = "openssl"
+            premerge = "never"
+            strict = true
+            config_files = "skip"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.key.as_deref(), Some(Path::new("/k")));
+        assert_eq!(c.premerge, Some(Premerge::Never));
+        assert_eq!(c.config_files, Some(ConfigFiles::Skip));
+        assert_eq!(c.strict, Some(true));
+        assert_eq!(c.jobs, Some(3));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse_config("kye = \"/k\"\n").unwrap_err().to_string();
+        assert!(err.contains("kye"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_explained() {
+        let err = parse_config("premerge = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sometimes") && err.contains("auto"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse_config("hash = \"sha512\"\nkey = \"/file-key\"\n").unwrap();
+        let flags = KeyArgs {
+            hash: Some("sha384".into()),
+            ..KeyArgs::default()
+        };
+        let s = Settings::merge(None, file, &flags, Some(2)).unwrap();
+        assert_eq!(s.hash, HashAlgo::Sha384);
+        assert_eq!(s.key, Path::new("/file-key"));
+        assert_eq!(s.jobs, 2);
+    }
+
+    #[test]
+    fn unknown_hash_is_an_error() {
+        let flags = KeyArgs {
+            hash: Some("sha3".into()),
+            ..KeyArgs::default()
+        };
+        let err = Settings::merge(None, FileConfig::default(), &flags, None).unwrap_err();
+        assert!(format!("{err:#}").contains("sha3"), "{err:#}");
+    }
+
+    #[test]
+    fn zero_jobs_is_an_error() {
+        let err =
+            Settings::merge(None, FileConfig::default(), &KeyArgs::default(), Some(0)).unwrap_err();
+        assert!(err.to_string().contains("at least 1"));
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::merge(None, FileConfig::default(), &KeyArgs::default(), None).unwrap();
+        assert_eq!(s.key, Path::new(DEFAULT_KEY));
+        assert_eq!(s.hash, HashAlgo::Sha256);
+        assert_eq!(s.premerge, Premerge::Auto);
+        assert!(!s.strict);
+    }
+}
