@@ -29,12 +29,14 @@ pub mod sign;
 pub mod verify;
 
 pub use algo::HashAlgo;
-pub use digest::FileDigests;
+pub use digest::{digest_bytes, digest_file, FileDigests};
 pub use error::{Error, FormatError, Result};
-pub use file::{open_regular, read_ima_xattr, write_ima_xattr, FileStamp};
+pub use file::{open_regular, read_ima_xattr, write_ima_xattr, FileStamp, IMA_XATTR};
 pub use format::ImaXattr;
-pub use key::{Certificate, KeyMaterial};
+pub use key::{Certificate, KeyMaterial, KeyUsageBits};
 pub use keyid::KeyId;
-pub use provider::{default_provider, provider_by_name, providers, CryptoProvider, Hasher, Signer, Verifier};
+pub use provider::{
+    default_provider, provider_by_name, providers, CryptoProvider, Hasher, Signer, Verifier,
+};
 pub use sign::{ImaSigner, SignOptions, SignOutcome};
 pub use verify::{KeySet, VerifyReport, VerifyStatus};

@@ -1,1 +1,176 @@
-//! (being written)
+//! Signing files: hash through the descriptor, sign, write `security.ima` on
+//! the same descriptor, and never write over content that changed meanwhile.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::digest::digest_file;
+use crate::provider::check_signing_algo;
+use crate::{
+    open_regular, read_ima_xattr, write_ima_xattr, CryptoProvider, Error, FileStamp, HashAlgo,
+    ImaXattr, KeyId, KeyMaterial, Result, Signer, Verifier,
+};
+
+/// What [`ImaSigner::sign_file`] should check and do.
+#[derive(Clone, Debug, Default)]
+pub struct SignOptions {
+    /// The MD5 the content must have (Portage's CONTENTS); anything else is
+    /// [`Error::Md5Mismatch`] and nothing is written.
+    pub expect_md5: Option<[u8; 16]>,
+    /// Keep an existing signature that is ours and verifies.
+    pub keep_valid: bool,
+    /// Do everything but write.
+    pub dry_run: bool,
+}
+
+/// What [`ImaSigner::sign_file`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignOutcome {
+    /// `security.ima` was written.
+    Signed,
+    /// Our valid signature was already there (`keep_valid`).
+    AlreadyValid,
+    /// Would have been signed (`dry_run`).
+    WouldSign,
+}
+
+/// A loaded key ready to sign many files; `Send + Sync`, meant to be shared
+/// by reference across threads.
+pub struct ImaSigner {
+    provider: &'static dyn CryptoProvider,
+    signer: Box<dyn Signer>,
+    /// Our public key, to recognise a signature that is already valid.
+    verifier: Box<dyn Verifier>,
+    keyid: KeyId,
+    algo: HashAlgo,
+}
+
+impl std::fmt::Debug for ImaSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImaSigner")
+            .field("provider", &self.provider.name())
+            .field("keyid", &self.keyid)
+            .field("algo", &self.algo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImaSigner {
+    /// Prepares `key` in `provider` once. `keyid` overrides the key's own
+    /// (the certificate's SKID tail, else the public-key hash).
+    pub fn new(
+        provider: &'static dyn CryptoProvider,
+        key: &KeyMaterial,
+        algo: HashAlgo,
+        keyid: Option<KeyId>,
+    ) -> Result<Self> {
+        check_signing_algo(algo)?;
+        Ok(ImaSigner {
+            provider,
+            signer: provider.signer(key)?,
+            verifier: provider.verifier(key.rsa_public_key_der())?,
+            keyid: keyid.unwrap_or_else(|| key.key_id()),
+            algo,
+        })
+    }
+
+    /// The key id written into signatures.
+    pub fn key_id(&self) -> KeyId {
+        self.keyid
+    }
+
+    /// The hash algorithm of the signatures.
+    pub fn algo(&self) -> HashAlgo {
+        self.algo
+    }
+
+    /// The backend.
+    pub fn provider(&self) -> &'static dyn CryptoProvider {
+        self.provider
+    }
+
+    /// The `security.ima` value for a file whose digest (in [`Self::algo`]) is `digest`.
+    pub fn sign_digest(&self, digest: &[u8]) -> Result<ImaXattr> {
+        Ok(ImaXattr::Signature {
+            algo: self.algo,
+            keyid: self.keyid,
+            signature: self.signer.sign_digest(self.algo, digest)?,
+        })
+    }
+
+    /// Whether `value` is a signature of ours (key id and algorithm) that
+    /// verifies over `digest`.
+    fn is_our_valid_signature(&self, value: &[u8], digest: &[u8]) -> bool {
+        match ImaXattr::decode(value) {
+            Ok(ImaXattr::Signature {
+                algo,
+                keyid,
+                signature,
+            }) if algo == self.algo && keyid == self.keyid => self
+                .verifier
+                .verify_digest(algo, digest, &signature)
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    /// Signs an open file.
+    ///
+    /// Stamps the file before; reads the existing value when `keep_valid`;
+    /// one pass computes the digest (and MD5 when `expect_md5`); an MD5 that
+    /// differs is [`Error::Md5Mismatch`] and nothing is written; an existing
+    /// signature of ours that verifies is [`SignOutcome::AlreadyValid`]; else
+    /// signs, and if the stamp after differs it is [`Error::FileChanged`] and
+    /// nothing is written; `dry_run` stops there with [`SignOutcome::WouldSign`];
+    /// else the value is written with `fsetxattr` on the same descriptor.
+    pub fn sign_file(&self, file: &File, opts: &SignOptions) -> Result<SignOutcome> {
+        self.sign_file_hooked(file, opts, || {})
+    }
+
+    /// [`Self::sign_file`] with `after_hash` run between hashing and the
+    /// second stamp, so tests can change the file at the worst moment.
+    #[doc(hidden)]
+    pub fn sign_file_hooked(
+        &self,
+        file: &File,
+        opts: &SignOptions,
+        after_hash: impl FnOnce(),
+    ) -> Result<SignOutcome> {
+        let before = FileStamp::of(file)?;
+        let existing = if opts.keep_valid {
+            read_ima_xattr(file)?
+        } else {
+            None
+        };
+        let digests = digest_file(self.provider, file, self.algo, opts.expect_md5.is_some())?;
+        after_hash();
+        if let (Some(expected), Some(actual)) = (opts.expect_md5, digests.md5) {
+            if expected != actual {
+                return Err(Error::Md5Mismatch {
+                    expected: hex::encode(expected),
+                    actual: hex::encode(actual),
+                });
+            }
+        }
+        if let Some(value) = &existing {
+            if self.is_our_valid_signature(value, &digests.digest) {
+                return Ok(SignOutcome::AlreadyValid);
+            }
+        }
+        let value = self.sign_digest(&digests.digest)?.encode();
+        let after = FileStamp::of(file)?;
+        if after != before || digests.size != before.size {
+            return Err(Error::FileChanged);
+        }
+        if opts.dry_run {
+            return Ok(SignOutcome::WouldSign);
+        }
+        write_ima_xattr(file, &value)?;
+        Ok(SignOutcome::Signed)
+    }
+
+    /// [`open_regular`] and [`Self::sign_file`].
+    pub fn sign_path(&self, path: &Path, opts: &SignOptions) -> Result<SignOutcome> {
+        self.sign_file(&open_regular(path)?, opts)
+    }
+}

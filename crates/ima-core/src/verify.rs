@@ -1,1 +1,244 @@
-//! (being written)
+//! Checking `security.ima` values against file content and a set of keys.
+
+use std::collections::HashMap;
+use std::fs::File;
+
+use crate::digest::digest_file;
+use crate::{
+    read_ima_xattr, Certificate, CryptoProvider, Error, HashAlgo, ImaXattr, KeyId, KeyMaterial,
+    Result, Verifier,
+};
+
+/// Public keys indexed by key id, as the kernel's keyring looks them up.
+pub struct KeySet {
+    provider: &'static dyn CryptoProvider,
+    /// Several keys may share a 32-bit id; each is tried.
+    keys: HashMap<KeyId, Vec<Box<dyn Verifier>>>,
+}
+
+/// The verdict on one `security.ima` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyStatus {
+    /// A signature by a known key that verifies over the content.
+    Ok,
+    /// No `security.ima`.
+    Unsigned,
+    /// A bare digest, no signature (see the report's detail for whether it matches).
+    DigestOnly,
+    /// A signature by a known key that does not verify: content or signature changed.
+    BadSignature,
+    /// A signature by a key not in the set.
+    UnknownKey,
+    /// The value could not be decoded (or the content could not be hashed).
+    Malformed,
+}
+
+impl VerifyStatus {
+    /// A stable short name for reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VerifyStatus::Ok => "ok",
+            VerifyStatus::Unsigned => "unsigned",
+            VerifyStatus::DigestOnly => "digest-only",
+            VerifyStatus::BadSignature => "bad-signature",
+            VerifyStatus::UnknownKey => "unknown-key",
+            VerifyStatus::Malformed => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for VerifyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`KeySet::verify_file`] found.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    pub status: VerifyStatus,
+    /// The value's algorithm.
+    pub algo: Option<HashAlgo>,
+    /// The signature's key id.
+    pub keyid: Option<KeyId>,
+    /// The content's digest in `algo`.
+    pub digest: Option<Vec<u8>>,
+    /// The stored signature.
+    pub signature: Option<Vec<u8>>,
+    /// The content's MD5, when asked for.
+    pub md5: Option<[u8; 16]>,
+    /// Why, in words.
+    pub detail: Option<String>,
+}
+
+impl VerifyReport {
+    fn new(status: VerifyStatus) -> Self {
+        VerifyReport {
+            status,
+            algo: None,
+            keyid: None,
+            digest: None,
+            signature: None,
+            md5: None,
+            detail: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("provider", &self.provider.name())
+            .field("keyids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// An empty set whose keys live in `provider`.
+    pub fn new(provider: &'static dyn CryptoProvider) -> Self {
+        KeySet {
+            provider,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Adds a certificate's RSA public key under its key id (SKID tail).
+    pub fn add_certificate(&mut self, cert: &Certificate) -> Result<KeyId> {
+        let verifier = self.provider.verifier(cert.rsa_public_key_der()?)?;
+        Ok(self.insert(cert.key_id(), verifier))
+    }
+
+    /// Adds the public half of a private key under [`KeyMaterial::key_id`].
+    pub fn add_key(&mut self, key: &KeyMaterial) -> Result<KeyId> {
+        let verifier = self.provider.verifier(key.rsa_public_key_der())?;
+        Ok(self.insert(key.key_id(), verifier))
+    }
+
+    fn insert(&mut self, id: KeyId, verifier: Box<dyn Verifier>) -> KeyId {
+        self.keys.entry(id).or_default().push(verifier);
+        id
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Reads `security.ima`, decodes it, hashes the file once in the value's
+    /// algorithm (plus MD5 when `with_md5`, also when there is no value) and
+    /// checks the signature. I/O errors are errors; everything about the
+    /// value is in the report.
+    pub fn verify_file(&self, file: &File, with_md5: bool) -> Result<VerifyReport> {
+        let provider = self.provider;
+        let mut report = match read_ima_xattr(file)? {
+            None => VerifyReport {
+                detail: Some("no security.ima".to_string()),
+                ..VerifyReport::new(VerifyStatus::Unsigned)
+            },
+            Some(value) => {
+                let mut md5 = None;
+                let mut report = self.check_value(&value, |algo| {
+                    let d = digest_file(provider, file, algo, with_md5)?;
+                    md5 = d.md5;
+                    Ok(d.digest)
+                })?;
+                report.md5 = md5;
+                report
+            }
+        };
+        if with_md5 && report.md5.is_none() {
+            let d = digest_file(provider, file, HashAlgo::Md5, false)?;
+            report.md5 = Some(d.digest.try_into().expect("MD5 is 16 bytes"));
+        }
+        Ok(report)
+    }
+
+    /// Checks a raw value; `digest_of` hashes the content in the value's
+    /// algorithm. A failure of `digest_of` is reported as
+    /// [`VerifyStatus::Malformed`] ("error") with the reason in `detail`.
+    pub fn verify_value(
+        &self,
+        value: &[u8],
+        digest_of: impl FnOnce(HashAlgo) -> Result<Vec<u8>>,
+    ) -> VerifyReport {
+        self.check_value(value, digest_of)
+            .unwrap_or_else(|e| VerifyReport {
+                detail: Some(format!("cannot hash the content: {e}")),
+                ..VerifyReport::new(VerifyStatus::Malformed)
+            })
+    }
+
+    fn check_value(
+        &self,
+        value: &[u8],
+        digest_of: impl FnOnce(HashAlgo) -> Result<Vec<u8>>,
+    ) -> Result<VerifyReport> {
+        let xattr = match ImaXattr::decode(value) {
+            Ok(x) => x,
+            Err(e) => {
+                return Ok(VerifyReport {
+                    detail: Some(Error::Format(e).to_string()),
+                    ..VerifyReport::new(VerifyStatus::Malformed)
+                })
+            }
+        };
+        let algo = xattr.algo();
+        let digest = digest_of(algo)?;
+        let mut report = VerifyReport {
+            algo: Some(algo),
+            ..VerifyReport::new(VerifyStatus::Malformed)
+        };
+        match xattr {
+            ImaXattr::Digest { digest: stored, .. } => {
+                report.status = VerifyStatus::DigestOnly;
+                report.detail = Some(if stored == digest {
+                    format!("no signature; the stored {algo} digest matches the content")
+                } else {
+                    format!(
+                        "no signature; the stored {algo} digest {} does not match the content",
+                        hex::encode(&stored)
+                    )
+                });
+            }
+            ImaXattr::Signature {
+                keyid, signature, ..
+            } => {
+                report.keyid = Some(keyid);
+                match self.keys.get(&keyid) {
+                    None => {
+                        report.status = VerifyStatus::UnknownKey;
+                        report.detail = Some(format!(
+                            "signed by key id {keyid}, which is not among the {} key(s) given",
+                            self.len()
+                        ));
+                    }
+                    Some(verifiers) => {
+                        let mut ok = false;
+                        for v in verifiers {
+                            if v.verify_digest(algo, &digest, &signature)? {
+                                ok = true;
+                                break;
+                            }
+                        }
+                        if ok {
+                            report.status = VerifyStatus::Ok;
+                        } else {
+                            report.status = VerifyStatus::BadSignature;
+                            report.detail = Some(format!(
+                                "the {algo} signature by key id {keyid} does not match the content (file changed after signing, or another key with this id)"
+                            ));
+                        }
+                    }
+                }
+                report.signature = Some(signature);
+            }
+        }
+        report.digest = Some(digest);
+        Ok(report)
+    }
+}

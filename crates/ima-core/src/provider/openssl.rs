@@ -1,0 +1,126 @@
+//! The OpenSSL backend: the system libcrypto, as evmctl uses.
+
+use openssl::hash::MessageDigest;
+use openssl::md::{Md, MdRef};
+use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::{Padding, Rsa};
+
+use super::{check_digest_len, check_signing_algo, CryptoProvider, Hasher, Signer, Verifier};
+use crate::{Error, HashAlgo, KeyMaterial, Result};
+
+/// OpenSSL (libcrypto) backend.
+#[derive(Debug)]
+pub struct OpensslProvider;
+
+fn md(algo: HashAlgo) -> MessageDigest {
+    match algo {
+        HashAlgo::Md5 => MessageDigest::md5(),
+        HashAlgo::Sha1 => MessageDigest::sha1(),
+        HashAlgo::Sha224 => MessageDigest::sha224(),
+        HashAlgo::Sha256 => MessageDigest::sha256(),
+        HashAlgo::Sha384 => MessageDigest::sha384(),
+        HashAlgo::Sha512 => MessageDigest::sha512(),
+    }
+}
+
+/// The same algorithm as an `EVP_MD` reference, for the signing context.
+fn sig_md(algo: HashAlgo) -> &'static MdRef {
+    match algo {
+        HashAlgo::Md5 => Md::md5(),
+        HashAlgo::Sha1 => Md::sha1(),
+        HashAlgo::Sha224 => Md::sha224(),
+        HashAlgo::Sha256 => Md::sha256(),
+        HashAlgo::Sha384 => Md::sha384(),
+        HashAlgo::Sha512 => Md::sha512(),
+    }
+}
+
+fn crypto(what: &str, e: openssl::error::ErrorStack) -> Error {
+    Error::Crypto(format!("openssl: {what}: {e}"))
+}
+
+struct OpensslHasher(openssl::hash::Hasher);
+
+impl Hasher for OpensslHasher {
+    fn update(&mut self, data: &[u8]) {
+        // Only fails on allocation failure inside libcrypto.
+        self.0.update(data).expect("openssl digest update failed");
+    }
+
+    fn finish(mut self: Box<Self>) -> Vec<u8> {
+        self.0
+            .finish()
+            .expect("openssl digest final failed")
+            .to_vec()
+    }
+}
+
+/// The key is parsed once, here; each signature only makes a cheap context.
+struct OpensslSigner(PKey<Private>);
+
+impl Signer for OpensslSigner {
+    fn sign_digest(&self, algo: HashAlgo, digest: &[u8]) -> Result<Vec<u8>> {
+        check_signing_algo(algo)?;
+        check_digest_len(algo, digest)?;
+        let mut ctx = PkeyCtx::new(&self.0).map_err(|e| crypto("signing context", e))?;
+        ctx.sign_init().map_err(|e| crypto("sign init", e))?;
+        ctx.set_rsa_padding(Padding::PKCS1)
+            .map_err(|e| crypto("PKCS#1 padding", e))?;
+        // With the digest set, OpenSSL prepends the DigestInfo, as for evmctl.
+        ctx.set_signature_md(sig_md(algo))
+            .map_err(|e| crypto("signature digest", e))?;
+        let mut sig = Vec::new();
+        ctx.sign_to_vec(digest, &mut sig)
+            .map_err(|e| crypto("sign", e))?;
+        Ok(sig)
+    }
+}
+
+struct OpensslVerifier(PKey<Public>);
+
+impl Verifier for OpensslVerifier {
+    fn verify_digest(&self, algo: HashAlgo, digest: &[u8], signature: &[u8]) -> Result<bool> {
+        check_signing_algo(algo)?;
+        check_digest_len(algo, digest)?;
+        let mut ctx = PkeyCtx::new(&self.0).map_err(|e| crypto("verify context", e))?;
+        ctx.verify_init().map_err(|e| crypto("verify init", e))?;
+        ctx.set_rsa_padding(Padding::PKCS1)
+            .map_err(|e| crypto("PKCS#1 padding", e))?;
+        ctx.set_signature_md(sig_md(algo))
+            .map_err(|e| crypto("signature digest", e))?;
+        // OpenSSL reports a malformed signature (wrong length, bad padding)
+        // as an error rather than `false`: either way it does not verify.
+        Ok(ctx.verify(digest, signature).unwrap_or(false))
+    }
+}
+
+impl CryptoProvider for OpensslProvider {
+    fn name(&self) -> &'static str {
+        "openssl"
+    }
+
+    fn hasher(&self, algo: HashAlgo) -> Result<Box<dyn Hasher>> {
+        let h = openssl::hash::Hasher::new(md(algo)).map_err(|e| crypto(algo.name(), e))?;
+        Ok(Box::new(OpensslHasher(h)))
+    }
+
+    fn signer(&self, key: &KeyMaterial) -> Result<Box<dyn Signer>> {
+        let rsa = Rsa::private_key_from_der(key.rsa_private_key_der())
+            .map_err(|e| crypto("load RSA private key", e))?;
+        if !rsa.check_key().map_err(|e| crypto("check RSA key", e))? {
+            return Err(Error::Crypto(
+                "openssl: RSA private key is inconsistent".into(),
+            ));
+        }
+        let pkey = PKey::from_rsa(rsa).map_err(|e| crypto("load RSA private key", e))?;
+        Ok(Box::new(OpensslSigner(pkey)))
+    }
+
+    fn verifier(&self, rsa_public_key_der: &[u8]) -> Result<Box<dyn Verifier>> {
+        let rsa = Rsa::public_key_from_der_pkcs1(rsa_public_key_der)
+            .map_err(|e| crypto("load RSA public key", e))?;
+        let pkey = PKey::from_rsa(rsa).map_err(|e| crypto("load RSA public key", e))?;
+        Ok(Box::new(OpensslVerifier(pkey)))
+    }
+}
