@@ -198,7 +198,7 @@ CRATES="
 # and the crates that Cargo.lock pins for the build.
 RUST_MIN_VER="1.85.0"
 
-inherit bash-completion-r1 cargo toolchain-funcs
+inherit cargo shell-completion toolchain-funcs
 
 DESCRIPTION="Sign every file Portage merges with a Linux IMA signature"
 HOMEPAGE="https://github.com/portage-ima/portage-ima"
@@ -255,15 +255,15 @@ src_install() {
 			die "portage-ima generate completions bash failed"
 		newbashcomp "${T}/portage-ima.bash" portage-ima
 
-		"${bin}" generate completions zsh > "${T}/_portage-ima" ||
+		# shell-completion.eclass: /usr/share/zsh/site-functions/_portage-ima
+		# and /usr/share/fish/vendor_completions.d/portage-ima.fish.
+		"${bin}" generate completions zsh > "${T}/portage-ima.zsh" ||
 			die "portage-ima generate completions zsh failed"
-		insinto /usr/share/zsh/site-functions
-		newins "${T}/_portage-ima" _portage-ima
+		newzshcomp "${T}/portage-ima.zsh" _portage-ima
 
 		"${bin}" generate completions fish > "${T}/portage-ima.fish" ||
 			die "portage-ima generate completions fish failed"
-		insinto /usr/share/fish/vendor_completions.d
-		newins "${T}/portage-ima.fish" portage-ima.fish
+		newfishcomp "${T}/portage-ima.fish" portage-ima.fish
 	fi
 
 	einstalldocs
