@@ -1,0 +1,633 @@
+"""Issue 4's proof: `portage-ima sign` and `portage-ima verify` over installed
+packages, read from a vdb that Portage's own emerge wrote.
+
+Packages are merged with the hook disabled (no snippet in bashrc), so every
+signature here comes from the whole-system commands; `evmctl ima_verify` is
+the judge. One playground per layout (ROOT=DIR, and a prefix) holds every
+package, installed once by the module fixture; the tests run in file order on
+that shared state and put back what they break.
+
+The command runs the way an admin runs it: root layout with `--root DIR`,
+prefix layout with EPREFIX and EROOT in the environment (ROOT unset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from portage_playground import CATEGORY, LAYOUTS, Playground, ebuild_text
+from portage_playground.ima import XATTR, evmctl_verify, ima_xattr, xattr_paths
+
+# A second category, so that one package name is installed in two.
+CATEGORY2 = "test-ima2"
+
+# test-ima2/twin must not collide with test-ima/twin's files.
+TWIN2_INSTALL = """\
+printf '#!/bin/sh\\necho other twin\\n' > "${T}/twin-other" || die
+dobin "${T}/twin-other"
+insinto "/usr/share/${CATEGORY}-${PN}"
+printf 'the other twin\\n' > "${T}/data.txt" || die
+doins "${T}/data.txt"
+"""
+
+# A package big enough that `sign --all` can be interrupted part way: a few
+# large random files (each one in flight is finished after SIGINT) and many
+# small ones (each costs an RSA signature). Written straight into ${ED}
+# rather than copied there with doins, to halve the disk traffic.
+BIG_FILES, BIG_MB, SMALL_FILES = 4, 256, 1500
+BIG_INSTALL = f"""\
+mkdir -p "${{ED}}/usr/share/big/many" || die
+for i in $(seq 1 {BIG_FILES}); do
+\thead -c {BIG_MB}M /dev/urandom > "${{ED}}/usr/share/big/blob${{i}}.bin" || die
+done
+for i in $(seq 1 {SMALL_FILES}); do
+\techo "small file ${{i}}" > "${{ED}}/usr/share/big/many/f${{i}}.txt" || die
+done
+"""
+
+# (category, PF) installed by the fixture; big-1 comes later (its own test).
+INSTALLED = [
+    (CATEGORY, "alpha-1"),
+    (CATEGORY, "beta-2"),
+    (CATEGORY, "gamma-1-r1"),
+    (CATEGORY, "twin-1"),
+    (CATEGORY, "cfgp-1"),
+    (CATEGORY, "tamper-1"),
+    (CATEGORY2, "twin-1"),
+]
+
+PKG_LINE = re.compile(
+    r"^portage-ima: (?P<pkg>\S+/\S+): signed (?P<signed>\d+), (?P<valid>\d+) already valid, "
+    r"(?:(?P<skipped>\d+) skipped, )?(?P<failed>\d+) failed \(of (?P<total>\d+) files\)$",
+    re.M,
+)
+TOTAL_LINE = re.compile(
+    r"^portage-ima: (?P<packages>\d+) packages: signed (?P<signed>\d+), (?P<valid>\d+) already valid, "
+    r"(?:(?P<skipped>\d+) skipped, )?(?P<failed>\d+) failed \(of (?P<total>\d+) files\)$",
+    re.M,
+)
+VERIFY_PKG_LINE = re.compile(r"^(?P<mark>ok  |FAIL) (?P<pkg>\S+/\S+): (?P<counts>.+)$", re.M)
+VERIFY_TOTAL_LINE = re.compile(r"^portage-ima: verified: (?P<counts>.+)$", re.M)
+
+
+# ---- running the command ---------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of the binary: its argv, exit status, stdout, stderr, time."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.2f}s\n"
+            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+        )
+
+    def total(self) -> dict[str, int]:
+        """The `N packages: ...` line of `sign`, as numbers."""
+        found = list(TOTAL_LINE.finditer(self.stdout))
+        assert len(found) == 1, f"expected one total line:\n{self}"
+        return {k: int(v or 0) for k, v in found[0].groupdict().items()}
+
+    def packages(self) -> dict[str, dict[str, int]]:
+        """The per-package lines of `sign`, as numbers."""
+        return {
+            m["pkg"]: {k: int(v or 0) for k, v in m.groupdict().items() if k != "pkg"}
+            for m in PKG_LINE.finditer(self.stdout)
+        }
+
+
+@dataclasses.dataclass
+class System:
+    """The playground, the binary under test, and how to call it."""
+
+    pg: Playground
+    bin: Path
+
+    def env(self) -> dict[str, str]:
+        """No ROOT/EROOT/EPREFIX from the caller; the prefix layout gets its
+        EPREFIX and EROOT from the environment, as inside a prefix."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("ROOT", "EROOT", "EPREFIX", "PORTAGE_CONFIGROOT", "SYSROOT", "ESYSROOT")
+        }
+        if self.pg.layout == "prefix":
+            env.update(EPREFIX=self.pg.eprefix, EROOT=str(self.pg.eroot))
+        return env
+
+    def argv(self, command: str, *args: str) -> list[str]:
+        argv = [str(self.bin), "--config", str(self.pg.ima_toml), command, *args]
+        if self.pg.layout == "root":
+            argv += ["--root", str(self.pg.root)]
+        if command == "sign":
+            argv += ["--jobs", "2", "--progress", "none"]
+        return argv
+
+    def run(self, command: str, *args: str, timeout: float = 600) -> Run:
+        argv = self.argv(command, *args)
+        start = time.monotonic()
+        proc = subprocess.run(
+            argv, env=self.env(), capture_output=True, text=True, errors="replace", timeout=timeout
+        )
+        return Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+    def sign(self, *args: str) -> Run:
+        return self.run("sign", *args)
+
+    def verify(self, *args: str) -> Run:
+        return self.run("verify", *args)
+
+    def verify_json(self, *args: str) -> tuple[Run, dict]:
+        r = self.run("verify", "--json", *args)
+        try:
+            return r, json.loads(r.stdout)
+        except json.JSONDecodeError as e:
+            raise AssertionError(f"verify --json did not print JSON ({e}):\n{r}") from None
+
+    # ---- the installed packages, judged without our code ------------------
+
+    def objs(self, cat: str, pf: str) -> dict[str, Path]:
+        """CONTENTS path -> the live file that must carry the signature: the
+        file, or for a config file the admin changed, the `._cfgNNNN_`
+        sibling whose MD5 is the one CONTENTS records."""
+        found = {}
+        for e in self.pg.contents(cat, pf):
+            if e.kind != "obj":
+                continue
+            live = self.pg.live(e.path)
+            if md5(live) != e.md5:
+                siblings = sorted(live.parent.glob(f"._cfg????_{live.name}"))
+                matching = [c for c in siblings if md5(c) == e.md5]
+                if matching:
+                    live = matching[-1]
+            found[e.path] = live
+        return found
+
+    def md5s(self, cat: str, pf: str) -> dict[Path, str]:
+        """Live file -> the MD5 CONTENTS records for it."""
+        return {
+            self.pg.live(e.path): e.md5 for e in self.pg.contents(cat, pf) if e.kind == "obj"
+        }
+
+    def installed(self) -> list[tuple[str, str]]:
+        """(category, PF) of every package in the vdb."""
+        vdb = self.pg.eroot / "var" / "db" / "pkg"
+        return sorted((d.parent.name, d.name) for d in vdb.glob("*/*") if (d / "CONTENTS").is_file())
+
+    def all_objs(self) -> dict[str, dict[str, Path]]:
+        """CAT/PF -> its objs (see :meth:`objs`), for every installed package."""
+        return {f"{cat}/{pf}": self.objs(cat, pf) for cat, pf in self.installed()}
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every security.ima in the playground outside PORTAGE_TMPDIR."""
+        tmp = str(self.pg.tmpdir)
+        return {p: v for p, v in xattr_paths(self.pg.base).items() if not p.startswith(tmp)}
+
+    def ensure_signed(self) -> None:
+        """Every installed package signed (a no-op after the first test)."""
+        r = self.sign("--all")
+        assert r.returncode == 0, str(r)
+
+
+def md5(path: Path) -> str | None:
+    try:
+        h = hashlib.md5()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def evmctl_rejects(cert_der: Path, paths) -> list[str]:
+    """`evmctl ima_verify` on every path (in parallel); the failures."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = pool.map(lambda p: evmctl_verify(p, cert_der), paths)
+        return [f"{p}: {out}" for p, (ok, out) in zip(paths, results) if not ok]
+
+
+def cert_keyid(cert: Path) -> str:
+    """The last 4 bytes of the certificate's Subject Key Identifier, as
+    openssl prints it (what the kernel and evmctl use as key id)."""
+    out = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectKeyIdentifier"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    skid = out.strip().splitlines()[-1].strip().replace(":", "").lower()
+    return skid[-8:]
+
+
+def parse_verify_text(r: Run, known: set[str]) -> tuple[dict, dict, dict]:
+    """`verify` text output -> (package -> counts, path -> status, total counts).
+    Paths are matched against ``known`` since they may contain spaces."""
+    packages = {m["pkg"]: (m["mark"].strip(), counts(m["counts"])) for m in VERIFY_PKG_LINE.finditer(r.stdout)}
+    totals = [counts(m["counts"]) for m in VERIFY_TOTAL_LINE.finditer(r.stdout)]
+    assert len(totals) == 1, f"expected one `verified:` line:\n{r}"
+    files = {}
+    for line in r.stdout.splitlines():
+        if VERIFY_PKG_LINE.match(line) or VERIFY_TOTAL_LINE.match(line):
+            continue
+        status, _, rest = line.partition(" ")
+        path = next((p for p in known if rest == p or rest.startswith(p + " (")), None)
+        assert path is not None, f"unexpected line {line!r}:\n{r}"
+        assert path not in files, f"{path} reported twice:\n{r}"
+        files[path] = status
+    return packages, files, totals[0]
+
+
+def counts(text: str) -> dict[str, int]:
+    """"1 missing, 3 ok" -> {"missing": 1, "ok": 3}."""
+    out = {}
+    for part in text.split(", "):
+        n, _, status = part.partition(" ")
+        out[status] = int(n)
+    return out
+
+
+# ---- the playground --------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def system(request, tmp_path_factory, hook_bin) -> System:
+    """One playground per layout with every package of :data:`INSTALLED`
+    merged by one emerge, the hook disabled. Removed afterwards (the big
+    package is a gigabyte) unless PORTAGE_IMA_E2E_KEEP is set."""
+    if os.geteuid() != 0:
+        pytest.skip("real emerge into a scratch ROOT and security.ima need root")
+    base = tmp_path_factory.mktemp(f"system-{request.param}")
+    pg = Playground(base, request.param, hook=hook_bin)
+    pg.write_bashrc(snippet=False)
+    with (pg.repo / "profiles" / "categories").open("a") as f:
+        f.write(CATEGORY2 + "\n")
+    atoms = [
+        pg.add_ebuild("alpha", "1"),
+        pg.add_ebuild("beta", "2"),
+        pg.add_ebuild("gamma", "1-r1"),
+        pg.add_ebuild("twin", "1"),
+        pg.add_ebuild("cfgp", "1"),
+        pg.add_ebuild("tamper", "1"),
+    ]
+    twin2 = pg.repo / CATEGORY2 / "twin" / "twin-1.ebuild"
+    twin2.parent.mkdir(parents=True, exist_ok=True)
+    twin2.write_text(ebuild_text("twin", TWIN2_INSTALL))
+    atoms.append(f"={CATEGORY2}/twin-1")
+    r = pg.emerge(*atoms).check()
+    print(f"[{request.param}] emerge of {len(atoms)} packages: {r.seconds:.1f}s")
+    sys = System(pg, hook_bin)
+    assert not sys.snapshot(), "something was signed with the hook disabled"
+    yield sys
+    if not os.environ.get("PORTAGE_IMA_E2E_KEEP"):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- the tests ---------------------------------------------------------------
+
+
+def test_sign_all_then_again(system):
+    """`sign --all` signs every obj of every package and nothing else; a
+    second run finds every signature valid and writes nothing."""
+    before = system.snapshot()
+    assert not before
+    first = system.sign("--all")
+    assert first.returncode == 0, str(first)
+    objs = system.all_objs()
+    n = sum(len(o) for o in objs.values())
+    assert n >= 6 * 5 + 2
+    assert first.total() == {
+        "packages": len(INSTALLED), "signed": n, "valid": 0, "skipped": 0, "failed": 0, "total": n,
+    }, str(first)  # fmt: skip
+    assert first.packages() == {}, f"--all without failures prints no package lines:\n{first}"
+    assert not first.stderr.strip(), str(first)
+
+    live = {p for o in objs.values() for p in o.values()}
+    assert not evmctl_rejects(system.pg.cert_der, sorted(live))
+    after = system.snapshot()
+    assert set(after) == {str(p) for p in live}, "security.ima on something that is not an obj"
+    assert sorted(system.installed()) == sorted(INSTALLED)
+    not_files = [
+        system.pg.live(e.path)
+        for cat, pf in INSTALLED
+        for e in system.pg.contents(cat, pf)
+        if e.kind in ("sym", "dir")
+    ]
+    assert not_files and not [p for p in not_files if ima_xattr(p) is not None]
+
+    second = system.sign("--all")
+    assert second.returncode == 0, str(second)
+    assert second.total() == {
+        "packages": len(INSTALLED), "signed": 0, "valid": n, "skipped": 0, "failed": 0, "total": n,
+    }, str(second)  # fmt: skip
+    assert system.snapshot() == after, "the second run rewrote signatures"
+    print(f"[{system.pg.layout}] sign --all: {first.seconds:.3f}s, again: {second.seconds:.3f}s")
+
+
+def test_verify_all_ok(system):
+    """Everything signed: `verify --all` says ok for every package and file,
+    exit 0; -v lists every file; --json agrees and its fields are real."""
+    system.ensure_signed()
+    objs = system.all_objs()
+    n = sum(len(o) for o in objs.values())
+    known = {str(p) for o in objs.values() for p in o.values()}
+
+    r = system.verify("--all")
+    assert r.returncode == 0, str(r)
+    packages, files, totals = parse_verify_text(r, known)
+    assert packages == {pkg: ("ok", {"ok": len(o)}) for pkg, o in objs.items()}, str(r)
+    assert files == {}, f"only files that are not ok are listed without -v:\n{r}"
+    assert totals == {"ok": n}
+    assert re.search(rf"^ok   {CATEGORY}/alpha-1: {len(objs[f'{CATEGORY}/alpha-1'])} ok$", r.stdout, re.M)
+
+    r = system.verify("--all", "-v")
+    assert r.returncode == 0, str(r)
+    _, files, _ = parse_verify_text(r, known)
+    assert files == {p: "ok" for p in known}, str(r)
+
+    r, doc = system.verify_json("--all")
+    assert r.returncode == 0, str(r)
+    assert doc["summary"] == {"ok": n}
+    assert doc["packages"] == {pkg: {"ok": len(o)} for pkg, o in objs.items()}
+    assert {f["path"] for f in doc["files"]} == known
+    keyid = cert_keyid(system.pg.cert)
+    fields = {"path", "package", "status", "algo", "keyid", "digest", "signature", "detail"}
+    for f in doc["files"]:
+        assert fields <= set(f), f
+        live = Path(f["path"])
+        pkg = next(pkg for pkg, o in objs.items() if live in o.values())
+        assert (f["package"], f["status"], f["algo"]) == (pkg, "ok", "sha256"), f
+        assert f["keyid"].lower().endswith(keyid), (f, keyid)
+        assert f["digest"] == sha256(live), f
+        assert f["signature"] and f["signature"].lower() in ima_xattr(live).hex(), f
+
+
+def test_tampered_unsigned_missing(system):
+    """One file with a byte appended, one without its security.ima, one
+    deleted: verify names exactly those (modified, unsigned, missing), the
+    text and the JSON agree, exit 1; `sign --all` re-signs the unsigned one,
+    never the tampered one, and says so, exit 1. A reinstall repairs it."""
+    system.ensure_signed()
+    pg = system.pg
+    pkg = f"{CATEGORY}/tamper-1"
+    tampered = pg.live(pg.ed("/usr/share/tamper/data.txt"))
+    unsigned = pg.live(pg.ed("/usr/share/tamper/stable.txt"))
+    missing = pg.live(pg.ed("/usr/share/tamper/file with space.txt"))
+    objs = system.all_objs()
+    n = sum(len(o) for o in objs.values())
+    known = {str(p) for o in objs.values() for p in o.values()}
+    stale_sig = ima_xattr(tampered)
+
+    with tampered.open("ab") as f:
+        f.write(b"x")
+    subprocess.run(["setfattr", "-x", XATTR, str(unsigned)], check=True)
+    missing.unlink()
+    expected = {str(tampered): "modified", str(unsigned): "unsigned", str(missing): "missing"}
+
+    r = system.verify("--all")
+    assert r.returncode == 1, str(r)
+    packages, files, totals = parse_verify_text(r, known)
+    assert files == expected, str(r)
+    tamper_counts = {"modified": 1, "unsigned": 1, "missing": 1, "ok": len(objs[pkg]) - 3}
+    assert packages[pkg] == ("FAIL", tamper_counts), str(r)
+    assert {p: c for p, c in packages.items() if p != pkg} == {
+        p: ("ok", {"ok": len(o)}) for p, o in objs.items() if p != pkg
+    }, str(r)
+    assert totals == {"modified": 1, "unsigned": 1, "missing": 1, "ok": n - 3}, str(r)
+    line = f"FAIL {pkg}: 1 missing, 1 modified, {len(objs[pkg]) - 3} ok, 1 unsigned"
+    assert line in r.stdout.splitlines(), str(r)
+
+    # Only this package, by atom: the same three.
+    r1 = system.verify("tamper")
+    assert r1.returncode == 1, str(r1)
+    p1, f1, t1 = parse_verify_text(r1, known)
+    assert (set(p1), f1, t1) == ({pkg}, expected, tamper_counts), str(r1)
+
+    # --json: same statuses per path, same package counts.
+    rj, doc = system.verify_json("--all")
+    assert rj.returncode == 1, str(rj)
+    by_path = {f["path"]: f["status"] for f in doc["files"]}
+    assert set(by_path) == known
+    assert {p: s for p, s in by_path.items() if s != "ok"} == files
+    assert doc["packages"] == {p: c for p, (_, c) in packages.items()}
+    assert doc["summary"] == totals
+    for f in doc["files"]:
+        if f["path"] in expected:
+            assert f["package"] == pkg and f["detail"], f
+
+    # sign --all: the unsigned file is signed again; the tampered one is
+    # reported and keeps its (now stale) xattr; the missing one is reported.
+    s = system.sign("--all")
+    assert s.returncode == 1, str(s)
+    assert s.packages() == {
+        pkg: {"signed": 1, "valid": len(objs[pkg]) - 3, "skipped": 0, "failed": 2, "total": len(objs[pkg])}
+    }, f"--all lists exactly the packages with failures:\n{s}"
+    assert s.total() == {
+        "packages": len(objs), "signed": 1, "valid": n - 3, "skipped": 0, "failed": 2, "total": n,
+    }, str(s)  # fmt: skip
+    problems = [line for line in s.stderr.splitlines() if line.startswith("portage-ima: /")]
+    assert any(line.startswith(f"portage-ima: {tampered}: ") for line in problems), str(s)
+    assert any(line.startswith(f"portage-ima: {missing}: ") for line in problems), str(s)
+    assert len(problems) == 2, str(s)
+    assert ima_xattr(tampered) == stale_sig, "the tampered file's xattr was rewritten"
+    assert not evmctl_verify(tampered, pg.cert_der)[0]
+    assert evmctl_verify(unsigned, pg.cert_der)[0]
+    assert not missing.exists()
+
+    # Reinstall (hook still disabled) and sign the package: all ok again.
+    pg.emerge(f"={pkg}").check()
+    s = system.sign(f"{pkg}")
+    assert s.returncode == 0, str(s)
+    r = system.verify("--all")
+    assert r.returncode == 0, str(r)
+
+
+def test_atoms(system):
+    """How names on the command line select installed packages."""
+    system.ensure_signed()
+    objs = system.all_objs()
+
+    def selected(*atoms: str) -> set[str]:
+        r, doc = system.verify_json(*atoms)
+        assert r.returncode == 0, str(r)
+        assert {f["package"] for f in doc["files"]} == set(doc["packages"]), doc
+        return set(doc["packages"])
+
+    alpha, gamma = f"{CATEGORY}/alpha-1", f"{CATEGORY}/gamma-1-r1"
+    assert selected(f"{CATEGORY}/alpha") == {alpha}
+    assert selected(f"{CATEGORY}/alpha-1") == {alpha}
+    assert selected(f"={CATEGORY}/alpha-1") == {alpha}
+    assert selected("alpha") == {alpha}
+    assert selected(f"={CATEGORY}/gamma-1-r1") == {gamma}
+    assert selected(f"{CATEGORY}/gamma-1-r1") == {gamma}
+    assert selected("gamma") == {gamma}
+    assert selected(f"{CATEGORY}/twin") == {f"{CATEGORY}/twin-1"}
+    assert selected(f"{CATEGORY2}/twin") == {f"{CATEGORY2}/twin-1"}
+    assert selected("alpha", f"{CATEGORY}/beta") == {alpha, f"{CATEGORY}/beta-2"}
+
+    # sign by atom: one package line per package named, even with nothing to do.
+    s = system.sign("alpha", f"={CATEGORY}/gamma-1-r1")
+    assert s.returncode == 0, str(s)
+    assert set(s.packages()) == {alpha, gamma}, str(s)
+    assert s.packages()[alpha]["valid"] == len(objs[alpha])
+    assert s.total()["packages"] == 2
+    assert system.verify(alpha, "gamma").returncode == 0
+
+    before = system.snapshot()
+    # A name installed in two categories: refused, both candidates listed.
+    for command in ("verify", "sign"):
+        r = system.run(command, "twin")
+        assert r.returncode == 2, str(r)
+        assert f"{CATEGORY}/twin" in r.stderr and f"{CATEGORY2}/twin" in r.stderr, str(r)
+    # An unknown name: refused, with the near names.
+    for command in ("verify", "sign"):
+        r = system.run(command, "alpah")
+        assert r.returncode == 2, str(r)
+        assert "alpah" in r.stderr and "alpha" in r.stderr.replace("alpah", ""), str(r)
+    r = system.verify(f"{CATEGORY}/no-such-package")
+    assert r.returncode == 2 and "no-such-package" in r.stderr, str(r)
+    # A version that is not installed (the installed one is named).
+    for atom, pf in (
+        (f"={CATEGORY}/alpha-2", "alpha-1"),
+        (f"{CATEGORY}/beta-1", "beta-2"),
+        (f"={CATEGORY}/gamma-1-r2", "gamma-1-r1"),
+    ):
+        for command in ("verify", "sign"):
+            r = system.run(command, atom)
+            assert r.returncode == 2, str(r)
+            assert pf in r.stderr, f"the installed version is not named:\n{r}"
+    # One bad atom among good ones: nothing is done.
+    r = system.sign("alpha", "alpah")
+    assert r.returncode == 2 and not TOTAL_LINE.search(r.stdout), str(r)
+    assert system.snapshot() == before
+
+
+def test_config_protect(system):
+    """The admin changed /etc/cfgp.conf, cfgp-2 arrives as ._cfg0000_cfgp.conf
+    (hook disabled): `sign` signs the sibling, leaves the admin's file alone,
+    and verify reports the package ok through the sibling."""
+    system.ensure_signed()
+    pg = system.pg
+    conf = pg.live(pg.ed("/etc/cfgp.conf"))
+    with conf.open("a") as f:
+        f.write("# changed by the admin\n")
+    admin_text, admin_sig = conf.read_bytes(), ima_xattr(conf)
+    assert admin_sig is not None
+
+    pg.add_ebuild("cfgp", "2")
+    pg.emerge(f"={CATEGORY}/cfgp-2").check()
+    cfg = conf.parent / "._cfg0000_cfgp.conf"
+    assert cfg.is_file(), "Portage did not protect the changed config file"
+    assert ima_xattr(cfg) is None
+    pkg = f"{CATEGORY}/cfgp-2"
+    objs = system.objs(CATEGORY, "cfgp-2")
+    assert objs[pg.ed("/etc/cfgp.conf")] == cfg
+    n = len(objs)
+
+    r = system.verify("cfgp")
+    assert r.returncode == 1, str(r)
+
+    s = system.sign(f"{CATEGORY}/cfgp")
+    assert s.returncode == 0, str(s)
+    stats = s.packages()[pkg]
+    # Unchanged files (stable.txt, the keepdir) kept cfgp-1's signatures.
+    assert stats["failed"] == 0 and stats["total"] == n and stats["signed"] >= 3, str(s)
+    assert evmctl_verify(cfg, pg.cert_der)[0]
+    assert not evmctl_rejects(pg.cert_der, objs.values())
+    assert conf.read_bytes() == admin_text
+    assert ima_xattr(conf) == admin_sig, "the admin's file was re-signed"
+
+    r, doc = system.verify_json("cfgp")
+    assert r.returncode == 0, str(r)
+    assert doc["packages"] == {pkg: {"ok": n}}
+    by_path = {f["path"]: f["status"] for f in doc["files"]}
+    assert by_path.get(str(cfg)) == "ok", doc
+    assert str(conf) not in by_path, doc
+
+    r = system.verify("-v", "cfgp")
+    assert r.returncode == 0, str(r)
+    assert f"ok {cfg}" in r.stdout.splitlines(), str(r)
+
+
+def test_interrupt_and_resume(system):
+    """SIGINT while `sign --all` works through a gigabyte: exit 130, every
+    file signed or untouched and none changed; the rerun finishes the job."""
+    system.ensure_signed()
+    pg = system.pg
+    pg.add_ebuild("big", "1", install=BIG_INSTALL)
+    r = pg.emerge(f"={CATEGORY}/big-1").check()
+    print(f"[{pg.layout}] emerge of big-1: {r.seconds:.1f}s")
+    md5s = system.md5s(CATEGORY, "big-1")
+    assert len(md5s) == BIG_FILES + SMALL_FILES
+    assert not [p for p in md5s if ima_xattr(p) is not None]
+    others = system.snapshot()
+
+    argv = system.argv("sign", "--all")
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv, env=system.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    signalled = None
+    try:
+        watch = list(md5s)
+        while proc.poll() is None and signalled is None:
+            if any(ima_xattr(p) is not None for p in watch):
+                proc.send_signal(signal.SIGINT)
+                signalled = time.monotonic() - start
+            else:
+                time.sleep(0.002)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = Run(argv, proc.returncode, out, err, time.monotonic() - start)
+    if signalled is None:
+        pytest.fail(f"sign finished before it could be interrupted: make the big package bigger\n{first}")
+    print(f"[{pg.layout}] SIGINT after {signalled:.3f}s; the run ended after {first.seconds:.3f}s")
+
+    assert first.returncode == 130, str(first)
+    signed = [p for p in md5s if ima_xattr(p) is not None]
+    untouched = [p for p in md5s if ima_xattr(p) is None]
+    print(f"[{pg.layout}] interrupted run: {len(signed)} signed, {len(untouched)} untouched")
+    assert signed and untouched
+    assert not evmctl_rejects(pg.cert_der, signed), "a file was left half-signed"
+    assert {p: md5(p) for p in md5s} == md5s, "a file's content changed"
+    m = re.search(r"interrupted: (\d+) files not processed", first.stderr)
+    assert m and int(m[1]) == len(untouched), str(first)
+    assert system.snapshot().items() >= others.items(), "signatures of other packages changed"
+
+    again = system.sign("--all")
+    assert again.returncode == 0, str(again)
+    total = again.total()
+    assert (total["signed"], total["failed"], total["packages"]) == (len(untouched), 0, len(system.installed())), str(again)
+    print(f"[{pg.layout}] rerun: {again.seconds:.3f}s")
+    assert not evmctl_rejects(pg.cert_der, md5s)
+    assert {p: md5(p) for p in md5s} == md5s
+    r = system.verify(f"{CATEGORY}/big")
+    assert r.returncode == 0, str(r)
