@@ -1,1 +1,701 @@
-//! (being written)
+//! Portage's environment as the ebuild (and so `/etc/portage/bashrc`) sees
+//! it, and what it implies for signing: where the vdb entry is, and whether
+//! an xattr set in `${D}` before the merge survives it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::rootfs::RootDir;
+use crate::vdb::{is_valid_category, split_pf, VDB_PATH};
+
+/// The xattr this tool writes.
+const IMA_XATTR: &str = "security.ima";
+
+/// Portage's default `PORTAGE_XATTR_EXCLUDE` (`make.globals`), used when
+/// the variable is not in the environment at all. It holds `security.ima`.
+pub const DEFAULT_XATTR_EXCLUDE: &[&str] = &[
+    "bcachefs.*",
+    "bcachefs_effective.*",
+    "btrfs.*",
+    "security.evm",
+    "security.ima",
+    "security.selinux",
+    "system.nfs4_acl",
+    "user.apache_handler",
+    "user.Beagle.*",
+    "user.dublincore.*",
+    "user.mime_encoding",
+    "user.xdg.*",
+];
+
+/// The variables that must be set for [`PortageEnv::from_vars`].
+pub const REQUIRED_VARS: &[&str] = &["EBUILD_PHASE", "CATEGORY", "PF", "ROOT"];
+
+/// Portage's environment during an ebuild phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortageEnv {
+    /// `EBUILD_PHASE`: `preinst`, `postinst`, ...
+    pub phase: String,
+    pub category: String,
+    pub pf: String,
+    /// `ROOT`; an empty `ROOT` (prefix installs, EAPI 7+) is stored as `/`.
+    pub root: PathBuf,
+    /// `EROOT`, or `${ROOT%/}${EPREFIX}` when it is not set; `/` if empty.
+    pub eroot: PathBuf,
+    /// `EPREFIX`, empty when unset.
+    pub eprefix: PathBuf,
+    /// `D`, the image directory (src_install to preinst).
+    pub d: Option<PathBuf>,
+    /// `ED` = `${D%/}${EPREFIX}`.
+    pub ed: Option<PathBuf>,
+    /// `PORTAGE_CONFIGROOT` (ends in `/`), `/` when unset.
+    pub config_root: PathBuf,
+    /// `FEATURES`, as words in order (see [`PortageEnv::has_feature`]).
+    pub features: Vec<String>,
+    /// `PORTAGE_XATTR_EXCLUDE` patterns; Portage's default list when the
+    /// variable is unset.
+    pub xattr_exclude: Vec<String>,
+    /// `MERGE_TYPE`: `source`, `binary` or `buildonly`.
+    pub merge_type: Option<String>,
+    /// `REPLACING_VERSIONS`: the versions this merge replaces.
+    pub replacing_versions: Vec<String>,
+}
+
+/// Why the environment is not a usable Portage environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvError {
+    /// Required variables are unset (or empty).
+    Missing(Vec<&'static str>),
+    /// A variable is set to something Portage never sets.
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvError::Missing(vars) => write!(
+                f,
+                "{} {} not set: this must run from Portage's bashrc \
+                 (/etc/portage/bashrc, during an emerge), which sets them",
+                vars.join(", "),
+                if vars.len() == 1 { "is" } else { "are" },
+            ),
+            EnvError::Invalid { var, value, reason } => {
+                write!(f, "{var}='{value}' {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+/// Whether `security.ima` set on files in `${D}` survives the merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PremergeXattr {
+    /// It survives; the reason says why, for a verbose log.
+    Kept { reason: String },
+    /// It is lost: `reason` is one line, `hint` the setting that would keep it.
+    Lost { reason: String, hint: String },
+}
+
+impl PortageEnv {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, EnvError> {
+        PortageEnv::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Builds the environment from a lookup function (tests, or a saved
+    /// `environment` file). Every missing required variable is reported at
+    /// once; `CATEGORY` and `PF` must be valid PMS names, as they become
+    /// path components of the vdb entry.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+        let mut missing = Vec::new();
+        for &var in REQUIRED_VARS {
+            let present = if var == "ROOT" {
+                // Empty is a valid ROOT (EAPI 7+ for "/"); EROOT can stand in.
+                get("ROOT").is_some() || nonempty("EROOT").is_some()
+            } else {
+                nonempty(var).is_some()
+            };
+            if !present {
+                missing.push(var);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(EnvError::Missing(missing));
+        }
+        let phase = nonempty("EBUILD_PHASE").unwrap_or_default();
+        let category = nonempty("CATEGORY").unwrap_or_default();
+        let pf = nonempty("PF").unwrap_or_default();
+        if !is_valid_category(&category) {
+            return Err(EnvError::Invalid {
+                var: "CATEGORY",
+                value: category,
+                reason: "is not a valid category name".into(),
+            });
+        }
+        if split_pf(&pf).is_none() {
+            return Err(EnvError::Invalid {
+                var: "PF",
+                value: pf,
+                reason: "is not a valid NAME-VERSION".into(),
+            });
+        }
+
+        let eprefix = get("EPREFIX").unwrap_or_default();
+        let root_raw = get("ROOT").unwrap_or_default();
+        let eroot = match nonempty("EROOT") {
+            Some(e) => e,
+            None => format!("{}{}", root_raw.trim_end_matches('/'), eprefix),
+        };
+        let or_slash = |s: String| PathBuf::from(if s.is_empty() { "/".into() } else { s });
+        let words = |k: &str| -> Vec<String> {
+            get(k)
+                .map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        Ok(PortageEnv {
+            phase,
+            category,
+            pf,
+            root: or_slash(root_raw),
+            eroot: or_slash(eroot),
+            eprefix: PathBuf::from(eprefix),
+            d: nonempty("D").map(PathBuf::from),
+            ed: nonempty("ED").map(PathBuf::from),
+            config_root: or_slash(get("PORTAGE_CONFIGROOT").unwrap_or_default()),
+            features: words("FEATURES"),
+            xattr_exclude: match get("PORTAGE_XATTR_EXCLUDE") {
+                Some(v) => v.split_whitespace().map(str::to_string).collect(),
+                None => DEFAULT_XATTR_EXCLUDE
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            },
+            merge_type: nonempty("MERGE_TYPE"),
+            replacing_versions: words("REPLACING_VERSIONS"),
+        })
+    }
+
+    /// `${EROOT}/var/db/pkg/${CATEGORY}/${PF}`
+    pub fn vdb_entry(&self) -> PathBuf {
+        self.eroot
+            .join(VDB_PATH)
+            .join(&self.category)
+            .join(&self.pf)
+    }
+
+    /// `category/pf`
+    pub fn cpv(&self) -> String {
+        format!("{}/{}", self.category, self.pf)
+    }
+
+    /// Is `f` in `FEATURES`? Words apply in order: `-f` cancels an earlier
+    /// `f`, `-*` cancels everything before it.
+    pub fn has_feature(&self, f: &str) -> bool {
+        let mut on = false;
+        for w in &self.features {
+            if w == "-*" {
+                on = false;
+            } else if let Some(neg) = w.strip_prefix('-') {
+                if neg == f {
+                    on = false;
+                }
+            } else if w == f {
+                on = true;
+            }
+        }
+        on
+    }
+
+    /// Will an xattr set on files under `${D}` survive the merge to `ROOT`?
+    ///
+    /// Portage moves each file with `rename()` when it is on the same
+    /// filesystem (`st_dev`) as its destination directory, which keeps every
+    /// xattr; otherwise it copies, and copies xattrs only with
+    /// `FEATURES=xattr`, minus those matching `PORTAGE_XATTR_EXCLUDE`.
+    ///
+    /// This checks every regular file under `${D}` against the nearest
+    /// existing ancestor of its destination directory under `ROOT` (looked
+    /// up inside `ROOT`, following symlinks such as `/lib -> usr/lib` as
+    /// Portage merges through them). That is stricter than comparing the
+    /// top-level directories only: a separate `/usr/local` or `/var` mount
+    /// is noticed too.
+    pub fn premerge_xattr(&self) -> PremergeXattr {
+        let Some(d) = &self.d else {
+            return PremergeXattr::Lost {
+                reason: "D is not set: there is no image to sign before the merge \
+                         (only src_install to preinst have one)"
+                    .into(),
+                hint: "sign in postinst instead".into(),
+            };
+        };
+        let copies = match first_cross_device(d, &self.root) {
+            Ok(None) => {
+                return PremergeXattr::Kept {
+                    reason: format!(
+                        "{} and its destination in {} are on the same filesystem: \
+                         Portage renames files, keeping their xattrs",
+                        d.display(),
+                        self.root.display()
+                    ),
+                }
+            }
+            Ok(Some(cross)) => cross,
+            Err(e) => {
+                return PremergeXattr::Lost {
+                    reason: format!(
+                        "cannot tell whether {} and {} share a filesystem: {e}",
+                        d.display(),
+                        self.root.display()
+                    ),
+                    hint: "sign in postinst instead".into(),
+                }
+            }
+        };
+        let feature = self.has_feature("xattr");
+        let excluded_by = xattr_exclude_match(&self.xattr_exclude, IMA_XATTR);
+        if feature && excluded_by.is_none() {
+            return PremergeXattr::Kept {
+                reason: format!(
+                    "{copies}: Portage copies, and FEATURES=xattr copies {IMA_XATTR} \
+                     (not in PORTAGE_XATTR_EXCLUDE)"
+                ),
+            };
+        }
+        let tmpdir = "or put PORTAGE_TMPDIR on the filesystem of ROOT";
+        let (why, hint) = match (feature, excluded_by) {
+            (false, Some(p)) => (
+                format!("FEATURES lacks xattr and PORTAGE_XATTR_EXCLUDE has '{p}'"),
+                format!(
+                    "in make.conf add xattr to FEATURES and remove '{p}' from \
+                     PORTAGE_XATTR_EXCLUDE (keep the rest of the list), {tmpdir}"
+                ),
+            ),
+            (false, None) => (
+                "FEATURES lacks xattr".to_string(),
+                format!("in make.conf add xattr to FEATURES, {tmpdir}"),
+            ),
+            (true, Some(p)) => (
+                format!("PORTAGE_XATTR_EXCLUDE has '{p}', which matches {IMA_XATTR}"),
+                format!(
+                    "in make.conf remove '{p}' from PORTAGE_XATTR_EXCLUDE \
+                     (keep the rest of the list), {tmpdir}"
+                ),
+            ),
+            (true, None) => unreachable!("handled above"),
+        };
+        PremergeXattr::Lost {
+            reason: format!("{copies}: Portage copies and drops {IMA_XATTR} ({why})"),
+            hint,
+        }
+    }
+}
+
+/// Finds a regular file under `d` on another filesystem than its
+/// destination directory under `root`; `Ok(None)` when there is none.
+/// The `Ok(Some(..))` text names the file and the destination.
+fn first_cross_device(d: &Path, root: &Path) -> io::Result<Option<String>> {
+    let with_path =
+        |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    let rootdir = RootDir::open(root)?;
+    let mut dest_dev: HashMap<PathBuf, u64> = HashMap::new();
+    // Directories still to look at, relative to `d` ("" is `d` itself).
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = d.join(&rel);
+        let mut dev_of_dest = None;
+        for entry in fs::read_dir(&dir).map_err(|e| with_path(&dir, e))? {
+            let entry = entry.map_err(|e| with_path(&dir, e))?;
+            let meta = entry.metadata().map_err(|e| with_path(&entry.path(), e))?;
+            if meta.is_dir() {
+                todo.push(rel.join(entry.file_name()));
+            } else if meta.is_file() {
+                let want = match dev_of_dest {
+                    Some(dev) => dev,
+                    None => {
+                        let dev = nearest_existing_dev(&rootdir, &rel, &mut dest_dev)?;
+                        dev_of_dest = Some(dev);
+                        dev
+                    }
+                };
+                if meta.dev() != want {
+                    return Ok(Some(format!(
+                        "{} is on another filesystem than {}",
+                        entry.path().display(),
+                        rootdir.display_path(&Path::new("/").join(&rel)).display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `st_dev` of the nearest existing ancestor of `/rel` inside the root.
+fn nearest_existing_dev(
+    root: &RootDir,
+    rel: &Path,
+    cache: &mut HashMap<PathBuf, u64>,
+) -> io::Result<u64> {
+    let mut cur = rel.to_path_buf();
+    loop {
+        if let Some(dev) = cache.get(&cur) {
+            return Ok(*dev);
+        }
+        // A trailing "/." follows a final symlink (`lib -> usr/lib`): Portage
+        // merges into the directory it points to.
+        let lookup = Path::new("/").join(&cur).join(".");
+        match root.open_dir(&lookup) {
+            Ok(f) => {
+                let dev = f.metadata()?.dev();
+                cache.insert(rel.to_path_buf(), dev);
+                return Ok(dev);
+            }
+            Err(e) if cur.as_os_str().is_empty() => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot open ROOT {}: {e}", root.root().display()),
+                ))
+            }
+            Err(_) => {
+                cur = cur.parent().map(Path::to_path_buf).unwrap_or_default();
+            }
+        }
+    }
+}
+
+/// Does any `PORTAGE_XATTR_EXCLUDE` pattern (an `fnmatch` glob) match the
+/// xattr `name`?
+pub fn xattr_excluded(patterns: &[String], name: &str) -> bool {
+    xattr_exclude_match(patterns, name).is_some()
+}
+
+/// The first pattern that matches `name`, for messages.
+pub fn xattr_exclude_match<'a>(patterns: &'a [String], name: &str) -> Option<&'a str> {
+    patterns
+        .iter()
+        .find(|p| fnmatch(p, name))
+        .map(String::as_str)
+}
+
+/// Python's `fnmatch.fnmatchcase` on POSIX, which Portage uses for
+/// `PORTAGE_XATTR_EXCLUDE`: `*` any run (including `.`), `?` one character,
+/// `[abc]`, `[a-z]`, `[!abc]`; a `[` without a closing `]` is literal.
+pub fn fnmatch(pattern: &str, name: &str) -> bool {
+    let tokens = tokenize(pattern);
+    let name: Vec<char> = name.chars().collect();
+    // Classic single-backtrack-point wildcard matching.
+    let (mut t, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match tokens.get(t) {
+            Some(Token::Star) => {
+                star = Some((t, n));
+                t += 1;
+                continue;
+            }
+            Some(tok) if tok.matches(name[n]) => {
+                t += 1;
+                n += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((st, sn)) => {
+                t = st + 1;
+                n = sn + 1;
+                star = Some((st, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    tokens[t..].iter().all(|x| matches!(x, Token::Star))
+}
+
+enum Token {
+    Char(char),
+    Any,
+    Star,
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl Token {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Token::Char(x) => *x == c,
+            Token::Any => true,
+            Token::Star => false,
+            Token::Class { negated, ranges } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            }
+        }
+    }
+}
+
+fn tokenize(pattern: &str) -> Vec<Token> {
+    let p: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '*' => {
+                if !matches!(out.last(), Some(Token::Star)) {
+                    out.push(Token::Star);
+                }
+                i += 1;
+            }
+            '?' => {
+                out.push(Token::Any);
+                i += 1;
+            }
+            '[' => {
+                // Find the closing `]`; a `!` and then a `]` right after the
+                // `[` are part of the set.
+                let mut j = i + 1;
+                if j < p.len() && p[j] == '!' {
+                    j += 1;
+                }
+                if j < p.len() && p[j] == ']' {
+                    j += 1;
+                }
+                while j < p.len() && p[j] != ']' {
+                    j += 1;
+                }
+                if j >= p.len() {
+                    out.push(Token::Char('['));
+                    i += 1;
+                    continue;
+                }
+                let mut set = &p[i + 1..j];
+                let negated = set.first() == Some(&'!');
+                if negated {
+                    set = &set[1..];
+                }
+                let mut ranges = Vec::new();
+                let mut k = 0;
+                while k < set.len() {
+                    if k + 2 < set.len() && set[k + 1] == '-' {
+                        // An inverted range (z-a) matches nothing, as in Python.
+                        ranges.push((set[k], set[k + 2]));
+                        k += 3;
+                    } else {
+                        ranges.push((set[k], set[k]));
+                        k += 1;
+                    }
+                }
+                out.push(Token::Class { negated, ranges });
+                i = j + 1;
+            }
+            c => {
+                out.push(Token::Char(c));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("EBUILD_PHASE", "postinst"),
+        ("CATEGORY", "app-misc"),
+        ("PF", "foo-1.0-r1"),
+        ("ROOT", "/"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = BASE.to_vec();
+        for (k, val) in extra {
+            v.retain(|(kk, _)| kk != k);
+            v.push((k, val));
+        }
+        v
+    }
+
+    #[test]
+    fn plain_root_install() {
+        let env = PortageEnv::from_vars(vars(&with(&[
+            ("EROOT", "/"),
+            ("EPREFIX", ""),
+            ("PORTAGE_CONFIGROOT", "/"),
+            ("FEATURES", "sandbox xattr -xattr userpriv"),
+            ("REPLACING_VERSIONS", "0.9 0.8"),
+            ("MERGE_TYPE", "source"),
+            ("D", "/var/tmp/portage/app-misc/foo-1.0-r1/image"),
+            ("ED", "/var/tmp/portage/app-misc/foo-1.0-r1/image/"),
+        ])))
+        .unwrap();
+        assert_eq!(env.phase, "postinst");
+        assert_eq!(env.cpv(), "app-misc/foo-1.0-r1");
+        assert_eq!(
+            env.vdb_entry(),
+            Path::new("/var/db/pkg/app-misc/foo-1.0-r1")
+        );
+        assert_eq!(env.replacing_versions, ["0.9", "0.8"]);
+        assert_eq!(env.merge_type.as_deref(), Some("source"));
+        assert!(env.has_feature("sandbox"));
+        assert!(!env.has_feature("xattr"));
+        assert!(!env.has_feature("sand"));
+        // Unset PORTAGE_XATTR_EXCLUDE means Portage's default, which has security.ima.
+        assert!(xattr_excluded(&env.xattr_exclude, "security.ima"));
+    }
+
+    #[test]
+    fn prefix_and_cross_root() {
+        // Prefix: ROOT empty, EROOT = EPREFIX.
+        let env = PortageEnv::from_vars(vars(&with(&[
+            ("ROOT", ""),
+            ("EPREFIX", "/home/u/gentoo"),
+            ("EROOT", "/home/u/gentoo"),
+        ])))
+        .unwrap();
+        assert_eq!(env.root, Path::new("/"));
+        assert_eq!(
+            env.vdb_entry(),
+            Path::new("/home/u/gentoo/var/db/pkg/app-misc/foo-1.0-r1")
+        );
+        // EROOT missing: ${ROOT%/}${EPREFIX}.
+        let env = PortageEnv::from_vars(vars(&with(&[
+            ("ROOT", "/mnt/gentoo/"),
+            ("EPREFIX", "/prefix"),
+        ])))
+        .unwrap();
+        assert_eq!(env.eroot, Path::new("/mnt/gentoo/prefix"));
+        assert_eq!(env.root, Path::new("/mnt/gentoo/"));
+        let env = PortageEnv::from_vars(vars(&with(&[("ROOT", "")]))).unwrap();
+        assert_eq!(env.eroot, Path::new("/"));
+        assert_eq!(env.config_root, Path::new("/"));
+        assert_eq!(env.eprefix, Path::new(""));
+        assert_eq!(env.d, None);
+    }
+
+    #[test]
+    fn missing_variables_are_all_named() {
+        let e = PortageEnv::from_vars(vars(&[("CATEGORY", "app-misc")])).unwrap_err();
+        assert_eq!(e, EnvError::Missing(vec!["EBUILD_PHASE", "PF", "ROOT"]));
+        assert_eq!(
+            e.to_string(),
+            "EBUILD_PHASE, PF, ROOT are not set: this must run from Portage's bashrc \
+             (/etc/portage/bashrc, during an emerge), which sets them"
+        );
+        let e = PortageEnv::from_vars(vars(&with(&[("EBUILD_PHASE", "")]))).unwrap_err();
+        assert_eq!(e, EnvError::Missing(vec!["EBUILD_PHASE"]));
+        assert!(e.to_string().starts_with("EBUILD_PHASE is not set"));
+        // EROOT stands in for ROOT.
+        let mut v = with(&[("EROOT", "/x")]);
+        v.retain(|(k, _)| *k != "ROOT");
+        assert_eq!(
+            PortageEnv::from_vars(vars(&v)).unwrap().eroot,
+            Path::new("/x")
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for (var, val) in [
+            ("CATEGORY", "../../etc"),
+            ("CATEGORY", "a/b"),
+            ("PF", "../foo-1"),
+            ("PF", "foo"),
+            ("PF", "foo-1/x"),
+        ] {
+            let e = PortageEnv::from_vars(vars(&with(&[(var, val)]))).unwrap_err();
+            assert!(
+                matches!(&e, EnvError::Invalid { var: v, .. } if *v == var),
+                "{var}={val}: {e}"
+            );
+            assert!(e.to_string().starts_with(&format!("{var}='{val}' is not")));
+        }
+    }
+
+    #[test]
+    fn feature_stacking() {
+        let env = |f: &'static str| PortageEnv::from_vars(vars(&with(&[("FEATURES", f)]))).unwrap();
+        assert!(env("xattr").has_feature("xattr"));
+        assert!(!env("xattr -xattr").has_feature("xattr"));
+        assert!(env("-xattr xattr").has_feature("xattr"));
+        assert!(!env("xattr -*").has_feature("xattr"));
+        assert!(env("-* xattr").has_feature("xattr"));
+        assert!(!env("").has_feature("xattr"));
+    }
+
+    #[test]
+    fn fnmatch_like_python() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("security.*", "security.ima", true),
+            ("security.*", "security.", true),
+            ("security.*", "securityXima", false),
+            ("security.ima", "security.ima", true),
+            ("security.ima", "security.imax", false),
+            ("user.*", "security.ima", false),
+            ("*", "", true),
+            ("*", "anything", true),
+            ("*.ima", "security.ima", true),
+            ("s*y.i*a", "security.ima", true),
+            ("s*y.i*b", "security.ima", false),
+            ("security.im?", "security.ima", true),
+            ("security.im?", "security.im", false),
+            ("security.[ij]ma", "security.ima", true),
+            ("security.[!i]ma", "security.ima", false),
+            ("security.[!x]ma", "security.ima", true),
+            ("security.[a-j]ma", "security.ima", true),
+            ("security.[j-z]ma", "security.ima", false),
+            ("security.[z-a]ma", "security.ima", false),
+            ("[]]", "]", true),
+            ("[!]]", "]", false),
+            ("[!]]", "a", true),
+            ("security.[ima", "security.[ima", true),
+            ("security.[ima", "security.ima", false),
+            ("**a", "a", true),
+            ("*a*b*c*", "xaybzc", true),
+            ("*a*b*c*", "xaybz", false),
+            ("", "", true),
+            ("", "a", false),
+        ];
+        for &(p, n, want) in cases {
+            assert_eq!(fnmatch(p, n), want, "fnmatch({p:?}, {n:?})");
+        }
+        let pats: Vec<String> = DEFAULT_XATTR_EXCLUDE
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            xattr_exclude_match(&pats, "security.ima"),
+            Some("security.ima")
+        );
+        assert!(!xattr_excluded(&pats, "security.capability"));
+        assert!(xattr_excluded(&pats, "user.xdg.origin.url"));
+        assert!(!xattr_excluded(&[], "security.ima"));
+    }
+
+    #[test]
+    fn premerge_without_d() {
+        let env = PortageEnv::from_vars(vars(BASE)).unwrap();
+        assert!(matches!(env.premerge_xattr(), PremergeXattr::Lost { .. }));
+    }
+}

@@ -256,7 +256,7 @@ fn walk_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedF
                 if fs.f_type as i64 == libc::PROC_SUPER_MAGIC as i64 {
                     return Err(Errno::LOOP.into());
                 }
-                let target = rustix::fs::readlinkat(&fd, c"", Vec::new())?;
+                let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
                 let target = target.as_bytes();
                 if target.first() == Some(&b'/') {
                     stack.truncate(1);
@@ -271,7 +271,7 @@ fn walk_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedF
     // The path ended at a directory (`/`, or a trailing `..`): open it
     // with the caller's flags, as openat2 would.
     let cur = stack.last().expect("the root is never popped");
-    Ok(rustix::fs::openat(cur, c".", flags, Mode::empty())?)
+    Ok(rustix::fs::openat(cur, ".", flags, Mode::empty())?)
 }
 
 /// The config-protection siblings Portage writes for `name`:
