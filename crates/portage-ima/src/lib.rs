@@ -4,11 +4,15 @@
 
 pub mod atom;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod contents;
 pub mod doctor;
 pub mod engine;
 pub mod files;
+pub mod hook;
+pub mod objects;
+pub mod packages;
 pub mod portage_env;
 pub mod progress;
 pub mod rootfs;

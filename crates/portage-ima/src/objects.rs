@@ -1,0 +1,291 @@
+//! Signing and checking one `obj` entry of CONTENTS: the rules the hook and
+//! the whole-system commands share.
+//!
+//! - The file is opened inside ROOT without following a final symlink.
+//! - Its MD5 must equal the one CONTENTS records (what Portage merged);
+//!   otherwise it is never signed.
+//! - A config-protected file the admin changed is merged by Portage as
+//!   `._cfgNNNN_name` beside it: the sibling whose MD5 matches is signed.
+//! - A valid signature by our key is kept.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ima_core::{Error as ImaError, ImaSigner, KeySet, SignOptions, SignOutcome};
+
+use crate::engine::{FileReport, Outcome};
+use crate::rootfs::{cfg_siblings, RootDir};
+use crate::verify::{self, FileStatus};
+
+/// Signs the file CONTENTS lists at `path` (or its matching `._cfg` sibling).
+pub fn sign_object(
+    signer: &ImaSigner,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+    dry_run: bool,
+) -> (FileReport, u64) {
+    let opts = SignOptions {
+        expect_md5: Some(*md5),
+        keep_valid: true,
+        dry_run,
+    };
+    let shown = root.display_path(path);
+    let file = match root.open_file(path) {
+        Ok(f) => f,
+        Err(e) => return (FileReport::new(shown, Outcome::Failed(open_reason(&e))), 0),
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    match signer.sign_file(&file, &opts) {
+        Ok(outcome) => (FileReport::new(shown, outcome_of(outcome)), size),
+        Err(ImaError::Md5Mismatch { actual, .. }) => {
+            match sign_cfg_sibling(signer, root, path, &opts) {
+                Some(report) => (report, size),
+                None => (
+                    FileReport::new(
+                        shown,
+                        Outcome::Failed(format!(
+                            "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 {}); \
+                             not signed: reinstall the package if this change is not yours",
+                            hex::encode(md5),
+                            hex::encode(actual)
+                        )),
+                    ),
+                    size,
+                ),
+            }
+        }
+        Err(e) => (
+            FileReport::new(shown, Outcome::Failed(sign_reason(&e))),
+            size,
+        ),
+    }
+}
+
+/// Looks for `._cfgNNNN_name` beside `path` whose content is what CONTENTS
+/// records, newest first, and signs it.
+fn sign_cfg_sibling(
+    signer: &ImaSigner,
+    root: &RootDir,
+    path: &Path,
+    opts: &SignOptions,
+) -> Option<FileReport> {
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let names = root.read_dir_names(dir).ok()?;
+    for sibling in cfg_siblings(&names, name).iter().rev() {
+        let candidate = dir.join(sibling);
+        let Ok(file) = root.open_file(&candidate) else {
+            continue;
+        };
+        match signer.sign_file(&file, opts) {
+            Ok(outcome) => {
+                return Some(FileReport::new(
+                    root.display_path(&candidate),
+                    outcome_of(outcome),
+                ))
+            }
+            Err(ImaError::Md5Mismatch { .. }) => continue,
+            Err(e) => {
+                return Some(FileReport::new(
+                    root.display_path(&candidate),
+                    Outcome::Failed(sign_reason(&e)),
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// Checks the file CONTENTS lists at `path`: its signature, and its content
+/// against the MD5 CONTENTS records (`modified`, `missing`). A config file the
+/// admin changed is checked through its matching `._cfg` sibling when one exists.
+pub fn verify_object(
+    keys: &KeySet,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+) -> (FileStatus, u64) {
+    let shown = root.display_path(path);
+    let file = match root.open_file(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let detail = "listed in CONTENTS but not on disk".to_string();
+            return (FileStatus::with_status(&shown, verify::MISSING, detail), 0);
+        }
+        Err(e) => return (FileStatus::error(&shown, open_reason(&e)), 0),
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let report = match keys.verify_file(&file, true) {
+        Ok(r) => r,
+        Err(e) => return (FileStatus::error(&shown, sign_reason(&e)), size),
+    };
+    if report.md5.as_ref() == Some(md5) {
+        return (FileStatus::from_report(&shown, &report), size);
+    }
+    if let Some(status) = verify_cfg_sibling(keys, root, path, md5) {
+        return (status, size);
+    }
+    let mut status = FileStatus::from_report(&shown, &report);
+    status.status = verify::MODIFIED;
+    status.detail = Some(format!(
+        "content differs from CONTENTS (MD5 {} expected, {} found); signature: {}",
+        hex::encode(md5),
+        report.md5.map(hex::encode).unwrap_or_default(),
+        report.status.as_str()
+    ));
+    (status, size)
+}
+
+fn verify_cfg_sibling(
+    keys: &KeySet,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+) -> Option<FileStatus> {
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let names = root.read_dir_names(dir).ok()?;
+    for sibling in cfg_siblings(&names, name).iter().rev() {
+        let candidate = dir.join(sibling);
+        let Ok(file) = root.open_file(&candidate) else {
+            continue;
+        };
+        if let Ok(report) = keys.verify_file(&file, true) {
+            if report.md5.as_ref() == Some(md5) {
+                return Some(FileStatus::from_report(
+                    &root.display_path(&candidate),
+                    &report,
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn outcome_of(outcome: SignOutcome) -> Outcome {
+    match outcome {
+        SignOutcome::Signed => Outcome::Signed,
+        SignOutcome::AlreadyValid => Outcome::AlreadyValid,
+        SignOutcome::WouldSign => Outcome::WouldSign,
+    }
+}
+
+/// Why a CONTENTS path could not be opened, in the words an admin needs.
+pub fn open_reason(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => {
+            "is a symbolic link now, not the file Portage merged; not followed, not signed".into()
+        }
+        Some(libc::ENOENT) => "listed in CONTENTS but not on disk; not signed".into(),
+        Some(libc::EXDEV) => "path escapes the root through a symlink; not signed".into(),
+        _ => format!("cannot open: {e}"),
+    }
+}
+
+fn sign_reason(e: &ImaError) -> String {
+    match e {
+        ImaError::NotRegularFile { kind } => {
+            format!("is a {kind} now, not the regular file Portage merged; not signed")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for `config_files = "skip"`.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigProtect {
+    protect: Vec<PathBuf>,
+    mask: Vec<PathBuf>,
+}
+
+impl ConfigProtect {
+    /// From the environment, else from `portageq envvar` (Portage does not
+    /// pass these into the ebuild environment), else `/etc`.
+    pub fn discover(eprefix: &Path) -> ConfigProtect {
+        let from_env = |name: &str| std::env::var(name).ok();
+        let (protect, mask) = match (from_env("CONFIG_PROTECT"), from_env("CONFIG_PROTECT_MASK")) {
+            (Some(p), m) => (p, m.unwrap_or_default()),
+            (None, _) => {
+                portageq_config_protect().unwrap_or_else(|| ("/etc".into(), String::new()))
+            }
+        };
+        ConfigProtect::new(eprefix, &protect, &mask)
+    }
+
+    /// Lists are space-separated paths relative to EPREFIX, as Portage writes them.
+    pub fn new(eprefix: &Path, protect: &str, mask: &str) -> ConfigProtect {
+        let list = |s: &str| -> Vec<PathBuf> {
+            s.split_whitespace()
+                .map(|p| {
+                    let rel = p.trim_start_matches('/');
+                    let mut full = PathBuf::from("/");
+                    full.push(eprefix.strip_prefix("/").unwrap_or(eprefix));
+                    full.push(rel);
+                    full
+                })
+                .collect()
+        };
+        ConfigProtect {
+            protect: list(protect),
+            mask: list(mask),
+        }
+    }
+
+    /// Portage's rule: protected when the longest matching CONFIG_PROTECT
+    /// entry is longer than the longest matching mask entry.
+    pub fn is_protected(&self, path: &Path) -> bool {
+        let longest = |list: &[PathBuf]| {
+            list.iter()
+                .filter(|dir| path.starts_with(dir))
+                .map(|dir| dir.as_os_str().len())
+                .max()
+        };
+        match (longest(&self.protect), longest(&self.mask)) {
+            (Some(p), Some(m)) => p > m,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+fn portageq_config_protect() -> Option<(String, String)> {
+    let out = std::process::Command::new("portageq")
+        .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    Some((
+        lines.next()?.to_string(),
+        lines.next().unwrap_or("").to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_protect_follows_portage_rule() {
+        let cp = ConfigProtect::new(
+            Path::new(""),
+            "/etc /usr/share/config",
+            "/etc/env.d /etc/gconf",
+        );
+        assert!(cp.is_protected(Path::new("/etc/foo.conf")));
+        assert!(!cp.is_protected(Path::new("/etc/env.d/99foo")));
+        assert!(cp.is_protected(Path::new("/usr/share/config/x")));
+        assert!(!cp.is_protected(Path::new("/usr/bin/foo")));
+        assert!(!cp.is_protected(Path::new("/etcetera/x")));
+    }
+
+    #[test]
+    fn config_protect_is_relative_to_eprefix() {
+        let cp = ConfigProtect::new(Path::new("/opt/gentoo"), "/etc", "");
+        assert!(cp.is_protected(Path::new("/opt/gentoo/etc/foo")));
+        assert!(!cp.is_protected(Path::new("/etc/foo")));
+    }
+}

@@ -1,0 +1,375 @@
+//! `portage-ima sign --files` and `verify --files` as a user runs them: exit
+//! statuses, per-file errors, and the result checked by evmctl.
+//!
+//! These write `security.ima`, which needs root (CAP_SYS_ADMIN); as another
+//! user they print why and pass without checking.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portage-ima")
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: writing security.ima needs root");
+            return;
+        }
+    };
+}
+
+/// An RSA-2048 key (PKCS#1) and its self-signed certificate (DER), made once.
+struct Keys {
+    _dir: tempfile::TempDir,
+    key: PathBuf,
+    cert: PathBuf,
+    other_cert: PathBuf,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["k", "other"] {
+            run_ok(
+                Command::new("openssl")
+                    .args(["genrsa", "-traditional", "-out"])
+                    .arg(d.join(format!("{name}.pem")))
+                    .arg("2048"),
+            );
+            run_ok(
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-new", "-days", "30", "-subj", "/CN=test", "-outform",
+                        "DER",
+                    ])
+                    .args(["-addext", "keyUsage=digitalSignature", "-key"])
+                    .arg(d.join(format!("{name}.pem")))
+                    .arg("-out")
+                    .arg(d.join(format!("{name}.der"))),
+            );
+        }
+        std::fs::set_permissions(
+            d.join("k.pem"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o400),
+        )
+        .unwrap();
+        Keys {
+            key: d.join("k.pem"),
+            cert: d.join("k.der"),
+            other_cert: d.join("other.der"),
+            _dir: dir,
+        }
+    })
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs portage-ima with an empty settings file so the machine's own is not read.
+fn portage_ima(args: &[&str], extra: &[&Path]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ima.toml");
+    std::fs::write(&conf, "").unwrap();
+    Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn sign(files: &[&Path], more: &[&str]) -> Output {
+    let k = keys();
+    let mut args = vec![
+        "sign",
+        "--key",
+        k.key.to_str().unwrap(),
+        "--cert",
+        k.cert.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    args.push("--files");
+    portage_ima(&args, files)
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn evmctl_verifies(path: &Path) -> bool {
+    Command::new("evmctl")
+        .args(["ima_verify", "--key"])
+        .arg(&keys().cert)
+        .arg(path)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn has_ima(path: &Path) -> bool {
+    let f = std::fs::File::open(path).unwrap();
+    ima_core::read_ima_xattr(&f).unwrap().is_some()
+}
+
+#[test]
+fn signs_a_tree_and_evmctl_accepts_every_file() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("a/b")).unwrap();
+    let names = ["one", "a/two with space", "a/b/three", "empty"];
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(d.join(n), vec![b'x'; i * 5000]).unwrap();
+    }
+    let out = sign(&[d], &["--hash", "sha512", "--jobs", "2"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("signed 4"), "{stdout}");
+    for n in names {
+        assert!(evmctl_verifies(&d.join(n)), "evmctl rejects {n}");
+    }
+    // A second run keeps the valid signatures.
+    let out = sign(&[d], &["--hash", "sha512"]);
+    assert!(
+        text(&out).0.contains("signed 0, 4 already valid"),
+        "{:?}",
+        text(&out)
+    );
+
+    // verify --files, text and JSON.
+    let cert = keys().cert.to_str().unwrap().to_string();
+    let out = portage_ima(&["verify", "--cert", &cert, "--files"], &[d]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = portage_ima(
+        &["verify", "--json", "--cert", &cert, "--files"],
+        &[&d.join("one")],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["status"], "ok");
+    assert_eq!(doc["files"][0]["algo"], "sha512");
+    assert_eq!(doc["summary"]["ok"], 1);
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"data").unwrap();
+    let out = sign(&[&f], &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out).0.contains("would sign 1"), "{:?}", text(&out));
+    assert!(!has_ima(&f));
+}
+
+#[test]
+fn special_files_fail_alone_and_the_rest_is_signed() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = d.join("good");
+    std::fs::write(&good, b"good").unwrap();
+    std::os::unix::fs::symlink(&good, d.join("link")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        d.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        0o600.into(),
+        0,
+    )
+    .unwrap();
+    let out = sign(
+        &[
+            &d.join("link"),
+            &d.join("fifo"),
+            Path::new("/dev/null"),
+            &d.join("vanished"),
+            &good,
+        ],
+        &[],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("link: is a symbolic link"), "{stderr}");
+    assert!(stderr.contains("fifo: is a fifo"), "{stderr}");
+    assert!(
+        stderr.contains("/dev/null: is a character device"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("vanished: no such file"), "{stderr}");
+    assert!(
+        stdout.contains("signed 1") && stdout.contains("4 failed"),
+        "{stdout}"
+    );
+    assert!(evmctl_verifies(&good));
+    // The symlink's target was signed only because it was named itself.
+    assert!(!has_ima(Path::new("/dev/null")));
+}
+
+#[test]
+fn key_problems_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = d.join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let not_a_key = d.join("not-a-key");
+    std::fs::write(&not_a_key, b"hello\n").unwrap();
+    let encrypted = d.join("enc.pem");
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-aes256",
+                "-pass",
+                "pass:x",
+                "-out",
+            ])
+            .arg(&encrypted),
+    );
+    let k = keys();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--key".into(), d.join("missing").display().to_string()],
+            "missing",
+        ),
+        (
+            vec!["--key".into(), not_a_key.display().to_string()],
+            "not-a-key",
+        ),
+        (
+            vec!["--key".into(), encrypted.display().to_string()],
+            "encrypted",
+        ),
+        (
+            vec![
+                "--key".into(),
+                k.key.display().to_string(),
+                "--cert".into(),
+                k.other_cert.display().to_string(),
+            ],
+            "does not belong",
+        ),
+        (
+            vec![
+                "--key".into(),
+                k.key.display().to_string(),
+                "--hash".into(),
+                "sha3".into(),
+            ],
+            "sha3",
+        ),
+        (
+            vec![
+                "--key".into(),
+                k.key.display().to_string(),
+                "--backend".into(),
+                "gnutls".into(),
+            ],
+            "gnutls",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all: Vec<&str> = vec!["sign"];
+        all.extend(args.iter().map(String::as_str));
+        all.push("--files");
+        let out = portage_ima(&all, &[&f]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "{args:?}: expected {needle:?} in: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_setting_in_the_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ima.toml");
+    std::fs::write(&conf, "hash = \"sha256\"\nsigning_key = \"/k\"\n").unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .args(["sign", "--files", "/nonexistent"])
+        .output()
+        .unwrap();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("signing_key") && stderr.contains("ima.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn immutable_and_read_only_files_fail_with_their_reason() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let immutable = d.join("immutable");
+    let fine = d.join("fine");
+    std::fs::write(&immutable, b"i").unwrap();
+    std::fs::write(&fine, b"f").unwrap();
+    let chattr = Command::new("chattr").arg("+i").arg(&immutable).status();
+    if !matches!(chattr, Ok(s) if s.success()) {
+        eprintln!("skipped: chattr +i does not work on this filesystem");
+        return;
+    }
+    let out = sign(&[&immutable, &fine], &[]);
+    let _ = Command::new("chattr").arg("-i").arg(&immutable).status();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("immutable"), "{stderr}");
+    assert!(evmctl_verifies(&fine));
+
+    // A read-only bind mount.
+    let ro = d.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::write(ro.join("file"), b"r").unwrap();
+    let mounted = Command::new("mount")
+        .arg("--bind")
+        .arg(&ro)
+        .arg(&ro)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        && Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&ro)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: cannot make a read-only bind mount here");
+        return;
+    }
+    let out = sign(&[&ro.join("file")], &[]);
+    let _ = Command::new("umount").arg(&ro).status();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("read-only"), "{stderr}");
+}
