@@ -317,6 +317,10 @@ def test_sign_all_then_again(system):
     second run finds every signature valid and writes nothing."""
     before = system.snapshot()
     assert not before
+    dry = system.sign("--all", "--dry-run")
+    assert dry.returncode == 0, str(dry)
+    assert re.search(r"^portage-ima: \d+ packages: would sign [1-9]\d*, 0 already valid, 0 failed", dry.stdout, re.M), str(dry)
+    assert not system.snapshot(), "--dry-run wrote a signature"
     first = system.sign("--all")
     assert first.returncode == 0, str(first)
     objs = system.all_objs()
