@@ -97,8 +97,8 @@ impl Report {
         self.checks.push(Check {
             check,
             status,
-            finding,
-            fix,
+            finding: one_line(&finding),
+            fix: fix.as_deref().map(one_line),
         });
         self.ok = self.checks.iter().all(|c| c.status != Level::Fail);
     }
@@ -145,6 +145,21 @@ impl Report {
     }
 }
 
+/// Folds a multi-line message (a TOML error with its source excerpt) into
+/// one line, dropping the excerpt's `N | text` and `  | ^^^` gutter lines.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let gutter = l
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !l.is_empty() && !gutter.starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs every check and prints the report (text, or JSON with `--json`).
 /// Success when no check failed; warnings do not count.
 pub fn run(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
@@ -175,6 +190,21 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         ..Report::default()
     };
     let settings = load_settings(&mut r, config, args, root);
+    if settings.is_none() {
+        // Keep the list of checks the same whatever happens.
+        for c in [
+            "key",
+            "key-access",
+            "cert",
+            "cert-key",
+            "cert-skid",
+            "cert-usage",
+            "cert-expiry",
+            "keyid",
+        ] {
+            r.skip(c, "settings did not load");
+        }
+    }
     let key = settings.as_ref().and_then(|s| check_key(&mut r, s));
     let cert = settings
         .as_ref()
@@ -250,7 +280,7 @@ fn load_settings(
 /// The command that makes a certificate the kernel takes on its IMA keyring.
 fn cert_command(key: &Path) -> String {
     format!(
-        "make one: openssl req -new -x509 -key {} -outform DER -out {} -days 3650 \
+        "openssl req -new -x509 -key {} -outform DER -out {} -days 3650 \
          -subj '/CN=IMA signing key' -addext basicConstraints=critical,CA:FALSE \
          -addext keyUsage=critical,digitalSignature -addext subjectKeyIdentifier=hash",
         key.display(),
@@ -357,7 +387,7 @@ fn check_cert(r: &mut Report, s: &Settings, key: Option<&KeyMaterial>) -> Option
                 config::DEFAULT_CERT
             ),
             format!(
-                "{}, then set cert in ima.toml if elsewhere",
+                "make one: {} (and set cert in ima.toml if you put it elsewhere)",
                 cert_command(&s.key)
             ),
         );
@@ -404,7 +434,7 @@ fn check_cert(r: &mut Report, s: &Settings, key: Option<&KeyMaterial>) -> Option
                 s.key.display()
             ),
             format!(
-                "use the certificate of this key, or {}",
+                "use the certificate of this key, or make one: {}",
                 cert_command(&s.key)
             ),
         ),
@@ -461,7 +491,7 @@ fn check_cert(r: &mut Report, s: &Settings, key: Option<&KeyMaterial>) -> Option
             "cert-usage",
             "no keyUsage extension: the kernel's trusted .ima keyring (6.4 and later) wants \
              digitalSignature; a userspace _ima keyring takes it",
-            format!("to be safe, {}", cert_command(&s.key)),
+            format!("to be safe, re-create it: {}", cert_command(&s.key)),
         );
     } else {
         r.ok("cert-usage", "keyUsage digitalSignature, not a CA");
@@ -730,7 +760,7 @@ fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
     before_init
         .split_whitespace()
         .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-        .last()
+        .next_back()
 }
 
 /// The appraise mode (`ima_appraise=`), explained with the policy.
@@ -919,7 +949,7 @@ fn parse_proc_keys(text: &str) -> Vec<ProcKey> {
                 rest = rest[end..].trim_start();
             }
             Some(ProcKey {
-                serial: i32::from_str_radix(fields[0], 16).ok()? as i32,
+                serial: u32::from_str_radix(fields[0], 16).ok()? as i32,
                 kind: fields[7].to_string(),
                 description: rest.to_string(),
             })

@@ -1,0 +1,859 @@
+//! `portage-ima doctor` run as a user runs it, against a scratch config root
+//! (`--root`) with real keys and certificates made by openssl, the real
+//! kernel keyring (`keyctl`) and, where it is there, the real `portageq`.
+//!
+//! Every case asserts the outcome of each check it is about, in the text
+//! output and in `--json`, and the exit status (0 unless a check failed).
+//! Kernel checks depend on the machine; the cases that need something
+//! specific of it (a keyring, securityfs) build it in a private session or
+//! mount namespace.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portage-ima")
+}
+
+/// The bashrc snippet in this repository.
+fn snippet() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bashrc.d/portage-ima.bashrc")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs openssl with `args` (strings and paths alike).
+fn openssl<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) {
+    run_ok(Command::new("openssl").args(args));
+}
+
+/// The key id the kernel will use for a DER certificate: the last 4 bytes of
+/// its SKID, as openssl prints it.
+fn skid_tail(cert: &Path) -> String {
+    let out = run_ok(
+        Command::new("openssl")
+            .args([
+                "x509",
+                "-inform",
+                "DER",
+                "-noout",
+                "-ext",
+                "subjectKeyIdentifier",
+                "-in",
+            ])
+            .arg(cert),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex: String = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .replace(':', "")
+        .to_lowercase();
+    hex[hex.len() - 8..].to_string()
+}
+
+/// A scratch setup: a key and certificate, a config root with ima.toml,
+/// bashrc and make.conf, and a PORTAGE_TMPDIR beside it.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+/// How to make a certificate.
+enum Cert {
+    /// A signing certificate as the kernel wants it.
+    Good,
+    /// Without a Subject Key Identifier.
+    NoSkid,
+    /// A CA certificate with keyCertSign.
+    Ca,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let s = Setup {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir_all(s.root().join("etc/portage")).unwrap();
+        fs::create_dir_all(s.path("tmp")).unwrap();
+        s.make_key("key.pem");
+        s.make_cert("key.pem", "cert.der", Cert::Good);
+        s.write_toml("");
+        s.write_bashrc(&format!("source {}\n", snippet().display()));
+        s.write_make_conf(&format!(
+            "FEATURES=\"xattr\"\nPORTAGE_XATTR_EXCLUDE=\"btrfs.* security.evm\"\nPORTAGE_TMPDIR=\"{}\"\n",
+            s.path("tmp").display()
+        ));
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+
+    fn make_key(&self, name: &str) {
+        let key = self.path(name);
+        openssl([
+            OsStr::new("genrsa"),
+            OsStr::new("-out"),
+            key.as_os_str(),
+            OsStr::new("2048"),
+        ]);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+    }
+
+    fn make_cert(&self, key: &str, name: &str, kind: Cert) {
+        let mut args: Vec<&OsStr> = [
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=doctor test",
+            "-outform",
+            "DER",
+        ]
+        .map(OsStr::new)
+        .to_vec();
+        args.extend(
+            match kind {
+                Cert::Good => [
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                    "-addext",
+                    "keyUsage=critical,digitalSignature",
+                    "-addext",
+                    "subjectKeyIdentifier=hash",
+                ],
+                Cert::NoSkid => [
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                    "-addext",
+                    "keyUsage=critical,digitalSignature",
+                    "-addext",
+                    "subjectKeyIdentifier=none",
+                ],
+                Cert::Ca => [
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,digitalSignature",
+                    "-addext",
+                    "subjectKeyIdentifier=hash",
+                ],
+            }
+            .map(OsStr::new),
+        );
+        let (key, out) = (self.path(key), self.path(name));
+        args.extend([
+            OsStr::new("-key"),
+            key.as_os_str(),
+            OsStr::new("-out"),
+            out.as_os_str(),
+        ]);
+        openssl(args);
+    }
+
+    /// ima.toml naming key.pem and cert.der, plus `extra`.
+    fn write_toml(&self, extra: &str) {
+        fs::write(
+            self.root().join("etc/portage/ima.toml"),
+            format!(
+                "key = \"{}\"\ncert = \"{}\"\n{extra}",
+                self.path("key.pem").display(),
+                self.path("cert.der").display()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn write_bashrc(&self, text: &str) {
+        fs::write(self.root().join("etc/portage/bashrc"), text).unwrap();
+    }
+
+    fn write_make_conf(&self, text: &str) {
+        fs::write(self.root().join("etc/portage/make.conf"), text).unwrap();
+    }
+
+    /// `portage-ima doctor --root ROOT` with a PATH that has no portageq.
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("doctor")
+            .arg("--root")
+            .arg(self.root())
+            .args(extra)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env_remove("PORTAGE_CONFIGROOT");
+        cmd
+    }
+
+    fn doctor(&self, extra: &[&str]) -> Doctor {
+        Doctor::from(self.command(extra).output().unwrap())
+    }
+}
+
+/// One parsed text report.
+struct Doctor {
+    code: i32,
+    text: String,
+    /// check -> (label, finding, fix)
+    checks: BTreeMap<String, (String, String, Option<String>)>,
+}
+
+impl From<Output> for Doctor {
+    fn from(out: Output) -> Doctor {
+        let text = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut checks = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for line in text.lines() {
+            if let Some(fix) = line.strip_prefix("      -> ") {
+                let name = last.clone().expect("a fix follows a check line");
+                let entry: &mut (String, String, Option<String>) = checks.get_mut(&name).unwrap();
+                assert!(entry.2.is_none(), "one fix per check: {text}");
+                entry.2 = Some(fix.to_string());
+                continue;
+            }
+            if line.starts_with("portage-ima doctor: ") {
+                continue;
+            }
+            let (label, rest) = line.split_at(4);
+            let rest = rest
+                .strip_prefix("  ")
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
+            let (name, finding) = rest.split_once(": ").unwrap();
+            assert!(
+                matches!(label.trim(), "ok" | "warn" | "FAIL" | "skip"),
+                "bad label in {line:?}"
+            );
+            let old = checks.insert(
+                name.to_string(),
+                (label.trim().to_string(), finding.to_string(), None),
+            );
+            assert!(old.is_none(), "check {name} printed twice: {text}");
+            last = Some(name.to_string());
+        }
+        Doctor {
+            code: out.status.code().unwrap_or(-1),
+            text: format!("{text}\nstderr:\n{stderr}"),
+            checks,
+        }
+    }
+}
+
+impl Doctor {
+    /// Asserts the label of a check and returns its finding and fix.
+    #[track_caller]
+    fn expect(&self, check: &str, label: &str) -> (&str, Option<&str>) {
+        let (got, finding, fix) = self
+            .checks
+            .get(check)
+            .unwrap_or_else(|| panic!("no check {check}:\n{}", self.text));
+        assert_eq!(got, label, "check {check}:\n{}", self.text);
+        if label == "ok" {
+            assert!(fix.is_none(), "an ok check has no fix:\n{}", self.text);
+        } else if label != "skip" {
+            assert!(fix.is_some(), "{check} says what to do:\n{}", self.text);
+        }
+        (finding, fix.as_deref())
+    }
+}
+
+/// The checks every report has, in order.
+const ALL: &[&str] = &[
+    "config",
+    "key",
+    "key-access",
+    "cert",
+    "cert-key",
+    "cert-skid",
+    "cert-usage",
+    "cert-expiry",
+    "keyid",
+    "securityfs",
+    "ima",
+    "appraise",
+    "hash",
+    "keyring",
+    "policy",
+    "bashrc",
+    "tmpdir",
+    "xattr",
+    "premerge",
+    "self",
+];
+
+#[test]
+fn good_setup_passes() {
+    let s = Setup::new();
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 0, "{}", d.text);
+    let names: Vec<&str> = d.checks.keys().map(String::as_str).collect();
+    let mut all = ALL.to_vec();
+    all.sort();
+    assert_eq!(names, all, "{}", d.text);
+    let keyid = skid_tail(&s.path("cert.der"));
+
+    let (f, _) = d.expect("config", "ok");
+    assert!(f.contains("ima.toml") && f.contains("sha256"), "{f}");
+    let (f, _) = d.expect("key", "ok");
+    assert!(f.contains("RSA-2048"), "{f}");
+    let (f, _) = d.expect("key-access", "ok");
+    assert!(f.contains("0400"), "{f}");
+    let (f, _) = d.expect("cert", "ok");
+    assert!(f.contains(&keyid) && f.contains("doctor test"), "{f}");
+    d.expect("cert-key", "ok");
+    d.expect("cert-skid", "ok");
+    d.expect("cert-usage", "ok");
+    d.expect("cert-expiry", "ok");
+    let (f, _) = d.expect("keyid", "ok");
+    assert!(f.contains(&keyid), "{f}");
+    let (f, _) = d.expect("hash", "ok");
+    assert!(f.starts_with("sha256 is available"), "{f}");
+    d.expect("bashrc", "ok");
+    let (f, _) = d.expect("xattr", "ok");
+    assert!(f.contains("read roughly"), "no portageq on PATH: {f}");
+    d.expect("tmpdir", "ok");
+    d.expect("premerge", "ok");
+    // The test binary is not signed: a warning unless the kernel enforces.
+    let (label, finding, fix) = &d.checks["self"];
+    assert!(matches!(label.as_str(), "warn" | "FAIL"), "{}", d.text);
+    assert!(
+        finding.contains(bin()) || finding.contains("portage-ima"),
+        "{finding}"
+    );
+    assert!(fix
+        .as_deref()
+        .unwrap()
+        .starts_with("portage-ima sign --files "));
+}
+
+#[test]
+fn machine_without_ima_warns_or_skips() {
+    // On a kernel without IMA (or without securityfs mounted) the kernel
+    // checks must explain, not fail.
+    let ima = Path::new("/sys/kernel/security/ima").is_dir()
+        || Path::new("/sys/kernel/security/integrity/ima").is_dir();
+    if ima {
+        eprintln!("skipped: this kernel has IMA");
+        return;
+    }
+    let s = Setup::new();
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 0, "{}", d.text);
+    d.expect("ima", "warn");
+    d.expect("appraise", "skip");
+    d.expect("policy", "skip");
+    d.expect("self", "warn");
+}
+
+#[test]
+fn world_readable_key_fails() {
+    let s = Setup::new();
+    fs::set_permissions(s.path("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    d.expect("key", "ok");
+    let (f, fix) = d.expect("key-access", "FAIL");
+    assert!(f.contains("0644") && f.contains("group and others"), "{f}");
+    assert!(fix.unwrap().contains("chmod 0400"), "{fix:?}");
+    // Only that check fails.
+    let failed: Vec<_> = d
+        .checks
+        .iter()
+        .filter(|(_, c)| c.0 == "FAIL")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(failed, ["key-access"], "{}", d.text);
+}
+
+#[test]
+fn missing_key_fails_and_skips_what_needs_it() {
+    let s = Setup::new();
+    fs::remove_file(s.path("key.pem")).unwrap();
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, fix) = d.expect("key", "FAIL");
+    assert!(f.contains("does not exist"), "{f}");
+    assert!(fix.unwrap().contains("openssl genrsa"), "{fix:?}");
+    d.expect("key-access", "skip");
+    d.expect("cert", "ok");
+    d.expect("cert-key", "skip");
+}
+
+#[test]
+fn certificate_of_another_key_fails() {
+    let s = Setup::new();
+    s.make_key("other.pem");
+    s.make_cert("other.pem", "cert.der", Cert::Good);
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    d.expect("key", "ok");
+    d.expect("cert", "ok");
+    let (f, _) = d.expect("cert-key", "FAIL");
+    assert!(f.contains("another key"), "{f}");
+    d.expect("cert-skid", "ok");
+}
+
+#[test]
+fn certificate_without_skid_fails() {
+    let s = Setup::new();
+    s.make_cert("key.pem", "cert.der", Cert::NoSkid);
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    d.expect("cert", "ok");
+    d.expect("cert-key", "ok");
+    let (f, fix) = d.expect("cert-skid", "FAIL");
+    assert!(f.contains("no Subject Key Identifier"), "{f}");
+    assert!(
+        fix.unwrap().contains("subjectKeyIdentifier=hash"),
+        "{fix:?}"
+    );
+    d.expect("cert-usage", "ok");
+}
+
+#[test]
+fn ca_certificate_fails() {
+    let s = Setup::new();
+    s.make_cert("key.pem", "cert.der", Cert::Ca);
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    d.expect("cert-skid", "ok");
+    let (f, fix) = d.expect("cert-usage", "FAIL");
+    assert!(f.contains("CA") && f.contains("keyCertSign"), "{f}");
+    assert!(fix.unwrap().contains("CA:FALSE"), "{fix:?}");
+}
+
+#[test]
+fn x509_v1_certificate_has_no_skid() {
+    // An x509 v1 certificate (signed from a CSR with no extensions) has no
+    // extensions at all.
+    let s = Setup::new();
+    let (key, csr, cert) = (s.path("key.pem"), s.path("v1.csr"), s.path("cert.der"));
+    openssl(
+        [
+            OsStr::new("req"),
+            "-new".as_ref(),
+            "-subj".as_ref(),
+            "/CN=v1".as_ref(),
+        ]
+        .into_iter()
+        .chain([
+            OsStr::new("-key"),
+            key.as_os_str(),
+            "-out".as_ref(),
+            csr.as_os_str(),
+        ]),
+    );
+    openssl(
+        [
+            OsStr::new("x509"),
+            "-req".as_ref(),
+            "-days".as_ref(),
+            "30".as_ref(),
+        ]
+        .into_iter()
+        .chain([
+            "-outform".as_ref(),
+            "DER".as_ref(),
+            "-in".as_ref(),
+            csr.as_os_str(),
+        ])
+        .chain([
+            "-signkey".as_ref(),
+            key.as_os_str(),
+            "-out".as_ref(),
+            cert.as_os_str(),
+        ]),
+    );
+    let out = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(s.path("cert.der")),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Version: 1 (0x0)"),
+        "openssl made a v1 certificate: {text}"
+    );
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    d.expect("cert-skid", "FAIL");
+    d.expect("cert-usage", "warn");
+}
+
+#[test]
+fn missing_snippet_line_fails() {
+    let s = Setup::new();
+    s.write_bashrc(&format!(
+        "# portage-ima, disabled:\n# source {}\nsource /etc/portage/other.bashrc\n",
+        snippet().display()
+    ));
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, fix) = d.expect("bashrc", "FAIL");
+    assert!(f.contains("does not source portage-ima.bashrc"), "{f}");
+    assert!(
+        fix.unwrap()
+            .contains("source /usr/share/portage-ima/portage-ima.bashrc"),
+        "{fix:?}"
+    );
+
+    fs::remove_file(s.root().join("etc/portage/bashrc")).unwrap();
+    let d = s.doctor(&[]);
+    d.expect("bashrc", "FAIL");
+
+    s.write_bashrc("source /nonexistent/portage-ima.bashrc\n");
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect("bashrc", "FAIL");
+    assert!(f.contains("does not exist"), "{f}");
+}
+
+#[test]
+fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
+    let s = Setup::new();
+    // /dev/shm is a tmpfs: another filesystem than the scratch root.
+    let shm = Path::new("/dev/shm");
+    let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
+    if !shm.is_dir() || dev(shm) == dev(&s.root()) {
+        eprintln!("skipped: no tmpfs apart from the root here");
+        return;
+    }
+    // No PORTAGE_XATTR_EXCLUDE: Portage's default drops security.ima.
+    s.write_make_conf("FEATURES=\"xattr\"\nPORTAGE_TMPDIR=\"/dev/shm\"\n");
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 0, "warnings only: {}", d.text);
+    d.expect("tmpdir", "warn");
+    let (f, _) = d.expect("xattr", "warn");
+    assert!(f.contains("drops security.ima"), "{f}");
+    let (f, fix) = d.expect("premerge", "warn");
+    assert!(f.contains("cannot work"), "{f}");
+    assert!(fix.unwrap().contains("PORTAGE_XATTR_EXCLUDE"), "{fix:?}");
+
+    // FEATURES=xattr with security.ima kept makes the copy keep it.
+    s.write_make_conf(
+        "FEATURES=\"xattr\"\nPORTAGE_XATTR_EXCLUDE=\"btrfs.* security.evm\"\nPORTAGE_TMPDIR=\"/dev/shm\"\n",
+    );
+    let d = s.doctor(&[]);
+    d.expect("tmpdir", "warn");
+    d.expect("xattr", "ok");
+    let (f, _) = d.expect("premerge", "ok");
+    assert!(f.contains("FEATURES=xattr keeps"), "{f}");
+
+    // premerge = never in ima.toml: said, not warned about.
+    s.write_make_conf("PORTAGE_TMPDIR=\"/dev/shm\"\n");
+    s.write_toml("premerge = \"never\"\n");
+    let d = s.doctor(&[]);
+    d.expect("xattr", "warn");
+    let (f, _) = d.expect("premerge", "ok");
+    assert!(f.contains("postinst only"), "{f}");
+}
+
+#[test]
+fn portageq_is_asked_when_there() {
+    // The cached venv of the Portage playground tests holds the real portageq.
+    let venv_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/.cache/venv/bin");
+    if !venv_bin.join("portageq").is_file() {
+        eprintln!("skipped: no portageq (run python3 tests/portage_playground/venv.py)");
+        return;
+    }
+    let s = Setup::new();
+    // Portage's own reading: FEATURES from make.globals plus ours, and
+    // PORTAGE_XATTR_EXCLUDE as set.
+    let d = Doctor::from(
+        s.command(&[])
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", venv_bin.display()),
+            )
+            .output()
+            .unwrap(),
+    );
+    let (f, _) = d.expect("xattr", "ok");
+    assert!(f.contains("from portageq"), "{f}");
+    // Without FEATURES=xattr Portage's default set lacks it.
+    s.write_make_conf(&format!("PORTAGE_TMPDIR=\"{}\"\n", s.path("tmp").display()));
+    let d = Doctor::from(
+        s.command(&[])
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", venv_bin.display()),
+            )
+            .output()
+            .unwrap(),
+    );
+    let (f, _) = d.expect("xattr", "ok");
+    assert!(
+        f.contains("lacks xattr") && f.contains("from portageq") && f.contains("not needed"),
+        "{f}"
+    );
+}
+
+#[test]
+fn bad_settings_fail_the_config_check() {
+    let s = Setup::new();
+    s.write_toml("kye = \"typo\"\n");
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, _) = d.expect("config", "FAIL");
+    assert!(f.contains("kye"), "{f}");
+    d.expect("key", "skip");
+    // Portage checks still run.
+    d.expect("bashrc", "ok");
+}
+
+#[test]
+fn configured_keyid_that_differs_from_the_certificate_fails() {
+    let s = Setup::new();
+    s.write_toml("keyid = \"0badc0de\"\n");
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, _) = d.expect("keyid", "FAIL");
+    assert!(f.contains("0badc0de"), "{f}");
+}
+
+#[test]
+fn json_parses_and_matches_the_text() {
+    for broken in [false, true] {
+        let s = Setup::new();
+        if broken {
+            fs::set_permissions(s.path("key.pem"), fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        let d = s.doctor(&[]);
+        let out = s.command(&["--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(d.code));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--json is JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert_eq!(json["ok"], serde_json::Value::Bool(!broken));
+        let checks = json["checks"].as_array().unwrap();
+        assert_eq!(checks.len(), d.checks.len());
+        let names: Vec<&str> = checks
+            .iter()
+            .map(|c| c["check"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ALL, "same checks, same order");
+        for c in checks {
+            let name = c["check"].as_str().unwrap();
+            let (label, finding, fix) = &d.checks[name];
+            let status = c["status"].as_str().unwrap();
+            assert_eq!(
+                status,
+                if label == "FAIL" {
+                    "fail"
+                } else {
+                    label.as_str()
+                },
+                "{name}"
+            );
+            // The self check names the binary that ran: the same one here.
+            assert_eq!(c["finding"].as_str().unwrap(), finding, "{name}");
+            match fix {
+                Some(fix) => assert_eq!(c["fix"].as_str().unwrap(), fix, "{name}"),
+                None => assert!(c["fix"].is_null(), "{name}"),
+            }
+        }
+        if broken {
+            let access = checks.iter().find(|c| c["check"] == "key-access").unwrap();
+            assert_eq!(access["status"], "fail");
+            assert!(access["finding"].as_str().unwrap().contains("its group"));
+        }
+    }
+}
+
+/// Runs `script` in a fresh keyring session (keyctl session), so keyrings
+/// made there vanish with it.
+fn in_session(script: &str, s: &Setup, extra: &[&str]) -> Doctor {
+    let cmd = s.command(extra);
+    let mut line = format!("{script}\nexec '{}'", bin());
+    for a in cmd.get_args() {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    let out = Command::new("keyctl")
+        .args(["session", "-", "sh", "-ec", &line])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env_remove("PORTAGE_CONFIGROOT")
+        .output()
+        .expect("keyctl runs");
+    Doctor::from(out)
+}
+
+#[test]
+fn keyring_with_the_certificate() {
+    let s = Setup::new();
+    let keyid = skid_tail(&s.path("cert.der"));
+    // A userspace _ima keyring, as kernels without a trusted IMA keyring use.
+    let d = in_session(
+        &format!(
+            "ring=$(keyctl newring _ima @s)\nkeyctl padd asymmetric '' $ring < '{}' >/dev/null",
+            s.path("cert.der").display()
+        ),
+        &s,
+        &[],
+    );
+    let (f, _) = d.expect("keyring", "ok");
+    assert!(
+        f.contains(&format!("key {keyid} is on the _ima keyring")),
+        "{f}"
+    );
+    assert!(
+        f.contains(&format!("X509.rsa {keyid}")),
+        "the /proc/keys line: {f}"
+    );
+}
+
+#[test]
+fn keyring_without_the_certificate_fails() {
+    let s = Setup::new();
+    s.make_key("other.pem");
+    s.make_cert("other.pem", "other.der", Cert::Good);
+    // The _ima keyring holds another key; ours is elsewhere (the session
+    // keyring itself), which the kernel would not search.
+    let d = in_session(
+        &format!(
+            "ring=$(keyctl newring _ima @s)\nkeyctl padd asymmetric '' $ring < '{}' >/dev/null\n\
+             keyctl padd asymmetric '' @s < '{}' >/dev/null",
+            s.path("other.der").display(),
+            s.path("cert.der").display()
+        ),
+        &s,
+        &[],
+    );
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, fix) = d.expect("keyring", "FAIL");
+    assert!(f.contains("_ima has 1 keys, none with id"), "{f}");
+    assert!(fix.unwrap().contains("keyctl padd asymmetric"), "{fix:?}");
+}
+
+#[test]
+fn keyring_cannot_find_a_certificate_without_skid() {
+    // The kernel lists such a key as `X509.rsa []`: no id to find it by.
+    let s = Setup::new();
+    s.make_cert("key.pem", "cert.der", Cert::NoSkid);
+    let d = in_session(
+        &format!(
+            "ring=$(keyctl newring _ima @s)\nkeyctl padd asymmetric '' $ring < '{}' >/dev/null",
+            s.path("cert.der").display()
+        ),
+        &s,
+        &[],
+    );
+    d.expect("cert-skid", "FAIL");
+    let (f, _) = d.expect("keyring", "FAIL");
+    assert!(f.contains("_ima has 1 keys, none with id"), "{f}");
+}
+
+#[test]
+fn securityfs_mounted_without_ima() {
+    if Path::new("/sys/kernel/security/ima").is_dir() {
+        eprintln!("skipped: this kernel has IMA");
+        return;
+    }
+    let s = Setup::new();
+    let cmd = s.command(&[]);
+    let mut line = format!(
+        "mount -t securityfs securityfs /sys/kernel/security\nexec '{}'",
+        bin()
+    );
+    for a in cmd.get_args() {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    // A private mount namespace: the host's mounts are not touched.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &line])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("mount") {
+        eprintln!(
+            "skipped: cannot mount securityfs here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let d = Doctor::from(out);
+    let (f, _) = d.expect("securityfs", "ok");
+    assert!(f.contains("/sys/kernel/security"), "{f}");
+    let (f, _) = d.expect("ima", "warn");
+    assert!(f.contains("not in this kernel"), "{f}");
+}
+
+#[test]
+fn signed_binary_is_not_listed_by_the_self_check() {
+    // A copy of the binary signed by evmctl (the oracle) with our key: the
+    // self check must accept it and name only the unsigned libraries.
+    let s = Setup::new();
+    let copy = s.path("portage-ima");
+    fs::copy(bin(), &copy).unwrap();
+    run_ok(
+        Command::new("evmctl")
+            .args(["ima_sign", "--hashalgo", "sha256", "--key"])
+            .arg(s.path("key.pem"))
+            .arg(&copy),
+    );
+    let run_copy = || {
+        let args: Vec<_> = s.command(&[]).get_args().map(|a| a.to_owned()).collect();
+        Command::new(&copy)
+            .args(args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap()
+    };
+    let out = run_copy();
+    let d = Doctor::from(out);
+    let (label, finding, fix) = &d.checks["self"];
+    let copy = copy.display().to_string();
+    match label.as_str() {
+        // Every library was signed too (a signed system).
+        "ok" => assert!(finding.contains(&copy), "{finding}"),
+        _ => {
+            assert!(
+                !finding.contains(&copy),
+                "the signed binary is fine: {finding}"
+            );
+            assert!(
+                finding.contains(".so"),
+                "the libraries are listed: {finding}"
+            );
+            assert!(!fix.as_deref().unwrap().contains(&copy));
+        }
+    }
+
+    // Verified with the key's public half when there is no certificate.
+    if Path::new("/etc/keys/x509_ima.der").exists() {
+        return;
+    }
+    fs::write(
+        s.root().join("etc/portage/ima.toml"),
+        format!("key = \"{}\"\n", s.path("key.pem").display()),
+    )
+    .unwrap();
+    let d = Doctor::from(run_copy());
+    d.expect("cert", "warn");
+    let (label, finding, _) = &d.checks["self"];
+    if label != "ok" {
+        assert!(finding.contains("the key's public half"), "{finding}");
+        assert!(!finding.contains(&copy), "{finding}");
+    }
+}
