@@ -1,5 +1,6 @@
 //! The OpenSSL backend: the system libcrypto, as evmctl uses.
 
+use openssl::bn::{BigNum, BigNumContext};
 use openssl::hash::MessageDigest;
 use openssl::md::{Md, MdRef};
 use openssl::pkey::{PKey, Private, Public};
@@ -77,6 +78,41 @@ impl Signer for OpensslSigner {
     }
 }
 
+/// The arithmetic checks of `RSA_check_key()` without its primality tests
+/// (a second for RSA-4096): n = p*q, e*d = 1 mod p-1 and q-1, and the CRT
+/// values OpenSSL signs with. A key failing them would sign garbage.
+fn consistent(rsa: &Rsa<Private>) -> std::result::Result<bool, openssl::error::ErrorStack> {
+    let (Some(p), Some(q), Some(dp), Some(dq), Some(qinv)) =
+        (rsa.p(), rsa.q(), rsa.dmp1(), rsa.dmq1(), rsa.iqmp())
+    else {
+        // Without CRT values OpenSSL uses d alone; nothing more to check.
+        return Ok(true);
+    };
+    let mut ctx = BigNumContext::new()?;
+    let one = BigNum::from_u32(1)?;
+    let mut n = BigNum::new()?;
+    n.checked_mul(p, q, &mut ctx)?;
+    if n != *rsa.n() {
+        return Ok(false);
+    }
+    for (prime, crt_exp) in [(p, dp), (q, dq)] {
+        let mut pm1 = BigNum::new()?;
+        pm1.checked_sub(prime, &one)?;
+        let mut r = BigNum::new()?;
+        r.nnmod(rsa.d(), &pm1, &mut ctx)?;
+        if r != *crt_exp {
+            return Ok(false);
+        }
+        r.mod_mul(rsa.e(), rsa.d(), &pm1, &mut ctx)?;
+        if r != one {
+            return Ok(false);
+        }
+    }
+    let mut r = BigNum::new()?;
+    r.mod_mul(qinv, q, p, &mut ctx)?;
+    Ok(r == one)
+}
+
 struct OpensslVerifier(PKey<Public>);
 
 impl Verifier for OpensslVerifier {
@@ -108,9 +144,9 @@ impl CryptoProvider for OpensslProvider {
     fn signer(&self, key: &KeyMaterial) -> Result<Box<dyn Signer>> {
         let rsa = Rsa::private_key_from_der(key.rsa_private_key_der())
             .map_err(|e| crypto("load RSA private key", e))?;
-        if !rsa.check_key().map_err(|e| crypto("check RSA key", e))? {
+        if !consistent(&rsa).map_err(|e| crypto("check RSA key", e))? {
             return Err(Error::Crypto(
-                "openssl: RSA private key is inconsistent".into(),
+                "openssl: RSA private key is inconsistent (n != p*q or a CRT value is wrong); regenerate it".into(),
             ));
         }
         let pkey = PKey::from_rsa(rsa).map_err(|e| crypto("load RSA private key", e))?;

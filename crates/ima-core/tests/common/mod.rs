@@ -1,0 +1,176 @@
+//! Shared test fixtures: RSA keys and certificates made by the `openssl`
+//! command line, generated once and cached under `CARGO_TARGET_TMPDIR` (RSA
+//! 4096 generation is slow), plus helpers to run the oracles.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const SIZES: [usize; 3] = [2048, 3072, 4096];
+
+/// How the private key PEM is wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// `-----BEGIN RSA PRIVATE KEY-----` (`openssl genrsa -traditional`).
+    Pkcs1,
+    /// `-----BEGIN PRIVATE KEY-----` (`openssl genpkey`).
+    Pkcs8,
+}
+
+pub const FORMS: [Form; 2] = [Form::Pkcs1, Form::Pkcs8];
+
+/// A generated key with a self-signed certificate for it.
+#[derive(Debug)]
+pub struct TestKey {
+    pub bits: usize,
+    pub form: Form,
+    pub key: PathBuf,
+    pub cert_pem: PathBuf,
+    pub cert_der: PathBuf,
+}
+
+fn key_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ima-core-test-keys");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Writes `path` through `make(tmp)` and a rename, so a concurrent or
+/// interrupted run never sees half a file.
+fn atomically(path: &Path, make: impl FnOnce(&Path)) {
+    if path.exists() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    make(&tmp);
+    fs::rename(&tmp, path).unwrap();
+}
+
+fn generate(bits: usize, form: Form) -> TestKey {
+    let dir = key_dir();
+    let stem = format!("rsa{bits}-{form:?}").to_lowercase();
+    let key = dir.join(format!("{stem}.pem"));
+    atomically(&key, |tmp| {
+        let mut cmd = Command::new("openssl");
+        match form {
+            Form::Pkcs1 => cmd
+                .args(["genrsa", "-traditional", "-out"])
+                .arg(tmp)
+                .arg(bits.to_string()),
+            Form::Pkcs8 => cmd
+                .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+                .arg(format!("rsa_keygen_bits:{bits}"))
+                .arg("-out")
+                .arg(tmp),
+        };
+        run(&mut cmd);
+    });
+    let cert_pem = dir.join(format!("{stem}.crt.pem"));
+    atomically(&cert_pem, |tmp| {
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-new", "-days", "3650", "-subj"])
+            .arg(format!("/CN=ima-core test {stem}"))
+            .args(["-addext", "keyUsage=critical,digitalSignature"])
+            .arg("-key")
+            .arg(&key)
+            .arg("-out")
+            .arg(tmp));
+    });
+    let cert_der = dir.join(format!("{stem}.crt.der"));
+    atomically(&cert_der, |tmp| {
+        run(Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert_pem)
+            .arg("-out")
+            .arg(tmp));
+    });
+    TestKey {
+        bits,
+        form,
+        key,
+        cert_pem,
+        cert_der,
+    }
+}
+
+/// All six keys (3 sizes x 2 forms), generated in parallel on first use.
+pub fn keys() -> &'static [TestKey] {
+    static KEYS: OnceLock<Vec<TestKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = SIZES
+                .iter()
+                .flat_map(|&b| FORMS.iter().map(move |&f| (b, f)))
+                .map(|(b, f)| s.spawn(move || generate(b, f)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    })
+}
+
+pub fn key(bits: usize, form: Form) -> &'static TestKey {
+    keys()
+        .iter()
+        .find(|k| k.bits == bits && k.form == form)
+        .unwrap()
+}
+
+/// Writes `len` bytes of a deterministic, non-repeating pattern.
+pub fn write_pattern(path: &Path, len: usize, seed: u8) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0] ^ seed)
+        .collect();
+    fs::write(path, data).unwrap();
+}
+
+/// The raw `security.ima` of `path`, read with getfattr (an outside reader).
+pub fn getfattr(path: &Path) -> Option<Vec<u8>> {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "security.ima"])
+        .arg(path)
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+/// Whether we may write `security.*` xattrs (root, CAP_SYS_ADMIN). When not,
+/// prints why the test is skipped.
+pub fn can_write_security_xattrs(test: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        true
+    } else {
+        eprintln!("skipping {test}: writing security.ima needs root (CAP_SYS_ADMIN)");
+        false
+    }
+}
+
+/// Whether `tool` is on PATH; prints why the test is skipped if not.
+pub fn have(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        eprintln!("skipping {test}: {tool} is not installed");
+    }
+    found
+}

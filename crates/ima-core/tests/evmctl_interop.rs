@@ -1,0 +1,126 @@
+//! Byte-identity with `evmctl ima_sign`, and mutual verification with
+//! `evmctl ima_verify`, for every key size, key form, hash algorithm and
+//! backend, on files of several sizes including an empty one.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{can_write_security_xattrs, getfattr, have, key, run, write_pattern, Form};
+use ima_core::{
+    open_regular, providers, Certificate, HashAlgo, ImaSigner, KeyMaterial, KeySet, SignOptions,
+    SignOutcome, VerifyStatus,
+};
+
+/// Empty, tiny, one page, exactly the read buffer, and several buffers plus a tail.
+const FILE_SIZES: [usize; 5] = [0, 1, 4096, 256 * 1024, 600_001];
+
+fn make_files(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    for (i, &len) in FILE_SIZES.iter().enumerate() {
+        write_pattern(&dir.join(format!("f{len}")), len, i as u8);
+    }
+}
+
+/// One key against evmctl: all algorithms, both backends.
+fn check_key(bits: usize, form: Form) {
+    let test = format!("evmctl interop rsa{bits} {form:?}");
+    if !can_write_security_xattrs(&test) || !have("evmctl", &test) {
+        return;
+    }
+    let k = key(bits, form);
+    let km = KeyMaterial::load(&k.key, None).unwrap();
+    assert_eq!(km.bits(), bits);
+    let cert = Certificate::load(&k.cert_der).unwrap();
+    assert_eq!(km.key_id(), cert.key_id(), "default SKID is the key hash");
+
+    for &algo in HashAlgo::SIGNING {
+        let tmp = tempfile::tempdir().unwrap();
+        let evm_dir = tmp.path().join("evmctl");
+        make_files(&evm_dir);
+        run(Command::new("evmctl")
+            .args(["ima_sign", "-r", "--hashalgo", algo.name(), "--key"])
+            .arg(&k.key)
+            .arg(&evm_dir));
+
+        for provider in providers() {
+            let what = format!("rsa{bits} {form:?} {algo} {}", provider.name());
+            let signer = ImaSigner::new(provider, &km, algo, None).unwrap();
+            let ours_dir = tmp.path().join(provider.name());
+            make_files(&ours_dir);
+            let mut keys = KeySet::new(provider);
+            keys.add_certificate(&cert).unwrap();
+
+            for &len in &FILE_SIZES {
+                let name = format!("f{len}");
+                let ours = ours_dir.join(&name);
+                let theirs = evm_dir.join(&name);
+                let outcome = signer.sign_path(&ours, &SignOptions::default()).unwrap();
+                assert_eq!(outcome, SignOutcome::Signed, "{what} {name}");
+
+                let evm_value =
+                    getfattr(&theirs).unwrap_or_else(|| panic!("evmctl did not sign {name}"));
+                let our_value = getfattr(&ours).unwrap();
+                assert_eq!(
+                    hex::encode(&our_value),
+                    hex::encode(&evm_value),
+                    "{what} {name}: security.ima differs from evmctl's"
+                );
+
+                // evmctl accepts ours...
+                let out = Command::new("evmctl")
+                    .args(["ima_verify", "--key"])
+                    .arg(&k.cert_der)
+                    .arg(&ours)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{what} {name}: evmctl ima_verify rejects ours: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                // ...and we accept evmctl's.
+                let report = keys
+                    .verify_file(&open_regular(&theirs).unwrap(), true)
+                    .unwrap();
+                assert_eq!(report.status, VerifyStatus::Ok, "{what} {name}: {report:?}");
+                assert_eq!(report.keyid, Some(signer.key_id()));
+                assert_eq!(report.algo, Some(algo));
+                assert!(report.md5.is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn rsa2048_pkcs1() {
+    check_key(2048, Form::Pkcs1);
+}
+
+#[test]
+fn rsa2048_pkcs8() {
+    check_key(2048, Form::Pkcs8);
+}
+
+#[test]
+fn rsa3072_pkcs1() {
+    check_key(3072, Form::Pkcs1);
+}
+
+#[test]
+fn rsa3072_pkcs8() {
+    check_key(3072, Form::Pkcs8);
+}
+
+#[test]
+fn rsa4096_pkcs1() {
+    check_key(4096, Form::Pkcs1);
+}
+
+#[test]
+fn rsa4096_pkcs8() {
+    check_key(4096, Form::Pkcs8);
+}
