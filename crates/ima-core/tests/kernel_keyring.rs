@@ -1,0 +1,141 @@
+//! The running kernel accepts our signatures: it loads the certificate into a
+//! session keyring, finds it by the key id we wrote (`id:%08x`, the lookup IMA
+//! does) and its own RSA code verifies the signature over the file digest.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{can_write_security_xattrs, have, key, run, write_pattern, Form};
+use ima_core::{
+    digest_file, open_regular, read_ima_xattr, Certificate, HashAlgo, ImaSigner, ImaXattr, KeyId,
+    KeyMaterial, SignOptions,
+};
+
+/// Signs one file per algorithm with `signer_for(algo)`, writes each digest and
+/// signature to `dir`, and has the kernel check them all in one keyring session.
+fn kernel_accepts(
+    cert_der: &Path,
+    dir: &Path,
+    keyid: KeyId,
+    signer_for: impl Fn(HashAlgo) -> ImaSigner,
+) {
+    let mut script = String::from("set -eu\n");
+    script += &format!(
+        "id=$(keyctl padd asymmetric '' @s < '{}')\n",
+        cert_der.display()
+    );
+    script += &format!("found=$(keyctl search @s asymmetric id:{keyid})\n");
+    script += "[ \"$id\" = \"$found\" ] || { echo \"search found $found, added $id\"; exit 1; }\n";
+
+    for &algo in HashAlgo::SIGNING {
+        let file = dir.join(format!("data-{algo}"));
+        write_pattern(&file, 70_000, algo.kernel_id());
+        let signer = signer_for(algo);
+        assert_eq!(signer.key_id(), keyid);
+        signer.sign_path(&file, &SignOptions::default()).unwrap();
+        let f = open_regular(&file).unwrap();
+        let value = read_ima_xattr(&f).unwrap().unwrap();
+        let ImaXattr::Signature {
+            keyid: written,
+            signature,
+            ..
+        } = ImaXattr::decode(&value).unwrap()
+        else {
+            panic!("not a signature");
+        };
+        assert_eq!(written, keyid);
+        let digest = digest_file(signer.provider(), &f, algo, false)
+            .unwrap()
+            .digest;
+        fs::write(dir.join(format!("{algo}.digest")), &digest).unwrap();
+        fs::write(dir.join(format!("{algo}.sig")), &signature).unwrap();
+        // The same signature over another digest must be refused: proves
+        // pkey_verify really checks.
+        let mut wrong = digest.clone();
+        wrong[0] ^= 1;
+        fs::write(dir.join(format!("{algo}.wrong")), &wrong).unwrap();
+        let d = dir.display();
+        script += &format!(
+            "keyctl pkey_verify \"$found\" 0 '{d}/{algo}.digest' '{d}/{algo}.sig' enc=pkcs1 hash={algo} || {{ echo 'kernel rejects {algo}'; exit 1; }}\n"
+        );
+        script += &format!(
+            "if keyctl pkey_verify \"$found\" 0 '{d}/{algo}.wrong' '{d}/{algo}.sig' enc=pkcs1 hash={algo} 2>/dev/null; then echo 'kernel accepts a wrong {algo} digest'; exit 1; fi\n"
+        );
+    }
+    script += "echo all-verified\n";
+    let out = run(Command::new("keyctl").args(["session", "-", "bash", "-c", &script]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all-verified"));
+}
+
+fn skip(test: &str) -> bool {
+    !can_write_security_xattrs(test) || !have("keyctl", test)
+}
+
+#[test]
+fn kernel_verifies_every_size_and_algorithm_with_both_backends() {
+    if skip("kernel keyring test") {
+        return;
+    }
+    for &bits in &common::SIZES {
+        let k = key(bits, Form::Pkcs8);
+        let km = KeyMaterial::load(&k.key, Some(&k.cert_der)).unwrap();
+        for provider in ima_core::providers() {
+            let tmp = tempfile::tempdir().unwrap();
+            kernel_accepts(&k.cert_der, tmp.path(), km.key_id(), |algo| {
+                ImaSigner::new(provider, &km, algo, None).unwrap()
+            });
+        }
+    }
+}
+
+/// A certificate whose Subject Key Identifier is not the key hash: the key id
+/// is the SKID's last 4 bytes, and the kernel finds the key by exactly that.
+#[test]
+fn skid_certificate_gives_the_key_id_the_kernel_finds() {
+    if skip("SKID certificate test") {
+        return;
+    }
+    let k = key(2048, Form::Pkcs1);
+    let tmp = tempfile::tempdir().unwrap();
+    let skid = "0123456789abcdef0123456789abcdef01a2b3c4";
+    let cert_pem = tmp.path().join("skid.pem");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=custom skid",
+        ])
+        .args(["-addext", &format!("subjectKeyIdentifier={skid}")])
+        .arg("-key")
+        .arg(&k.key)
+        .arg("-out")
+        .arg(&cert_pem));
+    let cert_der = tmp.path().join("skid.der");
+    run(Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert_pem)
+        .arg("-out")
+        .arg(&cert_der));
+
+    let cert = Certificate::load(&cert_pem).unwrap();
+    assert_eq!(hex::encode(cert.subject_key_identifier().unwrap()), skid);
+    let want = KeyId([0x01, 0xa2, 0xb3, 0xc4]);
+    assert_eq!(cert.key_id(), want);
+    assert_eq!(Certificate::load(&cert_der).unwrap().key_id(), want);
+    // The public-key hash differs, so this really tests the SKID path.
+    let plain = KeyMaterial::load(&k.key, None).unwrap();
+    assert_ne!(plain.key_id(), want);
+
+    let km = KeyMaterial::load(&k.key, Some(&cert_pem)).unwrap();
+    assert_eq!(km.key_id(), want);
+    kernel_accepts(&cert_der, tmp.path(), want, |algo| {
+        ImaSigner::new(ima_core::default_provider(), &km, algo, None).unwrap()
+    });
+}
