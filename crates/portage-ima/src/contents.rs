@@ -628,7 +628,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(1000))]
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -639,7 +639,7 @@ mod tests {
         fn near_valid_lines_never_panic(
             kind in prop_oneof![Just("obj "), Just("sym "), Just("dir "), Just("fif ")],
             tail in proptest::collection::vec(
-                prop_oneof![Just(b' '), Just(b'/'), Just(b'-'), Just(b'>'), Just(b'.'), Just(b'a'), Just(b'0'), Just(b'f')],
+                proptest::sample::select(b" /->.a0f\n".to_vec()),
                 0..60),
         ) {
             let mut line = kind.as_bytes().to_vec();

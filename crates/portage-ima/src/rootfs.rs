@@ -253,6 +253,8 @@ fn walk_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedF
                     return Err(Errno::LOOP.into());
                 }
                 let fs = rustix::fs::fstatfs(&fd)?;
+                // f_type's integer type differs between architectures.
+                #[allow(clippy::unnecessary_cast)]
                 if fs.f_type as i64 == libc::PROC_SUPER_MAGIC as i64 {
                     return Err(Errno::LOOP.into());
                 }
@@ -361,7 +363,7 @@ mod tests {
         // Non-UTF-8 names work too.
         let raw = OsString::from_vec(b"._cfg0000_\xff".to_vec());
         assert_eq!(
-            cfg_siblings(&[raw.clone()], OsStr::from_bytes(b"\xff")),
+            cfg_siblings(std::slice::from_ref(&raw), OsStr::from_bytes(b"\xff")),
             vec![raw]
         );
     }

@@ -412,13 +412,10 @@ impl Vdb {
         let path = eroot.join(VDB_PATH);
         match fs::metadata(&path) {
             Ok(m) if m.is_dir() => Ok(Vdb { path }),
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                format!(
-                    "no package database at {}: not a directory; is --root right?",
-                    path.display()
-                ),
-            )),
+            Ok(_) => Err(io::Error::other(format!(
+                "no package database at {}: not a directory; is --root right?",
+                path.display()
+            ))),
             Err(e) => Err(io::Error::new(
                 e.kind(),
                 format!(
