@@ -9,6 +9,12 @@ use portage_ima::cli::{Cli, Command};
 use portage_ima::commands;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`portage-ima verify --all | head`), as C tools do,
+    // instead of panicking inside println!.
+    // SAFETY: setting a signal disposition before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sign(args) => commands::sign(cli.config.as_deref(), &args),
