@@ -48,7 +48,7 @@ pub fn sign_object(
                             "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 {}); \
                              not signed: reinstall the package if this change is not yours",
                             hex::encode(md5),
-                            hex::encode(actual)
+                            actual
                         )),
                     ),
                     size,
