@@ -292,9 +292,14 @@ fn parse_obj(rest: &[u8]) -> Result<ContentsEntry, String> {
 }
 
 fn parse_sym(rest: &[u8]) -> Result<ContentsEntry, String> {
-    let (head, mtime) =
-        rsplit_space(rest).ok_or_else(|| format!("sym entry has no mtime ({SYM_SYNTAX})"))?;
-    let mtime = parse_mtime(mtime, SYM_SYNTAX)?;
+    let (head, mtime) = match old_sym_mtime(rest) {
+        Some(old) => old,
+        None => {
+            let (head, mtime) = rsplit_space(rest)
+                .ok_or_else(|| format!("sym entry has no mtime ({SYM_SYNTAX})"))?;
+            (head, parse_mtime(mtime, SYM_SYNTAX)?)
+        }
+    };
     let arrow =
         rfind(head, b" -> ").ok_or_else(|| format!("sym entry has no ` -> ` ({SYM_SYNTAX})"))?;
     let path = entry_path(&head[..arrow], "sym")?;
@@ -307,6 +312,27 @@ fn parse_sym(rest: &[u8]) -> Result<ContentsEntry, String> {
         target: PathBuf::from(OsStr::from_bytes(target)),
         mtime,
     })
+}
+
+/// Portage before 2.0.51 (2005) wrote a symlink's whole `os.stat` tuple
+/// instead of its mtime: `sym A -> B (mode, ino, dev, nlink, uid, gid,
+/// size, atime, mtime, ctime)` with Python 2 `L` suffixes. Portage still
+/// reads it (bug 351814), so old systems may have such lines. Returns the
+/// part before the tuple and the mtime (the ninth field).
+fn old_sym_mtime(rest: &[u8]) -> Option<(&[u8], u64)> {
+    let inner = rest.strip_suffix(b")")?;
+    let open = rfind(inner, b" (")?;
+    let fields: Vec<&[u8]> = inner[open + 2..].split(|&b| b == b',').collect();
+    if fields.len() != 10 {
+        return None;
+    }
+    let mut nums = fields.iter().map(|f| {
+        let f = f.strip_prefix(b" ").unwrap_or(f);
+        let f = f.strip_suffix(b"L").unwrap_or(f);
+        parse_mtime(f, SYM_SYNTAX).ok()
+    });
+    let mtime = nums.clone().nth(8)??;
+    nums.all(|n| n.is_some()).then_some((&inner[..open], mtime))
 }
 
 /// Splits at the last space: (before, after).
@@ -543,6 +569,26 @@ mod tests {
             assert!(got.contains(want), "{line:?}: got {got:?}, want {want:?}");
             assert!(got.starts_with("line 1: "), "{got}");
         }
+    }
+
+    #[test]
+    fn old_symlink_format() {
+        let c = Contents::parse(
+            b"sym /usr/lib/libfoo.so -> libfoo.so.1 \
+              (41471, 1234567L, 2049L, 1, 0, 0, 11L, 1104537600, 1104537601, 1104537602)\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.entries[0],
+            ContentsEntry::Sym {
+                path: "/usr/lib/libfoo.so".into(),
+                target: "libfoo.so.1".into(),
+                mtime: 1104537601
+            }
+        );
+        // Not a stat tuple: the last word is the (bad) mtime.
+        let e = Contents::parse(b"sym /a -> b (1, 2)\n").unwrap_err();
+        assert!(e.to_string().contains("bad mtime `2)`"), "{e}");
     }
 
     #[test]

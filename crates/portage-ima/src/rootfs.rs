@@ -302,6 +302,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shareable_across_threads() {
+        // The signing engine opens files from a rayon pool.
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<RootDir>();
+    }
+
+    #[test]
     fn root_normalization() {
         assert_eq!(normalize_root(Path::new("")), Path::new("/"));
         assert_eq!(normalize_root(Path::new("/")), Path::new("/"));
