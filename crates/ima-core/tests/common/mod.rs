@@ -31,8 +31,9 @@ pub struct TestKey {
     pub cert_der: PathBuf,
 }
 
+/// Bump the suffix when the recipe below changes, so stale fixtures are not reused.
 fn key_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ima-core-test-keys");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ima-core-test-keys-v2");
     fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -87,6 +88,8 @@ fn generate(bits: usize, form: Form) -> TestKey {
         run(Command::new("openssl")
             .args(["req", "-x509", "-new", "-days", "3650", "-subj"])
             .arg(format!("/CN=ima-core test {stem}"))
+            // An end-entity signing certificate, as IMA keys should be.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .args(["-addext", "keyUsage=critical,digitalSignature"])
             .arg("-key")
             .arg(&key)
