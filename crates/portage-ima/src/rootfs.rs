@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 /// Symlinks followed in one lookup before giving up with `ELOOP`
 /// (the kernel's `MAXSYMLINKS`).
@@ -32,7 +33,8 @@ pub const MAX_SYMLINKS: usize = 40;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolver {
     /// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, falling back to
-    /// [`Resolver::Walk`] for good after the first `ENOSYS`.
+    /// [`Resolver::Walk`] for good after the first `ENOSYS` (an old kernel),
+    /// or after an `EPERM` the walk does not reproduce (a seccomp filter).
     Auto,
     /// Only `openat2`; `ENOSYS` is returned as is.
     Openat2,
@@ -154,16 +156,26 @@ impl RootDir {
             Resolver::Openat2 => true,
             Resolver::Auto => !self.no_openat2.load(Ordering::Relaxed),
         };
-        if use_openat2 {
-            match openat2_in_root(&self.fd, path, flags) {
-                Err(rustix::io::Errno::NOSYS) if self.resolver == Resolver::Auto => {
-                    self.no_openat2.store(true, Ordering::Relaxed);
-                }
-                Err(e) => return Err(e.into()),
-                Ok(fd) => return Ok(File::from(fd)),
-            }
+        if !use_openat2 {
+            return walk_in_root(&self.fd, path, flags).map(File::from);
         }
-        walk_in_root(&self.fd, path, flags).map(File::from)
+        let auto = self.resolver == Resolver::Auto;
+        match openat2_in_root(&self.fd, path, flags) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(Errno::NOSYS) if auto => {
+                self.no_openat2.store(true, Ordering::Relaxed);
+                walk_in_root(&self.fd, path, flags).map(File::from)
+            }
+            // Container seccomp profiles of the Docker 19/20 era deny
+            // unknown syscalls with EPERM. The walk gives the same answer
+            // for a real EPERM, so try it, and stay with it if it works.
+            Err(Errno::PERM) if auto => {
+                let f = walk_in_root(&self.fd, path, flags)?;
+                self.no_openat2.store(true, Ordering::Relaxed);
+                Ok(File::from(f))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -177,15 +189,22 @@ fn normalize_root(root: &Path) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(trimmed))
 }
 
+/// `openat2` in the root. The kernel answers `EAGAIN` when a rename or
+/// mount raced with a `..` lookup; that is retried a few times.
 fn openat2_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    // An empty path would be ENOENT from the kernel anyway; "/" is the root.
-    rustix::fs::openat2(
-        root,
-        path,
-        flags,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            root,
+            path,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN) if tries < 8 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Splits a path into its components as bytes (empty ones dropped; `.` is
@@ -207,8 +226,6 @@ fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// which no CONTENTS path goes through. The last component is
 /// opened with `O_NOFOLLOW`, so a symlink there is `ELOOP`.
 fn walk_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
-    use rustix::io::Errno;
-
     let bytes = path.as_os_str().as_bytes();
     if bytes.is_empty() {
         return Err(Errno::NOENT.into());

@@ -1,6 +1,7 @@
 //! RootDir against real directory trees with symlink tricks, for both the
 //! `openat2` resolver and the fallback walk, plus `Auto` under a seccomp
-//! filter that makes `openat2` answer `ENOSYS` like an old kernel.
+//! filter that makes `openat2` answer `ENOSYS` like an old kernel (or
+//! `EPERM` like some container profiles).
 
 use std::ffi::OsString;
 use std::fs;
@@ -297,47 +298,62 @@ fn dir_names_and_cfg_siblings() {
     }
 }
 
-/// Re-runs this test binary with only `enosys_child` selected and a
-/// seccomp filter installed that makes openat2 fail with ENOSYS, as on a
-/// kernel older than 5.6. `Resolver::Auto` must then fall back to the walk.
-#[test]
-fn auto_falls_back_when_openat2_is_missing() {
+/// Re-runs this test binary with only `denied_child` selected and a
+/// seccomp filter installed that makes openat2 fail with `errno`.
+fn run_denied_child(errno_name: &str) {
     let t = tree();
     symlink(&t.outside, t.root.join("esc")).unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "enosys_child", "--ignored", "--nocapture"])
-        .env("PORTAGE_IMA_TEST_ENOSYS_ROOT", &t.root)
+        .args(["--exact", "denied_child", "--ignored", "--nocapture"])
+        .env("PORTAGE_IMA_TEST_DENIED_ROOT", &t.root)
+        .env("PORTAGE_IMA_TEST_DENIED_ERRNO", errno_name)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("ENOSYS-CHILD-OK"),
+        out.status.success() && stdout.contains("DENIED-CHILD-OK"),
         "child failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
+/// A kernel older than 5.6: `Resolver::Auto` must fall back to the walk.
 #[test]
-#[ignore = "helper process of auto_falls_back_when_openat2_is_missing"]
-fn enosys_child() {
-    let root = std::env::var_os("PORTAGE_IMA_TEST_ENOSYS_ROOT")
-        .expect("run by auto_falls_back_when_openat2_is_missing");
-    deny_openat2_with_enosys();
+fn auto_falls_back_when_openat2_is_missing() {
+    run_denied_child("ENOSYS");
+}
+
+/// A container whose seccomp profile answers unknown syscalls with EPERM.
+#[test]
+fn auto_falls_back_when_seccomp_denies_openat2() {
+    run_denied_child("EPERM");
+}
+
+#[test]
+#[ignore = "helper process of auto_falls_back_when_*"]
+fn denied_child() {
+    let root = std::env::var_os("PORTAGE_IMA_TEST_DENIED_ROOT").expect("run by auto_falls_back_*");
+    let code = match std::env::var("PORTAGE_IMA_TEST_DENIED_ERRNO").as_deref() {
+        Ok("ENOSYS") => libc::ENOSYS,
+        Ok("EPERM") => libc::EPERM,
+        other => panic!("unexpected errno {other:?}"),
+    };
+    deny_openat2_with(code);
     let root = PathBuf::from(root);
-    // The filter works: openat2 itself now says ENOSYS.
+    // The filter works: openat2 itself now fails that way.
     let only = RootDir::open_with(&root, Resolver::Openat2).unwrap();
-    assert_eq!(errno(only.open_file(Path::new("/secret"))), libc::ENOSYS);
+    assert_eq!(errno(only.open_file(Path::new("/secret"))), code);
     let rd = RootDir::open_with(&root, Resolver::Auto).unwrap();
     assert_eq!(read(&rd, "/lib/libfoo.so").unwrap(), "inside lib");
     assert_eq!(read(&rd, "/../secret").unwrap(), "inside secret");
     assert_eq!(errno(read(&rd, "/esc/secret")), libc::ENOENT);
     symlink("foo", root.join("usr/bin/l")).unwrap();
     assert_eq!(errno(read(&rd, "/usr/bin/l")), libc::ELOOP);
-    println!("ENOSYS-CHILD-OK");
+    println!("DENIED-CHILD-OK");
 }
 
-/// Installs a classic-BPF seccomp filter: openat2 -> ENOSYS, all else allowed.
-fn deny_openat2_with_enosys() {
+/// Installs a classic-BPF seccomp filter: openat2 -> `code`, all else allowed.
+fn deny_openat2_with(code: i32) {
     #[cfg(target_arch = "x86_64")]
     const AUDIT_ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
     #[cfg(target_arch = "aarch64")]
@@ -352,7 +368,7 @@ fn deny_openat2_with_enosys() {
         insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
         insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
         insn(JEQ_K, 0, 1, libc::SYS_openat2 as u32),
-        insn(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | code as u32),
         insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
     let prog = libc::sock_fprog {
