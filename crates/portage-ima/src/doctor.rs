@@ -231,19 +231,18 @@ fn load_settings(
     args: &DoctorArgs,
     root: &Path,
 ) -> Option<Settings> {
+    // --config wins; with --root, that root's ima.toml; else the usual
+    // lookup (PORTAGE_CONFIGROOT, then /etc/portage/ima.toml).
     let in_root = root.join(config::CONFIG_FILE);
-    let explicit: Option<PathBuf> = match config {
-        Some(path) => Some(path.to_path_buf()),
-        None if args.root.is_some() || in_root.exists() => Some(in_root.clone()),
+    let with_root = config.is_none() && args.root.is_some();
+    // A root without ima.toml means defaults: Settings::load(None) would read
+    // the host's file instead, so it gets an empty one.
+    let missing_in_root = with_root && !in_root.exists();
+    let path = match config {
+        Some(path) => Some(path),
+        None if missing_in_root => Some(Path::new("/dev/null")),
+        None if with_root => Some(in_root.as_path()),
         None => None,
-    };
-    // A root without ima.toml means defaults; Settings::load would fall back
-    // to the host's file, so hand it an empty one instead.
-    let missing_in_root = config.is_none() && args.root.is_some() && !in_root.exists();
-    let path = if missing_in_root {
-        Some(Path::new("/dev/null"))
-    } else {
-        explicit.as_deref()
     };
     match Settings::load(path, &args.key, None) {
         Ok(settings) => {
@@ -629,12 +628,30 @@ fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<KeyId>) -> K
             ),
             "build the kernel with CONFIG_IMA=y, CONFIG_IMA_APPRAISE=y, CONFIG_INTEGRITY_SIGNATURE=y, CONFIG_INTEGRITY_ASYMMETRIC_KEYS=y",
         ),
-        (None, None) => r.warn(
-            "ima",
-            "unknown: securityfs is not mounted, so IMA cannot be seen; if it is absent, \
-             signatures are written but nothing appraises them",
-            "mount securityfs and run doctor again",
-        ),
+        (None, None) => match kernel_config_option("CONFIG_IMA") {
+            Some((false, from)) => r.warn(
+                "ima",
+                format!(
+                    "not in this kernel (CONFIG_IMA is not set, per {from}): signatures are \
+                     written but nothing appraises them"
+                ),
+                "build the kernel with CONFIG_IMA=y, CONFIG_IMA_APPRAISE=y, CONFIG_INTEGRITY_SIGNATURE=y, CONFIG_INTEGRITY_ASYMMETRIC_KEYS=y",
+            ),
+            Some((true, from)) => r.warn(
+                "ima",
+                format!(
+                    "built in (CONFIG_IMA=y, per {from}), but securityfs is not mounted, so its \
+                     state cannot be read"
+                ),
+                "mount securityfs and run doctor again",
+            ),
+            None => r.warn(
+                "ima",
+                "unknown: securityfs is not mounted, so IMA cannot be seen; if it is absent, \
+                 signatures are written but nothing appraises them",
+                "mount securityfs and run doctor again",
+            ),
+        },
     }
 
     let policy = ima_dir
@@ -682,6 +699,42 @@ fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<KeyId>) -> K
         }
     }
     k
+}
+
+/// Whether the running kernel's configuration sets `option` (`=y` or `=m`),
+/// and where that was read: /boot/config-RELEASE, else /proc/config.gz
+/// (through gzip, which every system has).
+fn kernel_config_option(option: &str) -> Option<(bool, String)> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let boot = format!("/boot/config-{}", release.trim());
+    let (text, from) = match fs::read_to_string(&boot) {
+        Ok(text) => (text, boot),
+        Err(_) => {
+            let out = Command::new("gzip")
+                .args(["-dc", "/proc/config.gz"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                "/proc/config.gz".to_string(),
+            )
+        }
+    };
+    Some((config_sets(&text, option), from))
+}
+
+/// Whether kernel .config text sets `option` to y or m.
+fn config_sets(text: &str, option: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix(option)
+            .and_then(|rest| rest.strip_prefix('='))
+            .is_some_and(|v| v == "y" || v == "m")
+    })
 }
 
 /// The mount point of securityfs, from /proc/mounts text.
@@ -986,6 +1039,28 @@ fn keyring_members(serial: i32) -> io::Result<Vec<i32>> {
     }
 }
 
+/// The keyring named `name` that request_key(2) finds from this process,
+/// as the kernel's IMA looks up `_ima` (no upcall: callout_info is NULL).
+fn request_keyring(name: &str) -> io::Result<i32> {
+    let kind = c"keyring";
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: two valid C strings, a NULL callout and no destination keyring.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_request_key,
+            kind.as_ptr(),
+            name.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0 as libc::c_long,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as i32)
+    }
+}
+
 /// Whether the key id is on the `.ima` (trusted) or `_ima` (userspace) keyring.
 fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
     let text = match fs::read_to_string("/proc/keys") {
@@ -999,10 +1074,20 @@ fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
         }
     };
     let keys = parse_proc_keys(&text);
-    let rings: Vec<&ProcKey> = keys
+    // The keyring IMA checks signatures with: the kernel's own `.ima` when
+    // it was built with CONFIG_INTEGRITY_TRUSTED_KEYRING, else the `_ima`
+    // keyring request_key() finds from the process (session, then user
+    // keyring). Other sessions' `_ima` keyrings in /proc/keys do not count.
+    let mut rings: Vec<(&str, i32)> = keys
         .iter()
-        .filter(|p| matches!(p.keyring_name(), Some(".ima" | "_ima")))
+        .filter(|p| p.keyring_name() == Some(".ima"))
+        .map(|p| (".ima", p.serial))
         .collect();
+    if rings.is_empty() {
+        if let Ok(serial) = request_keyring("_ima") {
+            rings.push(("_ima", serial));
+        }
+    }
     let Some(keyid) = keyid else {
         r.skip(
             "keyring",
@@ -1020,7 +1105,8 @@ fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
             r.fail(
                 "keyring",
                 format!(
-                    "no .ima or _ima keyring in /proc/keys: the kernel cannot find key {keyid}"
+                    "no .ima keyring and no _ima keyring reachable from this session: the \
+                     kernel cannot find key {keyid}"
                 ),
                 format!("create it (keyctl newring _ima @u) and {load}"),
             );
@@ -1030,9 +1116,8 @@ fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
         return;
     }
     let mut notes = Vec::new();
-    for ring in &rings {
-        let name = ring.keyring_name().unwrap_or("?");
-        match keyring_members(ring.serial) {
+    for &(name, serial) in &rings {
+        match keyring_members(serial) {
             Ok(members) => {
                 let found = keys
                     .iter()
@@ -1097,7 +1182,13 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     let vars = portage_vars(root);
     let features: BTreeSet<&str> = vars.features.split_whitespace().collect();
     let has_xattr = features.contains("xattr");
-    let excluded = xattr_excluded(&vars.xattr_exclude, IMA_XATTR);
+    let patterns: Vec<String> = vars
+        .xattr_exclude
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let excluded_by = crate::portage_env::xattr_exclude_match(&patterns, IMA_XATTR);
+    let excluded = excluded_by.is_some();
     let xattr_kept = has_xattr && !excluded;
 
     let tmpdir = PathBuf::from(&vars.tmpdir);
@@ -1143,11 +1234,8 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
         (true, false) => "FEATURES has xattr and PORTAGE_XATTR_EXCLUDE keeps security.ima".into(),
         (false, _) => "FEATURES lacks xattr: a copying merge drops every xattr".to_string(),
         (true, true) => format!(
-            "FEATURES has xattr but PORTAGE_XATTR_EXCLUDE drops security.ima ({})",
-            vars.xattr_exclude
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
+            "FEATURES has xattr but PORTAGE_XATTR_EXCLUDE drops security.ima (pattern {})",
+            excluded_by.unwrap_or("?")
         ),
     };
     finding.push_str(&format!(" ({})", vars.source));
@@ -1200,23 +1288,6 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
             ),
         ),
     }
-}
-
-/// Whether a PORTAGE_XATTR_EXCLUDE glob list drops `name` (`*` and `?`).
-// TODO: use crate::portage_env::xattr_excluded once portage_env.rs lands.
-fn xattr_excluded(patterns: &str, name: &str) -> bool {
-    fn glob(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-            (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    patterns
-        .split_whitespace()
-        .any(|p| glob(p.as_bytes(), name.as_bytes()))
 }
 
 /// The path a bashrc line sources our snippet from, if one does.
@@ -1515,11 +1586,11 @@ fn check_self(
         }
     }
     let maps = fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    for lib in executable_mappings(&maps) {
-        if !paths.contains(&lib) {
-            paths.push(lib);
-        }
-    }
+    // Sorted: the mapping order changes from run to run (ASLR).
+    let mut libs = executable_mappings(&maps);
+    libs.retain(|l| !paths.contains(l));
+    libs.sort();
+    paths.extend(libs);
     let mut bad = Vec::new();
     for path in &paths {
         let status = ima_core::open_regular(path)
@@ -1659,6 +1730,14 @@ name         : sha512\ndriver       : sha512-generic\nmodule       : sha512_gene
             "root=/dev/sda ima_appraise=fix ima_appraise=enforce quiet -- ima_appraise=off";
         assert_eq!(cmdline_value(cmdline, "ima_appraise"), Some("enforce"));
         assert_eq!(cmdline_value(cmdline, "ima_policy"), None);
+    }
+
+    #[test]
+    fn kernel_config_lines() {
+        let text = "# CONFIG_INTEGRITY is not set\nCONFIG_IMA_APPRAISE=y\nCONFIG_IMA=y\n";
+        assert!(config_sets(text, "CONFIG_IMA"));
+        assert!(!config_sets(text, "CONFIG_INTEGRITY"));
+        assert!(!config_sets("CONFIG_IMA_APPRAISE=y\n", "CONFIG_IMA"));
     }
 
     #[test]
