@@ -433,10 +433,11 @@ impl Vdb {
 
     /// Every installed package, sorted by category, name and version.
     ///
-    /// Skips what is not a package: plain files (`.keep*`), hidden entries
-    /// (lock files), Portage's in-progress `-MERGING-PF` directories, and
-    /// directories whose names are not a valid `CATEGORY/PF` (see
-    /// [`Vdb::scan`] to list those).
+    /// Skips what is not a package, as Portage does: plain files (`.keep*`),
+    /// symlinks, hidden entries (lock files), Portage's in-progress
+    /// `-MERGING-PF` directories, `CVS` and `lost+found`; and directories
+    /// whose names are not a valid `CATEGORY/PF` (see [`Vdb::scan`] to list
+    /// those).
     pub fn packages(&self) -> io::Result<Vec<InstalledPackage>> {
         Ok(self.scan()?.packages)
     }
@@ -446,6 +447,9 @@ impl Vdb {
     pub fn scan(&self) -> io::Result<Scan> {
         let mut scan = Scan::default();
         for cat in read_dirs(&self.path)? {
+            if portage_excluded(&cat) {
+                continue;
+            }
             let Some(cat_name) = cat.file_name().and_then(|n| n.to_str()) else {
                 scan.invalid.push(cat);
                 continue;
@@ -460,7 +464,7 @@ impl Vdb {
                     scan.invalid.push(dir);
                     continue;
                 };
-                if pf.starts_with("-MERGING-") {
+                if portage_excluded(&dir) {
                     continue;
                 }
                 match InstalledPackage::new(&cat_name, pf, dir.clone()) {
@@ -480,6 +484,17 @@ impl Vdb {
         let p = InstalledPackage::new(category, pf, self.path.join(category).join(pf))?;
         p.dir.is_dir().then_some(p)
     }
+}
+
+/// Names Portage's vardbapi skips at both levels of the vdb: its own
+/// in-progress `-MERGING-*` directories, `CVS` and `lost+found` (hidden
+/// names are already left out by [`read_dirs`]).
+fn portage_excluded(dir: &Path) -> bool {
+    let name = dir
+        .file_name()
+        .map(|n| n.as_encoded_bytes())
+        .unwrap_or_default();
+    name.starts_with(b"-MERGING-") || name == b"CVS" || name == b"lost+found"
 }
 
 /// The non-hidden subdirectories of `dir` (symlinks not followed), with the

@@ -154,6 +154,9 @@ fn cluttered_vdb() -> tempfile::TempDir {
     fs::create_dir_all(vdb.join("app-misc/not-a-version")).unwrap();
     fs::create_dir_all(vdb.join("app-misc/foo-1a-2")).unwrap();
     fs::create_dir_all(vdb.join("-MERGING-cat/x-1")).unwrap();
+    fs::create_dir_all(vdb.join("lost+found/x-1")).unwrap();
+    fs::create_dir_all(vdb.join("app-misc/CVS")).unwrap();
+    fs::create_dir_all(vdb.join("bad~cat/x-1")).unwrap();
     // Symlinks are not package directories.
     symlink(vdb.join("app-misc/foo-1.0"), vdb.join("app-misc/link-1")).unwrap();
     tmp
@@ -185,11 +188,7 @@ fn scan_skips_clutter_and_sorts_by_version() {
         .collect();
     assert_eq!(
         invalid,
-        [
-            "-MERGING-cat",
-            "app-misc/foo-1a-2",
-            "app-misc/not-a-version"
-        ]
+        ["app-misc/foo-1a-2", "app-misc/not-a-version", "bad~cat"]
     );
     assert_eq!(vdb.packages().unwrap(), scan.packages);
     assert!(vdb.package("app-misc", "foo-1.0").is_some());
