@@ -35,6 +35,23 @@ pub const DEFAULT_XATTR_EXCLUDE: &[&str] = &[
 /// The variables that must be set for [`PortageEnv::from_vars`].
 pub const REQUIRED_VARS: &[&str] = &["EBUILD_PHASE", "CATEGORY", "PF", "ROOT"];
 
+/// Every variable [`PortageEnv`] reads.
+pub const ALL_VARS: &[&str] = &[
+    "EBUILD_PHASE",
+    "CATEGORY",
+    "PF",
+    "ROOT",
+    "EROOT",
+    "EPREFIX",
+    "D",
+    "ED",
+    "PORTAGE_CONFIGROOT",
+    "FEATURES",
+    "PORTAGE_XATTR_EXCLUDE",
+    "MERGE_TYPE",
+    "REPLACING_VERSIONS",
+];
+
 /// Portage's environment during an ebuild phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortageEnv {
@@ -107,8 +124,20 @@ pub enum PremergeXattr {
 }
 
 impl PortageEnv {
-    /// Reads the process environment.
+    /// Reads the process environment. A variable that is set but not
+    /// UTF-8 is reported as such rather than as missing.
     pub fn from_env() -> Result<Self, EnvError> {
+        for &var in ALL_VARS {
+            if let Some(v) = std::env::var_os(var) {
+                if v.to_str().is_none() {
+                    return Err(EnvError::Invalid {
+                        var,
+                        value: v.to_string_lossy().into_owned(),
+                        reason: "is not valid UTF-8".into(),
+                    });
+                }
+            }
+        }
         PortageEnv::from_vars(|k| std::env::var(k).ok())
     }
 

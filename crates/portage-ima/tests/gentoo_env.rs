@@ -325,3 +325,66 @@ for line in sys.stdin:
         "only {matched} matches: the generator is too sparse"
     );
 }
+
+/// `from_env` on a real process environment: the test binary runs itself
+/// with a controlled environment (changing this process's environment
+/// would race with the other tests).
+fn from_env_in_child(vars: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "from_env_child", "--ignored", "--nocapture"])
+        .env_clear()
+        .env("PORTAGE_IMA_TEST_FROM_ENV", "1");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM-ENV: "))
+        .unwrap_or_else(|| panic!("no result in {stdout}"))
+        .to_string()
+}
+
+#[test]
+fn from_env_reads_the_process_environment() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let base: Vec<(&str, &OsStr)> = vec![
+        ("EBUILD_PHASE", OsStr::new("postinst")),
+        ("CATEGORY", OsStr::new("app-misc")),
+        ("PF", OsStr::new("foo-1")),
+        ("ROOT", OsStr::new("")),
+        ("EPREFIX", OsStr::new("/gentoo")),
+    ];
+    assert_eq!(
+        from_env_in_child(&base),
+        "ok /gentoo/var/db/pkg/app-misc/foo-1"
+    );
+    assert_eq!(
+        from_env_in_child(&[]),
+        "err EBUILD_PHASE, CATEGORY, PF, ROOT are not set: this must run from \
+         Portage's bashrc (/etc/portage/bashrc, during an emerge), which sets them"
+    );
+    let mut bad = base.clone();
+    bad.push(("D", OsStr::from_bytes(b"/var/tmp/caf\xe9")));
+    assert_eq!(
+        from_env_in_child(&bad),
+        "err D='/var/tmp/caf\u{fffd}' is not valid UTF-8"
+    );
+}
+
+#[test]
+#[ignore = "helper process of from_env_reads_the_process_environment"]
+fn from_env_child() {
+    assert!(std::env::var_os("PORTAGE_IMA_TEST_FROM_ENV").is_some());
+    match PortageEnv::from_env() {
+        Ok(env) => println!("FROM-ENV: ok {}", env.vdb_entry().display()),
+        Err(e) => println!("FROM-ENV: err {e}"),
+    }
+}
