@@ -270,20 +270,24 @@ src_install() {
 }
 
 pkg_postinst() {
+	# The setup steps, on a first install only.
+	[[ -n ${REPLACING_VERSIONS} ]] && return
+
 	elog "To have Portage sign every file it merges with an IMA signature:"
 	elog "  1. Create the signing key and its certificate (defaults:"
-	elog "     /etc/keys/IMA_signing_key.priv, /etc/keys/x509_ima.der; keep the key"
-	elog "     readable by root only) and load the certificate on the kernel's IMA"
-	elog "     keyring: the _ima keyring (keyctl padd asymmetric \"\" %keyring:_ima"
-	elog "     < /etc/keys/x509_ima.der) or, with a trusted keyring, .ima (the"
-	elog "     certificate must then be signed by a key the kernel trusts)."
+	elog "     /etc/keys/IMA_signing_key.priv, readable by root only, and"
+	elog "     /etc/keys/x509_ima.der) and load the certificate on the kernel's"
+	elog "     IMA keyring at every boot: the _ima keyring, e.g."
+	elog "       evmctl import /etc/keys/x509_ima.der \$(keyctl newring _ima @u)"
+	elog "     or, with CONFIG_INTEGRITY_TRUSTED_KEYRING, .ima (the certificate"
+	elog "     must then be signed by a key the kernel trusts)."
 	elog "  2. Add this line to ${EROOT}/etc/portage/bashrc:"
 	elog "       source \"${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc\""
 	elog "  3. Review ${EROOT}/etc/portage/ima.toml (key, cert, hash, strict...)."
-	elog "  4. Run 'portage-ima doctor' to check all of the above."
-	elog "See ${EPREFIX}/usr/share/doc/${PF}/README.md* for details."
-	ewarn "This ${PN} binary was merged before any hook could sign it. Sign it"
-	ewarn "(and anything else merged before) before switching IMA appraisal to"
-	ewarn "enforce mode, or the kernel will refuse to run it:"
+	elog "  4. Run 'portage-ima doctor': it checks all of the above."
+	ewarn "The files of ${CATEGORY}/${PN} itself were merged before the hook was set"
+	ewarn "up, so they are not signed. Sign them before switching IMA appraisal"
+	ewarn "to enforce mode, or the kernel will refuse to run portage-ima:"
 	ewarn "  portage-ima sign ${CATEGORY}/${PN}"
+	ewarn "('portage-ima sign --all' signs every installed package.)"
 }
