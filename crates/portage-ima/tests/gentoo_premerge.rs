@@ -1,0 +1,202 @@
+//! `PortageEnv::premerge_xattr` against what real Portage does.
+//!
+//! Real, unmodified `emerge` (PyPI Portage, driven by the project's
+//! `tests/portage_playground`) merges a test package into a throwaway ROOT.
+//! Its bashrc runs this test binary in `pre_pkg_preinst`: the child reads the
+//! genuine ebuild environment with `PortageEnv::from_env`, prints its
+//! prediction, and sets a `security.ima` digest on every file in `${D}`.
+//! After the merge the live files must carry `security.ima` exactly when the
+//! prediction was `Kept`. Three setups: `PORTAGE_TMPDIR` on the ROOT's
+//! filesystem (rename), on tmpfs `/dev/shm` (copy, xattr dropped), and on
+//! tmpfs with `FEATURES=xattr` and `security.ima` taken out of
+//! `PORTAGE_XATTR_EXCLUDE` (copy, xattr kept).
+//!
+//! Skipped (with a message) when the playground or its venv is missing;
+//! `PORTAGE_IMA_REQUIRE_PORTAGE=1` turns the skip into a failure.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use portage_ima::contents::Contents;
+use portage_ima::portage_env::{PortageEnv, PremergeXattr};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn playground_python() -> Option<PathBuf> {
+    let py = repo_root().join("tests/.cache/venv/bin/python");
+    let harness = repo_root().join("tests/portage_playground/playground.py");
+    if py.is_file() && harness.is_file() && Path::new("/dev/shm").is_dir() {
+        return Some(py);
+    }
+    if std::env::var_os("PORTAGE_IMA_REQUIRE_PORTAGE").is_some() {
+        panic!("no Portage playground (tests/.cache/venv, tests/portage_playground)");
+    }
+    eprintln!("SKIPPED: no Portage playground venv (python3 tests/portage_playground/venv.py)");
+    None
+}
+
+/// Runs one emerge; returns the child's prediction line and the ROOT.
+fn emerge(base: &Path, tmpdir: &Path, extra_env: &[(&str, &str)]) -> (String, PathBuf) {
+    let py = playground_python().unwrap();
+    let out_file = base.join("prediction.txt");
+    let exe = std::env::current_exe().unwrap();
+    let bashrc = format!(
+        "pre_pkg_preinst() {{\n  PORTAGE_IMA_TEST_PREMERGE=1 '{}' --exact premerge_child \
+         --ignored --nocapture --test-threads=1 >> '{}' 2>&1\n}}\n",
+        exe.display(),
+        out_file.display()
+    );
+    let mut env = format!("{{'PORTAGE_TMPDIR': '{}'", tmpdir.display());
+    for (k, v) in extra_env {
+        env.push_str(&format!(", '{k}': '{v}'"));
+    }
+    env.push('}');
+    let script = format!(
+        r#"
+import sys
+sys.path.insert(0, {tests:?})
+from portage_playground import Playground
+pg = Playground({base:?}, layout="root")
+pg.write_bashrc(snippet=False, extra={bashrc:?})
+atom = pg.add_ebuild("xat", "1")
+r = pg.emerge(atom, env={env})
+if r.returncode != 0:
+    print(r.output[-4000:])
+    sys.exit(1)
+print(pg.root)
+"#,
+        tests = repo_root().join("tests").display().to_string(),
+        base = base.join("pg").display().to_string(),
+    );
+    fs::create_dir_all(tmpdir).unwrap();
+    let out = Command::new(py).args(["-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "emerge failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = PathBuf::from(stdout.lines().last().unwrap().trim());
+    let child = fs::read_to_string(&out_file).unwrap_or_default();
+    let prediction = child
+        .lines()
+        .find_map(|l| l.find("PREDICT ").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("the preinst child printed no prediction:\n{child}"))
+        .to_string();
+    assert!(child.contains("SIGNED-D "), "{child}");
+    (prediction, root)
+}
+
+/// Does every regular file the package installed carry security.ima?
+fn live_xattrs(root: &Path) -> Vec<(PathBuf, bool)> {
+    let contents = Contents::read(&root.join("var/db/pkg/test-ima/xat-1/CONTENTS")).unwrap();
+    contents
+        .objects()
+        .map(|(p, _)| {
+            let live = root.join(p.strip_prefix("/").unwrap());
+            let mut buf = [0u8; 64];
+            let has = rustix::fs::lgetxattr(&live, "security.ima", &mut buf[..]).is_ok();
+            (p.to_path_buf(), has)
+        })
+        .collect()
+}
+
+fn check(name: &str, tmpdir_on_shm: bool, extra_env: &[(&str, &str)], want_kept: bool) {
+    if playground_python().is_none() {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let tmpdir = if tmpdir_on_shm {
+        shm.path().join("portage-tmp")
+    } else {
+        base.path().join("portage-tmp")
+    };
+    let (prediction, root) = emerge(base.path(), &tmpdir, extra_env);
+    let on_shm = fs::metadata(shm.path()).unwrap().dev() != fs::metadata(&root).unwrap().dev();
+    if tmpdir_on_shm && !on_shm {
+        eprintln!("SKIPPED {name}: /dev/shm is on the ROOT's filesystem here");
+        return;
+    }
+    let predicted_kept = prediction.starts_with("PREDICT Kept");
+    let live = live_xattrs(&root);
+    assert!(!live.is_empty());
+    for (path, has) in &live {
+        assert_eq!(
+            *has,
+            predicted_kept,
+            "{name}: {} {} security.ima after the merge, but the prediction was: {prediction}",
+            path.display(),
+            if *has { "has" } else { "lacks" }
+        );
+    }
+    assert_eq!(predicted_kept, want_kept, "{name}: {prediction}");
+}
+
+#[test]
+fn same_filesystem_rename_keeps_security_ima() {
+    check("same fs", false, &[], true);
+}
+
+#[test]
+fn tmpfs_copy_drops_security_ima() {
+    check("tmpfs", true, &[], false);
+}
+
+#[test]
+fn tmpfs_with_features_xattr_keeps_security_ima() {
+    check(
+        "tmpfs+xattr",
+        true,
+        &[
+            ("FEATURES", "xattr"),
+            (
+                "PORTAGE_XATTR_EXCLUDE",
+                "btrfs.* security.evm security.selinux",
+            ),
+        ],
+        true,
+    );
+}
+
+/// Runs inside Portage's preinst phase (see the module docs).
+#[test]
+#[ignore = "helper process run by Portage from the test bashrc"]
+fn premerge_child() {
+    assert!(std::env::var_os("PORTAGE_IMA_TEST_PREMERGE").is_some());
+    let env = PortageEnv::from_env().expect("Portage's environment");
+    assert_eq!(env.phase, "preinst");
+    match env.premerge_xattr() {
+        PremergeXattr::Kept { reason } => println!("PREDICT Kept: {reason}"),
+        PremergeXattr::Lost { reason, hint } => println!("PREDICT Lost: {reason}; {hint}"),
+    }
+    // An ima-ng sha256 digest value: 0x04, algo 4, 32 bytes.
+    let mut value = vec![0x04, 0x04];
+    value.extend([0xab; 32]);
+    let d = env.d.expect("D in preinst");
+    let mut n = 0;
+    let mut todo = vec![d];
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                rustix::fs::setxattr(
+                    e.path(),
+                    "security.ima",
+                    &value,
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .unwrap_or_else(|err| panic!("setxattr {}: {err}", e.path().display()));
+                n += 1;
+            }
+        }
+    }
+    println!("SIGNED-D {n}");
+}
