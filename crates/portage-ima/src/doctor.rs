@@ -1619,7 +1619,7 @@ fn check_self(
         .collect();
     let fix_paths: Vec<String> = bad.iter().map(|(p, _)| p.display().to_string()).collect();
     let finding = format!(
-        "{} of {} files do not verify with {with}: {}; under enforce an unsigned signer cannot run",
+        "{} of {} files do not verify with {with}: {}; under enforce, a signer the policy appraises (BPRM_CHECK, MMAP_CHECK) cannot run unsigned",
         bad.len(),
         paths.len(),
         list.join(", ")

@@ -857,3 +857,178 @@ fn signed_binary_is_not_listed_by_the_self_check() {
         assert!(!finding.contains(&copy), "{finding}");
     }
 }
+
+/// Boots Debian's kernel under QEMU (tests/kernel/kernelvm.py) with
+/// `ima_appraise=enforce`, a `_ima` keyring holding our certificate and an
+/// appraise policy, puts the key, certificate, bashrc and snippet at their
+/// default paths, and runs `portage-ima doctor` there as a user would: every
+/// kernel check sees a real IMA. The unsigned binary is a FAIL under enforce;
+/// running the fix doctor prints (`portage-ima sign --files ...`) makes it ok.
+const VM_DRIVER: &str = r#"
+import base64, json, shutil, sys
+from pathlib import Path
+kdir = Path(sys.argv[1])
+sys.path.insert(0, str(kdir))
+import kernelvm
+bin, key, cert, snippet, work = map(Path, sys.argv[2:7])
+try:
+    kernelvm.ensure_host_tools()
+    kernel = kernelvm.prepare_kernel()
+    keyctl = shutil.which("keyctl")
+    if keyctl is None:
+        raise kernelvm.Unavailable("keyctl not found")
+except kernelvm.Unavailable as e:
+    print(json.dumps({"unavailable": str(e)}))
+    sys.exit(0)
+cases = r'''
+mkdir -p /var/tmp
+doctor() {
+    out=$(portage-ima doctor --json 2>&1); rc=$?
+    say doctor "$1" rc=$rc out=$(printf '%s' "$out" | b64)
+}
+doctor before
+fix=$(portage-ima doctor 2>/dev/null | sed -n 's/^      -> \(portage-ima sign --files .*\)$/\1/p')
+out=$(eval "$fix" 2>&1); rc=$?
+say fix - rc=$rc cmd=$(printf '%s' "$fix" | b64) out=$(printf '%s' "$out" | b64)
+doctor after
+'''
+ir = kernelvm.Initramfs(work / "initramfs")
+ir.add_file(kdir / "init.sh", "/init", 0o755)
+ir.add_file(kernelvm.BUSYBOX, "/bin/busybox", 0o755)
+ir.add_binary(Path(keyctl), "/usr/bin/keyctl")
+ir.add_binary(bin, "/usr/bin/portage-ima")
+ir.add_bytes(b"", "/modules.list")
+ir.add_file(cert, "/ima/certs/ima.der", 0o644)
+ir.add_file(cert, "/etc/keys/x509_ima.der", 0o644)
+ir.add_file(key, "/etc/keys/IMA_signing_key.priv", 0o400)
+ir.add_bytes(b"appraise func=BPRM_CHECK fowner=1000 appraise_type=imasig\n", "/ima/policy")
+ir.add_file(snippet, "/usr/share/portage-ima/portage-ima.bashrc", 0o644)
+ir.add_bytes(b"source /usr/share/portage-ima/portage-ima.bashrc\n", "/etc/portage/bashrc")
+ir.add_bytes(cases.encode(), "/cases.sh", 0o755)
+result = kernelvm.boot(kernel, ir.pack(work / "initramfs.cpio"), timeout=300)
+out = {"kernel": kernel.release, "seconds": result.seconds, "completed": result.completed(),
+       "tail": result.tail(60), "records": {}}
+for r in result.records:
+    f = dict(r.fields)
+    for k in ("out", "cmd", "reason"):
+        if k in f:
+            f[k] = base64.b64decode(f[k]).decode(errors="replace")
+    out["records"][f"{r.kind} {r.id}"] = f
+print(json.dumps(out))
+"#;
+
+#[test]
+fn doctor_under_a_real_ima_kernel() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let kdir = repo.join("tests/kernel");
+    if !kdir.join("kernelvm.py").is_file() {
+        eprintln!("skipped: no tests/kernel/kernelvm.py");
+        return;
+    }
+    let s = Setup::new();
+    let work = s.path("vm");
+    fs::create_dir_all(&work).unwrap();
+    let out = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(VM_DRIVER)
+            .arg(&kdir)
+            .arg(bin())
+            .arg(s.path("key.pem"))
+            .arg(s.path("cert.der"))
+            .arg(snippet())
+            .arg(&work),
+    );
+    let vm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "driver output ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    if let Some(why) = vm["unavailable"].as_str() {
+        eprintln!("skipped: no VM here: {why}");
+        return;
+    }
+    let tail = vm["tail"].as_str().unwrap_or("");
+    assert_eq!(vm["completed"], true, "the VM ran to the end:\n{tail}");
+    eprintln!(
+        "kernel {} booted and ran doctor in {:.1} s",
+        vm["kernel"], vm["seconds"]
+    );
+    let report = |id: &str| -> (i64, BTreeMap<String, (String, String)>) {
+        let rec = &vm["records"][format!("doctor {id}")];
+        let text = rec["out"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no doctor {id}:\n{tail}"));
+        let json: serde_json::Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("doctor {id} --json ({e}): {text}"));
+        let checks = json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["check"].as_str().unwrap().to_string(),
+                    (
+                        c["status"].as_str().unwrap().to_string(),
+                        c["finding"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect();
+        (rec["rc"].as_str().unwrap().parse().unwrap(), checks)
+    };
+    let keyid = skid_tail(&s.path("cert.der"));
+    let (rc, before) = report("before");
+    let status = |checks: &BTreeMap<String, (String, String)>, name: &str| {
+        checks
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {checks:?}"))
+    };
+    let show = format!("{before:#?}");
+    for (name, (st, f)) in &before {
+        eprintln!("before: {st:<4}  {name}: {f}");
+    }
+    assert_eq!(status(&before, "securityfs").0, "ok", "{show}");
+    assert_eq!(status(&before, "ima").0, "ok", "{show}");
+    let (st, f) = status(&before, "appraise");
+    assert!(st == "ok" && f.contains("ima_appraise=enforce"), "{show}");
+    assert_eq!(status(&before, "hash").0, "ok", "{show}");
+    let (st, f) = status(&before, "keyring");
+    assert!(
+        st == "ok" && f.contains(&format!("key {keyid} is on the _ima keyring")),
+        "{show}"
+    );
+    // Debian builds without CONFIG_IMA_READ_POLICY: the policy is write-only.
+    assert!(
+        matches!(status(&before, "policy").0.as_str(), "ok" | "warn" | "skip"),
+        "{show}"
+    );
+    assert_eq!(status(&before, "key").0, "ok", "{show}");
+    assert_eq!(status(&before, "cert-key").0, "ok", "{show}");
+    assert_eq!(status(&before, "bashrc").0, "ok", "{show}");
+    assert_eq!(status(&before, "premerge").0, "ok", "{show}");
+    let (st, f) = status(&before, "self");
+    assert!(
+        st == "fail" && f.contains("/usr/bin/portage-ima (unsigned)"),
+        "{show}"
+    );
+    assert_eq!(rc, 1, "{show}");
+
+    let fix = &vm["records"]["fix -"];
+    assert_eq!(fix["rc"], "0", "the fix doctor printed works: {fix}");
+    assert!(fix["cmd"]
+        .as_str()
+        .unwrap()
+        .starts_with("portage-ima sign --files /usr/bin/portage-ima "));
+
+    let (rc, after) = report("after");
+    let show = format!("{after:#?}");
+    let (st, f) = status(&after, "self");
+    assert!(
+        st == "ok" && f.contains("/usr/bin/portage-ima and its"),
+        "{show}"
+    );
+    assert_eq!(rc, 0, "{show}");
+}
