@@ -82,7 +82,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error("cannot parse certificate {}: {reason}", path.display())]
+    #[error("cannot parse certificate{}: {reason}", shown(path))]
     CertParse { path: PathBuf, reason: String },
 
     /// The certificate holds another public key: signatures made with the key
@@ -95,6 +95,15 @@ pub enum Error {
 
     #[error("malformed security.ima: {0}")]
     Format(#[from] FormatError),
+}
+
+/// " PATH", or nothing for a certificate parsed from memory.
+fn shown(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!(" {}", path.display())
+    }
 }
 
 impl Error {

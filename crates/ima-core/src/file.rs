@@ -105,13 +105,51 @@ pub fn read_ima_xattr(file: &File) -> Result<Option<Vec<u8>>> {
 /// Sets `security.ima` on the open file (`fsetxattr`), mapping the errors a
 /// user can act on to specific variants.
 pub fn write_ima_xattr(file: &File, value: &[u8]) -> Result<()> {
-    rustix::fs::fsetxattr(file.as_fd(), IMA_XATTR, value, XattrFlags::empty()).map_err(
-        |e| match e {
-            Errno::ROFS => Error::ReadOnlyFilesystem,
-            Errno::NOTSUP => Error::XattrUnsupported,
-            Errno::PERM => Error::NotPermitted,
-            Errno::ACCESS => Error::PermissionDenied,
-            e => Error::io("write security.ima", e),
-        },
-    )
+    rustix::fs::fsetxattr(file.as_fd(), IMA_XATTR, value, XattrFlags::empty())
+        .map_err(setxattr_error)
+}
+
+/// The `fsetxattr` errors a user can act on, each with its own variant.
+fn setxattr_error(e: Errno) -> Error {
+    match e {
+        Errno::ROFS => Error::ReadOnlyFilesystem,
+        // ENOTSUP and EOPNOTSUPP are one value on Linux.
+        Errno::NOTSUP => Error::XattrUnsupported,
+        // Immutable or append-only inode, or no CAP_SYS_ADMIN (IMA's own check).
+        Errno::PERM => Error::NotPermitted,
+        Errno::ACCESS => Error::PermissionDenied,
+        e => Error::io("write security.ima", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EACCES cannot be provoked as root here (IMA answers EPERM without
+    /// CAP_SYS_ADMIN); the others are also tested for real in tests/files.rs.
+    #[test]
+    fn setxattr_errno_mapping() {
+        assert!(matches!(
+            setxattr_error(Errno::ROFS),
+            Error::ReadOnlyFilesystem
+        ));
+        assert!(matches!(
+            setxattr_error(Errno::OPNOTSUPP),
+            Error::XattrUnsupported
+        ));
+        assert!(matches!(setxattr_error(Errno::PERM), Error::NotPermitted));
+        assert!(matches!(
+            setxattr_error(Errno::ACCESS),
+            Error::PermissionDenied
+        ));
+        match setxattr_error(Errno::NOSPC) {
+            Error::Io { op, source } => {
+                assert_eq!(op, "write security.ima");
+                assert_eq!(source.raw_os_error(), Some(libc::ENOSPC));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(Error::PermissionDenied.to_string().contains("root"));
+    }
 }

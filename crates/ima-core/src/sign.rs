@@ -174,3 +174,16 @@ impl ImaSigner {
         self.sign_file(&open_regular(path)?, opts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Shared by reference across rayon threads.
+    #[test]
+    fn signer_and_keyset_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::ImaSigner>();
+        send_sync::<crate::KeySet>();
+        send_sync::<crate::KeyMaterial>();
+        send_sync::<crate::Certificate>();
+    }
+}
