@@ -135,6 +135,30 @@ fn skid_certificate_gives_the_key_id_the_kernel_finds() {
 
     let km = KeyMaterial::load(&k.key, Some(&cert_pem)).unwrap();
     assert_eq!(km.key_id(), want);
+
+    // Byte-identical to `evmctl ima_sign --keyid-from-cert` (evmctl 1.4's
+    // ima_verify itself indexes certificates by the key hash, not the SKID,
+    // so only the kernel can check such a signature).
+    if have("evmctl", "SKID evmctl comparison") {
+        let ours = tmp.path().join("ours");
+        let theirs = tmp.path().join("theirs");
+        common::write_pattern(&ours, 1000, 7);
+        common::write_pattern(&theirs, 1000, 7);
+        run(Command::new("evmctl")
+            .args(["ima_sign", "--hashalgo", "sha256", "--keyid-from-cert"])
+            .arg(&cert_der)
+            .arg("--key")
+            .arg(&k.key)
+            .arg(&theirs));
+        ImaSigner::new(ima_core::default_provider(), &km, HashAlgo::Sha256, None)
+            .unwrap()
+            .sign_path(&ours, &SignOptions::default())
+            .unwrap();
+        assert_eq!(
+            hex::encode(common::getfattr(&ours).unwrap()),
+            hex::encode(common::getfattr(&theirs).unwrap())
+        );
+    }
     kernel_accepts(&cert_der, tmp.path(), want, |algo| {
         ImaSigner::new(ima_core::default_provider(), &km, algo, None).unwrap()
     });
