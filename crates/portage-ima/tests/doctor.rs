@@ -621,6 +621,45 @@ fn bad_settings_fail_the_config_check() {
 }
 
 #[test]
+fn flags_override_the_settings_file() {
+    let s = Setup::new();
+    s.make_key("other.pem");
+    s.make_cert("other.pem", "other.der", Cert::Good);
+    let (key, cert) = (s.path("other.pem"), s.path("other.der"));
+    let d = s.doctor(&[
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--hash",
+        "sha512",
+    ]);
+    assert_eq!(d.code, 0, "{}", d.text);
+    let keyid = skid_tail(&cert);
+    let (f, _) = d.expect("key", "ok");
+    assert!(f.contains("other.pem"), "{f}");
+    let (f, _) = d.expect("keyid", "ok");
+    assert!(f.contains(&keyid), "{f}");
+    d.expect("cert-key", "ok");
+    let (f, _) = d.expect("hash", "ok");
+    assert!(f.starts_with("sha512 is available"), "{f}");
+}
+
+#[test]
+fn root_that_is_not_a_directory_is_a_usage_error() {
+    let out = Command::new(bin())
+        .args(["doctor", "--root", "/nonexistent/root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/root") && err.contains("not a directory"),
+        "{err}"
+    );
+}
+
+#[test]
 fn configured_keyid_that_differs_from_the_certificate_fails() {
     let s = Setup::new();
     s.write_toml("keyid = \"0badc0de\"\n");
