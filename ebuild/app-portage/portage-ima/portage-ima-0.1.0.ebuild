@@ -204,7 +204,7 @@ DESCRIPTION="Sign every file Portage merges with a Linux IMA signature"
 HOMEPAGE="https://github.com/portage-ima/portage-ima"
 SRC_URI="
 	https://github.com/portage-ima/portage-ima/archive/refs/tags/v${PV}.tar.gz
-		-> ${P}.tar.gz
+		-> ${P}.gh.tar.gz
 	${CARGO_CRATE_URIS}
 "
 
@@ -213,10 +213,19 @@ LICENSE="|| ( Apache-2.0 MIT )"
 LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0"
 SLOT="0"
 KEYWORDS="~amd64"
-IUSE="+openssl"
+IUSE="+openssl test"
+RESTRICT="!test? ( test )"
 
 DEPEND="openssl? ( dev-libs/openssl:= )"
 RDEPEND="${DEPEND}"
+# The tests make their keys with the openssl tool and check the signatures
+# against evmctl's; those that need root or a kernel keyring skip themselves.
+BDEPEND="
+	test? (
+		app-crypt/ima-evm-utils
+		dev-libs/openssl
+	)
+"
 
 # No QA_FLAGS_IGNORED: cargo.eclass links with ${CC} ${LDFLAGS} and passes
 # RUSTFLAGS, so the binary carries the user's flags.

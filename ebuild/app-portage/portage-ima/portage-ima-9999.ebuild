@@ -20,10 +20,19 @@ LICENSE="|| ( Apache-2.0 MIT )"
 # Dependent crate licenses
 LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0"
 SLOT="0"
-IUSE="+openssl"
+IUSE="+openssl test"
+RESTRICT="!test? ( test )"
 
 DEPEND="openssl? ( dev-libs/openssl:= )"
 RDEPEND="${DEPEND}"
+# The tests make their keys with the openssl tool and check the signatures
+# against evmctl's; those that need root or a kernel keyring skip themselves.
+BDEPEND="
+	test? (
+		app-crypt/ima-evm-utils
+		dev-libs/openssl
+	)
+"
 
 src_unpack() {
 	git-r3_src_unpack
