@@ -46,10 +46,13 @@ impl Certificate {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut cert = if bytes.first() == Some(&0x30) {
-            Self::from_der(&bytes)
-        } else {
+        // PEM is text with a BEGIN line (maybe after `openssl x509 -text`
+        // output); anything else is taken as DER.
+        let is_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
+        let mut cert = if is_pem {
             Self::from_pem(&bytes)
+        } else {
+            Self::from_der(&bytes)
         }
         .map_err(|e| with_cert_path(e, path))?;
         cert.origin = Some(path.to_path_buf());

@@ -218,15 +218,24 @@ impl KeySet {
                         ));
                     }
                     Some(verifiers) => {
+                        // A check that cannot be made (an MD5 signature, a
+                        // digest of the wrong length) is an error report.
+                        let mut failure = None;
                         let mut ok = false;
                         for v in verifiers {
-                            if v.verify_digest(algo, &digest, &signature)? {
-                                ok = true;
-                                break;
+                            match v.verify_digest(algo, &digest, &signature) {
+                                Ok(true) => {
+                                    ok = true;
+                                    break;
+                                }
+                                Ok(false) => {}
+                                Err(e) => failure = Some(e),
                             }
                         }
                         if ok {
                             report.status = VerifyStatus::Ok;
+                        } else if let Some(e) = failure {
+                            report.detail = Some(format!("cannot check the signature: {e}"));
                         } else {
                             report.status = VerifyStatus::BadSignature;
                             report.detail = Some(format!(

@@ -79,8 +79,20 @@ fn certificate_details() {
         .unwrap();
     assert!(left.as_secs() > 3000 * 86400, "made with -days 3650");
 
-    // A CA certificate.
+    // PEM after `openssl x509 -text` output, as some distributions ship certificates.
     let tmp = tempfile::tempdir().unwrap();
+    let texty = tmp.path().join("text.pem");
+    run(Command::new("openssl")
+        .args(["x509", "-text", "-in"])
+        .arg(&k.cert_pem)
+        .arg("-out")
+        .arg(&texty));
+    assert!(fs::read_to_string(&texty)
+        .unwrap()
+        .starts_with("Certificate:"));
+    assert_eq!(Certificate::load(&texty).unwrap().der(), der.der());
+
+    // A CA certificate.
     let ca = tmp.path().join("ca.pem");
     run(Command::new("openssl")
         .args([

@@ -146,6 +146,16 @@ fn verify_value_without_a_file() {
     // A digest of the wrong length (a broken closure) is an error too.
     let r = keys.verify_value(&value, |_| Ok(vec![0; 3]));
     assert_eq!(r.status, VerifyStatus::Malformed);
+    assert!(r.detail.unwrap().contains("not a sha256 digest"));
+    // An MD5 signature (well formed, but nothing signs with MD5): an error
+    // report, not an Err and not a panic.
+    let mut md5_value = value.clone();
+    md5_value[2] = HashAlgo::Md5.kernel_id();
+    let r = keys.verify_value(&md5_value, |algo| {
+        digest_bytes(default_provider(), b"data", algo)
+    });
+    assert_eq!(r.status, VerifyStatus::Malformed);
+    assert!(r.detail.unwrap().contains("md5"));
 
     let names: Vec<_> = [
         VerifyStatus::Ok,
