@@ -9,7 +9,9 @@
 //! prediction was `Kept`. Three setups: `PORTAGE_TMPDIR` on the ROOT's
 //! filesystem (rename), on tmpfs `/dev/shm` (copy, xattr dropped), and on
 //! tmpfs with `FEATURES=xattr` and `security.ima` taken out of
-//! `PORTAGE_XATTR_EXCLUDE` (copy, xattr kept).
+//! `PORTAGE_XATTR_EXCLUDE` (copy, xattr kept); plus a prefix install. The
+//! child also prints `vdb_entry()`, which must be where Portage wrote the
+//! package's CONTENTS.
 //!
 //! Skipped (with a message) when the playground or its venv is missing;
 //! `PORTAGE_IMA_REQUIRE_PORTAGE=1` turns the skip into a failure.
@@ -40,7 +42,12 @@ fn playground_python() -> Option<PathBuf> {
 }
 
 /// Runs one emerge; returns the child's prediction line and the ROOT.
-fn emerge(base: &Path, tmpdir: &Path, extra_env: &[(&str, &str)]) -> (String, PathBuf) {
+fn emerge(
+    base: &Path,
+    layout: &str,
+    tmpdir: &Path,
+    extra_env: &[(&str, &str)],
+) -> (String, PathBuf, PathBuf) {
     let py = playground_python().unwrap();
     let out_file = base.join("prediction.txt");
     let exe = std::env::current_exe().unwrap();
@@ -60,13 +67,14 @@ fn emerge(base: &Path, tmpdir: &Path, extra_env: &[(&str, &str)]) -> (String, Pa
 import sys
 sys.path.insert(0, {tests:?})
 from portage_playground import Playground
-pg = Playground({base:?}, layout="root")
+pg = Playground({base:?}, layout={layout:?})
 pg.write_bashrc(snippet=False, extra={bashrc:?})
 atom = pg.add_ebuild("xat", "1")
 r = pg.emerge(atom, env={env})
 if r.returncode != 0:
     print(r.output[-4000:])
     sys.exit(1)
+print(pg.eroot)
 print(pg.root)
 "#,
         tests = repo_root().join("tests").display().to_string(),
@@ -80,7 +88,9 @@ print(pg.root)
         "emerge failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let root = PathBuf::from(stdout.lines().last().unwrap().trim());
+    let mut last = stdout.lines().rev();
+    let root = PathBuf::from(last.next().unwrap().trim());
+    let eroot = PathBuf::from(last.next().unwrap().trim());
     let child = fs::read_to_string(&out_file).unwrap_or_default();
     let prediction = child
         .lines()
@@ -88,12 +98,19 @@ print(pg.root)
         .unwrap_or_else(|| panic!("the preinst child printed no prediction:\n{child}"))
         .to_string();
     assert!(child.contains("SIGNED-D "), "{child}");
-    (prediction, root)
+    // The child's idea of the vdb entry is where Portage put it.
+    let vdb = child
+        .lines()
+        .find_map(|l| l.find("VDB ").map(|i| &l[i + 4..]))
+        .unwrap_or_else(|| panic!("no VDB line:\n{child}"));
+    assert_eq!(Path::new(vdb), eroot.join("var/db/pkg/test-ima/xat-1"));
+    assert!(Path::new(vdb).join("CONTENTS").is_file(), "{vdb}");
+    (prediction, root, eroot)
 }
 
 /// Does every regular file the package installed carry security.ima?
-fn live_xattrs(root: &Path) -> Vec<(PathBuf, bool)> {
-    let contents = Contents::read(&root.join("var/db/pkg/test-ima/xat-1/CONTENTS")).unwrap();
+fn live_xattrs(root: &Path, eroot: &Path) -> Vec<(PathBuf, bool)> {
+    let contents = Contents::read(&eroot.join("var/db/pkg/test-ima/xat-1/CONTENTS")).unwrap();
     contents
         .objects()
         .map(|(p, _)| {
@@ -105,7 +122,13 @@ fn live_xattrs(root: &Path) -> Vec<(PathBuf, bool)> {
         .collect()
 }
 
-fn check(name: &str, tmpdir_on_shm: bool, extra_env: &[(&str, &str)], want_kept: bool) {
+fn check(
+    name: &str,
+    layout: &str,
+    tmpdir_on_shm: bool,
+    extra_env: &[(&str, &str)],
+    want_kept: bool,
+) {
     if playground_python().is_none() {
         return;
     }
@@ -116,14 +139,14 @@ fn check(name: &str, tmpdir_on_shm: bool, extra_env: &[(&str, &str)], want_kept:
     } else {
         base.path().join("portage-tmp")
     };
-    let (prediction, root) = emerge(base.path(), &tmpdir, extra_env);
+    let (prediction, root, eroot) = emerge(base.path(), layout, &tmpdir, extra_env);
     let on_shm = fs::metadata(shm.path()).unwrap().dev() != fs::metadata(&root).unwrap().dev();
     if tmpdir_on_shm && !on_shm {
         eprintln!("SKIPPED {name}: /dev/shm is on the ROOT's filesystem here");
         return;
     }
     let predicted_kept = prediction.starts_with("PREDICT Kept");
-    let live = live_xattrs(&root);
+    let live = live_xattrs(&root, &eroot);
     assert!(!live.is_empty());
     for (path, has) in &live {
         assert_eq!(
@@ -139,18 +162,19 @@ fn check(name: &str, tmpdir_on_shm: bool, extra_env: &[(&str, &str)], want_kept:
 
 #[test]
 fn same_filesystem_rename_keeps_security_ima() {
-    check("same fs", false, &[], true);
+    check("same fs", "root", false, &[], true);
 }
 
 #[test]
 fn tmpfs_copy_drops_security_ima() {
-    check("tmpfs", true, &[], false);
+    check("tmpfs", "root", true, &[], false);
 }
 
 #[test]
 fn tmpfs_with_features_xattr_keeps_security_ima() {
     check(
         "tmpfs+xattr",
+        "root",
         true,
         &[
             ("FEATURES", "xattr"),
@@ -163,6 +187,12 @@ fn tmpfs_with_features_xattr_keeps_security_ima() {
     );
 }
 
+/// Prefix layout: ROOT empty, EROOT = EPREFIX, D's paths carry the prefix.
+#[test]
+fn prefix_install_same_filesystem_keeps_security_ima() {
+    check("prefix", "prefix", false, &[], true);
+}
+
 /// Runs inside Portage's preinst phase (see the module docs).
 #[test]
 #[ignore = "helper process run by Portage from the test bashrc"]
@@ -170,6 +200,7 @@ fn premerge_child() {
     assert!(std::env::var_os("PORTAGE_IMA_TEST_PREMERGE").is_some());
     let env = PortageEnv::from_env().expect("Portage's environment");
     assert_eq!(env.phase, "preinst");
+    println!("VDB {}", env.vdb_entry().display());
     match env.premerge_xattr() {
         PremergeXattr::Kept { reason } => println!("PREDICT Kept: {reason}"),
         PremergeXattr::Lost { reason, hint } => println!("PREDICT Lost: {reason}; {hint}"),
