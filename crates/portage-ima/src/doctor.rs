@@ -1191,7 +1191,12 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     let excluded = excluded_by.is_some();
     let xattr_kept = has_xattr && !excluded;
 
-    let tmpdir = PathBuf::from(&vars.tmpdir);
+    // Portage builds in ${PORTAGE_TMPDIR}/portage, which is often a tmpfs
+    // of its own (the Gentoo handbook suggests one): stat that when it exists.
+    let base = PathBuf::from(&vars.tmpdir);
+    let build = base.join("portage");
+    let tmpdir = if build.is_dir() { build } else { base };
+    let shown = format!("{} (PORTAGE_TMPDIR={})", tmpdir.display(), vars.tmpdir);
     let same_fs = match (fs::metadata(&tmpdir), fs::metadata(root)) {
         (Ok(t), Ok(r)) => Some(t.dev() == r.dev()),
         _ => None,
@@ -1200,30 +1205,29 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
         Some(true) => r.ok(
             "tmpdir",
             format!(
-                "PORTAGE_TMPDIR={} is on the same filesystem as {}: the merge renames files and they keep security.ima",
-                vars.tmpdir,
+                "{shown} is on the same filesystem as {}: the merge renames files and they \
+                 keep security.ima",
                 root.display()
             ),
         ),
         Some(false) => r.warn(
             "tmpdir",
             format!(
-                "PORTAGE_TMPDIR={} is on another filesystem than {}: the merge copies files, \
-                 and only FEATURES=xattr keeps security.ima",
-                vars.tmpdir,
+                "{shown} is on another filesystem than {}: the merge copies files, and only \
+                 FEATURES=xattr keeps security.ima",
                 root.display()
             ),
             format!(
-                "set PORTAGE_TMPDIR to a directory on the filesystem of {}, or keep the xattr (see the xattr check)",
+                "build on the filesystem of {} (PORTAGE_TMPDIR, and no separate mount on \
+                 its portage/ directory), or keep the xattr (see the xattr check)",
                 root.display()
             ),
         ),
         None => r.warn(
             "tmpdir",
             format!(
-                "PORTAGE_TMPDIR={} does not exist here (or {} cannot be read): cannot tell \
-                 whether the merge keeps security.ima",
-                vars.tmpdir,
+                "{shown} does not exist here (or {} cannot be read): cannot tell whether the \
+                 merge keeps security.ima",
                 root.display()
             ),
             "create PORTAGE_TMPDIR, or run doctor where Portage runs",

@@ -568,6 +568,29 @@ fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
 }
 
 #[test]
+fn separate_build_directory_is_what_counts() {
+    // ${PORTAGE_TMPDIR}/portage on its own filesystem (here a symlink to the
+    // /dev/shm tmpfs, as a tmpfs mount there would be) is where Portage builds.
+    let s = Setup::new();
+    let shm = Path::new("/dev/shm");
+    let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
+    if !shm.is_dir() || dev(shm) == dev(&s.root()) {
+        eprintln!("skipped: no tmpfs apart from the root here");
+        return;
+    }
+    s.write_make_conf(&format!("PORTAGE_TMPDIR=\"{}\"\n", s.path("tmp").display()));
+    let d = s.doctor(&[]);
+    d.expect("tmpdir", "ok");
+    d.expect("premerge", "ok");
+    std::os::unix::fs::symlink(shm, s.path("tmp/portage")).unwrap();
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect("tmpdir", "warn");
+    assert!(f.contains("tmp/portage (PORTAGE_TMPDIR="), "{f}");
+    d.expect("xattr", "warn");
+    d.expect("premerge", "warn");
+}
+
+#[test]
 fn portageq_is_asked_when_there() {
     // The cached venv of the Portage playground tests holds the real portageq.
     let venv_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/.cache/venv/bin");
