@@ -163,10 +163,19 @@ fn one_line(text: &str) -> String {
 /// Runs every check and prints the report (text, or JSON with `--json`).
 /// Success when no check failed; warnings do not count.
 pub fn run(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
-    let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    // The same root the settings lookup uses: PORTAGE_CONFIGROOT, else /.
+    let root = args
+        .root
+        .clone()
+        .or_else(|| {
+            std::env::var_os("PORTAGE_CONFIGROOT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("/"));
     if !root.is_dir() {
         bail!(
-            "--root {}: not a directory; give the root whose etc/portage to check",
+            "{}: not a directory; give the root whose etc/portage to check with --root",
             root.display()
         );
     }

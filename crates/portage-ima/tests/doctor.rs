@@ -683,6 +683,28 @@ fn root_that_is_not_a_directory_is_a_usage_error() {
 }
 
 #[test]
+fn portage_configroot_is_the_default_root() {
+    let s = Setup::new();
+    let out = Command::new(bin())
+        .arg("doctor")
+        .env("PORTAGE_CONFIGROOT", s.root())
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    let d = Doctor::from(out);
+    let (f, _) = d.expect("config", "ok");
+    assert!(
+        f.starts_with(&format!("{}/etc/portage/ima.toml", s.root().display())),
+        "{f}"
+    );
+    let (f, _) = d.expect("bashrc", "ok");
+    assert!(
+        f.starts_with(&format!("{}/etc/portage/bashrc", s.root().display())),
+        "{f}"
+    );
+}
+
+#[test]
 fn configured_keyid_that_differs_from_the_certificate_fails() {
     let s = Setup::new();
     s.write_toml("keyid = \"0badc0de\"\n");
