@@ -46,7 +46,7 @@ doins "${T}/data.txt"
 # large random files (each one in flight is finished after SIGINT) and many
 # small ones (each costs an RSA signature). Written straight into ${ED}
 # rather than copied there with doins, to halve the disk traffic.
-BIG_FILES, BIG_MB, SMALL_FILES = 4, 256, 1500
+BIG_FILES, BIG_MB, SMALL_FILES = 3, 200, 1000
 BIG_INSTALL = f"""\
 mkdir -p "${{ED}}/usr/share/big/many" || die
 for i in $(seq 1 {BIG_FILES}); do
@@ -65,6 +65,7 @@ INSTALLED = [
     (CATEGORY, "twin-1"),
     (CATEGORY, "cfgp-1"),
     (CATEGORY, "tamper-1"),
+    (CATEGORY, "links-1"),
     (CATEGORY2, "twin-1"),
 ]
 
@@ -295,6 +296,7 @@ def system(request, tmp_path_factory, hook_bin) -> System:
         pg.add_ebuild("twin", "1"),
         pg.add_ebuild("cfgp", "1"),
         pg.add_ebuild("tamper", "1"),
+        pg.add_ebuild("links", "1"),
     ]
     twin2 = pg.repo / CATEGORY2 / "twin" / "twin-1.ebuild"
     twin2.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +327,7 @@ def test_sign_all_then_again(system):
     assert first.returncode == 0, str(first)
     objs = system.all_objs()
     n = sum(len(o) for o in objs.values())
-    assert n >= 6 * 5 + 2
+    assert n >= 7 * 5 + 2
     assert first.total() == {
         "packages": len(INSTALLED), "signed": n, "valid": 0, "skipped": 0, "failed": 0, "total": n,
     }, str(first)  # fmt: skip
@@ -472,28 +474,86 @@ def test_tampered_unsigned_missing(system):
     assert r.returncode == 0, str(r)
 
 
-def test_atoms(system):
-    """How names on the command line select installed packages."""
+def test_symlinks_not_followed(system):
+    """A packaged file replaced by a symlink to a copy of itself elsewhere:
+    not followed, not signed, reported. In the root layout, a directory
+    replaced by an absolute symlink resolves inside ROOT, never on the host,
+    even where the host path holds files with the very MD5s CONTENTS records."""
+    system.ensure_signed()
+    pg = system.pg
+    pkg = f"{CATEGORY}/links-1"
+    share = pg.live(pg.ed("/usr/share/links"))
+    data = share / "data.txt"
+    outside = pg.base / "outside-links" / "data.txt"
+    outside.parent.mkdir(exist_ok=True)
+    shutil.copyfile(data, outside)
+    moved = data.with_name("data.txt.moved")
+    data.rename(moved)
+    data.symlink_to(outside)
+    try:
+        s = system.sign(pkg)
+        assert s.returncode == 1, str(s)
+        assert s.packages()[pkg]["failed"] == 1, str(s)
+        assert f"portage-ima: {data}: " in s.stderr, str(s)
+        assert ima_xattr(outside) is None and ima_xattr(data) is None
+        r, doc = system.verify_json(pkg)
+        assert r.returncode == 1, str(r)
+        bad = {f["path"]: f["status"] for f in doc["files"] if f["status"] != "ok"}
+        assert set(bad) == {str(data)}, doc
+        print(f"[{pg.layout}] a symlink in place of a file: verify says {bad[str(data)]}")
+    finally:
+        data.unlink()
+        moved.rename(data)
+
+    if pg.layout == "root":
+        host = pg.base / "host-links"
+        real = share.with_name("links.real")
+        shutil.copytree(share, host, copy_function=shutil.copyfile)
+        share.rename(real)
+        share.symlink_to(host)  # absolute: means ROOT/<host> inside ROOT
+        try:
+            s = system.sign(pkg)
+            assert s.returncode == 1, str(s)
+            files = [p for p in host.rglob("*") if p.is_file()]
+            assert files and not [p for p in files if ima_xattr(p) is not None], "signed on the host"
+            for p in files:
+                assert f"portage-ima: {share / p.relative_to(host)}: " in s.stderr, str(s)
+            r, doc = system.verify_json(pkg)
+            assert r.returncode == 1, str(r)
+            bad = {f["path"]: f["status"] for f in doc["files"] if f["status"] != "ok"}
+            assert bad == {str(share / p.relative_to(host)): "missing" for p in files}, doc
+        finally:
+            share.unlink()
+            real.rename(share)
+
+    r = system.verify(pkg)
+    assert r.returncode == 0, str(r)
+
+
+def selected(system, *atoms: str) -> set[str]:
+    """The packages `verify ATOM...` checks (exit 0 expected)."""
+    r, doc = system.verify_json(*atoms)
+    assert r.returncode == 0, str(r)
+    assert {f["package"] for f in doc["files"]} == set(doc["packages"]), doc
+    return set(doc["packages"])
+
+
+def test_atoms_select(system):
+    """cat/pkg, cat/pkg-VER, =cat/pkg-VER-rN and a bare name select exactly
+    the installed package meant, for verify and for sign."""
     system.ensure_signed()
     objs = system.all_objs()
-
-    def selected(*atoms: str) -> set[str]:
-        r, doc = system.verify_json(*atoms)
-        assert r.returncode == 0, str(r)
-        assert {f["package"] for f in doc["files"]} == set(doc["packages"]), doc
-        return set(doc["packages"])
-
     alpha, gamma = f"{CATEGORY}/alpha-1", f"{CATEGORY}/gamma-1-r1"
-    assert selected(f"{CATEGORY}/alpha") == {alpha}
-    assert selected(f"{CATEGORY}/alpha-1") == {alpha}
-    assert selected(f"={CATEGORY}/alpha-1") == {alpha}
-    assert selected("alpha") == {alpha}
-    assert selected(f"={CATEGORY}/gamma-1-r1") == {gamma}
-    assert selected(f"{CATEGORY}/gamma-1-r1") == {gamma}
-    assert selected("gamma") == {gamma}
-    assert selected(f"{CATEGORY}/twin") == {f"{CATEGORY}/twin-1"}
-    assert selected(f"{CATEGORY2}/twin") == {f"{CATEGORY2}/twin-1"}
-    assert selected("alpha", f"{CATEGORY}/beta") == {alpha, f"{CATEGORY}/beta-2"}
+    assert selected(system, f"{CATEGORY}/alpha") == {alpha}
+    assert selected(system, f"{CATEGORY}/alpha-1") == {alpha}
+    assert selected(system, f"={CATEGORY}/alpha-1") == {alpha}
+    assert selected(system, "alpha") == {alpha}
+    assert selected(system, f"={CATEGORY}/gamma-1-r1") == {gamma}
+    assert selected(system, f"{CATEGORY}/gamma-1-r1") == {gamma}
+    assert selected(system, "gamma") == {gamma}
+    assert selected(system, f"{CATEGORY}/twin") == {f"{CATEGORY}/twin-1"}
+    assert selected(system, f"{CATEGORY2}/twin") == {f"{CATEGORY2}/twin-1"}
+    assert selected(system, "alpha", f"{CATEGORY}/beta") == {alpha, f"{CATEGORY}/beta-2"}
 
     # sign by atom: one package line per package named, even with nothing to do.
     s = system.sign("alpha", f"={CATEGORY}/gamma-1-r1")
@@ -501,34 +561,52 @@ def test_atoms(system):
     assert set(s.packages()) == {alpha, gamma}, str(s)
     assert s.packages()[alpha]["valid"] == len(objs[alpha])
     assert s.total()["packages"] == 2
-    assert system.verify(alpha, "gamma").returncode == 0
 
+
+@pytest.mark.parametrize("command", ["verify", "sign"])
+def test_atom_ambiguous(system, command):
+    """A name installed in two categories: exit 2, both listed, nothing done."""
     before = system.snapshot()
-    # A name installed in two categories: refused, both candidates listed.
-    for command in ("verify", "sign"):
-        r = system.run(command, "twin")
+    r = system.run(command, "twin")
+    assert r.returncode == 2, str(r)
+    assert f"{CATEGORY}/twin" in r.stderr and f"{CATEGORY2}/twin" in r.stderr, str(r)
+    assert not TOTAL_LINE.search(r.stdout), str(r)
+    assert system.snapshot() == before
+
+
+@pytest.mark.parametrize("command", ["verify", "sign"])
+def test_atom_unknown(system, command):
+    """An unknown name: exit 2, naming it and the installed names close to it;
+    one bad atom among good ones means nothing is done."""
+    system.ensure_signed()
+    before = system.snapshot()
+    for typo in ("alpa", "alph", f"{CATEGORY}/alpa"):
+        r = system.run(command, typo)
         assert r.returncode == 2, str(r)
-        assert f"{CATEGORY}/twin" in r.stderr and f"{CATEGORY2}/twin" in r.stderr, str(r)
-    # An unknown name: refused, with the near names.
-    for command in ("verify", "sign"):
-        r = system.run(command, "alpah")
-        assert r.returncode == 2, str(r)
-        assert "alpah" in r.stderr and "alpha" in r.stderr.replace("alpah", ""), str(r)
-    r = system.verify(f"{CATEGORY}/no-such-package")
+        assert typo in r.stderr and f"{CATEGORY}/alpha" in r.stderr, f"no suggestion:\n{r}"
+    r = system.run(command, f"{CATEGORY}/no-such-package")
     assert r.returncode == 2 and "no-such-package" in r.stderr, str(r)
-    # A version that is not installed (the installed one is named).
+    r = system.run(command, "alpha", f"{CATEGORY}/no-such-package")
+    assert r.returncode == 2 and not TOTAL_LINE.search(r.stdout), str(r)
+    assert not VERIFY_TOTAL_LINE.search(r.stdout), str(r)
+    assert system.snapshot() == before
+
+
+@pytest.mark.parametrize("command", ["verify", "sign"])
+def test_atom_version_not_installed(system, command):
+    """A version that is not installed: exit 2, the installed one named."""
+    system.ensure_signed()
+    before = system.snapshot()
     for atom, pf in (
         (f"={CATEGORY}/alpha-2", "alpha-1"),
         (f"{CATEGORY}/beta-1", "beta-2"),
         (f"={CATEGORY}/gamma-1-r2", "gamma-1-r1"),
+        # = without a revision means -r0, as in Portage.
+        (f"={CATEGORY}/gamma-1", "gamma-1-r1"),
     ):
-        for command in ("verify", "sign"):
-            r = system.run(command, atom)
-            assert r.returncode == 2, str(r)
-            assert pf in r.stderr, f"the installed version is not named:\n{r}"
-    # One bad atom among good ones: nothing is done.
-    r = system.sign("alpha", "alpah")
-    assert r.returncode == 2 and not TOTAL_LINE.search(r.stdout), str(r)
+        r = system.run(command, atom)
+        assert r.returncode == 2, str(r)
+        assert f"{CATEGORY}/{pf}" in r.stderr, f"the installed version is not named:\n{r}"
     assert system.snapshot() == before
 
 
@@ -622,8 +700,13 @@ def test_interrupt_and_resume(system):
     assert signed and untouched
     assert not evmctl_rejects(pg.cert_der, signed), "a file was left half-signed"
     assert {p: md5(p) for p in md5s} == md5s, "a file's content changed"
+    # The summary counts what was done; the rest is reported as not processed.
     m = re.search(r"interrupted: (\d+) files not processed", first.stderr)
-    assert m and int(m[1]) == len(untouched), str(first)
+    assert m, str(first)
+    done = first.total()
+    assert done["signed"] == len(signed) and done["failed"] == 0, str(first)
+    everything = sum(len(o) for o in system.all_objs().values())
+    assert done["total"] + int(m[1]) == everything, str(first)
     assert system.snapshot().items() >= others.items(), "signatures of other packages changed"
 
     again = system.sign("--all")
