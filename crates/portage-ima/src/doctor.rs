@@ -666,9 +666,10 @@ fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<KeyId>) -> K
     let policy = ima_dir
         .as_ref()
         .map(|d| fs::read_to_string(d.join("policy")));
-    let policy = match policy {
-        Some(Ok(text)) => Some(Policy::parse(&text)),
-        _ => None,
+    let (policy, policy_error) = match policy {
+        Some(Ok(text)) => (Some(Policy::parse(&text)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     check_appraise(r, &mut k, &cmdline, policy.as_ref());
@@ -685,8 +686,9 @@ fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<KeyId>) -> K
         (Some(dir), None) => r.skip(
             "policy",
             format!(
-                "{} is not readable (kernel without CONFIG_IMA_READ_POLICY?)",
-                dir.join("policy").display()
+                "{}: {} (a kernel without CONFIG_IMA_READ_POLICY keeps it write-only)",
+                dir.join("policy").display(),
+                policy_error.map_or_else(|| "not readable".to_string(), |e| e.to_string())
             ),
         ),
         (Some(_), Some(p)) => {
