@@ -542,6 +542,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_text_never_panics(s in "\\PC{0,30}", t in "[=<>~!]{0,2}[a-z0-9+_./:*-]{0,20}") {
+            for x in [&s, &t] {
+                if let Ok(a) = x.parse::<Atom>() {
+                    let _ = resolve(&[a], &world());
+                }
+            }
+        }
+    }
+
     #[test]
     fn edit_distance() {
         assert_eq!(levenshtein("", "abc"), 3);

@@ -650,6 +650,30 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_text_never_panics(s in "\\PC{0,24}", t in "[0-9a-z._+-]{0,16}") {
+            for x in [&s, &t] {
+                if let Some(v) = Version::parse(x) {
+                    proptest::prop_assert_eq!(v.as_str(), x.as_str());
+                    let _ = v.pv();
+                }
+                let _ = split_pf(x);
+                let _ = is_valid_pn(x);
+                let _ = is_valid_category(x);
+            }
+        }
+
+        #[test]
+        fn split_pf_reassembles(pn in "[a-z][a-z0-9+_]{0,6}(-[a-z][a-z0-9+_]{0,4}){0,2}",
+                                v in "[0-9]{1,3}(\\.[0-9]{1,3}){0,3}[a-z]?(_(alpha|beta|pre|rc|p)[0-9]{0,2}){0,2}(-r[0-9]{1,2})?") {
+            let pf = format!("{pn}-{v}");
+            proptest::prop_assert_eq!(split_pf(&pf), Some((pn.as_str(), v.as_str())));
+        }
+    }
+
     #[test]
     fn names() {
         assert!(is_valid_category("app-misc"));
