@@ -67,5 +67,10 @@ def summaries(output: str, pkg: str | None = None) -> list[dict[str, int]]:
 
 
 def problem_lines(output: str, path: str) -> list[str]:
-    """Output lines that report ``path`` as not signed."""
-    return [line for line in output.splitlines() if path in line and "not signed" in line]
+    """The hook's lines that report a problem with ``path``
+    (``portage-ima: PATH: reason``; the path may carry the ROOT prefix)."""
+    return [
+        line
+        for line in output.splitlines()
+        if "portage-ima: " in line and f"{path}: " in line
+    ]
