@@ -12,6 +12,7 @@
 //! are opened `O_NONBLOCK | O_NOCTTY`, so a FIFO or a device that slipped in
 //! where a regular file was expected does not hang or grab a terminal; the
 //! caller checks the file type with `fstat` on the returned descriptor.
+//! `O_NONBLOCK` stays set; it changes nothing for reading regular files.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -49,7 +50,7 @@ pub struct RootDir {
     root: PathBuf,
     fd: OwnedFd,
     resolver: Resolver,
-    /// Set once `openat2` answered `ENOSYS` (only with `Resolver::Auto`).
+    /// Set once `openat2` proved unusable (only with `Resolver::Auto`).
     no_openat2: AtomicBool,
 }
 
@@ -225,6 +226,10 @@ fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// is stricter than the kernel for procfs's plain symlinks (`/proc/self`),
 /// which no CONTENTS path goes through. The last component is
 /// opened with `O_NOFOLLOW`, so a symlink there is `ELOOP`.
+///
+/// Unlike the kernel, the walk cannot notice a directory being moved out
+/// of the root while it is inside it (`openat2` fails with `EXDEV` then);
+/// that needs write access outside ROOT, which only root has.
 fn walk_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     let bytes = path.as_os_str().as_bytes();
     if bytes.is_empty() {
