@@ -228,7 +228,7 @@ fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// opened with `O_NOFOLLOW`, so a symlink there is `ELOOP`.
 ///
 /// Unlike the kernel, the walk cannot notice a directory being moved out
-/// of the root while it is inside it (`openat2` fails with `EXDEV` then);
+/// of the root while it is inside it (`openat2` checks for it on `..`);
 /// that needs write access outside ROOT, which only root has.
 fn walk_in_root(root: &OwnedFd, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     let bytes = path.as_os_str().as_bytes();
