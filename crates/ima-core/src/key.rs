@@ -290,7 +290,13 @@ impl KeyMaterial {
                 }
                 Zeroizing::new(info.private_key.to_vec())
             }
-            // "EC PRIVATE KEY", "DSA PRIVATE KEY", "OPENSSH PRIVATE KEY", ...
+            // May hold an RSA key, in a format evmctl does not read either.
+            "OPENSSH PRIVATE KEY" => {
+                return Err(parse(
+                    "OpenSSH key format; convert a copy with `ssh-keygen -p -m PEM -f COPY` or use `openssl genrsa`".into(),
+                ))
+            }
+            // "EC PRIVATE KEY", "DSA PRIVATE KEY", ...
             _ => {
                 return Err(Error::KeyNotRsa {
                     path: origin.to_path_buf(),

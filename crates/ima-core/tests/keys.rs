@@ -206,6 +206,11 @@ fn files_that_are_not_keys() {
             "bad PEM",
         ),
         (
+            "openssh",
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+            "ssh-keygen",
+        ),
+        (
             "not-rsa-der",
             b"-----BEGIN RSA PRIVATE KEY-----\nMAMCAQA=\n-----END RSA PRIVATE KEY-----\n",
             "RSAPrivateKey",
