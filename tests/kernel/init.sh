@@ -46,6 +46,7 @@ say kernel - release=$(uname -r)
 if [ -s /modules.list ]; then
     while read -r m; do
         insmod "/lib/modules/$m.ko" || die "insmod $m"
+        say module "$m"
     done </modules.list
 fi
 
@@ -82,9 +83,9 @@ run_step() {
     say "$kind" "$id" rc=$rc out="$(printf '%s' "$out" | b64)"
 }
 
-# copy SRC DEST: a copy owned by uid 1000, so the policy applies to it.
-copy() {
-    cp "$1" "$2" && chown 1000:1000 "$2" && chmod 0755 "$2" || die "copy $1 $2"
+# own FILE...: executable and owned by uid 1000, so the policy applies.
+own() {
+    chown 1000:1000 "$@" && chmod 0755 "$@" || die "chown/chmod $*"
 }
 
 # tamper FILE: append one byte after signing (a newline keeps scripts valid).

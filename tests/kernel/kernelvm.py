@@ -198,14 +198,19 @@ def _unpacked(root: Path, package: str, version: str) -> Kernel:
     return Kernel(package, version, root, releases[0])
 
 
-def _cached_kernels() -> list[Kernel]:
-    out = []
+def _newest_cached() -> Kernel | None:
+    """The newest kernel already unpacked in the cache (of the requested package, if any)."""
+    wanted = os.environ.get(KERNEL_PACKAGE_ENV)
+    found = []
     for d in sorted(CACHE.glob("linux-image-*")):
         stamp = d / ".complete"
         if stamp.exists():
             pkg, ver = stamp.read_text().split()
-            out.append(_unpacked(d, pkg, ver))
-    return out
+            if wanted in (None, "", pkg):
+                found.append(_unpacked(d, pkg, ver))
+    if not found:
+        return None
+    return max(found, key=functools.cmp_to_key(lambda x, y: _dpkg_newer(x.version, y.version)))
 
 
 def prepare_kernel() -> Kernel:
@@ -218,9 +223,9 @@ def prepare_kernel() -> Kernel:
     try:
         package, version = newest_kernel_package()
     except (Unavailable, RuntimeError, FileNotFoundError) as e:
-        cached = _cached_kernels()
+        cached = _newest_cached()
         if cached:
-            return max(cached, key=functools.cmp_to_key(lambda x, y: _dpkg_newer(x.version, y.version)))
+            return cached
         raise Unavailable(f"no kernel package: {e}") from None
 
     dest = CACHE / f"{package}_{version}".replace(":", "%3a")
@@ -233,9 +238,9 @@ def prepare_kernel() -> Kernel:
                        capture_output=True, text=True)
     deb = next(iter(sorted(debs.glob(f"{package}_*.deb"))), None)
     if p.returncode != 0 or deb is None:
-        cached = _cached_kernels()
+        cached = _newest_cached()
         if cached:
-            return cached[-1]
+            return cached
         raise Unavailable(f"`apt-get download {package}={version}` failed:\n{p.stderr.strip()}")
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

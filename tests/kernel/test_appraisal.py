@@ -197,6 +197,14 @@ def sign_groups(cases: list[Case]):
     return groups.items()
 
 
+def verify_report(text: str) -> dict | None:
+    """basename -> entry of a `portage-ima verify --json` document, None if unusable."""
+    try:
+        return {Path(f["path"]).name: f for f in json.loads(text)["files"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict]:
     """Sign the ext4 cases on the host, pack them with mke2fs -d; return (image, verify JSON)."""
     tree = work / "ext4-tree"
@@ -222,7 +230,8 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict]
                                    [str(tree / c.filename) for c in signed]),
                        capture_output=True, text=True)
     assert p.returncode == 0, f"portage-ima verify on the host failed (exit {p.returncode}):\n{p.stdout}{p.stderr}"
-    report = {Path(f["path"]).name: f for f in json.loads(p.stdout)["files"]}
+    report = verify_report(p.stdout)
+    assert report is not None, f"portage-ima verify --json printed no usable JSON:\n{p.stdout!r}\n{p.stderr}"
     for c in cases:
         if c.kind == "tampered":
             with open(tree / c.filename, "ab") as f:
@@ -241,12 +250,11 @@ def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     vm_cases = [c for c in CASES if c.origin == "vm"]
     for c in vm_cases:
         if c.ftype == "elf":
-            lines.append(q(["copy", "/bin/busybox", c.vm_path]))
+            lines.append(q(["cp", "/bin/busybox", c.vm_path]) + " || die cp")
         else:
-            lines.append(f"printf '%s' {shlex.quote(script_text(c))} >/tmp/script && "
-                         + q(["copy", "/tmp/script", c.vm_path]))
-        if c.kind == "unappraised":
-            lines.append(q(["chown", "0:0", c.vm_path]))
+            lines.append(f"printf '%s' {shlex.quote(script_text(c))} >{c.vm_path} || die printf")
+    lines.append(q(["own", *(c.vm_path for c in vm_cases)]))
+    lines += [q(["chown", "0:0", c.vm_path]) for c in vm_cases if c.kind == "unappraised"]
     lines += ["", "# Sign inside the VM: the tool's fsetxattr against this kernel."]
     for (combo, keykind), group in sign_groups(vm_cases):
         h, bits, be = group[0].combo_parts()
@@ -280,8 +288,6 @@ def build_initramfs(work: Path, kernel: kernelvm.Kernel, bin: Path, keys: dict[s
         raise Unavailable("keyctl not found: apt-get install keyutils")
     ir.add_binary(Path(keyctl), "/usr/bin/keyctl")
     ir.add_binary(bin, "/usr/bin/portage-ima")
-    for extra in filter(None, os.environ.get("PORTAGE_IMA_TEST_EXTRA_BINS", "").split(",")):
-        ir.add_binary(Path(shutil.which(extra)), f"/usr/bin/{extra}")
 
     wanted = ["virtio_pci", "virtio_blk"] if has_disk else []
     wanted.insert(0, "sha512_generic")
@@ -347,14 +353,8 @@ def vm(tmp_path_factory) -> Run:
     result = kernelvm.boot(kernel, initrd, [image], log=kernelvm.CACHE / "last-boot.log")
     print(f"\nkernel {kernel.package} {kernel.version}: boot took {result.seconds:.1f} s")
 
-    vm_verify = None
     rec = result.find("verify", "vm")
-    if rec is not None:
-        try:
-            doc = json.loads(base64.b64decode(rec.fields.get("out", "")))
-            vm_verify = {Path(f["path"]).name: f for f in doc["files"]}
-        except (ValueError, KeyError, TypeError):
-            vm_verify = None
+    vm_verify = verify_report(decode_out(rec)) if rec is not None else None
     return Run(result, kernel, keys, host_verify, vm_verify)
 
 
