@@ -188,7 +188,7 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub key: KeyArgs,
 
-    /// Root to check (its /etc/portage) [default: /].
+    /// Root to check (its /etc/portage) [default: PORTAGE_CONFIGROOT, else /].
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }

@@ -90,6 +90,11 @@ impl Settings {
         Settings::merge(source, file, flags, jobs)
     }
 
+    /// Settings from the defaults and `flags` alone, reading no file.
+    pub fn defaults(flags: &KeyArgs, jobs: Option<usize>) -> Result<Settings> {
+        Settings::merge(None, FileConfig::default(), flags, jobs)
+    }
+
     fn merge(
         source: Option<PathBuf>,
         file: FileConfig,

@@ -244,16 +244,15 @@ fn load_settings(
     // lookup (PORTAGE_CONFIGROOT, then /etc/portage/ima.toml).
     let in_root = root.join(config::CONFIG_FILE);
     let with_root = config.is_none() && args.root.is_some();
-    // A root without ima.toml means defaults: Settings::load(None) would read
-    // the host's file instead, so it gets an empty one.
+    // A root without ima.toml means defaults, not the host's file.
     let missing_in_root = with_root && !in_root.exists();
-    let path = match config {
-        Some(path) => Some(path),
-        None if missing_in_root => Some(Path::new("/dev/null")),
-        None if with_root => Some(in_root.as_path()),
-        None => None,
+    let loaded = match config {
+        Some(path) => Settings::load(Some(path), &args.key, None),
+        None if missing_in_root => Settings::defaults(&args.key, None),
+        None if with_root => Settings::load(Some(&in_root), &args.key, None),
+        None => Settings::load(None, &args.key, None),
     };
-    match Settings::load(path, &args.key, None) {
+    match loaded {
         Ok(settings) => {
             let shown = if missing_in_root {
                 format!("{} does not exist: defaults and flags", in_root.display())
