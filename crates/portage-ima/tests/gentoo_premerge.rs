@@ -71,6 +71,7 @@ pg = Playground({base:?}, layout={layout:?})
 pg.write_bashrc(snippet=False, extra={bashrc:?})
 atom = pg.add_ebuild("xat", "1")
 r = pg.emerge(atom, env={env})
+open({log:?}, "w").write(r.output + "\n" + r.log_text)
 if r.returncode != 0:
     print(r.output[-4000:])
     sys.exit(1)
@@ -79,6 +80,7 @@ print(pg.root)
 "#,
         tests = repo_root().join("tests").display().to_string(),
         base = base.join("pg").display().to_string(),
+        log = base.join("emerge.log").display().to_string(),
     );
     fs::create_dir_all(tmpdir).unwrap();
     let out = Command::new(py).args(["-c", &script]).output().unwrap();
@@ -92,10 +94,17 @@ print(pg.root)
     let root = PathBuf::from(last.next().unwrap().trim());
     let eroot = PathBuf::from(last.next().unwrap().trim());
     let child = fs::read_to_string(&out_file).unwrap_or_default();
+    let log = fs::read_to_string(base.join("emerge.log")).unwrap_or_default();
+    let start = (log.len().saturating_sub(3000)..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    let log_tail = &log[start..];
     let prediction = child
         .lines()
         .find_map(|l| l.find("PREDICT ").map(|i| &l[i..]))
-        .unwrap_or_else(|| panic!("the preinst child printed no prediction:\n{child}"))
+        .unwrap_or_else(|| {
+            panic!("the preinst child printed no prediction:\n{child}\nemerge:\n{log_tail}")
+        })
         .to_string();
     assert!(child.contains("SIGNED-D "), "{child}");
     // The child's idea of the vdb entry is where Portage put it.
