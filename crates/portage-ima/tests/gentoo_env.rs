@@ -153,7 +153,7 @@ fn tmpfs_image_needs_features_xattr() {
 /// namespace without touching anyone else's view of the filesystem.
 #[test]
 fn nested_mount_under_root_is_noticed() {
-    let out = Command::new(std::env::current_exe().unwrap())
+    let out = Command::new("/proc/self/exe")
         .args([
             "--exact",
             "mount_child",
@@ -330,7 +330,7 @@ for line in sys.stdin:
 /// with a controlled environment (changing this process's environment
 /// would race with the other tests).
 fn from_env_in_child(vars: &[(&str, &std::ffi::OsStr)]) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let mut cmd = Command::new("/proc/self/exe");
     cmd.args(["--exact", "from_env_child", "--ignored", "--nocapture"])
         .env_clear()
         .env("PORTAGE_IMA_TEST_FROM_ENV", "1");

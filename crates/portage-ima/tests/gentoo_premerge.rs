@@ -53,7 +53,7 @@ fn emerge(
     // A private copy: others building in the same target directory may
     // replace the test binary while Portage is about to run it.
     let exe = base.join("premerge-child");
-    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::copy("/proc/self/exe", &exe).unwrap();
     let bashrc = format!(
         "pre_pkg_preinst() {{\n  PORTAGE_IMA_TEST_PREMERGE=1 '{}' --exact premerge_child \
          --ignored --nocapture --test-threads=1 >> '{}' 2>&1\n}}\n",

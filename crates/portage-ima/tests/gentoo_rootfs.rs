@@ -303,7 +303,7 @@ fn dir_names_and_cfg_siblings() {
 fn run_denied_child(errno_name: &str) {
     let t = tree();
     symlink(&t.outside, t.root.join("esc")).unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let out = std::process::Command::new("/proc/self/exe")
         .args(["--exact", "denied_child", "--ignored", "--nocapture"])
         .env("PORTAGE_IMA_TEST_DENIED_ROOT", &t.root)
         .env("PORTAGE_IMA_TEST_DENIED_ERRNO", errno_name)
