@@ -14,15 +14,15 @@
 //! | `~app-misc/foo-1.2`     | 1.2 with any revision                             |
 //! | `>=`, `>`, `<=`, `<`    | the usual version comparisons                     |
 //! | `...:SLOT`, `...:SLOT/SUB` | only versions installed in that slot           |
+//! | `...::REPO`             | only packages installed from that repository      |
 //!
 //! A name without a version never means a package *named* `foo-1.2`: PMS
 //! forbids names ending in `-VERSION`, so `foo-1.2` is always `foo` at 1.2.
 //!
 //! A name that matches several installed versions (slots) selects all of
 //! them: "sign foo" means every `foo` on the system. The same name in two
-//! categories is ambiguous and an error listing them. USE dependencies,
-//! repository (`::repo`) restrictions and blockers are refused with an
-//! error saying so.
+//! categories is ambiguous and an error listing them. USE dependencies
+//! and blockers are refused with an error saying so.
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,6 +56,7 @@ pub struct Atom {
     pn: String,
     version: Option<(Op, Version)>,
     slot: Option<String>,
+    repo: Option<String>,
 }
 
 /// Why atoms could not be parsed or resolved.
@@ -118,10 +119,21 @@ impl Atom {
         self.slot.as_deref()
     }
 
+    /// The repository restriction (`::REPO`), when given.
+    pub fn repo(&self) -> Option<&str> {
+        self.repo.as_deref()
+    }
+
     /// Does the installed package satisfy the atom? Reads the package's
-    /// `SLOT` file when the atom has a slot.
+    /// `SLOT` and `repository` files when the atom restricts them.
     pub fn matches(&self, pkg: &InstalledPackage) -> bool {
-        self.matches_name(pkg) && self.matches_version(pkg) && self.matches_slot(pkg)
+        self.matches_name(pkg)
+            && self.matches_version(pkg)
+            && self.matches_slot(pkg)
+            && self
+                .repo
+                .as_ref()
+                .map_or(true, |r| pkg.repository().as_ref() == Some(r))
     }
 
     fn matches_name(&self, pkg: &InstalledPackage) -> bool {
@@ -177,14 +189,25 @@ impl FromStr for Atom {
         if t.contains('[') {
             return Err(bad("USE dependencies ([...]) are not supported here"));
         }
-        if t.contains("::") {
-            return Err(bad(
-                "repository restrictions (::repo) are not supported here",
-            ));
-        }
         if t.chars().any(char::is_whitespace) {
             return Err(bad("contains whitespace (one atom per argument)"));
         }
+        // `::repo` comes last (after any `:slot`).
+        let (t_norepo, repo) = match t.split_once("::") {
+            Some((r, repo)) => {
+                // PMS 3.1.5: a repository name is [A-Za-z0-9_-], not starting with -.
+                let ok = !repo.is_empty()
+                    && !repo.starts_with('-')
+                    && repo
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+                if !ok {
+                    return Err(bad(&format!("bad repository name '{repo}' in ::REPO")));
+                }
+                (r, Some(repo.to_string()))
+            }
+            None => (t, None),
+        };
 
         let (op, rest) = [
             (">=", Op::GreaterOrEqual),
@@ -195,8 +218,8 @@ impl FromStr for Atom {
             ("~", Op::Approx),
         ]
         .into_iter()
-        .find_map(|(p, op)| t.strip_prefix(p).map(|r| (Some(op), r)))
-        .unwrap_or((None, t));
+        .find_map(|(p, op)| t_norepo.strip_prefix(p).map(|r| (Some(op), r)))
+        .unwrap_or((None, t_norepo));
 
         let (rest, slot) = match rest.split_once(':') {
             Some((r, slot)) => {
@@ -274,6 +297,7 @@ impl FromStr for Atom {
             pn,
             version,
             slot,
+            repo,
         })
     }
 }
@@ -420,6 +444,10 @@ mod tests {
         assert_eq!(atom("<foo-1").version().unwrap().0, Op::Less);
         assert_eq!(atom("x11-libs/gtk+:3").slot(), Some("3"));
         assert_eq!(atom("gtk+:3/3.24").slot(), Some("3/3.24"));
+        let a = atom("=x11-libs/gtk+-3.24.38-r1:3::gentoo");
+        assert_eq!((a.slot(), a.repo()), (Some("3"), Some("gentoo")));
+        assert_eq!(a.version().unwrap().1.as_str(), "3.24.38-r1");
+        assert_eq!(atom("foo::my-overlay").repo(), Some("my-overlay"));
         assert_eq!(atom("  foo  ").as_str(), "foo");
     }
 
@@ -434,7 +462,9 @@ mod tests {
             ("~foo-1.2-r1", "drop the -rN"),
             ("!foo", "blockers"),
             ("foo[ssl]", "USE dependencies"),
-            ("foo::gentoo", "repository"),
+            ("foo::", "bad repository name"),
+            ("foo::-x", "bad repository name"),
+            ("foo::a:b", "bad repository name"),
             ("a/b/c", "more than one '/'"),
             ("-cat/foo", "not a valid category"),
             ("foo-1a-2", "neither a package name nor NAME-VERSION"),

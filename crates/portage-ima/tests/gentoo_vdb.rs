@@ -45,6 +45,11 @@ fn real_portage_vdb_contents_and_files_agree() {
     assert_eq!(foo.slot().as_deref(), Some("0"));
     assert_eq!(foo.repository().as_deref(), Some("ima_test"));
     assert_eq!(vdb.package("test-ima", "foo-1").as_ref(), Some(foo));
+    // Atoms with the slot and repository Portage recorded.
+    let sel = |a: &str| resolve(&[a.parse::<Atom>().unwrap()], &pkgs);
+    assert_eq!(sel("foo:0::ima_test").unwrap(), [foo.clone()]);
+    assert!(matches!(sel("foo::gentoo"), Err(AtomError::Unknown { .. })));
+    assert!(matches!(sel("foo:1"), Err(AtomError::Unknown { .. })));
 
     for res in [Resolver::Openat2, Resolver::Walk] {
         let rd = RootDir::open_with(&root, res).unwrap();
