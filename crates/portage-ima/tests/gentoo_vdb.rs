@@ -47,7 +47,7 @@ fn real_portage_vdb_contents_and_files_agree() {
     assert_eq!(vdb.package("test-ima", "foo-1").as_ref(), Some(foo));
     // Atoms with the slot and repository Portage recorded.
     let sel = |a: &str| resolve(&[a.parse::<Atom>().unwrap()], &pkgs);
-    assert_eq!(sel("foo:0::ima_test").unwrap(), [foo.clone()]);
+    assert_eq!(sel("foo:0::ima_test").unwrap(), std::slice::from_ref(foo));
     assert!(matches!(sel("foo::gentoo"), Err(AtomError::Unknown { .. })));
     assert!(matches!(sel("foo:1"), Err(AtomError::Unknown { .. })));
 
