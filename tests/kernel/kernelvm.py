@@ -118,10 +118,12 @@ def ensure_host_tools() -> None:
             f"`apt-get install --no-install-recommends {' '.join(missing)}`"
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    p = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-        capture_output=True, text=True, env=env,
-    )
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    p = subprocess.run(install, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        # Stale or missing package lists are the usual cause on a fresh machine.
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+        p = subprocess.run(install, capture_output=True, text=True, env=env)
     still = _missing_host_packages()
     if still:
         tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-5:])
@@ -165,16 +167,22 @@ def _dpkg_newer(a: str, b: str) -> int:
     return 1 if gt else -1
 
 
+def _kernel_package_names() -> list[str]:
+    out = run(["apt-cache", "pkgnames", "linux-image-"], check=False).stdout
+    return [n for n in out.split() if KERNEL_PACKAGE_RE.match(n)]
+
+
 def newest_kernel_package() -> tuple[str, str]:
     """(package, version) of the newest cloud-amd64-unsigned kernel apt knows of."""
     wanted = os.environ.get(KERNEL_PACKAGE_ENV)
     if wanted:
         names = [wanted]
     else:
-        names = [
-            n for n in run(["apt-cache", "pkgnames", "linux-image-"]).stdout.split()
-            if KERNEL_PACKAGE_RE.match(n)
-        ]
+        names = _kernel_package_names()
+        if not names and os.geteuid() == 0:
+            # A fresh machine may have no package lists yet.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            names = _kernel_package_names()
     if not names:
         raise Unavailable("apt-cache knows no linux-image-*-cloud-amd64-unsigned package "
                           "(run `apt-get update`?)")
@@ -445,7 +453,7 @@ def parse_serial(text: str) -> tuple[list[Record], list[str], list[str]]:
 
 
 def boot(kernel: Kernel, initrd: Path, disks: list[Path] = (), *, memory: str = "1G",
-         timeout: float = 240, extra_append: str = "", log: Path | None = None) -> BootResult:
+         timeout: float = 480, extra_append: str = "", log: Path | None = None) -> BootResult:
     """Boot `kernel` with `initrd` under QEMU (TCG), IMA appraisal enforced.
 
     The serial console is captured until QEMU exits (the /init powers off) or

@@ -224,7 +224,8 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict]
         p = subprocess.run(sign_argv(bin, key, h, be, [str(tree / c.filename) for c in group]),
                            capture_output=True, text=True)
         assert p.returncode == 0, (
-            f"portage-ima sign on the host failed for {combo} (exit {p.returncode}):\n{p.stderr}")
+            f"portage-ima sign on the host failed for {combo} (exit {p.returncode}):\n{p.stderr}\n"
+            "(both backends must be compiled in: cargo build --all-features)")
     signed = [c for c in cases if c.kind == "signed"]
     p = subprocess.run(verify_argv(bin, [keys["ring2048"], keys["ring4096"]],
                                    [str(tree / c.filename) for c in signed]),
@@ -370,7 +371,8 @@ def require_complete(vm: Run) -> None:
                     f"--- serial tail ---\n{b.tail()}", pytrace=False)
     if b.timed_out or not b.completed():
         pytest.fail(f"the VM did not finish (timed out: {b.timed_out}, exit {b.returncode}, "
-                    f"{b.seconds:.0f} s)\n--- serial tail ---\n{b.tail()}", pytrace=False)
+                    f"{b.seconds:.0f} s); the t= fields show where the time went\n"
+                    f"--- serial tail ---\n{b.tail()}", pytrace=False)
 
 
 # --------------------------------------------------------------------------
