@@ -135,8 +135,7 @@ fn postinst(
 ) -> Result<Tally> {
     let contents_path = env.vdb_entry().join("CONTENTS");
     let contents = Contents::read(&contents_path)?;
-    let root = RootDir::open(&env.root)
-        .with_context(|| format!("cannot open ROOT {}", env.root.display()))?;
+    let root = RootDir::open(&env.root)?;
     let premerged = premerge_list();
     let protect =
         (settings.config_files == ConfigFiles::Skip).then(|| ConfigProtect::discover(&env.eprefix));

@@ -94,8 +94,7 @@ fn select(args: &PackageArgs) -> Result<Selection> {
             .collect::<Result<Vec<_>, _>>()?;
         atom::resolve(&atoms, &installed)?
     };
-    let root = RootDir::open(&location.root)
-        .with_context(|| format!("cannot open root {}", location.root.display()))?;
+    let root = RootDir::open(&location.root)?;
     let mut tasks = Vec::new();
     let mut broken = Vec::new();
     for (i, pkg) in packages.iter().enumerate() {
