@@ -65,8 +65,9 @@ IMA_HASH_ALGO = {"sha256": 4, "sha512": 6}
 
 
 def _portage_ima_bin() -> Path:
-    p = Path(os.environ.get("PORTAGE_IMA_BIN", "target/debug/portage-ima"))
-    return p if p.is_absolute() else REPO / p
+    """$PORTAGE_IMA_BIN, or the debug build in this checkout."""
+    env = os.environ.get("PORTAGE_IMA_BIN")
+    return Path(env).resolve() if env else REPO / "target" / "debug" / "portage-ima"
 
 
 def _unavailable(reason: str):
