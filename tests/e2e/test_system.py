@@ -75,7 +75,8 @@ PKG_LINE = re.compile(
     re.M,
 )
 TOTAL_LINE = re.compile(
-    r"^portage-ima: (?P<packages>\d+) packages: signed (?P<signed>\d+), (?P<valid>\d+) already valid, "
+    r"^portage-ima: (?P<packages>\d+) packages: "
+    r"signed (?P<signed>\d+), (?P<valid>\d+) already valid, "
     r"(?:(?P<skipped>\d+) skipped, )?(?P<failed>\d+) failed \(of (?P<total>\d+) files\)$",
     re.M,
 )
@@ -185,14 +186,14 @@ class System:
 
     def md5s(self, cat: str, pf: str) -> dict[Path, str]:
         """Live file -> the MD5 CONTENTS records for it."""
-        return {
-            self.pg.live(e.path): e.md5 for e in self.pg.contents(cat, pf) if e.kind == "obj"
-        }
+        return {self.pg.live(e.path): e.md5 for e in self.pg.contents(cat, pf) if e.kind == "obj"}
 
     def installed(self) -> list[tuple[str, str]]:
         """(category, PF) of every package in the vdb."""
         vdb = self.pg.eroot / "var" / "db" / "pkg"
-        return sorted((d.parent.name, d.name) for d in vdb.glob("*/*") if (d / "CONTENTS").is_file())
+        return sorted(
+            (d.parent.name, d.name) for d in vdb.glob("*/*") if (d / "CONTENTS").is_file()
+        )
 
     def all_objs(self) -> dict[str, dict[str, Path]]:
         """CAT/PF -> its objs (see :meth:`objs`), for every installed package."""
@@ -239,7 +240,8 @@ def evmctl_rejects(cert_der: Path, paths) -> list[str]:
         proc = subprocess.run(
             ["evmctl", "ima_verify", "--key", str(cert_der), *batch], capture_output=True, text=True
         )
-        if proc.returncode == 0 and (proc.stdout + proc.stderr).count(": verification is OK") == len(batch):
+        accepted = (proc.stdout + proc.stderr).count(": verification is OK")
+        if proc.returncode == 0 and accepted == len(batch):
             return []
         results = ((p, evmctl_verify(p, cert_der)) for p in batch)
         return [f"{p}: {out}" for p, (ok, out) in results if not ok]
@@ -278,7 +280,10 @@ def open_files(pid: int) -> set[str]:
 def parse_verify_text(r: Run, known: set[str]) -> tuple[dict, dict, dict]:
     """`verify` text output -> (package -> counts, path -> status, total counts).
     Paths are matched against ``known`` since they may contain spaces."""
-    packages = {m["pkg"]: (m["mark"].strip(), counts(m["counts"])) for m in VERIFY_PKG_LINE.finditer(r.stdout)}
+    packages = {
+        m["pkg"]: (m["mark"].strip(), counts(m["counts"]))
+        for m in VERIFY_PKG_LINE.finditer(r.stdout)
+    }
     totals = [counts(m["counts"]) for m in VERIFY_TOTAL_LINE.finditer(r.stdout)]
     assert len(totals) == 1, f"expected one `verified:` line:\n{r}"
     files = {}
@@ -294,7 +299,7 @@ def parse_verify_text(r: Run, known: set[str]) -> tuple[dict, dict, dict]:
 
 
 def counts(text: str) -> dict[str, int]:
-    """"1 missing, 3 ok" -> {"missing": 1, "ok": 3}."""
+    """Status counts as printed (`1 missing, 3 ok`), as a dict."""
     out = {}
     for part in text.split(", "):
         n, _, status = part.partition(" ")
@@ -330,11 +335,11 @@ def system(request, tmp_path_factory, hook_bin) -> System:
     twin2.parent.mkdir(parents=True, exist_ok=True)
     twin2.write_text(ebuild_text("twin", TWIN2_INSTALL))
     atoms.append(f"={CATEGORY2}/twin-1")
-    r = pg.emerge(*atoms).check()
+    r = pg.emerge(*atoms, args=("--oneshot", "--jobs=2")).check()
     print(f"[{request.param}] emerge of {len(atoms)} packages: {r.seconds:.1f}s")
-    sys = System(pg, hook_bin)
-    assert not sys.snapshot(), "something was signed with the hook disabled"
-    yield sys
+    system = System(pg, hook_bin)
+    assert not system.snapshot(), "something was signed with the hook disabled"
+    yield system
     if not os.environ.get("PORTAGE_IMA_E2E_KEEP"):
         shutil.rmtree(base, ignore_errors=True)
 
@@ -349,7 +354,11 @@ def test_sign_all_then_again(system):
     assert not before
     dry = system.sign("--all", "--dry-run")
     assert dry.returncode == 0, str(dry)
-    assert re.search(r"^portage-ima: \d+ packages: would sign [1-9]\d*, 0 already valid, 0 failed", dry.stdout, re.M), str(dry)
+    assert re.search(
+        r"^portage-ima: \d+ packages: would sign [1-9]\d*, 0 already valid, 0 failed",
+        dry.stdout,
+        re.M,
+    ), str(dry)
     assert not system.snapshot(), "--dry-run wrote a signature"
     first = system.sign("--all")
     assert first.returncode == 0, str(first)
@@ -398,7 +407,9 @@ def test_verify_all_ok(system):
     assert packages == {pkg: ("ok", {"ok": len(o)}) for pkg, o in objs.items()}, str(r)
     assert files == {}, f"only files that are not ok are listed without -v:\n{r}"
     assert totals == {"ok": n}
-    assert re.search(rf"^ok   {CATEGORY}/alpha-1: {len(objs[f'{CATEGORY}/alpha-1'])} ok$", r.stdout, re.M)
+    assert re.search(
+        rf"^ok   {CATEGORY}/alpha-1: {len(objs[f'{CATEGORY}/alpha-1'])} ok$", r.stdout, re.M
+    )
 
     r = system.verify("--all", "-v")
     assert r.returncode == 0, str(r)
@@ -480,7 +491,13 @@ def test_tampered_unsigned_missing(system):
     s = system.sign("--all")
     assert s.returncode == 1, str(s)
     assert s.packages() == {
-        pkg: {"signed": 1, "valid": len(objs[pkg]) - 3, "skipped": 0, "failed": 2, "total": len(objs[pkg])}
+        pkg: {
+            "signed": 1,
+            "valid": len(objs[pkg]) - 3,
+            "skipped": 0,
+            "failed": 2,
+            "total": len(objs[pkg]),
+        }
     }, f"--all lists exactly the packages with failures:\n{s}"
     assert s.total() == {
         "packages": len(objs), "signed": 1, "valid": n - 3, "skipped": 0, "failed": 2, "total": n,
@@ -543,7 +560,9 @@ def test_symlinks_not_followed(system):
             s = system.sign(pkg)
             assert s.returncode == 1, str(s)
             files = [p for p in host.rglob("*") if p.is_file()]
-            assert files and not [p for p in files if ima_xattr(p) is not None], "signed on the host"
+            assert files and not [p for p in files if ima_xattr(p) is not None], (
+                "signed on the host"
+            )
             for p in files:
                 assert f"portage-ima: {share / p.relative_to(host)}: " in s.stderr, str(s)
             r, doc = system.verify_json(pkg)
@@ -734,15 +753,18 @@ def test_interrupt_and_resume(system):
             proc.kill()
     first = Run(argv, proc.returncode, out, err, time.monotonic() - start)
     if signalled is None:
-        pytest.fail(f"sign finished before it could be interrupted: make the big package bigger\n{first}")
+        pytest.fail(
+            f"sign finished before it could be interrupted: make the big package bigger\n{first}"
+        )
     print(f"[{pg.layout}] SIGINT after {signalled:.3f}s; the run ended after {first.seconds:.3f}s")
 
     assert first.returncode == 130, str(first)
     signed = [p for p in md5s if ima_xattr(p) is not None]
     untouched = [p for p in md5s if ima_xattr(p) is None]
+    large = len(blobs & {str(p) for p in signed})
     print(
-        f"[{pg.layout}] interrupted run: {len(signed)} signed "
-        f"({len(blobs & {str(p) for p in signed})} of the large files), {len(untouched)} untouched; "
+        f"[{pg.layout}] interrupted run: {len(signed)} signed ({large} of the large files), "
+        f"{len(untouched)} untouched; "
         f"{in_flight.name} was being read at SIGINT and ended "
         f"{'signed' if in_flight in signed else 'untouched'}"
     )
@@ -761,7 +783,11 @@ def test_interrupt_and_resume(system):
     again = system.sign("--all")
     assert again.returncode == 0, str(again)
     total = again.total()
-    assert (total["signed"], total["failed"], total["packages"]) == (len(untouched), 0, len(system.installed())), str(again)
+    assert (total["signed"], total["failed"], total["packages"]) == (
+        len(untouched),
+        0,
+        len(system.installed()),
+    ), str(again)
     print(f"[{pg.layout}] rerun: {again.seconds:.3f}s")
     assert not evmctl_rejects(pg.cert_der, md5s)
     assert {p: md5(p) for p in md5s} == md5s
