@@ -368,7 +368,8 @@ def require_complete(vm: Run) -> None:
     b = vm.boot
     fatal = next((r for r in b.records if r.kind == "fatal"), None)
     if fatal is not None:
-        pytest.fail(f"the VM's /init gave up: {decode_out(kernelvm.Record('', '', {'out': fatal.fields.get('reason', '')}, ''))}\n"
+        reason = base64.b64decode(fatal.fields.get("reason", "")).decode(errors="replace")
+        pytest.fail(f"the VM's /init gave up: {reason}\n"
                     f"--- serial tail ---\n{b.tail()}", pytrace=False)
     if b.timed_out or not b.completed():
         pytest.fail(f"the VM did not finish (timed out: {b.timed_out}, exit {b.returncode}, "

@@ -1,0 +1,82 @@
+"""Checks of the VM harness itself, without booting: a truncated or failed boot
+must never read as a pass, and module dependencies must load in order."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+import kernelvm
+from test_appraisal import parse_measurement, require_complete
+
+
+def boot_result(serial: str, timed_out: bool = False, rc: int | None = 0) -> kernelvm.BootResult:
+    records, dmesg, meas = kernelvm.parse_serial(serial)
+    return kernelvm.BootResult(serial, 1.0, rc, timed_out, records, dmesg, meas)
+
+
+class FakeRun:
+    def __init__(self, boot):
+        self.boot = boot
+
+
+def test_parse_serial_reads_marked_lines_only():
+    serial = (
+        "[    1.0] some kernel line\r\n"
+        "@@ima-test exec vm-a t=1.5 rc=0 out=" + base64.b64encode(b"ran vm-a").decode() + "\r\n"
+        "garbage @@ima-test exec fake t=1 rc=0\r\n"
+        "@@dmesg [    2.0] audit: type=1800 name=\"/mnt/t/x\"\r\n"
+        "@@meas 10 abc ima-sig sha256:00ff /mnt/t/x 0302\r\n"
+        "@@ima-test done - t=3\r\n"
+    )
+    b = boot_result(serial)
+    assert [(r.kind, r.id) for r in b.records] == [("exec", "vm-a"), ("done", "-")]
+    assert b.find("exec", "vm-a").fields["rc"] == "0"
+    assert b.find("exec", "fake") is None
+    assert b.dmesg == ['[    2.0] audit: type=1800 name="/mnt/t/x"']
+    assert parse_measurement(b.measurements[0]) == {
+        "algo": "sha256", "digest": "00ff", "path": "/mnt/t/x", "sig": "0302"}
+    assert b.completed()
+
+
+@pytest.mark.parametrize("serial,timed_out", [
+    ("@@ima-test exec vm-a t=1 rc=0 out=\n", False),  # no done line
+    ("@@ima-test exec vm-a t=1 rc=0 out=\n@@ima-test done - t=2\n", True),  # timed out
+    ("@@ima-test fatal - t=1 reason=" + base64.b64encode(b"insmod x").decode() + "\n", False),
+])
+def test_incomplete_or_failed_boot_fails(serial, timed_out):
+    with pytest.raises(pytest.fail.Exception):
+        require_complete(FakeRun(boot_result(serial, timed_out=timed_out)))
+
+
+def test_complete_boot_passes():
+    require_complete(FakeRun(boot_result("@@ima-test done - t=2\n")))
+
+
+def _cached_kernel() -> kernelvm.Kernel:
+    k = kernelvm._newest_cached()
+    if k is None:
+        pytest.skip("no kernel in tests/.cache/kernel yet (test_appraisal.py downloads one)")
+    return k
+
+
+def test_modules_come_after_their_dependencies():
+    k = _cached_kernel()
+    names = [n for n, _ in kernelvm.resolve_modules(k.moddir, ["virtio_pci", "virtio_blk", "sha512_generic"])]
+    assert len(names) == len(set(names))
+    for i, name in enumerate(names):
+        data = dict(kernelvm.resolve_modules(k.moddir, [name]))[name]
+        deps = [d for v in kernelvm._modinfo(data).get("depends", []) for d in v.split(",") if d]
+        for d in deps:
+            assert d in names[:i] or d in _builtin(k), f"{name} needs {d}, loaded later or never"
+
+
+def _builtin(k: kernelvm.Kernel) -> set[str]:
+    return {kernelvm._module_name(kernelvm.Path(l)) for l in (k.moddir / "modules.builtin").read_text().split()}
+
+
+def test_unknown_module_is_an_error():
+    k = _cached_kernel()
+    with pytest.raises(RuntimeError, match="neither built in"):
+        kernelvm.resolve_modules(k.moddir, ["no_such_module_xyz"])
