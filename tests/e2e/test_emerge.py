@@ -315,3 +315,21 @@ def test_missing_binary(pg):
     warnings = [line for line in r.output.splitlines() if "not found" in line and "portage-ima" in line]
     assert len(warnings) == 1, r.output
     assert snapshot(pg) == before
+
+
+@pytest.mark.parametrize("binpkg_format", ["gpkg", "xpak"])
+def test_binary_package(pg, binpkg_format):
+    """Installing from a binary package (MERGE_TYPE=binary, no build phases)
+    is signed the same way: build one, remove the package, emerge -K it."""
+    pn = f"bin-{binpkg_format}"
+    atom = pg.add_ebuild(pn)
+    env = {"BINPKG_FORMAT": binpkg_format}
+    pg.emerge(atom, args=("--oneshot", "--buildpkg=y"), env=env).check()
+    pg.emerge(atom, args=("--unmerge",), env=env).check()
+    assert not pg.vdb(CATEGORY, f"{pn}-1").exists()
+    assert not live(pg, f"/usr/bin/{pn}").exists()
+    before = snapshot(pg)
+    r = pg.emerge(atom, args=("--oneshot", "--usepkgonly"), env=env).check()
+    assert "Installing (1 of 1)" in r.output and "Emerging binary" in r.output, r.output
+    assert_signed(pg, f"{pn}-1", before)
+    assert summary(r, f"{pn}-1")["failed"] == 0
