@@ -333,3 +333,21 @@ def test_binary_package(pg, binpkg_format):
     assert "Installing (1 of 1)" in r.output and "Emerging binary" in r.output, r.output
     assert_signed(pg, f"{pn}-1", before)
     assert summary(r, f"{pn}-1")["failed"] == 0
+
+
+def test_pkg_preinst_changes_the_image(pg):
+    """The snippet signs ${D} before the ebuild's own pkg_preinst runs; what
+    pkg_preinst adds to or changes in ${D} is signed in postinst."""
+    atom = pg.add_ebuild(
+        "ownpreinst",
+        pkg_preinst="""\
+        echo added > "${ED}/usr/share/ownpreinst/added.txt" || die
+        echo more >> "${ED}/usr/share/ownpreinst/data.txt" || die
+        """,
+    )
+    before = snapshot(pg)
+    r = pg.emerge(atom).check()
+    objs = assert_signed(pg, "ownpreinst-1", before)
+    assert pg.ed("/usr/share/ownpreinst/added.txt") in objs
+    s = summary(r, "ownpreinst-1")
+    assert (s["now"], s["failed"]) == (2, 0), r.output
