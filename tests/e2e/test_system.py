@@ -519,6 +519,59 @@ def test_tampered_unsigned_missing(system):
     assert r.returncode == 0, str(r)
 
 
+def test_verify_statuses_and_resign(system):
+    """A digest-only xattr (`evmctl ima_hash`) and a corrupted signature are
+    reported as such; with another certificate every file is unknown-key.
+    `sign` replaces the two bad values and keeps the valid ones."""
+    system.ensure_signed()
+    pg = system.pg
+    pkg = f"{CATEGORY}/beta-2"
+    binary = pg.live(pg.ed("/usr/bin/beta"))
+    data = pg.live(pg.ed("/usr/share/beta/data.txt"))
+    objs = system.objs(CATEGORY, "beta-2")
+    subprocess.run(
+        ["evmctl", "ima_hash", "--hashalgo", "sha256", str(binary)], check=True, capture_output=True
+    )
+    assert ima_xattr(binary)[:2] == b"\x04\x04", "evmctl did not write an ima-ng sha256 digest"
+    value = bytearray(ima_xattr(data))
+    value[-1] ^= 0xFF
+    os.setxattr(data, XATTR, bytes(value))
+    kept = {p: ima_xattr(p) for p in objs.values() if p not in (binary, data)}
+
+    r, doc = system.verify_json(pkg)
+    assert r.returncode == 1, str(r)
+    statuses = {f["path"]: f["status"] for f in doc["files"]}
+    assert {p: s for p, s in statuses.items() if s != "ok"} == {
+        str(binary): "digest-only",
+        str(data): "bad-signature",
+    }, doc
+
+    other = pg.base / "other-cert"
+    other.mkdir(exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", str(other / "key.pem"), "-out", str(other / "cert.pem"), "-days", "30",
+         "-subj", "/CN=another key", "-addext", "subjectKeyIdentifier=hash"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    r, doc = system.verify_json("--cert", str(other / "cert.pem"), pkg)
+    assert r.returncode == 1, str(r)
+    statuses = {f["path"]: f["status"] for f in doc["files"]}
+    assert statuses.pop(str(binary)) == "digest-only"
+    assert set(statuses.values()) == {"unknown-key"}, doc
+    # Both certificates: ours is found again.
+    r, doc = system.verify_json("--cert", str(other / "cert.pem"), "--cert", str(pg.cert), pkg)
+    assert doc["summary"] == {"ok": len(objs) - 2, "digest-only": 1, "bad-signature": 1}, doc
+
+    s = system.sign(pkg)
+    assert s.returncode == 0, str(s)
+    assert s.packages()[pkg] == {
+        "signed": 2, "valid": len(objs) - 2, "skipped": 0, "failed": 0, "total": len(objs),
+    }, str(s)  # fmt: skip
+    assert not evmctl_rejects(pg.cert_der, objs.values())
+    assert {p: ima_xattr(p) for p in kept} == kept, "valid signatures were rewritten"
+
+
 def test_symlinks_not_followed(system):
     """A packaged file replaced by a symlink to a copy of itself elsewhere:
     not followed, not signed, reported. In the root layout, a directory
