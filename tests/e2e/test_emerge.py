@@ -351,3 +351,17 @@ def test_pkg_preinst_changes_the_image(pg):
     assert pg.ed("/usr/share/ownpreinst/added.txt") in objs
     s = summary(r, "ownpreinst-1")
     assert (s["now"], s["failed"]) == (2, 0), r.output
+
+
+def test_configuration_problem_does_not_break(pg):
+    """A key that does not exist: the hook reports it, the emerge succeeds,
+    nothing is signed."""
+    missing = pg.base / "no-such-key.pem"
+    pg.write_ima_toml(key=str(missing))
+    atom = pg.add_ebuild("nokey")
+    before = snapshot(pg)
+    r = pg.emerge(atom).check()
+    assert snapshot(pg) == before
+    warned = [line for line in r.output.splitlines() if str(missing) in line]
+    assert warned, r.output
+    assert "exit status 2" in r.output, r.output
