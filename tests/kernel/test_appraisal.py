@@ -206,8 +206,12 @@ def verify_report(text: str) -> dict | None:
         return None
 
 
-def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict]:
-    """Sign the ext4 cases on the host, pack them with mke2fs -d; return (image, verify JSON)."""
+def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict, dict | None]:
+    """Sign the ext4 cases on the host and pack them with mke2fs -d.
+
+    Returns the image, `verify --json` of the signed files, and `verify --json`
+    of every file after the tampering (what the tool thinks of each case).
+    """
     tree = work / "ext4-tree"
     tree.mkdir()
     cases = [c for c in CASES if c.origin == "ext4"]
@@ -238,11 +242,15 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict]
         if c.kind == "tampered":
             with open(tree / c.filename, "ab") as f:
                 f.write(b"\n")
+    p = subprocess.run(verify_argv(bin, [keys["ring2048"], keys["ring4096"]],
+                                   [str(tree / c.filename) for c in cases]),
+                       capture_output=True, text=True)
+    after = verify_report(p.stdout)
     size_mb = sum(f.stat().st_size for f in tree.iterdir()) // 2**20 * 2 + 16
     image = work / "signed.ext4"
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-I", "256", "-L", "imatest", "-d", tree,
          image, f"{size_mb}M"])
-    return image, report
+    return image, report, after
 
 
 def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
@@ -274,6 +282,9 @@ def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     for c in CASES:
         if c.origin == "vm" and c.kind in ("tampered", "unappraised"):
             lines.append(q(["tamper", c.vm_path]))
+    lines += ["", "# What the tool thinks of every file now."]
+    lines.append(q(["run_step", "verify", "vm-after",
+                    *verify_argv("portage-ima", certs, [c.vm_path for c in vm_cases])]))
     lines += ["", "# Execute everything."]
     for c in CASES:
         lines.append(q(["run_step", "exec", c.id, *c.argv]))
@@ -291,8 +302,8 @@ def build_initramfs(work: Path, kernel: kernelvm.Kernel, bin: Path, keys: dict[s
     ir.add_binary(Path(keyctl), "/usr/bin/keyctl")
     ir.add_binary(bin, "/usr/bin/portage-ima")
 
-    wanted = ["virtio_pci", "virtio_blk"] if has_disk else []
-    wanted.insert(0, "sha512_generic")
+    # Whatever of these the kernel built as modules (sha512 is one on 6.1).
+    wanted = ["sha512_generic"] + (["virtio_pci", "virtio_blk", "ext4"] if has_disk else [])
     mods = kernelvm.resolve_modules(kernel.moddir, wanted)
     for name, data in mods:
         ir.add_bytes(data, f"/lib/modules/{name}.ko")
@@ -323,6 +334,8 @@ class Run:
     keys: dict[str, Key]
     host_verify: dict  # basename -> verify --json entry for ext4 files
     vm_verify: dict | None  # same, from inside the VM
+    host_after: dict | None  # verify --json of every ext4 file after tampering
+    vm_after: dict | None  # same, inside the VM
 
     def relevant(self, *needles: str) -> str:
         """Serial and dmesg lines mentioning any needle, for failure messages."""
@@ -350,14 +363,16 @@ def vm(tmp_path_factory) -> Run:
     keydir.mkdir()
     keys = {f"{role}{bits}": make_key(keydir, f"{role}{bits}", bits)
             for role in ("ring", "rogue") for bits in BITS}
-    image, host_verify = build_ext4(work, bin, keys)
+    image, host_verify, host_after = build_ext4(work, bin, keys)
     initrd = build_initramfs(work, kernel, bin, keys, has_disk=True)
     result = kernelvm.boot(kernel, initrd, [image], log=kernelvm.CACHE / "last-boot.log")
     print(f"\nkernel {kernel.package} {kernel.version}: boot took {result.seconds:.1f} s")
 
     rec = result.find("verify", "vm")
     vm_verify = verify_report(decode_out(rec)) if rec is not None else None
-    return Run(result, kernel, keys, host_verify, vm_verify)
+    rec = result.find("verify", "vm-after")
+    vm_after = verify_report(decode_out(rec)) if rec is not None else None
+    return Run(result, kernel, keys, host_verify, vm_verify, host_after, vm_after)
 
 
 def decode_out(rec: kernelvm.Record) -> str:
@@ -470,3 +485,20 @@ def test_measurement_list_matches_verify(vm: Run, case: Case):
     assert sig[3:7].hex() == entry["keyid"].lower()
     assert int.from_bytes(sig[7:9], "big") == len(expected) == bits // 8
     assert sig[9:] == expected, "the kernel's signature bytes differ from portage-ima verify's"
+
+
+# What `portage-ima verify` must say about each case: it agrees with the kernel.
+VERIFY_STATUS = {"signed": "ok", "tampered": "bad-signature", "wrongkey": "unknown-key",
+                 "unsigned": "unsigned", "unappraised": "unsigned"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_verify_agrees_with_the_kernel(vm: Run, case: Case):
+    require_complete(vm)
+    report = vm.host_after if case.origin == "ext4" else vm.vm_after
+    assert report is not None, f"no usable `portage-ima verify --json` output for the {case.origin} files"
+    entry = report.get(case.filename)
+    assert entry is not None, f"verify --json has no entry for {case.filename}"
+    assert entry["status"] == VERIFY_STATUS[case.kind], (
+        f"portage-ima verify says {entry['status']} ({entry.get('detail')}) for {case.filename}, "
+        f"the kernel {'denied' if case.denied else 'ran'} it")
