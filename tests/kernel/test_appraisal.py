@@ -345,6 +345,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> Run:
+    if os.geteuid() != 0:
+        _unavailable("needs root: files are chowned to uid 1000 and get security.ima xattrs")
     bin = _portage_ima_bin()
     if not os.access(bin, os.X_OK):
         _unavailable(f"{bin} not found: build it with `cargo build --all-features` "
