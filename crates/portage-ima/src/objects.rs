@@ -8,6 +8,7 @@
 //!   `._cfgNNNN_name` beside it: the sibling whose MD5 matches is signed.
 //! - A valid signature by our key is kept.
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -62,38 +63,40 @@ pub fn sign_object(
     }
 }
 
-/// Looks for `._cfgNNNN_name` beside `path` whose content is what CONTENTS
-/// records, newest first, and signs it.
+/// The `._cfgNNNN_name` files beside `path`, newest first, opened inside
+/// the root (those that cannot be opened are passed over).
+fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(names) = root.read_dir_names(dir) else {
+        return Vec::new();
+    };
+    cfg_siblings(&names, name)
+        .iter()
+        .rev()
+        .filter_map(|sibling| {
+            let candidate = dir.join(sibling);
+            let file = root.open_file(&candidate).ok()?;
+            Some((root.display_path(&candidate), file))
+        })
+        .collect()
+}
+
+/// Signs the `._cfg` sibling of `path` whose content is what CONTENTS records.
 fn sign_cfg_sibling(
     signer: &ImaSigner,
     root: &RootDir,
     path: &Path,
     opts: &SignOptions,
 ) -> Option<FileReport> {
-    let (dir, name) = (path.parent()?, path.file_name()?);
-    let names = root.read_dir_names(dir).ok()?;
-    for sibling in cfg_siblings(&names, name).iter().rev() {
-        let candidate = dir.join(sibling);
-        let Ok(file) = root.open_file(&candidate) else {
-            continue;
-        };
-        match signer.sign_file(&file, opts) {
-            Ok(outcome) => {
-                return Some(FileReport::new(
-                    root.display_path(&candidate),
-                    outcome_of(outcome),
-                ))
-            }
-            Err(ImaError::Md5Mismatch { .. }) => continue,
-            Err(e) => {
-                return Some(FileReport::new(
-                    root.display_path(&candidate),
-                    Outcome::Failed(sign_reason(&e)),
-                ))
-            }
-        }
-    }
-    None
+    cfg_candidates(root, path)
+        .into_iter()
+        .find_map(|(shown, file)| match signer.sign_file(&file, opts) {
+            Ok(outcome) => Some(FileReport::new(shown, outcome_of(outcome))),
+            Err(ImaError::Md5Mismatch { .. }) => None,
+            Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_reason(&e)))),
+        })
 }
 
 /// Checks the file CONTENTS lists at `path`: its signature, and its content
@@ -142,23 +145,12 @@ fn verify_cfg_sibling(
     path: &Path,
     md5: &[u8; 16],
 ) -> Option<FileStatus> {
-    let (dir, name) = (path.parent()?, path.file_name()?);
-    let names = root.read_dir_names(dir).ok()?;
-    for sibling in cfg_siblings(&names, name).iter().rev() {
-        let candidate = dir.join(sibling);
-        let Ok(file) = root.open_file(&candidate) else {
-            continue;
-        };
-        if let Ok(report) = keys.verify_file(&file, true) {
-            if report.md5.as_ref() == Some(md5) {
-                return Some(FileStatus::from_report(
-                    &root.display_path(&candidate),
-                    &report,
-                ));
-            }
-        }
-    }
-    None
+    cfg_candidates(root, path)
+        .into_iter()
+        .find_map(|(shown, file)| {
+            let report = keys.verify_file(&file, true).ok()?;
+            (report.md5.as_ref() == Some(md5)).then(|| FileStatus::from_report(&shown, &report))
+        })
 }
 
 fn outcome_of(outcome: SignOutcome) -> Outcome {
