@@ -276,7 +276,7 @@ fn load_settings(
         Err(e) => {
             r.fail(
                 "config",
-                format!("{e:#}"),
+                crate::status::error_line(&e),
                 "fix the settings file (keys: key, cert, keyid, hash, jobs, backend, premerge, strict, config_files) or the flags",
             );
             None

@@ -50,8 +50,10 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
-                "portage-ima: {}/{}: nothing signed: {e:#}",
-                env.category, env.pf
+                "portage-ima: {}/{}: nothing signed: {}",
+                env.category,
+                env.pf,
+                crate::status::error_line(&e)
             );
             return Ok(fail(Status::ConfigError));
         }

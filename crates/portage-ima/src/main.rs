@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use portage_ima::cli::{Cli, Command};
-use portage_ima::commands;
+use portage_ima::{commands, status};
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`portage-ima verify --all | head`), as C tools do,
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(err) => {
-            eprintln!("portage-ima: error: {err:#}");
+            eprintln!("portage-ima: error: {}", status::error_line(&err));
             commands::Status::ConfigError.into()
         }
     }

@@ -306,18 +306,18 @@ impl PortageEnv {
             (false, Some(p)) => (
                 format!("FEATURES lacks xattr and PORTAGE_XATTR_EXCLUDE has '{p}'"),
                 format!(
-                    "in make.conf add xattr to FEATURES and remove '{p}' from \
+                    "In make.conf, add xattr to FEATURES and remove '{p}' from \
                      PORTAGE_XATTR_EXCLUDE (keep the rest of the list), {tmpdir}"
                 ),
             ),
             (false, None) => (
                 "FEATURES lacks xattr".to_string(),
-                format!("in make.conf add xattr to FEATURES, {tmpdir}"),
+                format!("In make.conf, add xattr to FEATURES, {tmpdir}"),
             ),
             (true, Some(p)) => (
                 format!("PORTAGE_XATTR_EXCLUDE has '{p}', which matches {IMA_XATTR}"),
                 format!(
-                    "in make.conf remove '{p}' from PORTAGE_XATTR_EXCLUDE \
+                    "In make.conf, remove '{p}' from PORTAGE_XATTR_EXCLUDE \
                      (keep the rest of the list), {tmpdir}"
                 ),
             ),

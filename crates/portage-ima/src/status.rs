@@ -22,3 +22,32 @@ impl From<Status> for ExitCode {
         ExitCode::from(s as u8)
     }
 }
+
+/// An error and its causes on one line, `what: why: deeper why`, leaving out
+/// a cause whose text the message already contains (many errors print their
+/// source themselves).
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_does_not_repeat_a_cause_already_said() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = anyhow::Error::new(io).context("cannot read key /k: No such file");
+        assert_eq!(error_line(&err), "cannot read key /k: No such file");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&err), "outer: inner");
+    }
+}

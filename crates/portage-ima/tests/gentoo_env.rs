@@ -144,7 +144,7 @@ fn tmpfs_image_needs_features_xattr() {
     };
     assert!(reason.ends_with("(FEATURES lacks xattr)"), "{reason}");
     assert!(
-        hint.starts_with("in make.conf add xattr to FEATURES, or"),
+        hint.starts_with("In make.conf, add xattr to FEATURES, or"),
         "{hint}"
     );
 }
