@@ -128,27 +128,45 @@ impl Runner {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` on every item in parallel, keeping the input order.
-    /// Items not started when the run is cancelled give `None`.
-    pub fn run<T, R, F>(&self, items: &[T], progress: &Progress, work: F) -> Vec<Option<R>>
+    /// Runs `work` on every item in parallel and returns the results in the
+    /// input order. Items start largest first (`size_of`), one per task, so
+    /// big files spread over the workers instead of queueing behind each
+    /// other at the end. Items not started when the run is cancelled give `None`.
+    pub fn run<T, R, F, S>(
+        &self,
+        items: &[T],
+        progress: &Progress,
+        size_of: S,
+        work: F,
+    ) -> Vec<Option<R>>
     where
         T: Sync,
         R: Send,
-        F: Fn(&T) -> (R, u64) + Sync,
+        S: Fn(&T) -> u64 + Sync,
+        F: Fn(&T) -> R + Sync,
     {
-        self.pool.install(|| {
-            items
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(size_of(&items[i])));
+        let done: Vec<(usize, R)> = self.pool.install(|| {
+            order
                 .par_iter()
-                .map(|item| {
+                .with_max_len(1)
+                .filter_map(|&i| {
                     if self.cancelled() {
                         return None;
                     }
-                    let (result, bytes) = work(item);
-                    progress.advance(bytes);
-                    Some(result)
+                    let item = &items[i];
+                    let result = work(item);
+                    progress.advance(size_of(item));
+                    Some((i, result))
                 })
                 .collect()
-        })
+        });
+        let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+        for (i, result) in done {
+            out[i] = Some(result);
+        }
+        out
     }
 }
 
@@ -184,10 +202,16 @@ mod tests {
     fn runner_keeps_order_and_stops_when_cancelled() {
         let runner = Runner::new(2).unwrap();
         let items: Vec<u32> = (0..100).collect();
-        let out = runner.run(&items, &Progress::hidden(), |i| (i * 2, 0));
+        let out = runner.run(
+            &items,
+            &Progress::hidden(),
+            |i| u64::from(*i % 7),
+            |i| i * 2,
+        );
         assert_eq!(out[10], Some(20));
+        assert!(out.iter().all(Option::is_some));
         runner.cancel.store(true, Ordering::Relaxed);
-        let out = runner.run(&items, &Progress::hidden(), |i| (i * 2, 0));
+        let out = runner.run(&items, &Progress::hidden(), |_| 0, |i| i * 2);
         assert!(out.iter().all(Option::is_none));
     }
 }

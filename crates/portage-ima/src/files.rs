@@ -123,29 +123,39 @@ pub fn sign(
         keep_valid: true,
         dry_run,
     };
-    runner.run(files, progress, |file| {
-        let outcome = match signer.sign_path(&file.path, &opts) {
-            Ok(SignOutcome::Signed) => Outcome::Signed,
-            Ok(SignOutcome::AlreadyValid) => Outcome::AlreadyValid,
-            Ok(SignOutcome::WouldSign) => Outcome::WouldSign,
-            Err(e) => Outcome::Failed(e.to_string()),
-        };
-        (FileReport::new(&file.path, outcome), file.size)
-    })
+    runner.run(
+        files,
+        progress,
+        |file| file.size,
+        |file| {
+            let outcome = match signer.sign_path(&file.path, &opts) {
+                Ok(SignOutcome::Signed) => Outcome::Signed,
+                Ok(SignOutcome::AlreadyValid) => Outcome::AlreadyValid,
+                Ok(SignOutcome::WouldSign) => Outcome::WouldSign,
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            FileReport::new(&file.path, outcome)
+        },
+    )
 }
 
 /// Verifies every found file in parallel.
 pub fn verify(keys: &KeySet, files: &[FoundFile], runner: &Runner) -> Vec<FileStatus> {
     runner
-        .run(files, &Progress::hidden(), |file| {
-            let status = match ima_core::open_regular(&file.path)
-                .and_then(|f| keys.verify_file(&f, false))
-            {
-                Ok(report) => FileStatus::from_report(&file.path, &report),
-                Err(e) => FileStatus::error(&file.path, e.to_string()),
-            };
-            (status, file.size)
-        })
+        .run(
+            files,
+            &Progress::hidden(),
+            |file| file.size,
+            |file| {
+                let status = match ima_core::open_regular(&file.path)
+                    .and_then(|f| keys.verify_file(&f, false))
+                {
+                    Ok(report) => FileStatus::from_report(&file.path, &report),
+                    Err(e) => FileStatus::error(&file.path, e.to_string()),
+                };
+                status
+            },
+        )
         .into_iter()
         .flatten()
         .collect()

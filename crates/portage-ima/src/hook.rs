@@ -142,22 +142,33 @@ fn postinst(
     let protect =
         (settings.config_files == ConfigFiles::Skip).then(|| ConfigProtect::discover(&env.eprefix));
 
-    let objects: Vec<(PathBuf, [u8; 16])> = contents
+    // Sizes only order the work (largest first); a file that cannot be
+    // stat'ed here is reported when it is opened.
+    let objects: Vec<(PathBuf, [u8; 16], u64)> = contents
         .objects()
-        .map(|(p, md5)| (p.to_path_buf(), *md5))
+        .map(|(p, md5)| {
+            let size = std::fs::symlink_metadata(root.display_path(p)).map_or(0, |m| m.len());
+            (p.to_path_buf(), *md5, size)
+        })
         .collect();
     let reports: Vec<FileReport> = runner
-        .run(&objects, &Progress::hidden(), |(path, md5)| {
-            if protect.as_ref().is_some_and(|cp| cp.is_protected(path)) {
-                let skipped = Outcome::Skipped("config-protected (config_files = \"skip\")".into());
-                return (FileReport::new(root.display_path(path), skipped), 0);
-            }
-            let (mut report, size) = sign_object(signer, &root, path, md5, false);
-            if report.outcome == Outcome::AlreadyValid && premerged.contains(path) {
-                report.outcome = Outcome::SignedBeforeMerge;
-            }
-            (report, size)
-        })
+        .run(
+            &objects,
+            &Progress::hidden(),
+            |o| o.2,
+            |(path, md5, _)| {
+                if protect.as_ref().is_some_and(|cp| cp.is_protected(path)) {
+                    let skipped =
+                        Outcome::Skipped("config-protected (config_files = \"skip\")".into());
+                    return FileReport::new(root.display_path(path), skipped);
+                }
+                let mut report = sign_object(signer, &root, path, md5, false);
+                if report.outcome == Outcome::AlreadyValid && premerged.contains(path) {
+                    report.outcome = Outcome::SignedBeforeMerge;
+                }
+                report
+            },
+        )
         .into_iter()
         .flatten()
         .collect();

@@ -25,7 +25,7 @@ pub fn sign_object(
     path: &Path,
     md5: &[u8; 16],
     dry_run: bool,
-) -> (FileReport, u64) {
+) -> FileReport {
     let opts = SignOptions {
         expect_md5: Some(*md5),
         keep_valid: true,
@@ -34,32 +34,23 @@ pub fn sign_object(
     let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
-        Err(e) => return (FileReport::new(shown, Outcome::Failed(open_reason(&e))), 0),
+        Err(e) => return FileReport::new(shown, Outcome::Failed(open_reason(&e))),
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     match signer.sign_file(&file, &opts) {
-        Ok(outcome) => (FileReport::new(shown, outcome_of(outcome)), size),
-        Err(ImaError::Md5Mismatch { actual, .. }) => {
-            match sign_cfg_sibling(signer, root, path, &opts) {
-                Some(report) => (report, size),
-                None => (
-                    FileReport::new(
-                        shown,
-                        Outcome::Failed(format!(
-                            "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 {}); \
-                             not signed: reinstall the package if this change is not yours",
-                            hex::encode(md5),
-                            actual
-                        )),
-                    ),
-                    size,
-                ),
-            }
-        }
-        Err(e) => (
-            FileReport::new(shown, Outcome::Failed(sign_reason(&e))),
-            size,
-        ),
+        Ok(outcome) => FileReport::new(shown, outcome_of(outcome)),
+        Err(ImaError::Md5Mismatch { actual, .. }) => sign_cfg_sibling(signer, root, path, &opts)
+            .unwrap_or_else(|| {
+                FileReport::new(
+                    shown,
+                    Outcome::Failed(format!(
+                        "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 {}); \
+                         not signed: reinstall the package if this change is not yours",
+                        hex::encode(md5),
+                        actual
+                    )),
+                )
+            }),
+        Err(e) => FileReport::new(shown, Outcome::Failed(sign_reason(&e))),
     }
 }
 
@@ -102,31 +93,25 @@ fn sign_cfg_sibling(
 /// Checks the file CONTENTS lists at `path`: its signature, and its content
 /// against the MD5 CONTENTS records (`modified`, `missing`). A config file the
 /// admin changed is checked through its matching `._cfg` sibling when one exists.
-pub fn verify_object(
-    keys: &KeySet,
-    root: &RootDir,
-    path: &Path,
-    md5: &[u8; 16],
-) -> (FileStatus, u64) {
+pub fn verify_object(keys: &KeySet, root: &RootDir, path: &Path, md5: &[u8; 16]) -> FileStatus {
     let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let detail = "listed in CONTENTS but not on disk".to_string();
-            return (FileStatus::with_status(&shown, verify::MISSING, detail), 0);
+            return FileStatus::with_status(&shown, verify::MISSING, detail);
         }
-        Err(e) => return (FileStatus::error(&shown, open_reason(&e)), 0),
+        Err(e) => return FileStatus::error(&shown, open_reason(&e)),
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let report = match keys.verify_file(&file, true) {
         Ok(r) => r,
-        Err(e) => return (FileStatus::error(&shown, sign_reason(&e)), size),
+        Err(e) => return FileStatus::error(&shown, sign_reason(&e)),
     };
     if report.md5.as_ref() == Some(md5) {
-        return (FileStatus::from_report(&shown, &report), size);
+        return FileStatus::from_report(&shown, &report);
     }
     if let Some(status) = verify_cfg_sibling(keys, root, path, md5) {
-        return (status, size);
+        return status;
     }
     let mut status = FileStatus::from_report(&shown, &report);
     status.status = verify::MODIFIED;
@@ -136,7 +121,7 @@ pub fn verify_object(
         report.md5.map(hex::encode).unwrap_or_default(),
         report.status.as_str()
     ));
-    (status, size)
+    status
 }
 
 fn verify_cfg_sibling(

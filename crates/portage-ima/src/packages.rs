@@ -133,19 +133,21 @@ pub fn sign(settings: &Settings, args: &SignArgs) -> Result<Status> {
     runner.cancel_on_signals()?;
     let total_bytes = sel.tasks.iter().map(|t| t.size).sum();
     let progress = Progress::new(args.progress, sel.tasks.len() as u64, total_bytes);
-    let results = runner.run(&sel.tasks, &progress, |task| {
-        if protect
-            .as_ref()
-            .is_some_and(|cp| cp.is_protected(&task.path))
-        {
-            let skipped = Outcome::Skipped("config-protected (config_files = \"skip\")".into());
-            return (
-                FileReport::new(sel.root.display_path(&task.path), skipped),
-                task.size,
-            );
-        }
-        sign_object(&signer, &sel.root, &task.path, &task.md5, args.dry_run)
-    });
+    let results = runner.run(
+        &sel.tasks,
+        &progress,
+        |t| t.size,
+        |task| {
+            if protect
+                .as_ref()
+                .is_some_and(|cp| cp.is_protected(&task.path))
+            {
+                let skipped = Outcome::Skipped("config-protected (config_files = \"skip\")".into());
+                return FileReport::new(sel.root.display_path(&task.path), skipped);
+            }
+            sign_object(&signer, &sel.root, &task.path, &task.md5, args.dry_run)
+        },
+    );
     progress.finish();
 
     let mut per_package = vec![Tally::default(); sel.packages.len()];
@@ -187,11 +189,16 @@ pub fn sign(settings: &Settings, args: &SignArgs) -> Result<Status> {
 pub fn verify(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<Status> {
     let sel = select(&args.packages)?;
     let runner = Runner::new(settings.jobs)?;
-    let results = runner.run(&sel.tasks, &Progress::hidden(), |task| {
-        let (mut status, size) = verify_object(keys, &sel.root, &task.path, &task.md5);
-        status.package = Some(sel.packages[task.package].cpv());
-        (status, size)
-    });
+    let results = runner.run(
+        &sel.tasks,
+        &Progress::hidden(),
+        |t| t.size,
+        |task| {
+            let mut status = verify_object(keys, &sel.root, &task.path, &task.md5);
+            status.package = Some(sel.packages[task.package].cpv());
+            status
+        },
+    );
     let mut statuses: Vec<FileStatus> = results.into_iter().flatten().collect();
     for (i, reason) in &sel.broken {
         let pkg = &sel.packages[*i];

@@ -74,7 +74,7 @@ fn signs_matching_content_and_refuses_the_rest() {
     let f = fixture();
     let root = f.root();
     f.write("usr/bin/tool", b"merged");
-    let (report, _) = sign_object(
+    let report = sign_object(
         &f.signer,
         &root,
         Path::new("/usr/bin/tool"),
@@ -82,12 +82,12 @@ fn signs_matching_content_and_refuses_the_rest() {
         false,
     );
     assert_eq!(report.outcome, Outcome::Signed);
-    let (status, _) = verify_object(&f.keys, &root, Path::new("/usr/bin/tool"), &md5(b"merged"));
+    let status = verify_object(&f.keys, &root, Path::new("/usr/bin/tool"), &md5(b"merged"));
     assert_eq!(status.status, "ok");
 
     // Changed after the merge: never signed, both MD5s named.
     f.write("usr/bin/tool", b"changed");
-    let (report, _) = sign_object(
+    let report = sign_object(
         &f.signer,
         &root,
         Path::new("/usr/bin/tool"),
@@ -99,11 +99,11 @@ fn signs_matching_content_and_refuses_the_rest() {
     };
     assert!(reason.contains(&hex::encode(md5(b"merged"))), "{reason}");
     assert!(reason.contains(&hex::encode(md5(b"changed"))), "{reason}");
-    let (status, _) = verify_object(&f.keys, &root, Path::new("/usr/bin/tool"), &md5(b"merged"));
+    let status = verify_object(&f.keys, &root, Path::new("/usr/bin/tool"), &md5(b"merged"));
     assert_eq!(status.status, "modified");
 
     // Missing.
-    let (status, _) = verify_object(&f.keys, &root, Path::new("/usr/bin/gone"), &md5(b""));
+    let status = verify_object(&f.keys, &root, Path::new("/usr/bin/gone"), &md5(b""));
     assert_eq!(status.status, "missing");
 }
 
@@ -119,7 +119,7 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
     f.write("etc/._cfg0000_app.conf", b"older package version");
     f.write("etc/._cfg0001_app.conf", b"package version");
     let want = md5(b"package version");
-    let (report, _) = sign_object(&f.signer, &root, Path::new("/etc/app.conf"), &want, false);
+    let report = sign_object(&f.signer, &root, Path::new("/etc/app.conf"), &want, false);
     assert_eq!(report.outcome, Outcome::Signed, "{report:?}");
     assert!(
         report.path.ends_with("etc/._cfg0001_app.conf"),
@@ -132,7 +132,7 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
     assert!(read("etc/._cfg0001_app.conf").is_some());
     assert!(read("etc/._cfg0000_app.conf").is_none());
     assert!(read("etc/app.conf").is_none());
-    let (status, _) = verify_object(&f.keys, &root, Path::new("/etc/app.conf"), &want);
+    let status = verify_object(&f.keys, &root, Path::new("/etc/app.conf"), &want);
     assert_eq!(status.status, "ok");
     assert!(status.path.ends_with("._cfg0001_app.conf"));
 }
@@ -148,7 +148,7 @@ fn a_symlink_in_place_of_the_file_is_not_followed() {
     let outside = f.dir.path().join("outside");
     std::fs::write(&outside, b"merged").unwrap();
     std::os::unix::fs::symlink(&outside, f.dir.path().join("root/usr/bin/tool")).unwrap();
-    let (report, _) = sign_object(
+    let report = sign_object(
         &f.signer,
         &root,
         Path::new("/usr/bin/tool"),
