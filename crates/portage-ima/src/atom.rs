@@ -133,11 +133,11 @@ impl Atom {
             && self
                 .repo
                 .as_ref()
-                .map_or(true, |r| pkg.repository().as_ref() == Some(r))
+                .is_none_or(|r| pkg.repository().as_ref() == Some(r))
     }
 
     fn matches_name(&self, pkg: &InstalledPackage) -> bool {
-        pkg.pn == self.pn && self.category.as_ref().map_or(true, |c| *c == pkg.category)
+        pkg.pn == self.pn && self.category.as_ref().is_none_or(|c| *c == pkg.category)
     }
 
     fn matches_version(&self, pkg: &InstalledPackage) -> bool {

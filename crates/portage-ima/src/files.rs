@@ -146,14 +146,11 @@ pub fn verify(keys: &KeySet, files: &[FoundFile], runner: &Runner) -> Vec<FileSt
             files,
             &Progress::hidden(),
             |file| file.size,
-            |file| {
-                let status = match ima_core::open_regular(&file.path)
-                    .and_then(|f| keys.verify_file(&f, false))
-                {
-                    Ok(report) => FileStatus::from_report(&file.path, &report),
-                    Err(e) => FileStatus::error(&file.path, e.to_string()),
-                };
-                status
+            |file| match ima_core::open_regular(&file.path)
+                .and_then(|f| keys.verify_file(&f, false))
+            {
+                Ok(report) => FileStatus::from_report(&file.path, &report),
+                Err(e) => FileStatus::error(&file.path, e.to_string()),
             },
         )
         .into_iter()

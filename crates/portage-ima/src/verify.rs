@@ -91,10 +91,8 @@ pub fn print(files: &[FileStatus], json: bool, all: bool, extra: Option<serde_js
     let mut out = stdout.lock();
     if json {
         let mut doc = serde_json::json!({ "files": files, "summary": counts });
-        if let (Some(extra), Some(map)) = (extra, doc.as_object_mut()) {
-            if let serde_json::Value::Object(fields) = extra {
-                map.extend(fields);
-            }
+        if let (Some(serde_json::Value::Object(fields)), Some(map)) = (extra, doc.as_object_mut()) {
+            map.extend(fields);
         }
         let _ = writeln!(out, "{doc}");
         return;
