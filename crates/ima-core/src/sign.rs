@@ -124,13 +124,27 @@ impl ImaSigner {
     /// nothing is written; `dry_run` stops there with [`SignOutcome::WouldSign`];
     /// else the value is written with `fsetxattr` on the same descriptor.
     pub fn sign_file(&self, file: &File, opts: &SignOptions) -> Result<SignOutcome> {
-        self.sign_file_hooked(file, opts, || {})
+        self.sign_file_with_hook(file, opts, || {})
     }
 
     /// [`Self::sign_file`] with `after_hash` run between hashing and the
     /// second stamp, so tests can change the file at the worst moment.
-    #[doc(hidden)]
+    ///
+    /// Only with the `test-hooks` feature (off by default; ima-core's own
+    /// tests turn it on through a dev-dependency on the crate itself).
+    #[cfg(feature = "test-hooks")]
     pub fn sign_file_hooked(
+        &self,
+        file: &File,
+        opts: &SignOptions,
+        after_hash: impl FnOnce(),
+    ) -> Result<SignOutcome> {
+        self.sign_file_with_hook(file, opts, after_hash)
+    }
+
+    /// The body of [`Self::sign_file`]; `after_hash` runs between hashing and
+    /// the second stamp (a no-op outside tests).
+    fn sign_file_with_hook(
         &self,
         file: &File,
         opts: &SignOptions,

@@ -7,7 +7,6 @@
 EAPI=8
 
 CRATES="
-	aes@0.8.4
 	anstream@1.0.0
 	anstyle-parse@1.0.0
 	anstyle-query@1.1.5
@@ -20,17 +19,14 @@ CRATES="
 	bit-vec@0.10.2
 	bitflags@2.13.2
 	block-buffer@0.10.4
-	block-padding@0.3.3
 	borsh-derive@1.8.1
 	borsh@1.8.1
 	bumpalo@3.20.4
 	bytes@1.12.2
-	cbc@0.1.2
 	cc@1.11.3
 	cfg-if@1.0.5
 	cfg_aliases@0.2.2
 	chacha20@0.10.2
-	cipher@0.4.4
 	clap@4.6.9
 	clap_builder@4.6.7
 	clap_complete@4.6.11
@@ -69,10 +65,8 @@ CRATES="
 	hashbrown@0.17.2
 	heck@0.5.0
 	hex@0.4.3
-	hmac@0.12.1
 	indexmap@2.14.2
 	indicatif@0.17.11
-	inout@0.1.4
 	is_terminal_polyfill@1.70.2
 	itoa@1.0.19
 	js-sys@0.3.107
@@ -92,11 +86,9 @@ CRATES="
 	openssl-macros@0.1.1
 	openssl-sys@0.9.118
 	openssl@0.10.82
-	pbkdf2@0.12.2
 	pem-rfc7468@0.7.0
 	pin-project-lite@0.2.18
 	pkcs1@0.7.5
-	pkcs5@0.7.1
 	pkcs8@0.10.2
 	pkg-config@0.3.34
 	portable-atomic@1.15.0
@@ -121,9 +113,7 @@ CRATES="
 	rustix@1.1.6
 	rustversion@1.0.23
 	rusty-fork@0.3.1
-	salsa20@0.10.2
 	same-file@1.0.6
-	scrypt@0.11.0
 	serde@1.0.229
 	serde_core@1.0.229
 	serde_derive@1.0.229
