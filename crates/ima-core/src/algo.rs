@@ -9,11 +9,17 @@ use crate::Error;
 /// A hash algorithm IMA can use for `security.ima`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashAlgo {
+    /// MD5 (kernel id 1): only for Portage's CONTENTS, never for signatures.
     Md5,
+    /// SHA-1 (kernel id 2).
     Sha1,
+    /// SHA-224 (kernel id 7).
     Sha224,
+    /// SHA-256 (kernel id 4), evmctl's and our default.
     Sha256,
+    /// SHA-384 (kernel id 5).
     Sha384,
+    /// SHA-512 (kernel id 6).
     Sha512,
 }
 

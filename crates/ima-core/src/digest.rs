@@ -9,7 +9,7 @@ use crate::{CryptoProvider, Error, HashAlgo, Result};
 
 /// Read buffer size; one buffer per thread, so memory does not grow with
 /// file size or file count.
-pub const BUF_SIZE: usize = 256 * 1024;
+pub(crate) const BUF_SIZE: usize = 256 * 1024;
 
 thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -18,7 +18,9 @@ thread_local! {
 /// The digests of one read of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileDigests {
+    /// The algorithm of `digest`.
     pub algo: HashAlgo,
+    /// The digest of the content in `algo`.
     pub digest: Vec<u8>,
     /// MD5 of the same bytes, when asked for (what Portage's CONTENTS records).
     pub md5: Option<[u8; 16]>,

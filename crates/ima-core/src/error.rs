@@ -17,14 +17,19 @@ pub enum Error {
     /// A system call on the file failed; `op` names it ("open", "read", "fstat", ...).
     #[error("cannot {op}: {source}")]
     Io {
+        /// The operation, as a verb: "open", "read", "write security.ima", ...
         op: &'static str,
+        /// The system's error.
         #[source]
         source: io::Error,
     },
 
     /// Only regular files are hashed and signed.
     #[error("not a regular file but a {kind}; only regular files are signed")]
-    NotRegularFile { kind: &'static str },
+    NotRegularFile {
+        /// What it is instead: "symbolic link", "directory", "fifo", ...
+        kind: &'static str,
+    },
 
     /// Size, mtime or ctime changed between the start and the end of hashing.
     #[error(
@@ -34,65 +39,124 @@ pub enum Error {
 
     /// The content is not what the package manager recorded.
     #[error("MD5 {actual} does not match the recorded {expected}: content differs from what was installed; not signed")]
-    Md5Mismatch { expected: String, actual: String },
+    Md5Mismatch {
+        /// The recorded MD5, in hex.
+        expected: String,
+        /// The content's MD5, in hex.
+        actual: String,
+    },
 
+    /// `fsetxattr` gave `EROFS`.
     #[error("read-only file system: cannot write security.ima (remount it read-write to sign)")]
     ReadOnlyFilesystem,
 
+    /// `fsetxattr` gave `ENOTSUP`: the file system stores no `security.*` xattrs.
     #[error("file system does not support security.* extended attributes (IMA needs e.g. ext4, xfs, btrfs or tmpfs)")]
     XattrUnsupported,
 
+    /// `fsetxattr` gave `EPERM`: an immutable or append-only inode, or IMA's
+    /// own CAP_SYS_ADMIN check.
     #[error("operation not permitted: the file may be immutable or append-only (check `lsattr`, clear with `chattr -i -a`) or the process lacks CAP_SYS_ADMIN")]
     NotPermitted,
 
+    /// `fsetxattr` gave `EACCES`.
     #[error("permission denied writing security.ima (run as root)")]
     PermissionDenied,
 
+    /// A hash algorithm name that is not one of [`crate::HashAlgo`]'s.
     #[error(
         "unknown hash algorithm {name:?}; supported: md5, sha1, sha224, sha256, sha384, sha512"
     )]
-    UnknownHashAlgo { name: String },
+    UnknownHashAlgo {
+        /// The name given.
+        name: String,
+    },
 
+    /// A key id that is not 8 hex digits.
     #[error("invalid key id {value:?}: expected 8 hex digits such as 0x1a2b3c4d")]
-    InvalidKeyId { value: String },
+    InvalidKeyId {
+        /// The text given.
+        value: String,
+    },
 
+    /// A backend name that is not compiled in.
     #[error("unknown crypto backend {name:?}; compiled in: {available}")]
-    UnknownBackend { name: String, available: String },
+    UnknownBackend {
+        /// The name given.
+        name: String,
+        /// The compiled-in backends, comma-separated.
+        available: String,
+    },
 
+    /// The private key file could not be read.
     #[error("cannot read key {}: {source}", path.display())]
     KeyRead {
+        /// The key file.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: io::Error,
     },
 
+    /// The private key file is not a PEM RSA key we can read.
     #[error("cannot parse key {}: {reason}", path.display())]
-    KeyParse { path: PathBuf, reason: String },
+    KeyParse {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// The private key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or a
+    /// legacy `Proc-Type: 4,ENCRYPTED` PEM); refused, never decrypted.
     #[error("key {} is encrypted, which is not supported yet; write a plain copy with `openssl pkey -in KEY -out KEY.plain` (mode 0600) and use that", path.display())]
-    KeyEncrypted { path: PathBuf },
+    KeyEncrypted {
+        /// The key file.
+        path: PathBuf,
+    },
 
+    /// The private key is not RSA (EC, DSA, Ed25519, ...).
     #[error("key {} is not an RSA key; only RSA keys (2048, 3072 or 4096 bits) are supported", path.display())]
-    KeyNotRsa { path: PathBuf },
+    KeyNotRsa {
+        /// The key file.
+        path: PathBuf,
+    },
 
+    /// The certificate file could not be read.
     #[error("cannot read certificate {}: {source}", path.display())]
     CertRead {
+        /// The certificate file.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: io::Error,
     },
 
+    /// The certificate is not an X.509 certificate we can use.
     #[error("cannot parse certificate{}: {reason}", shown(path))]
-    CertParse { path: PathBuf, reason: String },
+    CertParse {
+        /// The certificate file; empty for one parsed from memory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The certificate holds another public key: signatures made with the key
     /// would never verify against it.
     #[error("certificate {cert} does not belong to key {}: its public key differs, so signatures would never verify; pass the certificate made for this key", key.display())]
-    CertificateMismatch { cert: String, key: PathBuf },
+    CertificateMismatch {
+        /// The certificate: its file, else its subject.
+        cert: String,
+        /// The key file.
+        key: PathBuf,
+    },
 
+    /// The crypto backend refused or failed (an algorithm it cannot sign
+    /// with, a malformed key, a library error).
     #[error("crypto backend: {0}")]
     Crypto(String),
 
+    /// A `security.ima` value that cannot be decoded.
     #[error("malformed security.ima: {0}")]
     Format(#[from] FormatError),
 }
@@ -108,7 +172,7 @@ fn shown(path: &std::path::Path) -> String {
 
 impl Error {
     /// An [`Error::Io`] for the system call `op`.
-    pub fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
+    pub(crate) fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
         Error::Io {
             op,
             source: source.into(),
@@ -120,26 +184,49 @@ impl Error {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
+    /// A value of zero bytes.
     #[error("empty value")]
     Empty,
+    /// Too short for the header its type byte announces.
     #[error("value of type {kind:#04x} is {len} bytes, shorter than its {need}-byte header")]
-    TruncatedHeader { kind: u8, len: usize, need: usize },
+    TruncatedHeader {
+        /// The type byte.
+        kind: u8,
+        /// The value's length.
+        len: usize,
+        /// The header's length.
+        need: usize,
+    },
+    /// The signature's length field disagrees with the bytes that follow.
     #[error("signature length field says {declared} bytes but {actual} follow the header")]
-    LengthMismatch { declared: usize, actual: usize },
+    LengthMismatch {
+        /// What the length field says.
+        declared: usize,
+        /// The bytes after the header.
+        actual: usize,
+    },
+    /// A type byte other than digest (0x01), signature (0x03) or ima-ng digest (0x04).
     #[error(
         "unknown type byte {0:#04x} (expected 0x01 digest, 0x03 signature or 0x04 ima-ng digest)"
     )]
     UnknownType(u8),
+    /// A kernel hash algorithm id we do not support.
     #[error("unknown hash algorithm id {0}")]
     UnknownAlgo(u8),
+    /// A signature format other than version 2.
     #[error("unsupported signature version {0} (only version 2 is supported)")]
     UnsupportedVersion(u8),
+    /// A digest whose length is not its algorithm's.
     #[error("{algo} digest is {actual} bytes, expected {expected}")]
     DigestLength {
+        /// The algorithm's name.
         algo: &'static str,
+        /// Its digest length.
         expected: usize,
+        /// The stored digest's length.
         actual: usize,
     },
+    /// A signature of zero bytes.
     #[error("empty signature")]
     EmptySignature,
 }

@@ -56,8 +56,11 @@ fn check_regular(ft: FileType) -> Result<()> {
 /// hashing to notice a file that changed while it was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStamp {
+    /// The device the inode lives on.
     pub dev: u64,
+    /// The inode number.
     pub ino: u64,
+    /// Size in bytes.
     pub size: u64,
     /// (seconds, nanoseconds)
     pub mtime: (i64, i64),

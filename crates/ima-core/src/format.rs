@@ -20,11 +20,19 @@ const SIG_HEADER_LEN: usize = 1 + 1 + 1 + 4 + 2;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImaXattr {
     /// A bare file digest (`evmctl ima_hash`).
-    Digest { algo: HashAlgo, digest: Vec<u8> },
+    Digest {
+        /// The digest's algorithm.
+        algo: HashAlgo,
+        /// The digest of the content.
+        digest: Vec<u8>,
+    },
     /// A v2 signature over the file digest.
     Signature {
+        /// The algorithm of the signed digest.
         algo: HashAlgo,
+        /// Which key signed (the kernel looks the certificate up by it).
         keyid: KeyId,
+        /// The RSA PKCS#1 v1.5 signature.
         signature: Vec<u8>,
     },
 }

@@ -30,12 +30,19 @@ pub struct Certificate {
 /// The bits of the keyUsage extension that matter for a signing key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyUsageBits {
+    /// digitalSignature: what IMA signing needs.
     pub digital_signature: bool,
+    /// nonRepudiation (contentCommitment).
     pub non_repudiation: bool,
+    /// keyEncipherment.
     pub key_encipherment: bool,
+    /// dataEncipherment.
     pub data_encipherment: bool,
+    /// keyAgreement.
     pub key_agreement: bool,
+    /// keyCertSign: a CA key.
     pub key_cert_sign: bool,
+    /// cRLSign.
     pub crl_sign: bool,
 }
 

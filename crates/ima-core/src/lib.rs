@@ -6,7 +6,38 @@
 //! swapped without touching callers: `openssl` (default feature, the system
 //! libcrypto) and `rustcrypto` (pure Rust, for static builds).
 //!
-//! Typical use:
+//! # The flow
+//!
+//! 1. **Keys and certificates** ([`KeyMaterial`], [`Certificate`]): PEM/DER
+//!    parsed with the RustCrypto ASN.1 crates into PKCS#1 DER; the key id
+//!    ([`KeyId`]) comes from the certificate's Subject Key Identifier, else
+//!    from the public key, as evmctl computes it.
+//! 2. **Provider** ([`CryptoProvider`], [`default_provider`]): a backend turns
+//!    that DER once into a [`Signer`] / [`Verifier`] and makes [`Hasher`]s.
+//! 3. **Sign / verify** ([`ImaSigner`], [`KeySet`]): one pass over the content
+//!    gives the digest (and Portage's MD5 when asked, [`digest_file`]); RSA
+//!    PKCS#1 v1.5 over the digest, deterministic, so byte-identical to evmctl.
+//! 4. **File I/O on one descriptor** ([`open_regular`], [`FileStamp`],
+//!    [`read_ima_xattr`], [`write_ima_xattr`]): the file is opened once
+//!    without following symlinks, hashed with `pread`, stamped before and
+//!    after, and `security.ima` is written with `fsetxattr` on that same
+//!    descriptor, never by path.
+//! 5. **The xattr format** ([`ImaXattr`], [`HashAlgo`]): the value's bytes as
+//!    the kernel reads them (`0x03 0x02 algo keyid len sig` for a signature).
+//!
+//! Every error is one [`Error`] that says what to do about it.
+//!
+//! # Unsafe code
+//!
+//! None: system calls go through `rustix`, crypto through `openssl` or the
+//! RustCrypto crates. The crate denies `unsafe_code`. Should FFI ever be
+//! needed (e.g. for hardware keys), it goes into one module that alone
+//! carries `#[allow(unsafe_code)]`, with a `// SAFETY:` comment on every
+//! `unsafe` block.
+//!
+//! Why these crates, and not others: `docs/design.md` in the repository.
+//!
+//! # Example
 //!
 //! ```no_run
 //! use ima_core::{HashAlgo, KeyMaterial, ImaSigner, SignOptions, default_provider, open_regular};
@@ -16,17 +47,27 @@
 //! signer.sign_file(&file, &SignOptions::default())?;
 //! # Ok::<(), ima_core::Error>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `openssl` (default): the system libcrypto backend.
+//! - `rustcrypto`: the pure-Rust backend; never the default (RUSTSEC-2023-0071).
+//! - `test-hooks`: `ImaSigner::sign_file_hooked`, for tests that change a
+//!   file between hashing and writing. Off by default; not for production.
 
-pub mod algo;
-pub mod digest;
-pub mod error;
-pub mod file;
-pub mod format;
-pub mod key;
-pub mod keyid;
-pub mod provider;
-pub mod sign;
-pub mod verify;
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod algo;
+mod digest;
+mod error;
+mod file;
+mod format;
+mod key;
+mod keyid;
+mod provider;
+mod sign;
+mod verify;
 
 pub use algo::HashAlgo;
 pub use digest::{digest_bytes, digest_file, FileDigests};

@@ -7,16 +7,18 @@
 use crate::{Error, HashAlgo, KeyMaterial, Result};
 
 #[cfg(feature = "openssl")]
-pub mod openssl;
+mod openssl;
 #[cfg(feature = "rustcrypto")]
-pub mod rustcrypto;
+mod rustcrypto;
 
 #[cfg(not(any(feature = "openssl", feature = "rustcrypto")))]
 compile_error!("ima-core needs a crypto backend: enable feature \"openssl\" or \"rustcrypto\"");
 
 /// A streaming hash.
 pub trait Hasher: Send {
+    /// Feeds `data` to the hash.
     fn update(&mut self, data: &[u8]);
+    /// The digest of everything fed so far.
     fn finish(self: Box<Self>) -> Vec<u8>;
 }
 
@@ -38,8 +40,11 @@ pub trait Verifier: Send + Sync {
 pub trait CryptoProvider: Send + Sync + std::fmt::Debug {
     /// "openssl" or "rustcrypto".
     fn name(&self) -> &'static str;
+    /// A fresh streaming hash in `algo`.
     fn hasher(&self, algo: HashAlgo) -> Result<Box<dyn Hasher>>;
+    /// `key`'s private half parsed once, ready for many signatures.
     fn signer(&self, key: &KeyMaterial) -> Result<Box<dyn Signer>>;
+    /// A public key parsed once, ready for many verifications;
     /// `rsa_public_key_der` is a PKCS#1 `RSAPublicKey`.
     fn verifier(&self, rsa_public_key_der: &[u8]) -> Result<Box<dyn Verifier>>;
 }

@@ -56,6 +56,7 @@ impl std::fmt::Display for VerifyStatus {
 /// What [`KeySet::verify_file`] found.
 #[derive(Clone, Debug)]
 pub struct VerifyReport {
+    /// The verdict.
     pub status: VerifyStatus,
     /// The value's algorithm.
     pub algo: Option<HashAlgo>,
@@ -125,6 +126,7 @@ impl KeySet {
         self.keys.values().map(Vec::len).sum()
     }
 
+    /// Whether no key was added.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -12,7 +12,7 @@ use crate::{Error, HashAlgo, KeyMaterial, Result};
 
 /// OpenSSL (libcrypto) backend.
 #[derive(Debug)]
-pub struct OpensslProvider;
+pub(crate) struct OpensslProvider;
 
 fn md(algo: HashAlgo) -> MessageDigest {
     match algo {

@@ -14,7 +14,7 @@ use crate::{Error, HashAlgo, KeyMaterial, Result};
 
 /// RustCrypto backend.
 #[derive(Debug)]
-pub struct RustCryptoProvider;
+pub(crate) struct RustCryptoProvider;
 
 /// The PKCS#1 v1.5 scheme with `algo`'s DigestInfo prefix.
 fn scheme(algo: HashAlgo) -> Result<Pkcs1v15Sign> {
