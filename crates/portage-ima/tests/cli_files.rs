@@ -401,3 +401,79 @@ fn a_bind_mount_loop_is_reported_not_walked_forever() {
     assert!(stdout.contains("signed 1,"), "{stdout}");
     assert!(evmctl_verifies(&d.join("file")));
 }
+
+/// A private key others could read, or replace through its directory, is
+/// refused with the command that fixes it, unless ima.toml allows it.
+#[test]
+fn insecure_key_files_are_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let keydir = dir.path().join("keys");
+    std::fs::create_dir(&keydir).unwrap();
+    let key = keydir.join("k.pem");
+    std::fs::copy(&keys().key, &key).unwrap();
+    let sign_with = |settings: &str| -> (Option<i32>, String) {
+        let conf = dir.path().join("ima.toml");
+        std::fs::write(&conf, format!("key = {key:?}\n{settings}")).unwrap();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&conf)
+            .args(["sign", "--dry-run", "--files"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out).1)
+    };
+    let key_s = key.display().to_string();
+    let dir_s = keydir.display().to_string();
+    // (key mode, dir mode, group of the dir not root, what the error says)
+    let cases: [(u32, u32, &str); 4] = [
+        (0o644, 0o700, "chmod 0400 KEY"),
+        (0o440, 0o700, "chmod 0400 KEY"),
+        (0o400, 0o777, "chmod o-w DIR"),
+        (0o400, 0o1777, "chmod o-w DIR"),
+    ];
+    for (kmode, dmode, fix) in cases {
+        mode(&key, kmode);
+        mode(&keydir, dmode);
+        let fix = fix.replace("KEY", &key_s).replace("DIR", &dir_s);
+        let what = format!("key {kmode:04o} in a {dmode:04o} directory");
+        let (code, stderr) = sign_with("");
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("refusing the private key") && stderr.contains(&fix),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains("allow_insecure_key = true"), "{stderr}");
+        let (code, stderr) = sign_with("allow_insecure_key = true\n");
+        assert_eq!(code, Some(0), "{what}, allowed: {stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains(&fix),
+            "{what}: {stderr}"
+        );
+    }
+    // A group-writable directory: fine when the group is root's, refused otherwise.
+    mode(&key, 0o400);
+    mode(&keydir, 0o770);
+    let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&keydir).unwrap());
+    let (code, stderr) = sign_with("");
+    if gid == 0 {
+        assert_eq!(code, Some(0), "{stderr}");
+    } else {
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("chmod g-w {dir_s}")), "{stderr}");
+    }
+    if is_root() {
+        std::os::unix::fs::chown(&keydir, None, Some(if gid == 0 { 4242 } else { 0 })).unwrap();
+        let (code, stderr) = sign_with("");
+        assert_eq!(code, Some(if gid == 0 { 2 } else { 0 }), "{stderr}");
+    }
+    // Private again: accepted without a word.
+    mode(&keydir, 0o700);
+    let (code, stderr) = sign_with("");
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+}
