@@ -2,7 +2,10 @@
 //! statuses, per-file errors, and the result checked by evmctl.
 //!
 //! These write `security.ima`, which needs root (CAP_SYS_ADMIN); as another
-//! user they print why and pass without checking.
+//! user they print why and pass without checking, except under CI (`CI`
+//! set), where that is a failure (tests/common).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,8 +21,7 @@ fn is_root() -> bool {
 
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: writing security.ima needs root");
+        if !common::require_root(module_path!()) || !common::require_tool("evmctl", "cli_files") {
             return;
         }
     };
@@ -335,8 +337,11 @@ fn immutable_and_read_only_files_fail_with_their_reason() {
     std::fs::write(&immutable, b"i").unwrap();
     std::fs::write(&fine, b"f").unwrap();
     let chattr = Command::new("chattr").arg("+i").arg(&immutable).status();
-    if !matches!(chattr, Ok(s) if s.success()) {
-        eprintln!("skipped: chattr +i does not work on this filesystem");
+    if !common::require(
+        matches!(chattr, Ok(s) if s.success()),
+        "chattr +i working on this filesystem",
+        "immutable files",
+    ) {
         return;
     }
     let out = sign(&[&immutable, &fine], &[]);
@@ -363,8 +368,7 @@ fn immutable_and_read_only_files_fail_with_their_reason() {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipped: cannot make a read-only bind mount here");
+    if !common::require(mounted, "a read-only bind mount", "read-only files") {
         return;
     }
     let out = sign(&[&ro.join("file")], &[]);
@@ -386,8 +390,11 @@ fn a_bind_mount_loop_is_reported_not_walked_forever() {
         .arg(d)
         .arg(d.join("sub/loop"))
         .status();
-    if !matches!(mounted, Ok(s) if s.success()) {
-        eprintln!("skipped: cannot bind-mount here");
+    if !common::require(
+        matches!(mounted, Ok(s) if s.success()),
+        "a bind mount",
+        "bind-mount loop",
+    ) {
         return;
     }
     let out = sign(&[d], &[]);
