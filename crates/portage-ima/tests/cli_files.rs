@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::run_ok;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -71,16 +73,6 @@ fn keys() -> &'static Keys {
             _dir: dir,
         }
     })
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Runs portage-ima with an empty settings file so the machine's own is not read.

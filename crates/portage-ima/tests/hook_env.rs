@@ -14,23 +14,13 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{require, require_root, require_tool};
+use common::{require, require_root, require_tool, run_ok};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portage-ima")
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// An RSA-2048 key (0400, in a 0700 directory) and its certificate, made once.

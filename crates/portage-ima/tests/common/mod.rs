@@ -5,7 +5,7 @@
 //! test really ran (the same rule as tests/kernel and tests/packaging).
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// Whether `what` holds; when not, prints why the test is skipped, or
 /// panics under CI. `test` names the test in the message.
@@ -41,4 +41,15 @@ pub fn on_path(tool: &str) -> bool {
         .arg(format!("command -v {tool}"))
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
