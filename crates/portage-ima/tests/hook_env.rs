@@ -194,6 +194,21 @@ const EARLY_ERRORS: &[EarlyError] = &[
         env: no_env,
     },
     EarlyError {
+        // An `obj` line without its MD5 and mtime. (Should such a line become
+        // a per-line report, strict mode must still not pass it silently.)
+        name: "bad CONTENTS line",
+        says: "CONTENTS",
+        phases: &["postinst"],
+        setup: |f, strict| {
+            f.write_toml(strict);
+            let contents = f.path("root/var/db/pkg/test-ima/foo-1/CONTENTS");
+            let mut text = fs::read_to_string(&contents).unwrap();
+            text.push_str("obj /usr/bin/broken\n");
+            fs::write(contents, text).unwrap();
+        },
+        env: no_env,
+    },
+    EarlyError {
         name: "bad ROOT (not a directory)",
         says: "not-a-dir",
         phases: &["postinst"],
