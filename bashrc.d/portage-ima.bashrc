@@ -29,23 +29,46 @@ preinst | postinst)
 		[[ ${EBUILD_PHASE} == postinst ]] &&
 			ewarn "portage-ima: ${_portage_ima_bin:-portage-ima} not found or not executable (install it or set PORTAGE_IMA): files of ${CATEGORY}/${PF} are NOT signed"
 	else
-		_portage_ima_err=${T}/portage-ima.${EBUILD_PHASE}.stderr
+		# Strict mode is read here too (a line `strict = true`; an unreadable
+		# file counts as strict), so that whatever status the hook ends with, a
+		# signal or a crash included, fails the merge in strict mode: only 0
+		# passes then. Outside strict mode nothing here calls die. (The hook
+		# decides the same way and exits 3 for its own errors and signals.)
+		_portage_ima_conf=${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml
+		_portage_ima_strict=
+		if [[ -e ${_portage_ima_conf} ]]; then
+			[[ -f ${_portage_ima_conf} ]] || _portage_ima_strict=1
+			{ while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
+				if [[ ${_portage_ima_line} =~ ^[[:space:]]*strict[[:space:]]*=[[:space:]]*true([[:space:]#]|$) ]]; then
+					_portage_ima_strict=1
+				fi
+			done <"${_portage_ima_conf}"; } 2>/dev/null || _portage_ima_strict=1
+		fi
+		# stdout -> einfo, stderr -> ewarn, in order, both reach the build log and
+		# elog. No file: ${T} belongs to the portage user, who could plant a
+		# symlink there; stderr lines come through a pipe marked with \036.
 		_portage_ima_rc=0
-		_portage_ima_out=$("${_portage_ima_bin}" hook 2>"${_portage_ima_err}") || _portage_ima_rc=$?
-		# stdout -> einfo, stderr -> ewarn: both reach the build log and elog.
+		_portage_ima_out=$({
+			"${_portage_ima_bin}" hook 2>&1 1>&3 3>&- | while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
+				printf '\036%s\n' "${_portage_ima_line}"
+			done
+			exit "${PIPESTATUS[0]}"
+		} 3>&1) || _portage_ima_rc=$?
 		while IFS= read -r _portage_ima_line; do
-			[[ -n ${_portage_ima_line} ]] && einfo "${_portage_ima_line}"
+			case ${_portage_ima_line} in
+			$'\036') ;;
+			$'\036'*) ewarn "${_portage_ima_line#$'\036'}" ;;
+			?*) einfo "${_portage_ima_line}" ;;
+			esac
 		done <<<"${_portage_ima_out}"
-		while IFS= read -r _portage_ima_line; do
-			[[ -n ${_portage_ima_line} ]] && ewarn "${_portage_ima_line}"
-		done <"${_portage_ima_err}"
-		rm -f "${_portage_ima_err}"
-		case ${_portage_ima_rc} in
-		0 | 1) ;; # 1: the files not signed were reported just above
-		3) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed in ${EBUILD_PHASE}, see the warnings above" ;;
+		case ${_portage_ima_rc}:${_portage_ima_strict} in
+		0:*) ;;
+		1:) ;; # the files not signed were reported just above
+		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed in ${EBUILD_PHASE}, see the warnings above" ;;
+		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		*) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		esac
 	fi
-	unset _portage_ima_bin _portage_ima_err _portage_ima_rc _portage_ima_out _portage_ima_line
+	unset _portage_ima_bin _portage_ima_conf _portage_ima_strict _portage_ima_rc _portage_ima_out _portage_ima_line
 	;;
 esac

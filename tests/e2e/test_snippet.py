@@ -25,9 +25,14 @@ echo "status:$?"
 """
 
 
-def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True):
+def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True, ima_toml=None):
     """Source the snippet in EBUILD_PHASE=phase with a fake hook whose body is
-    ``hook_body``; returns (exit status, output lines, hook calls)."""
+    ``hook_body`` and PORTAGE_CONFIGROOT's etc/portage/ima.toml holding
+    ``ima_toml`` (none when None); returns (exit status, output lines, hook calls)."""
+    config_root = tmp_path / "configroot"
+    (config_root / "etc/portage").mkdir(parents=True, exist_ok=True)
+    if ima_toml is not None:
+        (config_root / "etc/portage/ima.toml").write_text(ima_toml)
     calls = tmp_path / "calls"
     hook = tmp_path / "portage-ima"
     hook.write_text(f'#!/bin/bash\necho "$EBUILD_PHASE $*" >> "{calls}"\n{hook_body or ""}\n')
@@ -40,6 +45,7 @@ def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True)
         "T": str(tmp_path / "T"),
         "CATEGORY": "app-misc",
         "PF": "foo-1",
+        "PORTAGE_CONFIGROOT": f"{config_root}/",
     }
     if portage_ima:
         env["PORTAGE_IMA"] = str(hook)
@@ -117,3 +123,79 @@ def test_missing_binary_warns_once(tmp_path):
 def test_found_on_path(tmp_path):
     rc, lines, calls = run(tmp_path, "postinst", "echo hi", path=f"{tmp_path}:/usr/bin:/bin", portage_ima=False)
     assert (rc, lines, calls) == (0, ["einfo:hi", "status:0"], ["postinst hook"])
+
+
+# Statuses the hook cannot turn into 3 itself (or should not end with):
+# 1 and 2 (an old or confused binary), 101 (a Rust panic), 126/127 (cannot
+# run), 130/143/137 (SIGINT, SIGTERM, SIGKILL as the shell reports them).
+OTHER_STATUSES = [1, 2, 101, 126, 127, 130, 137, 143]
+
+
+@pytest.mark.parametrize("phase", ["preinst", "postinst"])
+@pytest.mark.parametrize("code", OTHER_STATUSES)
+def test_strict_mode_dies_on_every_status_but_0(tmp_path, phase, code):
+    rc, lines, _ = run(tmp_path, phase, f"exit {code}", ima_toml="strict = true\n")
+    assert rc == 99, lines
+    assert lines[-1].startswith("die:portage-ima: strict mode") and f"exit status {code}" in lines[-1]
+
+
+@pytest.mark.parametrize("signal", ["INT", "TERM", "KILL"])
+def test_strict_mode_dies_when_the_hook_is_killed(tmp_path, signal):
+    rc, lines, _ = run(tmp_path, "postinst", f"kill -{signal} $$", ima_toml="strict = true\n")
+    assert rc == 99, lines
+    assert lines[-1].startswith("die:portage-ima: strict mode"), lines
+
+
+@pytest.mark.parametrize(
+    "ima_toml",
+    [
+        "strict=true # fail the merge\n",
+        "  strict = true\nkye = 'typo: the hook rejects this file'\n",
+        "this is not TOML [\nstrict = true",
+    ],
+)
+def test_strict_is_read_leniently(tmp_path, ima_toml):
+    rc, lines, _ = run(tmp_path, "postinst", "exit 2", ima_toml=ima_toml)
+    assert rc == 99 and lines[-1].startswith("die:"), lines
+
+
+def test_unreadable_settings_count_as_strict(tmp_path):
+    (tmp_path / "configroot/etc/portage/ima.toml").mkdir(parents=True)
+    rc, lines, _ = run(tmp_path, "postinst", "exit 2")
+    assert rc == 99 and lines[-1].startswith("die:"), lines
+
+
+@pytest.mark.parametrize("code", OTHER_STATUSES + [139])
+@pytest.mark.parametrize(
+    "ima_toml", [None, "", "strict = false\n", "# strict = true\nstrict_x = true\n"]
+)
+def test_without_strict_no_status_dies(tmp_path, code, ima_toml):
+    rc, lines, _ = run(tmp_path, "postinst", f"exit {code}", ima_toml=ima_toml)
+    assert rc == 0, lines
+    assert not any(x.startswith("die:") for x in lines), lines
+
+
+@pytest.mark.parametrize("signal", ["INT", "TERM", "KILL"])
+def test_without_strict_a_killed_hook_only_warns(tmp_path, signal):
+    rc, lines, _ = run(tmp_path, "postinst", f"kill -{signal} $$")
+    assert rc == 0, lines
+    assert lines[-2].startswith("ewarn:") and "exit status" in lines[-2], lines
+
+
+@pytest.mark.parametrize("phase", ["preinst", "postinst"])
+def test_no_file_in_T_and_no_symlink_followed(tmp_path, phase):
+    """${T} belongs to the portage user: a symlink planted where the snippet
+    used to write the hook's stderr must not make root write through it."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    t = tmp_path / "T"
+    t.mkdir()
+    (t / f"portage-ima.{phase}.stderr").symlink_to(victim)
+    body = "echo out; echo 'err one' >&2; echo out2; echo 'err two' >&2; exit 1"
+    rc, lines, _ = run(tmp_path, phase, body)
+    assert rc == 0
+    assert victim.read_text() == "precious\n"
+    assert sorted(lines) == sorted(
+        ["einfo:out", "einfo:out2", "ewarn:err one", "ewarn:err two", "status:0"]
+    ), lines
+    assert [p.name for p in t.iterdir()] == [f"portage-ima.{phase}.stderr"]

@@ -124,3 +124,20 @@ fn rsa4096_pkcs1() {
 fn rsa4096_pkcs8() {
     check_key(4096, Form::Pkcs8);
 }
+
+/// The tests above compare every backend compiled in with evmctl; the
+/// all-features build (what tests/run-all and CI run) must have both, or
+/// "byte-identical across backends" was never checked.
+#[test]
+fn all_features_build_has_both_backends() {
+    let names: Vec<&str> = ima_core::providers().iter().map(|p| p.name()).collect();
+    let both = cfg!(feature = "openssl") && cfg!(feature = "rustcrypto");
+    if both {
+        assert_eq!(names, ["openssl", "rustcrypto"]);
+    }
+    common::require(
+        both,
+        "both signing backends (cargo test --all-features)",
+        "backend check",
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{can_write_security_xattrs, getfattr, key, run, write_pattern, Form};
+use common::{can_write_security_xattrs, getfattr, key, require, run, write_pattern, Form};
 use ima_core::{
     default_provider, digest_file, open_regular, providers, read_ima_xattr, write_ima_xattr, Error,
     FileStamp, HashAlgo, ImaSigner, KeyMaterial, SignOptions, SignOutcome,
@@ -44,14 +44,12 @@ impl Mount {
         match out {
             Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
             Ok(o) => {
-                eprintln!(
-                    "skipping {test}: cannot mount {fstype}: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
+                let why = format!("to mount {fstype}: {}", String::from_utf8_lossy(&o.stderr));
+                require(false, &why, test);
                 None
             }
             Err(e) => {
-                eprintln!("skipping {test}: cannot run mount: {e}");
+                require(false, &format!("to run mount: {e}"), test);
                 None
             }
         }
@@ -91,7 +89,11 @@ fn open_regular_refuses_everything_but_regular_files() {
     if unsafe { libc::mknod(blk.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(7, 0)) } == 0 {
         cases.push((d.join("blk"), "block device"));
     } else {
-        eprintln!("block device case skipped: mknod needs root");
+        require(
+            false,
+            "root to mknod a block device",
+            "open_regular block device case",
+        );
     }
     for (path, want) in cases {
         match open_regular(&path) {
@@ -380,10 +382,8 @@ fn immutable_and_append_only_files() {
         fs::write(&p, "content").unwrap();
         let out = Command::new("chattr").arg(flag).arg(&p).output().unwrap();
         if !out.status.success() {
-            eprintln!(
-                "skipping {test}: chattr {flag} is not supported here: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let why = format!("chattr {flag}: {}", String::from_utf8_lossy(&out.stderr));
+            require(false, &why, test);
             return;
         }
         let res = s.sign_path(&p, &SignOptions::default());

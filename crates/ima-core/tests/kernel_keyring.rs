@@ -8,14 +8,16 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{can_write_security_xattrs, have, key, run, write_pattern, Form};
+use common::{can_write_security_xattrs, getfattr, have, key, run, write_pattern, Form};
 use ima_core::{
-    digest_file, open_regular, read_ima_xattr, Certificate, HashAlgo, ImaSigner, ImaXattr, KeyId,
-    KeyMaterial, SignOptions,
+    digest_file, open_regular, Certificate, HashAlgo, ImaSigner, KeyId, KeyMaterial, SignOptions,
 };
 
-/// Signs one file per algorithm with `signer_for(algo)`, writes each digest and
-/// signature to `dir`, and has the kernel check them all in one keyring session.
+/// Signs one file per algorithm with `signer_for(algo)`, and has the kernel
+/// check each in one keyring session: it must find the certificate by the key
+/// id read from the `security.ima` bytes on disk (getfattr, parsed here by
+/// hand: the lookup IMA does), and its own RSA code must accept the signature
+/// over the file digest.
 fn kernel_accepts(
     cert_der: &Path,
     dir: &Path,
@@ -27,37 +29,41 @@ fn kernel_accepts(
         "id=$(keyctl padd asymmetric '' @s < '{}')\n",
         cert_der.display()
     );
-    script += &format!("found=$(keyctl search @s asymmetric id:{keyid})\n");
-    script += "[ \"$id\" = \"$found\" ] || { echo \"search found $found, added $id\"; exit 1; }\n";
 
     for &algo in HashAlgo::SIGNING {
         let file = dir.join(format!("data-{algo}"));
         write_pattern(&file, 70_000, algo.kernel_id());
         let signer = signer_for(algo);
-        assert_eq!(signer.key_id(), keyid);
         signer.sign_path(&file, &SignOptions::default()).unwrap();
+        // signature v2: 03 02 algo keyid[4] len[2, big-endian] signature
+        let value = getfattr(&file).expect("security.ima written");
+        assert_eq!(
+            &value[..3],
+            &[0x03, 0x02, algo.kernel_id()],
+            "{algo}: header"
+        );
+        let disk_id = hex::encode(&value[3..7]);
+        let len = u16::from_be_bytes([value[7], value[8]]) as usize;
+        let signature = &value[9..];
+        assert_eq!(signature.len(), len, "{algo}: signature length field");
+        assert_eq!(disk_id, keyid.to_string(), "{algo}: key id written");
         let f = open_regular(&file).unwrap();
-        let value = read_ima_xattr(&f).unwrap().unwrap();
-        let ImaXattr::Signature {
-            keyid: written,
-            signature,
-            ..
-        } = ImaXattr::decode(&value).unwrap()
-        else {
-            panic!("not a signature");
-        };
-        assert_eq!(written, keyid);
         let digest = digest_file(signer.provider(), &f, algo, false)
             .unwrap()
             .digest;
         fs::write(dir.join(format!("{algo}.digest")), &digest).unwrap();
-        fs::write(dir.join(format!("{algo}.sig")), &signature).unwrap();
+        fs::write(dir.join(format!("{algo}.sig")), signature).unwrap();
         // The same signature over another digest must be refused: proves
         // pkey_verify really checks.
         let mut wrong = digest.clone();
         wrong[0] ^= 1;
         fs::write(dir.join(format!("{algo}.wrong")), &wrong).unwrap();
         let d = dir.display();
+        script += &format!(
+            "found=$(keyctl search @s asymmetric id:{disk_id}) || {{ echo 'no key with id {disk_id} (from the {algo} file)'; exit 1; }}\n"
+        );
+        script +=
+            "[ \"$id\" = \"$found\" ] || { echo \"search found $found, added $id\"; exit 1; }\n";
         script += &format!(
             "keyctl pkey_verify \"$found\" 0 '{d}/{algo}.digest' '{d}/{algo}.sig' enc=pkcs1 hash={algo} || {{ echo 'kernel rejects {algo}'; exit 1; }}\n"
         );

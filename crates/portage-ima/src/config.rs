@@ -51,6 +51,7 @@ pub struct FileConfig {
     pub premerge: Option<Premerge>,
     pub strict: Option<bool>,
     pub config_files: Option<ConfigFiles>,
+    pub allow_insecure_key: Option<bool>,
 }
 
 /// Settings after the file and the flags are merged.
@@ -68,6 +69,8 @@ pub struct Settings {
     pub premerge: Premerge,
     pub strict: bool,
     pub config_files: ConfigFiles,
+    /// Sign with a key file others could read or replace (warned, not refused).
+    pub allow_insecure_key: bool,
 }
 
 impl Settings {
@@ -139,6 +142,7 @@ impl Settings {
             premerge: file.premerge.unwrap_or_default(),
             strict: file.strict.unwrap_or(false),
             config_files: file.config_files.unwrap_or_default(),
+            allow_insecure_key: file.allow_insecure_key.unwrap_or(false),
             source,
         })
     }
@@ -152,9 +156,26 @@ impl Settings {
     }
 
     /// Loads the private key (and its certificate) and builds the signer.
-    /// Warns on stderr when the key file is readable by others than root.
+    /// Refuses a key file others could read or replace ([`key_exposure`]),
+    /// unless `allow_insecure_key = true`, which turns that into a warning.
     pub fn signer(&self) -> Result<ima_core::ImaSigner> {
-        warn_if_key_exposed(&self.key);
+        let problems = key_exposure(&self.key);
+        if !problems.is_empty() {
+            if !self.allow_insecure_key {
+                bail!(
+                    "refusing the private key {}: {}; (to sign with it anyway, set \
+                     allow_insecure_key = true in {})",
+                    self.key.display(),
+                    problems.join("; "),
+                    self.source
+                        .as_deref()
+                        .map_or_else(|| CONFIG_FILE.to_string(), |p| p.display().to_string())
+                );
+            }
+            for problem in problems {
+                eprintln!("portage-ima: warning: {}: {problem}", self.key.display());
+            }
+        }
         let cert = self.cert();
         let key = ima_core::KeyMaterial::load(&self.key, cert.as_deref())?;
         Ok(ima_core::ImaSigner::new(
@@ -199,33 +220,109 @@ pub fn parse_config(text: &str) -> Result<FileConfig> {
     toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
 }
 
-/// A key readable by group or others, or not owned by root, is worth a warning:
-/// whoever can read it can sign anything the kernel will then run.
-fn warn_if_key_exposed(path: &Path) {
-    if let Some(problem) = key_exposure(path) {
-        eprintln!("portage-ima: warning: {}: {problem}", path.display());
+/// Whether the settings ask for strict mode, decided before anything else
+/// and as leniently as possible, so that a settings file the hook then
+/// rejects (a typo'd key, a bad value) still fails the merge when it says
+/// `strict = true`:
+/// - no file (the default path missing): not strict;
+/// - a file that cannot be read (or an explicit `--config` that is missing):
+///   strict, since it may say so;
+/// - a file that is TOML: its top-level `strict`; any value but `false`
+///   (`strict = "yes"`) counts as strict;
+/// - a file that is not TOML at all: strict if a line reads `strict = true`
+///   (the rule the bashrc snippet applies itself).
+pub fn strict_requested(explicit: Option<&Path>) -> bool {
+    let path = explicit.map_or_else(default_config_path, Path::to_path_buf);
+    match std::fs::read(&path) {
+        Ok(bytes) => strict_in_text(&String::from_utf8_lossy(&bytes)),
+        Err(e) => explicit.is_some() || e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 
-/// Describes what is wrong with the key file's ownership or mode, if anything.
-pub fn key_exposure(path: &Path) -> Option<String> {
+fn strict_in_text(text: &str) -> bool {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(table) => table
+            .get("strict")
+            .is_some_and(|v| v.as_bool() != Some(false)),
+        Err(_) => text.lines().any(line_says_strict),
+    }
+}
+
+/// `strict = true` on a line of its own, spaces and a trailing comment allowed.
+fn line_says_strict(line: &str) -> bool {
+    let rest = line
+        .trim_start()
+        .strip_prefix("strict")
+        .map(str::trim_start);
+    let rest = rest.and_then(|r| r.strip_prefix('=')).map(str::trim_start);
+    rest.and_then(|r| r.strip_prefix("true"))
+        .is_some_and(|r| r.is_empty() || r.starts_with(|c: char| c.is_whitespace() || c == '#'))
+}
+
+/// What makes the private key file unsafe to sign with, each with the
+/// command that fixes it: whoever can read the key can sign anything the
+/// kernel will then run, and whoever can replace it (or write its directory)
+/// chooses what gets signed. Refused:
+/// - any group or other permission bit on the key (`chmod 0400`);
+/// - a key owned by someone else than root or the user running this;
+/// - its directory writable by others (sticky or not), or by a group other
+///   than root's (gid 0), or owned by someone else than root or this user.
+///
+/// A key that cannot be stat'ed gives no problem here: loading it reports why.
+pub fn key_exposure(path: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    let mode = meta.mode() & 0o777;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut problems = Vec::new();
+    let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Some(format!(
-            "private key is accessible to others than its owner (mode {mode:04o}); run: chmod 0400 {}",
+        problems.push(format!(
+            "the private key is readable by group or others (mode {mode:04o}); run: chmod 0400 {}",
             path.display()
         ));
     }
-    if meta.uid() != 0 {
-        return Some(format!(
-            "private key is owned by uid {}, not root; run: chown root:root {}",
+    if meta.uid() != 0 && meta.uid() != me {
+        problems.push(format!(
+            "the private key is owned by uid {}, not root; run: chown root:root {}",
             meta.uid(),
             path.display()
         ));
     }
-    None
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::metadata(dir) {
+        let dmode = d.mode() & 0o7777;
+        if dmode & 0o002 != 0 {
+            problems.push(format!(
+                "its directory {} is writable by others (mode {dmode:04o}): anyone can replace \
+                 the key; move it, or run: chmod o-w {}",
+                dir.display(),
+                dir.display()
+            ));
+        }
+        if dmode & 0o020 != 0 && d.gid() != 0 {
+            problems.push(format!(
+                "its directory {} is writable by group {} (mode {dmode:04o}); run: chmod g-w {}",
+                dir.display(),
+                d.gid(),
+                dir.display()
+            ));
+        }
+        if d.uid() != 0 && d.uid() != me {
+            problems.push(format!(
+                "its directory {} is owned by uid {}, who can replace the key; run: chown root:root {}",
+                dir.display(),
+                d.uid(),
+                dir.display()
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -245,6 +342,7 @@ mod tests {
             premerge = "never"
             strict = true
             config_files = "skip"
+            allow_insecure_key = true
             "#,
         )
         .unwrap();
@@ -253,6 +351,25 @@ mod tests {
         assert_eq!(c.config_files, Some(ConfigFiles::Skip));
         assert_eq!(c.strict, Some(true));
         assert_eq!(c.jobs, Some(3));
+        assert_eq!(c.allow_insecure_key, Some(true));
+    }
+
+    #[test]
+    fn strict_is_found_in_files_that_are_otherwise_rejected() {
+        for (text, strict) in [
+            ("", false),
+            ("strict = false\n", false),
+            ("strict = true\n", true),
+            ("strict = true\nkye = 1\n", true),
+            ("strict = \"yes\"\n", true),
+            ("strict = true # comment\n[[[ not toml", true),
+            ("strict=true\n= garbage", true),
+            ("# strict = true\n[[[ not toml", false),
+            ("strictly = true\n[[[", false),
+            ("strict = truest\n[[[", false),
+        ] {
+            assert_eq!(strict_in_text(text), strict, "{text:?}");
+        }
     }
 
     #[test]

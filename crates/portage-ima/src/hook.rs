@@ -7,6 +7,25 @@
 //! - postinst: sign every `obj` of CONTENTS whose MD5 matches, keeping valid
 //!   signatures (those signed in preinst are found valid here).
 //! - any other phase: nothing, before even reading the settings.
+//!
+//! Strict mode (`strict = true`) must never fail open. The protocol with
+//! bashrc.d/portage-ima.bashrc:
+//! - the hook decides strictness first, leniently
+//!   ([`crate::config::strict_requested`]): a settings file it later rejects
+//!   (unknown key, bad value, not TOML) still counts when it says
+//!   `strict = true`, and one that cannot be read counts as strict;
+//! - exit status 0: signed (or nothing to do); 1: some files not signed
+//!   (never in strict mode); 2: nothing signed, an error (never in strict
+//!   mode); 3: strict mode and the package is not fully signed, for any
+//!   reason: a failed file, an error (bad CONTENTS, missing CONTENTS, bad
+//!   ROOT, bad settings, key refused), a panic (caught), SIGINT/SIGTERM/SIGHUP
+//!   (handled: exit 3 at once). In preinst, files that fail are retried in
+//!   postinst, but an error there is a 3 too: the merge stops before
+//!   anything unsigned goes live;
+//! - the snippet reads `strict = true` from the same file itself (the
+//!   textual rule), so that what the hook cannot report (SIGKILL, a crash of
+//!   the loader, 126/127) fails the merge too: in strict mode every status
+//!   but 0 makes it `die`; outside strict mode it only ever warns.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -36,37 +55,83 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     if phase != "preinst" && phase != "postinst" {
         return Ok(Status::Success);
     }
-    let mut env = PortageEnv::from_env()?;
-    env.phase = phase.clone();
-    let settings = Settings::load(config, &KeyArgs::default(), None)?;
-    let fail = |status: Status| {
-        if settings.strict {
-            Status::Strict
-        } else {
-            status
-        }
-    };
-    let signer = match settings.signer() {
-        Ok(s) => s,
-        Err(e) => {
+    // Decided before anything can fail (see the module docs).
+    let strict = crate::config::strict_requested(config);
+    if strict {
+        exit_strict_on_signals();
+    }
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sign_phase(config, &phase)));
+    let status = match outcome {
+        Ok(Ok(status)) => status,
+        Ok(Err(err)) => {
             eprintln!(
-                "portage-ima: {}/{}: nothing signed: {}",
-                env.category,
-                env.pf,
-                crate::status::error_line(&e)
+                "portage-ima: {}: nothing signed: {}",
+                package_name(),
+                crate::status::error_line(&err)
             );
-            return Ok(fail(Status::ConfigError));
+            Status::ConfigError
+        }
+        // The panic message is already on stderr (the default panic hook).
+        Err(_) => {
+            eprintln!(
+                "portage-ima: {}: the hook crashed (a bug: please report it)",
+                package_name()
+            );
+            Status::ConfigError
         }
     };
+    Ok(match status {
+        Status::Success => Status::Success,
+        _ if strict => Status::Strict,
+        other => other,
+    })
+}
+
+/// `CATEGORY/PF` as Portage set them, for messages written before (or
+/// without) a valid [`PortageEnv`].
+fn package_name() -> String {
+    let var = |k| std::env::var(k).unwrap_or_else(|_| "?".into());
+    format!("{}/{}", var("CATEGORY"), var("PF"))
+}
+
+/// In strict mode SIGINT, SIGTERM and SIGHUP end the hook with status 3 at
+/// once (each file is then either signed or untouched: the xattr is written
+/// in one call), so the snippet fails the merge whatever it knows itself.
+fn exit_strict_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only calls write(2) and _exit(2), both
+        // async-signal-safe.
+        let registered = unsafe {
+            signal_hook::low_level::register(sig, || {
+                const MSG: &[u8] = b"portage-ima: interrupted by a signal in strict mode\n";
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                signal_hook::low_level::exit(Status::Strict as i32);
+            })
+        };
+        if let Err(e) = registered {
+            // Without the handler the signal still kills the hook, and the
+            // snippet, knowing strict mode itself, fails the merge.
+            eprintln!("portage-ima: cannot handle signal {sig}: {e}");
+        }
+    }
+}
+
+/// The hook's work in preinst or postinst; an error means nothing was signed.
+fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
+    let mut env = PortageEnv::from_env()?;
+    env.phase = phase.to_string();
+    let settings = Settings::load(config, &KeyArgs::default(), None)?;
+    let signer = settings.signer()?;
     let runner = Runner::new(settings.jobs)?;
     if phase == "preinst" {
-        // Failures here are retried in postinst; never fatal.
+        // Failures of single files are retried in postinst; never fatal.
         preinst(&env, &settings, &signer, &runner)?;
         return Ok(Status::Success);
     }
     let tally = postinst(&env, &settings, &signer, &runner)?;
     Ok(if tally.failed > 0 {
-        fail(Status::SomeFailed)
+        Status::SomeFailed
     } else {
         Status::Success
     })

@@ -2,7 +2,12 @@
 //! statuses, per-file errors, and the result checked by evmctl.
 //!
 //! These write `security.ima`, which needs root (CAP_SYS_ADMIN); as another
-//! user they print why and pass without checking.
+//! user they print why and pass without checking, except under CI (`CI`
+//! set), where that is a failure (tests/common).
+
+mod common;
+
+use common::run_ok;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,8 +23,7 @@ fn is_root() -> bool {
 
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: writing security.ima needs root");
+        if !common::require_root(module_path!()) || !common::require_tool("evmctl", "cli_files") {
             return;
         }
     };
@@ -69,16 +73,6 @@ fn keys() -> &'static Keys {
             _dir: dir,
         }
     })
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Runs portage-ima with an empty settings file so the machine's own is not read.
@@ -335,8 +329,11 @@ fn immutable_and_read_only_files_fail_with_their_reason() {
     std::fs::write(&immutable, b"i").unwrap();
     std::fs::write(&fine, b"f").unwrap();
     let chattr = Command::new("chattr").arg("+i").arg(&immutable).status();
-    if !matches!(chattr, Ok(s) if s.success()) {
-        eprintln!("skipped: chattr +i does not work on this filesystem");
+    if !common::require(
+        matches!(chattr, Ok(s) if s.success()),
+        "chattr +i working on this filesystem",
+        "immutable files",
+    ) {
         return;
     }
     let out = sign(&[&immutable, &fine], &[]);
@@ -363,8 +360,7 @@ fn immutable_and_read_only_files_fail_with_their_reason() {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipped: cannot make a read-only bind mount here");
+    if !common::require(mounted, "a read-only bind mount", "read-only files") {
         return;
     }
     let out = sign(&[&ro.join("file")], &[]);
@@ -386,8 +382,11 @@ fn a_bind_mount_loop_is_reported_not_walked_forever() {
         .arg(d)
         .arg(d.join("sub/loop"))
         .status();
-    if !matches!(mounted, Ok(s) if s.success()) {
-        eprintln!("skipped: cannot bind-mount here");
+    if !common::require(
+        matches!(mounted, Ok(s) if s.success()),
+        "a bind mount",
+        "bind-mount loop",
+    ) {
         return;
     }
     let out = sign(&[d], &[]);
@@ -400,4 +399,80 @@ fn a_bind_mount_loop_is_reported_not_walked_forever() {
     );
     assert!(stdout.contains("signed 1,"), "{stdout}");
     assert!(evmctl_verifies(&d.join("file")));
+}
+
+/// A private key others could read, or replace through its directory, is
+/// refused with the command that fixes it, unless ima.toml allows it.
+#[test]
+fn insecure_key_files_are_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let keydir = dir.path().join("keys");
+    std::fs::create_dir(&keydir).unwrap();
+    let key = keydir.join("k.pem");
+    std::fs::copy(&keys().key, &key).unwrap();
+    let sign_with = |settings: &str| -> (Option<i32>, String) {
+        let conf = dir.path().join("ima.toml");
+        std::fs::write(&conf, format!("key = {key:?}\n{settings}")).unwrap();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&conf)
+            .args(["sign", "--dry-run", "--files"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out).1)
+    };
+    let key_s = key.display().to_string();
+    let dir_s = keydir.display().to_string();
+    // (key mode, dir mode, group of the dir not root, what the error says)
+    let cases: [(u32, u32, &str); 4] = [
+        (0o644, 0o700, "chmod 0400 KEY"),
+        (0o440, 0o700, "chmod 0400 KEY"),
+        (0o400, 0o777, "chmod o-w DIR"),
+        (0o400, 0o1777, "chmod o-w DIR"),
+    ];
+    for (kmode, dmode, fix) in cases {
+        mode(&key, kmode);
+        mode(&keydir, dmode);
+        let fix = fix.replace("KEY", &key_s).replace("DIR", &dir_s);
+        let what = format!("key {kmode:04o} in a {dmode:04o} directory");
+        let (code, stderr) = sign_with("");
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("refusing the private key") && stderr.contains(&fix),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains("allow_insecure_key = true"), "{stderr}");
+        let (code, stderr) = sign_with("allow_insecure_key = true\n");
+        assert_eq!(code, Some(0), "{what}, allowed: {stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains(&fix),
+            "{what}: {stderr}"
+        );
+    }
+    // A group-writable directory: fine when the group is root's, refused otherwise.
+    mode(&key, 0o400);
+    mode(&keydir, 0o770);
+    let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&keydir).unwrap());
+    let (code, stderr) = sign_with("");
+    if gid == 0 {
+        assert_eq!(code, Some(0), "{stderr}");
+    } else {
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("chmod g-w {dir_s}")), "{stderr}");
+    }
+    if is_root() {
+        std::os::unix::fs::chown(&keydir, None, Some(if gid == 0 { 4242 } else { 0 })).unwrap();
+        let (code, stderr) = sign_with("");
+        assert_eq!(code, Some(if gid == 0 { 2 } else { 0 }), "{stderr}");
+    }
+    // Private again: accepted without a word.
+    mode(&keydir, 0o700);
+    let (code, stderr) = sign_with("");
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
 }

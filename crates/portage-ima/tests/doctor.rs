@@ -15,6 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portage-ima")
 }
@@ -1005,8 +1007,12 @@ print(json.dumps(out))
 fn doctor_under_a_real_ima_kernel() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let kdir = repo.join("tests/kernel");
-    if !kdir.join("kernelvm.py").is_file() {
-        eprintln!("skipped: no tests/kernel/kernelvm.py");
+    let test = "doctor under a real IMA kernel";
+    if !common::require(
+        kdir.join("kernelvm.py").is_file(),
+        "tests/kernel/kernelvm.py",
+        test,
+    ) {
         return;
     }
     let s = Setup::new();
@@ -1030,7 +1036,7 @@ fn doctor_under_a_real_ima_kernel() {
         )
     });
     if let Some(why) = vm["unavailable"].as_str() {
-        eprintln!("skipped: no VM here: {why}");
+        common::require(false, &format!("a VM (tests/kernel): {why}"), test);
         return;
     }
     let tail = vm["tail"].as_str().unwrap_or("");

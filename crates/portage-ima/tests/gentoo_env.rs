@@ -3,6 +3,8 @@
 //! mount namespace), and the `PORTAGE_XATTR_EXCLUDE` glob against Python's
 //! own `fnmatch`, which is what Portage uses.
 
+mod common;
+
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
@@ -70,7 +72,7 @@ fn tmpfs_image_needs_features_xattr() {
     let tmp = tempfile::tempdir().unwrap();
     if !shm.is_dir() || fs::metadata(shm).unwrap().dev() == fs::metadata(tmp.path()).unwrap().dev()
     {
-        eprintln!("SKIPPED: /dev/shm is not a separate filesystem here");
+        common::require(false, "/dev/shm on a separate filesystem", "tmpfs image");
         return;
     }
     let shm_tmp = tempfile::tempdir_in(shm).unwrap();
@@ -166,7 +168,11 @@ fn nested_mount_under_root_is_noticed() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     if stdout.contains("MOUNT-CHILD-SKIP") {
-        eprintln!("SKIPPED: cannot mount in a private namespace here (needs root)");
+        common::require(
+            false,
+            "mounts in a private namespace (root)",
+            "nested mount",
+        );
         return;
     }
     assert!(
@@ -272,7 +278,7 @@ fn fnmatch_agrees_with_python() {
             .is_ok_and(|s| s.success())
     });
     let Some(python) = python else {
-        eprintln!("SKIPPED: no python3 to compare fnmatch with");
+        common::require(false, "python3 to compare fnmatch with", "fnmatch");
         return;
     };
     let mut r = Rng(0x1234_5678_9abc_def1);

@@ -14,7 +14,9 @@
 //! package's CONTENTS.
 //!
 //! Skipped (with a message) when the playground or its venv is missing;
-//! `PORTAGE_IMA_REQUIRE_PORTAGE=1` turns the skip into a failure.
+//! under CI (`CI` set; or `PORTAGE_IMA_REQUIRE_PORTAGE=1`) that is a failure.
+
+mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -37,7 +39,11 @@ fn playground_python() -> Option<PathBuf> {
     if std::env::var_os("PORTAGE_IMA_REQUIRE_PORTAGE").is_some() {
         panic!("no Portage playground (tests/.cache/venv, tests/portage_playground)");
     }
-    eprintln!("SKIPPED: no Portage playground venv (python3 tests/portage_playground/venv.py)");
+    common::require(
+        false,
+        "the Portage playground venv (python3 tests/portage_playground/venv.py)",
+        "real emerge",
+    );
     None
 }
 
@@ -153,8 +159,8 @@ fn check(
     };
     let (prediction, root, eroot) = emerge(base.path(), layout, &tmpdir, extra_env);
     let on_shm = fs::metadata(shm.path()).unwrap().dev() != fs::metadata(&root).unwrap().dev();
-    if tmpdir_on_shm && !on_shm {
-        eprintln!("SKIPPED {name}: /dev/shm is on the ROOT's filesystem here");
+    if tmpdir_on_shm && !common::require(on_shm, "/dev/shm apart from the ROOT's filesystem", name)
+    {
         return;
     }
     let predicted_kept = prediction.starts_with("PREDICT Kept");

@@ -6,7 +6,9 @@
 //! Portage comes from `PORTAGE_IMA_TEST_PYTHON` (a Python that can
 //! `import portage`), else the project's test venv, else `python3`. When
 //! none has Portage the test says so and is skipped (it fails instead when
-//! `PORTAGE_IMA_REQUIRE_PORTAGE=1`).
+//! `PORTAGE_IMA_REQUIRE_PORTAGE=1` or under CI).
+
+mod common;
 
 use std::cmp::Ordering;
 use std::io::Write;
@@ -34,8 +36,10 @@ fn portage_python() -> Option<PathBuf> {
     if std::env::var_os("PORTAGE_IMA_REQUIRE_PORTAGE").is_some() {
         panic!("no Python with Portage found (set PORTAGE_IMA_TEST_PYTHON)");
     }
-    eprintln!(
-        "SKIPPED: no Python with Portage (pip install portage, or set PORTAGE_IMA_TEST_PYTHON)"
+    common::require(
+        false,
+        "a Python with Portage (pip install portage, or set PORTAGE_IMA_TEST_PYTHON)",
+        "versions against Portage",
     );
     None
 }

@@ -1,6 +1,8 @@
 //! The per-object rules shared by the hook and `sign`/`verify` of packages,
 //! on a scratch root: MD5 against CONTENTS, `._cfg` siblings, symlinks.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -8,10 +10,6 @@ use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
 use portage_ima::engine::Outcome;
 use portage_ima::objects::{sign_object, verify_object};
 use portage_ima::rootfs::RootDir;
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn md5(data: &[u8]) -> [u8; 16] {
     let out = Command::new("md5sum")
@@ -67,8 +65,7 @@ impl Fixture {
 
 #[test]
 fn signs_matching_content_and_refuses_the_rest() {
-    if !is_root() {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root(module_path!()) {
         return;
     }
     let f = fixture();
@@ -109,8 +106,7 @@ fn signs_matching_content_and_refuses_the_rest() {
 
 #[test]
 fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
-    if !is_root() {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root(module_path!()) {
         return;
     }
     let f = fixture();
@@ -139,8 +135,7 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
 
 #[test]
 fn a_symlink_in_place_of_the_file_is_not_followed() {
-    if !is_root() {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root(module_path!()) {
         return;
     }
     let f = fixture();

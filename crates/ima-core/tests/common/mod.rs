@@ -153,18 +153,29 @@ pub fn getfattr(path: &Path) -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
-/// Whether we may write `security.*` xattrs (root, CAP_SYS_ADMIN). When not,
-/// prints why the test is skipped.
-pub fn can_write_security_xattrs(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        true
-    } else {
-        eprintln!("skipping {test}: writing security.ima needs root (CAP_SYS_ADMIN)");
-        false
+/// The one rule for tests that need something of the machine: when
+/// `available` is false, print why the test is skipped and return false, or
+/// panic when `CI` is set (as tests/kernel and tests/packaging do): under CI
+/// every test must really run, a skip is a failure.
+pub fn require(available: bool, what: &str, test: &str) -> bool {
+    if available {
+        return true;
     }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs {what}, and CI is set: every test must run under CI");
+    }
+    eprintln!("skipping {test}: needs {what}");
+    false
 }
 
-/// Whether `tool` is on PATH; prints why the test is skipped if not.
+/// Whether we may write `security.*` xattrs (root, CAP_SYS_ADMIN); see [`require`].
+pub fn can_write_security_xattrs(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    require(root, "root to write security.ima (CAP_SYS_ADMIN)", test)
+}
+
+/// Whether `tool` is on PATH; see [`require`].
 pub fn have(tool: &str, test: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -172,8 +183,5 @@ pub fn have(tool: &str, test: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !found {
-        eprintln!("skipping {test}: {tool} is not installed");
-    }
-    found
+    require(found, &format!("{tool} installed"), test)
 }
