@@ -1333,28 +1333,30 @@ struct PortageVars {
 /// Asks portageq when it exists (what Portage itself will use), else reads
 /// make.globals and make.conf roughly.
 fn portage_vars(root: &Path) -> PortageVars {
-    let mut cmd = Command::new("portageq");
-    cmd.args([
-        "envvar",
-        "FEATURES",
-        "PORTAGE_XATTR_EXCLUDE",
-        "PORTAGE_TMPDIR",
-    ])
-    .stdin(Stdio::null())
-    .stderr(Stdio::null());
-    if root != Path::new("/") {
-        cmd.env("PORTAGE_CONFIGROOT", root);
-    }
-    if let Ok(out) = cmd.output() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = text.lines().collect();
-        if out.status.success() && lines.len() == 3 {
-            return PortageVars {
-                features: lines[0].to_string(),
-                xattr_exclude: lines[1].to_string(),
-                tmpdir: non_empty(lines[2], DEFAULT_TMPDIR),
-                source: "from portageq".into(),
-            };
+    // Never through PATH inside an ebuild phase (see portageq_command).
+    if let Some(mut cmd) = crate::portage_env::portageq_command() {
+        cmd.args([
+            "envvar",
+            "FEATURES",
+            "PORTAGE_XATTR_EXCLUDE",
+            "PORTAGE_TMPDIR",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+        if root != Path::new("/") {
+            cmd.env("PORTAGE_CONFIGROOT", root);
+        }
+        if let Ok(out) = cmd.output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = text.lines().collect();
+            if out.status.success() && lines.len() == 3 {
+                return PortageVars {
+                    features: lines[0].to_string(),
+                    xattr_exclude: lines[1].to_string(),
+                    tmpdir: non_empty(lines[2], DEFAULT_TMPDIR),
+                    source: "from portageq".into(),
+                };
+            }
         }
     }
     let mut conf = MakeConf::default();
