@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::rootfs::RootDir;
@@ -249,8 +248,8 @@ impl PortageEnv {
     /// Will an xattr set on files under `${D}` survive the merge to `ROOT`?
     ///
     /// Portage moves each file with `rename()` when it is on the same
-    /// filesystem (`st_dev`) as its destination directory, which keeps every
-    /// xattr; otherwise it copies, and copies xattrs only with
+    /// mount as its destination directory (see [`MountId`]: the same
+    /// `st_dev` is not enough), which keeps every xattr; otherwise it copies, and copies xattrs only with
     /// `FEATURES=xattr`, minus those matching `PORTAGE_XATTR_EXCLUDE`.
     ///
     /// This checks every regular file under `${D}` against the nearest
@@ -272,7 +271,7 @@ impl PortageEnv {
             Ok(None) => {
                 return PremergeXattr::Kept {
                     reason: format!(
-                        "{} and its destination in {} are on the same filesystem: \
+                        "{} and its destination in {} are on the same mount: \
                          Portage renames files, keeping their xattrs",
                         d.display(),
                         self.root.display()
@@ -364,36 +363,96 @@ fn portageq_command_from(
     Some(cmd)
 }
 
-/// Finds a regular file under `d` on another filesystem than its
-/// destination directory under `root`; `Ok(None)` when there is none.
-/// The `Ok(Some(..))` text names the file and the destination.
+/// Where a file is, for `rename()`: its filesystem (`st_dev`) and its mount
+/// (`statx`'s `STATX_MNT_ID`, Linux 5.8).
+///
+/// `rename()` works only within one mount: two bind mounts of the same
+/// filesystem share `st_dev`, yet a rename between them fails with `EXDEV`
+/// and Portage falls back to copying (dropping `security.ima` unless
+/// FEATURES=xattr keeps it). So the device alone cannot tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountId {
+    pub dev: u64,
+    pub mnt_id: u64,
+}
+
+impl MountId {
+    /// Of `path`, following symlinks (where Portage would end up).
+    pub fn of_path(path: &Path) -> io::Result<MountId> {
+        MountId::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty())
+    }
+
+    /// Of an open file or directory.
+    pub fn of_fd(fd: impl std::os::fd::AsFd) -> io::Result<MountId> {
+        MountId::statx(fd, "", rustix::fs::AtFlags::EMPTY_PATH)
+    }
+
+    fn statx(
+        dirfd: impl std::os::fd::AsFd,
+        path: impl rustix::path::Arg,
+        flags: rustix::fs::AtFlags,
+    ) -> io::Result<MountId> {
+        use rustix::fs::StatxFlags;
+        let st = rustix::fs::statx(dirfd, path, flags, StatxFlags::MNT_ID)?;
+        if !StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel does not tell mount ids (statx STATX_MNT_ID needs Linux 5.8)",
+            ));
+        }
+        Ok(MountId {
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            mnt_id: st.stx_mnt_id,
+        })
+    }
+}
+
+/// Whether Portage can `rename()` a file at `from` into a directory at `to`
+/// (and so keeps its xattrs); otherwise why not, in words. The hook and
+/// `doctor` both decide with this.
+pub fn renames_between(from: MountId, to: MountId) -> Result<(), &'static str> {
+    if from.dev != to.dev {
+        Err("is on another filesystem than")
+    } else if from.mnt_id != to.mnt_id {
+        Err("is on another mount of the same filesystem (a bind mount: rename() fails with EXDEV) than")
+    } else {
+        Ok(())
+    }
+}
+
+/// Finds a regular file under `d` that Portage cannot rename into its
+/// destination directory under `root` (another filesystem or another
+/// mount); `Ok(None)` when there is none. The `Ok(Some(..))` text names the
+/// file and the destination.
 fn first_cross_device(d: &Path, root: &Path) -> io::Result<Option<String>> {
     let with_path =
         |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
     let rootdir = RootDir::open(root)?;
-    let mut dest_dev: HashMap<PathBuf, u64> = HashMap::new();
+    let mut dest_mount: HashMap<PathBuf, MountId> = HashMap::new();
     // Directories still to look at, relative to `d` ("" is `d` itself).
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
         let dir = d.join(&rel);
-        let mut dev_of_dest = None;
+        let mut mount_of_dest = None;
         for entry in fs::read_dir(&dir).map_err(|e| with_path(&dir, e))? {
             let entry = entry.map_err(|e| with_path(&dir, e))?;
-            let meta = entry.metadata().map_err(|e| with_path(&entry.path(), e))?;
-            if meta.is_dir() {
+            let kind = entry.file_type().map_err(|e| with_path(&entry.path(), e))?;
+            if kind.is_dir() {
                 todo.push(rel.join(entry.file_name()));
-            } else if meta.is_file() {
-                let want = match dev_of_dest {
-                    Some(dev) => dev,
+            } else if kind.is_file() {
+                let want = match mount_of_dest {
+                    Some(m) => m,
                     None => {
-                        let dev = nearest_existing_dev(&rootdir, &rel, &mut dest_dev)?;
-                        dev_of_dest = Some(dev);
-                        dev
+                        let m = nearest_existing_mount(&rootdir, &rel, &mut dest_mount)?;
+                        mount_of_dest = Some(m);
+                        m
                     }
                 };
-                if meta.dev() != want {
+                let here =
+                    MountId::of_path(&entry.path()).map_err(|e| with_path(&entry.path(), e))?;
+                if let Err(why) = renames_between(here, want) {
                     return Ok(Some(format!(
-                        "{} is on another filesystem than {}",
+                        "{} {why} {}",
                         entry.path().display(),
                         rootdir.display_path(&Path::new("/").join(&rel)).display()
                     )));
@@ -404,25 +463,25 @@ fn first_cross_device(d: &Path, root: &Path) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// `st_dev` of the nearest existing ancestor of `/rel` inside the root.
-fn nearest_existing_dev(
+/// The mount of the nearest existing ancestor of `/rel` inside the root.
+fn nearest_existing_mount(
     root: &RootDir,
     rel: &Path,
-    cache: &mut HashMap<PathBuf, u64>,
-) -> io::Result<u64> {
+    cache: &mut HashMap<PathBuf, MountId>,
+) -> io::Result<MountId> {
     let mut cur = rel.to_path_buf();
     loop {
-        if let Some(dev) = cache.get(&cur) {
-            return Ok(*dev);
+        if let Some(m) = cache.get(&cur) {
+            return Ok(*m);
         }
         // A trailing "/." follows a final symlink (`lib -> usr/lib`): Portage
         // merges into the directory it points to.
         let lookup = Path::new("/").join(&cur).join(".");
         match root.open_dir(&lookup) {
             Ok(f) => {
-                let dev = f.metadata()?.dev();
-                cache.insert(rel.to_path_buf(), dev);
-                return Ok(dev);
+                let m = MountId::of_fd(&f)?;
+                cache.insert(rel.to_path_buf(), m);
+                return Ok(m);
             }
             Err(e) if cur.as_os_str().is_empty() => {
                 return Err(io::Error::new(
