@@ -126,8 +126,11 @@ impl Walk<'_> {
 
     /// Walks `dir` (the descriptor of `shown`, at `rel` below `root`).
     fn dir(&mut self, shown: &Path, root: &Arc<OwnedFd>, dir: &OwnedFd, rel: &Path) {
-        match rustix::fs::fstat(dir) {
-            Ok(st) if !self.seen_dirs.insert((st.st_dev as u64, st.st_ino as u64)) => {
+        // st_dev and st_ino are not u64 on every architecture.
+        #[allow(clippy::unnecessary_cast)]
+        let id = rustix::fs::fstat(dir).map(|st| (st.st_dev as u64, st.st_ino as u64));
+        match id {
+            Ok(id) if !self.seen_dirs.insert(id) => {
                 self.loops.push(shown.to_path_buf());
                 return;
             }

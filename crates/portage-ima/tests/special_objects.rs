@@ -72,13 +72,13 @@ fn setup() -> Root {
     let mode = Mode::from_raw_mode(0o666);
     rustix::fs::mknodat(
         CWD,
-        &root.join("dev/zero"),
+        root.join("dev/zero"),
         FileType::CharacterDevice,
         mode,
         rustix::fs::makedev(1, 5),
     )
     .unwrap();
-    rustix::fs::mknodat(CWD, &root.join("run/fifo"), FileType::Fifo, mode, 0).unwrap();
+    rustix::fs::mknodat(CWD, root.join("run/fifo"), FileType::Fifo, mode, 0).unwrap();
     let empty = md5_hex(b"");
     std::fs::write(
         root.join("var/db/pkg/app-misc/specials-1/CONTENTS"),
