@@ -20,10 +20,19 @@ pub const IMA_XATTR: &str = "security.ima";
 /// Special files are refused from `lstat` before opening them (opening a
 /// device can have side effects), and the descriptor's own `fstat` decides.
 pub fn open_regular(path: &Path) -> Result<File> {
-    let st = rustix::fs::lstat(path).map_err(|e| Error::io("stat", e))?;
+    open_regular_at(rustix::fs::CWD, path)
+}
+
+/// `lstat`, refuse, open `O_NOFOLLOW`, `fstat`, refuse: `name` relative to
+/// `dirfd` (which resolves the directories on the way as `openat` does).
+fn open_regular_at(dirfd: impl AsFd, name: impl AsRef<Path>) -> Result<File> {
+    let (dirfd, name) = (dirfd.as_fd(), name.as_ref());
+    let st = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| Error::io("stat", e))?;
     check_regular(FileType::from_raw_mode(st.st_mode))?;
-    let fd = rustix::fs::open(
-        path,
+    let fd = rustix::fs::openat(
+        dirfd,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )
@@ -34,8 +43,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
         },
         e => Error::io("open", e),
     })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("fstat", e))?;
-    check_regular(FileType::from_raw_mode(st.st_mode))?;
+    check_regular_fd(&fd)?;
     Ok(File::from(fd))
 }
 
@@ -60,30 +68,13 @@ pub fn open_regular_beneath(dir: impl AsFd, rel: &Path) -> Result<File> {
         return Err(Error::io("open", Errno::XDEV));
     }
     let parent_fd = open_dir_beneath(dir.as_fd(), parent).map_err(|e| match e {
-        // A symlink where a directory was: ELOOP from openat2, ENOTDIR
-        // from openat(O_NOFOLLOW | O_DIRECTORY).
+        // A symlink where a directory was (openat2, or the walk's lstat).
         Errno::LOOP => Error::NotRegularFile {
             kind: "path through a symbolic link",
         },
         e => Error::io("open", e),
     })?;
-    let st = rustix::fs::statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| Error::io("stat", e))?;
-    check_regular(FileType::from_raw_mode(st.st_mode))?;
-    let fd = rustix::fs::openat(
-        &parent_fd,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
-        Errno::LOOP => Error::NotRegularFile {
-            kind: "symbolic link",
-        },
-        e => Error::io("open", e),
-    })?;
-    check_regular_fd(&fd)?;
-    Ok(File::from(fd))
+    open_regular_at(&parent_fd, name)
 }
 
 /// The directory `rel` below `dir` as an `O_PATH` descriptor, following no
