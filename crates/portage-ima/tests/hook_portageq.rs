@@ -4,19 +4,13 @@
 //! run: only `${PORTAGE_PYTHON} ${PORTAGE_BIN_PATH}/portageq`, as Portage's
 //! own portageq-wrapper does. Needs root (`security.ima`).
 
+mod common;
+
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    let d = ima_core::digest_bytes(ima_core::default_provider(), data, ima_core::HashAlgo::Md5)
-        .unwrap();
-    hex::encode(d)
-}
+use common::{md5_hex, require_root, text};
 
 fn executable(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -39,21 +33,7 @@ struct Setup {
 fn setup() -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let key = d.join("key.pem");
-    let out = Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let conf = d.join("ima.toml");
-    std::fs::write(
-        &conf,
-        format!("key = \"{}\"\nconfig_files = \"skip\"\n", key.display()),
-    )
-    .unwrap();
+    let conf = common::settings(d, "config_files = \"skip\"\n");
     let root = d.join("root");
     let vdb = root.join("var/db/pkg/app-misc/foo-1");
     for dir in [root.join("usr/bin"), root.join("opt/prot"), vdb.clone()] {
@@ -96,36 +76,20 @@ fn setup() -> Setup {
 }
 
 fn postinst(s: &Setup, portage: &[(&str, &Path)]) -> String {
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config")
-        .arg(&s.conf)
-        .arg("hook")
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", s.planted.display()))
-        .env("EBUILD_PHASE", "postinst")
-        .env("CATEGORY", "app-misc")
-        .env("PF", "foo-1")
-        .env("ROOT", &s.root)
-        .env("T", s.tmp.path());
-    for (k, v) in portage {
-        cmd.env(k, v);
-    }
-    let out: Output = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = format!("{}:/usr/bin:/bin", s.planted.display());
+    let mut vars = vec![
+        ("PATH", OsStr::new(&path)),
+        ("EBUILD_PHASE", OsStr::new("postinst")),
+        ("CATEGORY", OsStr::new("app-misc")),
+        ("PF", OsStr::new("foo-1")),
+        ("ROOT", s.root.as_os_str()),
+        ("T", s.tmp.path().as_os_str()),
+    ];
+    vars.extend(portage.iter().map(|(k, v)| (*k, v.as_os_str())));
+    let out = common::hook(&s.conf, &vars);
+    let text = text(&out);
     assert!(out.status.success(), "{text}");
     text
-}
-
-fn require_root() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
 }
 
 #[test]

@@ -3,14 +3,15 @@
 //! symlink planted there. Needs root (`security.ima`, and the hook's
 //! real situation).
 
+mod common;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::require_root;
 
 const LIST: &str = "portage-ima-premerge.list";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
 
 struct Build {
     _tmp: tempfile::TempDir,
@@ -26,21 +27,7 @@ struct Build {
 fn build() -> Build {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let key = d.join("key.pem");
-    let out = Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
-    let conf = d.join("ima.toml");
-    std::fs::write(
-        &conf,
-        format!("key = \"{}\"\npremerge = \"always\"\n", key.display()),
-    )
-    .unwrap();
+    let conf = common::settings(d, "premerge = \"always\"\n");
     let tmpdir = d.join("tmpdir");
     let build = tmpdir.join("portage/app-misc/foo-1");
     let image = build.join("image");
@@ -61,29 +48,18 @@ fn build() -> Build {
 }
 
 fn hook(b: &Build, phase: &str, t: &Path) -> Output {
-    Command::new(bin())
-        .arg("--config")
-        .arg(&b.conf)
-        .arg("hook")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("EBUILD_PHASE", phase)
-        .env("CATEGORY", "app-misc")
-        .env("PF", "foo-1")
-        .env("ROOT", "/")
-        .env("D", &b.d)
-        .env("T", t)
-        .env("PORTAGE_TMPDIR", &b.tmpdir)
-        .output()
-        .unwrap()
-}
-
-fn require_root() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
+    common::hook(
+        &b.conf,
+        &[
+            ("EBUILD_PHASE", OsStr::new(phase)),
+            ("CATEGORY", OsStr::new("app-misc")),
+            ("PF", OsStr::new("foo-1")),
+            ("ROOT", OsStr::new("/")),
+            ("D", b.d.as_os_str()),
+            ("T", t.as_os_str()),
+            ("PORTAGE_TMPDIR", b.tmpdir.as_os_str()),
+        ],
+    )
 }
 
 #[test]

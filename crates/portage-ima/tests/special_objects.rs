@@ -7,18 +7,18 @@
 //! hang fails the test instead of blocking it. Needs root (mknod, and
 //! `security.ima`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{FileType, Mode, CWD};
 
+use common::{bin, is_signed, md5_hex, text};
+
 /// Far more than the few milliseconds these runs take.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
 
 /// A ROOT with one package whose CONTENTS lists a regular file, a character
 /// device (the real /dev/zero's numbers, 1:5) and a fifo, all as `obj`.
@@ -30,29 +30,11 @@ struct Root {
     t: PathBuf,
 }
 
-fn md5_hex(data: &[u8]) -> String {
-    let d = ima_core::digest_bytes(ima_core::default_provider(), data, ima_core::HashAlgo::Md5)
-        .unwrap();
-    hex::encode(d)
-}
-
 fn setup() -> Root {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let key = d.join("key.pem");
-    let cert = d.join("cert.der");
-    let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
-    ok(Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048"));
-    ok(Command::new("openssl")
-        .args(["req", "-x509", "-new", "-days", "30", "-subj", "/CN=t"])
-        .args(["-outform", "DER", "-key"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+    let key = common::new_key(d);
+    let cert = common::new_cert(d, &key);
     let conf = d.join("ima.toml");
     std::fs::write(
         &conf,
@@ -123,19 +105,6 @@ fn run_with_deadline(cmd: &mut Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn is_signed(path: &Path) -> bool {
-    let f = std::fs::File::open(path).unwrap();
-    ima_core::read_ima_xattr(&f).unwrap().is_some()
-}
-
 fn assert_specials_reported(what: &str, out: &str) {
     assert!(
         out.contains("dev/zero") && out.contains("character device"),
@@ -149,8 +118,7 @@ fn assert_specials_reported(what: &str, out: &str) {
 
 macro_rules! require_root {
     () => {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mknod and security.ima need root");
+        if !common::require_root() {
             return;
         }
     };

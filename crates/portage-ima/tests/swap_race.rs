@@ -11,6 +11,9 @@
 //! runs and checks that no file outside the tree ever got `security.ima`.
 //! Writing `security.ima` needs root (CAP_SYS_ADMIN).
 
+mod common;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,35 +21,12 @@ use std::sync::Arc;
 
 use rustix::fs::{RenameFlags, CWD};
 
+use common::bin;
+
 /// Files in the swapped directory and in the outside one.
 const FILES: usize = 300;
 /// `portage-ima` runs per test, each racing the swap loop.
 const RUNS: usize = 12;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
-
-/// A settings file naming a fresh RSA-2048 key, signing before the merge
-/// whatever the filesystems (so preinst always walks `${D}`).
-fn settings(dir: &Path) -> PathBuf {
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .expect("openssl runs");
-    assert!(out.status.success(), "{out:?}");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
-    let conf = dir.join("ima.toml");
-    std::fs::write(
-        &conf,
-        format!("key = \"{}\"\npremerge = \"always\"\n", key.display()),
-    )
-    .unwrap();
-    conf
-}
 
 /// `tree/sub` (a directory) and `tree/link` (a symlink to `outside`), each
 /// holding `FILES` files under the same names.
@@ -61,7 +41,8 @@ struct Layout {
 fn layout() -> Layout {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let conf = settings(d);
+    // Sign before the merge whatever the filesystems: preinst always walks.
+    let conf = common::settings(d, "premerge = \"always\"\n");
     let tree = d.join("image");
     let outside = d.join("outside");
     let t = d.join("temp");
@@ -125,8 +106,7 @@ fn signed_outside(outside: &Path) -> Vec<PathBuf> {
     let mut hit = Vec::new();
     for entry in std::fs::read_dir(outside).unwrap() {
         let path = entry.unwrap().path();
-        let f = std::fs::File::open(&path).unwrap();
-        if ima_core::read_ima_xattr(&f).unwrap().is_some() {
+        if common::is_signed(&path) {
             hit.push(path);
         }
     }
@@ -136,8 +116,7 @@ fn signed_outside(outside: &Path) -> Vec<PathBuf> {
 /// Runs `run` RUNS times against the swap loop; no outside file may be
 /// signed, and the runs must have signed files inside the tree.
 fn race(name: &str, run: impl Fn(&Layout) -> Output) {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root() {
         return;
     }
     let l = layout();
@@ -181,20 +160,17 @@ fn sign_files_never_signs_outside_a_tree_swapped_under_it() {
 #[test]
 fn preinst_never_signs_outside_an_image_swapped_under_it() {
     race("hook preinst", |l| {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&l.conf)
-            .arg("hook")
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("EBUILD_PHASE", "preinst")
-            .env("CATEGORY", "app-misc")
-            .env("PF", "race-1")
-            .env("ROOT", "/")
-            .env("D", &l.tree)
-            .env("T", &l.t)
-            .output()
-            .unwrap();
+        let out = common::hook(
+            &l.conf,
+            &[
+                ("EBUILD_PHASE", OsStr::new("preinst")),
+                ("CATEGORY", OsStr::new("app-misc")),
+                ("PF", OsStr::new("race-1")),
+                ("ROOT", OsStr::new("/")),
+                ("D", l.tree.as_os_str()),
+                ("T", l.t.as_os_str()),
+            ],
+        );
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("before the merge"),
             "{out:?}"
