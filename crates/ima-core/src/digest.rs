@@ -31,12 +31,16 @@ pub struct FileDigests {
 /// Hashes `file` from offset 0 to end of file with `pread` (the descriptor's
 /// offset is neither used nor moved) through a bounded per-thread buffer,
 /// feeding the signing digest and, when `with_md5`, MD5 in the same pass.
+///
+/// Anything but a regular file is refused first ([`Error::NotRegularFile`]):
+/// a character device such as `/dev/zero` would otherwise be read forever.
 pub fn digest_file(
     provider: &dyn CryptoProvider,
     file: &File,
     algo: HashAlgo,
     with_md5: bool,
 ) -> Result<FileDigests> {
+    crate::file::check_regular_fd(file)?;
     let mut main = provider.hasher(algo)?;
     let mut md5 = if with_md5 {
         Some(provider.hasher(HashAlgo::Md5)?)

@@ -72,7 +72,10 @@ mod verify;
 pub use algo::HashAlgo;
 pub use digest::{digest_bytes, digest_file, FileDigests};
 pub use error::{Error, FormatError, Result};
-pub use file::{open_regular, read_ima_xattr, write_ima_xattr, FileStamp, IMA_XATTR};
+pub use file::{
+    check_regular_fd, open_regular, open_regular_beneath, read_ima_xattr, write_ima_xattr,
+    FileStamp, IMA_XATTR,
+};
 pub use format::ImaXattr;
 pub use key::{Certificate, KeyMaterial, KeyUsageBits};
 pub use keyid::KeyId;

@@ -1207,29 +1207,33 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     let build = base.join("portage");
     let tmpdir = if build.is_dir() { build } else { base };
     let shown = format!("{} (PORTAGE_TMPDIR={})", tmpdir.display(), vars.tmpdir);
-    let same_fs = match (fs::metadata(&tmpdir), fs::metadata(root)) {
-        (Ok(t), Ok(r)) => Some(t.dev() == r.dev()),
+    // The hook's own rule (by mount, not by device: a bind mount of ROOT's
+    // filesystem has its st_dev, yet rename() across it fails with EXDEV).
+    use crate::portage_env::{renames_between, MountId};
+    let renames = match (MountId::of_path(&tmpdir), MountId::of_path(root)) {
+        (Ok(t), Ok(r)) => Some(renames_between(t, r)),
         _ => None,
     };
-    match same_fs {
-        Some(true) => r.ok(
+    let same_fs = renames.map(|r| r.is_ok());
+    match renames {
+        Some(Ok(())) => r.ok(
             "tmpdir",
             format!(
-                "{shown} is on the same filesystem as {}: the merge renames files and they \
+                "{shown} is on the same mount as {}: the merge renames files and they \
                  keep security.ima",
                 root.display()
             ),
         ),
-        Some(false) => r.warn(
+        Some(Err(why)) => r.warn(
             "tmpdir",
             format!(
-                "{shown} is on another filesystem than {}: the merge copies files, and only \
+                "{shown} {why} {}: the merge copies files, and only \
                  FEATURES=xattr keeps security.ima",
                 root.display()
             ),
             format!(
-                "build on the filesystem of {} (PORTAGE_TMPDIR, and no separate mount on \
-                 its portage/ directory), or keep the xattr (see the xattr check)",
+                "build on the mount of {} (PORTAGE_TMPDIR, and no separate or bind mount \
+                 on its portage/ directory), or keep the xattr (see the xattr check)",
                 root.display()
             ),
         ),
@@ -1256,7 +1260,7 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     let xattr_fix = "in make.conf: FEATURES=\"${FEATURES} xattr\" and PORTAGE_XATTR_EXCLUDE without security.ima (copy Portage's default list and remove it)";
     if xattr_kept || same_fs == Some(true) {
         if !xattr_kept {
-            finding.push_str("; not needed while PORTAGE_TMPDIR is on the same filesystem");
+            finding.push_str("; not needed while PORTAGE_TMPDIR is on the same mount");
         }
         r.ok("xattr", finding);
     } else {
@@ -1266,7 +1270,7 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     let premerge = s.map(|s| s.premerge).unwrap_or_default();
     let can = xattr_kept || same_fs == Some(true);
     let why = if same_fs == Some(true) {
-        "the merge renames files on one filesystem"
+        "the merge renames files within one mount"
     } else if xattr_kept {
         "FEATURES=xattr keeps security.ima across filesystems"
     } else {
@@ -1333,28 +1337,30 @@ struct PortageVars {
 /// Asks portageq when it exists (what Portage itself will use), else reads
 /// make.globals and make.conf roughly.
 fn portage_vars(root: &Path) -> PortageVars {
-    let mut cmd = Command::new("portageq");
-    cmd.args([
-        "envvar",
-        "FEATURES",
-        "PORTAGE_XATTR_EXCLUDE",
-        "PORTAGE_TMPDIR",
-    ])
-    .stdin(Stdio::null())
-    .stderr(Stdio::null());
-    if root != Path::new("/") {
-        cmd.env("PORTAGE_CONFIGROOT", root);
-    }
-    if let Ok(out) = cmd.output() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = text.lines().collect();
-        if out.status.success() && lines.len() == 3 {
-            return PortageVars {
-                features: lines[0].to_string(),
-                xattr_exclude: lines[1].to_string(),
-                tmpdir: non_empty(lines[2], DEFAULT_TMPDIR),
-                source: "from portageq".into(),
-            };
+    // Never through PATH inside an ebuild phase (see portageq_command).
+    if let Some(mut cmd) = crate::portage_env::portageq_command() {
+        cmd.args([
+            "envvar",
+            "FEATURES",
+            "PORTAGE_XATTR_EXCLUDE",
+            "PORTAGE_TMPDIR",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+        if root != Path::new("/") {
+            cmd.env("PORTAGE_CONFIGROOT", root);
+        }
+        if let Ok(out) = cmd.output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = text.lines().collect();
+            if out.status.success() && lines.len() == 3 {
+                return PortageVars {
+                    features: lines[0].to_string(),
+                    xattr_exclude: lines[1].to_string(),
+                    tmpdir: non_empty(lines[2], DEFAULT_TMPDIR),
+                    source: "from portageq".into(),
+                };
+            }
         }
     }
     let mut conf = MakeConf::default();

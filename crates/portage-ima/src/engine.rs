@@ -1,11 +1,16 @@
 //! Running per-file work in parallel, and what each file came to.
 //!
 //! The key is loaded once by the caller; here every item is handed to a
-//! rayon pool of `jobs` threads. A cancel flag (set by SIGINT) stops new work
-//! while the files in flight finish, so each file ends signed or untouched.
+//! rayon pool of `jobs` threads. A first SIGINT or SIGTERM sets a cancel flag
+//! that stops new work while the files in flight finish, so each file ends
+//! signed or untouched. A read can stall (a FUSE or network file system that
+//! stopped answering) or take very long, so a second signal stops at once:
+//! it prints what was done and what was in flight, and exits with status 130.
+//! The files in flight are then left as they were (`security.ima` is only
+//! ever written by one `fsetxattr` after the whole file was read).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -100,6 +105,30 @@ impl Tally {
 pub struct Runner {
     pool: rayon::ThreadPool,
     cancel: Arc<AtomicBool>,
+    counts: Arc<RunCounts>,
+}
+
+/// How far the current run is, for the report of a second signal.
+#[derive(Debug, Default)]
+struct RunCounts {
+    total: AtomicUsize,
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl RunCounts {
+    /// "12 of 40 files done, 2 in flight left as they were, 26 not started".
+    fn line(&self) -> String {
+        let total = self.total.load(Ordering::SeqCst);
+        let started = self.started.load(Ordering::SeqCst);
+        let finished = self.finished.load(Ordering::SeqCst);
+        format!(
+            "{finished} of {total} files done, {} in flight left as they were (not signed), \
+             {} not started",
+            started.saturating_sub(finished),
+            total.saturating_sub(started)
+        )
+    }
 }
 
 impl Runner {
@@ -112,15 +141,39 @@ impl Runner {
         Ok(Runner {
             pool,
             cancel: Arc::new(AtomicBool::new(false)),
+            counts: Arc::new(RunCounts::default()),
         })
     }
 
-    /// Sets the cancel flag on SIGINT and SIGTERM instead of dying mid-file.
+    /// On a first SIGINT or SIGTERM, sets the cancel flag instead of dying
+    /// mid-file; on a second one, reports and exits at once with status 130
+    /// without waiting for the files in flight (see the module docs).
     pub fn cancel_on_signals(&self) -> Result<()> {
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&self.cancel))
-                .context("cannot install the signal handler")?;
-        }
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .context("cannot install the signal handler")?;
+        let cancel = Arc::clone(&self.cancel);
+        let counts = Arc::clone(&self.counts);
+        std::thread::Builder::new()
+            .name("portage-ima-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    if !cancel.swap(true, Ordering::SeqCst) {
+                        eprintln!(
+                            "portage-ima: stopping once the files being read are done \
+                             (signal again to stop at once)"
+                        );
+                        continue;
+                    }
+                    eprintln!(
+                        "portage-ima: stopped at once on a second signal: {}; \
+                         run the same command again to finish",
+                        counts.line()
+                    );
+                    std::process::exit(crate::status::Status::Interrupted as i32);
+                }
+            })
+            .context("cannot start the signal thread")?;
         Ok(())
     }
 
@@ -145,6 +198,9 @@ impl Runner {
         S: Fn(&T) -> u64 + Sync,
         F: Fn(&T) -> R + Sync,
     {
+        self.counts.total.store(items.len(), Ordering::SeqCst);
+        self.counts.started.store(0, Ordering::SeqCst);
+        self.counts.finished.store(0, Ordering::SeqCst);
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(size_of(&items[i])));
         let done: Vec<(usize, R)> = self.pool.install(|| {
@@ -156,7 +212,9 @@ impl Runner {
                         return None;
                     }
                     let item = &items[i];
+                    self.counts.started.fetch_add(1, Ordering::SeqCst);
                     let result = work(item);
+                    self.counts.finished.fetch_add(1, Ordering::SeqCst);
                     progress.advance(size_of(item));
                     Some((i, result))
                 })

@@ -1,10 +1,23 @@
 //! `sign --files` and `verify --files`: paths given on the command line.
+//!
+//! A directory is walked through descriptors, never through paths: each
+//! subdirectory is opened relative to its parent's descriptor with
+//! `O_NOFOLLOW | O_DIRECTORY`, and each file found is later opened relative
+//! to the walked directory with [`ima_core::open_regular_beneath`], which
+//! follows no symlink anywhere. So a subdirectory swapped for a symlink to
+//! somewhere else while the walk or the signing runs (in `${D}`, which the
+//! unprivileged `portage` user owns) leads nowhere outside the tree.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ima_core::{ImaSigner, KeySet, SignOptions, SignOutcome};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::engine::{FileReport, Outcome, Runner};
 use crate::progress::Progress;
@@ -13,8 +26,24 @@ use crate::verify::FileStatus;
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
 pub struct FoundFile {
+    /// Where the file is, as the user knows it (for reports).
     pub path: PathBuf,
     pub size: u64,
+    /// For a file found in a walk: the walked directory's descriptor and
+    /// the path below it, opened without following any symlink.
+    beneath: Option<(Arc<OwnedFd>, PathBuf)>,
+}
+
+impl FoundFile {
+    /// Opens the file read-only, refusing anything but a regular file; a
+    /// file found in a walk is opened below the walked directory's
+    /// descriptor, following no symlink on the way.
+    pub fn open(&self) -> ima_core::Result<File> {
+        match &self.beneath {
+            Some((dir, rel)) => ima_core::open_regular_beneath(dir.as_fd(), rel),
+            None => ima_core::open_regular(&self.path),
+        }
+    }
 }
 
 /// Expands the command-line paths: a directory is walked recursively
@@ -38,9 +67,26 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
             found.push(FoundFile {
                 path: path.clone(),
                 size: meta.len(),
+                beneath: None,
             });
         } else if kind.is_dir() {
-            walk(path, &mut seen_dirs, &mut found, &mut problems);
+            let mut walk = Walk {
+                seen_dirs: &mut seen_dirs,
+                found: &mut found,
+                problems: &mut problems,
+                loops: Vec::new(),
+            };
+            walk.root(path);
+            let loops = std::mem::take(&mut walk.loops);
+            for path in loops {
+                problems.push(FileReport::new(
+                    path,
+                    Outcome::Failed(
+                        "directory reached twice (a bind-mount loop, or named twice); not walked again"
+                            .into(),
+                    ),
+                ));
+            }
         } else {
             let reason = format!(
                 "is a {}, not a regular file; not signed{}",
@@ -57,56 +103,89 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
     (found, problems)
 }
 
-fn walk(
-    dir: &Path,
-    seen_dirs: &mut HashSet<(u64, u64)>,
-    found: &mut Vec<FoundFile>,
-    problems: &mut Vec<FileReport>,
-) {
-    let mut loops = Vec::new();
-    let walker = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|entry| {
-            if !entry.file_type().is_dir() {
-                return true;
-            }
-            match entry.metadata() {
-                Ok(meta) if !seen_dirs.insert((meta.dev(), meta.ino())) => {
-                    loops.push(entry.path().to_path_buf());
-                    false
-                }
-                _ => true,
-            }
-        });
-    for entry in walker {
-        match entry {
-            Ok(entry) if entry.file_type().is_file() => {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                found.push(FoundFile {
-                    path: entry.into_path(),
-                    size,
-                });
+/// One directory tree walked through descriptors.
+struct Walk<'a> {
+    seen_dirs: &'a mut HashSet<(u64, u64)>,
+    found: &'a mut Vec<FoundFile>,
+    problems: &'a mut Vec<FileReport>,
+    loops: Vec<PathBuf>,
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+impl Walk<'_> {
+    fn root(&mut self, path: &Path) {
+        let fd = match rustix::fs::open(path, dir_flags(), Mode::empty()) {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => return self.fail(path, &e.into()),
+        };
+        self.dir(path, &fd, &fd, Path::new(""));
+    }
+
+    /// Walks `dir` (the descriptor of `shown`, at `rel` below `root`).
+    fn dir(&mut self, shown: &Path, root: &Arc<OwnedFd>, dir: &OwnedFd, rel: &Path) {
+        // st_dev and st_ino are not u64 on every architecture.
+        #[allow(clippy::unnecessary_cast)]
+        let id = rustix::fs::fstat(dir).map(|st| (st.st_dev as u64, st.st_ino as u64));
+        match id {
+            Ok(id) if !self.seen_dirs.insert(id) => {
+                self.loops.push(shown.to_path_buf());
+                return;
             }
             Ok(_) => {}
-            Err(e) => {
-                let path = e.path().unwrap_or(dir).to_path_buf();
-                let reason = match e.io_error() {
-                    Some(io) => io_reason(io),
-                    None => e.to_string(),
-                };
-                problems.push(FileReport::new(path, Outcome::Failed(reason)));
+            Err(e) => return self.fail(shown, &e.into()),
+        }
+        let entries = match rustix::fs::Dir::read_from(dir) {
+            Ok(d) => d,
+            Err(e) => return self.fail(shown, &e.into()),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => {
+                    let name = entry.file_name().to_bytes();
+                    if name != b"." && name != b".." {
+                        names.push(OsStr::from_bytes(name).to_os_string());
+                    }
+                }
+                Err(e) => return self.fail(shown, &e.into()),
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = shown.join(&name);
+            let st = match rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.fail(&path, &e.into());
+                    continue;
+                }
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => self.found.push(FoundFile {
+                    path,
+                    size: st.st_size as u64,
+                    beneath: Some((Arc::clone(root), rel.join(&name))),
+                }),
+                FileType::Directory => {
+                    // O_NOFOLLOW: a directory swapped for a symlink since
+                    // the statat is refused (ELOOP/ENOTDIR), not entered.
+                    match rustix::fs::openat(dir, name.as_os_str(), dir_flags(), Mode::empty()) {
+                        Ok(sub) => self.dir(&path, root, &sub, &rel.join(&name)),
+                        Err(e) => self.fail(&path, &e.into()),
+                    }
+                }
+                // Symlinks and special files inside a walk are passed over.
+                _ => {}
             }
         }
     }
-    for path in loops {
-        problems.push(FileReport::new(
-            path,
-            Outcome::Failed(
-                "directory reached twice (a bind-mount loop, or named twice); not walked again"
-                    .into(),
-            ),
-        ));
+
+    fn fail(&mut self, path: &Path, e: &std::io::Error) {
+        self.problems
+            .push(FileReport::new(path, Outcome::Failed(io_reason(e))));
     }
 }
 
@@ -128,7 +207,7 @@ pub fn sign(
         progress,
         |file| file.size,
         |file| {
-            let outcome = match signer.sign_path(&file.path, &opts) {
+            let outcome = match file.open().and_then(|f| signer.sign_file(&f, &opts)) {
                 Ok(SignOutcome::Signed) => Outcome::Signed,
                 Ok(SignOutcome::AlreadyValid) => Outcome::AlreadyValid,
                 Ok(SignOutcome::WouldSign) => Outcome::WouldSign,
@@ -146,9 +225,7 @@ pub fn verify(keys: &KeySet, files: &[FoundFile], runner: &Runner) -> Vec<FileSt
             files,
             &Progress::hidden(),
             |file| file.size,
-            |file| match ima_core::open_regular(&file.path)
-                .and_then(|f| keys.verify_file(&f, false))
-            {
+            |file| match file.open().and_then(|f| keys.verify_file(&f, false)) {
                 Ok(report) => FileStatus::from_report(&file.path, &report),
                 Err(e) => FileStatus::error(&file.path, e.to_string()),
             },

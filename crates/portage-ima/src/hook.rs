@@ -169,15 +169,17 @@ fn preinst(
         .filter_map(|r| r.path.strip_prefix(d).ok())
         .collect();
     if let Some(t) = std::env::var_os("T") {
-        let list = Path::new(&t).join(PREMERGE_LIST);
         let mut text = Vec::new();
         for rel in &signed {
             text.push(b'/');
             text.extend_from_slice(rel.as_os_str().as_bytes());
             text.push(b'\n');
         }
-        if let Err(e) = std::fs::write(&list, text) {
-            eprintln!("portage-ima: cannot write {}: {e}", list.display());
+        if let Err(e) = write_premerge_list(Path::new(&t), &text) {
+            eprintln!(
+                "portage-ima: cannot write {}: {e}",
+                Path::new(&t).join(PREMERGE_LIST).display()
+            );
         }
     }
     print_failures(&reports);
@@ -250,7 +252,7 @@ fn premerge_list() -> HashSet<PathBuf> {
     let Some(t) = std::env::var_os("T") else {
         return HashSet::new();
     };
-    std::fs::read(Path::new(&t).join(PREMERGE_LIST))
+    read_premerge_list(Path::new(&t))
         .map(|bytes| {
             bytes
                 .split(|&b| b == b'\n')
@@ -259,4 +261,103 @@ fn premerge_list() -> HashSet<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// `${T}` and everything in the build directory belongs to the `portage`
+// user, so build code can plant symlinks there for root to follow. The
+// premerge list is therefore written and read through a descriptor of `${T}`
+// opened without following any symlink below `PORTAGE_TMPDIR` (the admin's
+// setting, which may itself be a symlink such as `/var/tmp -> /tmp`), and
+// its name is never followed: the list is written under a fresh name
+// (`O_CREAT | O_EXCL | O_NOFOLLOW`) and renamed over whatever is there,
+// which replaces a planted symlink instead of writing through it.
+
+/// `${T}` as a directory descriptor, following no symlink below
+/// `PORTAGE_TMPDIR` (nor anywhere when T is not under it).
+fn open_t(t: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let tmpdir = std::env::var_os("PORTAGE_TMPDIR").map(PathBuf::from);
+    let (base, rel) = match tmpdir
+        .as_deref()
+        .and_then(|p| Some((p, t.strip_prefix(p).ok()?)))
+    {
+        Some((tmpdir, rel)) if !rel.as_os_str().is_empty() => (
+            rustix::fs::open(tmpdir, flags, Mode::empty())?,
+            rel.to_path_buf(),
+        ),
+        _ => (
+            rustix::fs::open("/", flags, Mode::empty())?,
+            t.strip_prefix("/").unwrap_or(t).to_path_buf(),
+        ),
+    };
+    Ok(rustix::fs::openat2(
+        &base,
+        &rel,
+        flags | OFlags::NOFOLLOW,
+        Mode::empty(),
+        resolve,
+    )?)
+}
+
+/// Replaces `${T}/portage-ima-premerge.list` with `text` (see above).
+fn write_premerge_list(t: &Path, text: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Write;
+    let dir = open_t(t)?;
+    let tmp = format!(".{PREMERGE_LIST}.{}", std::process::id());
+    let create = || {
+        rustix::fs::openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+    };
+    let fd = match create() {
+        // Left over by an earlier run with the same pid: remove the name
+        // (unlinkat never follows a symlink) and create it afresh.
+        Err(rustix::io::Errno::EXIST) => {
+            rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty())?;
+            create()?
+        }
+        other => other?,
+    };
+    let written = std::fs::File::from(fd).write_all(text);
+    let renamed = written.and_then(|()| {
+        Ok(rustix::fs::renameat(
+            &dir,
+            tmp.as_str(),
+            &dir,
+            PREMERGE_LIST,
+        )?)
+    });
+    if renamed.is_err() {
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+    }
+    renamed
+}
+
+/// The premerge list as written by [`write_premerge_list`]: a regular file
+/// owned by us, not a symlink; anything else reads as no list.
+fn read_premerge_list(t: &Path) -> std::io::Result<Vec<u8>> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    let dir = open_t(t)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        PREMERGE_LIST,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || st.st_uid != unsafe { libc::geteuid() }
+    {
+        return Err(std::io::Error::other("not a regular file of ours"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

@@ -224,8 +224,10 @@ impl ConfigProtect {
     }
 }
 
+/// `portageq envvar`, never found through `PATH` inside Portage
+/// (see [`crate::portage_env::portageq_command`]).
 fn portageq_config_protect() -> Option<(String, String)> {
-    let out = std::process::Command::new("portageq")
+    let out = crate::portage_env::portageq_command()?
         .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
         .stderr(std::process::Stdio::null())
         .output()

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::rootfs::RootDir;
@@ -249,8 +248,8 @@ impl PortageEnv {
     /// Will an xattr set on files under `${D}` survive the merge to `ROOT`?
     ///
     /// Portage moves each file with `rename()` when it is on the same
-    /// filesystem (`st_dev`) as its destination directory, which keeps every
-    /// xattr; otherwise it copies, and copies xattrs only with
+    /// mount as its destination directory (see [`MountId`]: the same
+    /// `st_dev` is not enough), which keeps every xattr; otherwise it copies, and copies xattrs only with
     /// `FEATURES=xattr`, minus those matching `PORTAGE_XATTR_EXCLUDE`.
     ///
     /// This checks every regular file under `${D}` against the nearest
@@ -272,7 +271,7 @@ impl PortageEnv {
             Ok(None) => {
                 return PremergeXattr::Kept {
                     reason: format!(
-                        "{} and its destination in {} are on the same filesystem: \
+                        "{} and its destination in {} are on the same mount: \
                          Portage renames files, keeping their xattrs",
                         d.display(),
                         self.root.display()
@@ -330,36 +329,130 @@ impl PortageEnv {
     }
 }
 
-/// Finds a regular file under `d` on another filesystem than its
-/// destination directory under `root`; `Ok(None)` when there is none.
-/// The `Ok(Some(..))` text names the file and the destination.
+/// How to run `portageq`.
+///
+/// Inside an ebuild phase (`EBUILD_PHASE` set: the hook, as root), `PATH`
+/// may hold directories the build put there, so `portageq` is never looked
+/// up in it: it is run the way Portage's own `portageq-wrapper` runs it,
+/// `${PORTAGE_PYTHON} ${PORTAGE_BIN_PATH}/portageq` with
+/// `PYTHONPATH=${PORTAGE_PYTHONPATH:-${PORTAGE_PYM_PATH}}`, and only when
+/// those paths are absolute; otherwise `None` (do without portageq).
+/// Outside Portage (an admin running a command) it is the `portageq` on
+/// the admin's own `PATH`.
+pub fn portageq_command() -> Option<std::process::Command> {
+    portageq_command_from(|k| std::env::var_os(k))
+}
+
+fn portageq_command_from(
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<std::process::Command> {
+    if get("EBUILD_PHASE").is_none() {
+        return Some(std::process::Command::new("portageq"));
+    }
+    let absolute = |k: &str| get(k).map(PathBuf::from).filter(|p| p.is_absolute());
+    let bin = absolute("PORTAGE_BIN_PATH")?;
+    let python = absolute("PORTAGE_PYTHON").unwrap_or_else(|| PathBuf::from("/usr/bin/python"));
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(bin.join("portageq"));
+    let pym = absolute("PORTAGE_PYM_PATH");
+    if let Some(path) = absolute("PORTAGE_PYTHONPATH").or_else(|| pym.clone()) {
+        cmd.env("PYTHONPATH", path);
+    }
+    // A safe working directory, as the wrapper does (Portage bug #469338).
+    cmd.current_dir(pym.unwrap_or_else(|| PathBuf::from("/")));
+    Some(cmd)
+}
+
+/// Where a file is, for `rename()`: its filesystem (`st_dev`) and its mount
+/// (`statx`'s `STATX_MNT_ID`, Linux 5.8).
+///
+/// `rename()` works only within one mount: two bind mounts of the same
+/// filesystem share `st_dev`, yet a rename between them fails with `EXDEV`
+/// and Portage falls back to copying (dropping `security.ima` unless
+/// FEATURES=xattr keeps it). So the device alone cannot tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountId {
+    pub dev: u64,
+    pub mnt_id: u64,
+}
+
+impl MountId {
+    /// Of `path`, following symlinks (where Portage would end up).
+    pub fn of_path(path: &Path) -> io::Result<MountId> {
+        MountId::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty())
+    }
+
+    /// Of an open file or directory.
+    pub fn of_fd(fd: impl std::os::fd::AsFd) -> io::Result<MountId> {
+        MountId::statx(fd, "", rustix::fs::AtFlags::EMPTY_PATH)
+    }
+
+    fn statx(
+        dirfd: impl std::os::fd::AsFd,
+        path: impl rustix::path::Arg,
+        flags: rustix::fs::AtFlags,
+    ) -> io::Result<MountId> {
+        use rustix::fs::StatxFlags;
+        let st = rustix::fs::statx(dirfd, path, flags, StatxFlags::MNT_ID)?;
+        if !StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel does not tell mount ids (statx STATX_MNT_ID needs Linux 5.8)",
+            ));
+        }
+        Ok(MountId {
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            mnt_id: st.stx_mnt_id,
+        })
+    }
+}
+
+/// Whether Portage can `rename()` a file at `from` into a directory at `to`
+/// (and so keeps its xattrs); otherwise why not, in words. The hook and
+/// `doctor` both decide with this.
+pub fn renames_between(from: MountId, to: MountId) -> Result<(), &'static str> {
+    if from.dev != to.dev {
+        Err("is on another filesystem than")
+    } else if from.mnt_id != to.mnt_id {
+        Err("is on another mount of the same filesystem (a bind mount: rename() fails with EXDEV) than")
+    } else {
+        Ok(())
+    }
+}
+
+/// Finds a regular file under `d` that Portage cannot rename into its
+/// destination directory under `root` (another filesystem or another
+/// mount); `Ok(None)` when there is none. The `Ok(Some(..))` text names the
+/// file and the destination.
 fn first_cross_device(d: &Path, root: &Path) -> io::Result<Option<String>> {
     let with_path =
         |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
     let rootdir = RootDir::open(root)?;
-    let mut dest_dev: HashMap<PathBuf, u64> = HashMap::new();
+    let mut dest_mount: HashMap<PathBuf, MountId> = HashMap::new();
     // Directories still to look at, relative to `d` ("" is `d` itself).
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
         let dir = d.join(&rel);
-        let mut dev_of_dest = None;
+        let mut mount_of_dest = None;
         for entry in fs::read_dir(&dir).map_err(|e| with_path(&dir, e))? {
             let entry = entry.map_err(|e| with_path(&dir, e))?;
-            let meta = entry.metadata().map_err(|e| with_path(&entry.path(), e))?;
-            if meta.is_dir() {
+            let kind = entry.file_type().map_err(|e| with_path(&entry.path(), e))?;
+            if kind.is_dir() {
                 todo.push(rel.join(entry.file_name()));
-            } else if meta.is_file() {
-                let want = match dev_of_dest {
-                    Some(dev) => dev,
+            } else if kind.is_file() {
+                let want = match mount_of_dest {
+                    Some(m) => m,
                     None => {
-                        let dev = nearest_existing_dev(&rootdir, &rel, &mut dest_dev)?;
-                        dev_of_dest = Some(dev);
-                        dev
+                        let m = nearest_existing_mount(&rootdir, &rel, &mut dest_mount)?;
+                        mount_of_dest = Some(m);
+                        m
                     }
                 };
-                if meta.dev() != want {
+                let here =
+                    MountId::of_path(&entry.path()).map_err(|e| with_path(&entry.path(), e))?;
+                if let Err(why) = renames_between(here, want) {
                     return Ok(Some(format!(
-                        "{} is on another filesystem than {}",
+                        "{} {why} {}",
                         entry.path().display(),
                         rootdir.display_path(&Path::new("/").join(&rel)).display()
                     )));
@@ -370,25 +463,25 @@ fn first_cross_device(d: &Path, root: &Path) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// `st_dev` of the nearest existing ancestor of `/rel` inside the root.
-fn nearest_existing_dev(
+/// The mount of the nearest existing ancestor of `/rel` inside the root.
+fn nearest_existing_mount(
     root: &RootDir,
     rel: &Path,
-    cache: &mut HashMap<PathBuf, u64>,
-) -> io::Result<u64> {
+    cache: &mut HashMap<PathBuf, MountId>,
+) -> io::Result<MountId> {
     let mut cur = rel.to_path_buf();
     loop {
-        if let Some(dev) = cache.get(&cur) {
-            return Ok(*dev);
+        if let Some(m) = cache.get(&cur) {
+            return Ok(*m);
         }
         // A trailing "/." follows a final symlink (`lib -> usr/lib`): Portage
         // merges into the directory it points to.
         let lookup = Path::new("/").join(&cur).join(".");
         match root.open_dir(&lookup) {
             Ok(f) => {
-                let dev = f.metadata()?.dev();
-                cache.insert(rel.to_path_buf(), dev);
-                return Ok(dev);
+                let m = MountId::of_fd(&f)?;
+                cache.insert(rel.to_path_buf(), m);
+                return Ok(m);
             }
             Err(e) if cur.as_os_str().is_empty() => {
                 return Err(io::Error::new(
@@ -726,5 +819,53 @@ mod tests {
     fn premerge_without_d() {
         let env = PortageEnv::from_vars(vars(BASE)).unwrap();
         assert!(matches!(env.premerge_xattr(), PremergeXattr::Lost { .. }));
+    }
+}
+
+#[cfg(test)]
+mod portageq_tests {
+    use super::portageq_command_from;
+    use std::ffi::OsString;
+
+    fn cmd(vars: &[(&str, &str)]) -> Option<(String, Vec<String>)> {
+        let c = portageq_command_from(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| OsString::from(v))
+        })?;
+        Some((
+            c.get_program().to_string_lossy().into_owned(),
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn inside_portage_portageq_is_never_looked_up_in_path() {
+        // An admin's own command: their PATH.
+        assert_eq!(cmd(&[]), Some(("portageq".into(), vec![])));
+        // In an ebuild phase: Portage's python and bin path, or nothing.
+        let phase = ("EBUILD_PHASE", "postinst");
+        assert_eq!(cmd(&[phase]), None);
+        assert_eq!(cmd(&[phase, ("PORTAGE_BIN_PATH", "bin")]), None);
+        assert_eq!(
+            cmd(&[
+                phase,
+                ("PORTAGE_BIN_PATH", "/usr/lib/portage/python3.12"),
+                ("PORTAGE_PYTHON", "/usr/bin/python3.12"),
+            ]),
+            Some((
+                "/usr/bin/python3.12".into(),
+                vec!["/usr/lib/portage/python3.12/portageq".into()]
+            ))
+        );
+        let (python, _) = cmd(&[
+            phase,
+            ("PORTAGE_BIN_PATH", "/usr/lib/portage/python3.12"),
+            ("PORTAGE_PYTHON", "python3"),
+        ])
+        .unwrap();
+        assert_eq!(python, "/usr/bin/python");
     }
 }
