@@ -79,7 +79,8 @@ src_install() {
 	if tc-is-cross-compiler; then
 		ewarn "Cross-compiling: not generating the man pages and shell completions."
 	else
-		local bin="$(cargo_target_dir)/portage-ima"
+		local bin
+		bin="$(cargo_target_dir)/portage-ima" || die
 		mkdir -p "${T}/man" || die
 		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
 		doman "${T}"/man/*.1
