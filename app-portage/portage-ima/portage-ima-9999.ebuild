@@ -105,15 +105,16 @@ src_install() {
 	# The setup steps: /usr/share/doc/${PF}/README.gentoo, shown once on the
 	# first install (readme.gentoo-r1).
 	local DISABLE_AUTOFORMATTING=1
+	local snippet="${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc"
 	local DOC_CONTENTS="To have Portage sign every file it merges with an IMA signature:
-1. Create the signing key and its certificate (defaults in ima.toml:
-   /etc/keys/IMA_signing_key.priv, root-only, and /etc/keys/x509_ima.der)
-   and load the certificate on the kernel's IMA keyring at every boot.
+1. Create the signing key and its certificate (ima.toml's defaults:
+/etc/keys/IMA_signing_key.priv, root-only, and /etc/keys/x509_ima.der) and
+load the certificate on the kernel's IMA keyring at every boot.
 2. Add this line to ${EPREFIX}/etc/portage/bashrc:
-   [[ -r ${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc ]] && source ${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc
+[[ -r ${snippet} ]] && source ${snippet}
 3. Review ${EPREFIX}/etc/portage/ima.toml (key, cert, hash, strict...).
-4. Run 'portage-ima doctor': it checks all of the above and prints the
-   make.conf lines that keep security.ima when PORTAGE_TMPDIR is a tmpfs.
+4. Run 'portage-ima doctor': it checks all of the above, and prints the
+make.conf lines that keep security.ima when PORTAGE_TMPDIR is a tmpfs.
 Opt a package out with PORTAGE_IMA_SKIP=1 from package.env; have the
 per-package summary in the elog summary with PORTAGE_IMA_ELOG_SUMMARY=yes."
 	readme.gentoo_create_doc
