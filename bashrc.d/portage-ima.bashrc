@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # portage-ima: sign every file Portage merges with an IMA signature.
 #
-# Use it by adding this line to /etc/portage/bashrc:
-#   source /usr/share/portage-ima/portage-ima.bashrc
+# Use it by adding this line to /etc/portage/bashrc (the test keeps
+# Portage quiet if the package is removed):
+#   [[ -r /usr/share/portage-ima/portage-ima.bashrc ]] && source /usr/share/portage-ima/portage-ima.bashrc
 # Settings live in /etc/portage/ima.toml (key, cert, strict, premerge...).
 # The binary is ${PORTAGE_IMA} if set, else `portage-ima` from PATH.
 #
@@ -20,9 +21,18 @@
 # where running a command corrupts the cache) and not with an empty
 # EBUILD_PHASE (helper runs). No functions are defined; the variables used
 # are unset again.
+#
+# Messages: problems go through ewarn (class "warn"), which Portage's default
+# PORTAGE_ELOG_CLASSES="log warn error" sends to elog; the per-package
+# summary goes through einfo (class "info": terminal and build log, not
+# elog) unless PORTAGE_IMA_ELOG_SUMMARY=yes (make.conf or package.env) sends
+# it through elog (class "log"). PORTAGE_IMA_SKIP=1 or yes (e.g. from
+# package.env) leaves a package unsigned.
 
-case ${EBUILD_PHASE-} in
-preinst | postinst)
+case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
+1:postinst | yes:postinst) einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed" ;;
+1:* | yes:*) ;;
+*:preinst | *:postinst)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
 		# Warn once per package (postinst), not in both phases.
@@ -44,9 +54,9 @@ preinst | postinst)
 				fi
 			done <"${_portage_ima_conf}"; } 2>/dev/null || _portage_ima_strict=1
 		fi
-		# stdout -> einfo, stderr -> ewarn, in order, both reach the build log and
-		# elog. No file: ${T} belongs to the portage user, who could plant a
-		# symlink there; stderr lines come through a pipe marked with \036.
+		# stdout (the summary) -> einfo, or elog on request; stderr -> ewarn.
+		# No file: ${T} belongs to the portage user, who could plant a symlink
+		# there; stderr lines come through a pipe marked with \036.
 		_portage_ima_rc=0
 		_portage_ima_out=$({
 			"${_portage_ima_bin}" hook 2>&1 1>&3 3>&- | while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
@@ -58,7 +68,7 @@ preinst | postinst)
 			case ${_portage_ima_line} in
 			$'\036') ;;
 			$'\036'*) ewarn "${_portage_ima_line#$'\036'}" ;;
-			?*) einfo "${_portage_ima_line}" ;;
+			?*) if [[ ${PORTAGE_IMA_ELOG_SUMMARY-} == yes ]]; then elog "${_portage_ima_line}"; else einfo "${_portage_ima_line}"; fi ;;
 			esac
 		done <<<"${_portage_ima_out}"
 		case ${_portage_ima_rc}:${_portage_ima_strict} in

@@ -1257,14 +1257,17 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
         ),
     };
     finding.push_str(&format!(" ({})", vars.source));
-    let xattr_fix = "in make.conf: FEATURES=\"${FEATURES} xattr\" and PORTAGE_XATTR_EXCLUDE without security.ima (copy Portage's default list and remove it)";
+    let xattr_fix = format!(
+        "add to make.conf: FEATURES=\"${{FEATURES}} xattr\" and {}",
+        xattr_exclude_line(&vars.xattr_exclude)
+    );
     if xattr_kept || same_fs == Some(true) {
         if !xattr_kept {
             finding.push_str("; not needed while PORTAGE_TMPDIR is on the same mount");
         }
         r.ok("xattr", finding);
     } else {
-        r.warn("xattr", finding, xattr_fix);
+        r.warn("xattr", finding, &xattr_fix);
     }
 
     let premerge = s.map(|s| s.premerge).unwrap_or_default();
@@ -1306,6 +1309,18 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
             ),
         ),
     }
+}
+
+/// The `PORTAGE_XATTR_EXCLUDE` line to paste into make.conf: the list the
+/// running Portage uses (its make.globals default unless make.conf changed
+/// it) without the patterns that match security.ima, so that nothing else
+/// Portage excludes (a list that grows between releases) is lost.
+fn xattr_exclude_line(current: &str) -> String {
+    let kept: Vec<&str> = current
+        .split_whitespace()
+        .filter(|p| !crate::portage_env::fnmatch(p, IMA_XATTR))
+        .collect();
+    format!("PORTAGE_XATTR_EXCLUDE=\"{}\"", kept.join(" "))
 }
 
 /// The path a bashrc line sources our snippet from, if one does.
@@ -1706,6 +1721,18 @@ mod tests {
         assert_eq!(keys[2].keyring_name(), Some("_uid.0"));
         assert_eq!(keys[3].keyring_name(), Some("_ima"));
         assert_eq!(keys[1].asymmetric_id(), None);
+    }
+
+    #[test]
+    fn xattr_exclude_line_drops_only_what_matches_security_ima() {
+        assert_eq!(
+            xattr_exclude_line("bcachefs.* btrfs.* security.evm security.ima  user.xdg.*"),
+            "PORTAGE_XATTR_EXCLUDE=\"bcachefs.* btrfs.* security.evm user.xdg.*\""
+        );
+        assert_eq!(
+            xattr_exclude_line("security.i* system.nfs4_acl"),
+            "PORTAGE_XATTR_EXCLUDE=\"system.nfs4_acl\""
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 # Copyright 2026 Gentoo Authors
 # Distributed under the terms of the GNU General Public License v2
 
-# CRATES and the crate LICENSE+= below are generated from Cargo.lock:
-# run scripts/update-crates after every Cargo.lock change.
+# Made by scripts/release from the live ebuild. CRATES and the crate
+# LICENSE+= are generated from Cargo.lock by scripts/update-crates.
 
 EAPI=8
 
@@ -188,13 +188,12 @@ CRATES="
 # and the crates that Cargo.lock pins for the build.
 RUST_MIN_VER="1.85.0"
 
-inherit cargo shell-completion toolchain-funcs
+inherit cargo optfeature readme.gentoo-r1 shell-completion toolchain-funcs
 
 DESCRIPTION="Sign every file Portage merges with a Linux IMA signature"
 HOMEPAGE="https://github.com/portage-ima/portage-ima"
 SRC_URI="
-	https://github.com/portage-ima/portage-ima/archive/refs/tags/v${PV}.tar.gz
-		-> ${P}.gh.tar.gz
+	https://github.com/portage-ima/portage-ima/releases/download/v${PV}/${P}.tar.gz
 	${CARGO_CRATE_URIS}
 "
 
@@ -208,19 +207,27 @@ RESTRICT="!test? ( test )"
 
 DEPEND="openssl? ( dev-libs/openssl:= )"
 RDEPEND="${DEPEND}"
-# The tests make their keys with the openssl tool and check the signatures
-# against evmctl's; those that need root or a kernel keyring skip themselves.
+# openssl-sys finds the system libcrypto with pkg-config. The tests make
+# their keys with the openssl tool and check the signatures against
+# evmctl's; those that need root or a kernel keyring skip themselves.
 BDEPEND="
+	openssl? ( virtual/pkgconfig )
 	test? (
 		app-crypt/ima-evm-utils
 		dev-libs/openssl
 	)
 "
 
-# No QA_FLAGS_IGNORED: cargo.eclass links with ${CC} ${LDFLAGS} and passes
-# RUSTFLAGS, so the binary carries the user's flags.
+# Portage's CFLAGS check (under -frecord-gcc-switches) flags every ELF file
+# without a .GCC.command.line section. rustc never writes one, and no C code
+# is compiled into the binary (openssl-sys only runs the C preprocessor on
+# its probe file), so the check cannot see the user's flags; cargo.eclass
+# passes RUSTFLAGS and links with ${CC} ${LDFLAGS}.
+QA_FLAGS_IGNORED="usr/bin/${PN}"
 
 src_configure() {
+	# Link the system libcrypto, never a copy built from openssl-src.
+	export OPENSSL_NO_VENDOR=1
 	# Exactly one signing backend: the system libcrypto (default), or the
 	# pure-Rust one for systems that want no C crypto library.
 	local myfeatures=(
@@ -241,11 +248,13 @@ src_install() {
 	doins example/ima.toml
 
 	# The man pages and completions come from the binary's own argument
-	# definitions, so they always match it; that needs to run the binary.
+	# definitions, so they always match it: run the binary just built, in
+	# the build tree (not the image, which stays untouched).
 	if tc-is-cross-compiler; then
 		ewarn "Cross-compiling: not generating the man pages and shell completions."
 	else
-		local bin="${ED}/usr/bin/portage-ima"
+		local bin
+		bin="$(cargo_target_dir)/portage-ima" || die
 		mkdir -p "${T}/man" || die
 		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
 		doman "${T}"/man/*.1
@@ -266,27 +275,34 @@ src_install() {
 	fi
 
 	einstalldocs
+
+	# The setup steps: /usr/share/doc/${PF}/README.gentoo, shown once on the
+	# first install (readme.gentoo-r1).
+	local DISABLE_AUTOFORMATTING=1
+	local snippet="${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc"
+	local DOC_CONTENTS="To have Portage sign every file it merges with an IMA signature:
+1. Create the signing key and its certificate (ima.toml's defaults:
+/etc/keys/IMA_signing_key.priv, root-only, and /etc/keys/x509_ima.der) and
+load the certificate on the kernel's IMA keyring at every boot.
+2. Add this line to ${EPREFIX}/etc/portage/bashrc:
+[[ -r ${snippet} ]] && source ${snippet}
+3. Review ${EPREFIX}/etc/portage/ima.toml (key, cert, hash, strict...).
+4. Run 'portage-ima doctor': it checks all of the above, and prints the
+make.conf lines that keep security.ima when PORTAGE_TMPDIR is a tmpfs.
+Opt a package out with PORTAGE_IMA_SKIP=1 from package.env; have the
+per-package summary in the elog summary with PORTAGE_IMA_ELOG_SUMMARY=yes."
+	readme.gentoo_create_doc
 }
 
 pkg_postinst() {
-	# The setup steps, on a first install only.
-	[[ -n ${REPLACING_VERSIONS} ]] && return
+	readme.gentoo_print_elog
+	optfeature "checking signatures with the reference tool (evmctl ima_verify)" app-crypt/ima-evm-utils
+	optfeature "loading the certificate on the kernel's _ima keyring (keyctl)" sys-apps/keyutils
 
-	elog "To have Portage sign every file it merges with an IMA signature:"
-	elog "  1. Create the signing key and its certificate (defaults:"
-	elog "     /etc/keys/IMA_signing_key.priv, readable by root only, and"
-	elog "     /etc/keys/x509_ima.der) and load the certificate on the kernel's"
-	elog "     IMA keyring at every boot: the _ima keyring, e.g."
-	elog "       evmctl import /etc/keys/x509_ima.der \$(keyctl newring _ima @u)"
-	elog "     or, with CONFIG_INTEGRITY_TRUSTED_KEYRING, .ima (the certificate"
-	elog "     must then be signed by a key the kernel trusts)."
-	elog "  2. Add this line to ${EROOT}/etc/portage/bashrc:"
-	elog "       source \"${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc\""
-	elog "  3. Review ${EROOT}/etc/portage/ima.toml (key, cert, hash, strict...)."
-	elog "  4. Run 'portage-ima doctor': it checks all of the above."
-	ewarn "The files of ${CATEGORY}/${PN} itself were merged before the hook was set"
-	ewarn "up, so they are not signed. Sign them before switching IMA appraisal"
-	ewarn "to enforce mode, or the kernel will refuse to run portage-ima:"
+	# On a first install: this package's own files were merged before the
+	# hook was set up.
+	[[ -n ${REPLACING_VERSIONS} ]] && return
+	ewarn "The files of ${CATEGORY}/${PN} were merged before the hook was set up and"
+	ewarn "are not signed; sign them before IMA appraisal goes to enforce mode:"
 	ewarn "  portage-ima sign ${CATEGORY}/${PN}"
-	ewarn "('portage-ima sign --all' signs every installed package.)"
 }
