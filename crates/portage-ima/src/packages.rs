@@ -220,7 +220,7 @@ pub fn verify(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<S
     let sel = select(&args.packages)?;
     let protect = ConfigProtect::discover(&sel.location.eprefix);
     let runner = Runner::new(settings.jobs)?;
-    let mut printer = Printer::stdout(args.json, args.verbose);
+    let mut printer = Printer::stdout(args.json, args.verbose).with_packages();
     let mut open: VecDeque<PackageProgress> = VecDeque::new();
     let mut tasks: Vec<Task> = Vec::new();
     let check = |batch: &[Task], open: &mut VecDeque<PackageProgress>, printer: &mut Printer| {
@@ -252,11 +252,11 @@ pub fn verify(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<S
             remaining: tasks.len() - before,
             problems,
         });
-        while tasks.len() >= VERIFY_BATCH {
-            let rest = tasks.split_off(VERIFY_BATCH);
-            check(&tasks, &mut open, &mut printer);
-            tasks = rest;
+        let full = tasks.len() / VERIFY_BATCH * VERIFY_BATCH;
+        for batch in tasks[..full].chunks(VERIFY_BATCH) {
+            check(batch, &mut open, &mut printer);
         }
+        tasks.drain(..full);
     }
     check(&tasks, &mut open, &mut printer);
     drop(tasks);

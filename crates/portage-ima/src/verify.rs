@@ -170,6 +170,13 @@ impl<W: Write> Printer<W> {
         }
     }
 
+    /// Results of packages: JSON gets a `packages` map even when no
+    /// package was selected.
+    pub fn with_packages(mut self) -> Self {
+        self.packages.get_or_insert_with(BTreeMap::new);
+        self
+    }
+
     /// One file's result.
     pub fn file(&mut self, f: &FileStatus) {
         *self.total.entry(f.status).or_insert(0) += 1;
@@ -289,6 +296,14 @@ mod tests {
         let out = Printer::new(Vec::new(), true, false).finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(doc, serde_json::json!({"files": [], "summary": {}}));
+        let out = Printer::new(Vec::new(), true, false)
+            .with_packages()
+            .finish();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({"files": [], "packages": {}, "summary": {}})
+        );
     }
 
     #[test]
