@@ -240,8 +240,9 @@ pub fn verify(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<S
                 *pkg.counts.entry(status.status).or_insert(0) += 1;
                 printer.file(&status);
             }
+            // Its summary before the next package's lines.
+            finish_done_packages(&sel, open, printer);
         }
-        finish_done_packages(&sel, open, printer);
     };
     for index in 0..sel.packages.len() {
         let before = tasks.len();

@@ -236,3 +236,91 @@ fn control_characters_in_paths_are_escaped() {
     assert!(shown.contains("two\\nlines\\r\\x1b[1A"), "{shown}");
     assert_no_raw_controls(&out.stdout, "verify --files");
 }
+
+/// Finding 7: results are printed package by package, in batches; a package
+/// bigger than a batch, packages without files and one whose CONTENTS is
+/// gone all come out once, in vdb order, with the right counts, and the
+/// streamed JSON is one valid document.
+#[test]
+fn verify_streams_packages_across_batches() {
+    let f = Fixture::new(false);
+    let vdb = f.root().join("var/db/pkg/test-ima");
+    let mut write_package = |pf: &str, files: usize| {
+        let share = f.root().join("usr/share").join(pf);
+        std::fs::create_dir_all(&share).unwrap();
+        let mut contents = format!("dir /usr/share/{pf}\n");
+        for i in 0..files {
+            std::fs::write(share.join(i.to_string()), b"").unwrap();
+            contents.push_str(&format!("obj /usr/share/{pf}/{i} {MD5_OF_EMPTY} 1\n"));
+        }
+        std::fs::create_dir_all(vdb.join(pf)).unwrap();
+        std::fs::write(vdb.join(pf).join("CONTENTS"), contents).unwrap();
+    };
+    write_package("big-1", 5000);
+    write_package("empty-1", 0);
+    write_package("small-1", 3);
+    std::fs::create_dir_all(vdb.join("gone-1")).unwrap();
+
+    let out = f.run(&["verify", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 5000 + 1 + 3 + 2, "{}", text(&out));
+    // Each package's files come together (vdb order).
+    let changes = files
+        .windows(2)
+        .filter(|w| w[0]["package"] != w[1]["package"])
+        .count();
+    assert_eq!(changes, 3, "{}", text(&out));
+    assert_eq!(doc["packages"]["test-ima/big-1"]["unsigned"], 5000);
+    assert_eq!(doc["packages"]["test-ima/empty-1"], serde_json::json!({}));
+    assert_eq!(doc["packages"]["test-ima/gone-1"]["error"], 1);
+    assert_eq!(doc["packages"]["test-ima/small-1"]["unsigned"], 3);
+    assert_eq!(doc["summary"]["unsigned"], 5000 + 2 + 3);
+
+    // Text: each package's summary right after its own lines.
+    let out = f.run(&["verify", "--all"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.pop(),
+        Some("portage-ima: verified: 1 error, 5005 unsigned")
+    );
+    let marker = |cpv: &str| match cpv {
+        "test-ima/foo-1" => "/usr/share/pkg/".to_string(),
+        "test-ima/gone-1" => "gone-1/CONTENTS".to_string(),
+        other => format!("/usr/share/{}/", &other[9..]),
+    };
+    let mut group = Vec::new();
+    let mut summaries = Vec::new();
+    for line in lines {
+        let Some((mark, rest)) = line
+            .strip_prefix("FAIL ")
+            .map(|r| ("FAIL", r))
+            .or_else(|| line.strip_prefix("ok   ").map(|r| ("ok", r)))
+        else {
+            group.push(line);
+            continue;
+        };
+        let (cpv, counts) = rest.split_once(": ").unwrap();
+        let want = marker(cpv);
+        let strays: Vec<_> = group.iter().filter(|l| !l.contains(&want)).collect();
+        assert!(strays.is_empty(), "{cpv}: {strays:?}");
+        summaries.push((mark, cpv.to_string(), group.len(), counts.to_string()));
+        group.clear();
+    }
+    assert!(group.is_empty(), "{group:?}");
+    summaries.sort_by(|a, b| a.1.cmp(&b.1));
+    let want = [
+        ("FAIL", "test-ima/big-1", 5000, "5000 unsigned"),
+        ("ok", "test-ima/empty-1", 0, "no files"),
+        ("FAIL", "test-ima/foo-1", 2, "2 unsigned"),
+        ("FAIL", "test-ima/gone-1", 1, "1 error"),
+        ("FAIL", "test-ima/small-1", 3, "3 unsigned"),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|(m, c, n, t)| (*m, c.to_string(), *n, t.to_string()))
+        .collect();
+    assert_eq!(summaries, want);
+}
