@@ -245,7 +245,7 @@ fn control_characters_in_paths_are_escaped() {
 fn verify_streams_packages_across_batches() {
     let f = Fixture::new(false);
     let vdb = f.root().join("var/db/pkg/test-ima");
-    let mut write_package = |pf: &str, files: usize| {
+    let write_package = |pf: &str, files: usize| {
         let share = f.root().join("usr/share").join(pf);
         std::fs::create_dir_all(&share).unwrap();
         let mut contents = format!("dir /usr/share/{pf}\n");
