@@ -725,7 +725,8 @@ def test_usage_errors(system):
 def test_config_protect(system):
     """The admin changed /etc/cfgp.conf, cfgp-2 arrives as ._cfg0000_cfgp.conf
     (hook disabled): `sign` signs the sibling, leaves the admin's file alone,
-    and verify reports the package ok through the sibling."""
+    and verify reports the sibling ok and the admin's file as changed (a
+    failure only when it is executable)."""
     system.ensure_signed()
     pg = system.pg
     conf = pg.live(pg.ed("/etc/cfgp.conf"))
@@ -757,16 +758,42 @@ def test_config_protect(system):
     assert conf.read_bytes() == admin_text
     assert ima_xattr(conf) == admin_sig, "the admin's file was re-signed"
 
+    # The update is ok, and the live file, the one in use, is reported too
+    # (issue 15, finding 4): changed and no longer validly signed, but not
+    # executable, so reported without failing the run.
     r, doc = system.verify_json("cfgp")
     assert r.returncode == 0, str(r)
-    assert doc["packages"] == {pkg: {"ok": n}}
-    by_path = {f["path"]: f["status"] for f in doc["files"]}
-    assert by_path.get(str(cfg)) == "ok", doc
-    assert str(conf) not in by_path, doc
+    assert doc["packages"] == {pkg: {"ok": n, "config-changed": 1}}
+    by_path = {f["path"]: f for f in doc["files"]}
+    assert by_path[str(cfg)]["status"] == "ok", doc
+    live = by_path[str(conf)]
+    assert live["status"] == "config-changed", doc
+    assert "signature: bad-signature" in live["detail"], live
+    assert "update pending: ._cfg0000_cfgp.conf" in live["detail"], live
 
     r = system.verify("-v", "cfgp")
     assert r.returncode == 0, str(r)
-    assert f"ok {cfg}" in r.stdout.splitlines(), str(r)
+    lines = r.stdout.splitlines()
+    assert f"ok {cfg}" in lines, str(r)
+    assert any(line.startswith(f"config-changed {conf} (") for line in lines), str(r)
+    assert f"ok   {pkg}: 1 config-changed, {n} ok" in lines, str(r)
+
+    # The same change to an executable config file (an init script): IMA
+    # appraisal would refuse to run it, so verify fails, --all included.
+    mode = conf.stat().st_mode
+    conf.chmod(0o755)
+    try:
+        r, doc = system.verify_json("cfgp")
+        assert r.returncode == 1, str(r)
+        live = {f["path"]: f for f in doc["files"]}[str(conf)]
+        assert live["status"] == "modified", live
+        assert "would refuse to run it" in live["detail"], live
+        r = system.verify("--all")
+        assert r.returncode == 1, str(r)
+        assert re.search(rf"^modified {re.escape(str(conf))} \(", r.stdout, re.M), str(r)
+        assert re.search(rf"^FAIL {re.escape(pkg)}: ", r.stdout, re.M), str(r)
+    finally:
+        conf.chmod(mode)
 
 
 def test_interrupt_and_resume(system):

@@ -44,7 +44,9 @@ pub enum Command {
     ///
     /// One status per file: ok, unsigned, digest-only, bad-signature,
     /// unknown-key, error; for packages also modified (content differs from
-    /// CONTENTS) and missing. Exit status 0 only when every file is ok.
+    /// CONTENTS), missing, and config-changed (a config file you changed that
+    /// the kernel would still run or that is not executable: reported, not a
+    /// failure). Exit status 0 only when every file is ok or config-changed.
     Verify(VerifyArgs),
 
     /// Run from Portage's bashrc: sign the package being merged.

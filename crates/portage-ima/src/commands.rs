@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::cli::{Cli, DoctorArgs, GenerateWhat, HookArgs, SignArgs, VerifyArgs};
 use crate::config::Settings;
 use crate::engine::{FileReport, Outcome, Runner, Tally};
+use crate::escape::{escape_path, escape_text};
 use crate::progress::Progress;
 pub use crate::status::Status;
 use crate::{files, packages, verify};
@@ -45,22 +46,24 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
     }
     let (found, problems) = files::collect(&args.files);
     let runner = Runner::new(settings.jobs)?;
-    let mut statuses = files::verify(&keys, &found, &runner);
+    let mut printer = verify::Printer::stdout(args.json, true);
+    for status in files::verify(&keys, &found, &runner) {
+        printer.file(&status);
+    }
     for p in problems {
         let reason = match p.outcome {
             Outcome::Failed(r) => r,
             other => format!("{other:?}"),
         };
-        statuses.push(verify::FileStatus::error(&p.path, reason));
+        printer.file(&verify::FileStatus::error(&p.path, reason));
     }
-    verify::print(&statuses, args.json, true, None);
-    Ok(
-        if statuses.iter().all(verify::FileStatus::is_ok) && !statuses.is_empty() {
-            Status::Success
-        } else {
-            Status::SomeFailed
-        },
-    )
+    let failed = printer.failed() || printer.files() == 0;
+    printer.finish();
+    Ok(if failed {
+        Status::SomeFailed
+    } else {
+        Status::Success
+    })
 }
 
 pub fn hook(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
@@ -117,13 +120,22 @@ pub fn key_set(settings: &Settings, certs: &[std::path::PathBuf]) -> Result<KeyS
     Ok(keys)
 }
 
-/// One stderr line per file that failed: `portage-ima: PATH: reason`.
+/// One stderr line per file that failed: `portage-ima: PATH: reason`, the
+/// path and the reason escaped (the hook's lines go on to `ewarn`).
 pub fn print_failures(reports: &[FileReport]) {
     for r in reports {
         if let Outcome::Failed(reason) = &r.outcome {
-            eprintln!("portage-ima: {}: {reason}", r.path.display());
+            eprintln!("{}", failure_line(r, reason));
         }
     }
+}
+
+fn failure_line(report: &FileReport, reason: &str) -> String {
+    format!(
+        "portage-ima: {}: {}",
+        escape_path(&report.path),
+        escape_text(reason)
+    )
 }
 
 /// "signed 12 files, 3 already valid, 1 failed".

@@ -13,10 +13,18 @@
 //!
 //! Paths may hold spaces and arbitrary non-UTF-8 bytes, so this module parses
 //! bytes and builds paths with [`OsStr::from_bytes`]. Only a newline cannot
-//! appear in a path (Portage could not write it either). Every line is checked
-//! strictly: a CONTENTS file is input that decides which files get signed, so
-//! anything Portage would never write is an error with the file and line, not
-//! a guess.
+//! appear in a path (Portage could not write it either).
+//!
+//! The mtime is `st_mtime_ns // 10**9`, so a file dated before 1970 gets a
+//! negative one (`-1`); it is accepted. Portage's own reader
+//! (`dblink.getcontents`) skips a line it does not recognise, reports it
+//! with its number ("Unrecognized CONTENTS entry") and keeps the rest of the
+//! package. So does this parser: every line is checked strictly (a CONTENTS
+//! file decides which files get signed, so anything Portage would never write
+//! is not guessed at), and a line that fails is left out and listed in
+//! [`Contents::skipped`] with its number and the reason. A skipped line never
+//! makes a file signed; callers report it as a failure. Paths Portage would
+//! normalise (`//`, `/./`, `..`) are skipped too rather than resolved.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -34,13 +42,13 @@ pub enum ContentsEntry {
     Obj {
         path: PathBuf,
         md5: [u8; 16],
-        mtime: u64,
+        mtime: i64,
     },
     /// `sym PATH -> TARGET MTIME`
     Sym {
         path: PathBuf,
         target: PathBuf,
-        mtime: u64,
+        mtime: i64,
     },
     /// `dev PATH`: a device node.
     Dev { path: PathBuf },
@@ -101,6 +109,27 @@ impl ContentsEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents {
     pub entries: Vec<ContentsEntry>,
+    /// Lines left out because they are not what Portage writes, in file order.
+    pub skipped: Vec<SkippedLine>,
+}
+
+/// A CONTENTS line that was not understood and left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// 1-based line number.
+    pub line: usize,
+    /// Why, in words (the line's own text is not repeated).
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: {}; line skipped (Portage skips it too), its file is not handled",
+            self.line, self.reason
+        )
+    }
 }
 
 /// Why a CONTENTS file could not be read or parsed.
@@ -146,24 +175,14 @@ impl ContentsError {
             ContentsError::Io { .. } => None,
         }
     }
-
-    fn with_path(self, file: &Path) -> Self {
-        match self {
-            ContentsError::Syntax { line, reason, .. } => ContentsError::Syntax {
-                path: Some(file.to_path_buf()),
-                line,
-                reason,
-            },
-            other => other,
-        }
-    }
 }
 
 impl Contents {
-    /// Parses CONTENTS data.
+    /// Parses CONTENTS data. Lines that are not what Portage writes are
+    /// left out and listed in [`Contents::skipped`] (see the module docs).
     ///
     /// An empty input and a final newline are fine; an empty line elsewhere
-    /// is not (Portage never writes one).
+    /// is skipped (Portage never writes one).
     ///
     /// `obj` lines are split from the right: the last two space-separated
     /// fields are the MD5 and the mtime, everything between `obj ` and them
@@ -176,30 +195,53 @@ impl Contents {
     /// Portage's own reader makes (`dblink.getcontents`, a greedy regex), so
     /// both agree on what the package owns. `sym` entries are never signed,
     /// so the ambiguity cannot make this tool sign a wrong file.
-    pub fn parse(data: &[u8]) -> Result<Contents, ContentsError> {
-        let mut entries = Vec::new();
+    pub fn parse(data: &[u8]) -> Contents {
+        let mut contents = Contents::default();
         let body = data.strip_suffix(b"\n").unwrap_or(data);
         if body.is_empty() {
-            return Ok(Contents { entries });
+            return contents;
         }
         for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-            let entry = parse_line(line).map_err(|reason| ContentsError::Syntax {
-                path: None,
-                line: i + 1,
-                reason,
-            })?;
-            entries.push(entry);
+            match parse_line(line) {
+                Ok(entry) => contents.entries.push(entry),
+                Err(reason) => contents.skipped.push(SkippedLine {
+                    line: i + 1,
+                    reason,
+                }),
+            }
         }
-        Ok(Contents { entries })
+        contents
     }
 
-    /// Reads and parses a CONTENTS file; errors name the file.
+    /// Parses CONTENTS data and fails on the first line that is not what
+    /// Portage writes, naming it.
+    pub fn parse_strict(data: &[u8]) -> Result<Contents, ContentsError> {
+        let contents = Contents::parse(data);
+        match contents.skipped.first() {
+            Some(bad) => Err(ContentsError::Syntax {
+                path: None,
+                line: bad.line,
+                reason: bad.reason.clone(),
+            }),
+            None => Ok(contents),
+        }
+    }
+
+    /// Reads and parses a CONTENTS file (unrecognised lines are skipped,
+    /// see [`Contents::parse`]); a read error names the file.
     pub fn read(path: &Path) -> Result<Contents, ContentsError> {
         let data = std::fs::read(path).map_err(|source| ContentsError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Contents::parse(&data).map_err(|e| e.with_path(path))
+        Ok(Contents::parse(&data))
+    }
+
+    /// The skipped lines as `FILE line N: reason; ...` messages.
+    pub fn skipped_messages<'a>(&'a self, file: &'a Path) -> impl Iterator<Item = String> + 'a {
+        self.skipped
+            .iter()
+            .map(move |s| format!("{} {s}", file.display()))
     }
 
     /// The regular files (`obj` entries): path and the MD5 Portage recorded.
@@ -319,7 +361,7 @@ fn parse_sym(rest: &[u8]) -> Result<ContentsEntry, String> {
 /// size, atime, mtime, ctime)` with Python 2 `L` suffixes. Portage still
 /// reads it (bug 351814), so old systems may have such lines. Returns the
 /// part before the tuple and the mtime (the ninth field).
-fn old_sym_mtime(rest: &[u8]) -> Option<(&[u8], u64)> {
+fn old_sym_mtime(rest: &[u8]) -> Option<(&[u8], i64)> {
     let inner = rest.strip_suffix(b")")?;
     let open = rfind(inner, b" (")?;
     let fields: Vec<&[u8]> = inner[open + 2..].split(|&b| b == b',').collect();
@@ -356,10 +398,13 @@ fn parse_md5(s: &[u8]) -> Result<[u8; 16], String> {
     Ok(md5)
 }
 
-fn parse_mtime(s: &[u8], syntax: &str) -> Result<u64, String> {
-    // Digits only: u64::from_str would also take a leading `+`.
-    let ok = !s.is_empty() && s.len() <= 20 && s.iter().all(u8::is_ascii_digit);
-    ok.then(|| std::str::from_utf8(s).ok()?.parse::<u64>().ok())
+/// Seconds since the epoch as Portage writes them: `st_mtime_ns // 10**9`,
+/// so digits with a `-` for files dated before 1970.
+fn parse_mtime(s: &[u8], syntax: &str) -> Result<i64, String> {
+    // Digits only: i64::from_str would also take a leading `+`.
+    let digits = s.strip_prefix(b"-").unwrap_or(s);
+    let ok = !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit);
+    ok.then(|| std::str::from_utf8(s).ok()?.parse::<i64>().ok())
         .flatten()
         .ok_or_else(|| {
             format!(
@@ -427,7 +472,7 @@ mod tests {
              dev /dev/foo\n\
              fif /var/lib/foo/fifo\n"
         );
-        let c = Contents::parse(data.as_bytes()).unwrap();
+        let c = Contents::parse_strict(data.as_bytes()).unwrap();
         assert_eq!(
             c.entries,
             vec![
@@ -464,12 +509,17 @@ mod tests {
 
     #[test]
     fn empty_and_trailing_newline() {
-        assert!(Contents::parse(b"").unwrap().entries.is_empty());
-        assert!(Contents::parse(b"\n").unwrap().entries.is_empty());
-        assert_eq!(Contents::parse(b"dir /a").unwrap().entries.len(), 1);
-        assert_eq!(Contents::parse(b"dir /a\n").unwrap().entries.len(), 1);
-        // A blank line in the middle is not something Portage writes.
-        let e = Contents::parse(b"dir /a\n\ndir /b\n").unwrap_err();
+        assert_eq!(Contents::parse(b""), Contents::default());
+        assert_eq!(Contents::parse(b"\n"), Contents::default());
+        assert_eq!(Contents::parse(b"dir /a").entries.len(), 1);
+        assert_eq!(Contents::parse(b"dir /a\n").entries.len(), 1);
+        // A blank line in the middle is not something Portage writes: it is
+        // skipped, the lines around it are kept.
+        let c = Contents::parse(b"dir /a\n\ndir /b\n");
+        assert_eq!(c.entries.len(), 2);
+        assert_eq!(c.skipped.len(), 1);
+        assert_eq!(c.skipped[0].line, 2);
+        let e = Contents::parse_strict(b"dir /a\n\ndir /b\n").unwrap_err();
         assert_eq!(e.line(), Some(2));
     }
 
@@ -477,7 +527,7 @@ mod tests {
     fn obj_path_with_spaces_and_hex_like_words() {
         // The path itself ends in something that looks like an MD5 and an mtime.
         let line = format!("obj /a {MD5} 12 b {MD5} 7\n");
-        let c = Contents::parse(line.as_bytes()).unwrap();
+        let c = Contents::parse_strict(line.as_bytes()).unwrap();
         assert_eq!(
             c.entries[0],
             ContentsEntry::Obj {
@@ -492,7 +542,7 @@ mod tests {
     fn non_utf8_paths() {
         let mut data = b"obj /usr/share/caf\xe9 \xff".to_vec();
         data.extend_from_slice(format!(" {MD5} 1\n").as_bytes());
-        let c = Contents::parse(&data).unwrap();
+        let c = Contents::parse_strict(&data).unwrap();
         assert_eq!(
             c.entries[0].path().as_os_str().as_bytes(),
             b"/usr/share/caf\xe9 \xff"
@@ -502,7 +552,7 @@ mod tests {
 
     #[test]
     fn sym_splits_at_the_last_arrow() {
-        let c = Contents::parse(b"sym /usr/a -> b -> c 5\n").unwrap();
+        let c = Contents::parse_strict(b"sym /usr/a -> b -> c 5\n").unwrap();
         assert_eq!(
             c.entries[0],
             ContentsEntry::Sym {
@@ -512,7 +562,7 @@ mod tests {
             }
         );
         // A target with spaces.
-        let c = Contents::parse(b"sym /usr/x -> ../some dir/y 5\n").unwrap();
+        let c = Contents::parse_strict(b"sym /usr/x -> ../some dir/y 5\n").unwrap();
         assert_eq!(
             c.entries[0],
             ContentsEntry::Sym {
@@ -523,8 +573,12 @@ mod tests {
         );
     }
 
+    /// The reason the only line of `data` was skipped, as displayed.
     fn err(data: &str) -> String {
-        Contents::parse(data.as_bytes()).unwrap_err().to_string()
+        let c = Contents::parse(data.as_bytes());
+        assert!(c.entries.is_empty(), "{data:?} was not skipped: {c:?}");
+        assert_eq!(c.skipped.len(), 1, "{data:?}");
+        c.skipped[0].to_string()
     }
 
     #[test]
@@ -540,7 +594,9 @@ mod tests {
                 "bad MD5",
             ),
             ("obj /usr/bin/foo ec48 1", "bad MD5"),
-            (&format!("obj /usr/bin/foo {MD5} -1"), "bad mtime"),
+            (&format!("obj /usr/bin/foo {MD5} --1"), "bad mtime"),
+            (&format!("obj /usr/bin/foo {MD5} -"), "bad mtime"),
+            (&format!("obj /usr/bin/foo {MD5} 1-"), "bad mtime"),
             (&format!("obj /usr/bin/foo {MD5} +1"), "bad mtime"),
             (&format!("obj /usr/bin/foo {MD5} 1.5"), "bad mtime"),
             (
@@ -576,8 +632,7 @@ mod tests {
         let c = Contents::parse(
             b"sym /usr/lib/libfoo.so -> libfoo.so.1 \
               (41471, 1234567L, 2049L, 1, 0, 0, 11L, 1104537600, 1104537601, 1104537602)\n",
-        )
-        .unwrap();
+        );
         assert_eq!(
             c.entries[0],
             ContentsEntry::Sym {
@@ -587,27 +642,57 @@ mod tests {
             }
         );
         // Not a stat tuple: the last word is the (bad) mtime.
-        let e = Contents::parse(b"sym /a -> b (1, 2)\n").unwrap_err();
-        assert!(e.to_string().contains("bad mtime `2)`"), "{e}");
+        let e = err("sym /a -> b (1, 2)\n");
+        assert!(e.contains("bad mtime `2)`"), "{e}");
     }
 
     #[test]
-    fn error_names_file_and_line() {
+    fn skips_bad_lines_with_their_number_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("CONTENTS");
-        std::fs::write(&p, "dir /usr\nobj /usr/bin/foo 1795842074\n").unwrap();
-        let e = Contents::read(&p).unwrap_err();
+        let data = format!(
+            "dir /usr\n\
+             obj /usr/bin/foo 1795842074\n\
+             obj /usr/share/old {MD5} -1\n\
+             garbage here\n\
+             obj /usr/bin/bar {MD5} 1795842074\n"
+        );
+        std::fs::write(&p, data).unwrap();
+        let c = Contents::read(&p).unwrap();
+        // Portage writes `-1` for a file dated before 1970: accepted.
+        let objs: Vec<_> = c.objects().map(|(p, _)| p).collect();
         assert_eq!(
-            e.to_string(),
-            format!(
-                "{} line 2: obj entry has no MD5 (expected `obj PATH MD5 MTIME`)",
-                p.display()
-            )
+            objs,
+            [Path::new("/usr/share/old"), Path::new("/usr/bin/bar")]
+        );
+        assert!(matches!(c.entries[1], ContentsEntry::Obj { mtime: -1, .. }));
+        let messages: Vec<String> = c.skipped_messages(&p).collect();
+        assert_eq!(
+            messages,
+            [
+                format!(
+                    "{} line 2: obj entry has no MD5 (expected `obj PATH MD5 MTIME`); \
+                     line skipped (Portage skips it too), its file is not handled",
+                    p.display()
+                ),
+                format!(
+                    "{} line 4: unknown entry type `garbage` (expected dir, obj, sym, dev or fif); \
+                     line skipped (Portage skips it too), its file is not handled",
+                    p.display()
+                ),
+            ]
         );
         let missing = dir.path().join("nope");
         let e = Contents::read(&missing).unwrap_err();
         assert!(e.is_not_found());
         assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
+    }
+
+    #[test]
+    fn negative_mtime_round_trips() {
+        let line = format!("obj /usr/share/old {MD5} -1\nsym /usr/l -> t -86400\n");
+        let c = Contents::parse_strict(line.as_bytes()).unwrap();
+        assert_eq!(c.to_bytes(), line.as_bytes());
     }
 
     /// One path component: any bytes but `/`, NUL and newline, not `.`/`..`;
@@ -659,9 +744,9 @@ mod tests {
     fn entry() -> impl Strategy<Value = ContentsEntry> {
         prop_oneof![
             abs_path().prop_map(|path| ContentsEntry::Dir { path }),
-            (abs_path(), any::<[u8; 16]>(), any::<u64>())
+            (abs_path(), any::<[u8; 16]>(), any::<i64>())
                 .prop_map(|(path, md5, mtime)| ContentsEntry::Obj { path, md5, mtime }),
-            (abs_path(), target(), any::<u64>()).prop_map(|(path, target, mtime)| {
+            (abs_path(), target(), any::<i64>()).prop_map(|(path, target, mtime)| {
                 ContentsEntry::Sym {
                     path,
                     target,
@@ -695,9 +780,9 @@ mod tests {
 
         #[test]
         fn valid_contents_round_trip(entries in proptest::collection::vec(entry(), 0..20)) {
-            let c = Contents { entries };
+            let c = Contents { entries, skipped: Vec::new() };
             let bytes = c.to_bytes();
-            let back = Contents::parse(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let back = Contents::parse_strict(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(back, c);
         }
     }

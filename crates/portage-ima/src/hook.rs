@@ -176,10 +176,9 @@ fn preinst(
             text.push(b'\n');
         }
         if let Err(e) = write_premerge_list(Path::new(&t), &text) {
-            eprintln!(
-                "portage-ima: cannot write {}: {e}",
-                Path::new(&t).join(PREMERGE_LIST).display()
-            );
+            let list = Path::new(&t).join(PREMERGE_LIST);
+            let message = format!("cannot write {}: {e}", list.display());
+            eprintln!("portage-ima: {}", crate::escape::escape_text(&message));
         }
     }
     print_failures(&reports);
@@ -240,7 +239,12 @@ fn postinst(
         .flatten()
         .collect();
     print_failures(&reports);
-    let t = Tally::of(&reports);
+    let mut t = Tally::of(&reports);
+    // Lines of CONTENTS not understood: their files are not signed.
+    for message in contents.skipped_messages(&contents_path) {
+        eprintln!("portage-ima: {}", crate::escape::escape_text(&message));
+        t.failed += 1;
+    }
     println!(
         "portage-ima: {}/{}: signed {} before the merge, {} now, {} already valid, {} skipped, {} failed",
         env.category, env.pf, t.signed_before_merge, t.signed, t.already_valid, t.skipped, t.failed

@@ -9,6 +9,7 @@ pub mod config;
 pub mod contents;
 pub mod doctor;
 pub mod engine;
+pub mod escape;
 pub mod files;
 pub mod hook;
 pub mod objects;

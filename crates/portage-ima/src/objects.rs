@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ima_core::{Error as ImaError, ImaSigner, KeySet, SignOptions, SignOutcome};
+use ima_core::{Error as ImaError, ImaSigner, KeySet, SignOptions, SignOutcome, VerifyStatus};
 
 use crate::engine::{FileReport, Outcome};
 use crate::rootfs::{cfg_siblings, RootDir};
@@ -91,50 +91,99 @@ fn sign_cfg_sibling(
 }
 
 /// Checks the file CONTENTS lists at `path`: its signature, and its content
-/// against the MD5 CONTENTS records (`modified`, `missing`). A config file the
-/// admin changed is checked through its matching `._cfg` sibling when one exists.
-pub fn verify_object(keys: &KeySet, root: &RootDir, path: &Path, md5: &[u8; 16]) -> FileStatus {
+/// against the MD5 CONTENTS records (`modified`, `missing`).
+///
+/// A config file whose live copy differs from CONTENTS (the admin edited it;
+/// a `._cfgNNNN_` sibling may hold the package's update) gives two results:
+/// the sibling that matches CONTENTS, checked as the package's file, and the
+/// live file, the one that is used until the update is merged, with its own
+/// state. The live file is [`verify::MODIFIED`] (a failure) when IMA
+/// appraisal would refuse to run it: executable and its signature does not
+/// verify. Otherwise it is [`verify::CONFIG_CHANGED`]: reported, not a
+/// failure, since admins edit config files and IMA does not appraise reads
+/// of data files by signature. A file counts as a config file when Portage
+/// wrote a `._cfg` sibling for it, or when CONFIG_PROTECT covers it.
+pub fn verify_object(
+    keys: &KeySet,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+    protect: &ConfigProtect,
+) -> Vec<FileStatus> {
     let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let detail = "listed in CONTENTS but not on disk".to_string();
-            return FileStatus::with_status(&shown, verify::MISSING, detail);
+            return vec![FileStatus::with_status(&shown, verify::MISSING, detail)];
         }
-        Err(e) => return FileStatus::error(&shown, open_reason(&e)),
+        Err(e) => return vec![FileStatus::error(&shown, open_reason(&e))],
     };
     let report = match keys.verify_file(&file, true) {
         Ok(r) => r,
-        Err(e) => return FileStatus::error(&shown, sign_reason(&e)),
+        Err(e) => return vec![FileStatus::error(&shown, sign_reason(&e))],
     };
     if report.md5.as_ref() == Some(md5) {
-        return FileStatus::from_report(&shown, &report);
+        return vec![FileStatus::from_report(&shown, &report)];
     }
-    if let Some(status) = verify_cfg_sibling(keys, root, path, md5) {
-        return status;
-    }
-    let mut status = FileStatus::from_report(&shown, &report);
-    status.status = verify::MODIFIED;
-    status.detail = Some(format!(
+    let differs = format!(
         "content differs from CONTENTS (MD5 {} expected, {} found); signature: {}",
         hex::encode(md5),
         report.md5.map(hex::encode).unwrap_or_default(),
         report.status.as_str()
-    ));
-    status
+    );
+    let update = verify_cfg_sibling(keys, root, path, md5);
+    let mut live = FileStatus::from_report(&shown, &report);
+    live.status = verify::MODIFIED;
+    live.detail = Some(differs);
+    if update.is_none() && !protect.is_protected(path) {
+        return vec![live];
+    }
+    // A config file: is the changed live copy one the kernel would refuse?
+    let executable = file
+        .metadata()
+        .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
+    let denied = executable && report.status != VerifyStatus::Ok;
+    let mut detail = live.detail.take().unwrap_or_default();
+    detail.insert_str(0, "config file changed since the merge: ");
+    detail.push_str(if denied {
+        "; executable: IMA appraisal would refuse to run it"
+    } else if executable {
+        "; executable, runs with this signature"
+    } else {
+        "; not executable: reported, not a failure"
+    });
+    if let Some((sibling, _)) = &update {
+        let name = sibling.file_name().unwrap_or_default();
+        detail.push_str(&format!(
+            "; update pending: {} (merge it with dispatch-conf or etc-update)",
+            Path::new(name).display()
+        ));
+    }
+    live.detail = Some(detail);
+    if !denied {
+        live.status = verify::CONFIG_CHANGED;
+    }
+    match update {
+        Some((_, status)) => vec![status, live],
+        None => vec![live],
+    }
 }
 
+/// The `._cfg` sibling of `path` whose content is what CONTENTS records:
+/// its path and its status.
 fn verify_cfg_sibling(
     keys: &KeySet,
     root: &RootDir,
     path: &Path,
     md5: &[u8; 16],
-) -> Option<FileStatus> {
+) -> Option<(PathBuf, FileStatus)> {
     cfg_candidates(root, path)
         .into_iter()
         .find_map(|(shown, file)| {
             let report = keys.verify_file(&file, true).ok()?;
-            (report.md5.as_ref() == Some(md5)).then(|| FileStatus::from_report(&shown, &report))
+            (report.md5.as_ref() == Some(md5))
+                .then(|| (shown.clone(), FileStatus::from_report(&shown, &report)))
         })
 }
 

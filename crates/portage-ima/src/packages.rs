@@ -1,7 +1,7 @@
 //! `sign ATOM...|--all` and `verify ATOM...|--all`: installed packages, read
 //! from the vdb, with the same per-file rules as the hook.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,11 +12,12 @@ use crate::cli::{PackageArgs, SignArgs, VerifyArgs};
 use crate::commands::{finish_status, print_failures, tally_line, Status};
 use crate::config::{ConfigFiles, Settings};
 use crate::engine::{FileReport, Outcome, Runner, Tally};
+use crate::escape::escape_text;
 use crate::objects::{sign_object, verify_object, ConfigProtect};
 use crate::progress::Progress;
 use crate::rootfs::RootDir;
 use crate::vdb::{InstalledPackage, Vdb};
-use crate::verify::{self, FileStatus};
+use crate::verify::{Counts, FileStatus, Printer};
 
 /// Where to look: the root files live under, and the vdb's EROOT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,14 +67,11 @@ struct Task {
     size: u64,
 }
 
-/// The selected packages and their objects.
+/// The selected packages, in vdb order, and where their files live.
 struct Selection {
     location: Location,
     root: RootDir,
     packages: Vec<InstalledPackage>,
-    tasks: Vec<Task>,
-    /// Packages whose CONTENTS could not be read, with the reason.
-    broken: Vec<(usize, String)>,
 }
 
 fn select(args: &PackageArgs) -> Result<Selection> {
@@ -95,46 +93,53 @@ fn select(args: &PackageArgs) -> Result<Selection> {
         atom::resolve(&atoms, &installed)?
     };
     let root = RootDir::open(&location.root)?;
-    let mut tasks = Vec::new();
-    let mut broken = Vec::new();
-    for (i, pkg) in packages.iter().enumerate() {
-        match pkg.contents() {
-            Ok(contents) => {
-                for (path, md5) in contents.objects() {
-                    let size = std::fs::symlink_metadata(root.display_path(path))
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                    tasks.push(Task {
-                        package: i,
-                        path: path.to_path_buf(),
-                        md5: *md5,
-                        size,
-                    });
-                }
-            }
-            Err(e) => broken.push((i, e.to_string())),
-        }
-    }
     Ok(Selection {
         location,
         root,
         packages,
-        tasks,
-        broken,
     })
+}
+
+/// What one package's CONTENTS gives: its objects (appended to `tasks`),
+/// and the problems (CONTENTS unreadable, lines skipped) as messages.
+fn load_package(sel: &Selection, index: usize, tasks: &mut Vec<Task>) -> Vec<String> {
+    let pkg = &sel.packages[index];
+    let contents = match pkg.contents() {
+        Ok(contents) => contents,
+        Err(e) => return vec![e.to_string()],
+    };
+    for (path, md5) in contents.objects() {
+        // Sizes only order the work (largest first).
+        let size = std::fs::symlink_metadata(sel.root.display_path(path)).map_or(0, |m| m.len());
+        tasks.push(Task {
+            package: index,
+            path: path.to_path_buf(),
+            md5: *md5,
+            size,
+        });
+    }
+    contents.skipped_messages(&pkg.contents_path()).collect()
 }
 
 pub fn sign(settings: &Settings, args: &SignArgs) -> Result<Status> {
     let sel = select(&args.packages)?;
+    let mut tasks = Vec::new();
+    let mut problems: Vec<(usize, Vec<String>)> = Vec::new();
+    for i in 0..sel.packages.len() {
+        let found = load_package(&sel, i, &mut tasks);
+        if !found.is_empty() {
+            problems.push((i, found));
+        }
+    }
     let signer = settings.signer()?;
     let protect = (settings.config_files == ConfigFiles::Skip)
         .then(|| ConfigProtect::discover(&sel.location.eprefix));
     let runner = Runner::new(settings.jobs)?;
     runner.cancel_on_signals()?;
-    let total_bytes = sel.tasks.iter().map(|t| t.size).sum();
-    let progress = Progress::new(args.progress, sel.tasks.len() as u64, total_bytes);
+    let total_bytes = tasks.iter().map(|t| t.size).sum();
+    let progress = Progress::new(args.progress, tasks.len() as u64, total_bytes);
     let results = runner.run(
-        &sel.tasks,
+        &tasks,
         &progress,
         |t| t.size,
         |task| {
@@ -153,7 +158,7 @@ pub fn sign(settings: &Settings, args: &SignArgs) -> Result<Status> {
     let mut per_package = vec![Tally::default(); sel.packages.len()];
     let mut reports = Vec::new();
     let mut not_started = 0;
-    for (task, result) in sel.tasks.iter().zip(results) {
+    for (task, result) in tasks.iter().zip(results) {
         match result {
             Some(report) => {
                 per_package[task.package].add(&report.outcome);
@@ -163,9 +168,15 @@ pub fn sign(settings: &Settings, args: &SignArgs) -> Result<Status> {
         }
     }
     print_failures(&reports);
-    for (i, reason) in &sel.broken {
-        eprintln!("portage-ima: {}: {reason}", sel.packages[*i].cpv());
-        per_package[*i].failed += 1;
+    for (i, messages) in &problems {
+        for message in messages {
+            eprintln!(
+                "portage-ima: {}: {}",
+                sel.packages[*i].cpv(),
+                escape_text(message)
+            );
+            per_package[*i].failed += 1;
+        }
     }
     let mut total = Tally::default();
     for (pkg, tally) in sel.packages.iter().zip(&per_package) {
@@ -186,59 +197,98 @@ pub fn sign(settings: &Settings, args: &SignArgs) -> Result<Status> {
     Ok(finish_status(&total, not_started))
 }
 
+/// How many files `verify` checks in parallel before it prints their
+/// results: enough to keep every worker busy across small packages, few
+/// enough that memory stays small (a result holds a hex signature, about
+/// 1.3 KB for RSA-4096).
+const VERIFY_BATCH: usize = 2048;
+
+/// A package whose results are being printed: its counts so far, the
+/// files not yet checked, and its problems (printed when it is done).
+struct PackageProgress {
+    index: usize,
+    counts: Counts,
+    remaining: usize,
+    problems: Vec<String>,
+}
+
+/// `verify ATOM...|--all`: packages in vdb order, their files checked in
+/// parallel batches, each package's lines and summary printed as soon as it
+/// is done. Memory holds one batch of results and one package's CONTENTS,
+/// whatever the number of files.
 pub fn verify(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<Status> {
     let sel = select(&args.packages)?;
+    let protect = ConfigProtect::discover(&sel.location.eprefix);
     let runner = Runner::new(settings.jobs)?;
-    let results = runner.run(
-        &sel.tasks,
-        &Progress::hidden(),
-        |t| t.size,
-        |task| {
-            let mut status = verify_object(keys, &sel.root, &task.path, &task.md5);
-            status.package = Some(sel.packages[task.package].cpv());
-            status
-        },
-    );
-    let mut statuses: Vec<FileStatus> = results.into_iter().flatten().collect();
-    for (i, reason) in &sel.broken {
-        let pkg = &sel.packages[*i];
-        let mut status = FileStatus::error(&pkg.contents_path(), reason.clone());
-        status.package = Some(pkg.cpv());
-        statuses.push(status);
-    }
-    let mut by_package: BTreeMap<String, Vec<&FileStatus>> = BTreeMap::new();
-    for pkg in &sel.packages {
-        by_package.entry(pkg.cpv()).or_default();
-    }
-    for s in &statuses {
-        if let Some(p) = &s.package {
-            by_package.entry(p.clone()).or_default().push(s);
+    let mut printer = Printer::stdout(args.json, args.verbose).with_packages();
+    let mut open: VecDeque<PackageProgress> = VecDeque::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    let check = |batch: &[Task], open: &mut VecDeque<PackageProgress>, printer: &mut Printer| {
+        let results = runner.run(
+            batch,
+            &Progress::hidden(),
+            |t| t.size,
+            |task| verify_object(keys, &sel.root, &task.path, &task.md5, &protect),
+        );
+        for (task, statuses) in batch.iter().zip(results) {
+            // `open` holds consecutive packages, the oldest first.
+            let first = open.front().map_or(0, |p| p.index);
+            let pkg = &mut open[task.package - first];
+            pkg.remaining -= 1;
+            for mut status in statuses.into_iter().flatten() {
+                status.package = Some(sel.packages[task.package].cpv());
+                *pkg.counts.entry(status.status).or_insert(0) += 1;
+                printer.file(&status);
+            }
+            // Its summary before the next package's lines.
+            finish_done_packages(&sel, open, printer);
         }
-    }
-    let package_summaries: BTreeMap<&str, BTreeMap<&'static str, usize>> = by_package
-        .iter()
-        .map(|(p, files)| {
-            let owned: Vec<FileStatus> = files.iter().map(|f| (*f).clone()).collect();
-            (p.as_str(), verify::summary(&owned))
-        })
-        .collect();
-    if !args.json {
-        for (pkg, counts) in &package_summaries {
-            let all_ok = counts.keys().all(|s| *s == "ok");
-            println!(
-                "{} {pkg}: {}",
-                if all_ok { "ok  " } else { "FAIL" },
-                verify::summary_line(counts)
-            );
+    };
+    for index in 0..sel.packages.len() {
+        let before = tasks.len();
+        let problems = load_package(&sel, index, &mut tasks);
+        open.push_back(PackageProgress {
+            index,
+            counts: Counts::new(),
+            remaining: tasks.len() - before,
+            problems,
+        });
+        let full = tasks.len() / VERIFY_BATCH * VERIFY_BATCH;
+        for batch in tasks[..full].chunks(VERIFY_BATCH) {
+            check(batch, &mut open, &mut printer);
         }
+        tasks.drain(..full);
     }
-    let extra = serde_json::json!({ "packages": package_summaries });
-    verify::print(&statuses, args.json, args.verbose, Some(extra));
-    Ok(if statuses.iter().all(FileStatus::is_ok) {
-        Status::Success
-    } else {
+    check(&tasks, &mut open, &mut printer);
+    drop(tasks);
+    finish_done_packages(&sel, &mut open, &mut printer);
+    let failed = printer.failed();
+    printer.finish();
+    Ok(if failed {
         Status::SomeFailed
+    } else {
+        Status::Success
     })
+}
+
+/// Prints, in vdb order, the packages whose files are all checked: their
+/// problems (as `error` results naming CONTENTS) and their summary line.
+fn finish_done_packages(
+    sel: &Selection,
+    open: &mut VecDeque<PackageProgress>,
+    printer: &mut Printer,
+) {
+    while open.front().is_some_and(|p| p.remaining == 0) {
+        let mut done = open.pop_front().expect("front exists");
+        let pkg = &sel.packages[done.index];
+        for problem in done.problems.drain(..) {
+            let mut status = FileStatus::error(&pkg.contents_path(), problem);
+            status.package = Some(pkg.cpv());
+            *done.counts.entry(status.status).or_insert(0) += 1;
+            printer.file(&status);
+        }
+        printer.package(&pkg.cpv(), done.counts);
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ impl From<Status> for ExitCode {
 
 /// An error and its causes on one line, `what: why: deeper why`, leaving out
 /// a cause whose text the message already contains (many errors print their
-/// source themselves).
+/// source themselves). Control characters (of a path in it) are escaped.
 pub fn error_line(err: &anyhow::Error) -> String {
     let mut line = err.to_string();
     for cause in err.chain().skip(1) {
@@ -35,7 +35,7 @@ pub fn error_line(err: &anyhow::Error) -> String {
             line.push_str(&text);
         }
     }
-    line
+    crate::escape::escape_text(&line).into_owned()
 }
 
 #[cfg(test)]

@@ -1,20 +1,44 @@
-//! Verification results: one status per file, as text or JSON.
+//! Verification results: one status per file, as text or JSON, printed as
+//! they come (a run over a million files holds one batch of results, not all
+//! of them).
+//!
+//! Text: `STATUS PATH (detail)` lines (every file with `-v`, else those not
+//! ok), per package a `ok  |FAIL CATEGORY/PF: counts` line once the package
+//! is done, and a final `portage-ima: verified: counts` line. Paths and
+//! details are escaped ([`crate::escape`]).
+//!
+//! JSON, one document, streamed: `{"files": [FILE...], "packages": {CPV:
+//! {STATUS: N}}, "summary": {STATUS: N}}`; `packages` only when packages
+//! were verified. A FILE is `{path, package?, status, algo, keyid, digest,
+//! signature, detail}`.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::path::Path;
+use std::io::{self, BufWriter, Stdout, Write};
+use std::path::{Path, PathBuf};
 
 use ima_core::VerifyReport;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::escape::{escape_path, escape_text};
 
 /// Statuses that only package verification gives (the file against CONTENTS).
 pub const MODIFIED: &str = "modified";
 pub const MISSING: &str = "missing";
+/// A config-protected file the admin changed since the merge, which IMA
+/// appraisal would not refuse (not executable, or validly signed): reported,
+/// not a failure (editing /etc is what admins do).
+pub const CONFIG_CHANGED: &str = "config-changed";
+
+/// Counts per status, in a stable order.
+pub type Counts = BTreeMap<&'static str, usize>;
 
 /// One file's verification result, as printed and as JSON.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FileStatus {
-    pub path: String,
+    /// The path as it is on disk; JSON shows it as text (bytes that are not
+    /// UTF-8 become U+FFFD), the text output escapes it.
+    #[serde(serialize_with = "path_as_text")]
+    pub path: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
     pub status: &'static str,
@@ -26,10 +50,14 @@ pub struct FileStatus {
     pub detail: Option<String>,
 }
 
+fn path_as_text<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
 impl FileStatus {
     pub fn from_report(path: &Path, report: &VerifyReport) -> FileStatus {
         FileStatus {
-            path: path.to_string_lossy().into_owned(),
+            path: path.to_path_buf(),
             package: None,
             status: report.status.as_str(),
             algo: report.algo.map(|a| a.name().to_string()),
@@ -42,7 +70,7 @@ impl FileStatus {
 
     pub fn with_status(path: &Path, status: &'static str, detail: String) -> FileStatus {
         FileStatus {
-            path: path.to_string_lossy().into_owned(),
+            path: path.to_path_buf(),
             package: None,
             status,
             algo: None,
@@ -60,11 +88,28 @@ impl FileStatus {
     pub fn is_ok(&self) -> bool {
         self.status == "ok"
     }
+
+    /// Whether this status fails the run: everything but `ok` and
+    /// [`CONFIG_CHANGED`].
+    pub fn is_failure(&self) -> bool {
+        !self.is_ok() && self.status != CONFIG_CHANGED
+    }
+
+    /// The text line: `STATUS PATH (detail)`, escaped.
+    pub fn text_line(&self) -> String {
+        let path = escape_path(&self.path);
+        match &self.detail {
+            Some(detail) if !self.is_ok() => {
+                format!("{} {path} ({})", self.status, escape_text(detail))
+            }
+            _ => format!("{} {path}", self.status),
+        }
+    }
 }
 
 /// Counts per status, in a stable order.
-pub fn summary(files: &[FileStatus]) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
+pub fn summary(files: &[FileStatus]) -> Counts {
+    let mut counts = Counts::new();
     for f in files {
         *counts.entry(f.status).or_insert(0) += 1;
     }
@@ -72,7 +117,7 @@ pub fn summary(files: &[FileStatus]) -> BTreeMap<&'static str, usize> {
 }
 
 /// "12 ok, 1 unsigned".
-pub fn summary_line(counts: &BTreeMap<&'static str, usize>) -> String {
+pub fn summary_line(counts: &Counts) -> String {
     if counts.is_empty() {
         return "no files".into();
     }
@@ -83,27 +128,113 @@ pub fn summary_line(counts: &BTreeMap<&'static str, usize>) -> String {
         .join(", ")
 }
 
-/// Prints the results: JSON, or `STATUS PATH (detail)` lines (every file, or
-/// only those not ok) followed by a summary.
-pub fn print(files: &[FileStatus], json: bool, all: bool, extra: Option<serde_json::Value>) {
-    let counts = summary(files);
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if json {
-        let mut doc = serde_json::json!({ "files": files, "summary": counts });
-        if let (Some(serde_json::Value::Object(fields)), Some(map)) = (extra, doc.as_object_mut()) {
-            map.extend(fields);
+/// Whether counts hold a status that fails the run.
+fn counts_fail(counts: &Counts) -> bool {
+    counts.keys().any(|s| *s != "ok" && *s != CONFIG_CHANGED)
+}
+
+/// Prints results as they come: file lines (or JSON objects), package
+/// summaries, then the totals in [`Printer::finish`].
+pub struct Printer<W: Write = BufWriter<Stdout>> {
+    out: W,
+    json: bool,
+    all: bool,
+    files_written: usize,
+    total: Counts,
+    failed: bool,
+    /// Package summaries, kept for the JSON `packages` map (small: one
+    /// entry per package).
+    packages: Option<BTreeMap<String, Counts>>,
+}
+
+impl Printer {
+    /// To stdout; `all`: a text line for every file, not only those not ok.
+    pub fn stdout(json: bool, all: bool) -> Printer {
+        Printer::new(BufWriter::new(io::stdout()), json, all)
+    }
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(mut out: W, json: bool, all: bool) -> Printer<W> {
+        if json {
+            let _ = out.write_all(b"{\"files\":[");
         }
-        let _ = writeln!(out, "{doc}");
-        return;
+        Printer {
+            out,
+            json,
+            all,
+            files_written: 0,
+            total: Counts::new(),
+            failed: false,
+            packages: None,
+        }
     }
-    for f in files.iter().filter(|f| all || !f.is_ok()) {
-        let _ = match &f.detail {
-            Some(detail) if !f.is_ok() => writeln!(out, "{} {} ({detail})", f.status, f.path),
-            _ => writeln!(out, "{} {}", f.status, f.path),
-        };
+
+    /// Results of packages: JSON gets a `packages` map even when no
+    /// package was selected.
+    pub fn with_packages(mut self) -> Self {
+        self.packages.get_or_insert_with(BTreeMap::new);
+        self
     }
-    let _ = writeln!(out, "portage-ima: verified: {}", summary_line(&counts));
+
+    /// One file's result.
+    pub fn file(&mut self, f: &FileStatus) {
+        *self.total.entry(f.status).or_insert(0) += 1;
+        self.failed |= f.is_failure();
+        if self.json {
+            if self.files_written > 0 {
+                let _ = self.out.write_all(b",");
+            }
+            let _ = serde_json::to_writer(&mut self.out, f);
+        } else if self.all || !f.is_ok() {
+            let _ = writeln!(self.out, "{}", f.text_line());
+        }
+        self.files_written += 1;
+    }
+
+    /// A package is done: its summary line (text), its entry in `packages` (JSON).
+    pub fn package(&mut self, cpv: &str, counts: Counts) {
+        if !self.json {
+            let mark = if counts_fail(&counts) { "FAIL" } else { "ok  " };
+            let _ = writeln!(self.out, "{mark} {cpv}: {}", summary_line(&counts));
+            let _ = self.out.flush();
+        }
+        self.packages
+            .get_or_insert_with(BTreeMap::new)
+            .insert(cpv.to_string(), counts);
+    }
+
+    /// Whether a file so far fails the run.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// How many files were reported.
+    pub fn files(&self) -> usize {
+        self.files_written
+    }
+
+    /// The totals (text) or the end of the document (JSON); returns the writer.
+    pub fn finish(mut self) -> W {
+        if self.json {
+            let _ = self.out.write_all(b"]");
+            if let Some(packages) = &self.packages {
+                let _ = self.out.write_all(b",\"packages\":");
+                let _ = serde_json::to_writer(&mut self.out, packages);
+            }
+            let _ = self.out.write_all(b",\"summary\":");
+            let _ = serde_json::to_writer(&mut self.out, &self.total);
+            let _ = self.out.write_all(b"}\n");
+        } else {
+            let _ = writeln!(
+                self.out,
+                "portage-ima: verified: {}",
+                summary_line(&self.total)
+            );
+        }
+        let _ = self.out.flush();
+        self.out
+    }
 }
 
 #[cfg(test)]
@@ -119,5 +250,79 @@ mod tests {
         ];
         assert_eq!(summary_line(&summary(&files)), "1 missing, 2 ok");
         assert_eq!(summary_line(&BTreeMap::new()), "no files");
+    }
+
+    fn statuses() -> Vec<FileStatus> {
+        let mut a = FileStatus::with_status(Path::new("/a"), "ok", String::new());
+        a.package = Some("cat/a-1".into());
+        a.signature = Some("00ff".into());
+        let mut b = FileStatus::with_status(
+            Path::new(std::ffi::OsStr::from_bytes(
+                b"/x\x1b[2K\rok   fake\nline\t\xff",
+            )),
+            "unsigned",
+            "no security.ima".into(),
+        );
+        b.package = Some("cat/a-1".into());
+        let c = FileStatus::with_status(Path::new("/etc/c.conf"), CONFIG_CHANGED, "edited".into());
+        vec![a, b, c]
+    }
+
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn streamed_json_is_one_valid_document() {
+        let mut p = Printer::new(Vec::new(), true, false);
+        for f in statuses() {
+            p.file(&f);
+        }
+        p.package("cat/a-1", summary(&statuses()));
+        assert!(p.failed());
+        let out = p.finish();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["files"].as_array().unwrap().len(), 3);
+        assert_eq!(doc["files"][0]["path"], "/a");
+        assert_eq!(doc["files"][0]["signature"], "00ff");
+        assert_eq!(
+            doc["files"][1]["path"],
+            "/x\u{1b}[2K\rok   fake\nline\t\u{fffd}"
+        );
+        assert_eq!(doc["files"][2].get("package"), None);
+        assert_eq!(doc["summary"]["ok"], 1);
+        assert_eq!(doc["packages"]["cat/a-1"]["unsigned"], 1);
+        // The raw control bytes never reach the output.
+        assert!(!out.contains(&0x1b) && !out.contains(&b'\r'));
+        // Files mode: no `packages` key, an empty list is fine.
+        let out = Printer::new(Vec::new(), true, false).finish();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc, serde_json::json!({"files": [], "summary": {}}));
+        let out = Printer::new(Vec::new(), true, false)
+            .with_packages()
+            .finish();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({"files": [], "packages": {}, "summary": {}})
+        );
+    }
+
+    #[test]
+    fn text_escapes_paths_and_marks_packages() {
+        let mut p = Printer::new(Vec::new(), false, false);
+        for f in statuses() {
+            p.file(&f);
+        }
+        p.package("cat/a-1", summary(&statuses()[..1]));
+        p.package("cat/c-1", summary(&statuses()[2..]));
+        let out = String::from_utf8(p.finish()).unwrap();
+        assert_eq!(
+            out,
+            "unsigned /x\\x1b[2K\\rok   fake\\nline\\t\\xff (no security.ima)\n\
+             config-changed /etc/c.conf (edited)\n\
+             ok   cat/a-1: 1 ok\n\
+             ok   cat/c-1: 1 config-changed\n\
+             portage-ima: verified: 1 config-changed, 1 ok, 1 unsigned\n"
+        );
+        assert!(!out.bytes().any(|b| b == 0x1b || b == b'\r' || b == b'\t'));
     }
 }

