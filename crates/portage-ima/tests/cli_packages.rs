@@ -4,16 +4,14 @@
 //! 5 and 8).
 //!
 //! These write `security.ima`, which needs root (CAP_SYS_ADMIN); as another
-//! user they print why and pass without checking.
+//! user they print why and pass without checking, except under CI.
+
+mod common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A file name that tries to rewrite the terminal line it is printed on.
 const EVIL: &[u8] = b"x\x1b[2K\rok   fake\tline";
@@ -148,8 +146,7 @@ const EVIL_SHOWN: &str = "x\\x1b[2K\\rok   fake\\tline";
 /// reported with its number, the rest of the package is still handled.
 #[test]
 fn a_bad_contents_line_is_reported_and_the_rest_is_handled() {
-    if !is_root() {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root(module_path!()) {
         return;
     }
     let f = Fixture::new(true);
@@ -191,8 +188,7 @@ fn a_bad_contents_line_is_reported_and_the_rest_is_handled() {
 /// that carries it: verify's lines, sign's and the hook's failure lines.
 #[test]
 fn control_characters_in_paths_are_escaped() {
-    if !is_root() {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root(module_path!()) {
         return;
     }
     let f = Fixture::new(false);

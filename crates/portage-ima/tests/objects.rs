@@ -162,8 +162,7 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
 #[test]
 fn a_changed_executable_config_file_fails_verification() {
     use std::os::unix::fs::PermissionsExt;
-    if !is_root() {
-        eprintln!("skipped: writing security.ima needs root");
+    if !common::require_root(module_path!()) {
         return;
     }
     let f = fixture();
