@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use ima_core::{Error as ImaError, ImaSigner, KeySet, SignOptions, SignOutcome, VerifyStatus};
 
 use crate::engine::{FileReport, Outcome};
-use crate::rootfs::{cfg_siblings, RootDir};
+use crate::fs::rootfs::{cfg_siblings, RootDir};
 use crate::verify::{self, FileStatus};
 
 /// Signs the file CONTENTS lists at `path` (or its matching `._cfg` sibling).
@@ -274,9 +274,9 @@ impl ConfigProtect {
 }
 
 /// `portageq envvar`, never found through `PATH` inside Portage
-/// (see [`crate::portage_env::portageq_command`]).
+/// (see [`crate::gentoo::env::portageq_command`]).
 fn portageq_config_protect() -> Option<(String, String)> {
-    let out = crate::portage_env::portageq_command()?
+    let out = crate::gentoo::env::portageq_command()?
         .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
         .stderr(std::process::Stdio::null())
         .output()

@@ -23,8 +23,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portage_ima::contents::Contents;
-use portage_ima::portage_env::{PortageEnv, PremergeXattr};
+use portage_ima::gentoo::contents::Contents;
+use portage_ima::gentoo::env::{PortageEnv, PremergeXattr};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

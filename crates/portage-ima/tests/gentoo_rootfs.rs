@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use portage_ima::rootfs::{cfg_siblings, Resolver, RootDir};
+use portage_ima::fs::rootfs::{cfg_siblings, Resolver, RootDir};
 
 const RESOLVERS: [Resolver; 3] = [Resolver::Openat2, Resolver::Walk, Resolver::Auto];
 

@@ -10,10 +10,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portage_ima::atom::{resolve, Atom, AtomError};
-use portage_ima::contents::{Contents, ContentsEntry};
-use portage_ima::rootfs::{cfg_siblings, Resolver, RootDir};
-use portage_ima::vdb::Vdb;
+use portage_ima::fs::rootfs::{cfg_siblings, Resolver, RootDir};
+use portage_ima::gentoo::atom::{resolve, Atom, AtomError};
+use portage_ima::gentoo::contents::{Contents, ContentsEntry};
+use portage_ima::gentoo::vdb::Vdb;
 
 fn emerged_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/emerged-root")

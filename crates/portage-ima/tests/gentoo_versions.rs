@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use portage_ima::vdb::{split_pf, Version};
+use portage_ima::gentoo::vdb::{split_pf, Version};
 
 fn portage_python() -> Option<PathBuf> {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/.cache/venv/bin/python");

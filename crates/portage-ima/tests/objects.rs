@@ -8,8 +8,8 @@ use std::process::Command;
 
 use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
 use portage_ima::engine::Outcome;
+use portage_ima::fs::rootfs::RootDir;
 use portage_ima::objects::{sign_object, verify_object, ConfigProtect};
-use portage_ima::rootfs::RootDir;
 use portage_ima::verify::FileStatus;
 
 fn md5(data: &[u8]) -> [u8; 16] {

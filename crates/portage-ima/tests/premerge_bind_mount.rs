@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use portage_ima::portage_env::{PortageEnv, PremergeXattr};
+use portage_ima::gentoo::env::{PortageEnv, PremergeXattr};
 
 #[test]
 fn a_bind_mounted_tmpdir_is_another_mount_for_hook_and_doctor() {

@@ -11,7 +11,7 @@
 //! Strict mode (`strict = true`) must never fail open. The protocol with
 //! bashrc.d/portage-ima.bashrc:
 //! - the hook decides strictness first, leniently
-//!   ([`crate::config::strict_requested`]): a settings file it later rejects
+//!   ([`crate::settings::strict_requested`]): a settings file it later rejects
 //!   (unknown key, bad value, not TOML) still counts when it says
 //!   `strict = true`, and one that cannot be read counts as strict;
 //! - exit status 0: signed (or nothing to do); 1: some files not signed
@@ -36,13 +36,13 @@ use anyhow::{Context, Result};
 
 use crate::cli::{HookArgs, KeyArgs};
 use crate::commands::{print_failures, Status};
-use crate::config::{ConfigFiles, Premerge, Settings};
-use crate::contents::Contents;
 use crate::engine::{FileReport, Outcome, Runner, Tally};
+use crate::fs::rootfs::RootDir;
+use crate::gentoo::contents::Contents;
+use crate::gentoo::env::{PortageEnv, PremergeXattr};
 use crate::objects::{sign_object, ConfigProtect};
-use crate::portage_env::{PortageEnv, PremergeXattr};
 use crate::progress::Progress;
-use crate::rootfs::RootDir;
+use crate::settings::{ConfigFiles, Premerge, Settings};
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
 const PREMERGE_LIST: &str = "portage-ima-premerge.list";
@@ -56,7 +56,7 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
         return Ok(Status::Success);
     }
     // Decided before anything can fail (see the module docs).
-    let strict = crate::config::strict_requested(config);
+    let strict = crate::settings::strict_requested(config);
     if strict {
         exit_strict_on_signals();
     }
@@ -160,8 +160,8 @@ fn preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, mut reports) = crate::files::collect(&[d.to_path_buf()]);
-    let done = crate::files::sign(signer, &found, runner, &Progress::hidden(), false);
+    let (found, mut reports) = crate::fs::walk::collect(&[d.to_path_buf()]);
+    let done = crate::fs::walk::sign(signer, &found, runner, &Progress::hidden(), false);
     reports.extend(done.into_iter().flatten());
     let signed: Vec<&Path> = reports
         .iter()

@@ -6,12 +6,17 @@ use ima_core::KeySet;
 use std::path::Path;
 
 use crate::cli::{Cli, DoctorArgs, GenerateWhat, HookArgs, SignArgs, VerifyArgs};
-use crate::config::Settings;
 use crate::engine::{FileReport, Outcome, Runner, Tally};
 use crate::escape::{escape_path, escape_text};
+use crate::fs::walk as files;
 use crate::progress::Progress;
+use crate::settings::Settings;
 pub use crate::status::Status;
-use crate::{files, packages, verify};
+use crate::verify;
+
+pub mod doctor;
+pub mod hook;
+pub mod packages;
 
 pub fn sign(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, args.jobs)?;
@@ -67,11 +72,11 @@ pub fn verify(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
 }
 
 pub fn hook(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
-    crate::hook::run(config, args)
+    crate::commands::hook::run(config, args)
 }
 
 pub fn doctor(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
-    crate::doctor::run(config, args)
+    crate::commands::doctor::run(config, args)
 }
 
 pub fn generate(what: &GenerateWhat) -> Result<Status> {
@@ -112,7 +117,7 @@ pub fn key_set(settings: &Settings, certs: &[std::path::PathBuf]) -> Result<KeyS
             Err(e) => bail!(
                 "no certificate to verify with: give --cert FILE, set `cert` in ima.toml, \
                  or install {} (the key {} did not load either: {e})",
-                crate::config::DEFAULT_CERT,
+                crate::settings::DEFAULT_CERT,
                 settings.key.display()
             ),
         }

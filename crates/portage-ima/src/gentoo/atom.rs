@@ -27,7 +27,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::vdb::{is_valid_category, is_valid_pn, split_pf, InstalledPackage, Version};
+use crate::gentoo::vdb::{is_valid_category, is_valid_pn, split_pf, InstalledPackage, Version};
 
 /// A version operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

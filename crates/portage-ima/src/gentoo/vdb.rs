@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::contents::{Contents, ContentsError};
+use crate::gentoo::contents::{Contents, ContentsError};
 
 /// Where the vdb lives under `EROOT`.
 pub const VDB_PATH: &str = "var/db/pkg";
@@ -275,7 +275,7 @@ pub fn is_valid_pn(s: &str) -> bool {
 /// ends in a version).
 ///
 /// ```
-/// use portage_ima::vdb::split_pf;
+/// use portage_ima::gentoo::vdb::split_pf;
 /// assert_eq!(split_pf("foo-bar-1.0"), Some(("foo-bar", "1.0")));
 /// assert_eq!(split_pf("gtk+-3.24.38-r1"), Some(("gtk+", "3.24.38-r1")));
 /// assert_eq!(split_pf("foo-1a-2"), None);

@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ima_core::KeySet;
 
-use crate::atom::{self, Atom};
 use crate::cli::{PackageArgs, SignArgs, VerifyArgs};
 use crate::commands::{finish_status, print_failures, tally_line, Status};
-use crate::config::{ConfigFiles, Settings};
 use crate::engine::{FileReport, Outcome, Runner, Tally};
 use crate::escape::escape_text;
+use crate::fs::rootfs::RootDir;
+use crate::gentoo::atom::{self, Atom};
+use crate::gentoo::vdb::{InstalledPackage, Vdb};
 use crate::objects::{sign_object, verify_object, ConfigProtect};
 use crate::progress::Progress;
-use crate::rootfs::RootDir;
-use crate::vdb::{InstalledPackage, Vdb};
+use crate::settings::{ConfigFiles, Settings};
 use crate::verify::{Counts, FileStatus, Printer};
 
 /// Where to look: the root files live under, and the vdb's EROOT.

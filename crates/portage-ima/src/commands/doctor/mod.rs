@@ -27,7 +27,7 @@ use ima_core::{Certificate, Error as CoreError, KeyId, KeyMaterial, KeySet, Veri
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
-use crate::config::{self, Premerge, Settings};
+use crate::settings::{self, Premerge, Settings};
 use crate::status::Status;
 
 /// Where the ebuild installs the bashrc snippet (under EPREFIX).
@@ -242,7 +242,7 @@ fn load_settings(
 ) -> Option<Settings> {
     // --config wins; with --root, that root's ima.toml; else the usual
     // lookup (PORTAGE_CONFIGROOT, then /etc/portage/ima.toml).
-    let in_root = root.join(config::CONFIG_FILE);
+    let in_root = root.join(settings::CONFIG_FILE);
     let with_root = config.is_none() && args.root.is_some();
     // A root without ima.toml means defaults, not the host's file.
     let missing_in_root = with_root && !in_root.exists();
@@ -291,7 +291,7 @@ fn cert_command(key: &Path) -> String {
          -subj '/CN=IMA signing key' -addext basicConstraints=critical,CA:FALSE \
          -addext keyUsage=critical,digitalSignature -addext subjectKeyIdentifier=hash",
         key.display(),
-        config::DEFAULT_CERT
+        settings::DEFAULT_CERT
     )
 }
 
@@ -391,7 +391,7 @@ fn check_cert(r: &mut Report, s: &Settings, key: Option<&KeyMaterial>) -> Option
             format!(
                 "none configured and {} does not exist; the kernel needs the certificate on its \
                  IMA keyring to check signatures, and signatures carry the public-key id",
-                config::DEFAULT_CERT
+                settings::DEFAULT_CERT
             ),
             format!(
                 "make one: {} (and set cert in ima.toml if you put it elsewhere)",
@@ -1108,7 +1108,7 @@ fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
     let load = format!(
         "load the certificate: keyctl padd asymmetric '' %keyring:_ima < {} (a kernel with \
          CONFIG_INTEGRITY_TRUSTED_KEYRING loads it into .ima at boot, signed by a built-in CA)",
-        config::DEFAULT_CERT
+        settings::DEFAULT_CERT
     );
     if rings.is_empty() {
         if k.ima {
@@ -1197,7 +1197,7 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let excluded_by = crate::portage_env::xattr_exclude_match(&patterns, IMA_XATTR);
+    let excluded_by = crate::gentoo::env::xattr_exclude_match(&patterns, IMA_XATTR);
     let excluded = excluded_by.is_some();
     let xattr_kept = has_xattr && !excluded;
 
@@ -1209,7 +1209,7 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     let shown = format!("{} (PORTAGE_TMPDIR={})", tmpdir.display(), vars.tmpdir);
     // The hook's own rule (by mount, not by device: a bind mount of ROOT's
     // filesystem has its st_dev, yet rename() across it fails with EXDEV).
-    use crate::portage_env::{renames_between, MountId};
+    use crate::gentoo::env::{renames_between, MountId};
     let renames = match (MountId::of_path(&tmpdir), MountId::of_path(root)) {
         (Ok(t), Ok(r)) => Some(renames_between(t, r)),
         _ => None,
@@ -1318,7 +1318,7 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
 fn xattr_exclude_line(current: &str) -> String {
     let kept: Vec<&str> = current
         .split_whitespace()
-        .filter(|p| !crate::portage_env::fnmatch(p, IMA_XATTR))
+        .filter(|p| !crate::gentoo::env::fnmatch(p, IMA_XATTR))
         .collect();
     format!("PORTAGE_XATTR_EXCLUDE=\"{}\"", kept.join(" "))
 }
@@ -1353,7 +1353,7 @@ struct PortageVars {
 /// make.globals and make.conf roughly.
 fn portage_vars(root: &Path) -> PortageVars {
     // Never through PATH inside an ebuild phase (see portageq_command).
-    if let Some(mut cmd) = crate::portage_env::portageq_command() {
+    if let Some(mut cmd) = crate::gentoo::env::portageq_command() {
         cmd.args([
             "envvar",
             "FEATURES",

@@ -8,8 +8,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::rootfs::RootDir;
-use crate::vdb::{is_valid_category, split_pf, VDB_PATH};
+use crate::fs::rootfs::RootDir;
+use crate::gentoo::vdb::{is_valid_category, split_pf, VDB_PATH};
 
 /// The xattr this tool writes.
 const IMA_XATTR: &str = "security.ima";

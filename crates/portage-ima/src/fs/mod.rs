@@ -1,0 +1,5 @@
+//! Reaching files without following symlinks: paths from CONTENTS inside
+//! ROOT, and walks of `${D}` and `--files` trees by directory descriptor.
+
+pub mod rootfs;
+pub mod walk;
