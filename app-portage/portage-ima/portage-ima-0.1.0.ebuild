@@ -113,7 +113,6 @@ CRATES="
 	rustix@1.1.6
 	rustversion@1.0.23
 	rusty-fork@0.3.1
-	same-file@1.0.6
 	serde@1.0.229
 	serde_core@1.0.229
 	serde_derive@1.0.229
@@ -154,14 +153,12 @@ CRATES="
 	vcpkg@0.2.15
 	version_check@0.9.5
 	wait-timeout@0.2.1
-	walkdir@2.5.1
 	wasi@0.11.1+wasi-snapshot-preview1
 	wasm-bindgen-macro-support@0.2.130
 	wasm-bindgen-macro@0.2.130
 	wasm-bindgen-shared@0.2.130
 	wasm-bindgen@0.2.130
 	web-time@1.1.0
-	winapi-util@0.1.11
 	windows-link@0.2.1
 	windows-sys@0.59.0
 	windows-sys@0.61.2
