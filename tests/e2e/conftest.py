@@ -9,14 +9,11 @@ Root is needed: emerge merges files, and security.* xattrs need CAP_SYS_ADMIN.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from portage_playground import DEFAULT_HOOK, LAYOUTS, Playground  # noqa: E402
+from portage_playground import DEFAULT_HOOK, LAYOUTS, Playground
 
 
 @pytest.fixture(scope="session")
