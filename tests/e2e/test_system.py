@@ -26,9 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from checks import snapshot
 
-from portage_playground import CATEGORY, LAYOUTS, Playground, ebuild_text
-from portage_playground.ima import XATTR, evmctl_verify, ima_xattr, xattr_paths
+from portage_playground import CATEGORY, LAYOUTS, Playground, ebuild_text, md5
+from portage_playground.ima import XATTR, evmctl_verify, ima_xattr
 
 # A second category, so that one package name is installed in two.
 CATEGORY2 = "test-ima2"
@@ -167,23 +168,6 @@ class System:
 
     # ---- the installed packages, judged without our code ------------------
 
-    def objs(self, cat: str, pf: str) -> dict[str, Path]:
-        """CONTENTS path -> the live file that must carry the signature: the
-        file, or for a config file the admin changed, the `._cfgNNNN_`
-        sibling whose MD5 is the one CONTENTS records."""
-        found = {}
-        for e in self.pg.contents(cat, pf):
-            if e.kind != "obj":
-                continue
-            live = self.pg.live(e.path)
-            if md5(live) != e.md5:
-                siblings = sorted(live.parent.glob(f"._cfg????_{live.name}"))
-                matching = [c for c in siblings if md5(c) == e.md5]
-                if matching:
-                    live = matching[-1]
-            found[e.path] = live
-        return found
-
     def md5s(self, cat: str, pf: str) -> dict[Path, str]:
         """Live file -> the MD5 CONTENTS records for it."""
         return {self.pg.live(e.path): e.md5 for e in self.pg.contents(cat, pf) if e.kind == "obj"}
@@ -196,13 +180,13 @@ class System:
         )
 
     def all_objs(self) -> dict[str, dict[str, Path]]:
-        """CAT/PF -> its objs (see :meth:`objs`), for every installed package."""
-        return {f"{cat}/{pf}": self.objs(cat, pf) for cat, pf in self.installed()}
+        """CAT/PF -> its signable objs (see :meth:`Playground.signable`), for
+        every installed package."""
+        return {f"{cat}/{pf}": self.pg.signable(cat, pf) for cat, pf in self.installed()}
 
     def snapshot(self) -> dict[str, bytes]:
         """Every security.ima in the playground outside PORTAGE_TMPDIR."""
-        tmp = str(self.pg.tmpdir)
-        return {p: v for p, v in xattr_paths(self.pg.base).items() if not p.startswith(tmp)}
+        return snapshot(self.pg)
 
     def ensure_signed(self) -> None:
         """Every installed package signed (a no-op after the first test)."""
@@ -210,23 +194,9 @@ class System:
         assert r.returncode == 0, str(r)
 
 
-def md5(path: Path) -> str | None:
-    try:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        return None
-
-
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def evmctl_rejects(cert_der: Path, paths) -> list[str]:
@@ -528,7 +498,7 @@ def test_verify_statuses_and_resign(system):
     pkg = f"{CATEGORY}/beta-2"
     binary = pg.live(pg.ed("/usr/bin/beta"))
     data = pg.live(pg.ed("/usr/share/beta/data.txt"))
-    objs = system.objs(CATEGORY, "beta-2")
+    objs = system.pg.signable(CATEGORY, "beta-2")
     subprocess.run(
         ["evmctl", "ima_hash", "--hashalgo", "sha256", str(binary)], check=True, capture_output=True
     )
@@ -741,7 +711,7 @@ def test_config_protect(system):
     assert cfg.is_file(), "Portage did not protect the changed config file"
     assert ima_xattr(cfg) is None
     pkg = f"{CATEGORY}/cfgp-2"
-    objs = system.objs(CATEGORY, "cfgp-2")
+    objs = system.pg.signable(CATEGORY, "cfgp-2")
     assert objs[pg.ed("/etc/cfgp.conf")] == cfg
     n = len(objs)
 

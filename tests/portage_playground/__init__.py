@@ -10,7 +10,9 @@ from .playground import (
     EmergeResult,
     Entry,
     Playground,
+    config_update,
     ebuild_text,
+    md5,
     parse_contents,
 )
 from .venv import ensure_venv
@@ -25,7 +27,9 @@ __all__ = [
     "EmergeResult",
     "Entry",
     "Playground",
+    "config_update",
     "ebuild_text",
+    "md5",
     "parse_contents",
     "ensure_venv",
 ]
