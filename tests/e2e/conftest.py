@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from portage_playground import DEFAULT_HOOK, LAYOUTS, Playground
+from portage_playground import LAYOUTS, Playground, portage_ima_bin
 
 
 @pytest.fixture(scope="session")
 def hook_bin() -> Path:
-    path = Path(os.environ.get("PORTAGE_IMA_BIN", DEFAULT_HOOK))
+    path = portage_ima_bin()
     if not os.access(path, os.X_OK):
         pytest.fail(
             f"the hook binary {path} does not exist: run `cargo build --all-features` "

@@ -29,7 +29,7 @@ import pytest
 from checks import snapshot
 
 from portage_playground import CATEGORY, LAYOUTS, Playground, ebuild_text, md5
-from portage_playground.ima import XATTR, evmctl_verify, ima_xattr
+from portage_playground.ima import XATTR, cert_keyid, evmctl_verify, ima_xattr
 
 # A second category, so that one package name is installed in two.
 CATEGORY2 = "test-ima2"
@@ -216,17 +216,6 @@ def evmctl_rejects(cert_der: Path, paths) -> list[str]:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return [bad for found in pool.map(check, batches) for bad in found]
-
-
-def cert_keyid(cert: Path) -> str:
-    """The last 4 bytes of the certificate's Subject Key Identifier, as
-    openssl prints it (what the kernel and evmctl use as key id)."""
-    out = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectKeyIdentifier"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    skid = out.strip().splitlines()[-1].strip().replace(":", "").lower()
-    return skid[-8:]
 
 
 def open_files(pid: int) -> set[str]:

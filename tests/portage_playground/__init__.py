@@ -14,6 +14,7 @@ from .playground import (
     ebuild_text,
     md5,
     parse_contents,
+    portage_ima_bin,
 )
 from .venv import ensure_venv
 
@@ -31,5 +32,6 @@ __all__ = [
     "ebuild_text",
     "md5",
     "parse_contents",
+    "portage_ima_bin",
     "ensure_venv",
 ]

@@ -142,6 +142,14 @@ def parse_contents(text: str) -> list[Entry]:
     return entries
 
 
+def portage_ima_bin() -> Path:
+    """The binary under test: ``$PORTAGE_IMA_BIN`` (made absolute: emerge and
+    the VM builder run elsewhere), or target/debug/portage-ima of this
+    checkout."""
+    env = os.environ.get("PORTAGE_IMA_BIN")
+    return Path(env).resolve() if env else DEFAULT_HOOK
+
+
 def md5(path: Path | str) -> str | None:
     """The hex MD5 of a file's content, as CONTENTS records it (a symlink is
     followed, as Portage does), or None when it cannot be read."""
