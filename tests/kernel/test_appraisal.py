@@ -32,7 +32,6 @@ import dataclasses
 import itertools
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -41,7 +40,9 @@ from pathlib import Path
 import pytest
 
 import kernelvm
-from kernelvm import REPO, Unavailable, run
+from kernelvm import Unavailable, run
+from portage_playground import portage_ima_bin
+from portage_playground.ima import cert_keyid
 
 HASHES = ("sha256", "sha512")
 BITS = (2048, 4096)
@@ -62,12 +63,6 @@ DENIAL_CAUSE = {
     "wrongkey": "invalid-signature",
 }
 IMA_HASH_ALGO = {"sha256": 4, "sha512": 6}
-
-
-def _portage_ima_bin() -> Path:
-    """$PORTAGE_IMA_BIN, or the debug build in this checkout."""
-    env = os.environ.get("PORTAGE_IMA_BIN")
-    return Path(env).resolve() if env else REPO / "target" / "debug" / "portage-ima"
 
 
 def _unavailable(reason: str):
@@ -99,9 +94,7 @@ def make_key(dir: Path, name: str, bits: int) -> Key:
          "-addext", "basicConstraints=critical,CA:FALSE"])
     os.chmod(key, 0o600)
     run(["openssl", "x509", "-in", pem, "-outform", "DER", "-out", der])
-    text = run(["openssl", "x509", "-in", pem, "-noout", "-ext", "subjectKeyIdentifier"]).stdout
-    skid = re.sub(r"[^0-9A-Fa-f]", "", text.split("\n", 1)[1]).lower()
-    return Key(name, key, pem, der, skid[-8:])
+    return Key(name, key, pem, der, cert_keyid(pem))
 
 
 # --------------------------------------------------------------------------
@@ -347,7 +340,7 @@ class Run:
 def vm(tmp_path_factory) -> Run:
     if os.geteuid() != 0:
         _unavailable("needs root: files are chowned to uid 1000 and get security.ima xattrs")
-    bin = _portage_ima_bin()
+    bin = portage_ima_bin()
     if not os.access(bin, os.X_OK):
         _unavailable(f"{bin} not found: build it with `cargo build --all-features` "
                      "(or point PORTAGE_IMA_BIN at it)")
