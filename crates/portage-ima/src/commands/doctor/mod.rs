@@ -13,7 +13,6 @@
 //! take the text, so they are tested on captured samples as well as on the
 //! machine the tests run on.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -26,7 +25,12 @@ use anyhow::{bail, Result};
 use ima_core::{Certificate, Error as CoreError, KeyId, KeyMaterial, KeySet, VerifyStatus};
 use serde::Serialize;
 
+use ima_core::IMA_XATTR;
+
 use crate::cli::DoctorArgs;
+use crate::gentoo::env::XattrCopy;
+use crate::gentoo::fnmatch::fnmatch;
+use crate::gentoo::make_conf::{Features, RootConf, DEFAULT_XATTR_EXCLUDE};
 use crate::settings::{self, Premerge, Settings};
 use crate::status::Status;
 
@@ -34,13 +38,6 @@ use crate::status::Status;
 const SNIPPET: &str = "/usr/share/portage-ima/portage-ima.bashrc";
 /// The snippet's file name, which a bashrc line must source.
 const SNIPPET_NAME: &str = "portage-ima.bashrc";
-/// The xattr Portage must keep for signing before the merge to work.
-const IMA_XATTR: &str = "security.ima";
-/// Portage's default PORTAGE_XATTR_EXCLUDE (make.globals, Portage 3.0.x),
-/// used when neither portageq nor make.globals is there to ask.
-const DEFAULT_XATTR_EXCLUDE: &str = "bcachefs.* bcachefs_effective.* btrfs.* security.evm \
-     security.ima security.selinux system.nfs4_acl user.apache_handler user.Beagle.* \
-     user.dublincore.* user.mime_encoding user.xdg.*";
 /// Portage's default PORTAGE_TMPDIR.
 const DEFAULT_TMPDIR: &str = "/var/tmp";
 /// A certificate expiring sooner than this is worth a warning.
@@ -1190,16 +1187,14 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     }
 
     let vars = portage_vars(root);
-    let features: BTreeSet<&str> = vars.features.split_whitespace().collect();
-    let has_xattr = features.contains("xattr");
     let patterns: Vec<String> = vars
         .xattr_exclude
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let excluded_by = crate::gentoo::env::xattr_exclude_match(&patterns, IMA_XATTR);
-    let excluded = excluded_by.is_some();
-    let xattr_kept = has_xattr && !excluded;
+    // The hook's rule for a copying merge.
+    let copy = XattrCopy::of(&vars.features, &patterns);
+    let xattr_kept = copy.keeps_ima();
 
     // Portage builds in ${PORTAGE_TMPDIR}/portage, which is often a tmpfs
     // of its own (the Gentoo handbook suggests one): stat that when it exists.
@@ -1248,12 +1243,11 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
         ),
     }
 
-    let mut finding = match (has_xattr, excluded) {
-        (true, false) => "FEATURES has xattr and PORTAGE_XATTR_EXCLUDE keeps security.ima".into(),
+    let mut finding = match (copy.feature, copy.excluded_by) {
+        (true, None) => "FEATURES has xattr and PORTAGE_XATTR_EXCLUDE keeps security.ima".into(),
         (false, _) => "FEATURES lacks xattr: a copying merge drops every xattr".to_string(),
-        (true, true) => format!(
-            "FEATURES has xattr but PORTAGE_XATTR_EXCLUDE drops security.ima (pattern {})",
-            excluded_by.unwrap_or("?")
+        (true, Some(pattern)) => format!(
+            "FEATURES has xattr but PORTAGE_XATTR_EXCLUDE drops security.ima (pattern {pattern})"
         ),
     };
     finding.push_str(&format!(" ({})", vars.source));
@@ -1318,7 +1312,7 @@ fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
 fn xattr_exclude_line(current: &str) -> String {
     let kept: Vec<&str> = current
         .split_whitespace()
-        .filter(|p| !crate::gentoo::env::fnmatch(p, IMA_XATTR))
+        .filter(|p| !fnmatch(p, IMA_XATTR))
         .collect();
     format!("PORTAGE_XATTR_EXCLUDE=\"{}\"", kept.join(" "))
 }
@@ -1343,7 +1337,7 @@ fn sourced_snippet(text: &str) -> Option<String> {
 /// FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR, and where they came from.
 #[derive(Debug)]
 struct PortageVars {
-    features: String,
+    features: Features,
     xattr_exclude: String,
     tmpdir: String,
     source: String,
@@ -1370,7 +1364,7 @@ fn portage_vars(root: &Path) -> PortageVars {
             let lines: Vec<&str> = text.lines().collect();
             if out.status.success() && lines.len() == 3 {
                 return PortageVars {
-                    features: lines[0].to_string(),
+                    features: Features::from_words(lines[0].split_whitespace()),
                     xattr_exclude: lines[1].to_string(),
                     tmpdir: non_empty(lines[2], DEFAULT_TMPDIR),
                     source: "from portageq".into(),
@@ -1378,27 +1372,17 @@ fn portage_vars(root: &Path) -> PortageVars {
             }
         }
     }
-    let mut conf = MakeConf::default();
-    let globals = root.join("usr/share/portage/config/make.globals");
-    let had_globals = match fs::read_to_string(&globals) {
-        Ok(text) => {
-            conf.apply(&text);
-            true
-        }
-        Err(_) => false,
-    };
-    let make_conf = root.join("etc/portage/make.conf");
-    for file in conf_files(&make_conf) {
-        if let Ok(text) = fs::read_to_string(&file) {
-            conf.apply(&text);
-        }
-    }
+    let RootConf {
+        conf,
+        make_conf,
+        had_globals,
+    } = RootConf::read(root);
     let exclude = conf
         .get("PORTAGE_XATTR_EXCLUDE")
-        .map_or(DEFAULT_XATTR_EXCLUDE.to_string(), str::to_string);
+        .map_or(DEFAULT_XATTR_EXCLUDE.join(" "), str::to_string);
     let tmpdir = non_empty(conf.get("PORTAGE_TMPDIR").unwrap_or(""), DEFAULT_TMPDIR);
     PortageVars {
-        features: conf.features.iter().cloned().collect::<Vec<_>>().join(" "),
+        features: conf.features().clone(),
         xattr_exclude: exclude,
         tmpdir,
         source: format!(
@@ -1418,168 +1402,6 @@ fn non_empty(value: &str, default: &str) -> String {
         default.to_string()
     } else {
         value.trim().to_string()
-    }
-}
-
-/// make.conf is a file or a directory of files read in name order.
-fn conf_files(path: &Path) -> Vec<PathBuf> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = fs::read_dir(path)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    }
-}
-
-/// A rough reader of make.conf-style assignments: `NAME="value"`,
-/// `NAME='value'`, `NAME=value`, with `${NAME}`/`$NAME` expanded and FEATURES
-/// incremental (`-name` removes, `-*` clears) across files, as Portage does.
-#[derive(Debug, Default)]
-struct MakeConf {
-    vars: Vec<(String, String)>,
-    features: BTreeSet<String>,
-}
-
-impl MakeConf {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Applies one file's assignments.
-    fn apply(&mut self, text: &str) {
-        let mut features = None;
-        let chars: Vec<char> = text.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            // Skip blanks and comments.
-            if chars[i].is_whitespace() {
-                i += 1;
-                continue;
-            }
-            if chars[i] == '#' {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            let mut name: String = chars[start..i].iter().collect();
-            if name == "export" && i < chars.len() && chars[i] == ' ' {
-                i += 1;
-                continue;
-            }
-            if name.is_empty() || i >= chars.len() || chars[i] != '=' {
-                // Not an assignment: skip the line.
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            i += 1;
-            let mut value = String::new();
-            match chars.get(i) {
-                Some('"') => {
-                    i += 1;
-                    let mut raw = String::new();
-                    while i < chars.len() && chars[i] != '"' {
-                        if chars[i] == '\\' && i + 1 < chars.len() {
-                            i += 1;
-                            if chars[i] != '\n' {
-                                raw.push(chars[i]);
-                            }
-                        } else {
-                            raw.push(chars[i]);
-                        }
-                        i += 1;
-                    }
-                    i += 1;
-                    value.push_str(&self.expand(&raw, features.as_deref()));
-                }
-                Some('\'') => {
-                    i += 1;
-                    while i < chars.len() && chars[i] != '\'' {
-                        value.push(chars[i]);
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                _ => {
-                    let mut raw = String::new();
-                    while i < chars.len() && !chars[i].is_whitespace() {
-                        raw.push(chars[i]);
-                        i += 1;
-                    }
-                    value.push_str(&self.expand(&raw, features.as_deref()));
-                }
-            }
-            if name == "FEATURES" {
-                features = Some(value);
-            } else {
-                self.vars.push((std::mem::take(&mut name), value));
-            }
-        }
-        if let Some(f) = features {
-            for word in f.split_whitespace() {
-                if word == "-*" {
-                    self.features.clear();
-                } else if let Some(gone) = word.strip_prefix('-') {
-                    self.features.remove(gone);
-                } else {
-                    self.features.insert(word.to_string());
-                }
-            }
-        }
-    }
-
-    /// Expands `${NAME}` and `$NAME`; FEATURES expands to this file's value
-    /// so far (the incremental stacking is done afterwards).
-    fn expand(&self, raw: &str, features: Option<&str>) -> String {
-        let mut out = String::new();
-        let mut rest = raw;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let after = &rest[at + 1..];
-            let (name, len) = if let Some(inner) = after.strip_prefix('{') {
-                match inner.find('}') {
-                    Some(end) => (&inner[..end], end + 2),
-                    None => ("", 0),
-                }
-            } else {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            };
-            if name.is_empty() {
-                out.push('$');
-                rest = after;
-                continue;
-            }
-            let value = if name == "FEATURES" {
-                features.unwrap_or("")
-            } else {
-                self.get(name).unwrap_or("")
-            };
-            out.push_str(value);
-            rest = &after[len..];
-        }
-        out.push_str(rest);
-        out
     }
 }
 
@@ -1876,23 +1698,6 @@ name         : sha512\ndriver       : sha512-generic\nmodule       : sha512_gene
             None
         );
         assert_eq!(sourced_snippet("source /etc/portage/other.bashrc\n"), None);
-    }
-
-    #[test]
-    fn make_conf_features_are_incremental() {
-        let mut c = MakeConf::default();
-        c.apply("FEATURES=\"sandbox strict\nuserpriv\"\nPORTAGE_XATTR_EXCLUDE=\"btrfs.* security.ima\"\n");
-        c.apply(
-            "# comment\nexport PORTAGE_TMPDIR=/tmp\nFEATURES=\"${FEATURES} xattr -sandbox\"\n\
-             PORTAGE_XATTR_EXCLUDE='btrfs.*'\nCFLAGS=\"-O2 \\\n -pipe\"\nX=\"$CFLAGS\"\n",
-        );
-        let f: Vec<_> = c.features.iter().map(String::as_str).collect();
-        assert_eq!(f, ["strict", "userpriv", "xattr"]);
-        assert_eq!(c.get("PORTAGE_XATTR_EXCLUDE"), Some("btrfs.*"));
-        assert_eq!(c.get("PORTAGE_TMPDIR"), Some("/tmp"));
-        assert_eq!(c.get("X"), Some("-O2  -pipe"));
-        c.apply("FEATURES=\"-*\"\n");
-        assert!(c.features.is_empty());
     }
 
     #[test]
