@@ -94,33 +94,40 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
             None
         }
     };
-    // Whoever can read the key can sign anything the kernel will then run.
+    // The signer's own rule (settings::key_exposure): whoever can read or
+    // replace the key can sign anything the kernel will then run.
+    let problems = settings::key_exposure(path);
     let mode = meta.mode() & 0o7777;
-    let mut problems = Vec::new();
-    if meta.uid() != 0 {
-        problems.push(format!("owned by uid {}, not root", meta.uid()));
-    }
-    if mode & 0o077 != 0 {
-        let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
-            (true, true) => "group and others",
-            (true, false) => "its group",
-            _ => "others",
-        };
-        problems.push(format!("mode {mode:04o}: {who} may access it"));
-    }
+    let safe_fix = format!("chown root:root {0} && chmod 0400 {0}", path.display());
     if problems.is_empty() {
         r.ok(
             CheckId::KeyAccess,
-            format!("owned by root, mode {mode:04o}"),
+            match meta.uid() {
+                0 => format!("owned by root, mode {mode:04o}"),
+                uid => format!("owned by uid {uid} (who runs this), mode {mode:04o}"),
+            },
+        );
+    } else if s.allow_insecure_key {
+        r.warn(
+            CheckId::KeyAccess,
+            format!(
+                "{}; allow_insecure_key = true: portage-ima signs with it anyway, warning each time",
+                problems.join("; ")
+            ),
+            format!("{safe_fix}, then remove allow_insecure_key from ima.toml"),
         );
     } else {
         r.fail(
             CheckId::KeyAccess,
             format!(
-                "{}; whoever can read the key can sign files the kernel will trust",
-                problems.join(", ")
+                "{}; portage-ima refuses to sign with this key (whoever can read or replace it \
+                 can sign files the kernel will trust)",
+                problems.join("; ")
             ),
-            format!("chown root:root {0} && chmod 0400 {0}", path.display()),
+            format!(
+                "{safe_fix} (and fix its directory as said); or, to sign with it anyway, set \
+                 allow_insecure_key = true in ima.toml"
+            ),
         );
     }
     key

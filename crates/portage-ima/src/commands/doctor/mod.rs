@@ -325,7 +325,7 @@ fn load_settings(
             r.fail(
                 CheckId::Config,
                 crate::status::error_line(&e),
-                "fix the settings file (keys: key, cert, keyid, hash, jobs, backend, premerge, strict, config_files) or the flags",
+                "fix the settings file (for an unknown key, the message lists the known ones) or the flags",
             );
             None
         }

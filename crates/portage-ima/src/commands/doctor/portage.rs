@@ -41,13 +41,13 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
                     "{} does not source {SNIPPET_NAME}: Portage never runs the hook",
                     bashrc.display()
                 ),
-                format!("echo 'source {SNIPPET}' >> {}", bashrc.display()),
+                source_line_fix(&bashrc),
             ),
         },
         Err(e) => r.fail(
             CheckId::Bashrc,
             format!("{}: {e}: Portage never runs the hook", bashrc.display()),
-            format!("echo 'source {SNIPPET}' >> {}", bashrc.display()),
+            source_line_fix(&bashrc),
         ),
     }
 
@@ -182,6 +182,15 @@ fn xattr_exclude_line(current: &str) -> String {
         .filter(|p| !fnmatch(p, IMA_XATTR))
         .collect();
     format!("PORTAGE_XATTR_EXCLUDE=\"{}\"", kept.join(" "))
+}
+
+/// The command that appends the README's bashrc line: guarded, so that
+/// Portage's bashrc does not fail once portage-ima is uninstalled.
+fn source_line_fix(bashrc: &Path) -> String {
+    format!(
+        "echo '[[ -r {SNIPPET} ]] && source {SNIPPET}' >> {}",
+        bashrc.display()
+    )
 }
 
 /// The path a bashrc line sources our snippet from, if one does.
