@@ -318,18 +318,24 @@ fn good_setup_passes() {
         .starts_with("portage-ima sign --files "));
 }
 
+/// Whether this kernel shows IMA in securityfs (as mounted for this process).
+fn kernel_has_ima() -> bool {
+    Path::new("/sys/kernel/security/ima").is_dir()
+        || Path::new("/sys/kernel/security/integrity/ima").is_dir()
+}
+
 #[test]
-fn machine_without_ima_warns_or_skips() {
-    // On a kernel without IMA (or without securityfs mounted) the kernel
-    // checks must explain, not fail.
-    let ima = Path::new("/sys/kernel/security/ima").is_dir()
-        || Path::new("/sys/kernel/security/integrity/ima").is_dir();
-    if ima {
-        eprintln!("skipped: this kernel has IMA");
-        return;
-    }
+fn kernel_checks_follow_whether_this_kernel_has_ima() {
     let s = Setup::new();
     let d = s.doctor(&[]);
+    if kernel_has_ima() {
+        // A Gentoo machine with IMA: securityfs and IMA are found.
+        d.expect(CheckId::Securityfs, "ok");
+        d.expect(CheckId::Ima, "ok");
+        return;
+    }
+    // Without IMA (or without securityfs mounted) the kernel checks must
+    // explain, not fail.
     assert_eq!(d.code, 0, "{}", d.text);
     d.expect(CheckId::Ima, "warn");
     d.expect(CheckId::Appraise, "skip");
@@ -577,8 +583,11 @@ fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
     // /dev/shm is a tmpfs: another filesystem than the scratch root.
     let shm = Path::new("/dev/shm");
     let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
-    if !shm.is_dir() || dev(shm) == dev(&s.root()) {
-        eprintln!("skipped: no tmpfs apart from the root here");
+    if !common::require(
+        shm.is_dir() && dev(shm) != dev(&s.root()),
+        "/dev/shm on another filesystem than the test's root",
+        "default_xattr_exclude_on_another_filesystem_cannot_premerge",
+    ) {
         return;
     }
     // No PORTAGE_XATTR_EXCLUDE: Portage's default drops security.ima.
@@ -618,8 +627,11 @@ fn separate_build_directory_is_what_counts() {
     let s = Setup::new();
     let shm = Path::new("/dev/shm");
     let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
-    if !shm.is_dir() || dev(shm) == dev(&s.root()) {
-        eprintln!("skipped: no tmpfs apart from the root here");
+    if !common::require(
+        shm.is_dir() && dev(shm) != dev(&s.root()),
+        "/dev/shm on another filesystem than the test's root",
+        "separate_build_directory_is_what_counts",
+    ) {
         return;
     }
     s.write_make_conf(&format!("PORTAGE_TMPDIR=\"{}\"\n", s.path("tmp").display()));
@@ -638,8 +650,11 @@ fn separate_build_directory_is_what_counts() {
 fn portageq_is_asked_when_there() {
     // The cached venv of the Portage playground tests holds the real portageq.
     let venv_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/.cache/venv/bin");
-    if !venv_bin.join("portageq").is_file() {
-        eprintln!("skipped: no portageq (run python3 tests/portage_playground/venv.py)");
+    if !common::require(
+        venv_bin.join("portageq").is_file(),
+        "portageq in tests/.cache/venv (python3 tests/portage_playground/venv.py makes it)",
+        "portageq_is_asked_when_there",
+    ) {
         return;
     }
     let s = Setup::new();
@@ -893,38 +908,47 @@ fn keyring_cannot_find_a_certificate_without_skid() {
 }
 
 #[test]
-fn securityfs_mounted_without_ima() {
-    if Path::new("/sys/kernel/security/ima").is_dir() {
-        eprintln!("skipped: this kernel has IMA");
-        return;
-    }
+fn securityfs_mounted_in_a_private_namespace() {
+    // securityfs mounted where doctor looks (in a private mount namespace:
+    // the host's mounts are not touched): found, and IMA found in it exactly
+    // when the kernel has it.
     let s = Setup::new();
     let cmd = s.command(&[]);
+    let probe = s.path("ima-probe");
     let mut line = format!(
-        "mount -t securityfs securityfs /sys/kernel/security\nexec '{}'",
+        "mount -t securityfs securityfs /sys/kernel/security || exit 99\n\
+         if [ -d /sys/kernel/security/ima ] || [ -d /sys/kernel/security/integrity/ima ]; \
+         then echo yes > '{0}'; else echo no > '{0}'; fi\n\
+         exec '{1}'",
+        probe.display(),
         bin()
     );
     for a in cmd.get_args() {
         line.push_str(&format!(" '{}'", a.to_str().unwrap()));
     }
-    // A private mount namespace: the host's mounts are not touched.
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-ec", &line])
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
         .unwrap();
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("mount") {
-        eprintln!(
-            "skipped: cannot mount securityfs here: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mounted = out.status.code() != Some(99);
+    let why = format!(
+        "unshare and a securityfs mount (root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !common::require(mounted, &why, "securityfs_mounted_in_a_private_namespace") {
         return;
     }
+    let has_ima = fs::read_to_string(&probe).unwrap().trim() == "yes";
     let d = Doctor::from(out);
     let (f, _) = d.expect(CheckId::Securityfs, "ok");
     assert!(f.contains("/sys/kernel/security"), "{f}");
-    let (f, _) = d.expect(CheckId::Ima, "warn");
-    assert!(f.contains("not in this kernel"), "{f}");
+    if has_ima {
+        d.expect(CheckId::Ima, "ok");
+    } else {
+        let (f, _) = d.expect(CheckId::Ima, "warn");
+        assert!(f.contains("not in this kernel"), "{f}");
+    }
 }
 
 #[test]
