@@ -12,6 +12,16 @@
 //! `/proc/crypto`, `/proc/keys`, securityfs) is parsed by small functions that
 //! take the text, so they are tested on captured samples as well as on the
 //! machine the tests run on.
+//!
+//! Where each check lives:
+//! - this file: [`CheckId`] (every check, listed once), the [`Report`] and [`run`];
+//! - `keys.rs`: config's key, its access, the certificate, the key id;
+//! - `kernel.rs`: securityfs, IMA, the appraise mode, the hash, the policy;
+//! - `keyring.rs`: the certificate on the `.ima` or `_ima` keyring;
+//! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
+//!   hook's own rules (`gentoo::env::renames_between`, `XattrCopy`) and
+//!   the crate's one make.conf reader (`gentoo::make_conf`);
+//! - `self_check.rs`: the signer's own binary and libraries.
 
 mod kernel;
 mod keyring;
