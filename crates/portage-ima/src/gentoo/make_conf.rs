@@ -133,7 +133,7 @@ impl RootConf {
 }
 
 /// make.conf is a file or a directory of files read in name order.
-pub fn conf_files(path: &Path) -> Vec<PathBuf> {
+fn conf_files(path: &Path) -> Vec<PathBuf> {
     if path.is_dir() {
         let mut files: Vec<PathBuf> = fs::read_dir(path)
             .map(|d| {
