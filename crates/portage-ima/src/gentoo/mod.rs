@@ -4,4 +4,7 @@
 pub mod atom;
 pub mod contents;
 pub mod env;
+pub mod fnmatch;
+pub mod make_conf;
+pub mod portageq;
 pub mod vdb;
