@@ -27,7 +27,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::gentoo::vdb::{is_valid_category, is_valid_pn, split_pf, InstalledPackage, Version};
+use crate::gentoo::vdb::{is_valid_category, is_valid_pn, split_pf, InstalledPackage};
+use crate::gentoo::version::Version;
 
 /// A version operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +151,7 @@ impl Atom {
             Op::LessOrEqual => have <= *want,
             Op::Equal => have == *want,
             Op::EqualGlob => want.glob_matches(&have),
-            Op::Approx => Version::parse(have.pv()) == Version::parse(want.pv()),
+            Op::Approx => have.cmp_ignoring_revision(want).is_eq(),
             Op::GreaterOrEqual => have >= *want,
             Op::Greater => have > *want,
         }

@@ -5,3 +5,4 @@ pub mod atom;
 pub mod contents;
 pub mod env;
 pub mod vdb;
+pub mod version;
