@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use portage_ima::gentoo::vdb::split_pf;
+use portage_ima::gentoo::cpv::split_pf;
 use portage_ima::gentoo::version::Version;
 
 fn portage_python() -> Option<PathBuf> {
@@ -202,9 +202,8 @@ for line in sys.stdin:
     let want = portage(&py, script, &pfs);
     for (pf, want) in pfs.iter().zip(&want) {
         let got = match split_pf(pf) {
-            None => "none".to_string(),
-            Some((pn, pvr)) => {
-                let v = Version::parse(pvr).unwrap();
+            Err(_) => "none".to_string(),
+            Ok((pn, v)) => {
                 let rev = if v.revision().is_empty() {
                     "0"
                 } else {

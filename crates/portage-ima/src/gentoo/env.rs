@@ -9,7 +9,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::fs::rootfs::RootDir;
-use crate::gentoo::vdb::{is_valid_category, split_pf, VDB_PATH};
+use crate::gentoo::cpv::split_pf;
+use crate::gentoo::names::Category;
+use crate::gentoo::vdb::VDB_PATH;
 
 /// The xattr this tool writes.
 const IMA_XATTR: &str = "security.ima";
@@ -164,18 +166,18 @@ impl PortageEnv {
         let phase = nonempty("EBUILD_PHASE").unwrap_or_default();
         let category = nonempty("CATEGORY").unwrap_or_default();
         let pf = nonempty("PF").unwrap_or_default();
-        if !is_valid_category(&category) {
+        if let Err(e) = Category::parse(&category) {
             return Err(EnvError::Invalid {
                 var: "CATEGORY",
                 value: category,
-                reason: "is not a valid category name".into(),
+                reason: format!("is not a valid category name: {}", e.reason),
             });
         }
-        if split_pf(&pf).is_none() {
+        if let Err(e) = split_pf(&pf) {
             return Err(EnvError::Invalid {
                 var: "PF",
                 value: pf,
-                reason: "is not a valid NAME-VERSION".into(),
+                reason: format!("is not a valid NAME-VERSION: {}", e.reason),
             });
         }
 

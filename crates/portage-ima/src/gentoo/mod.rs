@@ -3,6 +3,8 @@
 
 pub mod atom;
 pub mod contents;
+pub mod cpv;
 pub mod env;
+pub mod names;
 pub mod vdb;
 pub mod version;
