@@ -27,7 +27,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::gentoo::cpv::split_pf;
+use crate::gentoo::cpv::{split_pf, version_meant};
 use crate::gentoo::names::{Category, PackageName, RepoName, Slot};
 use crate::gentoo::vdb::InstalledPackage;
 use crate::gentoo::version::Version;
@@ -262,11 +262,17 @@ impl FromStr for Atom {
                 };
                 (package, Some((op, v)))
             }
-            Err(_) => {
+            Err(not_versioned) => {
+                // Explain the version when one was meant (`foo-1.2B`),
+                // else the name (`foo.bar`).
                 let package = PackageName::parse(name).map_err(|e| {
-                    bad(&format!(
-                        "'{name}' is neither a package name nor NAME-VERSION ({})",
+                    let reason = if version_meant(name).is_some() {
+                        not_versioned.reason
+                    } else {
                         e.reason
+                    };
+                    bad(&format!(
+                        "'{name}' is neither a package name nor NAME-VERSION: {reason}"
                     ))
                 })?;
                 if op.is_some() {
@@ -468,6 +474,12 @@ mod tests {
             ("a/b/c", "more than one '/'"),
             ("-cat/foo", "not a valid category"),
             ("foo-1a-2", "neither a package name nor NAME-VERSION"),
+            (
+                "foo-1.2B",
+                "NAME-VERSION: '1.2B' is not a version: unexpected 'B'",
+            ),
+            ("foo.bar", "NAME-VERSION: '.' is not allowed"),
+            ("foo:3/", "bad slot '3/': the sub-slot is empty"),
             ("+foo", "neither"),
             ("foo:", "bad slot"),
             ("foo:/x", "bad slot"),

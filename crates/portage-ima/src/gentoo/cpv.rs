@@ -34,9 +34,26 @@ pub fn split_pf(pf: &str) -> Result<(PackageName, Version), NameError> {
     let (pn, version) = pf
         .match_indices('-')
         .find_map(|(i, _)| Some((&pf[..i], Version::parse(&pf[i + 1..]).ok()?)))
-        .ok_or_else(|| fail("no '-' is followed by a version (as in foo-1.2-r1)".into()))?;
+        .ok_or_else(|| fail(no_version_reason(pf)))?;
     let pn = PackageName::parse(pn).map_err(|e| fail(e.to_string()))?;
     Ok((pn, version))
+}
+
+/// The text after the first `-DIGIT` of `pf`: the version most likely
+/// meant, valid or not (`1.2B` of `foo-1.2B`).
+pub fn version_meant(pf: &str) -> Option<&str> {
+    pf.match_indices('-')
+        .map(|(i, _)| &pf[i + 1..])
+        .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Why no `-` of `pf` starts a version: the error of the version meant,
+/// else that there is none.
+fn no_version_reason(pf: &str) -> String {
+    match version_meant(pf).map(|v| (v, Version::parse(v))) {
+        Some((v, Err(e))) => format!("'{v}' is not a version: {}", e.reason),
+        _ => "no '-' is followed by a version (as in foo-1.2-r1)".into(),
+    }
 }
 
 /// A category, package name and version: `app-misc/foo-1.2-r1`.
@@ -182,6 +199,11 @@ mod tests {
     fn split_errors_say_why() {
         for (pf, why) in [
             ("foo", "no '-' is followed by a version"),
+            ("foo-bar", "no '-' is followed by a version"),
+            (
+                "foo-1.2B",
+                "'1.2B' is not a version: unexpected 'B' after '1.2'",
+            ),
             (
                 "foo-1a-2",
                 "'foo-1a' is not a valid package name: it ends in '-1a'",

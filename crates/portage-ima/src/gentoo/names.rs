@@ -31,8 +31,10 @@ pub struct NameError {
 
 /// The character rule all four names share: not empty, only ASCII
 /// alphanumerics plus `extra`, not starting with one of `bad_first`.
+/// `subject` names the checked part in the reason (`it`, `the sub-slot`).
 fn check_chars(
     kind: &'static str,
+    subject: &str,
     value: &str,
     extra: &str,
     bad_first: &[char],
@@ -43,7 +45,7 @@ fn check_chars(
         reason,
     };
     if value.is_empty() {
-        return Err(fail("it is empty".into()));
+        return Err(fail(format!("{subject} is empty")));
     }
     if let Some(c) = value
         .chars()
@@ -56,7 +58,7 @@ fn check_chars(
         )));
     }
     if let Some(c) = value.chars().next().filter(|c| bad_first.contains(c)) {
-        return Err(fail(format!("it may not start with '{c}'")));
+        return Err(fail(format!("{subject} may not start with '{c}'")));
     }
     Ok(())
 }
@@ -68,7 +70,7 @@ pub struct Category(String);
 impl Category {
     /// Checks and wraps a category name.
     pub fn parse(s: &str) -> Result<Category, NameError> {
-        check_chars("category", s, "+_.-", &['-', '.', '+'])?;
+        check_chars("category", "it", s, "+_.-", &['-', '.', '+'])?;
         Ok(Category(s.to_string()))
     }
 
@@ -98,7 +100,7 @@ impl PackageName {
                 reason: format!("it ends in '{}', which is a version", &s[i..]),
             });
         }
-        check_chars("package name", s, "+_-", &['-', '+'])?;
+        check_chars("package name", "it", s, "+_-", &['-', '+'])?;
         Ok(PackageName(s.to_string()))
     }
 
@@ -121,14 +123,16 @@ impl Slot {
     /// Checks and wraps `SLOT` or `SLOT/SUBSLOT`.
     pub fn parse(s: &str) -> Result<Slot, NameError> {
         let slash = s.find('/');
-        let (name, subslot) = match slash {
-            Some(i) => (&s[..i], Some(&s[i + 1..])),
-            None => (s, None),
+        let parts = match slash {
+            Some(i) => vec![("the slot", &s[..i]), ("the sub-slot", &s[i + 1..])],
+            None => vec![("it", s)],
         };
-        for part in [Some(name), subslot].into_iter().flatten() {
-            check_chars("slot", part, "+_.-", &['-', '.', '+']).map_err(|e| NameError {
-                value: s.to_string(),
-                ..e
+        for (subject, part) in parts {
+            check_chars("slot", subject, part, "+_.-", &['-', '.', '+']).map_err(|e| {
+                NameError {
+                    value: s.to_string(),
+                    ..e
+                }
             })?;
         }
         Ok(Slot {
@@ -171,7 +175,7 @@ pub struct RepoName(String);
 impl RepoName {
     /// Checks and wraps a repository name.
     pub fn parse(s: &str) -> Result<RepoName, NameError> {
-        check_chars("repository name", s, "_-", &['-'])?;
+        check_chars("repository name", "it", s, "_-", &['-'])?;
         Ok(RepoName(s.to_string()))
     }
 
@@ -254,9 +258,18 @@ mod tests {
         );
         let s = Slot::parse("0").unwrap();
         assert_eq!((s.name(), s.subslot()), ("0", None));
-        for bad in ["", "/x", "3/", "3/4/5", "-1", "a b"] {
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("/x", "the slot is empty"),
+            ("3/", "the sub-slot is empty"),
+            ("3/4/5", "'/' is not allowed"),
+            ("-1", "it may not start with '-'"),
+            ("3/.1", "the sub-slot may not start with '.'"),
+            ("a b", "' ' is not allowed"),
+        ] {
             let e = Slot::parse(bad).unwrap_err();
             assert_eq!((e.kind, e.value.as_str()), ("slot", bad), "{e}");
+            assert!(e.reason.contains(why), "{bad:?}: {e}");
         }
         let want = |s: &str| Slot::parse(s).unwrap();
         assert!(want("3").matches(&want("3/3.24")));
