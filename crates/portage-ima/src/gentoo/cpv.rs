@@ -135,19 +135,7 @@ impl Ord for Cpv {
     }
 }
 
-impl PartialOrd for Cpv {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Cpv {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Cpv {}
+eq_from_ord!(Cpv);
 
 #[cfg(test)]
 mod tests {
