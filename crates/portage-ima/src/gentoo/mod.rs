@@ -9,7 +9,7 @@
 //! - [`atom`]: atoms typed on the command line, resolved against the vdb
 //! - [`contents`]: the `CONTENTS` format
 //! - [`vdb`]: the installed-package database, on top of all of these
-//! - [`env`]: the ebuild environment the hook runs in
+//! - [`env`](mod@env): the ebuild environment the hook runs in
 
 /// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
 /// whose equality is PMS equality (`1.0 == 1.00`, `1 == 1-r0`) rather than
