@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use ima_core::IMA_XATTR;
 
 use crate::fs::rootfs::RootDir;
+use crate::gentoo::cpv::split_pf;
 use crate::gentoo::make_conf::{default_xattr_exclude, xattr_exclude_match, Features};
+use crate::gentoo::names::Category;
 /// Kept here for callers that know it as `env::portageq_command`.
 pub use crate::gentoo::portageq::portageq_command;
-use crate::gentoo::vdb::{is_valid_category, split_pf, VDB_PATH};
+use crate::gentoo::vdb::VDB_PATH;
 
 /// The variables that must be set for [`PortageEnv::from_vars`].
 pub const REQUIRED_VARS: &[&str] = &["EBUILD_PHASE", "CATEGORY", "PF", "ROOT"];
@@ -149,18 +151,18 @@ impl PortageEnv {
         let phase = nonempty("EBUILD_PHASE").unwrap_or_default();
         let category = nonempty("CATEGORY").unwrap_or_default();
         let pf = nonempty("PF").unwrap_or_default();
-        if !is_valid_category(&category) {
+        if let Err(e) = Category::parse(&category) {
             return Err(EnvError::Invalid {
                 var: "CATEGORY",
                 value: category,
-                reason: "is not a valid category name".into(),
+                reason: format!("is not a valid category name: {}", e.reason),
             });
         }
-        if split_pf(&pf).is_none() {
+        if let Err(e) = split_pf(&pf) {
             return Err(EnvError::Invalid {
                 var: "PF",
                 value: pf,
-                reason: "is not a valid NAME-VERSION".into(),
+                reason: format!("is not a valid NAME-VERSION: {}", e.reason),
             });
         }
 
