@@ -16,12 +16,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ima_core::{ImaSigner, KeySet, SignOptions, SignOutcome};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::engine::{FileReport, Outcome, Runner};
-use crate::progress::Progress;
-use crate::verify::FileStatus;
+use crate::report::{FileReport, Outcome};
 
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
@@ -187,52 +184,6 @@ impl Walk<'_> {
         self.problems
             .push(FileReport::new(path, Outcome::Failed(io_reason(e))));
     }
-}
-
-/// Signs every found file in parallel.
-pub fn sign(
-    signer: &ImaSigner,
-    files: &[FoundFile],
-    runner: &Runner,
-    progress: &Progress,
-    dry_run: bool,
-) -> Vec<Option<FileReport>> {
-    let opts = SignOptions {
-        expect_md5: None,
-        keep_valid: true,
-        dry_run,
-    };
-    runner.run(
-        files,
-        progress,
-        |file| file.size,
-        |file| {
-            let outcome = match file.open().and_then(|f| signer.sign_file(&f, &opts)) {
-                Ok(SignOutcome::Signed) => Outcome::Signed,
-                Ok(SignOutcome::AlreadyValid) => Outcome::AlreadyValid,
-                Ok(SignOutcome::WouldSign) => Outcome::WouldSign,
-                Err(e) => Outcome::Failed(e.to_string()),
-            };
-            FileReport::new(&file.path, outcome)
-        },
-    )
-}
-
-/// Verifies every found file in parallel.
-pub fn verify(keys: &KeySet, files: &[FoundFile], runner: &Runner) -> Vec<FileStatus> {
-    runner
-        .run(
-            files,
-            &Progress::hidden(),
-            |file| file.size,
-            |file| match file.open().and_then(|f| keys.verify_file(&f, false)) {
-                Ok(report) => FileStatus::from_report(&file.path, &report),
-                Err(e) => FileStatus::error(&file.path, e.to_string()),
-            },
-        )
-        .into_iter()
-        .flatten()
-        .collect()
 }
 
 /// A short, specific reason for an I/O error on a path.

@@ -1,0 +1,107 @@
+//! `portage-ima sign`: the files given with `--files`, or the files of
+//! installed packages (`ATOM...`, `--all`) by the same rules as the hook.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cli::SignArgs;
+use crate::engine::{self, Runner};
+use crate::fs::walk;
+use crate::plan::{self, ConfigProtect, Job, Protection};
+use crate::progress::Progress;
+use crate::report::{SignPrinter, Status, Tally};
+use crate::settings::{ConfigFiles, Settings};
+
+pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
+    let settings = Settings::load(config, &args.key, args.jobs)?;
+    if args.files.is_empty() {
+        return packages(&settings, args);
+    }
+    let signer = settings.signer()?;
+    let (found, problems) = walk::collect(&args.files);
+    let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
+    let runner = Runner::new(settings.jobs)?;
+    runner.cancel_on_signals()?;
+    let progress = start_progress(args, &jobs);
+    let results = runner.run(
+        &jobs,
+        &progress,
+        |job| job.size,
+        |job| engine::sign_job(&signer, None, job, args.dry_run),
+    );
+    progress.finish();
+    let mut printer = SignPrinter::stdout(args.json, args.dry_run);
+    for problem in &problems {
+        printer.file(problem, None);
+    }
+    for result in results {
+        match result {
+            Some(report) => printer.file(&report, None),
+            None => printer.not_started(1),
+        }
+    }
+    Ok(printer.finish(""))
+}
+
+fn start_progress(args: &SignArgs, jobs: &[Job]) -> Progress {
+    let total_bytes = jobs.iter().map(|job| job.size).sum();
+    Progress::new(args.progress, jobs.len() as u64, total_bytes)
+}
+
+/// `sign ATOM...|--all`: every `obj` of the selected packages' CONTENTS.
+fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
+    let sel = plan::select(&args.packages)?;
+    let protection = Protection {
+        protect: (settings.config_files == ConfigFiles::Skip)
+            .then(|| ConfigProtect::discover(&sel.location.eprefix)),
+        skip: true,
+    };
+    let mut jobs = Vec::new();
+    let mut problems: Vec<(usize, Vec<String>)> = Vec::new();
+    for index in 0..sel.packages.len() {
+        let found = plan::package_jobs(&sel, index, &protection, &mut jobs);
+        if !found.is_empty() {
+            problems.push((index, found));
+        }
+    }
+    let signer = settings.signer()?;
+    let runner = Runner::new(settings.jobs)?;
+    runner.cancel_on_signals()?;
+    let progress = start_progress(args, &jobs);
+    let results = runner.run(
+        &jobs,
+        &progress,
+        |job| job.size,
+        |job| engine::sign_job(&signer, Some(&sel.root), job, args.dry_run),
+    );
+    progress.finish();
+
+    let cpvs: Vec<String> = sel.packages.iter().map(|p| p.cpv()).collect();
+    let mut per_package = vec![Tally::default(); sel.packages.len()];
+    let mut printer = SignPrinter::stdout(args.json, args.dry_run);
+    for (job, result) in jobs.iter().zip(results) {
+        let index = job.package.expect("a package's job");
+        match result {
+            Some(report) => {
+                per_package[index].add(&report.outcome);
+                printer.file(&report, Some(&cpvs[index]));
+            }
+            None => {
+                per_package[index].not_started += 1;
+                printer.not_started(1);
+            }
+        }
+    }
+    for (index, messages) in &problems {
+        let contents = sel.packages[*index].contents_path();
+        for message in messages {
+            printer.package_problem(&cpvs[*index], &contents, message);
+            per_package[*index].failed += 1;
+        }
+    }
+    for (cpv, tally) in cpvs.iter().zip(&per_package) {
+        printer.package(cpv, tally, !args.packages.all || tally.failed > 0);
+    }
+    Ok(printer.finish(&format!("{} packages: ", sel.packages.len())))
+}
