@@ -288,7 +288,15 @@ fn sign_cfg_sibling(
     cfg_candidates(root, path)
         .into_iter()
         .find_map(|(shown, file)| match signer.sign_file(&file, opts) {
-            Ok(outcome) => Some(FileReport::new(shown, outcome_of(outcome))),
+            Ok(outcome) => {
+                log::debug!(
+                    "{}: the live file differs from CONTENTS (edited config file); \
+                     its pending update {} matches it and is the one signed",
+                    escape_path(&root.display_path(path)),
+                    escape_path(&shown)
+                );
+                Some(FileReport::new(shown, outcome_of(outcome)))
+            }
             Err(ImaError::Md5Mismatch { .. }) => None,
             Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_reason(&e)))),
         })

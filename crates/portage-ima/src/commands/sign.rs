@@ -4,13 +4,15 @@
 use std::path::Path;
 
 use anyhow::Result;
+use ima_core::ImaSigner;
 
 use crate::cli::SignArgs;
 use crate::engine::{self, Runner};
+use crate::fs::rootfs::RootDir;
 use crate::fs::walk;
 use crate::plan::{self, ConfigProtect, Job, Protection};
 use crate::progress::Progress;
-use crate::report::{SignPrinter, Status, Tally};
+use crate::report::{FileReport, SignPrinter, Status, Tally};
 use crate::settings::{ConfigFiles, Settings};
 
 pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
@@ -21,16 +23,7 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     let signer = settings.signer()?;
     let (found, problems) = walk::collect(&args.files);
     let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
-    let runner = Runner::new(settings.jobs)?;
-    runner.cancel_on_signals()?;
-    let progress = start_progress(args, &jobs);
-    let results = runner.run(
-        &jobs,
-        &progress,
-        |job| job.size,
-        |job| engine::sign_job(&signer, None, job, args.dry_run),
-    );
-    progress.finish();
+    let results = sign_jobs(&settings, args, &signer, None, &jobs)?;
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
     for problem in &problems {
         printer.file(problem, None);
@@ -44,9 +37,27 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     Ok(printer.finish(""))
 }
 
-fn start_progress(args: &SignArgs, jobs: &[Job]) -> Progress {
+/// Signs the jobs in parallel, with progress, stopping on SIGINT/SIGTERM;
+/// a job not started gives `None`.
+fn sign_jobs(
+    settings: &Settings,
+    args: &SignArgs,
+    signer: &ImaSigner,
+    root: Option<&RootDir>,
+    jobs: &[Job],
+) -> Result<Vec<Option<FileReport>>> {
+    let runner = Runner::new(settings.jobs)?;
+    runner.cancel_on_signals()?;
     let total_bytes = jobs.iter().map(|job| job.size).sum();
-    Progress::new(args.progress, jobs.len() as u64, total_bytes)
+    let progress = Progress::new(args.progress, jobs.len() as u64, total_bytes);
+    let results = runner.run(
+        jobs,
+        &progress,
+        |job| job.size,
+        |job| engine::sign_job(signer, root, job, args.dry_run),
+    );
+    progress.finish();
+    Ok(results)
 }
 
 /// `sign ATOM...|--all`: every `obj` of the selected packages' CONTENTS.
@@ -66,16 +77,7 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
         }
     }
     let signer = settings.signer()?;
-    let runner = Runner::new(settings.jobs)?;
-    runner.cancel_on_signals()?;
-    let progress = start_progress(args, &jobs);
-    let results = runner.run(
-        &jobs,
-        &progress,
-        |job| job.size,
-        |job| engine::sign_job(&signer, Some(&sel.root), job, args.dry_run),
-    );
-    progress.finish();
+    let results = sign_jobs(settings, args, &signer, Some(&sel.root), &jobs)?;
 
     let cpvs: Vec<String> = sel.packages.iter().map(|p| p.cpv()).collect();
     let mut per_package = vec![Tally::default(); sel.packages.len()];
