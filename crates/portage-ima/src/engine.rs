@@ -47,6 +47,9 @@ pub struct Runner {
 /// How far the current run is, for the report of a second signal.
 #[derive(Debug, Default)]
 struct RunCounts {
+    /// All the files of a run given in batches ([`Runner::expect`]).
+    expected: AtomicUsize,
+    /// The files handed to [`Runner::run`] so far.
     total: AtomicUsize,
     started: AtomicUsize,
     finished: AtomicUsize,
@@ -55,7 +58,7 @@ struct RunCounts {
 impl RunCounts {
     /// "12 of 40 files done, 2 in flight left as they were, 26 not started".
     fn line(&self) -> String {
-        let total = self.total.load(Ordering::SeqCst);
+        let total = (self.total.load(Ordering::SeqCst)).max(self.expected.load(Ordering::SeqCst));
         let started = self.started.load(Ordering::SeqCst);
         let finished = self.finished.load(Ordering::SeqCst);
         format!(
@@ -113,12 +116,19 @@ impl Runner {
         Ok(())
     }
 
+    /// A run given in several batches of [`Runner::run`] will cover
+    /// `files` in all (for the report of a second signal).
+    pub fn expect(&self, files: usize) {
+        self.counts.expected.store(files, Ordering::SeqCst);
+    }
+
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on every item in parallel and returns the results in the
-    /// input order. Items start largest first (`size_of`), one per task, so
+    /// input order; successive calls count as one run for the report of a
+    /// second signal. Items start largest first (`size_of`), one per task, so
     /// big files spread over the workers instead of queueing behind each
     /// other at the end. Items not started when the run is cancelled give `None`.
     pub fn run<T, R, F, S>(
@@ -134,9 +144,7 @@ impl Runner {
         S: Fn(&T) -> u64 + Sync,
         F: Fn(&T) -> R + Sync,
     {
-        self.counts.total.store(items.len(), Ordering::SeqCst);
-        self.counts.started.store(0, Ordering::SeqCst);
-        self.counts.finished.store(0, Ordering::SeqCst);
+        self.counts.total.fetch_add(items.len(), Ordering::SeqCst);
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(size_of(&items[i])));
         let done: Vec<(usize, R)> = self.pool.install(|| {

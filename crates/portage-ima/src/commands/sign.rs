@@ -60,7 +60,17 @@ fn sign_jobs(
     Ok(results)
 }
 
-/// `sign ATOM...|--all`: every `obj` of the selected packages' CONTENTS.
+/// How many files `sign` of packages hands to the workers at a time:
+/// enough that the largest-first order keeps them busy, few enough that
+/// memory stays small whatever the number of files (a job and its report
+/// are a few hundred bytes).
+const SIGN_BATCH: usize = 4096;
+
+/// `sign ATOM...|--all`: every `obj` of the selected packages' CONTENTS,
+/// in batches of [`SIGN_BATCH`] files. A first pass over the CONTENTS
+/// counts files and bytes (the progress display, the files an interrupted
+/// run did not start) and keeps only the counts; failures are reported as
+/// their batch is done, the tallies at the end.
 fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
     let sel = plan::select(&args.packages)?;
     let protection = Protection {
@@ -68,33 +78,66 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
             .then(|| ConfigProtect::discover(&sel.location.eprefix)),
         skip: true,
     };
-    let mut jobs = Vec::new();
+    let mut files_of = vec![0; sel.packages.len()];
+    let mut total_bytes = 0;
     let mut problems: Vec<(usize, Vec<String>)> = Vec::new();
-    for index in 0..sel.packages.len() {
+    let mut jobs = Vec::new();
+    for (index, files) in files_of.iter_mut().enumerate() {
         let found = plan::package_jobs(&sel, index, &protection, &mut jobs);
         if !found.is_empty() {
             problems.push((index, found));
         }
+        *files = jobs.len();
+        total_bytes += jobs.iter().map(|job| job.size).sum::<u64>();
+        jobs.clear();
     }
+    let total_files: usize = files_of.iter().sum();
     let signer = settings.signer()?;
-    let results = sign_jobs(settings, args, &signer, Some(&sel.root), &jobs)?;
+    let runner = Runner::new(settings.jobs)?;
+    runner.cancel_on_signals()?;
+    runner.expect(total_files);
+    let progress = Progress::new(args.progress, total_files as u64, total_bytes);
 
     let cpvs: Vec<String> = sel.packages.iter().map(|p| p.cpv()).collect();
     let mut per_package = vec![Tally::default(); sel.packages.len()];
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
-    for (job, result) in jobs.iter().zip(results) {
-        let index = job.package.expect("a package's job");
-        match result {
-            Some(report) => {
-                per_package[index].add(&report.outcome);
-                printer.file(&report, Some(&cpvs[index]));
-            }
-            None => {
-                per_package[index].not_started += 1;
-                printer.not_started(1);
+    let sign_batch = |batch: &[Job], printer: &mut SignPrinter, per_package: &mut [Tally]| {
+        let results = runner.run(
+            batch,
+            &progress,
+            |job| job.size,
+            |job| engine::sign_job(&signer, Some(&sel.root), job, args.dry_run),
+        );
+        for (job, result) in batch.iter().zip(results) {
+            let index = job.package.expect("a package's job");
+            match result {
+                Some(report) => {
+                    per_package[index].add(&report.outcome);
+                    printer.file(&report, Some(&cpvs[index]));
+                }
+                None => {
+                    per_package[index].not_started += 1;
+                    printer.not_started(1);
+                }
             }
         }
+    };
+    for index in 0..sel.packages.len() {
+        if runner.cancelled() {
+            per_package[index].not_started += files_of[index];
+            printer.not_started(files_of[index]);
+            continue;
+        }
+        // Its problems were noted in the first pass.
+        plan::package_jobs(&sel, index, &protection, &mut jobs);
+        let full = jobs.len() / SIGN_BATCH * SIGN_BATCH;
+        for batch in jobs[..full].chunks(SIGN_BATCH) {
+            sign_batch(batch, &mut printer, &mut per_package);
+        }
+        jobs.drain(..full);
     }
+    sign_batch(&jobs, &mut printer, &mut per_package);
+    progress.finish();
     for (index, messages) in &problems {
         let contents = sel.packages[*index].contents_path();
         for message in messages {

@@ -298,6 +298,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verdict_names_are_the_stable_strings_in_order() {
+        let all = [
+            Verdict::BadSignature,
+            Verdict::ConfigChanged,
+            Verdict::DigestOnly,
+            Verdict::Error,
+            Verdict::Missing,
+            Verdict::Modified,
+            Verdict::Ok,
+            Verdict::UnknownKey,
+            Verdict::Unsigned,
+        ];
+        let names: Vec<&str> = all.iter().map(|v| v.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bad-signature",
+                "config-changed",
+                "digest-only",
+                "error",
+                "missing",
+                "modified",
+                "ok",
+                "unknown-key",
+                "unsigned"
+            ]
+        );
+        for v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        // Counts order as the names do (the text summary's order).
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        assert_eq!(Verdict::from(&VerifyStatus::Malformed), Verdict::Error);
+    }
+
+    #[test]
     fn summary_counts_statuses() {
         let files = vec![
             FileStatus::with_status(Path::new("/a"), Verdict::Ok, String::new()),
