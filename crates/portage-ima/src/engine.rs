@@ -35,7 +35,7 @@ use crate::escape::escape_path;
 use crate::fs::rootfs::{cfg_siblings, RootDir};
 use crate::plan::{Job, JobFile};
 use crate::progress::Progress;
-use crate::report::{FileReport, FileStatus, Outcome, Verdict};
+use crate::report::{Failure, FileReport, FileStatus, Outcome, Verdict};
 
 /// A rayon pool with `jobs` threads and a flag that stops handing out work.
 pub struct Runner {
@@ -182,21 +182,20 @@ pub fn sign_job(
     job: &Job,
     dry_run: bool,
 ) -> FileReport {
-    match &job.file {
-        JobFile::Object { path, .. } if job.skip_reason.is_some() => {
+    match (&job.file, job.skip_reason) {
+        (JobFile::Object { path, .. }, Some(reason)) => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            let reason = job.skip_reason.map(|r| r.to_string()).unwrap_or_default();
             log::debug!(
                 "{}: skipped: {reason}",
                 escape_path(&root.display_path(path))
             );
             FileReport::new(root.display_path(path), Outcome::Skipped(reason))
         }
-        JobFile::Object { path, expected_md5 } => {
+        (JobFile::Object { path, expected_md5 }, None) => {
             let root = root.expect("CONTENTS jobs run inside a root");
             sign_object(signer, root, path, expected_md5, dry_run)
         }
-        JobFile::Found(file) => {
+        (JobFile::Found(file), _) => {
             let opts = SignOptions {
                 expect_md5: None,
                 keep_valid: true,
@@ -204,7 +203,7 @@ pub fn sign_job(
             };
             let outcome = match file.open().and_then(|f| signer.sign_file(&f, &opts)) {
                 Ok(outcome) => outcome_of(outcome),
-                Err(e) => Outcome::Failed(e.to_string()),
+                Err(e) => Outcome::Failed(Failure::Other(e.to_string())),
             };
             FileReport::new(&file.path, outcome)
         }
@@ -246,23 +245,19 @@ pub fn sign_object(
     let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
-        Err(e) => return FileReport::new(shown, Outcome::Failed(open_reason(&e))),
+        Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
     };
     match signer.sign_file(&file, &opts) {
         Ok(outcome) => FileReport::new(shown, outcome_of(outcome)),
         Err(ImaError::Md5Mismatch { actual, .. }) => sign_cfg_sibling(signer, root, path, &opts)
             .unwrap_or_else(|| {
-                FileReport::new(
-                    shown,
-                    Outcome::Failed(format!(
-                        "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 {}); \
-                         not signed: reinstall the package if this change is not yours",
-                        hex::encode(md5),
-                        actual
-                    )),
-                )
+                let differs = Failure::ContentDiffers {
+                    expected_md5: *md5,
+                    actual_md5: actual,
+                };
+                FileReport::new(shown, Outcome::Failed(differs))
             }),
-        Err(e) => FileReport::new(shown, Outcome::Failed(sign_reason(&e))),
+        Err(e) => FileReport::new(shown, Outcome::Failed(sign_failure(&e))),
     }
 }
 
@@ -306,7 +301,7 @@ fn sign_cfg_sibling(
                 Some(FileReport::new(shown, outcome_of(outcome)))
             }
             Err(ImaError::Md5Mismatch { .. }) => None,
-            Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_reason(&e)))),
+            Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_failure(&e)))),
         })
 }
 
@@ -338,11 +333,11 @@ pub fn verify_object(
             let detail = "listed in CONTENTS but not on disk".to_string();
             return vec![FileStatus::with_status(&shown, Verdict::Missing, detail)];
         }
-        Err(e) => return vec![FileStatus::error(&shown, open_reason(&e))],
+        Err(e) => return vec![FileStatus::error(&shown, open_failure(&e).to_string())],
     };
     let report = match keys.verify_file(&file, true) {
         Ok(r) => r,
-        Err(e) => return vec![FileStatus::error(&shown, sign_reason(&e))],
+        Err(e) => return vec![FileStatus::error(&shown, sign_failure(&e).to_string())],
     };
     if report.md5.as_ref() == Some(md5) {
         return vec![FileStatus::from_report(&shown, &report)];
@@ -417,23 +412,20 @@ fn outcome_of(outcome: SignOutcome) -> Outcome {
 }
 
 /// Why a CONTENTS path could not be opened, in the words an admin needs.
-pub fn open_reason(e: &io::Error) -> String {
+pub fn open_failure(e: &io::Error) -> Failure {
     match e.raw_os_error() {
-        Some(libc::ELOOP) => {
-            "is a symbolic link now, not the file Portage merged; not followed, not signed".into()
-        }
-        Some(libc::ENOENT) => "listed in CONTENTS but not on disk; not signed".into(),
-        Some(libc::EXDEV) => "path escapes the root through a symlink; not signed".into(),
-        _ => format!("cannot open: {e}"),
+        Some(libc::ELOOP) => Failure::NowSymlink,
+        Some(libc::ENOENT) => Failure::NotOnDisk,
+        Some(libc::EXDEV) => Failure::EscapesRoot,
+        _ => Failure::CannotOpen(e.to_string()),
     }
 }
 
-fn sign_reason(e: &ImaError) -> String {
+/// Why a CONTENTS path could not be signed (or checked).
+fn sign_failure(e: &ImaError) -> Failure {
     match e {
-        ImaError::NotRegularFile { kind } => {
-            format!("is a {kind} now, not the regular file Portage merged; not signed")
-        }
-        other => other.to_string(),
+        ImaError::NotRegularFile { kind } => Failure::NowNotRegular { kind },
+        other => Failure::Other(other.to_string()),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::fs::rootfs::RootDir;
 use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
+use crate::report::SkipReason;
 
 /// One file to sign or verify.
 #[derive(Debug)]
@@ -41,23 +42,6 @@ pub enum JobFile {
     },
     /// A file found under `--files` or `${D}`, opened through its walk.
     Found(FoundFile),
-}
-
-/// Why a file is deliberately not signed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// `config_files = "skip"` and CONFIG_PROTECT covers it.
-    ConfigProtected,
-}
-
-impl std::fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SkipReason::ConfigProtected => {
-                f.write_str("config-protected (config_files = \"skip\")")
-            }
-        }
-    }
 }
 
 /// How config protection applies to the jobs being built.

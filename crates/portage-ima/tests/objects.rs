@@ -10,7 +10,7 @@ use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
 use portage_ima::engine::{sign_object, verify_object};
 use portage_ima::fs::rootfs::RootDir;
 use portage_ima::plan::ConfigProtect;
-use portage_ima::report::{FileStatus, Outcome};
+use portage_ima::report::{Failure, FileStatus, Outcome};
 
 fn md5(data: &[u8]) -> [u8; 16] {
     let out = Command::new("md5sum")
@@ -99,9 +99,10 @@ fn signs_matching_content_and_refuses_the_rest() {
         &md5(b"merged"),
         false,
     );
-    let Outcome::Failed(reason) = report.outcome else {
+    let Outcome::Failed(failure) = report.outcome else {
         panic!("{report:?}")
     };
+    let reason = failure.to_string();
     assert!(reason.contains(&hex::encode(md5(b"merged"))), "{reason}");
     assert!(reason.contains(&hex::encode(md5(b"changed"))), "{reason}");
     let status = verify_one(&f, &root, "/usr/bin/tool", &md5(b"merged"));
@@ -247,9 +248,11 @@ fn a_symlink_in_place_of_the_file_is_not_followed() {
         &md5(b"merged"),
         false,
     );
-    let Outcome::Failed(reason) = report.outcome else {
+    let Outcome::Failed(failure) = report.outcome else {
         panic!("{report:?}")
     };
+    assert_eq!(failure, Failure::NowSymlink);
+    let reason = failure.to_string();
     assert!(reason.contains("symbolic link"), "{reason}");
     let file = std::fs::File::open(&outside).unwrap();
     assert!(ima_core::read_ima_xattr(&file).unwrap().is_none());

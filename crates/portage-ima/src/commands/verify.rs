@@ -40,7 +40,7 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
     }
     for p in problems {
         let reason = match p.outcome {
-            Outcome::Failed(r) => r,
+            Outcome::Failed(r) => r.to_string(),
             other => format!("{other:?}"),
         };
         printer.file(&FileStatus::error(&p.path, reason));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::report::{FileReport, Outcome};
+use crate::report::{Failure, FileReport, Outcome};
 
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                problems.push(FileReport::new(path, Outcome::Failed(io_reason(&e))));
+                problems.push(FileReport::new(path, io_failure(&e)));
                 continue;
             }
         };
@@ -78,22 +78,14 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
             for path in loops {
                 problems.push(FileReport::new(
                     path,
-                    Outcome::Failed(
-                        "directory reached twice (a bind-mount loop, or named twice); not walked again"
-                            .into(),
-                    ),
+                    Outcome::Failed(Failure::DirectoryLoop),
                 ));
             }
         } else {
-            let reason = format!(
-                "is a {}, not a regular file; not signed{}",
-                kind_name(&meta),
-                if kind.is_symlink() {
-                    " (symlinks are never followed: name its target instead)"
-                } else {
-                    ""
-                }
-            );
+            let reason = Failure::NotAFile {
+                kind: kind_name(&meta),
+                symlink: kind.is_symlink(),
+            };
             problems.push(FileReport::new(path, Outcome::Failed(reason)));
         }
     }
@@ -181,18 +173,17 @@ impl Walk<'_> {
     }
 
     fn fail(&mut self, path: &Path, e: &std::io::Error) {
-        self.problems
-            .push(FileReport::new(path, Outcome::Failed(io_reason(e))));
+        self.problems.push(FileReport::new(path, io_failure(e)));
     }
 }
 
 /// A short, specific reason for an I/O error on a path.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
+fn io_failure(e: &std::io::Error) -> Outcome {
+    Outcome::Failed(Failure::Other(match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory (removed meanwhile?)".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
-    }
+    }))
 }
 
 fn kind_name(meta: &std::fs::Metadata) -> &'static str {
@@ -245,7 +236,7 @@ mod tests {
         let reasons: Vec<_> = problems
             .iter()
             .map(|p| match &p.outcome {
-                Outcome::Failed(r) => r.clone(),
+                Outcome::Failed(r) => r.to_string(),
                 o => panic!("{o:?}"),
             })
             .collect();

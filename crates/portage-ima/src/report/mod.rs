@@ -14,7 +14,7 @@ pub mod sign;
 pub mod status;
 pub mod verify;
 
-pub use sign::{FileReport, Outcome, SignPrinter, Tally};
+pub use sign::{Failure, FileReport, Outcome, SignPrinter, SkipReason, Tally};
 pub use status::{error_line, Status};
 pub use verify::{Counts, FileStatus, Verdict, VerifyPrinter};
 
@@ -42,7 +42,7 @@ pub fn print_problem(line: &str) {
 pub fn print_failures(reports: &[FileReport]) {
     for r in reports {
         if let Outcome::Failed(reason) = &r.outcome {
-            eprintln!("{}", sign::failure_line(&r.path, reason));
+            eprintln!("{}", sign::failure_line(&r.path, &reason.to_string()));
         }
     }
 }

@@ -13,6 +13,7 @@
 //! signed.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, BufWriter, Stdout, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,9 +33,96 @@ pub enum Outcome {
     /// `--dry-run`: it would have been signed.
     WouldSign,
     /// Deliberately left alone, with the reason.
-    Skipped(String),
+    Skipped(SkipReason),
     /// Could not be signed, with the reason.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a file is deliberately not signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `config_files = "skip"` and CONFIG_PROTECT covers it.
+    ConfigProtected,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::ConfigProtected => {
+                f.write_str("config-protected (config_files = \"skip\")")
+            }
+        }
+    }
+}
+
+/// Why a file could not be signed; its text is what the admin reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// CONTENTS lists a file, a symlink is there now (ELOOP): not followed.
+    NowSymlink,
+    /// Listed in CONTENTS, not on disk.
+    NotOnDisk,
+    /// The path leads out of ROOT through a symlink (EXDEV).
+    EscapesRoot,
+    /// Some other error opening a CONTENTS path.
+    CannotOpen(String),
+    /// Something else than the regular file Portage merged is there now.
+    NowNotRegular { kind: &'static str },
+    /// The content is not what CONTENTS records (and no `._cfg` update is).
+    ContentDiffers {
+        expected_md5: [u8; 16],
+        actual_md5: String,
+    },
+    /// Named on the command line, but not a regular file or a directory.
+    NotAFile { kind: &'static str, symlink: bool },
+    /// A directory reached twice in a walk (a bind-mount loop).
+    DirectoryLoop,
+    /// Reading, signing or writing failed, or a package's CONTENTS did
+    /// not give its files: the error's own words.
+    Other(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::NowSymlink => f.write_str(
+                "is a symbolic link now, not the file Portage merged; not followed, not signed",
+            ),
+            Failure::NotOnDisk => f.write_str("listed in CONTENTS but not on disk; not signed"),
+            Failure::EscapesRoot => {
+                f.write_str("path escapes the root through a symlink; not signed")
+            }
+            Failure::CannotOpen(e) => write!(f, "cannot open: {e}"),
+            Failure::NowNotRegular { kind } => {
+                write!(
+                    f,
+                    "is a {kind} now, not the regular file Portage merged; not signed"
+                )
+            }
+            Failure::ContentDiffers {
+                expected_md5,
+                actual_md5,
+            } => write!(
+                f,
+                "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 \
+                 {actual_md5}); not signed: reinstall the package if this change is not yours",
+                hex::encode(expected_md5)
+            ),
+            Failure::NotAFile { kind, symlink } => write!(
+                f,
+                "is a {kind}, not a regular file; not signed{}",
+                if *symlink {
+                    " (symlinks are never followed: name its target instead)"
+                } else {
+                    ""
+                }
+            ),
+            Failure::DirectoryLoop => f.write_str(
+                "directory reached twice (a bind-mount loop, or named twice); not walked again",
+            ),
+            Failure::Other(text) => f.write_str(text),
+        }
+    }
 }
 
 impl Outcome {
@@ -51,9 +139,10 @@ impl Outcome {
     }
 
     /// The reason of a skip or a failure.
-    pub fn detail(&self) -> Option<&str> {
+    pub fn detail(&self) -> Option<String> {
         match self {
-            Outcome::Skipped(reason) | Outcome::Failed(reason) => Some(reason),
+            Outcome::Skipped(reason) => Some(reason.to_string()),
+            Outcome::Failed(reason) => Some(reason.to_string()),
             _ => None,
         }
     }
@@ -182,7 +271,7 @@ struct FileJson<'a> {
     package: Option<&'a str>,
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
+    detail: Option<String>,
 }
 
 /// Prints a signing run as it goes: failures (text) or file objects (JSON),
@@ -225,14 +314,14 @@ impl<W: Write> SignPrinter<W> {
         if self.json {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
-            eprintln!("{}", failure_line(&report.path, reason));
+            eprintln!("{}", failure_line(&report.path, &reason.to_string()));
         }
     }
 
     /// A problem of a package as a whole (its CONTENTS unreadable, lines
     /// of it skipped): a failure, named by `contents` in JSON.
     pub fn package_problem(&mut self, cpv: &str, contents: &Path, message: &str) {
-        let outcome = Outcome::Failed(message.to_string());
+        let outcome = Outcome::Failed(Failure::Other(message.to_string()));
         self.total.add(&outcome);
         if self.json {
             self.json_file(contents, Some(cpv), &outcome);
@@ -318,8 +407,8 @@ mod tests {
             FileReport::new("/a", Outcome::Signed),
             FileReport::new("/b", Outcome::Signed),
             FileReport::new("/c", Outcome::AlreadyValid),
-            FileReport::new("/d", Outcome::Failed("x".into())),
-            FileReport::new("/e", Outcome::Skipped("y".into())),
+            FileReport::new("/d", Outcome::Failed(Failure::NotOnDisk)),
+            FileReport::new("/e", Outcome::Skipped(SkipReason::ConfigProtected)),
             FileReport::new("/f", Outcome::SignedBeforeMerge),
         ];
         let t = Tally::of(&reports);
@@ -348,7 +437,7 @@ mod tests {
         let weird =
             Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/x\n\xff"));
         p.file(
-            &FileReport::new(weird, Outcome::Failed("gone".into())),
+            &FileReport::new(weird, Outcome::Failed(Failure::Other("gone".into()))),
             None,
         );
         let contents = Path::new("/var/db/pkg/cat/a-1/CONTENTS");
@@ -396,8 +485,8 @@ mod tests {
             Outcome::SignedBeforeMerge,
             Outcome::AlreadyValid,
             Outcome::WouldSign,
-            Outcome::Skipped(String::new()),
-            Outcome::Failed(String::new()),
+            Outcome::Skipped(SkipReason::ConfigProtected),
+            Outcome::Failed(Failure::DirectoryLoop),
         ]
         .iter()
         .map(Outcome::name)
