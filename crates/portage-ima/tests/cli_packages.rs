@@ -376,3 +376,43 @@ fn sign_works_across_batches() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// The reasons the code computes are logged at debug level (`-v`,
+/// `PORTAGE_IMA_LOG=debug`), and nothing more is said at the default level.
+#[test]
+fn debug_log_says_why_a_file_is_skipped() {
+    let f = Fixture::new(false);
+    let conf = f.dir.path().join("ima.toml");
+    let mut settings = std::fs::read_to_string(&conf).unwrap();
+    settings.push_str("config_files = \"skip\"\n");
+    std::fs::write(&conf, settings).unwrap();
+    let run = |log: Option<&str>, flags: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portage-ima"));
+        cmd.arg("--config").arg(&conf).args(flags);
+        cmd.args([
+            "sign",
+            "test-ima/foo",
+            "--dry-run",
+            "--progress",
+            "none",
+            "--root",
+        ]);
+        cmd.arg(f.root()).env("CONFIG_PROTECT", "/usr/share/pkg");
+        cmd.env_remove("PORTAGE_IMA_LOG");
+        if let Some(level) = log {
+            cmd.env("PORTAGE_IMA_LOG", level);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let good = f.file(b"good");
+    let line = format!(
+        "portage-ima: debug: {}: skipped: config-protected (config_files = \"skip\")",
+        good.display()
+    );
+    let stderr = run(Some("debug"), &[]);
+    assert!(stderr.lines().any(|l| l == line), "{stderr}");
+    assert!(run(None, &["-v"]).contains(&line));
+    assert_eq!(run(None, &[]), "", "nothing new at the default level");
+}
