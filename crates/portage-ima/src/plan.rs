@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::PackageArgs;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
@@ -149,23 +148,35 @@ pub struct Selection {
     pub packages: Vec<InstalledPackage>,
 }
 
-pub fn select(args: &PackageArgs) -> Result<Selection> {
-    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+/// Which installed packages to work on.
+#[derive(Clone, Copy, Debug)]
+pub enum Which<'a> {
+    /// Every installed package (`--all`).
+    All,
+    /// Those the atoms name (none: an error that says what to give).
+    Atoms(&'a [String]),
+}
+
+/// The packages `which` names in the vdb of `--root DIR` (`root_flag`), or
+/// of ROOT/EROOT from the environment.
+pub fn select(which: Which, root_flag: Option<&Path>) -> Result<Selection> {
+    let location = Location::resolve(root_flag, |n| std::env::var(n).ok());
     let vdb = Vdb::open(&location.eroot)?;
     let installed = vdb
         .packages()
         .with_context(|| format!("cannot list {}", vdb.path().display()))?;
-    let packages = if args.all {
-        installed
-    } else if args.atoms.is_empty() {
-        bail!("name the packages (cat/pkg, =cat/pkg-1.0, pkg), or give --all, or --files PATH...");
-    } else {
-        let atoms = args
-            .atoms
-            .iter()
-            .map(|a| a.parse::<Atom>())
-            .collect::<Result<Vec<_>, _>>()?;
-        atom::resolve(&atoms, &installed)?
+    let packages = match which {
+        Which::All => installed,
+        Which::Atoms([]) => bail!(
+            "name the packages (cat/pkg, =cat/pkg-1.0, pkg), or give --all, or --files PATH..."
+        ),
+        Which::Atoms(atoms) => {
+            let atoms = atoms
+                .iter()
+                .map(|a| a.parse::<Atom>())
+                .collect::<Result<Vec<_>, _>>()?;
+            atom::resolve(&atoms, &installed)?
+        }
     };
     let root = RootDir::open(&location.root)?;
     Ok(Selection {

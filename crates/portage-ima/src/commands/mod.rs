@@ -5,7 +5,8 @@
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, GenerateWhat};
+use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
+use crate::plan::{self, Selection, Which};
 use crate::report::Status;
 
 pub mod doctor;
@@ -23,6 +24,16 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Doctor(args) => doctor::run(config, args),
         Command::Generate { what } => generate(what),
     }
+}
+
+/// The installed packages `sign`/`verify` are asked about.
+fn select_packages(args: &PackageArgs) -> Result<Selection> {
+    let which = if args.all {
+        Which::All
+    } else {
+        Which::Atoms(&args.atoms)
+    };
+    plan::select(which, args.root.as_deref())
 }
 
 fn generate(what: &GenerateWhat) -> Result<Status> {

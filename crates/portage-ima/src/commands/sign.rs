@@ -72,7 +72,7 @@ const SIGN_BATCH: usize = 4096;
 /// run did not start) and keeps only the counts; failures are reported as
 /// their batch is done, the tallies at the end.
 fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
-    let sel = plan::select(&args.packages)?;
+    let sel = super::select_packages(&args.packages)?;
     let protection = Protection {
         protect: (settings.config_files == ConfigFiles::Skip)
             .then(|| ConfigProtect::discover(&sel.location.eprefix)),

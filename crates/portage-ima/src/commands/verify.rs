@@ -109,7 +109,7 @@ struct PackageProgress {
 /// is done. Memory holds one batch of results and one package's CONTENTS,
 /// whatever the number of files.
 fn packages(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<Status> {
-    let sel = plan::select(&args.packages)?;
+    let sel = super::select_packages(&args.packages)?;
     let protection = Protection {
         protect: Some(ConfigProtect::discover(&sel.location.eprefix)),
         skip: false,
