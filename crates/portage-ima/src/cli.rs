@@ -22,6 +22,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// More output: `verify` lists every file, the log shows debug lines
+    /// (why files are skipped, which `._cfg` file was signed, ...);
+    /// repeat for more. The log level can also be set with PORTAGE_IMA_LOG
+    /// (off, error, warn, info, debug, trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less output: no progress lines; twice, no warnings.
+    #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -138,6 +149,10 @@ pub struct SignArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Print one JSON document with every file's outcome and the tallies.
+    #[arg(long)]
+    pub json: bool,
+
     /// Progress display: auto (a bar on a terminal, periodic lines otherwise), bar, lines or none.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -168,10 +183,6 @@ pub struct VerifyArgs {
     /// Parallel jobs [default: the number of CPUs].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-
-    /// Print every file, not only those that are not ok.
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,16 @@
-//! Running per-file work in parallel, and what each file came to.
+//! The third stage: jobs run in parallel, each by the per-file rules.
+//!
+//! The rules for an `obj` of CONTENTS (the hook's postinst and the
+//! whole-system commands share them):
+//! - the file is opened inside ROOT without following a final symlink;
+//! - its MD5 must equal the one CONTENTS records (what Portage merged),
+//!   otherwise it is never signed;
+//! - a config-protected file the admin changed is merged by Portage as
+//!   `._cfgNNNN_name` beside it: the sibling whose MD5 matches is signed;
+//! - a valid signature by our key is kept.
+//!
+//! A file found under `--files` or `${D}` is opened through its walk's
+//! descriptor and signed whatever its content.
 //!
 //! The key is loaded once by the caller; here every item is handed to a
 //! rayon pool of `jobs` threads. A first SIGINT or SIGTERM sets a cancel flag
@@ -9,97 +21,21 @@
 //! The files in flight are then left as they were (`security.ima` is only
 //! ever written by one `fsetxattr` after the whole file was read).
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use ima_core::{Error as ImaError, ImaSigner, KeySet, SignOptions, SignOutcome, VerifyStatus};
 use rayon::prelude::*;
 
+use crate::escape::escape_path;
+use crate::fs::rootfs::{cfg_siblings, RootDir};
+use crate::plan::{Job, JobFile};
 use crate::progress::Progress;
-
-/// What happened to one file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A new signature was written.
-    Signed,
-    /// Signed in preinst, before the merge (found valid in postinst).
-    SignedBeforeMerge,
-    /// It already carried a valid signature by our key; nothing written.
-    AlreadyValid,
-    /// `--dry-run`: it would have been signed.
-    WouldSign,
-    /// Deliberately left alone, with the reason.
-    Skipped(String),
-    /// Could not be signed, with the reason.
-    Failed(String),
-}
-
-/// One file's path (as the user knows it) and its outcome.
-#[derive(Clone, Debug)]
-pub struct FileReport {
-    pub path: PathBuf,
-    pub outcome: Outcome,
-}
-
-impl FileReport {
-    pub fn new(path: impl Into<PathBuf>, outcome: Outcome) -> Self {
-        FileReport {
-            path: path.into(),
-            outcome,
-        }
-    }
-}
-
-/// Counts of outcomes, for summary lines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub signed_before_merge: usize,
-    pub signed: usize,
-    pub already_valid: usize,
-    pub would_sign: usize,
-    pub skipped: usize,
-    pub failed: usize,
-}
-
-impl Tally {
-    pub fn of(reports: &[FileReport]) -> Tally {
-        let mut t = Tally::default();
-        for r in reports {
-            t.add(&r.outcome);
-        }
-        t
-    }
-
-    pub fn add(&mut self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Signed => self.signed += 1,
-            Outcome::SignedBeforeMerge => self.signed_before_merge += 1,
-            Outcome::AlreadyValid => self.already_valid += 1,
-            Outcome::WouldSign => self.would_sign += 1,
-            Outcome::Skipped(_) => self.skipped += 1,
-            Outcome::Failed(_) => self.failed += 1,
-        }
-    }
-
-    pub fn merge(&mut self, other: &Tally) {
-        self.signed_before_merge += other.signed_before_merge;
-        self.signed += other.signed;
-        self.already_valid += other.already_valid;
-        self.would_sign += other.would_sign;
-        self.skipped += other.skipped;
-        self.failed += other.failed;
-    }
-
-    pub fn total(&self) -> usize {
-        self.signed_before_merge
-            + self.signed
-            + self.already_valid
-            + self.would_sign
-            + self.skipped
-            + self.failed
-    }
-}
+use crate::report::{Failure, FileReport, FileStatus, Outcome, Verdict};
 
 /// A rayon pool with `jobs` threads and a flag that stops handing out work.
 pub struct Runner {
@@ -111,6 +47,9 @@ pub struct Runner {
 /// How far the current run is, for the report of a second signal.
 #[derive(Debug, Default)]
 struct RunCounts {
+    /// All the files of a run given in batches ([`Runner::expect`]).
+    expected: AtomicUsize,
+    /// The files handed to [`Runner::run`] so far.
     total: AtomicUsize,
     started: AtomicUsize,
     finished: AtomicUsize,
@@ -119,7 +58,7 @@ struct RunCounts {
 impl RunCounts {
     /// "12 of 40 files done, 2 in flight left as they were, 26 not started".
     fn line(&self) -> String {
-        let total = self.total.load(Ordering::SeqCst);
+        let total = (self.total.load(Ordering::SeqCst)).max(self.expected.load(Ordering::SeqCst));
         let started = self.started.load(Ordering::SeqCst);
         let finished = self.finished.load(Ordering::SeqCst);
         format!(
@@ -159,22 +98,28 @@ impl Runner {
             .spawn(move || {
                 for _ in signals.forever() {
                     if !cancel.swap(true, Ordering::SeqCst) {
-                        eprintln!(
-                            "portage-ima: stopping once the files being read are done \
+                        log::warn!(
+                            "stopping once the files being read are done \
                              (signal again to stop at once)"
                         );
                         continue;
                     }
-                    eprintln!(
-                        "portage-ima: stopped at once on a second signal: {}; \
+                    log::error!(
+                        "stopped at once on a second signal: {}; \
                          run the same command again to finish",
                         counts.line()
                     );
-                    std::process::exit(crate::status::Status::Interrupted as i32);
+                    std::process::exit(crate::report::Status::Interrupted as i32);
                 }
             })
             .context("cannot start the signal thread")?;
         Ok(())
+    }
+
+    /// A run given in several batches of [`Runner::run`] will cover
+    /// `files` in all (for the report of a second signal).
+    pub fn expect(&self, files: usize) {
+        self.counts.expected.store(files, Ordering::SeqCst);
     }
 
     pub fn cancelled(&self) -> bool {
@@ -182,7 +127,8 @@ impl Runner {
     }
 
     /// Runs `work` on every item in parallel and returns the results in the
-    /// input order. Items start largest first (`size_of`), one per task, so
+    /// input order; successive calls count as one run for the report of a
+    /// second signal. Items start largest first (`size_of`), one per task, so
     /// big files spread over the workers instead of queueing behind each
     /// other at the end. Items not started when the run is cancelled give `None`.
     pub fn run<T, R, F, S>(
@@ -198,9 +144,7 @@ impl Runner {
         S: Fn(&T) -> u64 + Sync,
         F: Fn(&T) -> R + Sync,
     {
-        self.counts.total.store(items.len(), Ordering::SeqCst);
-        self.counts.started.store(0, Ordering::SeqCst);
-        self.counts.finished.store(0, Ordering::SeqCst);
+        self.counts.total.fetch_add(items.len(), Ordering::SeqCst);
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(size_of(&items[i])));
         let done: Vec<(usize, R)> = self.pool.install(|| {
@@ -228,33 +172,266 @@ impl Runner {
     }
 }
 
+// The per-file rules.
+
+/// Signs one job's file: an `obj` of CONTENTS inside `root` (see
+/// [`sign_object`]) or a found file, keeping a valid signature.
+pub fn sign_job(
+    signer: &ImaSigner,
+    root: Option<&RootDir>,
+    job: &Job,
+    dry_run: bool,
+) -> FileReport {
+    match (&job.file, job.skip_reason) {
+        (JobFile::Object { path, .. }, Some(reason)) => {
+            let root = root.expect("CONTENTS jobs run inside a root");
+            log::debug!(
+                "{}: skipped: {reason}",
+                escape_path(&root.display_path(path))
+            );
+            FileReport::new(root.display_path(path), Outcome::Skipped(reason))
+        }
+        (JobFile::Object { path, expected_md5 }, None) => {
+            let root = root.expect("CONTENTS jobs run inside a root");
+            sign_object(signer, root, path, expected_md5, dry_run)
+        }
+        (JobFile::Found(file), _) => {
+            let opts = SignOptions {
+                expect_md5: None,
+                keep_valid: true,
+                dry_run,
+            };
+            let outcome = match file.open().and_then(|f| signer.sign_file(&f, &opts)) {
+                Ok(outcome) => outcome_of(outcome),
+                Err(e) => Outcome::Failed(Failure::Other(e.to_string())),
+            };
+            FileReport::new(&file.path, outcome)
+        }
+    }
+}
+
+/// Checks one job's file: an `obj` of CONTENTS (see [`verify_object`]) or
+/// a found file (its signature only).
+pub fn verify_job(keys: &KeySet, root: Option<&RootDir>, job: &Job) -> Vec<FileStatus> {
+    match &job.file {
+        JobFile::Object { path, expected_md5 } => {
+            let root = root.expect("CONTENTS jobs run inside a root");
+            verify_object(keys, root, path, expected_md5, job.config_protected)
+        }
+        JobFile::Found(file) => {
+            vec![
+                match file.open().and_then(|f| keys.verify_file(&f, false)) {
+                    Ok(report) => FileStatus::from_report(&file.path, &report),
+                    Err(e) => FileStatus::error(&file.path, e.to_string()),
+                },
+            ]
+        }
+    }
+}
+
+/// Signs the file CONTENTS lists at `path` (or its matching `._cfg` sibling).
+pub fn sign_object(
+    signer: &ImaSigner,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+    dry_run: bool,
+) -> FileReport {
+    let opts = SignOptions {
+        expect_md5: Some(*md5),
+        keep_valid: true,
+        dry_run,
+    };
+    let shown = root.display_path(path);
+    let file = match root.open_file(path) {
+        Ok(f) => f,
+        Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
+    };
+    match signer.sign_file(&file, &opts) {
+        Ok(outcome) => FileReport::new(shown, outcome_of(outcome)),
+        Err(ImaError::Md5Mismatch { actual, .. }) => sign_cfg_sibling(signer, root, path, &opts)
+            .unwrap_or_else(|| {
+                let differs = Failure::ContentDiffers {
+                    expected_md5: *md5,
+                    actual_md5: actual,
+                };
+                FileReport::new(shown, Outcome::Failed(differs))
+            }),
+        Err(e) => FileReport::new(shown, Outcome::Failed(sign_failure(&e))),
+    }
+}
+
+/// The `._cfgNNNN_name` files beside `path`, newest first, opened inside
+/// the root (those that cannot be opened are passed over).
+fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(names) = root.read_dir_names(dir) else {
+        return Vec::new();
+    };
+    cfg_siblings(&names, name)
+        .iter()
+        .rev()
+        .filter_map(|sibling| {
+            let candidate = dir.join(sibling);
+            let file = root.open_file(&candidate).ok()?;
+            Some((root.display_path(&candidate), file))
+        })
+        .collect()
+}
+
+/// Signs the `._cfg` sibling of `path` whose content is what CONTENTS records.
+fn sign_cfg_sibling(
+    signer: &ImaSigner,
+    root: &RootDir,
+    path: &Path,
+    opts: &SignOptions,
+) -> Option<FileReport> {
+    cfg_candidates(root, path)
+        .into_iter()
+        .find_map(|(shown, file)| match signer.sign_file(&file, opts) {
+            Ok(outcome) => {
+                log::debug!(
+                    "{}: the live file differs from CONTENTS (edited config file); \
+                     its pending update {} matches it and is the one signed",
+                    escape_path(&root.display_path(path)),
+                    escape_path(&shown)
+                );
+                Some(FileReport::new(shown, outcome_of(outcome)))
+            }
+            Err(ImaError::Md5Mismatch { .. }) => None,
+            Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_failure(&e)))),
+        })
+}
+
+/// Checks the file CONTENTS lists at `path`: its signature, and its content
+/// against the MD5 CONTENTS records (`modified`, `missing`).
+///
+/// A config file whose live copy differs from CONTENTS (the admin edited it;
+/// a `._cfgNNNN_` sibling may hold the package's update) gives two results:
+/// the sibling that matches CONTENTS, checked as the package's file, and the
+/// live file, the one that is used until the update is merged, with its own
+/// state. The live file is `modified` (a failure) when IMA
+/// appraisal would refuse to run it: executable and its signature does not
+/// verify. Otherwise it is `config-changed`: reported, not a
+/// failure, since admins edit config files and IMA does not appraise reads
+/// of data files by signature. A file counts as a config file when Portage
+/// wrote a `._cfg` sibling for it, or when CONFIG_PROTECT covers it
+/// (`config_protected`).
+pub fn verify_object(
+    keys: &KeySet,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+    config_protected: bool,
+) -> Vec<FileStatus> {
+    let shown = root.display_path(path);
+    let file = match root.open_file(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let detail = "listed in CONTENTS but not on disk".to_string();
+            return vec![FileStatus::with_status(&shown, Verdict::Missing, detail)];
+        }
+        Err(e) => return vec![FileStatus::error(&shown, open_failure(&e).to_string())],
+    };
+    let report = match keys.verify_file(&file, true) {
+        Ok(r) => r,
+        Err(e) => return vec![FileStatus::error(&shown, sign_failure(&e).to_string())],
+    };
+    if report.md5.as_ref() == Some(md5) {
+        return vec![FileStatus::from_report(&shown, &report)];
+    }
+    let differs = format!(
+        "content differs from CONTENTS (MD5 {} expected, {} found); signature: {}",
+        hex::encode(md5),
+        report.md5.map(hex::encode).unwrap_or_default(),
+        report.status.as_str()
+    );
+    let update = verify_cfg_sibling(keys, root, path, md5);
+    let mut live = FileStatus::from_report(&shown, &report);
+    live.status = Verdict::Modified;
+    live.detail = Some(differs);
+    if update.is_none() && !config_protected {
+        return vec![live];
+    }
+    // A config file: is the changed live copy one the kernel would refuse?
+    let executable = file
+        .metadata()
+        .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
+    let denied = executable && report.status != VerifyStatus::Ok;
+    let mut detail = live.detail.take().unwrap_or_default();
+    detail.insert_str(0, "config file changed since the merge: ");
+    detail.push_str(if denied {
+        "; executable: IMA appraisal would refuse to run it"
+    } else if executable {
+        "; executable, runs with this signature"
+    } else {
+        "; not executable: reported, not a failure"
+    });
+    if let Some((sibling, _)) = &update {
+        let name = sibling.file_name().unwrap_or_default();
+        detail.push_str(&format!(
+            "; update pending: {} (merge it with dispatch-conf or etc-update)",
+            Path::new(name).display()
+        ));
+    }
+    live.detail = Some(detail);
+    if !denied {
+        live.status = Verdict::ConfigChanged;
+    }
+    match update {
+        Some((_, status)) => vec![status, live],
+        None => vec![live],
+    }
+}
+
+/// The `._cfg` sibling of `path` whose content is what CONTENTS records:
+/// its path and its status.
+fn verify_cfg_sibling(
+    keys: &KeySet,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+) -> Option<(PathBuf, FileStatus)> {
+    cfg_candidates(root, path)
+        .into_iter()
+        .find_map(|(shown, file)| {
+            let report = keys.verify_file(&file, true).ok()?;
+            (report.md5.as_ref() == Some(md5))
+                .then(|| (shown.clone(), FileStatus::from_report(&shown, &report)))
+        })
+}
+
+fn outcome_of(outcome: SignOutcome) -> Outcome {
+    match outcome {
+        SignOutcome::Signed => Outcome::Signed,
+        SignOutcome::AlreadyValid => Outcome::AlreadyValid,
+        SignOutcome::WouldSign => Outcome::WouldSign,
+    }
+}
+
+/// Why a CONTENTS path could not be opened, in the words an admin needs.
+pub fn open_failure(e: &io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => Failure::NowSymlink,
+        Some(libc::ENOENT) => Failure::NotOnDisk,
+        Some(libc::EXDEV) => Failure::EscapesRoot,
+        _ => Failure::CannotOpen(e.to_string()),
+    }
+}
+
+/// Why a CONTENTS path could not be signed (or checked).
+fn sign_failure(e: &ImaError) -> Failure {
+    match e {
+        ImaError::NotRegularFile { kind } => Failure::NowNotRegular { kind },
+        other => Failure::Other(other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tally_counts_each_outcome() {
-        let reports = vec![
-            FileReport::new("/a", Outcome::Signed),
-            FileReport::new("/b", Outcome::Signed),
-            FileReport::new("/c", Outcome::AlreadyValid),
-            FileReport::new("/d", Outcome::Failed("x".into())),
-            FileReport::new("/e", Outcome::Skipped("y".into())),
-            FileReport::new("/f", Outcome::SignedBeforeMerge),
-        ];
-        let t = Tally::of(&reports);
-        assert_eq!(
-            (
-                t.signed,
-                t.already_valid,
-                t.failed,
-                t.skipped,
-                t.signed_before_merge
-            ),
-            (2, 1, 1, 1, 1)
-        );
-        assert_eq!(t.total(), 6);
-    }
 
     #[test]
     fn runner_keeps_order_and_stops_when_cancelled() {

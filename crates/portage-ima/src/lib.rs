@@ -1,6 +1,20 @@
-//! portage-ima as a library: Portage's side of the job (environment, CONTENTS,
-//! the installed-package database, atoms, paths inside ROOT) and the commands
-//! the binary runs. The signing itself lives in `ima-core`.
+//! portage-ima as a library. The signing itself lives in `ima-core`; this
+//! crate is Portage's side and the commands. A run flows through four rooms:
+//!
+//! 1. [`gentoo`] and [`fs`]: Portage's side as plain types (the ebuild
+//!    environment, CONTENTS, the vdb, atoms) and files reached without
+//!    following symlinks (inside ROOT, walks of `${D}` and `--files`).
+//! 2. [`plan`]: what to do with each file, a list of [`plan::Job`]s, with
+//!    config protection applied.
+//! 3. [`engine`]: the jobs run in parallel by the per-file rules (MD5 of
+//!    CONTENTS, `._cfg` siblings, valid signatures kept).
+//! 4. [`report`]: outcomes and verdicts as text or JSON, the exit status,
+//!    and the one logger.
+//!
+//! [`commands`] are the entry points (`sign`, `verify`, `hook`, `doctor`):
+//! each builds a plan, runs the engine and hands the results to the
+//! report. [`cli`] and [`settings`] turn the command line and ima.toml
+//! into settings.
 
 pub mod cli;
 pub mod commands;
@@ -8,8 +22,7 @@ pub mod engine;
 pub mod escape;
 pub mod fs;
 pub mod gentoo;
-pub mod objects;
+pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod settings;
-pub mod status;
-pub mod verify;

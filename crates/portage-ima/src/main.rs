@@ -7,8 +7,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portage_ima::cli::{Cli, Command};
-use portage_ima::{commands, status};
+use portage_ima::cli::Cli;
+use portage_ima::commands;
+use portage_ima::report::{self, log, Status};
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`portage-ima verify --all | head`), as C tools do,
@@ -18,18 +19,13 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Sign(args) => commands::sign(cli.config.as_deref(), &args),
-        Command::Verify(args) => commands::verify(cli.config.as_deref(), &args),
-        Command::Hook(args) => commands::hook(cli.config.as_deref(), &args),
-        Command::Doctor(args) => commands::doctor(cli.config.as_deref(), &args),
-        Command::Generate { what } => commands::generate(&what),
-    };
-    match result {
+    let level = std::env::var(log::LOG_VAR).ok();
+    log::init(log::level(level.as_deref(), cli.verbose, cli.quiet));
+    match commands::run(&cli) {
         Ok(code) => code.into(),
         Err(err) => {
-            eprintln!("portage-ima: error: {}", status::error_line(&err));
-            commands::Status::ConfigError.into()
+            report::print_problem(&format!("error: {}", report::error_line(&err)));
+            Status::ConfigError.into()
         }
     }
 }

@@ -82,7 +82,7 @@ impl Progress {
                     return;
                 }
                 *last = Instant::now();
-                eprintln!("portage-ima: {}", self.line(files, done, start.elapsed()));
+                log::info!("{}", self.line(files, done, start.elapsed()));
             }
         }
     }

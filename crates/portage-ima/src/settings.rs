@@ -173,7 +173,7 @@ impl Settings {
                 );
             }
             for problem in problems {
-                eprintln!("portage-ima: warning: {}: {problem}", self.key.display());
+                log::warn!("warning: {}: {problem}", self.key.display());
             }
         }
         let cert = self.cert();

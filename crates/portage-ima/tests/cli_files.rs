@@ -476,3 +476,76 @@ fn insecure_key_files_are_refused_unless_allowed() {
     let (code, stderr) = sign_with("");
     assert_eq!((code, stderr.as_str()), (Some(0), ""));
 }
+
+#[test]
+fn sign_json_is_one_document_and_says_what_failed() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = d.join("good");
+    std::fs::write(&good, b"good").unwrap();
+    std::os::unix::fs::symlink(&good, d.join("link")).unwrap();
+    let out = sign(&[&good, &d.join("link")], &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    // stdout is the document alone; failures are in it, not on stderr.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.stderr.is_empty(), "{:?}", text(&out));
+    let link = d.join("link").to_str().unwrap().to_string();
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{doc}");
+    let failed = files.iter().find(|f| f["path"] == link.as_str()).unwrap();
+    assert_eq!(failed["outcome"], "failed");
+    assert!(failed["detail"].as_str().unwrap().contains("symbolic link"));
+    assert_eq!(failed.get("package"), None);
+    let signed = files
+        .iter()
+        .find(|f| f["path"] == good.to_str().unwrap())
+        .unwrap();
+    assert_eq!(signed["outcome"], "signed");
+    assert_eq!(signed.get("detail"), None);
+    assert_eq!(doc["summary"]["signed"], 1);
+    assert_eq!(doc["summary"]["failed"], 1);
+    assert_eq!(doc["summary"]["not_started"], 0);
+    assert_eq!(doc.get("packages"), None);
+    assert!(evmctl_verifies(&good));
+    let out = sign(&[&good], &["--json", "--dry-run"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["outcome"], "already-valid", "{doc}");
+}
+
+#[test]
+fn log_level_from_flags_and_variable() {
+    // An insecure key (world-readable) allowed by the settings: a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::copy(&keys().key, &key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let conf = dir.path().join("ima.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "key = {:?}\nallow_insecure_key = true\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = |flags: &[&str], log: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&conf).args(flags);
+        cmd.args(["sign", "--dry-run", "--files"])
+            .arg(dir.path().join("ima.toml"));
+        cmd.env_remove("PORTAGE_IMA_LOG");
+        if let Some(level) = log {
+            cmd.env("PORTAGE_IMA_LOG", level);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stderr).into_owned()
+    };
+    let warned = |stderr: &str| stderr.contains("portage-ima: warning: ");
+    assert!(warned(&run(&[], None)), "the default level shows warnings");
+    assert!(!warned(&run(&["-qq"], None)));
+    assert!(!warned(&run(&[], Some("error"))));
+    assert!(
+        warned(&run(&["-v"], Some("error"))),
+        "-v raises the variable's level"
+    );
+}

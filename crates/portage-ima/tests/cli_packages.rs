@@ -71,6 +71,27 @@ impl Fixture {
         Fixture { dir }
     }
 
+    /// test-ima/big-1 (5000 empty files: more than a batch), empty-1 (no
+    /// files), small-1 (3), and gone-1 without CONTENTS.
+    fn add_batch_packages(&self) {
+        let vdb = self.root().join("var/db/pkg/test-ima");
+        let write_package = |pf: &str, files: usize| {
+            let share = self.root().join("usr/share").join(pf);
+            std::fs::create_dir_all(&share).unwrap();
+            let mut contents = format!("dir /usr/share/{pf}\n");
+            for i in 0..files {
+                std::fs::write(share.join(i.to_string()), b"").unwrap();
+                contents.push_str(&format!("obj /usr/share/{pf}/{i} {MD5_OF_EMPTY} 1\n"));
+            }
+            std::fs::create_dir_all(vdb.join(pf)).unwrap();
+            std::fs::write(vdb.join(pf).join("CONTENTS"), contents).unwrap();
+        };
+        write_package("big-1", 5000);
+        write_package("empty-1", 0);
+        write_package("small-1", 3);
+        std::fs::create_dir_all(vdb.join("gone-1")).unwrap();
+    }
+
     fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
@@ -240,22 +261,7 @@ fn control_characters_in_paths_are_escaped() {
 #[test]
 fn verify_streams_packages_across_batches() {
     let f = Fixture::new(false);
-    let vdb = f.root().join("var/db/pkg/test-ima");
-    let write_package = |pf: &str, files: usize| {
-        let share = f.root().join("usr/share").join(pf);
-        std::fs::create_dir_all(&share).unwrap();
-        let mut contents = format!("dir /usr/share/{pf}\n");
-        for i in 0..files {
-            std::fs::write(share.join(i.to_string()), b"").unwrap();
-            contents.push_str(&format!("obj /usr/share/{pf}/{i} {MD5_OF_EMPTY} 1\n"));
-        }
-        std::fs::create_dir_all(vdb.join(pf)).unwrap();
-        std::fs::write(vdb.join(pf).join("CONTENTS"), contents).unwrap();
-    };
-    write_package("big-1", 5000);
-    write_package("empty-1", 0);
-    write_package("small-1", 3);
-    std::fs::create_dir_all(vdb.join("gone-1")).unwrap();
+    f.add_batch_packages();
 
     let out = f.run(&["verify", "--all", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -319,4 +325,94 @@ fn verify_streams_packages_across_batches() {
         .map(|(m, c, n, t)| (*m, c.to_string(), *n, t.to_string()))
         .collect();
     assert_eq!(summaries, want);
+}
+
+/// `sign` of packages works in batches (memory stays small): a package
+/// bigger than a batch, one without files and one whose CONTENTS is gone
+/// are each counted once, in the tallies and in the streamed JSON.
+#[test]
+fn sign_works_across_batches() {
+    let f = Fixture::new(false);
+    f.add_batch_packages();
+    let out = f.run(&["sign", "--all", "--json", "--dry-run", "--progress", "none"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = doc["files"].as_array().unwrap();
+    // 5000 + 3 + foo-1's 2 files, and gone-1's CONTENTS.
+    assert_eq!(files.len(), 5000 + 3 + 2 + 1, "{}", text(&out));
+    let changes = files
+        .windows(2)
+        .filter(|w| w[0]["package"] != w[1]["package"])
+        .count();
+    assert_eq!(changes, 3, "each package's files come together");
+    let summary = &doc["summary"];
+    assert_eq!(
+        (&summary["would_sign"], &summary["failed"]),
+        (&serde_json::json!(5005), &serde_json::json!(1)),
+        "{summary}"
+    );
+    assert_eq!(doc["packages"]["test-ima/big-1"]["would_sign"], 5000);
+    assert_eq!(doc["packages"]["test-ima/empty-1"]["would_sign"], 0);
+    assert_eq!(doc["packages"]["test-ima/gone-1"]["failed"], 1);
+    let gone = files
+        .iter()
+        .find(|f| f["package"] == "test-ima/gone-1")
+        .unwrap();
+    assert_eq!(gone["outcome"], "failed");
+    assert!(gone["path"].as_str().unwrap().ends_with("gone-1/CONTENTS"));
+
+    // Text: the failure on stderr, the tallies on stdout.
+    let out = f.run(&["sign", "--all", "--dry-run", "--progress", "none"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        "portage-ima: test-ima/gone-1: would sign 0, 0 already valid, 1 failed (of 1 files)\n\
+         portage-ima: 5 packages: would sign 5005, 0 already valid, 1 failed (of 5006 files)\n"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("portage-ima: test-ima/gone-1: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// The reasons the code computes are logged at debug level (`-v`,
+/// `PORTAGE_IMA_LOG=debug`), and nothing more is said at the default level.
+#[test]
+fn debug_log_says_why_a_file_is_skipped() {
+    let f = Fixture::new(false);
+    let conf = f.dir.path().join("ima.toml");
+    let mut settings = std::fs::read_to_string(&conf).unwrap();
+    settings.push_str("config_files = \"skip\"\n");
+    std::fs::write(&conf, settings).unwrap();
+    let run = |log: Option<&str>, flags: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portage-ima"));
+        cmd.arg("--config").arg(&conf).args(flags);
+        cmd.args([
+            "sign",
+            "test-ima/foo",
+            "--dry-run",
+            "--progress",
+            "none",
+            "--root",
+        ]);
+        cmd.arg(f.root()).env("CONFIG_PROTECT", "/usr/share/pkg");
+        cmd.env_remove("PORTAGE_IMA_LOG");
+        if let Some(level) = log {
+            cmd.env("PORTAGE_IMA_LOG", level);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let good = f.file(b"good");
+    let line = format!(
+        "portage-ima: debug: {}: skipped: config-protected (config_files = \"skip\")",
+        good.display()
+    );
+    let stderr = run(Some("debug"), &[]);
+    assert!(stderr.lines().any(|l| l == line), "{stderr}");
+    assert!(run(None, &["-v"]).contains(&line));
+    assert_eq!(run(None, &[]), "", "nothing new at the default level");
 }

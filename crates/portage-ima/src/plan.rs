@@ -1,0 +1,344 @@
+//! The second stage: what to do with each file, as a list of [`Job`]s.
+//!
+//! Every entry point builds its jobs here: the hook from `${D}` (preinst)
+//! or the package's CONTENTS (postinst), `sign`/`verify` from the CONTENTS
+//! of installed packages ([`select`], [`package_jobs`]) or from paths given
+//! with `--files` ([`Job::found`]). Config protection is applied while a
+//! job is built: a protected file is marked (verify reports an edited one
+//! as `config-changed`) and, with `config_files = "skip"`, skipped.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::fs::rootfs::RootDir;
+use crate::fs::walk::FoundFile;
+use crate::gentoo::atom::{self, Atom};
+use crate::gentoo::vdb::{InstalledPackage, Vdb};
+use crate::report::SkipReason;
+
+/// One file to sign or verify.
+#[derive(Debug)]
+pub struct Job {
+    pub file: JobFile,
+    /// Bytes, to start large files first and for the progress display.
+    pub size: u64,
+    /// Its package, an index into [`Selection::packages`].
+    pub package: Option<usize>,
+    /// Covered by CONFIG_PROTECT (only known for CONTENTS objects).
+    pub config_protected: bool,
+    /// Why it is to be left alone, if it is.
+    pub skip_reason: Option<SkipReason>,
+}
+
+/// Where a job's file is, and what it must contain.
+#[derive(Debug)]
+pub enum JobFile {
+    /// An `obj` of CONTENTS: a path inside ROOT and the MD5 Portage recorded.
+    Object {
+        path: PathBuf,
+        expected_md5: [u8; 16],
+    },
+    /// A file found under `--files` or `${D}`, opened through its walk.
+    Found(FoundFile),
+}
+
+/// How config protection applies to the jobs being built.
+#[derive(Debug, Default)]
+pub struct Protection {
+    /// CONFIG_PROTECT, when it is to be known.
+    pub protect: Option<ConfigProtect>,
+    /// Skip what it covers (`config_files = "skip"`).
+    pub skip: bool,
+}
+
+impl Job {
+    /// A job for an `obj` of CONTENTS inside `root`.
+    pub fn object(
+        root: &RootDir,
+        path: &Path,
+        expected_md5: [u8; 16],
+        package: Option<usize>,
+        protection: &Protection,
+    ) -> Job {
+        // Sizes only order the work (largest first); a file that cannot be
+        // stat'ed here is reported when it is opened.
+        let size = std::fs::symlink_metadata(root.display_path(path)).map_or(0, |m| m.len());
+        let config_protected = protection
+            .protect
+            .as_ref()
+            .is_some_and(|cp| cp.is_protected(path));
+        Job {
+            file: JobFile::Object {
+                path: path.to_path_buf(),
+                expected_md5,
+            },
+            size,
+            package,
+            config_protected,
+            skip_reason: (protection.skip && config_protected)
+                .then_some(SkipReason::ConfigProtected),
+        }
+    }
+
+    /// The CONTENTS path of an `obj` job.
+    pub fn object_path(&self) -> Option<&Path> {
+        match &self.file {
+            JobFile::Object { path, .. } => Some(path),
+            JobFile::Found(_) => None,
+        }
+    }
+
+    /// A job for a file found on the command line or in `${D}`.
+    pub fn found(file: FoundFile) -> Job {
+        Job {
+            size: file.size,
+            file: JobFile::Found(file),
+            package: None,
+            config_protected: false,
+            skip_reason: None,
+        }
+    }
+}
+
+/// Where to look: the root files live under, and the vdb's EROOT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub root: PathBuf,
+    pub eroot: PathBuf,
+    pub eprefix: PathBuf,
+}
+
+impl Location {
+    /// `--root DIR` (with EPREFIX from the environment), else ROOT/EROOT from
+    /// the environment, else `/`.
+    pub fn resolve(root_flag: Option<&Path>, var: impl Fn(&str) -> Option<String>) -> Location {
+        let nonempty = |name: &str| var(name).filter(|v| !v.is_empty());
+        let eprefix = PathBuf::from(nonempty("EPREFIX").unwrap_or_default());
+        let join = |root: &Path| -> PathBuf {
+            let mut eroot = root.to_path_buf();
+            eroot.push(eprefix.strip_prefix("/").unwrap_or(&eprefix));
+            eroot
+        };
+        match root_flag {
+            Some(root) => Location {
+                root: root.to_path_buf(),
+                eroot: join(root),
+                eprefix: eprefix.clone(),
+            },
+            None => {
+                let root = PathBuf::from(nonempty("ROOT").unwrap_or_else(|| "/".into()));
+                let eroot = nonempty("EROOT")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| join(&root));
+                Location {
+                    root,
+                    eroot,
+                    eprefix: eprefix.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// The selected packages, in vdb order, and where their files live.
+pub struct Selection {
+    pub location: Location,
+    pub root: RootDir,
+    pub packages: Vec<InstalledPackage>,
+}
+
+/// Which installed packages to work on.
+#[derive(Clone, Copy, Debug)]
+pub enum Which<'a> {
+    /// Every installed package (`--all`).
+    All,
+    /// Those the atoms name (none: an error that says what to give).
+    Atoms(&'a [String]),
+}
+
+/// The packages `which` names in the vdb of `--root DIR` (`root_flag`), or
+/// of ROOT/EROOT from the environment.
+pub fn select(which: Which, root_flag: Option<&Path>) -> Result<Selection> {
+    let location = Location::resolve(root_flag, |n| std::env::var(n).ok());
+    let vdb = Vdb::open(&location.eroot)?;
+    let installed = vdb
+        .packages()
+        .with_context(|| format!("cannot list {}", vdb.path().display()))?;
+    let packages = match which {
+        Which::All => installed,
+        Which::Atoms([]) => bail!(
+            "name the packages (cat/pkg, =cat/pkg-1.0, pkg), or give --all, or --files PATH..."
+        ),
+        Which::Atoms(atoms) => {
+            let atoms = atoms
+                .iter()
+                .map(|a| a.parse::<Atom>())
+                .collect::<Result<Vec<_>, _>>()?;
+            atom::resolve(&atoms, &installed)?
+        }
+    };
+    let root = RootDir::open(&location.root)?;
+    Ok(Selection {
+        location,
+        root,
+        packages,
+    })
+}
+
+/// Appends the jobs of package `index`'s CONTENTS to `jobs`; returns its
+/// problems (CONTENTS unreadable, lines skipped) as messages.
+pub fn package_jobs(
+    sel: &Selection,
+    index: usize,
+    protection: &Protection,
+    jobs: &mut Vec<Job>,
+) -> Vec<String> {
+    let pkg = &sel.packages[index];
+    let contents = match pkg.contents() {
+        Ok(contents) => contents,
+        Err(e) => return vec![e.to_string()],
+    };
+    for (path, md5) in contents.objects() {
+        jobs.push(Job::object(&sel.root, path, *md5, Some(index), protection));
+    }
+    contents.skipped_messages(&pkg.contents_path()).collect()
+}
+
+/// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for `config_files = "skip"`.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigProtect {
+    protect: Vec<PathBuf>,
+    mask: Vec<PathBuf>,
+}
+
+impl ConfigProtect {
+    /// From the environment, else from `portageq envvar` (Portage does not
+    /// pass these into the ebuild environment), else `/etc`.
+    pub fn discover(eprefix: &Path) -> ConfigProtect {
+        let from_env = |name: &str| std::env::var(name).ok();
+        let (protect, mask) = match (from_env("CONFIG_PROTECT"), from_env("CONFIG_PROTECT_MASK")) {
+            (Some(p), m) => (p, m.unwrap_or_default()),
+            (None, _) => {
+                portageq_config_protect().unwrap_or_else(|| ("/etc".into(), String::new()))
+            }
+        };
+        ConfigProtect::new(eprefix, &protect, &mask)
+    }
+
+    /// Lists are space-separated paths relative to EPREFIX, as Portage writes them.
+    pub fn new(eprefix: &Path, protect: &str, mask: &str) -> ConfigProtect {
+        let list = |s: &str| -> Vec<PathBuf> {
+            s.split_whitespace()
+                .map(|p| {
+                    let rel = p.trim_start_matches('/');
+                    let mut full = PathBuf::from("/");
+                    full.push(eprefix.strip_prefix("/").unwrap_or(eprefix));
+                    full.push(rel);
+                    full
+                })
+                .collect()
+        };
+        ConfigProtect {
+            protect: list(protect),
+            mask: list(mask),
+        }
+    }
+
+    /// Portage's rule: protected when the longest matching CONFIG_PROTECT
+    /// entry is longer than the longest matching mask entry.
+    pub fn is_protected(&self, path: &Path) -> bool {
+        let longest = |list: &[PathBuf]| {
+            list.iter()
+                .filter(|dir| path.starts_with(dir))
+                .map(|dir| dir.as_os_str().len())
+                .max()
+        };
+        match (longest(&self.protect), longest(&self.mask)) {
+            (Some(p), Some(m)) => p > m,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// `portageq envvar`, never found through `PATH` inside Portage
+/// (see [`crate::gentoo::portageq::portageq_command`]).
+fn portageq_config_protect() -> Option<(String, String)> {
+    let out = crate::gentoo::portageq::portageq_command()?
+        .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    Some((
+        lines.next()?.to_string(),
+        lines.next().unwrap_or("").to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_protect_follows_portage_rule() {
+        let cp = ConfigProtect::new(
+            Path::new(""),
+            "/etc /usr/share/config",
+            "/etc/env.d /etc/gconf",
+        );
+        assert!(cp.is_protected(Path::new("/etc/foo.conf")));
+        assert!(!cp.is_protected(Path::new("/etc/env.d/99foo")));
+        assert!(cp.is_protected(Path::new("/usr/share/config/x")));
+        assert!(!cp.is_protected(Path::new("/usr/bin/foo")));
+        assert!(!cp.is_protected(Path::new("/etcetera/x")));
+    }
+
+    #[test]
+    fn config_protect_is_relative_to_eprefix() {
+        let cp = ConfigProtect::new(Path::new("/opt/gentoo"), "/etc", "");
+        assert!(cp.is_protected(Path::new("/opt/gentoo/etc/foo")));
+        assert!(!cp.is_protected(Path::new("/etc/foo")));
+    }
+
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn location_defaults_to_host_root() {
+        let l = Location::resolve(None, vars(&[]));
+        assert_eq!((l.root, l.eroot), ("/".into(), "/".into()));
+    }
+
+    #[test]
+    fn location_from_root_flag_adds_eprefix() {
+        let l = Location::resolve(
+            Some(Path::new("/mnt/gentoo")),
+            vars(&[("EPREFIX", "/opt/g")]),
+        );
+        assert_eq!(l.eroot, Path::new("/mnt/gentoo/opt/g"));
+        assert_eq!(l.root, Path::new("/mnt/gentoo"));
+    }
+
+    #[test]
+    fn location_from_environment() {
+        let l = Location::resolve(
+            None,
+            vars(&[("ROOT", ""), ("EROOT", "/p"), ("EPREFIX", "/p")]),
+        );
+        assert_eq!((l.root, l.eroot), ("/".into(), "/p".into()));
+        let l = Location::resolve(None, vars(&[("ROOT", "/r/")]));
+        assert_eq!(l.eroot, Path::new("/r/"));
+    }
+}

@@ -1,0 +1,48 @@
+//! The last stage: what each file came to, printed as text or JSON, and the
+//! exit status. Only this module and the logger ([`log`]) write to the
+//! terminal.
+//!
+//! - [`sign`]: outcomes of signing ([`Outcome`], [`Tally`]); failures go to
+//!   stderr as `portage-ima: PATH: reason` (the hook's stderr becomes
+//!   `ewarn`), tallies to stdout (`einfo`); `sign --json` prints one
+//!   document instead.
+//! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
+//! - [`status`]: exit statuses and the one-line form of an error.
+
+pub mod log;
+pub mod sign;
+pub mod status;
+pub mod verify;
+
+pub use sign::{Failure, FileReport, Outcome, SignPrinter, SkipReason, Tally};
+pub use status::{error_line, Status};
+pub use verify::{Counts, FileStatus, Verdict, VerifyPrinter};
+
+use serde::Serializer;
+use std::path::Path;
+
+/// A path in JSON: as text (bytes that are not UTF-8 become U+FFFD); the
+/// text output escapes it instead ([`crate::escape`]).
+fn path_as_text<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// A summary line on stdout, `portage-ima: LINE` (the hook's go to `einfo`).
+pub fn print_summary(line: &str) {
+    println!("portage-ima: {line}");
+}
+
+/// A problem on stderr, `portage-ima: LINE` (the hook's go to `ewarn`);
+/// the caller has escaped what `line` holds of paths.
+pub fn print_problem(line: &str) {
+    eprintln!("portage-ima: {line}");
+}
+
+/// One stderr line per file that failed: `portage-ima: PATH: reason`.
+pub fn print_failures(reports: &[FileReport]) {
+    for r in reports {
+        if let Outcome::Failed(reason) = &r.outcome {
+            eprintln!("{}", sign::failure_line(&r.path, &reason.to_string()));
+        }
+    }
+}

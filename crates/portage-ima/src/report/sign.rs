@@ -1,0 +1,506 @@
+//! What signing did to each file, and how it is told.
+//!
+//! Text (what the hook's `einfo`/`ewarn` and the Python tests have always
+//! read): one stderr line per failed file, `portage-ima: PATH: reason`
+//! (escaped), then tallies on stdout, `signed N, M already valid, K failed
+//! (of T files)`.
+//!
+//! JSON (`sign --json`), one document on stdout, files streamed as they are
+//! reported: `{"files": [{"path", "package"?, "outcome", "detail"?}],
+//! "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY being
+//! `{"signed", "signed_before_merge", "already_valid", "would_sign",
+//! "skipped", "failed", "not_started"}`; `packages` only when packages were
+//! signed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufWriter, Stdout, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::escape::{escape_path, escape_text};
+
+/// What happened to one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new signature was written.
+    Signed,
+    /// Signed in preinst, before the merge (found valid in postinst).
+    SignedBeforeMerge,
+    /// It already carried a valid signature by our key; nothing written.
+    AlreadyValid,
+    /// `--dry-run`: it would have been signed.
+    WouldSign,
+    /// Deliberately left alone, with the reason.
+    Skipped(SkipReason),
+    /// Could not be signed, with the reason.
+    Failed(Failure),
+}
+
+/// Why a file is deliberately not signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `config_files = "skip"` and CONFIG_PROTECT covers it.
+    ConfigProtected,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::ConfigProtected => {
+                f.write_str("config-protected (config_files = \"skip\")")
+            }
+        }
+    }
+}
+
+/// Why a file could not be signed; its text is what the admin reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// CONTENTS lists a file, a symlink is there now (ELOOP): not followed.
+    NowSymlink,
+    /// Listed in CONTENTS, not on disk.
+    NotOnDisk,
+    /// The path leads out of ROOT through a symlink (EXDEV).
+    EscapesRoot,
+    /// Some other error opening a CONTENTS path.
+    CannotOpen(String),
+    /// Something else than the regular file Portage merged is there now.
+    NowNotRegular { kind: &'static str },
+    /// The content is not what CONTENTS records (and no `._cfg` update is).
+    ContentDiffers {
+        expected_md5: [u8; 16],
+        actual_md5: String,
+    },
+    /// Named on the command line, but not a regular file or a directory.
+    NotAFile { kind: &'static str, symlink: bool },
+    /// A directory reached twice in a walk (a bind-mount loop).
+    DirectoryLoop,
+    /// Reading, signing or writing failed, or a package's CONTENTS did
+    /// not give its files: the error's own words.
+    Other(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::NowSymlink => f.write_str(
+                "is a symbolic link now, not the file Portage merged; not followed, not signed",
+            ),
+            Failure::NotOnDisk => f.write_str("listed in CONTENTS but not on disk; not signed"),
+            Failure::EscapesRoot => {
+                f.write_str("path escapes the root through a symlink; not signed")
+            }
+            Failure::CannotOpen(e) => write!(f, "cannot open: {e}"),
+            Failure::NowNotRegular { kind } => {
+                write!(
+                    f,
+                    "is a {kind} now, not the regular file Portage merged; not signed"
+                )
+            }
+            Failure::ContentDiffers {
+                expected_md5,
+                actual_md5,
+            } => write!(
+                f,
+                "content differs from what Portage merged (CONTENTS MD5 {}, file MD5 \
+                 {actual_md5}); not signed: reinstall the package if this change is not yours",
+                hex::encode(expected_md5)
+            ),
+            Failure::NotAFile { kind, symlink } => write!(
+                f,
+                "is a {kind}, not a regular file; not signed{}",
+                if *symlink {
+                    " (symlinks are never followed: name its target instead)"
+                } else {
+                    ""
+                }
+            ),
+            Failure::DirectoryLoop => f.write_str(
+                "directory reached twice (a bind-mount loop, or named twice); not walked again",
+            ),
+            Failure::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Outcome {
+    /// The stable name, as in JSON: "signed", "already-valid", ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Signed => "signed",
+            Outcome::SignedBeforeMerge => "signed-before-merge",
+            Outcome::AlreadyValid => "already-valid",
+            Outcome::WouldSign => "would-sign",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The reason of a skip or a failure.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Outcome::Skipped(reason) => Some(reason.to_string()),
+            Outcome::Failed(reason) => Some(reason.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// One file's path (as the user knows it) and its outcome.
+#[derive(Clone, Debug)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub outcome: Outcome,
+}
+
+impl FileReport {
+    pub fn new(path: impl Into<PathBuf>, outcome: Outcome) -> Self {
+        FileReport {
+            path: path.into(),
+            outcome,
+        }
+    }
+}
+
+/// Counts of outcomes, for summary lines and the JSON summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub signed: usize,
+    pub signed_before_merge: usize,
+    pub already_valid: usize,
+    pub would_sign: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// Files a cancelled run never started (not part of [`Tally::total`]).
+    pub not_started: usize,
+}
+
+impl Tally {
+    pub fn of(reports: &[FileReport]) -> Tally {
+        let mut t = Tally::default();
+        for r in reports {
+            t.add(&r.outcome);
+        }
+        t
+    }
+
+    pub fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Signed => self.signed += 1,
+            Outcome::SignedBeforeMerge => self.signed_before_merge += 1,
+            Outcome::AlreadyValid => self.already_valid += 1,
+            Outcome::WouldSign => self.would_sign += 1,
+            Outcome::Skipped(_) => self.skipped += 1,
+            Outcome::Failed(_) => self.failed += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.signed_before_merge += other.signed_before_merge;
+        self.signed += other.signed;
+        self.already_valid += other.already_valid;
+        self.would_sign += other.would_sign;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.not_started += other.not_started;
+    }
+
+    /// The files that were done (whatever their outcome).
+    pub fn total(&self) -> usize {
+        self.signed_before_merge
+            + self.signed
+            + self.already_valid
+            + self.would_sign
+            + self.skipped
+            + self.failed
+    }
+
+    /// "signed 12, 3 already valid, 1 failed (of 16 files)".
+    pub fn line(&self, dry_run: bool) -> String {
+        let mut parts = Vec::new();
+        if dry_run {
+            parts.push(format!("would sign {}", self.would_sign));
+        } else {
+            parts.push(format!("signed {}", self.signed));
+        }
+        parts.push(format!("{} already valid", self.already_valid));
+        if self.skipped > 0 {
+            parts.push(format!("{} skipped", self.skipped));
+        }
+        parts.push(format!("{} failed", self.failed));
+        format!("{} (of {} files)", parts.join(", "), self.total())
+    }
+
+    /// The hook's postinst line: "signed 3 before the merge, 2 now, ...".
+    pub fn hook_line(&self) -> String {
+        format!(
+            "signed {} before the merge, {} now, {} already valid, {} skipped, {} failed",
+            self.signed_before_merge, self.signed, self.already_valid, self.skipped, self.failed
+        )
+    }
+
+    /// The exit status of a signing run.
+    pub fn status(&self) -> super::Status {
+        if self.not_started > 0 {
+            super::Status::Interrupted
+        } else if self.failed > 0 {
+            super::Status::SomeFailed
+        } else {
+            super::Status::Success
+        }
+    }
+}
+
+/// `portage-ima: PATH: reason`, the path and the reason escaped.
+pub fn failure_line(path: &Path, reason: &str) -> String {
+    format!(
+        "portage-ima: {}: {}",
+        escape_path(path),
+        escape_text(reason)
+    )
+}
+
+/// One file in `sign --json`.
+#[derive(Serialize)]
+struct FileJson<'a> {
+    #[serde(serialize_with = "super::path_as_text")]
+    path: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package: Option<&'a str>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// Prints a signing run as it goes: failures (text) or file objects (JSON),
+/// package tallies, and the totals in [`SignPrinter::finish`].
+pub struct SignPrinter<W: Write = BufWriter<Stdout>> {
+    out: W,
+    json: bool,
+    dry_run: bool,
+    files_written: usize,
+    total: Tally,
+    /// Package tallies for JSON (one entry per package: small).
+    packages: Option<BTreeMap<String, Tally>>,
+}
+
+impl SignPrinter {
+    /// To stdout (failure lines to stderr).
+    pub fn stdout(json: bool, dry_run: bool) -> SignPrinter {
+        SignPrinter::new(BufWriter::new(io::stdout()), json, dry_run)
+    }
+}
+
+impl<W: Write> SignPrinter<W> {
+    pub fn new(mut out: W, json: bool, dry_run: bool) -> SignPrinter<W> {
+        if json {
+            let _ = out.write_all(b"{\"files\":[");
+        }
+        SignPrinter {
+            out,
+            json,
+            dry_run,
+            files_written: 0,
+            total: Tally::default(),
+            packages: None,
+        }
+    }
+
+    /// One file's outcome; `package` is its CPV when packages are signed.
+    pub fn file(&mut self, report: &FileReport, package: Option<&str>) {
+        self.total.add(&report.outcome);
+        if self.json {
+            self.json_file(&report.path, package, &report.outcome);
+        } else if let Outcome::Failed(reason) = &report.outcome {
+            eprintln!("{}", failure_line(&report.path, &reason.to_string()));
+        }
+    }
+
+    /// A problem of a package as a whole (its CONTENTS unreadable, lines
+    /// of it skipped): a failure, named by `contents` in JSON.
+    pub fn package_problem(&mut self, cpv: &str, contents: &Path, message: &str) {
+        let outcome = Outcome::Failed(Failure::Other(message.to_string()));
+        self.total.add(&outcome);
+        if self.json {
+            self.json_file(contents, Some(cpv), &outcome);
+        } else {
+            super::print_problem(&format!("{cpv}: {}", escape_text(message)));
+        }
+    }
+
+    fn json_file(&mut self, path: &Path, package: Option<&str>, outcome: &Outcome) {
+        if self.files_written > 0 {
+            let _ = self.out.write_all(b",");
+        }
+        let file = FileJson {
+            path,
+            package,
+            outcome: outcome.name(),
+            detail: outcome.detail(),
+        };
+        let _ = serde_json::to_writer(&mut self.out, &file);
+        self.files_written += 1;
+    }
+
+    /// Files a cancelled run never started.
+    pub fn not_started(&mut self, n: usize) {
+        self.total.not_started += n;
+    }
+
+    /// A package is done: its tally line (text, when `show`), its entry in
+    /// `packages` (JSON).
+    pub fn package(&mut self, cpv: &str, tally: &Tally, show: bool) {
+        if self.json {
+            self.packages
+                .get_or_insert_with(BTreeMap::new)
+                .insert(cpv.to_string(), *tally);
+        } else if show {
+            let _ = writeln!(self.out, "portage-ima: {cpv}: {}", tally.line(self.dry_run));
+        }
+    }
+
+    /// The totals so far.
+    pub fn total(&self) -> &Tally {
+        &self.total
+    }
+
+    /// The totals (text: `portage-ima: {what}TALLY`, e.g. `what` = "3
+    /// packages: ") or the end of the JSON document; then the exit status
+    /// (an interrupted run says so on stderr).
+    pub fn finish(mut self, what: &str) -> super::Status {
+        if self.json {
+            let _ = self.out.write_all(b"],\"summary\":");
+            let _ = serde_json::to_writer(&mut self.out, &self.total);
+            if let Some(packages) = &self.packages {
+                let _ = self.out.write_all(b",\"packages\":");
+                let _ = serde_json::to_writer(&mut self.out, packages);
+            }
+            let _ = self.out.write_all(b"}\n");
+        } else {
+            let _ = writeln!(
+                self.out,
+                "portage-ima: {what}{}",
+                self.total.line(self.dry_run)
+            );
+        }
+        let _ = self.out.flush();
+        if self.total.not_started > 0 {
+            log::error!(
+                "interrupted: {} files not processed; every file is either signed or \
+                 untouched, run the same command again to finish",
+                self.total.not_started
+            );
+        }
+        self.total.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_each_outcome() {
+        let reports = vec![
+            FileReport::new("/a", Outcome::Signed),
+            FileReport::new("/b", Outcome::Signed),
+            FileReport::new("/c", Outcome::AlreadyValid),
+            FileReport::new("/d", Outcome::Failed(Failure::NotOnDisk)),
+            FileReport::new("/e", Outcome::Skipped(SkipReason::ConfigProtected)),
+            FileReport::new("/f", Outcome::SignedBeforeMerge),
+        ];
+        let t = Tally::of(&reports);
+        assert_eq!(
+            (
+                t.signed,
+                t.already_valid,
+                t.failed,
+                t.skipped,
+                t.signed_before_merge
+            ),
+            (2, 1, 1, 1, 1)
+        );
+        assert_eq!(t.total(), 6);
+        assert_eq!(
+            t.line(false),
+            "signed 2, 1 already valid, 1 skipped, 1 failed (of 6 files)"
+        );
+    }
+
+    #[test]
+    fn json_is_one_document_with_the_documented_schema() {
+        let mut out = Vec::new();
+        let mut p = SignPrinter::new(&mut out, true, false);
+        p.file(&FileReport::new("/a", Outcome::Signed), Some("cat/a-1"));
+        let weird =
+            Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/x\n\xff"));
+        p.file(
+            &FileReport::new(weird, Outcome::Failed(Failure::Other("gone".into()))),
+            None,
+        );
+        let contents = Path::new("/var/db/pkg/cat/a-1/CONTENTS");
+        p.package_problem("cat/a-1", contents, "bad line");
+        let tally = Tally {
+            signed: 1,
+            failed: 1,
+            ..Tally::default()
+        };
+        p.package("cat/a-1", &tally, true);
+        p.not_started(2);
+        assert_eq!(p.finish(""), crate::report::Status::Interrupted);
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "files": [
+                    {"path": "/a", "package": "cat/a-1", "outcome": "signed"},
+                    {"path": "/x\n\u{fffd}", "outcome": "failed", "detail": "gone"},
+                    {"path": "/var/db/pkg/cat/a-1/CONTENTS", "package": "cat/a-1",
+                     "outcome": "failed", "detail": "bad line"},
+                ],
+                "summary": {"signed": 1, "signed_before_merge": 0, "already_valid": 0,
+                            "would_sign": 0, "skipped": 0, "failed": 2, "not_started": 2},
+                "packages": {"cat/a-1": {"signed": 1, "signed_before_merge": 0,
+                            "already_valid": 0, "would_sign": 0, "skipped": 0,
+                            "failed": 1, "not_started": 0}},
+            })
+        );
+        // Files mode, nothing found: still one document, no `packages`.
+        let mut out = Vec::new();
+        assert_eq!(
+            SignPrinter::new(&mut out, true, true).finish(""),
+            crate::report::Status::Success
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["files"], serde_json::json!([]));
+        assert_eq!(doc.get("packages"), None);
+    }
+
+    #[test]
+    fn outcome_names_are_the_documented_ones() {
+        let names: Vec<_> = [
+            Outcome::Signed,
+            Outcome::SignedBeforeMerge,
+            Outcome::AlreadyValid,
+            Outcome::WouldSign,
+            Outcome::Skipped(SkipReason::ConfigProtected),
+            Outcome::Failed(Failure::DirectoryLoop),
+        ]
+        .iter()
+        .map(Outcome::name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "signed",
+                "signed-before-merge",
+                "already-valid",
+                "would-sign",
+                "skipped",
+                "failed"
+            ]
+        );
+    }
+}
