@@ -74,6 +74,7 @@ CRATES="
 	libc@0.2.191
 	libm@0.2.16
 	linux-raw-sys@0.12.1
+	log@0.4.35
 	md-5@0.10.6
 	memchr@2.8.3
 	num-bigint-dig@0.8.6
