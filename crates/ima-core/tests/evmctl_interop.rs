@@ -1,6 +1,8 @@
 //! Byte-identity with `evmctl ima_sign`, and mutual verification with
 //! `evmctl ima_verify`, for every key size, key form, hash algorithm and
-//! backend, on files of several sizes including an empty one.
+//! backend, on files of several sizes including an empty one. ECDSA
+//! signatures are randomised: for EC keys, the header (algorithm, key id) is
+//! evmctl's byte for byte and each side verifies the other's signature.
 
 mod common;
 
@@ -8,10 +10,12 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{can_write_security_xattrs, getfattr, have, key, run, write_pattern, Form};
+use common::{
+    can_write_security_xattrs, ec_key, getfattr, have, key, run, write_pattern, EcForm, Form,
+};
 use ima_core::{
-    open_regular, providers, Certificate, HashAlgo, ImaSigner, KeyMaterial, KeySet, SignOptions,
-    SignOutcome, VerifyStatus,
+    open_regular, providers, Certificate, EcCurve, HashAlgo, ImaSigner, ImaXattr, KeyAlgorithm,
+    KeyMaterial, KeySet, SignOptions, SignOutcome, VerifyStatus,
 };
 
 /// Empty, tiny, one page, exactly the read buffer, and several buffers plus a tail.
@@ -123,6 +127,119 @@ fn rsa4096_pkcs1() {
 #[test]
 fn rsa4096_pkcs8() {
     check_key(4096, Form::Pkcs8);
+}
+
+/// `evmctl ima_verify --key CERT FILE` succeeds.
+fn evmctl_accepts(cert: &Path, file: &Path) -> Result<(), String> {
+    let out = Command::new("evmctl")
+        .args(["ima_verify", "--key"])
+        .arg(cert)
+        .arg(file)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// One EC key against evmctl: sha256, sha384 and sha512, both backends.
+/// evmctl accepts our signatures and we accept evmctl's; the header
+/// (algorithm, key id from the public key as evmctl computes it) is
+/// evmctl's byte for byte; a signature is never the same twice.
+fn check_ec_key(curve: EcCurve, form: EcForm) {
+    let test = format!("evmctl interop {} {form:?}", curve.name());
+    if !can_write_security_xattrs(&test) || !have("evmctl", &test) {
+        return;
+    }
+    let k = ec_key(curve, form);
+    let km = KeyMaterial::load(&k.key, None).unwrap();
+    assert_eq!(km.algorithm(), KeyAlgorithm::Ecdsa(curve));
+    assert_eq!(km.bits(), curve.bits());
+    let cert = Certificate::load(&k.cert_der).unwrap();
+    assert_eq!(&cert.public_key().unwrap(), km.public_key());
+    assert_eq!(km.key_id(), cert.key_id(), "default SKID is the key hash");
+
+    for algo in [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512] {
+        let tmp = tempfile::tempdir().unwrap();
+        let evm_dir = tmp.path().join("evmctl");
+        make_files(&evm_dir);
+        run(Command::new("evmctl")
+            .args(["ima_sign", "-r", "--hashalgo", algo.name(), "--key"])
+            .arg(&k.key)
+            .arg(&evm_dir));
+
+        for provider in providers() {
+            let what = format!("{} {form:?} {algo} {}", curve.name(), provider.name());
+            let signer = ImaSigner::new(provider, &km, algo, None).unwrap();
+            let ours_dir = tmp.path().join(provider.name());
+            make_files(&ours_dir);
+            let mut keys = KeySet::new(provider);
+            keys.add_certificate(&cert).unwrap();
+
+            for &len in &FILE_SIZES {
+                let name = format!("f{len}");
+                let ours = ours_dir.join(&name);
+                let theirs = evm_dir.join(&name);
+                let outcome = signer.sign_path(&ours, &SignOptions::default()).unwrap();
+                assert_eq!(outcome, SignOutcome::Signed, "{what} {name}");
+
+                let evm_value =
+                    getfattr(&theirs).unwrap_or_else(|| panic!("evmctl did not sign {name}"));
+                let our_value = getfattr(&ours).unwrap();
+                // type, version, algorithm and key id: evmctl's bytes.
+                assert_eq!(
+                    hex::encode(&our_value[..7]),
+                    hex::encode(&evm_value[..7]),
+                    "{what} {name}: header differs from evmctl's"
+                );
+                assert_ne!(our_value, evm_value, "{what} {name}: ECDSA is randomised");
+                let Ok(ImaXattr::Signature { signature, .. }) = ImaXattr::decode(&our_value) else {
+                    panic!("{what} {name}: not a signature: {our_value:02x?}")
+                };
+                // A DER SEQUENCE of two INTEGERs, at most 2 * (scalar + 1) + 8.
+                assert_eq!(signature[0], 0x30, "{what} {name}: not DER");
+                assert!(signature.len() <= 2 * (curve.scalar_len() + 1) + 8);
+
+                // evmctl accepts ours...
+                if let Err(out) = evmctl_accepts(&k.cert_der, &ours) {
+                    panic!("{what} {name}: evmctl ima_verify rejects ours: {out}");
+                }
+                // ...and we accept evmctl's.
+                let report = keys
+                    .verify_file(&open_regular(&theirs).unwrap(), true)
+                    .unwrap();
+                assert_eq!(report.status, VerifyStatus::Ok, "{what} {name}: {report:?}");
+                assert_eq!(report.keyid, Some(signer.key_id()));
+                assert_eq!(report.algo, Some(algo));
+            }
+        }
+    }
+}
+
+#[test]
+fn ec_p256_sec1() {
+    check_ec_key(EcCurve::P256, EcForm::Sec1);
+}
+
+#[test]
+fn ec_p256_pkcs8() {
+    check_ec_key(EcCurve::P256, EcForm::Pkcs8);
+}
+
+#[test]
+fn ec_p384_sec1() {
+    check_ec_key(EcCurve::P384, EcForm::Sec1);
+}
+
+#[test]
+fn ec_p384_pkcs8() {
+    check_ec_key(EcCurve::P384, EcForm::Pkcs8);
 }
 
 /// The tests above compare every backend compiled in with evmctl; the
