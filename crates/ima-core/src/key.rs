@@ -653,8 +653,21 @@ fn ec_private(
     der: &[u8],
     pkcs8_curve: Option<spki::ObjectIdentifier>,
 ) -> std::result::Result<(Zeroizing<Vec<u8>>, PublicKey), KeyProblem> {
-    let ec = sec1::EcPrivateKey::from_der(der)
-        .map_err(|e| KeyProblem::Parse(format!("bad SEC1 ECPrivateKey: {e}")))?;
+    let ec = sec1::EcPrivateKey::from_der(der).map_err(|e| {
+        // A SEQUENCE where the curve's OID belongs: `-param_enc explicit`.
+        let explicit = matches!(
+            e.kind(),
+            der::ErrorKind::TagUnexpected {
+                expected: Some(der::Tag::ObjectIdentifier),
+                actual: der::Tag::Sequence
+            }
+        );
+        KeyProblem::Parse(if explicit {
+            "the EC key spells out its curve's parameters instead of naming the curve; write a copy with `openssl ec -param_enc named_curve -in KEY -out NEW` (mode 0600)".into()
+        } else {
+            format!("bad SEC1 ECPrivateKey: {e}")
+        })
+    })?;
     let inner_curve = ec.parameters.and_then(|p| p.named_curve());
     let curve_oid = match (pkcs8_curve, inner_curve) {
         (Some(a), Some(b)) if a != b => {
