@@ -83,27 +83,7 @@ fn generate(bits: usize, form: Form) -> TestKey {
         };
         run(&mut cmd);
     });
-    let cert_pem = dir.join(format!("{stem}.crt.pem"));
-    atomically(&cert_pem, |tmp| {
-        run(Command::new("openssl")
-            .args(["req", "-x509", "-new", "-days", "3650", "-subj"])
-            .arg(format!("/CN=ima-core test {stem}"))
-            // An end-entity signing certificate, as IMA keys should be.
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .args(["-addext", "keyUsage=critical,digitalSignature"])
-            .arg("-key")
-            .arg(&key)
-            .arg("-out")
-            .arg(tmp));
-    });
-    let cert_der = dir.join(format!("{stem}.crt.der"));
-    atomically(&cert_der, |tmp| {
-        run(Command::new("openssl")
-            .args(["x509", "-outform", "DER", "-in"])
-            .arg(&cert_pem)
-            .arg("-out")
-            .arg(tmp));
-    });
+    let (cert_pem, cert_der) = certify(&stem, &key);
     TestKey {
         bits,
         form,
@@ -141,6 +121,7 @@ fn certify(stem: &str, key: &Path) -> (PathBuf, PathBuf) {
         run(Command::new("openssl")
             .args(["req", "-x509", "-new", "-days", "3650", "-subj"])
             .arg(format!("/CN=ima-core test {stem}"))
+            // An end-entity signing certificate, as IMA keys should be.
             .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .args(["-addext", "keyUsage=critical,digitalSignature"])
             .arg("-key")
