@@ -2,8 +2,8 @@
 //!
 //! A backend hashes, signs a precomputed digest (RSA PKCS#1 v1.5 with the
 //! algorithm's DigestInfo, or ECDSA with a DER-encoded signature, as evmctl
-//! does) and verifies. Keys are parsed once,
-//! when a [`Signer`] or [`Verifier`] is made, never per signature.
+//! does) and verifies. Keys are parsed once, when a [`Signer`] or
+//! [`Verifier`] is made, never per signature.
 
 use crate::{Error, HashAlgo, KeyMaterial, PublicKey, Result};
 

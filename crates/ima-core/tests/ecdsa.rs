@@ -193,6 +193,41 @@ fn signatures_cross_backends_and_wrong_key_or_curve_fails() {
     }
 }
 
+/// ECDSA signatures differ each time, so "already signed" must mean "a
+/// signature of ours that verifies", not "the same bytes": a second run
+/// (`sign --all`, a reinstall) keeps it, in either backend.
+#[test]
+fn existing_ecdsa_signature_is_kept_by_keep_valid() {
+    if !common::can_write_security_xattrs("keep_valid with ECDSA") {
+        return;
+    }
+    let km = KeyMaterial::load(&ec_key(EcCurve::P384, EcForm::Sec1).key, None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("f");
+    common::write_pattern(&file, 10_000, 5);
+    let opts = ima_core::SignOptions {
+        keep_valid: true,
+        ..Default::default()
+    };
+    let all = providers();
+    let first = ImaSigner::new(all[0], &km, HashAlgo::Sha384, None).unwrap();
+    assert_eq!(
+        first.sign_path(&file, &opts).unwrap(),
+        ima_core::SignOutcome::Signed
+    );
+    let value = common::getfattr(&file).unwrap();
+    for p in all {
+        let again = ImaSigner::new(p, &km, HashAlgo::Sha384, None).unwrap();
+        assert_eq!(
+            again.sign_path(&file, &opts).unwrap(),
+            ima_core::SignOutcome::AlreadyValid,
+            "{}",
+            p.name()
+        );
+        assert_eq!(common::getfattr(&file).unwrap(), value, "{}", p.name());
+    }
+}
+
 /// A key whose scalar does not belong to the public key stored with it
 /// would sign what its certificate never verifies: both backends refuse it.
 #[cfg(feature = "openssl")]
