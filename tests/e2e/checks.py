@@ -2,39 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from portage_playground import CATEGORY, Playground
 from portage_playground.ima import evmctl_verify, ima_xattr, xattr_paths
-
-
-def md5(path: Path) -> str | None:
-    try:
-        return hashlib.md5(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def signable(pg: Playground, pf: str) -> dict[str, Path]:
-    """CONTENTS path -> the live file that must carry the signature for each
-    ``obj``: the file itself, or, for a config-protected file whose live copy
-    the admin changed, the ``._cfgNNNN_`` file with the CONTENTS MD5."""
-    found = {}
-    for e in pg.contents(CATEGORY, pf):
-        if e.kind != "obj":
-            continue
-        live = pg.live(e.path)
-        if live.is_symlink() or md5(live) != e.md5:
-            matching = [
-                c
-                for c in sorted(live.parent.glob(f"._cfg????_{live.name}"))
-                if md5(c) == e.md5
-            ]
-            if matching:
-                live = matching[-1]
-        found[e.path] = live
-    return found
 
 
 def snapshot(pg: Playground) -> dict[str, bytes]:
@@ -53,7 +24,7 @@ def assert_signed(
     carries a security.ima that ``evmctl ima_verify`` accepts; the ones in
     ``unsigned`` carry none that verifies; and no other path in the
     playground gained or changed a security.ima since ``before``."""
-    objs = signable(pg, pf)
+    objs = pg.signable(CATEGORY, pf)
     assert objs, f"{pf} has no obj in CONTENTS"
     bad = []
     for path, live in objs.items():

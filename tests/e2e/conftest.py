@@ -9,19 +9,16 @@ Root is needed: emerge merges files, and security.* xattrs need CAP_SYS_ADMIN.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from portage_playground import DEFAULT_HOOK, LAYOUTS, Playground  # noqa: E402
+from portage_playground import LAYOUTS, Playground, portage_ima_bin
 
 
 @pytest.fixture(scope="session")
 def hook_bin() -> Path:
-    path = Path(os.environ.get("PORTAGE_IMA_BIN", DEFAULT_HOOK))
+    path = portage_ima_bin()
     if not os.access(path, os.X_OK):
         pytest.fail(
             f"the hook binary {path} does not exist: run `cargo build --all-features` "

@@ -14,9 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from checks import signable, snapshot
+from checks import snapshot
 
-from portage_playground.ima import evmctl_verify, ima_xattr
+from portage_playground import CATEGORY
+from portage_playground.ima import cert_keyid, evmctl_verify, ima_xattr
 
 IMA_HASH_ALGO = {"sha256": 4, "sha384": 5, "sha512": 6}
 
@@ -40,14 +41,6 @@ def make_ec_key(dir: Path, curve: str, form: str) -> tuple[Path, Path, Path]:
     return key, pem, der
 
 
-def skid_tail(cert_pem: Path) -> str:
-    out = subprocess.run(
-        ["openssl", "x509", "-in", str(cert_pem), "-noout", "-ext", "subjectKeyIdentifier"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return "".join(c for c in out.split("\n", 1)[1] if c in "0123456789ABCDEFabcdef")[-8:].lower()
-
-
 @pytest.mark.parametrize(
     "curve,form,backend,hash",
     [
@@ -65,9 +58,9 @@ def test_emerge_signs_with_an_ecdsa_key(pg, tmp_path, curve, form, backend, hash
     before = snapshot(pg)
     pg.emerge(atom).check()
 
-    objs = signable(pg, f"{pn}-1")
+    objs = pg.signable(CATEGORY, f"{pn}-1")
     assert objs
-    keyid = skid_tail(pem)
+    keyid = cert_keyid(pem)
     bad = []
     for path, live in objs.items():
         ok, out = evmctl_verify(live, der)

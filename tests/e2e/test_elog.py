@@ -5,7 +5,7 @@ opt-out PORTAGE_IMA_SKIP through package.env. Real emerge, both layouts."""
 
 from __future__ import annotations
 
-from checks import assert_no_xattr, assert_signed, signable, snapshot
+from checks import assert_no_xattr, assert_signed, snapshot
 
 from portage_playground import CATEGORY
 from portage_playground.ima import summaries
@@ -68,6 +68,6 @@ def test_package_env_opt_out(pg):
             (etc / "package.env").unlink()
     assert "PORTAGE_IMA_SKIP=1: files of " in skipped.output, skipped.output
     assert not summaries(skipped.output, f"{CATEGORY}/optout-skipped-1"), skipped.output
-    assert_no_xattr(*signable(pg, "optout-skipped-1").values())
+    assert_no_xattr(*pg.signable(CATEGORY, "optout-skipped-1").values())
     assert summaries(signed.output, f"{CATEGORY}/optout-signed-1"), signed.output
     assert_signed(pg, "optout-signed-1", before)

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from checks import assert_no_xattr, assert_signed, signable, snapshot
+from checks import assert_no_xattr, assert_signed, snapshot
 
 from portage_playground import CATEGORY
 from portage_playground.ima import evmctl_verify, ima_xattr, problem_lines, summaries
@@ -104,7 +104,7 @@ def test_upgrade_then_reinstall(pg):
     assert_signed(pg, "upg-2", before)
     s = summary(r, "upg-2")
     assert (s["now"], s["failed"], s["valid"]) == (0, 0, len(objs)), r.output
-    assert {p: ima_xattr(f) for p, f in signable(pg, "upg-2").items()} == sigs
+    assert {p: ima_xattr(f) for p, f in pg.signable(CATEGORY, "upg-2").items()} == sigs
 
 
 def test_config_protect(pg):

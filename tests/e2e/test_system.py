@@ -26,9 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from checks import snapshot
 
-from portage_playground import CATEGORY, LAYOUTS, Playground, ebuild_text
-from portage_playground.ima import XATTR, evmctl_verify, ima_xattr, xattr_paths
+from portage_playground import CATEGORY, LAYOUTS, Playground, ebuild_text, md5
+from portage_playground.ima import XATTR, cert_keyid, evmctl_verify, ima_xattr
 
 # A second category, so that one package name is installed in two.
 CATEGORY2 = "test-ima2"
@@ -80,8 +81,6 @@ TOTAL_LINE = re.compile(
     r"(?:(?P<skipped>\d+) skipped, )?(?P<failed>\d+) failed \(of (?P<total>\d+) files\)$",
     re.M,
 )
-VERIFY_PKG_LINE = re.compile(r"^(?P<mark>ok  |FAIL) (?P<pkg>\S+/\S+): (?P<counts>.+)$", re.M)
-VERIFY_TOTAL_LINE = re.compile(r"^portage-ima: verified: (?P<counts>.+)$", re.M)
 
 
 # ---- running the command ---------------------------------------------------
@@ -167,23 +166,6 @@ class System:
 
     # ---- the installed packages, judged without our code ------------------
 
-    def objs(self, cat: str, pf: str) -> dict[str, Path]:
-        """CONTENTS path -> the live file that must carry the signature: the
-        file, or for a config file the admin changed, the `._cfgNNNN_`
-        sibling whose MD5 is the one CONTENTS records."""
-        found = {}
-        for e in self.pg.contents(cat, pf):
-            if e.kind != "obj":
-                continue
-            live = self.pg.live(e.path)
-            if md5(live) != e.md5:
-                siblings = sorted(live.parent.glob(f"._cfg????_{live.name}"))
-                matching = [c for c in siblings if md5(c) == e.md5]
-                if matching:
-                    live = matching[-1]
-            found[e.path] = live
-        return found
-
     def md5s(self, cat: str, pf: str) -> dict[Path, str]:
         """Live file -> the MD5 CONTENTS records for it."""
         return {self.pg.live(e.path): e.md5 for e in self.pg.contents(cat, pf) if e.kind == "obj"}
@@ -196,13 +178,13 @@ class System:
         )
 
     def all_objs(self) -> dict[str, dict[str, Path]]:
-        """CAT/PF -> its objs (see :meth:`objs`), for every installed package."""
-        return {f"{cat}/{pf}": self.objs(cat, pf) for cat, pf in self.installed()}
+        """CAT/PF -> its signable objs (see :meth:`Playground.signable`), for
+        every installed package."""
+        return {f"{cat}/{pf}": self.pg.signable(cat, pf) for cat, pf in self.installed()}
 
     def snapshot(self) -> dict[str, bytes]:
         """Every security.ima in the playground outside PORTAGE_TMPDIR."""
-        tmp = str(self.pg.tmpdir)
-        return {p: v for p, v in xattr_paths(self.pg.base).items() if not p.startswith(tmp)}
+        return snapshot(self.pg)
 
     def ensure_signed(self) -> None:
         """Every installed package signed (a no-op after the first test)."""
@@ -210,23 +192,9 @@ class System:
         assert r.returncode == 0, str(r)
 
 
-def md5(path: Path) -> str | None:
-    try:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        return None
-
-
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def evmctl_rejects(cert_der: Path, paths) -> list[str]:
@@ -250,17 +218,6 @@ def evmctl_rejects(cert_der: Path, paths) -> list[str]:
         return [bad for found in pool.map(check, batches) for bad in found]
 
 
-def cert_keyid(cert: Path) -> str:
-    """The last 4 bytes of the certificate's Subject Key Identifier, as
-    openssl prints it (what the kernel and evmctl use as key id)."""
-    out = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectKeyIdentifier"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    skid = out.strip().splitlines()[-1].strip().replace(":", "").lower()
-    return skid[-8:]
-
-
 def open_files(pid: int) -> set[str]:
     """The files process ``pid`` has open right now (from /proc/PID/fd)."""
     fd_dir = f"/proc/{pid}/fd"
@@ -275,36 +232,6 @@ def open_files(pid: int) -> set[str]:
         except OSError:
             pass  # closed meanwhile
     return found
-
-
-def parse_verify_text(r: Run, known: set[str]) -> tuple[dict, dict, dict]:
-    """`verify` text output -> (package -> counts, path -> status, total counts).
-    Paths are matched against ``known`` since they may contain spaces."""
-    packages = {
-        m["pkg"]: (m["mark"].strip(), counts(m["counts"]))
-        for m in VERIFY_PKG_LINE.finditer(r.stdout)
-    }
-    totals = [counts(m["counts"]) for m in VERIFY_TOTAL_LINE.finditer(r.stdout)]
-    assert len(totals) == 1, f"expected one `verified:` line:\n{r}"
-    files = {}
-    for line in r.stdout.splitlines():
-        if VERIFY_PKG_LINE.match(line) or VERIFY_TOTAL_LINE.match(line):
-            continue
-        status, _, rest = line.partition(" ")
-        path = next((p for p in known if rest == p or rest.startswith(p + " (")), None)
-        assert path is not None, f"unexpected line {line!r}:\n{r}"
-        assert path not in files, f"{path} reported twice:\n{r}"
-        files[path] = status
-    return packages, files, totals[0]
-
-
-def counts(text: str) -> dict[str, int]:
-    """Status counts as printed (`1 missing, 3 ok`), as a dict."""
-    out = {}
-    for part in text.split(", "):
-        n, _, status = part.partition(" ")
-        out[status] = int(n)
-    return out
 
 
 # ---- the playground --------------------------------------------------------
@@ -394,27 +321,13 @@ def test_sign_all_then_again(system):
 
 
 def test_verify_all_ok(system):
-    """Everything signed: `verify --all` says ok for every package and file,
-    exit 0; -v lists every file; --json agrees and its fields are real."""
+    """Everything signed: `verify --all --json` says ok for every package and
+    file, exit 0, and its fields are real; the text names the packages, and
+    the files only with -v."""
     system.ensure_signed()
     objs = system.all_objs()
     n = sum(len(o) for o in objs.values())
     known = {str(p) for o in objs.values() for p in o.values()}
-
-    r = system.verify("--all")
-    assert r.returncode == 0, str(r)
-    packages, files, totals = parse_verify_text(r, known)
-    assert packages == {pkg: ("ok", {"ok": len(o)}) for pkg, o in objs.items()}, str(r)
-    assert files == {}, f"only files that are not ok are listed without -v:\n{r}"
-    assert totals == {"ok": n}
-    assert re.search(
-        rf"^ok   {CATEGORY}/alpha-1: {len(objs[f'{CATEGORY}/alpha-1'])} ok$", r.stdout, re.M
-    )
-
-    r = system.verify("--all", "-v")
-    assert r.returncode == 0, str(r)
-    _, files, _ = parse_verify_text(r, known)
-    assert files == {p: "ok" for p in known}, str(r)
 
     r, doc = system.verify_json("--all")
     assert r.returncode == 0, str(r)
@@ -432,11 +345,22 @@ def test_verify_all_ok(system):
         assert f["digest"] == sha256(live), f
         assert f["signature"] and f["signature"].lower() in ima_xattr(live).hex(), f
 
+    # The text for people: one line per package, files only with -v.
+    r = system.verify("--all")
+    assert r.returncode == 0, str(r)
+    alpha = f"{CATEGORY}/alpha-1"
+    assert f"ok   {alpha}: {len(objs[alpha])} ok" in r.stdout.splitlines(), str(r)
+    assert not [p for p in known if p in r.stdout], f"files listed without -v:\n{r}"
+    r = system.verify("--all", "-v")
+    assert r.returncode == 0, str(r)
+    missing = {f"ok {p}" for p in known} - set(r.stdout.splitlines())
+    assert not missing, f"-v does not list {sorted(missing)}:\n{r}"
+
 
 def test_tampered_unsigned_missing(system):
     """One file with a byte appended, one without its security.ima, one
-    deleted: verify names exactly those (modified, unsigned, missing), the
-    text and the JSON agree, exit 1; `sign --all` re-signs the unsigned one,
+    deleted: verify names exactly those (modified, unsigned, missing) in its
+    JSON and its text, exit 1; `sign --all` re-signs the unsigned one,
     never the tampered one, and says so, exit 1. A reinstall repairs it."""
     system.ensure_signed()
     pg = system.pg
@@ -455,36 +379,35 @@ def test_tampered_unsigned_missing(system):
     missing.unlink()
     expected = {str(tampered): "modified", str(unsigned): "unsigned", str(missing): "missing"}
 
-    r = system.verify("--all")
+    r, doc = system.verify_json("--all")
     assert r.returncode == 1, str(r)
-    packages, files, totals = parse_verify_text(r, known)
-    assert files == expected, str(r)
+    statuses = {f["path"]: f["status"] for f in doc["files"]}
+    assert set(statuses) == known, doc
+    assert {p: s for p, s in statuses.items() if s != "ok"} == expected, doc
     tamper_counts = {"modified": 1, "unsigned": 1, "missing": 1, "ok": len(objs[pkg]) - 3}
-    assert packages[pkg] == ("FAIL", tamper_counts), str(r)
-    assert {p: c for p, c in packages.items() if p != pkg} == {
-        p: ("ok", {"ok": len(o)}) for p, o in objs.items() if p != pkg
-    }, str(r)
-    assert totals == {"modified": 1, "unsigned": 1, "missing": 1, "ok": n - 3}, str(r)
-    line = f"FAIL {pkg}: 1 missing, 1 modified, {len(objs[pkg]) - 3} ok, 1 unsigned"
-    assert line in r.stdout.splitlines(), str(r)
-
-    # Only this package, by atom: the same three.
-    r1 = system.verify("tamper")
-    assert r1.returncode == 1, str(r1)
-    p1, f1, t1 = parse_verify_text(r1, known)
-    assert (set(p1), f1, t1) == ({pkg}, expected, tamper_counts), str(r1)
-
-    # --json: same statuses per path, same package counts.
-    rj, doc = system.verify_json("--all")
-    assert rj.returncode == 1, str(rj)
-    by_path = {f["path"]: f["status"] for f in doc["files"]}
-    assert set(by_path) == known
-    assert {p: s for p, s in by_path.items() if s != "ok"} == files
-    assert doc["packages"] == {p: c for p, (_, c) in packages.items()}
-    assert doc["summary"] == totals
+    assert doc["packages"] == {
+        p: tamper_counts if p == pkg else {"ok": len(o)} for p, o in objs.items()
+    }, doc
+    assert doc["summary"] == {"modified": 1, "unsigned": 1, "missing": 1, "ok": n - 3}, doc
     for f in doc["files"]:
         if f["path"] in expected:
             assert f["package"] == pkg and f["detail"], f
+
+    # Only this package, by atom: the same three.
+    r, doc = system.verify_json("tamper")
+    assert r.returncode == 1, str(r)
+    assert (doc["packages"], doc["summary"]) == ({pkg: tamper_counts}, tamper_counts), doc
+    assert {f["path"]: f["status"] for f in doc["files"] if f["status"] != "ok"} == expected
+
+    # The text for people: each file with its status, the package's verdict.
+    r = system.verify("--all")
+    assert r.returncode == 1, str(r)
+    lines = r.stdout.splitlines()
+    for path, status in expected.items():
+        said = f"{status} {path}"
+        assert any(line == said or line.startswith(f"{said} (") for line in lines), str(r)
+    line = f"FAIL {pkg}: 1 missing, 1 modified, {len(objs[pkg]) - 3} ok, 1 unsigned"
+    assert line in lines, str(r)
 
     # sign --all: the unsigned file is signed again; the tampered one is
     # reported and keeps its (now stale) xattr; the missing one is reported.
@@ -528,7 +451,7 @@ def test_verify_statuses_and_resign(system):
     pkg = f"{CATEGORY}/beta-2"
     binary = pg.live(pg.ed("/usr/bin/beta"))
     data = pg.live(pg.ed("/usr/share/beta/data.txt"))
-    objs = system.objs(CATEGORY, "beta-2")
+    objs = system.pg.signable(CATEGORY, "beta-2")
     subprocess.run(
         ["evmctl", "ima_hash", "--hashalgo", "sha256", str(binary)], check=True, capture_output=True
     )
@@ -669,6 +592,7 @@ def test_atom_ambiguous(system, command):
     before = system.snapshot()
     r = system.run(command, "twin")
     assert r.returncode == 2, str(r)
+    assert not r.stdout.strip(), f"exit 2, yet a result was printed:\n{r}"
     assert f"{CATEGORY}/twin" in r.stderr and f"{CATEGORY2}/twin" in r.stderr, str(r)
     assert not TOTAL_LINE.search(r.stdout), str(r)
     assert system.snapshot() == before
@@ -688,7 +612,7 @@ def test_atom_unknown(system, command):
     assert r.returncode == 2 and "no-such-package" in r.stderr, str(r)
     r = system.run(command, "alpha", f"{CATEGORY}/no-such-package")
     assert r.returncode == 2 and not TOTAL_LINE.search(r.stdout), str(r)
-    assert not VERIFY_TOTAL_LINE.search(r.stdout), str(r)
+    assert not r.stdout.strip(), f"exit 2, yet a result was printed:\n{r}"
     assert system.snapshot() == before
 
 
@@ -741,7 +665,7 @@ def test_config_protect(system):
     assert cfg.is_file(), "Portage did not protect the changed config file"
     assert ima_xattr(cfg) is None
     pkg = f"{CATEGORY}/cfgp-2"
-    objs = system.objs(CATEGORY, "cfgp-2")
+    objs = system.pg.signable(CATEGORY, "cfgp-2")
     assert objs[pg.ed("/etc/cfgp.conf")] == cfg
     n = len(objs)
 
@@ -788,10 +712,12 @@ def test_config_protect(system):
         live = {f["path"]: f for f in doc["files"]}[str(conf)]
         assert live["status"] == "modified", live
         assert "would refuse to run it" in live["detail"], live
-        r = system.verify("--all")
+        r, doc = system.verify_json("--all")
         assert r.returncode == 1, str(r)
-        assert re.search(rf"^modified {re.escape(str(conf))} \(", r.stdout, re.M), str(r)
-        assert re.search(rf"^FAIL {re.escape(pkg)}: ", r.stdout, re.M), str(r)
+        assert doc["packages"][pkg] == {"ok": n, "modified": 1}, doc
+        assert {f["path"]: f["status"] for f in doc["files"] if f["status"] != "ok"} == {
+            str(conf): "modified"
+        }, doc
     finally:
         conf.chmod(mode)
 

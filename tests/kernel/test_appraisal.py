@@ -36,7 +36,6 @@ import dataclasses
 import itertools
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -45,7 +44,9 @@ from pathlib import Path
 import pytest
 
 import kernelvm
-from kernelvm import REPO, Unavailable, run
+from kernelvm import Unavailable, run
+from portage_playground import portage_ima_bin
+from portage_playground.ima import cert_keyid
 
 HASHES = ("sha256", "sha512")
 BITS = (2048, 4096)
@@ -75,12 +76,6 @@ DENIAL_CAUSE = {
     "wrongcurve": "invalid-signature",
 }
 IMA_HASH_ALGO = {"sha256": 4, "sha384": 5, "sha512": 6}
-
-
-def _portage_ima_bin() -> Path:
-    """$PORTAGE_IMA_BIN, or the debug build in this checkout."""
-    env = os.environ.get("PORTAGE_IMA_BIN")
-    return Path(env).resolve() if env else REPO / "target" / "debug" / "portage-ima"
 
 
 def _unavailable(reason: str):
@@ -118,9 +113,7 @@ def make_key(dir: Path, name: str, size: int | str) -> Key:
         run(["openssl", "ec", "-in", key, "-out", key])  # PKCS#8 -> EC PRIVATE KEY
     os.chmod(key, 0o600)
     run(["openssl", "x509", "-in", pem, "-outform", "DER", "-out", der])
-    text = run(["openssl", "x509", "-in", pem, "-noout", "-ext", "subjectKeyIdentifier"]).stdout
-    skid = re.sub(r"[^0-9A-Fa-f]", "", text.split("\n", 1)[1]).lower()
-    return Key(name, key, pem, der, skid[-8:])
+    return Key(name, key, pem, der, cert_keyid(pem))
 
 
 def ring_keys(keys: dict[str, Key]) -> list[Key]:
@@ -394,7 +387,7 @@ class Run:
 def vm(tmp_path_factory) -> Run:
     if os.geteuid() != 0:
         _unavailable("needs root: files are chowned to uid 1000 and get security.ima xattrs")
-    bin = _portage_ima_bin()
+    bin = portage_ima_bin()
     if not os.access(bin, os.X_OK):
         _unavailable(f"{bin} not found: build it with `cargo build --all-features` "
                      "(or point PORTAGE_IMA_BIN at it)")

@@ -10,8 +10,11 @@ from .playground import (
     EmergeResult,
     Entry,
     Playground,
+    config_update,
     ebuild_text,
+    md5,
     parse_contents,
+    portage_ima_bin,
 )
 from .venv import ensure_venv
 
@@ -25,7 +28,10 @@ __all__ = [
     "EmergeResult",
     "Entry",
     "Playground",
+    "config_update",
     "ebuild_text",
+    "md5",
     "parse_contents",
+    "portage_ima_bin",
     "ensure_venv",
 ]

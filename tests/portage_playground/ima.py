@@ -40,6 +40,17 @@ def evmctl_verify(path: Path | str, cert_der: Path | str) -> tuple[bool, str]:
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
 
+def cert_keyid(cert_pem: Path | str) -> str:
+    """The key id the kernel and evmctl use for a certificate: the last 4
+    bytes of its Subject Key Identifier, as lowercase hex."""
+    out = subprocess.run(
+        ["openssl", "x509", "-in", str(cert_pem), "-noout", "-ext", "subjectKeyIdentifier"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    skid = re.sub(r"[^0-9a-f]", "", out.strip().splitlines()[-1].lower())
+    return skid[-8:]
+
+
 def xattr_paths(top: Path | str) -> dict[str, bytes]:
     """Every path under ``top`` (files, dirs, symlinks, ``top`` itself) that
     carries a security.ima xattr, with its value. Symlinks are not followed."""

@@ -15,6 +15,7 @@ Either way the file CONTENTS names ``path`` is on disk at ``${ROOT%/}${path}``:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import subprocess
@@ -139,6 +140,34 @@ def parse_contents(text: str) -> list[Entry]:
         else:
             entries.append(Entry(kind, rest))
     return entries
+
+
+def portage_ima_bin() -> Path:
+    """The binary under test: ``$PORTAGE_IMA_BIN`` (made absolute: emerge and
+    the VM builder run elsewhere), or target/debug/portage-ima of this
+    checkout."""
+    env = os.environ.get("PORTAGE_IMA_BIN")
+    return Path(env).resolve() if env else DEFAULT_HOOK
+
+
+def md5(path: Path | str) -> str | None:
+    """The hex MD5 of a file's content, as CONTENTS records it (a symlink is
+    followed, as Portage does), or None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "md5").hexdigest()
+    except OSError:
+        return None
+
+
+def config_update(live: Path, md5sum: str) -> Path | None:
+    """Where config protection put the package's version of ``live``: the
+    newest ``._cfgNNNN_NAME`` sibling whose content has ``md5sum`` (Portage
+    numbers them from 0000 up; CONTENTS records the package's MD5 under the
+    live name), or None when there is none."""
+    siblings = sorted(live.parent.glob(f"._cfg[0-9][0-9][0-9][0-9]_{live.name}"))
+    matching = [c for c in siblings if md5(c) == md5sum]
+    return matching[-1] if matching else None
 
 
 def ebuild_text(pn: str, install: str = FULL_INSTALL, **phases: str) -> str:
@@ -407,6 +436,21 @@ class Playground:
     def live(self, path: str) -> Path:
         """Where a CONTENTS path is on disk: ``${ROOT%/}${path}``."""
         return Path(str(self.root).rstrip("/") + path)
+
+    def signable(self, cat: str, pf: str) -> dict[str, Path]:
+        """CONTENTS path -> the live file that must carry the signature for
+        each ``obj``: the file itself, or, for a config file the admin changed
+        (or replaced by a symlink), the ``._cfgNNNN_`` sibling with the
+        CONTENTS MD5 (see :func:`config_update`)."""
+        found = {}
+        for e in self.contents(cat, pf):
+            if e.kind != "obj":
+                continue
+            live = self.live(e.path)
+            if live.is_symlink() or md5(live) != e.md5:
+                live = config_update(live, e.md5) or live
+            found[e.path] = live
+        return found
 
     def ed(self, path: str) -> str:
         """A path as the package sees it (``${EPREFIX}/usr/...``)."""

@@ -15,25 +15,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use portage_ima::commands::doctor::CheckId;
+
 mod common;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
+use common::{bin, run_ok};
 
 /// The bashrc snippet in this repository.
 fn snippet() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bashrc.d/portage-ima.bashrc")
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Runs openssl with `args` (strings and paths alike).
@@ -212,12 +202,18 @@ impl Setup {
     }
 }
 
+/// The check a printed or JSON name stands for (panics on an unknown name).
+fn check_id(name: impl serde::Serialize) -> CheckId {
+    let value = serde_json::to_value(name).unwrap();
+    serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("check {value}: {e}"))
+}
+
 /// One parsed text report.
 struct Doctor {
     code: i32,
     text: String,
     /// check -> (label, finding, fix)
-    checks: BTreeMap<String, (String, String, Option<String>)>,
+    checks: BTreeMap<CheckId, (String, String, Option<String>)>,
 }
 
 impl From<Output> for Doctor {
@@ -225,10 +221,10 @@ impl From<Output> for Doctor {
         let text = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut checks = BTreeMap::new();
-        let mut last: Option<String> = None;
+        let mut last: Option<CheckId> = None;
         for line in text.lines() {
             if let Some(fix) = line.strip_prefix("      -> ") {
-                let name = last.clone().expect("a fix follows a check line");
+                let name = last.expect("a fix follows a check line");
                 let entry: &mut (String, String, Option<String>) = checks.get_mut(&name).unwrap();
                 assert!(entry.2.is_none(), "one fix per check: {text}");
                 entry.2 = Some(fix.to_string());
@@ -246,12 +242,10 @@ impl From<Output> for Doctor {
                 matches!(label.trim(), "ok" | "warn" | "FAIL" | "skip"),
                 "bad label in {line:?}"
             );
-            let old = checks.insert(
-                name.to_string(),
-                (label.trim().to_string(), finding.to_string(), None),
-            );
+            let id = check_id(name);
+            let old = checks.insert(id, (label.trim().to_string(), finding.to_string(), None));
             assert!(old.is_none(), "check {name} printed twice: {text}");
-            last = Some(name.to_string());
+            last = Some(id);
         }
         Doctor {
             code: out.status.code().unwrap_or(-1),
@@ -264,10 +258,10 @@ impl From<Output> for Doctor {
 impl Doctor {
     /// Asserts the label of a check and returns its finding and fix.
     #[track_caller]
-    fn expect(&self, check: &str, label: &str) -> (&str, Option<&str>) {
+    fn expect(&self, check: CheckId, label: &str) -> (&str, Option<&str>) {
         let (got, finding, fix) = self
             .checks
-            .get(check)
+            .get(&check)
             .unwrap_or_else(|| panic!("no check {check}:\n{}", self.text));
         assert_eq!(got, label, "check {check}:\n{}", self.text);
         if label == "ok" {
@@ -279,64 +273,40 @@ impl Doctor {
     }
 }
 
-/// The checks every report has, in order.
-const ALL: &[&str] = &[
-    "config",
-    "key",
-    "key-access",
-    "cert",
-    "cert-key",
-    "cert-skid",
-    "cert-usage",
-    "cert-expiry",
-    "keyid",
-    "securityfs",
-    "ima",
-    "appraise",
-    "hash",
-    "keyring",
-    "policy",
-    "bashrc",
-    "tmpdir",
-    "xattr",
-    "premerge",
-    "self",
-];
-
 #[test]
 fn good_setup_passes() {
     let s = Setup::new();
     let d = s.doctor(&[]);
     assert_eq!(d.code, 0, "{}", d.text);
-    let names: Vec<&str> = d.checks.keys().map(String::as_str).collect();
-    let mut all = ALL.to_vec();
+    let names: Vec<CheckId> = d.checks.keys().copied().collect();
+    let mut all = CheckId::ALL.to_vec();
     all.sort();
     assert_eq!(names, all, "{}", d.text);
     let keyid = skid_tail(&s.path("cert.der"));
 
-    let (f, _) = d.expect("config", "ok");
+    let (f, _) = d.expect(CheckId::Config, "ok");
     assert!(f.contains("ima.toml") && f.contains("sha256"), "{f}");
-    let (f, _) = d.expect("key", "ok");
+    let (f, _) = d.expect(CheckId::Key, "ok");
     assert!(f.contains("RSA-2048"), "{f}");
-    let (f, _) = d.expect("key-access", "ok");
+    let (f, _) = d.expect(CheckId::KeyAccess, "ok");
     assert!(f.contains("0400"), "{f}");
-    let (f, _) = d.expect("cert", "ok");
+    let (f, _) = d.expect(CheckId::Cert, "ok");
     assert!(f.contains(&keyid) && f.contains("doctor test"), "{f}");
-    d.expect("cert-key", "ok");
-    d.expect("cert-skid", "ok");
-    d.expect("cert-usage", "ok");
-    d.expect("cert-expiry", "ok");
-    let (f, _) = d.expect("keyid", "ok");
+    d.expect(CheckId::CertKey, "ok");
+    d.expect(CheckId::CertSkid, "ok");
+    d.expect(CheckId::CertUsage, "ok");
+    d.expect(CheckId::CertExpiry, "ok");
+    let (f, _) = d.expect(CheckId::KeyId, "ok");
     assert!(f.contains(&keyid), "{f}");
-    let (f, _) = d.expect("hash", "ok");
+    let (f, _) = d.expect(CheckId::Hash, "ok");
     assert!(f.starts_with("sha256 is available"), "{f}");
-    d.expect("bashrc", "ok");
-    let (f, _) = d.expect("xattr", "ok");
+    d.expect(CheckId::Bashrc, "ok");
+    let (f, _) = d.expect(CheckId::Xattr, "ok");
     assert!(f.contains("read roughly"), "no portageq on PATH: {f}");
-    d.expect("tmpdir", "ok");
-    d.expect("premerge", "ok");
+    d.expect(CheckId::Tmpdir, "ok");
+    d.expect(CheckId::Premerge, "ok");
     // The test binary is not signed: a warning unless the kernel enforces.
-    let (label, finding, fix) = &d.checks["self"];
+    let (label, finding, fix) = &d.checks[&CheckId::Signer];
     assert!(matches!(label.as_str(), "warn" | "FAIL"), "{}", d.text);
     assert!(
         finding.contains(bin()) || finding.contains("portage-ima"),
@@ -348,23 +318,29 @@ fn good_setup_passes() {
         .starts_with("portage-ima sign --files "));
 }
 
+/// Whether this kernel shows IMA in securityfs (as mounted for this process).
+fn kernel_has_ima() -> bool {
+    Path::new("/sys/kernel/security/ima").is_dir()
+        || Path::new("/sys/kernel/security/integrity/ima").is_dir()
+}
+
 #[test]
-fn machine_without_ima_warns_or_skips() {
-    // On a kernel without IMA (or without securityfs mounted) the kernel
-    // checks must explain, not fail.
-    let ima = Path::new("/sys/kernel/security/ima").is_dir()
-        || Path::new("/sys/kernel/security/integrity/ima").is_dir();
-    if ima {
-        eprintln!("skipped: this kernel has IMA");
-        return;
-    }
+fn kernel_checks_follow_whether_this_kernel_has_ima() {
     let s = Setup::new();
     let d = s.doctor(&[]);
+    if kernel_has_ima() {
+        // A Gentoo machine with IMA: securityfs and IMA are found.
+        d.expect(CheckId::Securityfs, "ok");
+        d.expect(CheckId::Ima, "ok");
+        return;
+    }
+    // Without IMA (or without securityfs mounted) the kernel checks must
+    // explain, not fail.
     assert_eq!(d.code, 0, "{}", d.text);
-    d.expect("ima", "warn");
-    d.expect("appraise", "skip");
-    d.expect("policy", "skip");
-    d.expect("self", "warn");
+    d.expect(CheckId::Ima, "warn");
+    d.expect(CheckId::Appraise, "skip");
+    d.expect(CheckId::Policy, "skip");
+    d.expect(CheckId::Signer, "warn");
 }
 
 #[test]
@@ -373,18 +349,68 @@ fn world_readable_key_fails() {
     fs::set_permissions(s.path("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    d.expect("key", "ok");
-    let (f, fix) = d.expect("key-access", "FAIL");
-    assert!(f.contains("0644") && f.contains("group and others"), "{f}");
-    assert!(fix.unwrap().contains("chmod 0400"), "{fix:?}");
+    d.expect(CheckId::Key, "ok");
+    let (f, fix) = d.expect(CheckId::KeyAccess, "FAIL");
+    assert!(
+        f.contains("0644") && f.contains("readable by group or others"),
+        "{f}"
+    );
+    assert!(f.contains("refuses to sign"), "{f}");
+    let fix = fix.unwrap();
+    assert!(fix.contains("chmod 0400"), "{fix}");
+    assert!(fix.contains("allow_insecure_key = true"), "{fix}");
     // Only that check fails.
     let failed: Vec<_> = d
         .checks
         .iter()
         .filter(|(_, c)| c.0 == "FAIL")
-        .map(|(n, _)| n.as_str())
+        .map(|(n, _)| *n)
         .collect();
-    assert_eq!(failed, ["key-access"], "{}", d.text);
+    assert_eq!(failed, [CheckId::KeyAccess], "{}", d.text);
+}
+
+#[test]
+fn insecure_key_allowed_by_the_settings_is_a_warning() {
+    // allow_insecure_key = true makes the signer warn and sign anyway
+    // (tests/cli_files.rs): doctor says the same, a warning, not a failure.
+    let s = Setup::new();
+    fs::set_permissions(s.path("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+    s.write_toml("allow_insecure_key = true\n");
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 0, "warnings only: {}", d.text);
+    let (f, fix) = d.expect(CheckId::KeyAccess, "warn");
+    assert!(
+        f.contains("0644") && f.contains("allow_insecure_key"),
+        "{f}"
+    );
+    assert!(fix.unwrap().contains("chmod 0400"), "{fix:?}");
+}
+
+#[test]
+fn key_in_a_directory_others_can_write_fails() {
+    // The key itself is private, but anyone can replace it: the signer
+    // refuses it (settings::key_exposure), so doctor must not call it ok.
+    let s = Setup::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, _) = d.expect(CheckId::KeyAccess, "FAIL");
+    assert!(f.contains("writable by others"), "{f}");
+    // The signer agrees: sign refuses the same key.
+    let file = s.path("file");
+    fs::write(&file, "data").unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(s.root().join("etc/portage/ima.toml"))
+        .args(["sign", "--files"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("refusing the private key"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -393,12 +419,12 @@ fn missing_key_fails_and_skips_what_needs_it() {
     fs::remove_file(s.path("key.pem")).unwrap();
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    let (f, fix) = d.expect("key", "FAIL");
+    let (f, fix) = d.expect(CheckId::Key, "FAIL");
     assert!(f.contains("does not exist"), "{f}");
     assert!(fix.unwrap().contains("openssl genrsa"), "{fix:?}");
-    d.expect("key-access", "skip");
-    d.expect("cert", "ok");
-    d.expect("cert-key", "skip");
+    d.expect(CheckId::KeyAccess, "skip");
+    d.expect(CheckId::Cert, "ok");
+    d.expect(CheckId::CertKey, "skip");
 }
 
 #[test]
@@ -408,11 +434,11 @@ fn certificate_of_another_key_fails() {
     s.make_cert("other.pem", "cert.der", Cert::Good);
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    d.expect("key", "ok");
-    d.expect("cert", "ok");
-    let (f, _) = d.expect("cert-key", "FAIL");
+    d.expect(CheckId::Key, "ok");
+    d.expect(CheckId::Cert, "ok");
+    let (f, _) = d.expect(CheckId::CertKey, "FAIL");
     assert!(f.contains("another key"), "{f}");
-    d.expect("cert-skid", "ok");
+    d.expect(CheckId::CertSkid, "ok");
 }
 
 #[test]
@@ -421,15 +447,15 @@ fn certificate_without_skid_fails() {
     s.make_cert("key.pem", "cert.der", Cert::NoSkid);
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    d.expect("cert", "ok");
-    d.expect("cert-key", "ok");
-    let (f, fix) = d.expect("cert-skid", "FAIL");
+    d.expect(CheckId::Cert, "ok");
+    d.expect(CheckId::CertKey, "ok");
+    let (f, fix) = d.expect(CheckId::CertSkid, "FAIL");
     assert!(f.contains("no Subject Key Identifier"), "{f}");
     assert!(
         fix.unwrap().contains("subjectKeyIdentifier=hash"),
         "{fix:?}"
     );
-    d.expect("cert-usage", "ok");
+    d.expect(CheckId::CertUsage, "ok");
 }
 
 #[test]
@@ -438,8 +464,8 @@ fn ca_certificate_fails() {
     s.make_cert("key.pem", "cert.der", Cert::Ca);
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    d.expect("cert-skid", "ok");
-    let (f, fix) = d.expect("cert-usage", "FAIL");
+    d.expect(CheckId::CertSkid, "ok");
+    let (f, fix) = d.expect(CheckId::CertUsage, "FAIL");
     assert!(f.contains("CA") && f.contains("keyCertSign"), "{f}");
     assert!(fix.unwrap().contains("CA:FALSE"), "{fix:?}");
 }
@@ -498,8 +524,8 @@ fn x509_v1_certificate_has_no_skid() {
     );
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    d.expect("cert-skid", "FAIL");
-    d.expect("cert-usage", "warn");
+    d.expect(CheckId::CertSkid, "FAIL");
+    d.expect(CheckId::CertUsage, "warn");
 }
 
 #[test]
@@ -511,21 +537,43 @@ fn missing_snippet_line_fails() {
     ));
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    let (f, fix) = d.expect("bashrc", "FAIL");
+    let (f, fix) = d.expect(CheckId::Bashrc, "FAIL");
     assert!(f.contains("does not source portage-ima.bashrc"), "{f}");
+    // The README's guarded line, so that bashrc still works once
+    // portage-ima is uninstalled.
+    let installed = "/usr/share/portage-ima/portage-ima.bashrc";
+    let fix = fix.unwrap();
     assert!(
-        fix.unwrap()
-            .contains("source /usr/share/portage-ima/portage-ima.bashrc"),
-        "{fix:?}"
+        fix.contains(&format!("[[ -r {installed} ]] && source {installed}")),
+        "{fix}"
     );
+    // The fix runs as printed (here on a bashrc with nothing else) and
+    // doctor then sees the line.
+    s.write_bashrc("# Portage's bashrc\n");
+    run_ok(Command::new("sh").arg("-c").arg(fix));
+    let d = s.doctor(&[]);
+    if Path::new(installed).is_file() {
+        d.expect(CheckId::Bashrc, "ok");
+    } else {
+        let (f, _) = d.expect(CheckId::Bashrc, "FAIL");
+        assert!(f.contains("which does not exist"), "{f}");
+        // Not installed: Portage sourcing bashrc gets no error from it.
+        let bashrc = s.root().join("etc/portage/bashrc");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}'", bashrc.display()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "sourcing bashrc");
+    }
 
     fs::remove_file(s.root().join("etc/portage/bashrc")).unwrap();
     let d = s.doctor(&[]);
-    d.expect("bashrc", "FAIL");
+    d.expect(CheckId::Bashrc, "FAIL");
 
     s.write_bashrc("source /nonexistent/portage-ima.bashrc\n");
     let d = s.doctor(&[]);
-    let (f, _) = d.expect("bashrc", "FAIL");
+    let (f, _) = d.expect(CheckId::Bashrc, "FAIL");
     assert!(f.contains("does not exist"), "{f}");
 }
 
@@ -535,18 +583,21 @@ fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
     // /dev/shm is a tmpfs: another filesystem than the scratch root.
     let shm = Path::new("/dev/shm");
     let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
-    if !shm.is_dir() || dev(shm) == dev(&s.root()) {
-        eprintln!("skipped: no tmpfs apart from the root here");
+    if !common::require(
+        shm.is_dir() && dev(shm) != dev(&s.root()),
+        "/dev/shm on another filesystem than the test's root",
+        "default_xattr_exclude_on_another_filesystem_cannot_premerge",
+    ) {
         return;
     }
     // No PORTAGE_XATTR_EXCLUDE: Portage's default drops security.ima.
     s.write_make_conf("FEATURES=\"xattr\"\nPORTAGE_TMPDIR=\"/dev/shm\"\n");
     let d = s.doctor(&[]);
     assert_eq!(d.code, 0, "warnings only: {}", d.text);
-    d.expect("tmpdir", "warn");
-    let (f, _) = d.expect("xattr", "warn");
+    d.expect(CheckId::Tmpdir, "warn");
+    let (f, _) = d.expect(CheckId::Xattr, "warn");
     assert!(f.contains("drops security.ima"), "{f}");
-    let (f, fix) = d.expect("premerge", "warn");
+    let (f, fix) = d.expect(CheckId::Premerge, "warn");
     assert!(f.contains("cannot work"), "{f}");
     assert!(fix.unwrap().contains("PORTAGE_XATTR_EXCLUDE"), "{fix:?}");
 
@@ -555,17 +606,17 @@ fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
         "FEATURES=\"xattr\"\nPORTAGE_XATTR_EXCLUDE=\"btrfs.* security.evm\"\nPORTAGE_TMPDIR=\"/dev/shm\"\n",
     );
     let d = s.doctor(&[]);
-    d.expect("tmpdir", "warn");
-    d.expect("xattr", "ok");
-    let (f, _) = d.expect("premerge", "ok");
+    d.expect(CheckId::Tmpdir, "warn");
+    d.expect(CheckId::Xattr, "ok");
+    let (f, _) = d.expect(CheckId::Premerge, "ok");
     assert!(f.contains("FEATURES=xattr keeps"), "{f}");
 
     // premerge = never in ima.toml: said, not warned about.
     s.write_make_conf("PORTAGE_TMPDIR=\"/dev/shm\"\n");
     s.write_toml("premerge = \"never\"\n");
     let d = s.doctor(&[]);
-    d.expect("xattr", "warn");
-    let (f, _) = d.expect("premerge", "ok");
+    d.expect(CheckId::Xattr, "warn");
+    let (f, _) = d.expect(CheckId::Premerge, "ok");
     assert!(f.contains("postinst only"), "{f}");
 }
 
@@ -576,28 +627,34 @@ fn separate_build_directory_is_what_counts() {
     let s = Setup::new();
     let shm = Path::new("/dev/shm");
     let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
-    if !shm.is_dir() || dev(shm) == dev(&s.root()) {
-        eprintln!("skipped: no tmpfs apart from the root here");
+    if !common::require(
+        shm.is_dir() && dev(shm) != dev(&s.root()),
+        "/dev/shm on another filesystem than the test's root",
+        "separate_build_directory_is_what_counts",
+    ) {
         return;
     }
     s.write_make_conf(&format!("PORTAGE_TMPDIR=\"{}\"\n", s.path("tmp").display()));
     let d = s.doctor(&[]);
-    d.expect("tmpdir", "ok");
-    d.expect("premerge", "ok");
+    d.expect(CheckId::Tmpdir, "ok");
+    d.expect(CheckId::Premerge, "ok");
     std::os::unix::fs::symlink(shm, s.path("tmp/portage")).unwrap();
     let d = s.doctor(&[]);
-    let (f, _) = d.expect("tmpdir", "warn");
+    let (f, _) = d.expect(CheckId::Tmpdir, "warn");
     assert!(f.contains("tmp/portage (PORTAGE_TMPDIR="), "{f}");
-    d.expect("xattr", "warn");
-    d.expect("premerge", "warn");
+    d.expect(CheckId::Xattr, "warn");
+    d.expect(CheckId::Premerge, "warn");
 }
 
 #[test]
 fn portageq_is_asked_when_there() {
     // The cached venv of the Portage playground tests holds the real portageq.
     let venv_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/.cache/venv/bin");
-    if !venv_bin.join("portageq").is_file() {
-        eprintln!("skipped: no portageq (run python3 tests/portage_playground/venv.py)");
+    if !common::require(
+        venv_bin.join("portageq").is_file(),
+        "portageq in tests/.cache/venv (python3 tests/portage_playground/venv.py makes it)",
+        "portageq_is_asked_when_there",
+    ) {
         return;
     }
     let s = Setup::new();
@@ -612,7 +669,7 @@ fn portageq_is_asked_when_there() {
             .output()
             .unwrap(),
     );
-    let (f, _) = d.expect("xattr", "ok");
+    let (f, _) = d.expect(CheckId::Xattr, "ok");
     assert!(f.contains("from portageq"), "{f}");
     // Without FEATURES=xattr Portage's default set lacks it.
     s.write_make_conf(&format!("PORTAGE_TMPDIR=\"{}\"\n", s.path("tmp").display()));
@@ -625,7 +682,7 @@ fn portageq_is_asked_when_there() {
             .output()
             .unwrap(),
     );
-    let (f, _) = d.expect("xattr", "ok");
+    let (f, _) = d.expect(CheckId::Xattr, "ok");
     assert!(
         f.contains("lacks xattr") && f.contains("from portageq") && f.contains("not needed"),
         "{f}"
@@ -638,11 +695,11 @@ fn bad_settings_fail_the_config_check() {
     s.write_toml("kye = \"typo\"\n");
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    let (f, _) = d.expect("config", "FAIL");
+    let (f, _) = d.expect(CheckId::Config, "FAIL");
     assert!(f.contains("kye"), "{f}");
-    d.expect("key", "skip");
+    d.expect(CheckId::Key, "skip");
     // Portage checks still run.
-    d.expect("bashrc", "ok");
+    d.expect(CheckId::Bashrc, "ok");
 }
 
 #[test]
@@ -661,12 +718,12 @@ fn flags_override_the_settings_file() {
     ]);
     assert_eq!(d.code, 0, "{}", d.text);
     let keyid = skid_tail(&cert);
-    let (f, _) = d.expect("key", "ok");
+    let (f, _) = d.expect(CheckId::Key, "ok");
     assert!(f.contains("other.pem"), "{f}");
-    let (f, _) = d.expect("keyid", "ok");
+    let (f, _) = d.expect(CheckId::KeyId, "ok");
     assert!(f.contains(&keyid), "{f}");
-    d.expect("cert-key", "ok");
-    let (f, _) = d.expect("hash", "ok");
+    d.expect(CheckId::CertKey, "ok");
+    let (f, _) = d.expect(CheckId::Hash, "ok");
     assert!(f.starts_with("sha512 is available"), "{f}");
 }
 
@@ -694,12 +751,12 @@ fn portage_configroot_is_the_default_root() {
         .output()
         .unwrap();
     let d = Doctor::from(out);
-    let (f, _) = d.expect("config", "ok");
+    let (f, _) = d.expect(CheckId::Config, "ok");
     assert!(
         f.starts_with(&format!("{}/etc/portage/ima.toml", s.root().display())),
         "{f}"
     );
-    let (f, _) = d.expect("bashrc", "ok");
+    let (f, _) = d.expect(CheckId::Bashrc, "ok");
     assert!(
         f.starts_with(&format!("{}/etc/portage/bashrc", s.root().display())),
         "{f}"
@@ -712,7 +769,7 @@ fn configured_keyid_that_differs_from_the_certificate_fails() {
     s.write_toml("keyid = \"0badc0de\"\n");
     let d = s.doctor(&[]);
     assert_eq!(d.code, 1, "{}", d.text);
-    let (f, _) = d.expect("keyid", "FAIL");
+    let (f, _) = d.expect(CheckId::KeyId, "FAIL");
     assert!(f.contains("0badc0de"), "{f}");
 }
 
@@ -735,14 +792,11 @@ fn json_parses_and_matches_the_text() {
         assert_eq!(json["ok"], serde_json::Value::Bool(!broken));
         let checks = json["checks"].as_array().unwrap();
         assert_eq!(checks.len(), d.checks.len());
-        let names: Vec<&str> = checks
-            .iter()
-            .map(|c| c["check"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ALL, "same checks, same order");
+        let names: Vec<CheckId> = checks.iter().map(|c| check_id(&c["check"])).collect();
+        assert_eq!(names, CheckId::ALL, "same checks, same order");
         for c in checks {
-            let name = c["check"].as_str().unwrap();
-            let (label, finding, fix) = &d.checks[name];
+            let name = check_id(&c["check"]);
+            let (label, finding, fix) = &d.checks[&name];
             let status = c["status"].as_str().unwrap();
             assert_eq!(
                 status,
@@ -761,9 +815,12 @@ fn json_parses_and_matches_the_text() {
             }
         }
         if broken {
-            let access = checks.iter().find(|c| c["check"] == "key-access").unwrap();
+            let access = checks
+                .iter()
+                .find(|c| check_id(&c["check"]) == CheckId::KeyAccess)
+                .unwrap();
             assert_eq!(access["status"], "fail");
-            assert!(access["finding"].as_str().unwrap().contains("its group"));
+            assert!(access["finding"].as_str().unwrap().contains("mode 0640"));
         }
     }
 }
@@ -798,7 +855,7 @@ fn keyring_with_the_certificate() {
         &s,
         &[],
     );
-    let (f, _) = d.expect("keyring", "ok");
+    let (f, _) = d.expect(CheckId::Keyring, "ok");
     assert!(
         f.contains(&format!("key {keyid} is on the _ima keyring")),
         "{f}"
@@ -827,7 +884,7 @@ fn keyring_without_the_certificate_fails() {
         &[],
     );
     assert_eq!(d.code, 1, "{}", d.text);
-    let (f, fix) = d.expect("keyring", "FAIL");
+    let (f, fix) = d.expect(CheckId::Keyring, "FAIL");
     assert!(f.contains("_ima has 1 keys, none with id"), "{f}");
     assert!(fix.unwrap().contains("keyctl padd asymmetric"), "{fix:?}");
 }
@@ -845,44 +902,53 @@ fn keyring_cannot_find_a_certificate_without_skid() {
         &s,
         &[],
     );
-    d.expect("cert-skid", "FAIL");
-    let (f, _) = d.expect("keyring", "FAIL");
+    d.expect(CheckId::CertSkid, "FAIL");
+    let (f, _) = d.expect(CheckId::Keyring, "FAIL");
     assert!(f.contains("_ima has 1 keys, none with id"), "{f}");
 }
 
 #[test]
-fn securityfs_mounted_without_ima() {
-    if Path::new("/sys/kernel/security/ima").is_dir() {
-        eprintln!("skipped: this kernel has IMA");
-        return;
-    }
+fn securityfs_mounted_in_a_private_namespace() {
+    // securityfs mounted where doctor looks (in a private mount namespace:
+    // the host's mounts are not touched): found, and IMA found in it exactly
+    // when the kernel has it.
     let s = Setup::new();
     let cmd = s.command(&[]);
+    let probe = s.path("ima-probe");
     let mut line = format!(
-        "mount -t securityfs securityfs /sys/kernel/security\nexec '{}'",
+        "mount -t securityfs securityfs /sys/kernel/security || exit 99\n\
+         if [ -d /sys/kernel/security/ima ] || [ -d /sys/kernel/security/integrity/ima ]; \
+         then echo yes > '{0}'; else echo no > '{0}'; fi\n\
+         exec '{1}'",
+        probe.display(),
         bin()
     );
     for a in cmd.get_args() {
         line.push_str(&format!(" '{}'", a.to_str().unwrap()));
     }
-    // A private mount namespace: the host's mounts are not touched.
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-ec", &line])
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
         .unwrap();
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("mount") {
-        eprintln!(
-            "skipped: cannot mount securityfs here: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mounted = out.status.code() != Some(99);
+    let why = format!(
+        "unshare and a securityfs mount (root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !common::require(mounted, &why, "securityfs_mounted_in_a_private_namespace") {
         return;
     }
+    let has_ima = fs::read_to_string(&probe).unwrap().trim() == "yes";
     let d = Doctor::from(out);
-    let (f, _) = d.expect("securityfs", "ok");
+    let (f, _) = d.expect(CheckId::Securityfs, "ok");
     assert!(f.contains("/sys/kernel/security"), "{f}");
-    let (f, _) = d.expect("ima", "warn");
-    assert!(f.contains("not in this kernel"), "{f}");
+    if has_ima {
+        d.expect(CheckId::Ima, "ok");
+    } else {
+        let (f, _) = d.expect(CheckId::Ima, "warn");
+        assert!(f.contains("not in this kernel"), "{f}");
+    }
 }
 
 #[test]
@@ -908,7 +974,7 @@ fn signed_binary_is_not_listed_by_the_self_check() {
     };
     let out = run_copy();
     let d = Doctor::from(out);
-    let (label, finding, fix) = &d.checks["self"];
+    let (label, finding, fix) = &d.checks[&CheckId::Signer];
     let copy = copy.display().to_string();
     match label.as_str() {
         // Every library was signed too (a signed system).
@@ -936,8 +1002,8 @@ fn signed_binary_is_not_listed_by_the_self_check() {
     )
     .unwrap();
     let d = Doctor::from(run_copy());
-    d.expect("cert", "warn");
-    let (label, finding, _) = &d.checks["self"];
+    d.expect(CheckId::Cert, "warn");
+    let (label, finding, _) = &d.checks[&CheckId::Signer];
     if label != "ok" {
         assert!(finding.contains("the key's public half"), "{finding}");
         assert!(!finding.contains(&copy), "{finding}");
@@ -1045,7 +1111,7 @@ fn doctor_under_a_real_ima_kernel() {
         "kernel {} booted and ran doctor in {:.1} s",
         vm["kernel"], vm["seconds"]
     );
-    let report = |id: &str| -> (i64, BTreeMap<String, (String, String)>) {
+    let report = |id: &str| -> (i64, BTreeMap<CheckId, (String, String)>) {
         let rec = &vm["records"][format!("doctor {id}")];
         let text = rec["out"]
             .as_str()
@@ -1058,7 +1124,7 @@ fn doctor_under_a_real_ima_kernel() {
             .iter()
             .map(|c| {
                 (
-                    c["check"].as_str().unwrap().to_string(),
+                    check_id(&c["check"]),
                     (
                         c["status"].as_str().unwrap().to_string(),
                         c["finding"].as_str().unwrap().to_string(),
@@ -1070,9 +1136,9 @@ fn doctor_under_a_real_ima_kernel() {
     };
     let keyid = skid_tail(&s.path("cert.der"));
     let (rc, before) = report("before");
-    let status = |checks: &BTreeMap<String, (String, String)>, name: &str| {
+    let status = |checks: &BTreeMap<CheckId, (String, String)>, name: CheckId| {
         checks
-            .get(name)
+            .get(&name)
             .cloned()
             .unwrap_or_else(|| panic!("no {name}: {checks:?}"))
     };
@@ -1080,26 +1146,29 @@ fn doctor_under_a_real_ima_kernel() {
     for (name, (st, f)) in &before {
         eprintln!("before: {st:<4}  {name}: {f}");
     }
-    assert_eq!(status(&before, "securityfs").0, "ok", "{show}");
-    assert_eq!(status(&before, "ima").0, "ok", "{show}");
-    let (st, f) = status(&before, "appraise");
+    assert_eq!(status(&before, CheckId::Securityfs).0, "ok", "{show}");
+    assert_eq!(status(&before, CheckId::Ima).0, "ok", "{show}");
+    let (st, f) = status(&before, CheckId::Appraise);
     assert!(st == "ok" && f.contains("ima_appraise=enforce"), "{show}");
-    assert_eq!(status(&before, "hash").0, "ok", "{show}");
-    let (st, f) = status(&before, "keyring");
+    assert_eq!(status(&before, CheckId::Hash).0, "ok", "{show}");
+    let (st, f) = status(&before, CheckId::Keyring);
     assert!(
         st == "ok" && f.contains(&format!("key {keyid} is on the _ima keyring")),
         "{show}"
     );
     // Debian builds without CONFIG_IMA_READ_POLICY: the policy is write-only.
     assert!(
-        matches!(status(&before, "policy").0.as_str(), "ok" | "warn" | "skip"),
+        matches!(
+            status(&before, CheckId::Policy).0.as_str(),
+            "ok" | "warn" | "skip"
+        ),
         "{show}"
     );
-    assert_eq!(status(&before, "key").0, "ok", "{show}");
-    assert_eq!(status(&before, "cert-key").0, "ok", "{show}");
-    assert_eq!(status(&before, "bashrc").0, "ok", "{show}");
-    assert_eq!(status(&before, "premerge").0, "ok", "{show}");
-    let (st, f) = status(&before, "self");
+    assert_eq!(status(&before, CheckId::Key).0, "ok", "{show}");
+    assert_eq!(status(&before, CheckId::CertKey).0, "ok", "{show}");
+    assert_eq!(status(&before, CheckId::Bashrc).0, "ok", "{show}");
+    assert_eq!(status(&before, CheckId::Premerge).0, "ok", "{show}");
+    let (st, f) = status(&before, CheckId::Signer);
     assert!(
         st == "fail" && f.contains("/usr/bin/portage-ima (unsigned)"),
         "{show}"
@@ -1115,7 +1184,7 @@ fn doctor_under_a_real_ima_kernel() {
 
     let (rc, after) = report("after");
     let show = format!("{after:#?}");
-    let (st, f) = status(&after, "self");
+    let (st, f) = status(&after, CheckId::Signer);
     assert!(
         st == "ok" && f.contains("/usr/bin/portage-ima and its"),
         "{show}"

@@ -13,7 +13,8 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use portage_ima::gentoo::env::{fnmatch, PortageEnv, PremergeXattr};
+use portage_ima::gentoo::env::{PortageEnv, PremergeXattr};
+use portage_ima::gentoo::fnmatch::fnmatch;
 
 fn env(root: &Path, d: &Path, extra: &[(&str, &str)]) -> PortageEnv {
     let mut vars: HashMap<String, String> = [

@@ -13,7 +13,7 @@ use std::process::Command;
 use portage_ima::fs::rootfs::{cfg_siblings, Resolver, RootDir};
 use portage_ima::gentoo::atom::{resolve, Atom, AtomError};
 use portage_ima::gentoo::contents::{Contents, ContentsEntry};
-use portage_ima::gentoo::vdb::Vdb;
+use portage_ima::gentoo::vdb::{InstalledPackage, Vdb};
 
 fn emerged_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/emerged-root")
@@ -38,12 +38,16 @@ fn real_portage_vdb_contents_and_files_agree() {
     let vdb = Vdb::open(&root).unwrap();
     assert_eq!(vdb.path(), root.join("var/db/pkg"));
     let pkgs = vdb.packages().unwrap();
-    let cpvs: Vec<String> = pkgs.iter().map(|p| p.cpv()).collect();
+    let cpvs: Vec<String> = pkgs.iter().map(|p| p.cpv().to_string()).collect();
     assert_eq!(cpvs, ["test-ima/bar-3", "test-ima/foo-1"]);
     let foo = &pkgs[1];
-    assert_eq!((foo.pn.as_str(), foo.pvr.as_str()), ("foo", "1"));
-    assert_eq!(foo.slot().as_deref(), Some("0"));
-    assert_eq!(foo.repository().as_deref(), Some("ima_test"));
+    let name_version = |p: &InstalledPackage| {
+        let cpv = p.cpv();
+        (cpv.package().to_string(), cpv.version().to_string())
+    };
+    assert_eq!(name_version(foo), ("foo".into(), "1".into()));
+    assert_eq!(foo.slot().unwrap().as_str(), "0");
+    assert_eq!(foo.repository().unwrap().as_str(), "ima_test");
     assert_eq!(vdb.package("test-ima", "foo-1").as_ref(), Some(foo));
     // Atoms with the slot and repository Portage recorded.
     let sel = |a: &str| resolve(&[a.parse::<Atom>().unwrap()], &pkgs);
@@ -172,7 +176,7 @@ fn scan_skips_clutter_and_sorts_by_version() {
     let tmp = cluttered_vdb();
     let vdb = Vdb::open(tmp.path()).unwrap();
     let scan = vdb.scan().unwrap();
-    let cpvs: Vec<String> = scan.packages.iter().map(|p| p.cpv()).collect();
+    let cpvs: Vec<String> = scan.packages.iter().map(|p| p.cpv().to_string()).collect();
     assert_eq!(
         cpvs,
         [
@@ -202,8 +206,8 @@ fn scan_skips_clutter_and_sorts_by_version() {
     assert!(vdb.package("..", "foo-1.0").is_none());
     assert!(vdb.package("app-misc/../app-misc", "foo-1.0").is_none());
     let gtk = vdb.package("x11-libs", "gtk+-3.24.38-r1").unwrap();
-    assert_eq!(gtk.slot().as_deref(), Some("3"));
-    assert_eq!(gtk.full_slot().as_deref(), Some("3/3.24"));
+    let slot = gtk.slot().unwrap();
+    assert_eq!((slot.name(), slot.as_str()), ("3", "3/3.24"));
     assert_eq!(
         gtk.contents_path(),
         vdb.path().join("x11-libs/gtk+-3.24.38-r1/CONTENTS")
@@ -219,7 +223,7 @@ fn atoms_against_a_vdb() {
         let atoms: Vec<Atom> = atoms.iter().map(|a| a.parse().unwrap()).collect();
         Ok(resolve(&atoms, &installed)?
             .iter()
-            .map(|p| p.cpv())
+            .map(|p| p.cpv().to_string())
             .collect())
     };
     assert_eq!(
@@ -274,7 +278,7 @@ fn real_portage_tricky_names() {
     let vdb = Vdb::open(&root).unwrap();
     let pkg = vdb.package("test-ima", "tricky-1.2_rc3-r1").unwrap();
     assert_eq!(
-        (pkg.pn.as_str(), pkg.pvr.as_str()),
+        (pkg.cpv().package().as_str(), pkg.cpv().version().as_str()),
         ("tricky", "1.2_rc3-r1")
     );
     let contents = pkg.contents().unwrap();

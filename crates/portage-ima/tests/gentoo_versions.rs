@@ -15,7 +15,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use portage_ima::gentoo::vdb::{split_pf, Version};
+use portage_ima::gentoo::cpv::split_pf;
+use portage_ima::gentoo::version::Version;
 
 fn portage_python() -> Option<PathBuf> {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/.cache/venv/bin/python");
@@ -141,7 +142,7 @@ for line in sys.stdin:
     for (pair, want) in pairs.iter().zip(&want) {
         let (a, b) = pair.split_once(' ').unwrap();
         let got = match (Version::parse(a), Version::parse(b)) {
-            (Some(a), Some(b)) => match a.cmp(&b) {
+            (Ok(a), Ok(b)) => match a.cmp(&b) {
                 Ordering::Less => "lt",
                 Ordering::Greater => "gt",
                 Ordering::Equal => "eq",
@@ -201,13 +202,12 @@ for line in sys.stdin:
     let want = portage(&py, script, &pfs);
     for (pf, want) in pfs.iter().zip(&want) {
         let got = match split_pf(pf) {
-            None => "none".to_string(),
-            Some((pn, pvr)) => {
-                let v = Version::parse(pvr).unwrap();
+            Err(_) => "none".to_string(),
+            Ok((pn, v)) => {
                 let rev = if v.revision().is_empty() {
                     "0"
                 } else {
-                    v.revision()
+                    v.revision().as_str()
                 };
                 format!("{pn} {} r{rev}", v.pv())
             }

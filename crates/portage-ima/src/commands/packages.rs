@@ -236,7 +236,7 @@ pub fn verify(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<S
             let pkg = &mut open[task.package - first];
             pkg.remaining -= 1;
             for mut status in statuses.into_iter().flatten() {
-                status.package = Some(sel.packages[task.package].cpv());
+                status.package = Some(sel.packages[task.package].cpv().to_string());
                 *pkg.counts.entry(status.status).or_insert(0) += 1;
                 printer.file(&status);
             }
@@ -283,11 +283,11 @@ fn finish_done_packages(
         let pkg = &sel.packages[done.index];
         for problem in done.problems.drain(..) {
             let mut status = FileStatus::error(&pkg.contents_path(), problem);
-            status.package = Some(pkg.cpv());
+            status.package = Some(pkg.cpv().to_string());
             *done.counts.entry(status.status).or_insert(0) += 1;
             printer.file(&status);
         }
-        printer.package(&pkg.cpv(), done.counts);
+        printer.package(&pkg.cpv().to_string(), done.counts);
     }
 }
 

@@ -27,7 +27,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::gentoo::vdb::{is_valid_category, is_valid_pn, split_pf, InstalledPackage, Version};
+use crate::gentoo::cpv::{split_pf, version_meant};
+use crate::gentoo::names::{Category, PackageName, RepoName, Slot};
+use crate::gentoo::vdb::InstalledPackage;
+use crate::gentoo::version::Version;
 
 /// A version operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +55,11 @@ pub enum Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Atom {
     raw: String,
-    category: Option<String>,
-    pn: String,
+    category: Option<Category>,
+    package: PackageName,
     version: Option<(Op, Version)>,
-    slot: Option<String>,
-    repo: Option<String>,
+    slot: Option<Slot>,
+    repo: Option<RepoName>,
 }
 
 /// Why atoms could not be parsed or resolved.
@@ -100,13 +103,13 @@ impl Atom {
     }
 
     /// The category, when given.
-    pub fn category(&self) -> Option<&str> {
-        self.category.as_deref()
+    pub fn category(&self) -> Option<&Category> {
+        self.category.as_ref()
     }
 
     /// The package name.
-    pub fn pn(&self) -> &str {
-        &self.pn
+    pub fn package(&self) -> &PackageName {
+        &self.package
     }
 
     /// The version restriction, when given.
@@ -115,13 +118,13 @@ impl Atom {
     }
 
     /// The slot restriction (`SLOT` or `SLOT/SUBSLOT`), when given.
-    pub fn slot(&self) -> Option<&str> {
-        self.slot.as_deref()
+    pub fn slot(&self) -> Option<&Slot> {
+        self.slot.as_ref()
     }
 
     /// The repository restriction (`::REPO`), when given.
-    pub fn repo(&self) -> Option<&str> {
-        self.repo.as_deref()
+    pub fn repo(&self) -> Option<&RepoName> {
+        self.repo.as_ref()
     }
 
     /// Does the installed package satisfy the atom? Reads the package's
@@ -137,31 +140,30 @@ impl Atom {
     }
 
     fn matches_name(&self, pkg: &InstalledPackage) -> bool {
-        pkg.pn == self.pn && self.category.as_ref().is_none_or(|c| *c == pkg.category)
+        let cpv = pkg.cpv();
+        *cpv.package() == self.package && self.category.as_ref().is_none_or(|c| c == cpv.category())
     }
 
     fn matches_version(&self, pkg: &InstalledPackage) -> bool {
         let Some((op, want)) = &self.version else {
             return true;
         };
-        let have = pkg.version();
+        let have = pkg.cpv().version();
         match op {
-            Op::Less => have < *want,
-            Op::LessOrEqual => have <= *want,
-            Op::Equal => have == *want,
-            Op::EqualGlob => want.glob_matches(&have),
-            Op::Approx => Version::parse(have.pv()) == Version::parse(want.pv()),
-            Op::GreaterOrEqual => have >= *want,
-            Op::Greater => have > *want,
+            Op::Less => have < want,
+            Op::LessOrEqual => have <= want,
+            Op::Equal => have == want,
+            Op::EqualGlob => want.glob_matches(have),
+            Op::Approx => have.cmp_ignoring_revision(want).is_eq(),
+            Op::GreaterOrEqual => have >= want,
+            Op::Greater => have > want,
         }
     }
 
     fn matches_slot(&self, pkg: &InstalledPackage) -> bool {
-        match &self.slot {
-            None => true,
-            Some(s) if s.contains('/') => pkg.full_slot().as_deref() == Some(s),
-            Some(s) => pkg.slot().as_deref() == Some(s),
-        }
+        self.slot
+            .as_ref()
+            .is_none_or(|want| pkg.slot().is_some_and(|have| want.matches(&have)))
     }
 }
 
@@ -195,16 +197,13 @@ impl FromStr for Atom {
         // `::repo` comes last (after any `:slot`).
         let (t_norepo, repo) = match t.split_once("::") {
             Some((r, repo)) => {
-                // PMS 3.1.5: a repository name is [A-Za-z0-9_-], not starting with -.
-                let ok = !repo.is_empty()
-                    && !repo.starts_with('-')
-                    && repo
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-                if !ok {
-                    return Err(bad(&format!("bad repository name '{repo}' in ::REPO")));
-                }
-                (r, Some(repo.to_string()))
+                let repo = RepoName::parse(repo).map_err(|e| {
+                    bad(&format!(
+                        "bad repository name '{repo}' in ::REPO: {}",
+                        e.reason
+                    ))
+                })?;
+                (r, Some(repo))
             }
             None => (t, None),
         };
@@ -223,22 +222,13 @@ impl FromStr for Atom {
 
         let (rest, slot) = match rest.split_once(':') {
             Some((r, slot)) => {
-                let valid = |x: &str| {
-                    !x.is_empty()
-                        && !x.starts_with(['-', '.', '+'])
-                        && x.bytes()
-                            .all(|c| c.is_ascii_alphanumeric() || b"+_.-".contains(&c))
-                };
-                let ok = match slot.split_once('/') {
-                    Some((a, b)) => valid(a) && valid(b),
-                    None => valid(slot),
-                };
-                if !ok {
-                    return Err(bad(&format!(
-                        "bad slot '{slot}' (expected :SLOT or :SLOT/SUBSLOT)"
-                    )));
-                }
-                (r, Some(slot.to_string()))
+                let slot = Slot::parse(slot).map_err(|e| {
+                    bad(&format!(
+                        "bad slot '{slot}': {} (expected :SLOT or :SLOT/SUBSLOT)",
+                        e.reason
+                    ))
+                })?;
+                (r, Some(slot))
             }
             None => (rest, None),
         };
@@ -251,20 +241,17 @@ impl FromStr for Atom {
 
         let (category, name) = match rest.split_once('/') {
             Some((c, n)) => {
-                if !is_valid_category(c) {
-                    return Err(bad(&format!("'{c}' is not a valid category name")));
-                }
+                let category = Category::parse(c).map_err(|e| bad(&e.to_string()))?;
                 if n.contains('/') {
                     return Err(bad("more than one '/'"));
                 }
-                (Some(c.to_string()), n)
+                (Some(category), n)
             }
             None => (None, rest),
         };
 
-        let (pn, version) = match split_pf(name) {
-            Some((pn, pvr)) => {
-                let v = Version::parse(pvr).expect("split_pf returns a valid version");
+        let (package, version) = match split_pf(name) {
+            Ok((package, v)) => {
                 let op = match op {
                     Some(Op::Equal) if glob => Op::EqualGlob,
                     Some(Op::Approx) if !v.revision().is_empty() => {
@@ -273,28 +260,35 @@ impl FromStr for Atom {
                     Some(op) => op,
                     None => Op::Equal,
                 };
-                (pn.to_string(), Some((op, v)))
+                (package, Some((op, v)))
             }
-            None => {
-                if !is_valid_pn(name) {
-                    return Err(bad(&format!(
-                        "'{name}' is neither a package name nor NAME-VERSION"
-                    )));
-                }
+            Err(not_versioned) => {
+                // Explain the version when one was meant (`foo-1.2B`),
+                // else the name (`foo.bar`).
+                let package = PackageName::parse(name).map_err(|e| {
+                    let reason = if version_meant(name).is_some() {
+                        not_versioned.reason
+                    } else {
+                        e.reason
+                    };
+                    bad(&format!(
+                        "'{name}' is neither a package name nor NAME-VERSION: {reason}"
+                    ))
+                })?;
                 if op.is_some() {
                     return Err(bad(&format!(
                         "an operator needs a version, as in ={}-1.0",
                         rest
                     )));
                 }
-                (name.to_string(), None)
+                (package, None)
             }
         };
 
         Ok(Atom {
             raw: t.to_string(),
             category,
-            pn,
+            package,
             version,
             slot,
             repo,
@@ -324,7 +318,7 @@ pub fn resolve(
                 suggestions: suggest(atom, installed),
             });
         }
-        let mut cats: Vec<String> = hits.iter().map(|p| p.cp()).collect();
+        let mut cats: Vec<String> = hits.iter().map(|p| p.cpv().cpn()).collect();
         cats.sort();
         cats.dedup();
         if cats.len() > 1 {
@@ -335,7 +329,7 @@ pub fn resolve(
         }
         hits.sort();
         for p in hits {
-            if !out.iter().any(|q| q.dir == p.dir) {
+            if !out.iter().any(|q| q.dir() == p.dir()) {
                 out.push(p.clone());
             }
         }
@@ -354,15 +348,15 @@ fn suggest(atom: &Atom, installed: &[InstalledPackage]) -> Vec<String> {
         v.sort();
         return v.iter().take(5).map(|p| format!("={}", p.cpv())).collect();
     }
-    let want = atom.pn.to_ascii_lowercase();
+    let want = atom.package.as_str().to_ascii_lowercase();
     let limit = (want.chars().count() / 3).max(1);
     let mut scored: Vec<(usize, String)> = Vec::new();
     for p in installed {
-        let have = p.pn.to_ascii_lowercase();
+        let have = p.cpv().package().as_str().to_ascii_lowercase();
         let d = levenshtein(&want, &have);
         let contains = want.len() >= 3 && (have.contains(&want) || want.contains(&have));
         if d <= limit || contains {
-            let cp = p.cp();
+            let cp = p.cpv().cpn();
             if !scored.iter().any(|(_, s)| *s == cp) {
                 scored.push((if d <= limit { d } else { limit + 1 }, cp));
             }
@@ -422,18 +416,23 @@ mod tests {
 
     fn cpvs(atoms: &[&str]) -> Result<Vec<String>, AtomError> {
         let atoms: Vec<Atom> = atoms.iter().map(|s| atom(s)).collect();
-        Ok(resolve(&atoms, &world())?.iter().map(|p| p.cpv()).collect())
+        Ok(resolve(&atoms, &world())?
+            .iter()
+            .map(|p| p.cpv().to_string())
+            .collect())
     }
 
     #[test]
     fn parse_forms() {
         let a = atom("foo");
-        assert_eq!((a.category(), a.pn(), a.version()), (None, "foo", None));
+        assert_eq!((a.category(), a.package().as_str()), (None, "foo"));
+        assert!(a.version().is_none());
         let a = atom("app-misc/foo-bar");
-        assert_eq!((a.category(), a.pn()), (Some("app-misc"), "foo-bar"));
+        assert_eq!(a.category().map(Category::as_str), Some("app-misc"));
+        assert_eq!(a.package().as_str(), "foo-bar");
         assert!(a.version().is_none());
         let a = atom("foo-1.2.3");
-        assert_eq!(a.pn(), "foo");
+        assert_eq!(a.package().as_str(), "foo");
         assert_eq!(a.version().unwrap().0, Op::Equal);
         assert_eq!(a.version().unwrap().1.as_str(), "1.2.3");
         let a = atom("=app-misc/foo-1.2.3-r1");
@@ -442,12 +441,19 @@ mod tests {
         assert_eq!(atom("~foo-1.2").version().unwrap().0, Op::Approx);
         assert_eq!(atom(">=foo-1").version().unwrap().0, Op::GreaterOrEqual);
         assert_eq!(atom("<foo-1").version().unwrap().0, Op::Less);
-        assert_eq!(atom("x11-libs/gtk+:3").slot(), Some("3"));
-        assert_eq!(atom("gtk+:3/3.24").slot(), Some("3/3.24"));
+        let slot = |s: &str| atom(s).slot().map(|s| s.as_str().to_string());
+        assert_eq!(slot("x11-libs/gtk+:3").as_deref(), Some("3"));
+        assert_eq!(slot("gtk+:3/3.24").as_deref(), Some("3/3.24"));
         let a = atom("=x11-libs/gtk+-3.24.38-r1:3::gentoo");
-        assert_eq!((a.slot(), a.repo()), (Some("3"), Some("gentoo")));
+        assert_eq!(
+            (a.slot().map(Slot::as_str), a.repo().map(RepoName::as_str)),
+            (Some("3"), Some("gentoo"))
+        );
         assert_eq!(a.version().unwrap().1.as_str(), "3.24.38-r1");
-        assert_eq!(atom("foo::my-overlay").repo(), Some("my-overlay"));
+        assert_eq!(
+            atom("foo::my-overlay").repo().map(RepoName::as_str),
+            Some("my-overlay")
+        );
         assert_eq!(atom("  foo  ").as_str(), "foo");
     }
 
@@ -468,6 +474,12 @@ mod tests {
             ("a/b/c", "more than one '/'"),
             ("-cat/foo", "not a valid category"),
             ("foo-1a-2", "neither a package name nor NAME-VERSION"),
+            (
+                "foo-1.2B",
+                "NAME-VERSION: '1.2B' is not a version: unexpected 'B'",
+            ),
+            ("foo.bar", "NAME-VERSION: '.' is not allowed"),
+            ("foo:3/", "bad slot '3/': the sub-slot is empty"),
             ("+foo", "neither"),
             ("foo:", "bad slot"),
             ("foo:/x", "bad slot"),

@@ -8,28 +8,15 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use ima_core::IMA_XATTR;
+
 use crate::fs::rootfs::RootDir;
-use crate::gentoo::vdb::{is_valid_category, split_pf, VDB_PATH};
-
-/// The xattr this tool writes.
-const IMA_XATTR: &str = "security.ima";
-
-/// Portage's default `PORTAGE_XATTR_EXCLUDE` (`make.globals`), used when
-/// the variable is not in the environment at all. It holds `security.ima`.
-pub const DEFAULT_XATTR_EXCLUDE: &[&str] = &[
-    "bcachefs.*",
-    "bcachefs_effective.*",
-    "btrfs.*",
-    "security.evm",
-    "security.ima",
-    "security.selinux",
-    "system.nfs4_acl",
-    "user.apache_handler",
-    "user.Beagle.*",
-    "user.dublincore.*",
-    "user.mime_encoding",
-    "user.xdg.*",
-];
+use crate::gentoo::cpv::split_pf;
+use crate::gentoo::make_conf::{default_xattr_exclude, xattr_exclude_match, Features};
+use crate::gentoo::names::Category;
+/// Kept here for callers that know it as `env::portageq_command`.
+pub use crate::gentoo::portageq::portageq_command;
+use crate::gentoo::vdb::VDB_PATH;
 
 /// The variables that must be set for [`PortageEnv::from_vars`].
 pub const REQUIRED_VARS: &[&str] = &["EBUILD_PHASE", "CATEGORY", "PF", "ROOT"];
@@ -164,18 +151,18 @@ impl PortageEnv {
         let phase = nonempty("EBUILD_PHASE").unwrap_or_default();
         let category = nonempty("CATEGORY").unwrap_or_default();
         let pf = nonempty("PF").unwrap_or_default();
-        if !is_valid_category(&category) {
+        if let Err(e) = Category::parse(&category) {
             return Err(EnvError::Invalid {
                 var: "CATEGORY",
                 value: category,
-                reason: "is not a valid category name".into(),
+                reason: format!("is not a valid category name: {}", e.reason),
             });
         }
-        if split_pf(&pf).is_none() {
+        if let Err(e) = split_pf(&pf) {
             return Err(EnvError::Invalid {
                 var: "PF",
                 value: pf,
-                reason: "is not a valid NAME-VERSION".into(),
+                reason: format!("is not a valid NAME-VERSION: {}", e.reason),
             });
         }
 
@@ -204,10 +191,7 @@ impl PortageEnv {
             features: words("FEATURES"),
             xattr_exclude: match get("PORTAGE_XATTR_EXCLUDE") {
                 Some(v) => v.split_whitespace().map(str::to_string).collect(),
-                None => DEFAULT_XATTR_EXCLUDE
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                None => default_xattr_exclude(),
             },
             merge_type: nonempty("MERGE_TYPE"),
             replacing_versions: words("REPLACING_VERSIONS"),
@@ -227,22 +211,15 @@ impl PortageEnv {
         format!("{}/{}", self.category, self.pf)
     }
 
+    /// `FEATURES` after Portage's incremental stacking of its words.
+    pub fn features(&self) -> Features {
+        Features::from_words(self.features.iter().map(String::as_str))
+    }
+
     /// Is `f` in `FEATURES`? Words apply in order: `-f` cancels an earlier
     /// `f`, `-*` cancels everything before it.
     pub fn has_feature(&self, f: &str) -> bool {
-        let mut on = false;
-        for w in &self.features {
-            if w == "-*" {
-                on = false;
-            } else if let Some(neg) = w.strip_prefix('-') {
-                if neg == f {
-                    on = false;
-                }
-            } else if w == f {
-                on = true;
-            }
-        }
-        on
+        self.features().contains(f)
     }
 
     /// Will an xattr set on files under `${D}` survive the merge to `ROOT`?
@@ -290,9 +267,38 @@ impl PortageEnv {
                 }
             }
         };
-        let feature = self.has_feature("xattr");
-        let excluded_by = xattr_exclude_match(&self.xattr_exclude, IMA_XATTR);
-        if feature && excluded_by.is_none() {
+        XattrCopy::of(&self.features(), &self.xattr_exclude).verdict(&copies)
+    }
+}
+
+/// What a *copying* merge (Portage cannot `rename()`) does with
+/// `security.ima`: it copies xattrs only with `FEATURES=xattr`, and then
+/// not those matching a `PORTAGE_XATTR_EXCLUDE` pattern. The hook and
+/// `doctor` both decide with this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XattrCopy<'a> {
+    /// `FEATURES` has `xattr`.
+    pub feature: bool,
+    /// The `PORTAGE_XATTR_EXCLUDE` pattern that matches `security.ima`.
+    pub excluded_by: Option<&'a str>,
+}
+
+impl<'a> XattrCopy<'a> {
+    pub fn of(features: &Features, exclude: &'a [String]) -> XattrCopy<'a> {
+        XattrCopy {
+            feature: features.contains("xattr"),
+            excluded_by: xattr_exclude_match(exclude, IMA_XATTR),
+        }
+    }
+
+    /// Does a copy keep `security.ima`?
+    pub fn keeps_ima(&self) -> bool {
+        self.feature && self.excluded_by.is_none()
+    }
+
+    /// The verdict for a merge that copies; `copies` says why it copies.
+    pub fn verdict(&self, copies: &str) -> PremergeXattr {
+        if self.keeps_ima() {
             return PremergeXattr::Kept {
                 reason: format!(
                     "{copies}: Portage copies, and FEATURES=xattr copies {IMA_XATTR} \
@@ -301,7 +307,7 @@ impl PortageEnv {
             };
         }
         let tmpdir = "or put PORTAGE_TMPDIR on the filesystem of ROOT";
-        let (why, hint) = match (feature, excluded_by) {
+        let (why, hint) = match (self.feature, self.excluded_by) {
             (false, Some(p)) => (
                 format!("FEATURES lacks xattr and PORTAGE_XATTR_EXCLUDE has '{p}'"),
                 format!(
@@ -320,47 +326,13 @@ impl PortageEnv {
                      (keep the rest of the list), {tmpdir}"
                 ),
             ),
-            (true, None) => unreachable!("handled above"),
+            (true, None) => unreachable!("keeps_ima"),
         };
         PremergeXattr::Lost {
             reason: format!("{copies}: Portage copies and drops {IMA_XATTR} ({why})"),
             hint,
         }
     }
-}
-
-/// How to run `portageq`.
-///
-/// Inside an ebuild phase (`EBUILD_PHASE` set: the hook, as root), `PATH`
-/// may hold directories the build put there, so `portageq` is never looked
-/// up in it: it is run the way Portage's own `portageq-wrapper` runs it,
-/// `${PORTAGE_PYTHON} ${PORTAGE_BIN_PATH}/portageq` with
-/// `PYTHONPATH=${PORTAGE_PYTHONPATH:-${PORTAGE_PYM_PATH}}`, and only when
-/// those paths are absolute; otherwise `None` (do without portageq).
-/// Outside Portage (an admin running a command) it is the `portageq` on
-/// the admin's own `PATH`.
-pub fn portageq_command() -> Option<std::process::Command> {
-    portageq_command_from(|k| std::env::var_os(k))
-}
-
-fn portageq_command_from(
-    get: impl Fn(&str) -> Option<std::ffi::OsString>,
-) -> Option<std::process::Command> {
-    if get("EBUILD_PHASE").is_none() {
-        return Some(std::process::Command::new("portageq"));
-    }
-    let absolute = |k: &str| get(k).map(PathBuf::from).filter(|p| p.is_absolute());
-    let bin = absolute("PORTAGE_BIN_PATH")?;
-    let python = absolute("PORTAGE_PYTHON").unwrap_or_else(|| PathBuf::from("/usr/bin/python"));
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(bin.join("portageq"));
-    let pym = absolute("PORTAGE_PYM_PATH");
-    if let Some(path) = absolute("PORTAGE_PYTHONPATH").or_else(|| pym.clone()) {
-        cmd.env("PYTHONPATH", path);
-    }
-    // A safe working directory, as the wrapper does (Portage bug #469338).
-    cmd.current_dir(pym.unwrap_or_else(|| PathBuf::from("/")));
-    Some(cmd)
 }
 
 /// Where a file is, for `rename()`: its filesystem (`st_dev`) and its mount
@@ -496,141 +468,6 @@ fn nearest_existing_mount(
     }
 }
 
-/// Does any `PORTAGE_XATTR_EXCLUDE` pattern (an `fnmatch` glob) match the
-/// xattr `name`?
-pub fn xattr_excluded(patterns: &[String], name: &str) -> bool {
-    xattr_exclude_match(patterns, name).is_some()
-}
-
-/// The first pattern that matches `name`, for messages.
-pub fn xattr_exclude_match<'a>(patterns: &'a [String], name: &str) -> Option<&'a str> {
-    patterns
-        .iter()
-        .find(|p| fnmatch(p, name))
-        .map(String::as_str)
-}
-
-/// Python's `fnmatch.fnmatchcase` on POSIX, which Portage uses for
-/// `PORTAGE_XATTR_EXCLUDE`: `*` any run (including `.`), `?` one character,
-/// `[abc]`, `[a-z]`, `[!abc]`; a `[` without a closing `]` is literal.
-pub fn fnmatch(pattern: &str, name: &str) -> bool {
-    let tokens = tokenize(pattern);
-    let name: Vec<char> = name.chars().collect();
-    // Classic single-backtrack-point wildcard matching.
-    let (mut t, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match tokens.get(t) {
-            Some(Token::Star) => {
-                star = Some((t, n));
-                t += 1;
-                continue;
-            }
-            Some(tok) if tok.matches(name[n]) => {
-                t += 1;
-                n += 1;
-                continue;
-            }
-            _ => {}
-        }
-        match star {
-            Some((st, sn)) => {
-                t = st + 1;
-                n = sn + 1;
-                star = Some((st, sn + 1));
-            }
-            None => return false,
-        }
-    }
-    tokens[t..].iter().all(|x| matches!(x, Token::Star))
-}
-
-enum Token {
-    Char(char),
-    Any,
-    Star,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl Token {
-    fn matches(&self, c: char) -> bool {
-        match self {
-            Token::Char(x) => *x == c,
-            Token::Any => true,
-            Token::Star => false,
-            Token::Class { negated, ranges } => {
-                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-            }
-        }
-    }
-}
-
-fn tokenize(pattern: &str) -> Vec<Token> {
-    let p: Vec<char> = pattern.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < p.len() {
-        match p[i] {
-            '*' => {
-                if !matches!(out.last(), Some(Token::Star)) {
-                    out.push(Token::Star);
-                }
-                i += 1;
-            }
-            '?' => {
-                out.push(Token::Any);
-                i += 1;
-            }
-            '[' => {
-                // Find the closing `]`; a `!` and then a `]` right after the
-                // `[` are part of the set.
-                let mut j = i + 1;
-                if j < p.len() && p[j] == '!' {
-                    j += 1;
-                }
-                if j < p.len() && p[j] == ']' {
-                    j += 1;
-                }
-                while j < p.len() && p[j] != ']' {
-                    j += 1;
-                }
-                if j >= p.len() {
-                    out.push(Token::Char('['));
-                    i += 1;
-                    continue;
-                }
-                let mut set = &p[i + 1..j];
-                let negated = set.first() == Some(&'!');
-                if negated {
-                    set = &set[1..];
-                }
-                let mut ranges = Vec::new();
-                let mut k = 0;
-                while k < set.len() {
-                    if k + 2 < set.len() && set[k + 1] == '-' {
-                        // An inverted range (z-a) matches nothing, as in Python.
-                        ranges.push((set[k], set[k + 2]));
-                        k += 3;
-                    } else {
-                        ranges.push((set[k], set[k]));
-                        k += 1;
-                    }
-                }
-                out.push(Token::Class { negated, ranges });
-                i = j + 1;
-            }
-            c => {
-                out.push(Token::Char(c));
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,7 +521,7 @@ mod tests {
         assert!(!env.has_feature("xattr"));
         assert!(!env.has_feature("sand"));
         // Unset PORTAGE_XATTR_EXCLUDE means Portage's default, which has security.ima.
-        assert!(xattr_excluded(&env.xattr_exclude, "security.ima"));
+        assert!(xattr_exclude_match(&env.xattr_exclude, "security.ima").is_some());
     }
 
     #[test]
@@ -756,116 +593,8 @@ mod tests {
     }
 
     #[test]
-    fn feature_stacking() {
-        let env = |f: &'static str| PortageEnv::from_vars(vars(&with(&[("FEATURES", f)]))).unwrap();
-        assert!(env("xattr").has_feature("xattr"));
-        assert!(!env("xattr -xattr").has_feature("xattr"));
-        assert!(env("-xattr xattr").has_feature("xattr"));
-        assert!(!env("xattr -*").has_feature("xattr"));
-        assert!(env("-* xattr").has_feature("xattr"));
-        assert!(!env("").has_feature("xattr"));
-    }
-
-    #[test]
-    fn fnmatch_like_python() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("security.*", "security.ima", true),
-            ("security.*", "security.", true),
-            ("security.*", "securityXima", false),
-            ("security.ima", "security.ima", true),
-            ("security.ima", "security.imax", false),
-            ("user.*", "security.ima", false),
-            ("*", "", true),
-            ("*", "anything", true),
-            ("*.ima", "security.ima", true),
-            ("s*y.i*a", "security.ima", true),
-            ("s*y.i*b", "security.ima", false),
-            ("security.im?", "security.ima", true),
-            ("security.im?", "security.im", false),
-            ("security.[ij]ma", "security.ima", true),
-            ("security.[!i]ma", "security.ima", false),
-            ("security.[!x]ma", "security.ima", true),
-            ("security.[a-j]ma", "security.ima", true),
-            ("security.[j-z]ma", "security.ima", false),
-            ("security.[z-a]ma", "security.ima", false),
-            ("[]]", "]", true),
-            ("[!]]", "]", false),
-            ("[!]]", "a", true),
-            ("security.[ima", "security.[ima", true),
-            ("security.[ima", "security.ima", false),
-            ("**a", "a", true),
-            ("*a*b*c*", "xaybzc", true),
-            ("*a*b*c*", "xaybz", false),
-            ("", "", true),
-            ("", "a", false),
-        ];
-        for &(p, n, want) in cases {
-            assert_eq!(fnmatch(p, n), want, "fnmatch({p:?}, {n:?})");
-        }
-        let pats: Vec<String> = DEFAULT_XATTR_EXCLUDE
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            xattr_exclude_match(&pats, "security.ima"),
-            Some("security.ima")
-        );
-        assert!(!xattr_excluded(&pats, "security.capability"));
-        assert!(xattr_excluded(&pats, "user.xdg.origin.url"));
-        assert!(!xattr_excluded(&[], "security.ima"));
-    }
-
-    #[test]
     fn premerge_without_d() {
         let env = PortageEnv::from_vars(vars(BASE)).unwrap();
         assert!(matches!(env.premerge_xattr(), PremergeXattr::Lost { .. }));
-    }
-}
-
-#[cfg(test)]
-mod portageq_tests {
-    use super::portageq_command_from;
-    use std::ffi::OsString;
-
-    fn cmd(vars: &[(&str, &str)]) -> Option<(String, Vec<String>)> {
-        let c = portageq_command_from(|k| {
-            vars.iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| OsString::from(v))
-        })?;
-        Some((
-            c.get_program().to_string_lossy().into_owned(),
-            c.get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-        ))
-    }
-
-    #[test]
-    fn inside_portage_portageq_is_never_looked_up_in_path() {
-        // An admin's own command: their PATH.
-        assert_eq!(cmd(&[]), Some(("portageq".into(), vec![])));
-        // In an ebuild phase: Portage's python and bin path, or nothing.
-        let phase = ("EBUILD_PHASE", "postinst");
-        assert_eq!(cmd(&[phase]), None);
-        assert_eq!(cmd(&[phase, ("PORTAGE_BIN_PATH", "bin")]), None);
-        assert_eq!(
-            cmd(&[
-                phase,
-                ("PORTAGE_BIN_PATH", "/usr/lib/portage/python3.12"),
-                ("PORTAGE_PYTHON", "/usr/bin/python3.12"),
-            ]),
-            Some((
-                "/usr/bin/python3.12".into(),
-                vec!["/usr/lib/portage/python3.12/portageq".into()]
-            ))
-        );
-        let (python, _) = cmd(&[
-            phase,
-            ("PORTAGE_BIN_PATH", "/usr/lib/portage/python3.12"),
-            ("PORTAGE_PYTHON", "python3"),
-        ])
-        .unwrap();
-        assert_eq!(python, "/usr/bin/python");
     }
 }

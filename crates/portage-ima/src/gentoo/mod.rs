@@ -1,7 +1,42 @@
-//! Portage's side, as plain types: versions, atoms, CONTENTS, the vdb and
-//! the ebuild environment. Nothing here prints.
+//! Portage's side, as plain types shaped like pkgcraft's. Nothing here
+//! prints. Each layer uses the ones above it and re-checks none of their
+//! rules:
+//!
+//! - [`version`]: PMS versions and their order (checked against Portage's
+//!   `vercmp`)
+//! - [`names`]: category, package, slot and repository names (PMS 3.1)
+//! - [`cpv`]: `CATEGORY/PN-PVR` and the split of `PF`
+//! - [`atom`]: atoms typed on the command line, resolved against the vdb
+//! - [`contents`]: the `CONTENTS` format
+//! - [`vdb`]: the installed-package database, on top of all of these
+//! - [`env`](mod@env): the ebuild environment the hook runs in
+
+/// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
+/// whose equality is PMS equality (`1.0 == 1.00`, `1 == 1-r0`) rather than
+/// equal fields.
+macro_rules! eq_from_ord {
+    ($($t:ty),*) => {$(
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other).is_eq()
+            }
+        }
+        impl Eq for $t {}
+    )*};
+}
 
 pub mod atom;
 pub mod contents;
+pub mod cpv;
 pub mod env;
+pub mod fnmatch;
+pub mod make_conf;
+pub mod names;
+pub mod portageq;
 pub mod vdb;
+pub mod version;

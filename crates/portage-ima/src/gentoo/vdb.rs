@@ -1,336 +1,49 @@
-//! The installed-package database, `${EROOT}/var/db/pkg`, and the PMS names
-//! and versions that index it.
+//! The installed-package database, `${EROOT}/var/db/pkg`.
 //!
 //! Each installed package is a directory `CATEGORY/PF` (`PF` = `PN-PVR`,
 //! e.g. `app-misc/foo-1.2_rc3-r1`) holding, among others, `CONTENTS`,
-//! `SLOT` and `repository`. Splitting `PF` into the name and the version
-//! needs the version syntax of PMS section 3.2, so this module also has a
-//! small [`Version`] type with the PMS 3.3 ordering.
+//! `SLOT` and `repository`. The names are checked with the PMS rules of
+//! [`crate::gentoo::names`] and [`crate::gentoo::cpv`], as Portage's
+//! vardbapi does: a directory whose name is not a valid `CATEGORY/PF` is
+//! not a package.
 
 use std::cmp::Ordering;
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::gentoo::contents::{Contents, ContentsError};
+use crate::gentoo::cpv::Cpv;
+use crate::gentoo::names::{Category, NameError, RepoName, Slot};
 
 /// Where the vdb lives under `EROOT`.
 pub const VDB_PATH: &str = "var/db/pkg";
 
-/// A version suffix, in PMS order: `_alpha < _beta < _pre < _rc < (none) < _p`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Suffix {
-    Alpha,
-    Beta,
-    Pre,
-    Rc,
-    P,
-}
-
-impl Suffix {
-    fn as_str(self) -> &'static str {
-        match self {
-            Suffix::Alpha => "alpha",
-            Suffix::Beta => "beta",
-            Suffix::Pre => "pre",
-            Suffix::Rc => "rc",
-            Suffix::P => "p",
-        }
-    }
-}
-
-/// A package version (PMS 3.2), with its revision:
-/// `1.2.3`, `1.2b`, `1.2_rc3_p4`, `1.0-r1`, `9999`.
-///
-/// Numbers are kept as digit strings, so arbitrarily long ones (dates such
-/// as `20240101123000`) compare correctly. Equality is PMS equality
-/// (`1.0 == 1.00`, `1 == 1-r0`), not string equality; [`Version::as_str`]
-/// gives the text as written.
-#[derive(Clone, Debug)]
-pub struct Version {
-    raw: String,
-    numbers: Vec<String>,
-    letter: Option<u8>,
-    suffixes: Vec<(Suffix, String)>,
-    revision: String,
-}
-
-impl Version {
-    /// Parses `PV` or `PVR` (an optional `-rN` revision).
-    pub fn parse(s: &str) -> Option<Version> {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let digits = |i: &mut usize| {
-            let start = *i;
-            while *i < b.len() && b[*i].is_ascii_digit() {
-                *i += 1;
-            }
-            (*i > start).then(|| s[start..*i].to_string())
-        };
-        let mut numbers = vec![digits(&mut i)?];
-        while i < b.len() && b[i] == b'.' {
-            i += 1;
-            numbers.push(digits(&mut i)?);
-        }
-        let mut letter = None;
-        if i < b.len() && b[i].is_ascii_lowercase() {
-            letter = Some(b[i]);
-            i += 1;
-        }
-        let mut suffixes = Vec::new();
-        while i < b.len() && b[i] == b'_' {
-            i += 1;
-            // Longest first: `pre` before `p`.
-            let suffix = [
-                Suffix::Alpha,
-                Suffix::Beta,
-                Suffix::Pre,
-                Suffix::Rc,
-                Suffix::P,
-            ]
-            .into_iter()
-            .find(|x| s[i..].starts_with(x.as_str()))?;
-            i += suffix.as_str().len();
-            let n = digits(&mut i).unwrap_or_default();
-            suffixes.push((suffix, n));
-        }
-        let mut revision = String::new();
-        if i < b.len() {
-            if !s[i..].starts_with("-r") {
-                return None;
-            }
-            i += 2;
-            revision = digits(&mut i)?;
-            if i != b.len() {
-                return None;
-            }
-        }
-        Some(Version {
-            raw: s.to_string(),
-            numbers,
-            letter,
-            suffixes,
-            revision,
-        })
-    }
-
-    /// The version as written.
-    pub fn as_str(&self) -> &str {
-        &self.raw
-    }
-
-    /// The revision number as written (`""` when there is none, which
-    /// compares equal to `-r0`).
-    pub fn revision(&self) -> &str {
-        &self.revision
-    }
-
-    /// The version without its revision (`PV`).
-    pub fn pv(&self) -> &str {
-        match self.raw.rfind("-r") {
-            Some(i) if !self.revision.is_empty() => &self.raw[..i],
-            _ => &self.raw,
-        }
-    }
-
-    /// Matches `=PKG-VER*`: every component written in `self` (the pattern)
-    /// equals the corresponding one of `other`; components `self` does not
-    /// write are wildcards. So `1.2*` matches `1.2`, `1.2.3`, `1.2_rc1`, but
-    /// not `1.20` (PMS 8.3.1).
-    pub fn glob_matches(&self, other: &Version) -> bool {
-        if other.numbers.len() < self.numbers.len() {
-            return false;
-        }
-        let numbers_eq = self
-            .numbers
-            .iter()
-            .zip(&other.numbers)
-            .enumerate()
-            .all(|(i, (a, b))| cmp_component(i, a, b) == Ordering::Equal);
-        if !numbers_eq {
-            return false;
-        }
-        if self.letter.is_some() && self.letter != other.letter {
-            return false;
-        }
-        if other.suffixes.len() < self.suffixes.len()
-            || self
-                .suffixes
-                .iter()
-                .zip(&other.suffixes)
-                .any(|(a, b)| a.0 != b.0 || cmp_int(&a.1, &b.1) != Ordering::Equal)
-        {
-            return false;
-        }
-        self.revision.is_empty() || cmp_int(&self.revision, &other.revision) == Ordering::Equal
-    }
-}
-
-/// Compares unsigned integers written in decimal, of any length.
-fn cmp_int(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
-/// PMS 3.3: the first number is an integer; a later one with a leading zero
-/// in either version compares as a string with trailing zeros stripped.
-fn cmp_component(i: usize, a: &str, b: &str) -> Ordering {
-    if i > 0 && (a.starts_with('0') || b.starts_with('0')) {
-        a.trim_end_matches('0').cmp(b.trim_end_matches('0'))
-    } else {
-        cmp_int(a, b)
-    }
-}
-
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        for (i, (a, b)) in self.numbers.iter().zip(&other.numbers).enumerate() {
-            match cmp_component(i, a, b) {
-                Ordering::Equal => {}
-                o => return o,
-            }
-        }
-        self.numbers
-            .len()
-            .cmp(&other.numbers.len())
-            .then_with(|| self.letter.cmp(&other.letter))
-            .then_with(|| {
-                for (a, b) in self.suffixes.iter().zip(&other.suffixes) {
-                    match a.0.cmp(&b.0).then_with(|| cmp_int(&a.1, &b.1)) {
-                        Ordering::Equal => {}
-                        o => return o,
-                    }
-                }
-                // The longer list wins if its next suffix is _p, else loses.
-                let n = self.suffixes.len().min(other.suffixes.len());
-                match (self.suffixes.get(n), other.suffixes.get(n)) {
-                    (Some(s), None) => {
-                        if s.0 == Suffix::P {
-                            Ordering::Greater
-                        } else {
-                            Ordering::Less
-                        }
-                    }
-                    (None, Some(s)) => {
-                        if s.0 == Suffix::P {
-                            Ordering::Less
-                        } else {
-                            Ordering::Greater
-                        }
-                    }
-                    _ => Ordering::Equal,
-                }
-            })
-            .then_with(|| cmp_int(&self.revision, &other.revision))
-    }
-}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Version {}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
-    }
-}
-
-/// A valid category name (PMS 3.1.1): `[A-Za-z0-9+_.-]`, not starting
-/// with `-`, `.` or `+`.
-pub fn is_valid_category(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(['-', '.', '+'])
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"+_.-".contains(&c))
-}
-
-/// A valid package name (PMS 3.1.2): `[A-Za-z0-9+_-]`, not starting with
-/// `-` or `+`, and not ending in `-` followed by something that is a valid
-/// version (`foo-1` and `foo-1a-r2` are not names).
-pub fn is_valid_pn(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(['-', '+'])
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"+_-".contains(&c))
-        && !s
-            .match_indices('-')
-            .any(|(i, _)| Version::parse(&s[i + 1..]).is_some())
-}
-
-/// Splits `PF` into `(PN, PVR)` at the first `-` that starts a valid
-/// version, as Portage's `pkgsplit` does; `None` when there is no such
-/// split or the name left over is not valid (`foo-1a-2`: the name `foo-1a`
-/// ends in a version).
-///
-/// ```
-/// use portage_ima::gentoo::vdb::split_pf;
-/// assert_eq!(split_pf("foo-bar-1.0"), Some(("foo-bar", "1.0")));
-/// assert_eq!(split_pf("gtk+-3.24.38-r1"), Some(("gtk+", "3.24.38-r1")));
-/// assert_eq!(split_pf("foo-1a-2"), None);
-/// ```
-pub fn split_pf(pf: &str) -> Option<(&str, &str)> {
-    let (i, _) = pf
-        .match_indices('-')
-        .find(|(i, _)| Version::parse(&pf[i + 1..]).is_some())?;
-    let (pn, pvr) = (&pf[..i], &pf[i + 1..]);
-    is_valid_pn(pn).then_some((pn, pvr))
-}
-
 /// One installed package: the vdb directory `CATEGORY/PF`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledPackage {
-    pub category: String,
-    pub pf: String,
-    pub pn: String,
-    pub pvr: String,
+    cpv: Cpv,
     /// `${EROOT}/var/db/pkg/CATEGORY/PF`
-    pub dir: PathBuf,
+    dir: PathBuf,
 }
 
 impl InstalledPackage {
-    /// Builds the entry for `category/pf` in `dir`, checking both names;
-    /// `None` if they are not valid PMS names.
-    pub fn new(category: &str, pf: &str, dir: PathBuf) -> Option<InstalledPackage> {
-        if !is_valid_category(category) {
-            return None;
-        }
-        let (pn, pvr) = split_pf(pf)?;
-        Some(InstalledPackage {
-            category: category.to_string(),
-            pf: pf.to_string(),
-            pn: pn.to_string(),
-            pvr: pvr.to_string(),
+    /// Builds the entry for `category/pf` in `dir`, checking both names.
+    pub fn new(category: &str, pf: &str, dir: PathBuf) -> Result<InstalledPackage, NameError> {
+        Ok(InstalledPackage {
+            cpv: Cpv::new(category, pf)?,
             dir,
         })
     }
 
-    /// `category/pf`, e.g. `app-misc/foo-1.2-r1`.
-    pub fn cpv(&self) -> String {
-        format!("{}/{}", self.category, self.pf)
+    /// Category, name and version; its `Display` is `app-misc/foo-1.2-r1`.
+    pub fn cpv(&self) -> &Cpv {
+        &self.cpv
     }
 
-    /// `category/pn`, e.g. `app-misc/foo`.
-    pub fn cp(&self) -> String {
-        format!("{}/{}", self.category, self.pn)
-    }
-
-    /// The parsed version (`PVR`).
-    pub fn version(&self) -> Version {
-        // `pvr` came from split_pf in `new`; a hand-built struct with a bad
-        // one gets the lowest version instead of a panic.
-        Version::parse(&self.pvr).unwrap_or_else(|| Version::parse("0").expect("valid"))
+    /// `${EROOT}/var/db/pkg/CATEGORY/PF`
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The `CONTENTS` file of this package.
@@ -343,24 +56,20 @@ impl InstalledPackage {
         Contents::read(&self.contents_path())
     }
 
-    /// The `SLOT` (without the sub-slot), if the vdb has one.
-    pub fn slot(&self) -> Option<String> {
-        let s = fs::read_to_string(self.dir.join("SLOT")).ok()?;
-        let s = s.trim();
-        let slot = s.split('/').next().unwrap_or(s);
-        (!slot.is_empty()).then(|| slot.to_string())
+    /// The `SLOT` (with its sub-slot, if any), when the vdb has a valid one.
+    pub fn slot(&self) -> Option<Slot> {
+        Slot::parse(self.read_line("SLOT")?.as_str()).ok()
     }
 
-    /// The `SLOT` file content, `slot/subslot` (as written), if any.
-    pub fn full_slot(&self) -> Option<String> {
-        let s = fs::read_to_string(self.dir.join("SLOT")).ok()?;
-        let s = s.trim();
-        (!s.is_empty()).then(|| s.to_string())
+    /// The repository the package was installed from (`repository` file),
+    /// when the vdb has a valid one.
+    pub fn repository(&self) -> Option<RepoName> {
+        RepoName::parse(self.read_line("repository")?.as_str()).ok()
     }
 
-    /// The repository the package was installed from (`repository` file).
-    pub fn repository(&self) -> Option<String> {
-        let s = fs::read_to_string(self.dir.join("repository")).ok()?;
+    /// A one-line vdb file, trimmed; `None` when missing or empty.
+    fn read_line(&self, name: &str) -> Option<String> {
+        let s = fs::read_to_string(self.dir.join(name)).ok()?;
         let s = s.trim();
         (!s.is_empty()).then(|| s.to_string())
     }
@@ -372,14 +81,12 @@ impl PartialOrd for InstalledPackage {
     }
 }
 
-/// Category, name, version, then the literal `PF` to break PMS ties
-/// (`1.0` vs `1.00`).
+/// Category, name, version (then the version's text, `1.0` vs `1.00`),
+/// then the directory.
 impl Ord for InstalledPackage {
     fn cmp(&self, other: &Self) -> Ordering {
-        (&self.category, &self.pn)
-            .cmp(&(&other.category, &other.pn))
-            .then_with(|| self.version().cmp(&other.version()))
-            .then_with(|| self.pf.cmp(&other.pf))
+        self.cpv
+            .cmp(&other.cpv)
             .then_with(|| self.dir.cmp(&other.dir))
     }
 }
@@ -454,7 +161,7 @@ impl Vdb {
                 scan.invalid.push(cat);
                 continue;
             };
-            if !is_valid_category(cat_name) {
+            if Category::parse(cat_name).is_err() {
                 scan.invalid.push(cat);
                 continue;
             }
@@ -468,8 +175,8 @@ impl Vdb {
                     continue;
                 }
                 match InstalledPackage::new(&cat_name, pf, dir.clone()) {
-                    Some(p) => scan.packages.push(p),
-                    None => scan.invalid.push(dir),
+                    Ok(p) => scan.packages.push(p),
+                    Err(_) => scan.invalid.push(dir),
                 }
             }
         }
@@ -481,7 +188,7 @@ impl Vdb {
     /// The package `category/pf`, if it is installed.
     pub fn package(&self, category: &str, pf: &str) -> Option<InstalledPackage> {
         // The names are validated first, so `..` or `/` cannot leave the vdb.
-        let p = InstalledPackage::new(category, pf, self.path.join(category).join(pf))?;
+        let p = InstalledPackage::new(category, pf, self.path.join(category).join(pf)).ok()?;
         p.dir.is_dir().then_some(p)
     }
 }
@@ -512,182 +219,4 @@ fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(s: &str) -> Version {
-        Version::parse(s).unwrap_or_else(|| panic!("{s} should parse"))
-    }
-
-    #[test]
-    fn version_syntax() {
-        for ok in [
-            "1",
-            "1.2.3",
-            "1.2b",
-            "1.2_rc3_p4",
-            "1.0-r1",
-            "9999",
-            "0.0.0_alpha_beta2_pre_rc_p1-r10",
-            "20240101",
-            "1.2.3_p20231201",
-            "1_pre",
-            "5.38.2-r3",
-        ] {
-            assert_eq!(v(ok).as_str(), ok);
-        }
-        for bad in [
-            "", "a", "1.", ".1", "1..2", "1.2B", "1.2ab", "1_foo", "1_", "1-r", "1-r1a", "1-1",
-            "1_p-r", "1.2-", "v1", "1 ", "1_rc1.2", "１",
-        ] {
-            assert!(Version::parse(bad).is_none(), "{bad:?} should not parse");
-        }
-        assert_eq!(v("1.0-r1").pv(), "1.0");
-        assert_eq!(v("1.0-r1").revision(), "1");
-        assert_eq!(v("1.0").pv(), "1.0");
-        assert_eq!(v("1.0").revision(), "");
-    }
-
-    #[test]
-    fn version_order() {
-        // Each strictly less than the next (PMS 3.3 examples and corners).
-        let chain = [
-            "0.9",
-            "1_alpha",
-            "1_alpha1",
-            "1_beta",
-            "1_pre",
-            "1_rc",
-            "1_rc1_alpha",
-            "1_rc1",
-            "1_rc1_p1",
-            "1",
-            "1-r1",
-            "1-r2",
-            "1-r10",
-            "1_p1",
-            "1a",
-            "1b_p1",
-            "1.01",
-            "1.1",
-            "1.1.0",
-            "1.2",
-            "1.10",
-            "2",
-            "9999",
-            "20240101",
-            "123456789012345678901234567890",
-        ];
-        for w in chain.windows(2) {
-            assert!(v(w[0]) < v(w[1]), "{} < {}", w[0], w[1]);
-            assert!(v(w[1]) > v(w[0]), "{} > {}", w[1], w[0]);
-        }
-        // PMS equalities that are not string equalities.
-        for (a, b) in [
-            ("1.0", "1.00"),
-            ("1", "1-r0"),
-            ("1_p", "1_p0"),
-            ("01", "1"),
-            ("1.010", "1.01"),
-        ] {
-            assert_eq!(v(a), v(b), "{a} == {b}");
-        }
-        // A leading zero makes it a string comparison.
-        assert!(v("1.001") < v("1.01"));
-        assert!(v("1.09") < v("1.1"));
-    }
-
-    #[test]
-    fn glob_match() {
-        let pat = v("1.2");
-        for yes in ["1.2", "1.2.3", "1.2_rc1", "1.2b", "1.2-r3"] {
-            assert!(pat.glob_matches(&v(yes)), "1.2* ~ {yes}");
-        }
-        for no in ["1.20", "1.02", "1", "1.3", "2.2"] {
-            assert!(!pat.glob_matches(&v(no)), "1.2* !~ {no}");
-        }
-        assert!(v("1.2_rc").glob_matches(&v("1.2_rc0_p1")));
-        assert!(!v("1.2-r1").glob_matches(&v("1.2-r2")));
-    }
-
-    #[test]
-    fn pf_splitting() {
-        for (pf, pn, pvr) in [
-            ("foo-1.0", "foo", "1.0"),
-            ("foo-bar-1.0", "foo-bar", "1.0"),
-            ("gtk+-3.24.38-r1", "gtk+", "3.24.38-r1"),
-            ("perl-5.38.2-r3", "perl", "5.38.2-r3"),
-            ("vim-9999", "vim", "9999"),
-            ("foo-1.2_rc3_p4-r1", "foo", "1.2_rc3_p4-r1"),
-            ("python-3.12.1_p1", "python", "3.12.1_p1"),
-            ("font-bh-ttf-1.0.4", "font-bh-ttf", "1.0.4"),
-            ("x264-0.0.20231214", "x264", "0.0.20231214"),
-            ("foo-2ch-1", "foo-2ch", "1"),
-            ("libsigc++-2.12.1", "libsigc++", "2.12.1"),
-            ("foo_bar-1", "foo_bar", "1"),
-            ("a-1-r1", "a", "1-r1"),
-        ] {
-            assert_eq!(split_pf(pf), Some((pn, pvr)), "{pf}");
-        }
-        for bad in [
-            "foo",
-            "foo-",
-            "-1",
-            "foo-1a-2",
-            "foo-1-2",
-            "foo-1-r1-2",
-            "foo-bar",
-            "+foo-1",
-            "foo.bar-1",
-            "foo/bar-1",
-            "foo-1.0-r1-r2",
-            "",
-        ] {
-            assert_eq!(split_pf(bad), None, "{bad:?}");
-        }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
-
-        #[test]
-        fn any_text_never_panics(s in "\\PC{0,24}", t in "[0-9a-z._+-]{0,16}") {
-            for x in [&s, &t] {
-                if let Some(v) = Version::parse(x) {
-                    proptest::prop_assert_eq!(v.as_str(), x.as_str());
-                    let _ = v.pv();
-                }
-                let _ = split_pf(x);
-                let _ = is_valid_pn(x);
-                let _ = is_valid_category(x);
-            }
-        }
-
-        #[test]
-        fn split_pf_reassembles(pn in "[a-z][a-z0-9+_]{0,6}(-[a-z][a-z0-9+_]{0,4}){0,2}",
-                                v in "[0-9]{1,3}(\\.[0-9]{1,3}){0,3}[a-z]?(_(alpha|beta|pre|rc|p)[0-9]{0,2}){0,2}(-r[0-9]{1,2})?") {
-            let pf = format!("{pn}-{v}");
-            proptest::prop_assert_eq!(split_pf(&pf), Some((pn.as_str(), v.as_str())));
-        }
-    }
-
-    #[test]
-    fn names() {
-        assert!(is_valid_category("app-misc"));
-        assert!(is_valid_category("dev-perl"));
-        assert!(is_valid_category("virtual"));
-        assert!(is_valid_category("x11-libs.old"));
-        assert!(!is_valid_category(".hidden"));
-        assert!(!is_valid_category("-MERGING-"));
-        assert!(!is_valid_category("a/b"));
-        assert!(!is_valid_category(".."));
-        assert!(is_valid_pn("foo-bar"));
-        assert!(is_valid_pn("gtk+"));
-        assert!(!is_valid_pn("foo-1"));
-        assert!(!is_valid_pn("foo-1.2_rc1-r1"));
-        assert!(is_valid_pn("foo-1x2"));
-    }
 }

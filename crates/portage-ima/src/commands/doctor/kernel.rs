@@ -1,0 +1,483 @@
+//! The kernel: securityfs, IMA, the appraise mode, the hash, the policy.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use ima_core::KeyId;
+
+use super::keyring::check_keyring;
+use super::{CheckId, Report};
+use crate::settings::Settings;
+
+/// What the kernel checks found, for the checks that depend on it.
+#[derive(Debug, Default)]
+pub(super) struct Kernel {
+    /// IMA is built in (its securityfs directory exists).
+    pub(super) ima: bool,
+    /// Files are denied when their signature is bad.
+    pub(super) enforcing: bool,
+}
+
+/// securityfs, IMA, appraise mode, the hash, the keyring, the policy.
+pub(super) fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<KeyId>) -> Kernel {
+    let mut k = Kernel::default();
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let securityfs = securityfs_mount(&mounts);
+    match &securityfs {
+        Some(dir) => r.ok(CheckId::Securityfs, format!("mounted on {}", dir.display())),
+        None => r.warn(
+            CheckId::Securityfs,
+            "not mounted (no securityfs line in /proc/mounts): IMA's files cannot be read",
+            "mount -t securityfs securityfs /sys/kernel/security (and add it to /etc/fstab)",
+        ),
+    }
+
+    let ima_dir = securityfs.as_ref().and_then(|dir| {
+        [dir.join("ima"), dir.join("integrity/ima")]
+            .into_iter()
+            .find(|d| d.is_dir())
+    });
+    match (&ima_dir, &securityfs) {
+        (Some(dir), _) => {
+            k.ima = true;
+            r.ok(CheckId::Ima, format!("present ({})", dir.display()));
+        }
+        (None, Some(dir)) => r.warn(
+            CheckId::Ima,
+            format!(
+                "not in this kernel: no ima under {}; signatures are written but nothing \
+                 appraises them",
+                dir.display()
+            ),
+            "build the kernel with CONFIG_IMA=y, CONFIG_IMA_APPRAISE=y, CONFIG_INTEGRITY_SIGNATURE=y, CONFIG_INTEGRITY_ASYMMETRIC_KEYS=y",
+        ),
+        (None, None) => match kernel_config_option("CONFIG_IMA") {
+            Some((false, from)) => r.warn(
+                CheckId::Ima,
+                format!(
+                    "not in this kernel (CONFIG_IMA is not set, per {from}): signatures are \
+                     written but nothing appraises them"
+                ),
+                "build the kernel with CONFIG_IMA=y, CONFIG_IMA_APPRAISE=y, CONFIG_INTEGRITY_SIGNATURE=y, CONFIG_INTEGRITY_ASYMMETRIC_KEYS=y",
+            ),
+            Some((true, from)) => r.warn(
+                CheckId::Ima,
+                format!(
+                    "built in (CONFIG_IMA=y, per {from}), but securityfs is not mounted, so its \
+                     state cannot be read"
+                ),
+                "mount securityfs and run doctor again",
+            ),
+            None => r.warn(
+                CheckId::Ima,
+                "unknown: securityfs is not mounted, so IMA cannot be seen; if it is absent, \
+                 signatures are written but nothing appraises them",
+                "mount securityfs and run doctor again",
+            ),
+        },
+    }
+
+    let policy = ima_dir
+        .as_ref()
+        .map(|d| fs::read_to_string(d.join("policy")));
+    let (policy, policy_error) = match policy {
+        Some(Ok(text)) => (Some(Policy::parse(&text)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    check_appraise(r, &mut k, &cmdline, policy.as_ref());
+
+    match s {
+        Some(s) => check_hash(r, s.hash.name()),
+        None => r.skip(CheckId::Hash, "settings did not load"),
+    }
+
+    check_keyring(r, &k, keyid);
+
+    match (&ima_dir, policy) {
+        (None, _) => r.skip(CheckId::Policy, "no IMA in this kernel to have a policy"),
+        (Some(dir), None) => r.skip(
+            CheckId::Policy,
+            format!(
+                "{}: {} (a kernel without CONFIG_IMA_READ_POLICY keeps it write-only)",
+                dir.join("policy").display(),
+                policy_error.map_or_else(|| "not readable".to_string(), |e| e.to_string())
+            ),
+        ),
+        (Some(_), Some(p)) => {
+            if p.imasig > 0 {
+                r.ok(CheckId::Policy, p.describe());
+            } else if p.appraise > 0 {
+                r.warn(
+                    CheckId::Policy,
+                    p.describe(),
+                    "add appraise_type=imasig to the appraise rules so unsigned files are refused, not merely checked against a digest",
+                );
+            } else {
+                r.warn(
+                    CheckId::Policy,
+                    p.describe(),
+                    "load a policy with appraise rules (e.g. appraise func=BPRM_CHECK appraise_type=imasig) or boot with ima_policy=appraise_tcb",
+                );
+            }
+        }
+    }
+    k
+}
+
+/// Whether the running kernel's configuration sets `option` (`=y` or `=m`),
+/// and where that was read: /boot/config-RELEASE, else /proc/config.gz
+/// (through gzip, which every system has).
+fn kernel_config_option(option: &str) -> Option<(bool, String)> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let boot = format!("/boot/config-{}", release.trim());
+    let (text, from) = match fs::read_to_string(&boot) {
+        Ok(text) => (text, boot),
+        Err(_) => {
+            let out = Command::new("gzip")
+                .args(["-dc", "/proc/config.gz"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                "/proc/config.gz".to_string(),
+            )
+        }
+    };
+    Some((config_sets(&text, option), from))
+}
+
+/// Whether kernel .config text sets `option` to y or m.
+fn config_sets(text: &str, option: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix(option)
+            .and_then(|rest| rest.strip_prefix('='))
+            .is_some_and(|v| v == "y" || v == "m")
+    })
+}
+
+/// The mount point of securityfs, from /proc/mounts text.
+fn securityfs_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "securityfs").then(|| PathBuf::from(unescape_mount(dir)))
+    })
+}
+
+/// /proc/mounts writes space, tab, newline and backslash as octal escapes.
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4);
+        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
+            Some(b) => {
+                out.push(b as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The appraise rules of an IMA policy.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Policy {
+    rules: usize,
+    appraise: usize,
+    /// Appraise rules that require a signature.
+    imasig: usize,
+}
+
+impl Policy {
+    fn parse(text: &str) -> Policy {
+        let mut p = Policy::default();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            p.rules += 1;
+            let mut words = line.split_whitespace();
+            if words.next() == Some("appraise") {
+                p.appraise += 1;
+                if words.any(|w| {
+                    w.strip_prefix("appraise_type=")
+                        .is_some_and(|t| t.split('|').any(|t| t == "imasig"))
+                }) {
+                    p.imasig += 1;
+                }
+            }
+        }
+        p
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} rules, {} appraise, {} of them require a signature (appraise_type=imasig)",
+            self.rules, self.appraise, self.imasig
+        )
+    }
+}
+
+/// The value of `name=` on the kernel command line (the last one wins).
+fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
+    let before_init = cmdline.split(" -- ").next().unwrap_or(cmdline);
+    before_init
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .next_back()
+}
+
+/// The appraise mode (`ima_appraise=`), explained with the policy.
+fn check_appraise(r: &mut Report, k: &mut Kernel, cmdline: &str, policy: Option<&Policy>) {
+    if !k.ima {
+        r.skip(
+            CheckId::Appraise,
+            "no IMA in this kernel (or securityfs not mounted)",
+        );
+        return;
+    }
+    let tcb = cmdline_value(cmdline, "ima_policy").is_some_and(|v| v.contains("appraise_tcb"))
+        || cmdline.split_whitespace().any(|w| w == "ima_appraise_tcb");
+    let tcb_note = if tcb {
+        "; ima_policy=appraise_tcb appraises files owned by root"
+    } else {
+        ""
+    };
+    match cmdline_value(cmdline, "ima_appraise") {
+        Some("enforce") => {
+            k.enforcing = true;
+            r.ok(
+                CheckId::Appraise,
+                format!("ima_appraise=enforce: files the policy appraises must verify{tcb_note}"),
+            );
+        }
+        Some(mode @ ("fix" | "log" | "off")) => r.warn(
+            CheckId::Appraise,
+            format!(
+                "ima_appraise={mode}: nothing is denied{}",
+                if mode == "fix" {
+                    ", unsigned files get a digest written"
+                } else {
+                    ""
+                }
+            ),
+            "once every file is signed (portage-ima sign --all), boot with ima_appraise=enforce",
+        ),
+        Some(other) => r.warn(
+            CheckId::Appraise,
+            format!("ima_appraise={other}: not a mode the kernel knows (enforce, fix, log, off)"),
+            "boot with ima_appraise=enforce",
+        ),
+        None => {
+            // CONFIG_IMA_APPRAISE makes enforce the default; what is
+            // appraised is up to the policy.
+            let rules = policy.map(|p| p.appraise);
+            match rules {
+                Some(n) if n > 0 || tcb => {
+                    k.enforcing = true;
+                    r.ok(
+                        CheckId::Appraise,
+                        format!(
+                            "ima_appraise not on the command line: the kernel default (enforce) \
+                             applies to the policy's {n} appraise rules{tcb_note}"
+                        ),
+                    );
+                }
+                Some(_) => r.warn(
+                    CheckId::Appraise,
+                    "ima_appraise not on the command line and the policy has no appraise \
+                     rules: nothing is appraised (the default mode, enforce, has nothing to \
+                     act on)",
+                    "load an appraise policy, or boot with ima_policy=appraise_tcb ima_appraise=enforce",
+                ),
+                None if tcb => {
+                    k.enforcing = true;
+                    r.ok(
+                        CheckId::Appraise,
+                        format!("ima_appraise not on the command line: default enforce{tcb_note}"),
+                    );
+                }
+                None => r.warn(
+                    CheckId::Appraise,
+                    "ima_appraise not on the command line: the kernel default is enforce, but \
+                     it only acts on appraise rules, and the policy is not readable here to \
+                     tell whether there are any",
+                    "boot with ima_appraise=enforce and an appraise policy to be explicit",
+                ),
+            }
+        }
+    }
+}
+
+/// Whether the kernel can compute the configured hash.
+fn check_hash(r: &mut Report, name: &str) {
+    let crypto = fs::read_to_string("/proc/crypto").unwrap_or_default();
+    if let Some(driver) = crypto_driver(&crypto, name) {
+        r.ok(CheckId::Hash, format!("{name} is available ({driver})"));
+        return;
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let aliases = fs::read_to_string(format!("/lib/modules/{}/modules.alias", release.trim()))
+        .unwrap_or_default();
+    match crypto_module(&aliases, name) {
+        Some(module) => r.warn(
+            CheckId::Hash,
+            format!(
+                "{name} is not loaded; it is the module {module}: until it loads, IMA cannot \
+                 check (or write) {name} signatures"
+            ),
+            format!(
+                "modprobe {module}, and load it at boot: echo {module} > /etc/modules-load.d/ima-hash.conf"
+            ),
+        ),
+        None => r.fail(
+            CheckId::Hash,
+            format!("{name} is not in /proc/crypto and no kernel module provides it"),
+            format!("build the kernel with {name} (CONFIG_CRYPTO_SHA256 / CONFIG_CRYPTO_SHA512), or set hash to one /proc/crypto lists"),
+        ),
+    }
+}
+
+/// The driver of `name` in /proc/crypto text, when the kernel has it.
+fn crypto_driver(crypto: &str, name: &str) -> Option<String> {
+    crypto.split("\n\n").find_map(|block| {
+        let field = |key: &str| {
+            block.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+        };
+        (field("name")? == name).then(|| {
+            let driver = field("driver").unwrap_or_else(|| name.to_string());
+            match field("module") {
+                Some(m) if m != "kernel" => format!("driver {driver}, module {m}"),
+                _ => format!("driver {driver}, built in"),
+            }
+        })
+    })
+}
+
+/// The module that provides `crypto-<name>` in a modules.alias file.
+fn crypto_module(aliases: &str, name: &str) -> Option<String> {
+    let want = format!("crypto-{name}");
+    aliases.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()? == "alias" && w.next()? == want).then(|| w.next().map(str::to_string))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::doctor::Level;
+
+    #[test]
+    fn crypto_lookup() {
+        let text = "name         : sha256\ndriver       : sha256-lib\nmodule       : kernel\npriority     : 300\n\n\
+name         : sha512\ndriver       : sha512-generic\nmodule       : sha512_generic\n\n";
+        assert_eq!(
+            crypto_driver(text, "sha256").as_deref(),
+            Some("driver sha256-lib, built in")
+        );
+        assert_eq!(
+            crypto_driver(text, "sha512").as_deref(),
+            Some("driver sha512-generic, module sha512_generic")
+        );
+        assert_eq!(crypto_driver(text, "sha384"), None);
+        let aliases = "alias crypto-sha384 sha512_generic\nalias crypto-sha512 sha512_generic\n";
+        assert_eq!(
+            crypto_module(aliases, "sha384").as_deref(),
+            Some("sha512_generic")
+        );
+        assert_eq!(crypto_module(aliases, "sha1"), None);
+    }
+
+    #[test]
+    fn mounts_and_cmdline() {
+        let mounts = "proc /proc proc rw 0 0\nsecurityfs /sys/kernel/security securityfs rw 0 0\n";
+        assert_eq!(
+            securityfs_mount(mounts),
+            Some(PathBuf::from("/sys/kernel/security"))
+        );
+        assert_eq!(securityfs_mount("proc /proc proc rw 0 0\n"), None);
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        let cmdline =
+            "root=/dev/sda ima_appraise=fix ima_appraise=enforce quiet -- ima_appraise=off";
+        assert_eq!(cmdline_value(cmdline, "ima_appraise"), Some("enforce"));
+        assert_eq!(cmdline_value(cmdline, "ima_policy"), None);
+    }
+
+    #[test]
+    fn kernel_config_lines() {
+        let text = "# CONFIG_INTEGRITY is not set\nCONFIG_IMA_APPRAISE=y\nCONFIG_IMA=y\n";
+        assert!(config_sets(text, "CONFIG_IMA"));
+        assert!(!config_sets(text, "CONFIG_INTEGRITY"));
+        assert!(!config_sets("CONFIG_IMA_APPRAISE=y\n", "CONFIG_IMA"));
+    }
+
+    #[test]
+    fn policy_counts_signature_rules() {
+        let p = Policy::parse(
+            "measure func=BPRM_CHECK fowner=1000\n\
+             appraise func=BPRM_CHECK fowner=1000 appraise_type=imasig\n\
+             appraise func=MMAP_CHECK appraise_type=imasig|modsig\n\
+             appraise fowner=0\n\
+             dont_appraise fsmagic=0x9fa0\n",
+        );
+        assert_eq!(
+            p,
+            Policy {
+                rules: 5,
+                appraise: 3,
+                imasig: 2
+            }
+        );
+    }
+
+    #[test]
+    fn appraise_mode_without_ima_is_skipped() {
+        let mut r = Report::default();
+        let mut k = Kernel::default();
+        check_appraise(&mut r, &mut k, "ima_appraise=enforce", None);
+        assert_eq!(r.checks[0].status, Level::Skip);
+        assert!(!k.enforcing);
+    }
+
+    #[test]
+    fn appraise_mode_default_is_explained() {
+        let mut r = Report::default();
+        let mut k = Kernel {
+            ima: true,
+            ..Kernel::default()
+        };
+        let rules = Policy::parse("appraise func=BPRM_CHECK appraise_type=imasig\n");
+        check_appraise(&mut r, &mut k, "quiet", Some(&rules));
+        assert_eq!(r.checks[0].status, Level::Ok);
+        assert!(k.enforcing);
+        let mut k = Kernel {
+            ima: true,
+            ..Kernel::default()
+        };
+        check_appraise(&mut r, &mut k, "quiet", Some(&Policy::default()));
+        assert_eq!(r.checks[1].status, Level::Warn);
+        assert!(r.checks[1].finding.contains("nothing is appraised"));
+        assert!(!k.enforcing);
+        check_appraise(&mut r, &mut k, "ima_appraise=fix", None);
+        assert_eq!(r.checks[2].status, Level::Warn);
+    }
+}
