@@ -284,6 +284,17 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict,
     return image, report, after
 
 
+def exec_order(keys: dict[str, Key]) -> list[Case]:
+    """CASES, one wrong-key case per rogue key first: the kernel's "Request
+    for unknown key" line is rate limited (10 per 5 s, not the
+    printk_ratelimit sysctl), and each rogue key's id must reach dmesg."""
+    first: dict[str, Case] = {}
+    for c in CASES:
+        if c.kind == "wrongkey":
+            first.setdefault(signing_key(keys, c).name, c)
+    return list(first.values()) + [c for c in CASES if c not in first.values()]
+
+
 def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     """The /cases.sh the VM's /init sources: sign, tamper, verify, execute."""
     q = shlex.join
@@ -318,7 +329,7 @@ def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     lines.append(q(["run_step", "verify", "vm-after",
                     *verify_argv("portage-ima", certs, [c.vm_path for c in vm_cases])]))
     lines += ["", "# Execute everything."]
-    for c in CASES:
+    for c in exec_order(keys):
         lines.append(q(["run_step", "exec", c.id, *c.argv]))
     return "\n".join(lines) + "\n"
 
