@@ -14,6 +14,7 @@ CRATES="
 	anstyle@1.0.14
 	anyhow@1.0.105
 	autocfg@1.5.1
+	base16ct@0.2.0
 	base64ct@1.8.3
 	bit-set@0.11.1
 	bit-vec@0.10.2
@@ -42,15 +43,19 @@ CRATES="
 	crossbeam-deque@0.8.8
 	crossbeam-epoch@0.9.21
 	crossbeam-utils@0.8.23
+	crypto-bigint@0.5.5
 	crypto-common@0.1.7
 	der@0.7.10
 	der_derive@0.7.3
 	digest@0.10.7
+	ecdsa@0.16.9
 	either@1.19.0
+	elliptic-curve@0.13.8
 	encode_unicode@1.0.0
 	equivalent@1.0.3
 	errno@0.3.15
 	fastrand@2.5.0
+	ff@0.13.1
 	find-msvc-tools@0.1.15
 	flagset@0.4.7
 	fnv@1.0.7
@@ -62,9 +67,11 @@ CRATES="
 	generic-array@0.14.7
 	getrandom@0.2.17
 	getrandom@0.4.3
+	group@0.13.0
 	hashbrown@0.17.2
 	heck@0.5.0
 	hex@0.4.3
+	hmac@0.12.1
 	indexmap@2.14.2
 	indicatif@0.17.11
 	is_terminal_polyfill@1.70.2
@@ -87,6 +94,8 @@ CRATES="
 	openssl-macros@0.1.1
 	openssl-sys@0.9.118
 	openssl@0.10.82
+	p256@0.13.2
+	p384@0.13.1
 	pem-rfc7468@0.7.0
 	pin-project-lite@0.2.18
 	pkcs1@0.7.5
@@ -94,6 +103,7 @@ CRATES="
 	pkg-config@0.3.34
 	portable-atomic@1.15.0
 	ppv-lite86@0.2.21
+	primeorder@0.13.6
 	proc-macro-crate@3.5.0
 	proc-macro2@1.0.107
 	proptest@1.12.0
@@ -109,11 +119,13 @@ CRATES="
 	rayon-core@1.13.0
 	rayon@1.12.0
 	regex-syntax@0.8.12
+	rfc6979@0.4.0
 	roff@1.1.1
 	rsa@0.9.10
 	rustix@1.1.6
 	rustversion@1.0.23
 	rusty-fork@0.3.1
+	sec1@0.7.3
 	serde@1.0.229
 	serde_core@1.0.229
 	serde_derive@1.0.229

@@ -7,7 +7,9 @@ policy
     appraise func=BPRM_CHECK fowner=1000 appraise_type=imasig
 
 covers every combination of hash (sha256, sha512), key (RSA-2048, RSA-4096)
-and signer backend (openssl, rustcrypto), for files from two origins:
+and signer backend (openssl, rustcrypto), and of hash (sha256, sha384,
+sha512), ECDSA key (NIST P-256, P-384; Linux 5.13+, the `ecdsa_generic`
+module where it is one) and backend, for files from two origins:
 
 - `vm`: copied onto a tmpfs inside the VM and signed there by
   `portage-ima sign --files` (so the tool's own fsetxattr meets the target kernel);
@@ -16,7 +18,9 @@ and signer backend (openssl, rustcrypto), for files from two origins:
 
 For each: a signed copy of a static ELF (busybox) and a signed `#!` script
 run; a tampered copy (one byte appended after signing) and a copy signed with
-a key that is not on the keyring are denied with EACCES *and* the kernel logs
+a key that is not on the keyring (for ECDSA also a signature by a key on the
+other curve carrying the key id of one on the keyring) are denied with EACCES
+*and* the kernel logs
 the IMA audit record for that very file; the measurement list (ima-sig) shows
 the digest and signature that `portage-ima verify --json` reports. Unsigned
 copies are denied too, and a tampered copy outside the policy still runs,
@@ -47,7 +51,14 @@ from portage_playground.ima import cert_keyid
 HASHES = ("sha256", "sha512")
 BITS = (2048, 4096)
 BACKENDS = ("openssl", "rustcrypto")
+# ECDSA: both curves the kernel's IMA verifies, with each hash.
+EC_HASHES = ("sha256", "sha384", "sha512")
+CURVES = ("p256", "p384")
+OTHER_CURVE = {"p256": "p384", "p384": "p256"}
 COMBOS = [f"{h}-rsa{b}-{be}" for h, b, be in itertools.product(HASHES, BITS, BACKENDS)]
+COMBOS += [f"{h}-{c}-{be}" for h, c, be in itertools.product(EC_HASHES, CURVES, BACKENDS)]
+# The key of a combo, after "ring"/"rogue" in a key's name: 2048, 4096, p256, p384.
+KEY_SIZES = tuple(str(b) for b in BITS) + CURVES
 ORIGINS = ("vm", "ext4")
 FTYPES = ("elf", "script")
 
@@ -61,8 +72,10 @@ DENIAL_CAUSE = {
     "unsigned": "IMA-signature-required",
     "tampered": "invalid-signature",
     "wrongkey": "invalid-signature",
+    # An ECDSA signature by a key on the other curve, with a key id on the keyring.
+    "wrongcurve": "invalid-signature",
 }
-IMA_HASH_ALGO = {"sha256": 4, "sha512": 6}
+IMA_HASH_ALGO = {"sha256": 4, "sha384": 5, "sha512": 6}
 
 
 def _unavailable(reason: str):
@@ -86,15 +99,26 @@ class Key:
     keyid: str  # last 4 bytes of the SKID, hex
 
 
-def make_key(dir: Path, name: str, bits: int) -> Key:
+def make_key(dir: Path, name: str, size: int | str) -> Key:
+    """An RSA key of `size` bits, or an ECDSA key on curve `size` ("p256",
+    "p384") in the SEC1 form `openssl ecparam -genkey` writes; with a certificate."""
     key, pem, der = dir / f"{name}.key.pem", dir / f"{name}.crt.pem", dir / f"{name}.crt.der"
-    run(["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout", key,
+    newkey = (["-newkey", f"rsa:{size}"] if isinstance(size, int) else
+              ["-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:P-{size.removeprefix('p')}"])
+    run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key,
          "-out", pem, "-days", "7", "-subj", f"/CN=portage-ima kernel test {name}",
          "-addext", "subjectKeyIdentifier=hash", "-addext", "keyUsage=critical,digitalSignature",
          "-addext", "basicConstraints=critical,CA:FALSE"])
+    if not isinstance(size, int):
+        run(["openssl", "ec", "-in", key, "-out", key])  # PKCS#8 -> EC PRIVATE KEY
     os.chmod(key, 0o600)
     run(["openssl", "x509", "-in", pem, "-outform", "DER", "-out", der])
     return Key(name, key, pem, der, cert_keyid(pem))
+
+
+def ring_keys(keys: dict[str, Key]) -> list[Key]:
+    """The keys whose certificates are on the `_ima` keyring."""
+    return [k for n, k in keys.items() if n.startswith("ring")]
 
 
 # --------------------------------------------------------------------------
@@ -105,8 +129,8 @@ def make_key(dir: Path, name: str, bits: int) -> Key:
 @dataclasses.dataclass(frozen=True)
 class Case:
     origin: str  # vm | ext4
-    combo: str | None  # sha256-rsa2048-openssl..., None for unsigned/control
-    kind: str  # signed | tampered | wrongkey | unsigned | unappraised
+    combo: str | None  # sha256-rsa2048-openssl, sha384-p256-rustcrypto..., None for unsigned/control
+    kind: str  # signed | tampered | wrongkey | wrongcurve | unsigned | unappraised
     ftype: str  # elf | script
 
     @property
@@ -134,9 +158,10 @@ class Case:
     def denied(self) -> bool:
         return self.kind in DENIAL_CAUSE
 
-    def combo_parts(self) -> tuple[str, int, str]:
-        h, b, be = self.combo.split("-")
-        return h, int(b.removeprefix("rsa")), be
+    def combo_parts(self) -> tuple[str, str, str]:
+        """hash, key size (as in KEY_SIZES), backend."""
+        h, k, be = self.combo.split("-")
+        return h, k.removeprefix("rsa"), be
 
 
 def script_text(case: Case) -> str:
@@ -147,7 +172,8 @@ def all_cases() -> list[Case]:
     cases = []
     for origin in ORIGINS:
         for combo in COMBOS:
-            for kind in ("signed", "tampered", "wrongkey"):
+            ec = combo.split("-")[1] in CURVES
+            for kind in ("signed", "tampered", "wrongkey") + (("wrongcurve",) if ec else ()):
                 for ftype in FTYPES:
                     cases.append(Case(origin, combo, kind, ftype))
         for ftype in FTYPES:
@@ -160,9 +186,10 @@ def all_cases() -> list[Case]:
 CASES = all_cases()
 
 
-def sign_argv(bin: str, key: Key, hash: str, backend: str, files: list[str]) -> list[str]:
+def sign_argv(bin: str, key: Key, hash: str, backend: str, files: list[str],
+              keyid: str | None = None) -> list[str]:
     return [bin, "sign", "--key", str(key.key), "--cert", str(key.cert_pem), "--hash", hash,
-            "--backend", backend, "--files", *files]
+            "--backend", backend, *(["--keyid", keyid] if keyid else []), "--files", *files]
 
 
 def verify_argv(bin: str, certs: list[Key], files: list[str]) -> list[str]:
@@ -178,8 +205,17 @@ def verify_argv(bin: str, certs: list[Key], files: list[str]) -> list[str]:
 
 
 def signing_key(keys: dict[str, Key], case: Case) -> Key:
-    _, bits, _ = case.combo_parts()
-    return keys[f"rogue{bits}" if case.kind == "wrongkey" else f"ring{bits}"]
+    _, size, _ = case.combo_parts()
+    if case.kind == "wrongcurve":
+        return keys[f"rogue{OTHER_CURVE[size]}"]
+    return keys[f"rogue{size}" if case.kind == "wrongkey" else f"ring{size}"]
+
+
+def forged_keyid(keys: dict[str, Key], case: Case) -> str | None:
+    """The key id to write instead of the signer's: a wrong-curve signature
+    claims the ring key of the combo's curve, so the kernel tries that key."""
+    _, size, _ = case.combo_parts()
+    return keys[f"ring{size}"].keyid if case.kind == "wrongcurve" else None
 
 
 def sign_groups(cases: list[Case]):
@@ -187,7 +223,8 @@ def sign_groups(cases: list[Case]):
     groups: dict[tuple[str, str], list[Case]] = {}
     for c in cases:
         if c.combo:
-            groups.setdefault((c.combo, "rogue" if c.kind == "wrongkey" else "ring"), []).append(c)
+            keykind = {"wrongkey": "rogue", "wrongcurve": "wrongcurve"}.get(c.kind, "ring")
+            groups.setdefault((c.combo, keykind), []).append(c)
     return groups.items()
 
 
@@ -219,13 +256,14 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict,
     for (combo, _), group in sign_groups(cases):
         h, _, be = group[0].combo_parts()
         key = signing_key(keys, group[0])
-        p = subprocess.run(sign_argv(bin, key, h, be, [str(tree / c.filename) for c in group]),
+        p = subprocess.run(sign_argv(bin, key, h, be, [str(tree / c.filename) for c in group],
+                                     forged_keyid(keys, group[0])),
                            capture_output=True, text=True)
         assert p.returncode == 0, (
             f"portage-ima sign on the host failed for {combo} (exit {p.returncode}):\n{p.stderr}\n"
             "(both backends must be compiled in: cargo build --all-features)")
     signed = [c for c in cases if c.kind == "signed"]
-    p = subprocess.run(verify_argv(bin, [keys["ring2048"], keys["ring4096"]],
+    p = subprocess.run(verify_argv(bin, ring_keys(keys),
                                    [str(tree / c.filename) for c in signed]),
                        capture_output=True, text=True)
     assert p.returncode == 0, f"portage-ima verify on the host failed (exit {p.returncode}):\n{p.stdout}{p.stderr}"
@@ -235,7 +273,7 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict,
         if c.kind == "tampered":
             with open(tree / c.filename, "ab") as f:
                 f.write(b"\n")
-    p = subprocess.run(verify_argv(bin, [keys["ring2048"], keys["ring4096"]],
+    p = subprocess.run(verify_argv(bin, ring_keys(keys),
                                    [str(tree / c.filename) for c in cases]),
                        capture_output=True, text=True)
     after = verify_report(p.stdout)
@@ -244,6 +282,17 @@ def build_ext4(work: Path, bin: Path, keys: dict[str, Key]) -> tuple[Path, dict,
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-I", "256", "-L", "imatest", "-d", tree,
          image, f"{size_mb}M"])
     return image, report, after
+
+
+def exec_order(keys: dict[str, Key]) -> list[Case]:
+    """CASES, one wrong-key case per rogue key first: the kernel's "Request
+    for unknown key" line is rate limited (10 per 5 s, not the
+    printk_ratelimit sysctl), and each rogue key's id must reach dmesg."""
+    first: dict[str, Case] = {}
+    for c in CASES:
+        if c.kind == "wrongkey":
+            first.setdefault(signing_key(keys, c).name, c)
+    return list(first.values()) + [c for c in CASES if c not in first.values()]
 
 
 def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
@@ -260,15 +309,16 @@ def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     lines += [q(["chown", "0:0", c.vm_path]) for c in vm_cases if c.kind == "unappraised"]
     lines += ["", "# Sign inside the VM: the tool's fsetxattr against this kernel."]
     for (combo, keykind), group in sign_groups(vm_cases):
-        h, bits, be = group[0].combo_parts()
-        k = keys[f"{keykind}{bits}"]
+        h, _, be = group[0].combo_parts()
+        k = signing_key(keys, group[0])
         vkey = dataclasses.replace(k, key=Path(f"/ima/keys/{k.key.name}"),
                                    cert_pem=Path(f"/ima/keys/{k.cert_pem.name}"))
         lines.append(q(["run_step", "sign", f"{combo}-{keykind}",
-                        *sign_argv("portage-ima", vkey, h, be, [c.vm_path for c in group])]))
+                        *sign_argv("portage-ima", vkey, h, be, [c.vm_path for c in group],
+                                   forged_keyid(keys, group[0]))]))
     lines += ["", "# What the tool itself says about the signed files."]
-    certs = [dataclasses.replace(keys[n], cert_pem=Path(f"/ima/keys/{keys[n].cert_pem.name}"))
-             for n in ("ring2048", "ring4096")]
+    certs = [dataclasses.replace(k, cert_pem=Path(f"/ima/keys/{k.cert_pem.name}"))
+             for k in ring_keys(keys)]
     signed = [c.vm_path for c in vm_cases if c.kind == "signed"]
     lines.append(q(["run_step", "verify", "vm", *verify_argv("portage-ima", certs, signed)]))
     lines += ["", "# Tamper after signing."]
@@ -279,7 +329,7 @@ def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     lines.append(q(["run_step", "verify", "vm-after",
                     *verify_argv("portage-ima", certs, [c.vm_path for c in vm_cases])]))
     lines += ["", "# Execute everything."]
-    for c in CASES:
+    for c in exec_order(keys):
         lines.append(q(["run_step", "exec", c.id, *c.argv]))
     return "\n".join(lines) + "\n"
 
@@ -295,9 +345,17 @@ def build_initramfs(work: Path, kernel: kernelvm.Kernel, bin: Path, keys: dict[s
     ir.add_binary(Path(keyctl), "/usr/bin/keyctl")
     ir.add_binary(bin, "/usr/bin/portage-ima")
 
-    # Whatever of these the kernel built as modules (sha512 is one on 6.1).
-    wanted = ["sha512_generic"] + (["virtio_pci", "virtio_blk", "ext4"] if has_disk else [])
-    mods = kernelvm.resolve_modules(kernel.moddir, wanted)
+    # Whatever of these the kernel built as modules (sha512 is one on 6.1; ecdsa may be).
+    wanted = ["sha512_generic", "ecdsa_generic"] + (
+        ["virtio_pci", "virtio_blk", "ext4"] if has_disk else [])
+    try:
+        mods = kernelvm.resolve_modules(kernel.moddir, wanted)
+    except RuntimeError as e:
+        if "ecdsa_generic" not in str(e):
+            raise
+        pytest.fail(f"{kernel.package} has no ECDSA (CONFIG_CRYPTO_ECDSA is not set, as in "
+                    "Debian's 6.1 cloud kernels), which the ECDSA cases need: boot a kernel "
+                    f"that has it (the default, newest one does): {e}", pytrace=False)
     for name, data in mods:
         ir.add_bytes(data, f"/lib/modules/{name}.ko")
     ir.add_bytes("".join(f"{n}\n" for n, _ in mods).encode(), "/modules.list")
@@ -358,6 +416,8 @@ def vm(tmp_path_factory) -> Run:
     keydir.mkdir()
     keys = {f"{role}{bits}": make_key(keydir, f"{role}{bits}", bits)
             for role in ("ring", "rogue") for bits in BITS}
+    keys |= {f"{role}{c}": make_key(keydir, f"{role}{c}", c)
+             for role in ("ring", "rogue") for c in CURVES}
     image, host_verify, host_after = build_ext4(work, bin, keys)
     initrd = build_initramfs(work, kernel, bin, keys, has_disk=True)
     result = kernelvm.boot(kernel, initrd, [image], log=kernelvm.CACHE / "last-boot.log")
@@ -395,7 +455,7 @@ def require_complete(vm: Run) -> None:
 def test_vm_boots_and_loads_keys_and_policy(vm: Run):
     require_complete(vm)
     loaded = {r.id for r in vm.boot.records if r.kind == "key"}
-    assert loaded == {"ring2048.der", "ring4096.der"}, vm.relevant("@@ima-test key", "fatal")
+    assert loaded == {f"ring{s}.der" for s in KEY_SIZES}, vm.relevant("@@ima-test key", "fatal")
     policy = vm.boot.find("policy", "-")
     assert policy is not None, vm.relevant("policy")
     # The kernel took both rules and nothing else.
@@ -404,7 +464,9 @@ def test_vm_boots_and_loads_keys_and_policy(vm: Run):
     assert any("ima: policy update completed" in l for l in vm.boot.dmesg), vm.relevant("policy")
 
 
-@pytest.mark.parametrize("signer", [f"{c}-{k}" for c in COMBOS for k in ("ring", "rogue")])
+@pytest.mark.parametrize("signer", sorted({f"{c.combo}-{k}" for c in CASES if c.combo
+                                           for k in ("ring", "rogue", "wrongcurve")
+                                           if k != "wrongcurve" or c.kind == "wrongcurve"}))
 def test_signing_inside_the_vm_succeeds(vm: Run, signer: str):
     require_complete(vm)
     rec = vm.boot.find("sign", signer)
@@ -463,9 +525,9 @@ def test_measurement_list_matches_verify(vm: Run, case: Case):
     entry = report.get(case.filename)
     assert entry is not None, f"verify --json has no entry for {case.filename}"
     assert entry["status"] == "ok", f"verify says {entry['status']} for {case.filename}: {entry.get('detail')}"
-    hash, bits, _ = case.combo_parts()
+    hash, size, _ = case.combo_parts()
     assert entry["algo"] == hash
-    assert entry["keyid"].lower() == vm.keys[f"ring{bits}"].keyid
+    assert entry["keyid"].lower() == vm.keys[f"ring{size}"].keyid
 
     meas = [m for m in map(parse_measurement, vm.boot.measurements) if m.get("path") == case.vm_path]
     assert len(meas) == 1, f"expected one ima-sig measurement of {case.vm_path}, found:\n{meas}"
@@ -478,12 +540,17 @@ def test_measurement_list_matches_verify(vm: Run, case: Case):
     # security.ima as the kernel found it: type 3, version 2, algo, key id, length (BE), signature.
     assert sig[:3] == bytes([3, 2, IMA_HASH_ALGO[hash]]), f"kernel's signature header {sig[:9].hex()}"
     assert sig[3:7].hex() == entry["keyid"].lower()
-    assert int.from_bytes(sig[7:9], "big") == len(expected) == bits // 8
+    if size in CURVES:
+        # A DER ECDSA-Sig-Value (a SEQUENCE), its length varying with r and s.
+        assert int.from_bytes(sig[7:9], "big") == len(expected) and expected[0] == 0x30
+    else:
+        assert int.from_bytes(sig[7:9], "big") == len(expected) == int(size) // 8
     assert sig[9:] == expected, "the kernel's signature bytes differ from portage-ima verify's"
 
 
 # What `portage-ima verify` must say about each case: it agrees with the kernel.
 VERIFY_STATUS = {"signed": "ok", "tampered": "bad-signature", "wrongkey": "unknown-key",
+                 "wrongcurve": "bad-signature",
                  "unsigned": "unsigned", "unappraised": "unsigned"}
 
 

@@ -98,7 +98,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The private key file is not a PEM RSA key we can read.
+    /// The private key file is not a PEM RSA or EC key we can read.
     #[error("cannot parse key {}: {reason}", path.display())]
     KeyParse {
         /// The key file.
@@ -115,11 +115,14 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The private key is not RSA (EC, DSA, Ed25519, ...).
-    #[error("key {} is not an RSA key; only RSA keys (2048, 3072 or 4096 bits) are supported", path.display())]
-    KeyNotRsa {
+    /// The private key is of a kind IMA cannot use (DSA, Ed25519, an EC key
+    /// on a curve other than P-256 or P-384, ...).
+    #[error("key {} is {what}, which IMA cannot verify; use RSA (2048 to 4096 bits) or ECDSA on NIST P-256 or P-384", path.display())]
+    KeyUnsupported {
         /// The key file.
         path: PathBuf,
+        /// What it is: "a DSA PRIVATE KEY", "an EC key on curve 1.3.132.0.10".
+        what: String,
     },
 
     /// The certificate file could not be read.

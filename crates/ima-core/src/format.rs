@@ -32,7 +32,7 @@ pub enum ImaXattr {
         algo: HashAlgo,
         /// Which key signed (the kernel looks the certificate up by it).
         keyid: KeyId,
-        /// The RSA PKCS#1 v1.5 signature.
+        /// The RSA PKCS#1 v1.5 signature, or the DER-encoded ECDSA signature.
         signature: Vec<u8>,
     },
 }
@@ -40,7 +40,7 @@ pub enum ImaXattr {
 impl ImaXattr {
     /// The value's bytes, exactly as evmctl writes them.
     ///
-    /// Panics if a signature is longer than 65535 bytes, which no RSA key
+    /// Panics if a signature is longer than 65535 bytes, which no RSA or EC key
     /// that can be loaded produces.
     pub fn encode(&self) -> Vec<u8> {
         match self {

@@ -16,7 +16,9 @@ pub struct KeyId(pub [u8; 4]);
 
 impl KeyId {
     /// What evmctl computes without a certificate: the last 4 bytes of SHA-1
-    /// over the PKCS#1 `RSAPublicKey` (the subjectPublicKey BIT STRING contents).
+    /// over the subjectPublicKey BIT STRING contents: the PKCS#1
+    /// `RSAPublicKey` for RSA (hence the name), the SEC1 point for ECDSA
+    /// (see [`crate::PublicKey::key_id`]).
     pub fn from_rsa_public_key(pkcs1_der: &[u8]) -> KeyId {
         let hash = Sha1::digest(pkcs1_der);
         KeyId::from_tail(&hash).expect("SHA-1 is 20 bytes")

@@ -8,15 +8,18 @@
 //!
 //! # The flow
 //!
-//! 1. **Keys and certificates** ([`KeyMaterial`], [`Certificate`]): PEM/DER
-//!    parsed with the RustCrypto ASN.1 crates into PKCS#1 DER; the key id
+//! 1. **Keys and certificates** ([`KeyMaterial`], [`Certificate`],
+//!    [`PublicKey`]): PEM/DER parsed with the RustCrypto ASN.1 crates, RSA
+//!    into PKCS#1 DER, ECDSA (P-256, P-384) into scalar and point; the key id
 //!    ([`KeyId`]) comes from the certificate's Subject Key Identifier, else
 //!    from the public key, as evmctl computes it.
 //! 2. **Provider** ([`CryptoProvider`], [`default_provider`]): a backend turns
 //!    that DER once into a [`Signer`] / [`Verifier`] and makes [`Hasher`]s.
 //! 3. **Sign / verify** ([`ImaSigner`], [`KeySet`]): one pass over the content
 //!    gives the digest (and Portage's MD5 when asked, [`digest_file`]); RSA
-//!    PKCS#1 v1.5 over the digest, deterministic, so byte-identical to evmctl.
+//!    PKCS#1 v1.5 over the digest, deterministic, so byte-identical to evmctl;
+//!    or ECDSA, DER-encoded as evmctl writes it (randomised, so only
+//!    verifiably the same).
 //! 4. **File I/O on one descriptor** ([`open_regular`], [`FileStamp`],
 //!    [`read_ima_xattr`], [`write_ima_xattr`]): the file is opened once
 //!    without following symlinks, hashed with `pread`, stamped before and
@@ -77,7 +80,7 @@ pub use file::{
     FileStamp, IMA_XATTR,
 };
 pub use format::ImaXattr;
-pub use key::{Certificate, KeyMaterial, KeyUsageBits};
+pub use key::{Certificate, EcCurve, KeyAlgorithm, KeyMaterial, KeyUsageBits, PublicKey};
 pub use keyid::KeyId;
 pub use provider::{
     default_provider, provider_by_name, providers, CryptoProvider, Hasher, Signer, Verifier,

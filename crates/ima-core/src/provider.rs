@@ -1,10 +1,11 @@
 //! The crypto backends behind one small trait, rustls-style.
 //!
 //! A backend hashes, signs a precomputed digest (RSA PKCS#1 v1.5 with the
-//! algorithm's DigestInfo, as evmctl does) and verifies. Keys are parsed once,
-//! when a [`Signer`] or [`Verifier`] is made, never per signature.
+//! algorithm's DigestInfo, or ECDSA with a DER-encoded signature, as evmctl
+//! does) and verifies. Keys are parsed once, when a [`Signer`] or
+//! [`Verifier`] is made, never per signature.
 
-use crate::{Error, HashAlgo, KeyMaterial, Result};
+use crate::{Error, HashAlgo, KeyMaterial, PublicKey, Result};
 
 #[cfg(feature = "openssl")]
 mod openssl;
@@ -25,7 +26,8 @@ pub trait Hasher: Send {
 /// A private key, ready to sign.
 pub trait Signer: Send + Sync {
     /// RSA PKCS#1 v1.5 over `digest` with the DigestInfo of `algo`
-    /// (deterministic, so byte-identical to evmctl).
+    /// (deterministic, so byte-identical to evmctl), or ECDSA over `digest`
+    /// as a DER `ECDSA-Sig-Value` (randomised, as evmctl's).
     fn sign_digest(&self, algo: HashAlgo, digest: &[u8]) -> Result<Vec<u8>>;
 }
 
@@ -44,9 +46,8 @@ pub trait CryptoProvider: Send + Sync + std::fmt::Debug {
     fn hasher(&self, algo: HashAlgo) -> Result<Box<dyn Hasher>>;
     /// `key`'s private half parsed once, ready for many signatures.
     fn signer(&self, key: &KeyMaterial) -> Result<Box<dyn Signer>>;
-    /// A public key parsed once, ready for many verifications;
-    /// `rsa_public_key_der` is a PKCS#1 `RSAPublicKey`.
-    fn verifier(&self, rsa_public_key_der: &[u8]) -> Result<Box<dyn Verifier>>;
+    /// A public key parsed once, ready for many verifications.
+    fn verifier(&self, key: &PublicKey) -> Result<Box<dyn Verifier>>;
 }
 
 /// OpenSSL when compiled in (what evmctl uses, and faster), else RustCrypto.

@@ -68,7 +68,7 @@ impl ImaSigner {
         Ok(ImaSigner {
             provider,
             signer: provider.signer(key)?,
-            verifier: provider.verifier(key.rsa_public_key_der())?,
+            verifier: provider.verifier(key.public_key())?,
             keyid: keyid.unwrap_or_else(|| key.key_id()),
             algo,
         })

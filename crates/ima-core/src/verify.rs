@@ -104,15 +104,15 @@ impl KeySet {
         }
     }
 
-    /// Adds a certificate's RSA public key under its key id (SKID tail).
+    /// Adds a certificate's public key (RSA or ECDSA) under its key id (SKID tail).
     pub fn add_certificate(&mut self, cert: &Certificate) -> Result<KeyId> {
-        let verifier = self.provider.verifier(cert.rsa_public_key_der()?)?;
+        let verifier = self.provider.verifier(&cert.public_key()?)?;
         Ok(self.insert(cert.key_id(), verifier))
     }
 
     /// Adds the public half of a private key under [`KeyMaterial::key_id`].
     pub fn add_key(&mut self, key: &KeyMaterial) -> Result<KeyId> {
-        let verifier = self.provider.verifier(key.rsa_public_key_der())?;
+        let verifier = self.provider.verifier(key.public_key())?;
         Ok(self.insert(key.key_id(), verifier))
     }
 

@@ -1,6 +1,8 @@
 //! Byte-identity with `evmctl ima_sign`, and mutual verification with
 //! `evmctl ima_verify`, for every key size, key form, hash algorithm and
-//! backend, on files of several sizes including an empty one.
+//! backend, on files of several sizes including an empty one. ECDSA
+//! signatures are randomised: for EC keys, the header (algorithm, key id) is
+//! evmctl's byte for byte and each side verifies the other's signature.
 
 mod common;
 
@@ -8,10 +10,12 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{can_write_security_xattrs, getfattr, have, key, run, write_pattern, Form};
+use common::{
+    can_write_security_xattrs, ec_key, getfattr, have, key, run, write_pattern, EcForm, Form,
+};
 use ima_core::{
-    open_regular, providers, Certificate, HashAlgo, ImaSigner, KeyMaterial, KeySet, SignOptions,
-    SignOutcome, VerifyStatus,
+    open_regular, providers, Certificate, EcCurve, HashAlgo, ImaSigner, ImaXattr, KeyAlgorithm,
+    KeyMaterial, KeySet, SignOptions, SignOutcome, VerifyStatus,
 };
 
 /// Empty, tiny, one page, exactly the read buffer, and several buffers plus a tail.
@@ -24,7 +28,7 @@ fn make_files(dir: &Path) {
     }
 }
 
-/// One key against evmctl: all algorithms, both backends.
+/// One RSA key against evmctl: all algorithms, both backends, byte for byte.
 fn check_key(bits: usize, form: Form) {
     let test = format!("evmctl interop rsa{bits} {form:?}");
     if !can_write_security_xattrs(&test) || !have("evmctl", &test) {
@@ -33,21 +37,48 @@ fn check_key(bits: usize, form: Form) {
     let k = key(bits, form);
     let km = KeyMaterial::load(&k.key, None).unwrap();
     assert_eq!(km.bits(), bits);
-    let cert = Certificate::load(&k.cert_der).unwrap();
-    assert_eq!(km.key_id(), cert.key_id(), "default SKID is the key hash");
+    let what = format!("rsa{bits} {form:?}");
+    against_evmctl(
+        &what,
+        &k.key,
+        &k.cert_der,
+        &km,
+        HashAlgo::SIGNING,
+        |at, ours, evm| {
+            assert_eq!(
+                hex::encode(ours),
+                hex::encode(evm),
+                "{at}: security.ima differs from evmctl's"
+            );
+        },
+    );
+}
 
-    for &algo in HashAlgo::SIGNING {
+/// Signs files with evmctl and with each backend, for each of `algos`:
+/// `compare(what, ours, evmctl's)` judges the two values, evmctl
+/// `ima_verify` must accept ours and we must accept evmctl's.
+fn against_evmctl(
+    what: &str,
+    key_file: &Path,
+    cert_der: &Path,
+    km: &KeyMaterial,
+    algos: &[HashAlgo],
+    compare: impl Fn(&str, &[u8], &[u8]),
+) {
+    let cert = Certificate::load(cert_der).unwrap();
+    assert_eq!(km.key_id(), cert.key_id(), "default SKID is the key hash");
+    for &algo in algos {
         let tmp = tempfile::tempdir().unwrap();
         let evm_dir = tmp.path().join("evmctl");
         make_files(&evm_dir);
         run(Command::new("evmctl")
             .args(["ima_sign", "-r", "--hashalgo", algo.name(), "--key"])
-            .arg(&k.key)
+            .arg(key_file)
             .arg(&evm_dir));
 
         for provider in providers() {
-            let what = format!("rsa{bits} {form:?} {algo} {}", provider.name());
-            let signer = ImaSigner::new(provider, &km, algo, None).unwrap();
+            let what = format!("{what} {algo} {}", provider.name());
+            let signer = ImaSigner::new(provider, km, algo, None).unwrap();
             let ours_dir = tmp.path().join(provider.name());
             make_files(&ours_dir);
             let mut keys = KeySet::new(provider);
@@ -63,16 +94,12 @@ fn check_key(bits: usize, form: Form) {
                 let evm_value =
                     getfattr(&theirs).unwrap_or_else(|| panic!("evmctl did not sign {name}"));
                 let our_value = getfattr(&ours).unwrap();
-                assert_eq!(
-                    hex::encode(&our_value),
-                    hex::encode(&evm_value),
-                    "{what} {name}: security.ima differs from evmctl's"
-                );
+                compare(&format!("{what} {name}"), &our_value, &evm_value);
 
                 // evmctl accepts ours...
                 let out = Command::new("evmctl")
                     .args(["ima_verify", "--key"])
-                    .arg(&k.cert_der)
+                    .arg(cert_der)
                     .arg(&ours)
                     .output()
                     .unwrap();
@@ -123,6 +150,60 @@ fn rsa4096_pkcs1() {
 #[test]
 fn rsa4096_pkcs8() {
     check_key(4096, Form::Pkcs8);
+}
+
+/// One EC key against evmctl: sha256, sha384 and sha512, both backends.
+/// evmctl accepts our signatures and we accept evmctl's; the header
+/// (algorithm, key id from the public key as evmctl computes it) is
+/// evmctl's byte for byte; a signature is never the same twice.
+fn check_ec_key(curve: EcCurve, form: EcForm) {
+    let test = format!("evmctl interop {} {form:?}", curve.name());
+    if !can_write_security_xattrs(&test) || !have("evmctl", &test) {
+        return;
+    }
+    let k = ec_key(curve, form);
+    let km = KeyMaterial::load(&k.key, None).unwrap();
+    assert_eq!(km.algorithm(), KeyAlgorithm::Ecdsa(curve));
+    assert_eq!(km.bits(), curve.bits());
+    let cert = Certificate::load(&k.cert_der).unwrap();
+    assert_eq!(&cert.public_key().unwrap(), km.public_key());
+    let algos = [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512];
+    let what = format!("{} {form:?}", curve.name());
+    against_evmctl(&what, &k.key, &k.cert_der, &km, &algos, |at, ours, evm| {
+        // type, version, algorithm and key id: evmctl's bytes.
+        assert_eq!(
+            hex::encode(&ours[..7]),
+            hex::encode(&evm[..7]),
+            "{at}: header differs from evmctl's"
+        );
+        assert_ne!(ours, evm, "{at}: ECDSA is randomised");
+        let Ok(ImaXattr::Signature { signature, .. }) = ImaXattr::decode(ours) else {
+            panic!("{at}: not a signature: {ours:02x?}")
+        };
+        // A DER SEQUENCE of two INTEGERs, at most 2 * (scalar + 1) + 8.
+        assert_eq!(signature[0], 0x30, "{at}: not DER");
+        assert!(signature.len() <= 2 * (curve.scalar_len() + 1) + 8);
+    });
+}
+
+#[test]
+fn ec_p256_sec1() {
+    check_ec_key(EcCurve::P256, EcForm::Sec1);
+}
+
+#[test]
+fn ec_p256_pkcs8() {
+    check_ec_key(EcCurve::P256, EcForm::Pkcs8);
+}
+
+#[test]
+fn ec_p384_sec1() {
+    check_ec_key(EcCurve::P384, EcForm::Sec1);
+}
+
+#[test]
+fn ec_p384_pkcs8() {
+    check_ec_key(EcCurve::P384, EcForm::Pkcs8);
 }
 
 /// The tests above compare every backend compiled in with evmctl; the

@@ -27,7 +27,8 @@ fn loads_both_forms_and_reports_bits() {
         assert!(pem.contains(label), "{:?} should be {label}", k.key);
         // The public half is what the certificate holds.
         let cert = Certificate::load(&k.cert_pem).unwrap();
-        assert_eq!(cert.rsa_public_key_der().unwrap(), km.rsa_public_key_der());
+        assert_eq!(&cert.public_key().unwrap(), km.public_key());
+        assert_eq!(km.algorithm(), ima_core::KeyAlgorithm::Rsa);
         // PKCS#1 and PKCS#8 forms of one key are the same private key.
         let tmp = tempfile::tempdir().unwrap();
         let other = tmp.path().join("other.pem");
@@ -41,7 +42,7 @@ fn loads_both_forms_and_reports_bits() {
             .arg("-out")
             .arg(&other));
         let km2 = KeyMaterial::load(&other, None).unwrap();
-        assert_eq!(km2.rsa_private_key_der(), km.rsa_private_key_der());
+        assert_eq!(km2.private_key_bytes(), km.private_key_bytes());
         assert_eq!(km2.key_id(), km.key_id());
     }
 }
@@ -291,43 +292,44 @@ fn encrypted_keys_say_how_to_decrypt() {
     }
 }
 
+/// Keys the kernel's IMA cannot verify: Ed25519, and EC keys on a curve
+/// other than P-256 or P-384 (secp256k1, in SEC1 and in PKCS#8).
 #[test]
-fn non_rsa_keys_are_refused_clearly() {
+fn unsupported_keys_are_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
-    let ec8 = tmp.path().join("ec8.pem");
+    let k1_pkcs8 = tmp.path().join("k1-pkcs8.pem");
     openssl(
         &[
             "genpkey",
             "-algorithm",
             "EC",
             "-pkeyopt",
-            "ec_paramgen_curve:P-256",
+            "ec_paramgen_curve:secp256k1",
             "-out",
         ],
-        &ec8,
+        &k1_pkcs8,
     );
     let ed = tmp.path().join("ed25519.pem");
     openssl(&["genpkey", "-algorithm", "ED25519", "-out"], &ed);
-    let ec1 = tmp.path().join("ec1.pem");
+    let k1_sec1 = tmp.path().join("k1-sec1.pem");
     openssl(
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-        ],
-        &ec1,
+        &["ecparam", "-name", "secp256k1", "-genkey", "-noout", "-out"],
+        &k1_sec1,
     );
-    assert!(fs::read_to_string(&ec1).unwrap().contains("EC PRIVATE KEY"));
-    for p in [ec8, ed, ec1] {
+    assert!(fs::read_to_string(&k1_sec1)
+        .unwrap()
+        .contains("EC PRIVATE KEY"));
+    for (p, what) in [
+        (k1_pkcs8, "1.3.132.0.10"),
+        (ed, "1.3.101.112"),
+        (k1_sec1, "1.3.132.0.10"),
+    ] {
         let err = KeyMaterial::load(&p, None).unwrap_err();
         assert!(
-            matches!(&err, Error::KeyNotRsa { path } if path == &p),
+            matches!(&err, Error::KeyUnsupported { path, what: w } if path == &p && w.contains(what)),
             "{p:?}: {err:?}"
         );
-        assert!(err.to_string().contains("only RSA"), "{err}");
+        assert!(err.to_string().contains("P-256 or P-384"), "{err}");
     }
 }
 
@@ -379,7 +381,7 @@ fn insecure_key_mode_is_reported() {
 fn inconsistent_key_is_refused_by_openssl() {
     use openssl::rsa::Rsa;
     let good = KeyMaterial::load(&key(2048, Form::Pkcs1).key, None).unwrap();
-    let r = Rsa::private_key_from_der(good.rsa_private_key_der()).unwrap();
+    let r = Rsa::private_key_from_der(good.private_key_bytes()).unwrap();
     let c = |b: &openssl::bn::BigNumRef| b.to_owned().unwrap();
     let mut dmp1 = c(r.dmp1().unwrap());
     dmp1.add_word(2).unwrap();

@@ -195,7 +195,7 @@ fn backends_verify_each_other_and_refuse_forgeries() {
             .unwrap();
         assert_eq!(sig.len(), 384);
         for b in providers() {
-            let v = b.verifier(km.rsa_public_key_der()).unwrap();
+            let v = b.verifier(km.public_key()).unwrap();
             assert!(v.verify_digest(HashAlgo::Sha224, &digest, &sig).unwrap());
             // A flipped bit, a truncated or empty signature, another digest: refused.
             let mut flipped = sig.clone();

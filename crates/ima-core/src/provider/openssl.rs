@@ -1,14 +1,16 @@
 //! The OpenSSL backend: the system libcrypto, as evmctl uses.
 
 use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::hash::MessageDigest;
 use openssl::md::{Md, MdRef};
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
 
 use super::{check_digest_len, check_signing_algo, CryptoProvider, Hasher, Signer, Verifier};
-use crate::{Error, HashAlgo, KeyMaterial, Result};
+use crate::{EcCurve, Error, HashAlgo, KeyAlgorithm, KeyMaterial, PublicKey, Result};
 
 /// OpenSSL (libcrypto) backend.
 #[derive(Debug)]
@@ -57,18 +59,33 @@ impl Hasher for OpensslHasher {
     }
 }
 
+fn ec_group(curve: EcCurve) -> Result<EcGroup> {
+    let nid = match curve {
+        EcCurve::P256 => Nid::X9_62_PRIME256V1,
+        EcCurve::P384 => Nid::SECP384R1,
+    };
+    EcGroup::from_curve_name(nid).map_err(|e| crypto(curve.name(), e))
+}
+
 /// The key is parsed once, here; each signature only makes a cheap context.
-struct OpensslSigner(PKey<Private>);
+struct OpensslSigner {
+    key: PKey<Private>,
+    rsa: bool,
+}
 
 impl Signer for OpensslSigner {
     fn sign_digest(&self, algo: HashAlgo, digest: &[u8]) -> Result<Vec<u8>> {
         check_signing_algo(algo)?;
         check_digest_len(algo, digest)?;
-        let mut ctx = PkeyCtx::new(&self.0).map_err(|e| crypto("signing context", e))?;
+        let mut ctx = PkeyCtx::new(&self.key).map_err(|e| crypto("signing context", e))?;
         ctx.sign_init().map_err(|e| crypto("sign init", e))?;
-        ctx.set_rsa_padding(Padding::PKCS1)
-            .map_err(|e| crypto("PKCS#1 padding", e))?;
-        // With the digest set, OpenSSL prepends the DigestInfo, as for evmctl.
+        if self.rsa {
+            ctx.set_rsa_padding(Padding::PKCS1)
+                .map_err(|e| crypto("PKCS#1 padding", e))?;
+        }
+        // With the digest set, OpenSSL prepends the DigestInfo for RSA, as
+        // for evmctl (for ECDSA it only checks the digest's length). ECDSA
+        // signs with a fresh random nonce and writes the DER ECDSA-Sig-Value.
         ctx.set_signature_md(sig_md(algo))
             .map_err(|e| crypto("signature digest", e))?;
         let mut sig = Vec::new();
@@ -113,20 +130,25 @@ fn consistent(rsa: &Rsa<Private>) -> std::result::Result<bool, openssl::error::E
     Ok(r == one)
 }
 
-struct OpensslVerifier(PKey<Public>);
+struct OpensslVerifier {
+    key: PKey<Public>,
+    rsa: bool,
+}
 
 impl Verifier for OpensslVerifier {
     fn verify_digest(&self, algo: HashAlgo, digest: &[u8], signature: &[u8]) -> Result<bool> {
         check_signing_algo(algo)?;
         check_digest_len(algo, digest)?;
-        let mut ctx = PkeyCtx::new(&self.0).map_err(|e| crypto("verify context", e))?;
+        let mut ctx = PkeyCtx::new(&self.key).map_err(|e| crypto("verify context", e))?;
         ctx.verify_init().map_err(|e| crypto("verify init", e))?;
-        ctx.set_rsa_padding(Padding::PKCS1)
-            .map_err(|e| crypto("PKCS#1 padding", e))?;
+        if self.rsa {
+            ctx.set_rsa_padding(Padding::PKCS1)
+                .map_err(|e| crypto("PKCS#1 padding", e))?;
+        }
         ctx.set_signature_md(sig_md(algo))
             .map_err(|e| crypto("signature digest", e))?;
-        // OpenSSL reports a malformed signature (wrong length, bad padding)
-        // as an error rather than `false`: either way it does not verify.
+        // OpenSSL reports a malformed signature (wrong length, bad padding,
+        // bad DER) as an error rather than `false`: either way it does not verify.
         Ok(ctx.verify(digest, signature).unwrap_or(false))
     }
 }
@@ -142,21 +164,66 @@ impl CryptoProvider for OpensslProvider {
     }
 
     fn signer(&self, key: &KeyMaterial) -> Result<Box<dyn Signer>> {
-        let rsa = Rsa::private_key_from_der(key.rsa_private_key_der())
-            .map_err(|e| crypto("load RSA private key", e))?;
-        if !consistent(&rsa).map_err(|e| crypto("check RSA key", e))? {
-            return Err(Error::Crypto(
-                "openssl: RSA private key is inconsistent (n != p*q or a CRT value is wrong); regenerate it".into(),
-            ));
-        }
-        let pkey = PKey::from_rsa(rsa).map_err(|e| crypto("load RSA private key", e))?;
-        Ok(Box::new(OpensslSigner(pkey)))
+        let (key, rsa) = match key.algorithm() {
+            KeyAlgorithm::Rsa => (rsa_private_key(key.private_key_bytes())?, true),
+            KeyAlgorithm::Ecdsa(curve) => (
+                ec_private_key(curve, key.private_key_bytes(), key.public_key())?,
+                false,
+            ),
+        };
+        Ok(Box::new(OpensslSigner { key, rsa }))
     }
 
-    fn verifier(&self, rsa_public_key_der: &[u8]) -> Result<Box<dyn Verifier>> {
-        let rsa = Rsa::public_key_from_der_pkcs1(rsa_public_key_der)
-            .map_err(|e| crypto("load RSA public key", e))?;
-        let pkey = PKey::from_rsa(rsa).map_err(|e| crypto("load RSA public key", e))?;
-        Ok(Box::new(OpensslVerifier(pkey)))
+    fn verifier(&self, key: &PublicKey) -> Result<Box<dyn Verifier>> {
+        let (pkey, rsa) = match key.algorithm() {
+            KeyAlgorithm::Rsa => {
+                let rsa = Rsa::public_key_from_der_pkcs1(key.key_bytes())
+                    .map_err(|e| crypto("load RSA public key", e))?;
+                let pkey = PKey::from_rsa(rsa).map_err(|e| crypto("load RSA public key", e))?;
+                (pkey, true)
+            }
+            KeyAlgorithm::Ecdsa(curve) => {
+                let what = "load EC public key";
+                let group = ec_group(curve)?;
+                let mut ctx = BigNumContext::new().map_err(|e| crypto(what, e))?;
+                // Checks that the point is on the curve.
+                let point = EcPoint::from_bytes(&group, key.key_bytes(), &mut ctx)
+                    .map_err(|e| crypto(what, e))?;
+                let ec = EcKey::from_public_key(&group, &point).map_err(|e| crypto(what, e))?;
+                (PKey::from_ec_key(ec).map_err(|e| crypto(what, e))?, false)
+            }
+        };
+        Ok(Box::new(OpensslVerifier { key: pkey, rsa }))
     }
+}
+
+fn rsa_private_key(pkcs1_der: &[u8]) -> Result<PKey<Private>> {
+    let rsa =
+        Rsa::private_key_from_der(pkcs1_der).map_err(|e| crypto("load RSA private key", e))?;
+    if !consistent(&rsa).map_err(|e| crypto("check RSA key", e))? {
+        return Err(Error::Crypto(
+            "openssl: RSA private key is inconsistent (n != p*q or a CRT value is wrong); regenerate it".into(),
+        ));
+    }
+    PKey::from_rsa(rsa).map_err(|e| crypto("load RSA private key", e))
+}
+
+/// The scalar and point of an EC key, checked to belong together (else its
+/// signatures would never verify against its certificate).
+fn ec_private_key(curve: EcCurve, scalar: &[u8], public: &PublicKey) -> Result<PKey<Private>> {
+    let what = "load EC private key";
+    let group = ec_group(curve)?;
+    let mut ctx = BigNumContext::new().map_err(|e| crypto(what, e))?;
+    let private = BigNum::from_slice(scalar).map_err(|e| crypto(what, e))?;
+    let point =
+        EcPoint::from_bytes(&group, public.key_bytes(), &mut ctx).map_err(|e| crypto(what, e))?;
+    let ec =
+        EcKey::from_private_components(&group, &private, &point).map_err(|e| crypto(what, e))?;
+    ec.check_key().map_err(|_| {
+        Error::Crypto(format!(
+            "openssl: the {} private key does not match the public key stored with it (or is out of range); regenerate it",
+            curve.name()
+        ))
+    })?;
+    PKey::from_ec_key(ec).map_err(|e| crypto(what, e))
 }

@@ -83,6 +83,39 @@ fn generate(bits: usize, form: Form) -> TestKey {
         };
         run(&mut cmd);
     });
+    let (cert_pem, cert_der) = certify(&stem, &key);
+    TestKey {
+        bits,
+        form,
+        key,
+        cert_pem,
+        cert_der,
+    }
+}
+
+/// How an EC private key PEM is wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EcForm {
+    /// `-----BEGIN EC PRIVATE KEY-----` (`openssl ecparam -genkey`, which
+    /// also writes an `EC PARAMETERS` block before it).
+    Sec1,
+    /// `-----BEGIN PRIVATE KEY-----` (`openssl genpkey -algorithm EC`).
+    Pkcs8,
+}
+
+/// A generated EC key with a self-signed certificate for it.
+#[derive(Debug)]
+pub struct EcTestKey {
+    pub curve: ima_core::EcCurve,
+    pub form: EcForm,
+    pub key: PathBuf,
+    pub cert_pem: PathBuf,
+    pub cert_der: PathBuf,
+}
+
+/// A self-signed end-entity certificate for `key`, PEM and DER.
+fn certify(stem: &str, key: &Path) -> (PathBuf, PathBuf) {
+    let dir = key_dir();
     let cert_pem = dir.join(format!("{stem}.crt.pem"));
     atomically(&cert_pem, |tmp| {
         run(Command::new("openssl")
@@ -92,7 +125,7 @@ fn generate(bits: usize, form: Form) -> TestKey {
             .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .args(["-addext", "keyUsage=critical,digitalSignature"])
             .arg("-key")
-            .arg(&key)
+            .arg(key)
             .arg("-out")
             .arg(tmp));
     });
@@ -104,13 +137,36 @@ fn generate(bits: usize, form: Form) -> TestKey {
             .arg("-out")
             .arg(tmp));
     });
-    TestKey {
-        bits,
+    (cert_pem, cert_der)
+}
+
+fn generate_ec(curve: ima_core::EcCurve, form: EcForm) -> EcTestKey {
+    let stem = format!("ec-{}-{form:?}", curve.openssl_name()).to_lowercase();
+    let key = key_dir().join(format!("{stem}.pem"));
+    atomically(&key, |tmp| {
+        let mut cmd = Command::new("openssl");
+        match form {
+            EcForm::Sec1 => cmd.args(["ecparam", "-genkey", "-name", curve.openssl_name(), "-out"]),
+            EcForm::Pkcs8 => cmd
+                .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+                .arg(format!("ec_paramgen_curve:{}", curve.name()))
+                .arg("-out"),
+        };
+        run(cmd.arg(tmp));
+    });
+    let (cert_pem, cert_der) = certify(&stem, &key);
+    EcTestKey {
+        curve,
         form,
         key,
         cert_pem,
         cert_der,
     }
+}
+
+/// The EC key on `curve` in `form` (cheap to make: generated on first use).
+pub fn ec_key(curve: ima_core::EcCurve, form: EcForm) -> EcTestKey {
+    generate_ec(curve, form)
 }
 
 /// All six keys (3 sizes x 2 forms), generated in parallel on first use.

@@ -69,10 +69,10 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
             r.ok(
                 CheckId::Key,
                 format!(
-                    "{}: RSA-{}, public-key id {}",
+                    "{}: {}, public-key id {}",
                     path.display(),
-                    k.bits(),
-                    KeyId::from_rsa_public_key(k.rsa_public_key_der())
+                    k.public_key(),
+                    k.public_key().key_id()
                 ),
             );
             Some(k)
