@@ -38,6 +38,17 @@ pub enum ConfigFiles {
     Skip,
 }
 
+/// How a long run shows its progress on stderr (`--progress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgressDisplay {
+    /// A bar on a terminal, periodic lines otherwise.
+    #[default]
+    Auto,
+    Bar,
+    Lines,
+    None,
+}
+
 /// The contents of ima.toml. Unknown keys are an error.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
