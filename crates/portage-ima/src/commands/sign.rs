@@ -25,8 +25,8 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
     let results = sign_jobs(&settings, args, &signer, None, &jobs)?;
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
-    for problem in &problems {
-        printer.file(problem, None);
+    for problem in problems {
+        printer.file(&problem.into(), None);
     }
     for result in results {
         match result {

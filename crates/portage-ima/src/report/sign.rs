@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
+use crate::fs::walk::{Problem, Unwalkable};
 
 /// What happened to one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,10 +74,8 @@ pub enum Failure {
         expected_md5: [u8; 16],
         actual_md5: String,
     },
-    /// Named on the command line, but not a regular file or a directory.
-    NotAFile { kind: &'static str, symlink: bool },
-    /// A directory reached twice in a walk (a bind-mount loop).
-    DirectoryLoop,
+    /// A path of `--files` (or met in their walk) that gives no file.
+    Unwalkable(Unwalkable),
     /// Reading, signing or writing failed, or a package's CONTENTS did
     /// not give its files: the error's own words.
     Other(String),
@@ -108,18 +107,7 @@ impl fmt::Display for Failure {
                  {actual_md5}); not signed: reinstall the package if this change is not yours",
                 hex::encode(expected_md5)
             ),
-            Failure::NotAFile { kind, symlink } => write!(
-                f,
-                "is a {kind}, not a regular file; not signed{}",
-                if *symlink {
-                    " (symlinks are never followed: name its target instead)"
-                } else {
-                    ""
-                }
-            ),
-            Failure::DirectoryLoop => f.write_str(
-                "directory reached twice (a bind-mount loop, or named twice); not walked again",
-            ),
+            Failure::Unwalkable(reason) => reason.fmt(f),
             Failure::Other(text) => f.write_str(text),
         }
     }
@@ -161,6 +149,13 @@ impl FileReport {
             path: path.into(),
             outcome,
         }
+    }
+}
+
+impl From<Problem> for FileReport {
+    fn from(problem: Problem) -> FileReport {
+        let failure = Failure::Unwalkable(problem.reason);
+        FileReport::new(problem.path, Outcome::Failed(failure))
     }
 }
 
@@ -486,7 +481,7 @@ mod tests {
             Outcome::AlreadyValid,
             Outcome::WouldSign,
             Outcome::Skipped(SkipReason::ConfigProtected),
-            Outcome::Failed(Failure::DirectoryLoop),
+            Outcome::Failed(Failure::Unwalkable(Unwalkable::DirectoryLoop)),
         ]
         .iter()
         .map(Outcome::name)
