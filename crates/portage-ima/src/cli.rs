@@ -214,15 +214,3 @@ pub enum ProgressMode {
     Lines,
     None,
 }
-
-impl From<ProgressMode> for crate::settings::ProgressDisplay {
-    fn from(mode: ProgressMode) -> Self {
-        use crate::settings::ProgressDisplay;
-        match mode {
-            ProgressMode::Auto => ProgressDisplay::Auto,
-            ProgressMode::Bar => ProgressDisplay::Bar,
-            ProgressMode::Lines => ProgressDisplay::Lines,
-            ProgressMode::None => ProgressDisplay::None,
-        }
-    }
-}
