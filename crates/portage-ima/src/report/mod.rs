@@ -7,8 +7,10 @@
 //!   `ewarn`), tallies to stdout (`einfo`); `sign --json` prints one
 //!   document instead.
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
+//! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
 //! - [`status`]: exit statuses and the one-line form of an error.
 
+mod json;
 pub mod log;
 pub mod sign;
 pub mod status;

@@ -22,6 +22,8 @@ use serde::Serialize;
 use crate::escape::{escape_path, escape_text};
 use crate::fs::walk::{Problem, Unwalkable};
 
+use super::json::JsonStream;
+
 /// What happened to one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -269,13 +271,21 @@ struct FileJson<'a> {
     detail: Option<String>,
 }
 
+/// What `sign --json` writes after `files`.
+#[derive(Serialize)]
+struct JsonTail<'a> {
+    summary: &'a Tally,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packages: Option<&'a BTreeMap<String, Tally>>,
+}
+
 /// Prints a signing run as it goes: failures (text) or file objects (JSON),
 /// package tallies, and the totals in [`SignPrinter::finish`].
 pub struct SignPrinter<W: Write = BufWriter<Stdout>> {
     out: W,
-    json: bool,
+    /// `--json`: the document being written.
+    json: Option<JsonStream>,
     dry_run: bool,
-    files_written: usize,
     total: Tally,
     /// Package tallies for JSON (one entry per package: small).
     packages: Option<BTreeMap<String, Tally>>,
@@ -290,14 +300,10 @@ impl SignPrinter {
 
 impl<W: Write> SignPrinter<W> {
     pub fn new(mut out: W, json: bool, dry_run: bool) -> SignPrinter<W> {
-        if json {
-            let _ = out.write_all(b"{\"files\":[");
-        }
         SignPrinter {
+            json: json.then(|| JsonStream::open(&mut out)),
             out,
-            json,
             dry_run,
-            files_written: 0,
             total: Tally::default(),
             packages: None,
         }
@@ -306,7 +312,7 @@ impl<W: Write> SignPrinter<W> {
     /// One file's outcome; `package` is its CPV when packages are signed.
     pub fn file(&mut self, report: &FileReport, package: Option<&str>) {
         self.total.add(&report.outcome);
-        if self.json {
+        if self.json.is_some() {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
             eprintln!("{}", failure_line(&report.path, &reason.to_string()));
@@ -318,7 +324,7 @@ impl<W: Write> SignPrinter<W> {
     pub fn package_problem(&mut self, cpv: &str, contents: &Path, message: &str) {
         let outcome = Outcome::Failed(Failure::Other(message.to_string()));
         self.total.add(&outcome);
-        if self.json {
+        if self.json.is_some() {
             self.json_file(contents, Some(cpv), &outcome);
         } else {
             super::print_problem(&format!("{cpv}: {}", escape_text(message)));
@@ -326,17 +332,15 @@ impl<W: Write> SignPrinter<W> {
     }
 
     fn json_file(&mut self, path: &Path, package: Option<&str>, outcome: &Outcome) {
-        if self.files_written > 0 {
-            let _ = self.out.write_all(b",");
+        if let Some(json) = &mut self.json {
+            let file = FileJson {
+                path,
+                package,
+                outcome: outcome.name(),
+                detail: outcome.detail(),
+            };
+            json.file(&mut self.out, &file);
         }
-        let file = FileJson {
-            path,
-            package,
-            outcome: outcome.name(),
-            detail: outcome.detail(),
-        };
-        let _ = serde_json::to_writer(&mut self.out, &file);
-        self.files_written += 1;
     }
 
     /// Files a cancelled run never started.
@@ -347,7 +351,7 @@ impl<W: Write> SignPrinter<W> {
     /// A package is done: its tally line (text, when `show`), its entry in
     /// `packages` (JSON).
     pub fn package(&mut self, cpv: &str, tally: &Tally, show: bool) {
-        if self.json {
+        if self.json.is_some() {
             self.packages
                 .get_or_insert_with(BTreeMap::new)
                 .insert(cpv.to_string(), *tally);
@@ -365,14 +369,12 @@ impl<W: Write> SignPrinter<W> {
     /// packages: ") or the end of the JSON document; then the exit status
     /// (an interrupted run says so on stderr).
     pub fn finish(mut self, what: &str) -> super::Status {
-        if self.json {
-            let _ = self.out.write_all(b"],\"summary\":");
-            let _ = serde_json::to_writer(&mut self.out, &self.total);
-            if let Some(packages) = &self.packages {
-                let _ = self.out.write_all(b",\"packages\":");
-                let _ = serde_json::to_writer(&mut self.out, packages);
-            }
-            let _ = self.out.write_all(b"}\n");
+        if let Some(json) = self.json.take() {
+            let tail = JsonTail {
+                summary: &self.total,
+                packages: self.packages.as_ref(),
+            };
+            json.close(&mut self.out, &tail);
         } else {
             let _ = writeln!(
                 self.out,
