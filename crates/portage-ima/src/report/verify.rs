@@ -1,6 +1,6 @@
-//! Verification results (the verdicts of `verify`): one status per file, as text or JSON, printed as
-//! they come (a run over a million files holds one batch of results, not all
-//! of them).
+//! Verification results (the verdicts of `verify`): one status per file,
+//! as text or JSON, printed as they come (a run over a million files holds
+//! one batch of results, not all of them).
 //!
 //! Text: `STATUS PATH (detail)` lines (every file with `-v`, else those not
 //! ok), per package a `ok  |FAIL CATEGORY/PF: counts` line once the package
