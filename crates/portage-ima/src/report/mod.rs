@@ -1,6 +1,7 @@
 //! The last stage: what each file came to, printed as text or JSON, and the
 //! exit status. Only this module and the logger ([`log`]) write to the
-//! terminal.
+//! terminal, besides the progress bar ([`crate::progress`], drawn by
+//! indicatif on stderr) and doctor's own report.
 //!
 //! - [`sign`]: outcomes of signing ([`Outcome`], [`Tally`]); failures go to
 //!   stderr as `portage-ima: PATH: reason` (the hook's stderr becomes
