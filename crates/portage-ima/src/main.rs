@@ -1,7 +1,7 @@
 //! The `portage-ima` binary: parses the command line and hands over to the
 //! library. Exit status: 0 success, 1 some files failed, 2 usage, key or
 //! configuration error, 3 strict-mode hook failure. `hook` maps its own
-//! errors, panics and signals (3 in strict mode, see hook.rs), so an error
+//! errors, panics and signals (3 in strict mode, see commands/hook.rs), so an error
 //! returned here is never a strict-mode hook's.
 
 use std::process::ExitCode;

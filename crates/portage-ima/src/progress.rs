@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::ProgressMode;
+use crate::settings::ProgressDisplay;
 
 /// How often a plain progress line is printed when stderr is not a terminal.
 const LINE_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,13 +37,13 @@ impl Progress {
     }
 
     /// Progress over `total_files` files of `total_bytes` bytes, shown on stderr.
-    pub fn new(mode: ProgressMode, total_files: u64, total_bytes: u64) -> Progress {
+    pub fn new(mode: ProgressDisplay, total_files: u64, total_bytes: u64) -> Progress {
         let tty = std::io::stderr().is_terminal();
         let display = match mode {
-            ProgressMode::None => Display::Hidden,
-            ProgressMode::Bar => Display::Bar(bar(total_bytes)),
-            ProgressMode::Auto if tty => Display::Bar(bar(total_bytes)),
-            ProgressMode::Auto | ProgressMode::Lines => {
+            ProgressDisplay::None => Display::Hidden,
+            ProgressDisplay::Bar => Display::Bar(bar(total_bytes)),
+            ProgressDisplay::Auto if tty => Display::Bar(bar(total_bytes)),
+            ProgressDisplay::Auto | ProgressDisplay::Lines => {
                 let now = Instant::now();
                 Display::Lines {
                     start: now,

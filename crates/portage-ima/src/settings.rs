@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use ima_core::{CryptoProvider, HashAlgo, KeyId};
 use serde::Deserialize;
 
-use crate::cli::KeyArgs;
+use crate::cli::{KeyArgs, ProgressMode};
 
 /// Where the private key is looked for when nothing says otherwise.
 pub const DEFAULT_KEY: &str = "/etc/keys/IMA_signing_key.priv";
@@ -36,6 +36,28 @@ pub enum ConfigFiles {
     #[default]
     Sign,
     Skip,
+}
+
+/// How a long run shows its progress on stderr (`--progress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgressDisplay {
+    /// A bar on a terminal, periodic lines otherwise.
+    #[default]
+    Auto,
+    Bar,
+    Lines,
+    None,
+}
+
+impl From<ProgressMode> for ProgressDisplay {
+    fn from(mode: ProgressMode) -> Self {
+        match mode {
+            ProgressMode::Auto => ProgressDisplay::Auto,
+            ProgressMode::Bar => ProgressDisplay::Bar,
+            ProgressMode::Lines => ProgressDisplay::Lines,
+            ProgressMode::None => ProgressDisplay::None,
+        }
+    }
 }
 
 /// The contents of ima.toml. Unknown keys are an error.

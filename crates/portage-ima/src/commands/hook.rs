@@ -164,7 +164,8 @@ fn preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, mut reports) = crate::fs::walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = crate::fs::walk::collect(&[d.to_path_buf()]);
+    let mut reports: Vec<FileReport> = problems.into_iter().map(FileReport::from).collect();
     let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
     let done = runner.run(
         &jobs,

@@ -25,8 +25,8 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
     let results = sign_jobs(&settings, args, &signer, None, &jobs)?;
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
-    for problem in &problems {
-        printer.file(problem, None);
+    for problem in problems {
+        printer.file(&problem.into(), None);
     }
     for result in results {
         match result {
@@ -49,7 +49,7 @@ fn sign_jobs(
     let runner = Runner::new(settings.jobs)?;
     runner.cancel_on_signals()?;
     let total_bytes = jobs.iter().map(|job| job.size).sum();
-    let progress = Progress::new(args.progress, jobs.len() as u64, total_bytes);
+    let progress = Progress::new(args.progress.into(), jobs.len() as u64, total_bytes);
     let results = runner.run(
         jobs,
         &progress,
@@ -96,7 +96,7 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
     let runner = Runner::new(settings.jobs)?;
     runner.cancel_on_signals()?;
     runner.expect(total_files);
-    let progress = Progress::new(args.progress, total_files as u64, total_bytes);
+    let progress = Progress::new(args.progress.into(), total_files as u64, total_bytes);
 
     let cpvs: Vec<String> = sel.packages.iter().map(|p| p.cpv().to_string()).collect();
     let mut per_package = vec![Tally::default(); sel.packages.len()];

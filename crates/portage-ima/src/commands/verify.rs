@@ -12,7 +12,7 @@ use crate::engine::{self, Runner};
 use crate::fs::walk;
 use crate::plan::{self, ConfigProtect, Job, Protection, Selection};
 use crate::progress::Progress;
-use crate::report::{Counts, FileStatus, Outcome, Status, VerifyPrinter};
+use crate::report::{Counts, FileStatus, Status, VerifyPrinter};
 use crate::settings::Settings;
 
 pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
@@ -39,11 +39,7 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
         printer.file(&status);
     }
     for p in problems {
-        let reason = match p.outcome {
-            Outcome::Failed(r) => r.to_string(),
-            other => format!("{other:?}"),
-        };
-        printer.file(&FileStatus::error(&p.path, reason));
+        printer.file(&FileStatus::error(&p.path, p.reason.to_string()));
     }
     let failed = printer.failed() || printer.files() == 0;
     printer.finish();

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -17,8 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-
-use crate::report::{Failure, FileReport, Outcome};
 
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
@@ -43,11 +42,59 @@ impl FoundFile {
     }
 }
 
+/// A path that gives no file to work on; the commands report it as a
+/// failure (`sign`) or an `error` verdict (`verify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub reason: Unwalkable,
+}
+
+/// Why a path gives no file to work on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unwalkable {
+    /// Named on the command line, but not a regular file or a directory.
+    NotAFile { kind: &'static str, symlink: bool },
+    /// A directory reached twice in a walk (a bind-mount loop).
+    DirectoryLoop,
+    /// Could not be read (stat, open, readdir): a short, specific reason.
+    Io(String),
+}
+
+impl fmt::Display for Unwalkable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unwalkable::NotAFile { kind, symlink } => write!(
+                f,
+                "is a {kind}, not a regular file; not signed{}",
+                if *symlink {
+                    " (symlinks are never followed: name its target instead)"
+                } else {
+                    ""
+                }
+            ),
+            Unwalkable::DirectoryLoop => f.write_str(
+                "directory reached twice (a bind-mount loop, or named twice); not walked again",
+            ),
+            Unwalkable::Io(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Problem {
+    fn new(path: impl Into<PathBuf>, reason: Unwalkable) -> Problem {
+        Problem {
+            path: path.into(),
+            reason,
+        }
+    }
+}
+
 /// Expands the command-line paths: a directory is walked recursively
 /// without following symlinks; inside a walk only regular files are taken.
 /// A path given explicitly that is not a regular file or directory, and a
 /// directory reached twice (a bind-mount loop), is reported.
-pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
+pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
     let mut found = Vec::new();
     let mut problems = Vec::new();
     let mut seen_dirs = HashSet::new();
@@ -55,7 +102,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                problems.push(FileReport::new(path, io_failure(&e)));
+                problems.push(Problem::new(path, io_failure(&e)));
                 continue;
             }
         };
@@ -76,17 +123,14 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
             walk.root(path);
             let loops = std::mem::take(&mut walk.loops);
             for path in loops {
-                problems.push(FileReport::new(
-                    path,
-                    Outcome::Failed(Failure::DirectoryLoop),
-                ));
+                problems.push(Problem::new(path, Unwalkable::DirectoryLoop));
             }
         } else {
-            let reason = Failure::NotAFile {
+            let reason = Unwalkable::NotAFile {
                 kind: kind_name(&meta),
                 symlink: kind.is_symlink(),
             };
-            problems.push(FileReport::new(path, Outcome::Failed(reason)));
+            problems.push(Problem::new(path, reason));
         }
     }
     (found, problems)
@@ -96,7 +140,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<FileReport>) {
 struct Walk<'a> {
     seen_dirs: &'a mut HashSet<(u64, u64)>,
     found: &'a mut Vec<FoundFile>,
-    problems: &'a mut Vec<FileReport>,
+    problems: &'a mut Vec<Problem>,
     loops: Vec<PathBuf>,
 }
 
@@ -173,17 +217,17 @@ impl Walk<'_> {
     }
 
     fn fail(&mut self, path: &Path, e: &std::io::Error) {
-        self.problems.push(FileReport::new(path, io_failure(e)));
+        self.problems.push(Problem::new(path, io_failure(e)));
     }
 }
 
 /// A short, specific reason for an I/O error on a path.
-fn io_failure(e: &std::io::Error) -> Outcome {
-    Outcome::Failed(Failure::Other(match e.kind() {
+fn io_failure(e: &std::io::Error) -> Unwalkable {
+    Unwalkable::Io(match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory (removed meanwhile?)".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
-    }))
+    })
 }
 
 fn kind_name(meta: &std::fs::Metadata) -> &'static str {
@@ -233,13 +277,7 @@ mod tests {
         // Named explicitly, they are errors.
         let (found, problems) = collect(&[d.join("link"), d.join("fifo"), d.join("gone")]);
         assert!(found.is_empty());
-        let reasons: Vec<_> = problems
-            .iter()
-            .map(|p| match &p.outcome {
-                Outcome::Failed(r) => r.to_string(),
-                o => panic!("{o:?}"),
-            })
-            .collect();
+        let reasons: Vec<_> = problems.iter().map(|p| p.reason.to_string()).collect();
         assert!(reasons[0].contains("symbolic link"), "{reasons:?}");
         assert!(reasons[1].contains("fifo"), "{reasons:?}");
         assert!(reasons[2].contains("no such file"), "{reasons:?}");

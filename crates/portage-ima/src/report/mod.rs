@@ -1,14 +1,17 @@
 //! The last stage: what each file came to, printed as text or JSON, and the
 //! exit status. Only this module and the logger ([`log`]) write to the
-//! terminal.
+//! terminal, besides the progress bar ([`crate::progress`], drawn by
+//! indicatif on stderr) and doctor's own report.
 //!
 //! - [`sign`]: outcomes of signing ([`Outcome`], [`Tally`]); failures go to
 //!   stderr as `portage-ima: PATH: reason` (the hook's stderr becomes
 //!   `ewarn`), tallies to stdout (`einfo`); `sign --json` prints one
 //!   document instead.
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
+//! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
 //! - [`status`]: exit statuses and the one-line form of an error.
 
+mod json;
 pub mod log;
 pub mod sign;
 pub mod status;

@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
+use crate::fs::walk::{Problem, Unwalkable};
+
+use super::json::JsonStream;
 
 /// What happened to one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,10 +76,8 @@ pub enum Failure {
         expected_md5: [u8; 16],
         actual_md5: String,
     },
-    /// Named on the command line, but not a regular file or a directory.
-    NotAFile { kind: &'static str, symlink: bool },
-    /// A directory reached twice in a walk (a bind-mount loop).
-    DirectoryLoop,
+    /// A path of `--files` (or met in their walk) that gives no file.
+    Unwalkable(Unwalkable),
     /// Reading, signing or writing failed, or a package's CONTENTS did
     /// not give its files: the error's own words.
     Other(String),
@@ -108,18 +109,7 @@ impl fmt::Display for Failure {
                  {actual_md5}); not signed: reinstall the package if this change is not yours",
                 hex::encode(expected_md5)
             ),
-            Failure::NotAFile { kind, symlink } => write!(
-                f,
-                "is a {kind}, not a regular file; not signed{}",
-                if *symlink {
-                    " (symlinks are never followed: name its target instead)"
-                } else {
-                    ""
-                }
-            ),
-            Failure::DirectoryLoop => f.write_str(
-                "directory reached twice (a bind-mount loop, or named twice); not walked again",
-            ),
+            Failure::Unwalkable(reason) => reason.fmt(f),
             Failure::Other(text) => f.write_str(text),
         }
     }
@@ -161,6 +151,13 @@ impl FileReport {
             path: path.into(),
             outcome,
         }
+    }
+}
+
+impl From<Problem> for FileReport {
+    fn from(problem: Problem) -> FileReport {
+        let failure = Failure::Unwalkable(problem.reason);
+        FileReport::new(problem.path, Outcome::Failed(failure))
     }
 }
 
@@ -274,13 +271,21 @@ struct FileJson<'a> {
     detail: Option<String>,
 }
 
+/// What `sign --json` writes after `files`.
+#[derive(Serialize)]
+struct JsonTail<'a> {
+    summary: &'a Tally,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packages: Option<&'a BTreeMap<String, Tally>>,
+}
+
 /// Prints a signing run as it goes: failures (text) or file objects (JSON),
 /// package tallies, and the totals in [`SignPrinter::finish`].
 pub struct SignPrinter<W: Write = BufWriter<Stdout>> {
     out: W,
-    json: bool,
+    /// `--json`: the document being written.
+    json: Option<JsonStream>,
     dry_run: bool,
-    files_written: usize,
     total: Tally,
     /// Package tallies for JSON (one entry per package: small).
     packages: Option<BTreeMap<String, Tally>>,
@@ -295,14 +300,10 @@ impl SignPrinter {
 
 impl<W: Write> SignPrinter<W> {
     pub fn new(mut out: W, json: bool, dry_run: bool) -> SignPrinter<W> {
-        if json {
-            let _ = out.write_all(b"{\"files\":[");
-        }
         SignPrinter {
+            json: json.then(|| JsonStream::open(&mut out)),
             out,
-            json,
             dry_run,
-            files_written: 0,
             total: Tally::default(),
             packages: None,
         }
@@ -311,7 +312,7 @@ impl<W: Write> SignPrinter<W> {
     /// One file's outcome; `package` is its CPV when packages are signed.
     pub fn file(&mut self, report: &FileReport, package: Option<&str>) {
         self.total.add(&report.outcome);
-        if self.json {
+        if self.json.is_some() {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
             eprintln!("{}", failure_line(&report.path, &reason.to_string()));
@@ -323,7 +324,7 @@ impl<W: Write> SignPrinter<W> {
     pub fn package_problem(&mut self, cpv: &str, contents: &Path, message: &str) {
         let outcome = Outcome::Failed(Failure::Other(message.to_string()));
         self.total.add(&outcome);
-        if self.json {
+        if self.json.is_some() {
             self.json_file(contents, Some(cpv), &outcome);
         } else {
             super::print_problem(&format!("{cpv}: {}", escape_text(message)));
@@ -331,17 +332,15 @@ impl<W: Write> SignPrinter<W> {
     }
 
     fn json_file(&mut self, path: &Path, package: Option<&str>, outcome: &Outcome) {
-        if self.files_written > 0 {
-            let _ = self.out.write_all(b",");
+        if let Some(json) = &mut self.json {
+            let file = FileJson {
+                path,
+                package,
+                outcome: outcome.name(),
+                detail: outcome.detail(),
+            };
+            json.file(&mut self.out, &file);
         }
-        let file = FileJson {
-            path,
-            package,
-            outcome: outcome.name(),
-            detail: outcome.detail(),
-        };
-        let _ = serde_json::to_writer(&mut self.out, &file);
-        self.files_written += 1;
     }
 
     /// Files a cancelled run never started.
@@ -352,7 +351,7 @@ impl<W: Write> SignPrinter<W> {
     /// A package is done: its tally line (text, when `show`), its entry in
     /// `packages` (JSON).
     pub fn package(&mut self, cpv: &str, tally: &Tally, show: bool) {
-        if self.json {
+        if self.json.is_some() {
             self.packages
                 .get_or_insert_with(BTreeMap::new)
                 .insert(cpv.to_string(), *tally);
@@ -370,14 +369,12 @@ impl<W: Write> SignPrinter<W> {
     /// packages: ") or the end of the JSON document; then the exit status
     /// (an interrupted run says so on stderr).
     pub fn finish(mut self, what: &str) -> super::Status {
-        if self.json {
-            let _ = self.out.write_all(b"],\"summary\":");
-            let _ = serde_json::to_writer(&mut self.out, &self.total);
-            if let Some(packages) = &self.packages {
-                let _ = self.out.write_all(b",\"packages\":");
-                let _ = serde_json::to_writer(&mut self.out, packages);
-            }
-            let _ = self.out.write_all(b"}\n");
+        if let Some(json) = self.json.take() {
+            let tail = JsonTail {
+                summary: &self.total,
+                packages: self.packages.as_ref(),
+            };
+            json.close(&mut self.out, &tail);
         } else {
             let _ = writeln!(
                 self.out,
@@ -486,7 +483,7 @@ mod tests {
             Outcome::AlreadyValid,
             Outcome::WouldSign,
             Outcome::Skipped(SkipReason::ConfigProtected),
-            Outcome::Failed(Failure::DirectoryLoop),
+            Outcome::Failed(Failure::Unwalkable(Unwalkable::DirectoryLoop)),
         ]
         .iter()
         .map(Outcome::name)

@@ -1,6 +1,6 @@
-//! Verification results (the verdicts of `verify`): one status per file, as text or JSON, printed as
-//! they come (a run over a million files holds one batch of results, not all
-//! of them).
+//! Verification results (the verdicts of `verify`): one status per file,
+//! as text or JSON, printed as they come (a run over a million files holds
+//! one batch of results, not all of them).
 //!
 //! Text: `STATUS PATH (detail)` lines (every file with `-v`, else those not
 //! ok), per package a `ok  |FAIL CATEGORY/PF: counts` line once the package
@@ -20,6 +20,8 @@ use ima_core::{VerifyReport, VerifyStatus};
 use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
+
+use super::json::JsonStream;
 
 /// What verification found for one file. The names (serde, [`Verdict::as_str`])
 /// are the stable strings of the text and JSON output; the variants are in
@@ -189,13 +191,23 @@ fn counts_fail(counts: &Counts) -> bool {
     counts.keys().any(|s| s.is_failure())
 }
 
+/// What `verify --json` writes after `files`.
+#[derive(Serialize)]
+struct JsonTail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packages: Option<&'a BTreeMap<String, Counts>>,
+    summary: &'a Counts,
+}
+
 /// Prints results as they come: file lines (or JSON objects), package
 /// summaries, then the totals in [`VerifyPrinter::finish`].
 pub struct VerifyPrinter<W: Write = BufWriter<Stdout>> {
     out: W,
-    json: bool,
+    /// `--json`: the document being written.
+    json: Option<JsonStream>,
     all: bool,
-    files_written: usize,
+    /// Files reported, printed or not.
+    files: usize,
     total: Counts,
     failed: bool,
     /// Package summaries, kept for the JSON `packages` map (small: one
@@ -212,14 +224,11 @@ impl VerifyPrinter {
 
 impl<W: Write> VerifyPrinter<W> {
     pub fn new(mut out: W, json: bool, all: bool) -> VerifyPrinter<W> {
-        if json {
-            let _ = out.write_all(b"{\"files\":[");
-        }
         VerifyPrinter {
+            json: json.then(|| JsonStream::open(&mut out)),
             out,
-            json,
             all,
-            files_written: 0,
+            files: 0,
             total: Counts::new(),
             failed: false,
             packages: None,
@@ -237,20 +246,17 @@ impl<W: Write> VerifyPrinter<W> {
     pub fn file(&mut self, f: &FileStatus) {
         *self.total.entry(f.status).or_insert(0) += 1;
         self.failed |= f.is_failure();
-        if self.json {
-            if self.files_written > 0 {
-                let _ = self.out.write_all(b",");
-            }
-            let _ = serde_json::to_writer(&mut self.out, f);
+        if let Some(json) = &mut self.json {
+            json.file(&mut self.out, f);
         } else if self.all || !f.is_ok() {
             let _ = writeln!(self.out, "{}", f.text_line());
         }
-        self.files_written += 1;
+        self.files += 1;
     }
 
     /// A package is done: its summary line (text), its entry in `packages` (JSON).
     pub fn package(&mut self, cpv: &str, counts: Counts) {
-        if !self.json {
+        if self.json.is_none() {
             let mark = if counts_fail(&counts) { "FAIL" } else { "ok  " };
             let _ = writeln!(self.out, "{mark} {cpv}: {}", summary_line(&counts));
             let _ = self.out.flush();
@@ -267,20 +273,17 @@ impl<W: Write> VerifyPrinter<W> {
 
     /// How many files were reported.
     pub fn files(&self) -> usize {
-        self.files_written
+        self.files
     }
 
     /// The totals (text) or the end of the document (JSON); returns the writer.
     pub fn finish(mut self) -> W {
-        if self.json {
-            let _ = self.out.write_all(b"]");
-            if let Some(packages) = &self.packages {
-                let _ = self.out.write_all(b",\"packages\":");
-                let _ = serde_json::to_writer(&mut self.out, packages);
-            }
-            let _ = self.out.write_all(b",\"summary\":");
-            let _ = serde_json::to_writer(&mut self.out, &self.total);
-            let _ = self.out.write_all(b"}\n");
+        if let Some(json) = self.json.take() {
+            let tail = JsonTail {
+                packages: self.packages.as_ref(),
+                summary: &self.total,
+            };
+            json.close(&mut self.out, &tail);
         } else {
             let _ = writeln!(
                 self.out,
