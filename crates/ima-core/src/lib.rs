@@ -62,17 +62,21 @@
 #![warn(missing_docs)]
 
 mod algo;
+mod cert;
 mod digest;
 mod error;
 mod file;
 mod format;
 mod key;
 mod keyid;
+mod pem;
 mod provider;
+mod public_key;
 mod sign;
 mod verify;
 
 pub use algo::HashAlgo;
+pub use cert::{Certificate, KeyUsageBits};
 pub use digest::{digest_bytes, digest_file, FileDigests};
 pub use error::{Error, FormatError, Result};
 pub use file::{
@@ -80,10 +84,11 @@ pub use file::{
     FileStamp, IMA_XATTR,
 };
 pub use format::ImaXattr;
-pub use key::{Certificate, EcCurve, KeyAlgorithm, KeyMaterial, KeyUsageBits, PublicKey};
+pub use key::KeyMaterial;
 pub use keyid::KeyId;
 pub use provider::{
     default_provider, provider_by_name, providers, CryptoProvider, Hasher, Signer, Verifier,
 };
+pub use public_key::{EcCurve, KeyAlgorithm, PublicKey};
 pub use sign::{ImaSigner, SignOptions, SignOutcome};
 pub use verify::{KeySet, VerifyReport, VerifyStatus};
