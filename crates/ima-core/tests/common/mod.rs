@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub const SIZES: [usize; 3] = [2048, 3072, 4096];
 
@@ -54,8 +54,18 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 /// Writes `path` through `make(tmp)` and a rename, so a concurrent or
-/// interrupted run never sees half a file.
+/// interrupted run never sees half a file. Tests of one binary run on
+/// several threads: a lock per path makes each fixture once, so a
+/// certificate is always made from the key that stays (a per-process
+/// temporary name alone let two threads rename the same file).
 fn atomically(path: &Path, make: impl FnOnce(&Path)) {
+    type Locks = std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<std::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let lock = {
+        let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap();
+        Arc::clone(locks.entry(path.to_path_buf()).or_default())
+    };
+    let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
     if path.exists() {
         return;
     }
