@@ -20,23 +20,14 @@ from pathlib import Path
 
 import pytest
 from test_ecdsa import make_ec_key
-from test_system import Run, System, open_files
+from test_system import Run, System, big_install, open_files
 
 from portage_playground import CATEGORY, md5
 from portage_playground.ima import cert_keyid, evmctl_verify, ima_xattr
 
 # Enough work that the rotation can be interrupted part way: two large
 # files (one is being read at SIGINT) and many small ones.
-BLOBS, BLOB_MB, SMALL_FILES = 2, 100, 400
-ROTBIG_INSTALL = f"""\
-mkdir -p "${{ED}}/usr/share/rotbig/many" || die
-for i in $(seq 1 {BLOBS}); do
-\thead -c {BLOB_MB}M /dev/urandom > "${{ED}}/usr/share/rotbig/blob${{i}}.bin" || die
-done
-for i in $(seq 1 {SMALL_FILES}); do
-\techo "small file ${{i}}" > "${{ED}}/usr/share/rotbig/many/f${{i}}.txt" || die
-done
-"""
+ROTBIG_INSTALL = big_install(blobs=2, blob_mb=100, small_files=400)
 
 
 def keyid_of(path: Path) -> str | None:
@@ -71,7 +62,8 @@ def test_rotate_rsa_to_ecdsa(pg, hook_bin, tmp_path):
 
     # Before: both certificates given, the old signatures are other-key
     # (reported, not a failure); the new certificate alone, unknown-key.
-    r, doc = system.verify_json(f"{CATEGORY}/rotbig", "--cert", str(new_pem), "--cert", str(old_pem))
+    both = ("--cert", str(new_pem), "--cert", str(old_pem))
+    r, doc = system.verify_json(f"{CATEGORY}/rotbig", *both)
     assert r.returncode == 0, str(r)
     assert {f["status"] for f in doc["files"]} == {"other-key"}, str(r)
     r, doc = system.verify_json(f"{CATEGORY}/rotbig", "--cert", str(new_pem))

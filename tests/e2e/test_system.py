@@ -48,15 +48,22 @@ doins "${T}/data.txt"
 # small ones (each costs an RSA signature). Written straight into ${ED}
 # rather than copied there with doins, to halve the disk traffic.
 BIG_FILES, BIG_MB, SMALL_FILES = 3, 200, 1000
-BIG_INSTALL = f"""\
+
+
+def big_install(blobs: int, blob_mb: int, small_files: int) -> str:
+    """src_install of such a package: /usr/share/big/blobN.bin, many/fN.txt."""
+    return f"""\
 mkdir -p "${{ED}}/usr/share/big/many" || die
-for i in $(seq 1 {BIG_FILES}); do
-\thead -c {BIG_MB}M /dev/urandom > "${{ED}}/usr/share/big/blob${{i}}.bin" || die
+for i in $(seq 1 {blobs}); do
+\thead -c {blob_mb}M /dev/urandom > "${{ED}}/usr/share/big/blob${{i}}.bin" || die
 done
-for i in $(seq 1 {SMALL_FILES}); do
+for i in $(seq 1 {small_files}); do
 \techo "small file ${{i}}" > "${{ED}}/usr/share/big/many/f${{i}}.txt" || die
 done
 """
+
+
+BIG_INSTALL = big_install(BIG_FILES, BIG_MB, SMALL_FILES)
 
 # (category, PF) installed by the fixture; big-1 comes later (its own test).
 INSTALLED = [

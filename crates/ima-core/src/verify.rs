@@ -120,8 +120,7 @@ impl KeySet {
         self.expected = Some(id);
     }
 
-    /// Whether a valid signature is valid and by the expected key (or no
-    /// key is expected).
+    /// Whether `id` is the expected key id (always, when none is expected).
     fn is_expected(&self, id: KeyId) -> bool {
         self.expected.is_none_or(|e| e == id)
     }
