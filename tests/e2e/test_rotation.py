@@ -13,14 +13,11 @@ NEW` is all `ok`.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from test_ecdsa import make_ec_key
-from test_system import Run, System, big_install, open_files
+from test_system import System, big_install, interrupt_when
 
 from portage_playground import CATEGORY, md5
 from portage_playground.ima import cert_keyid, evmctl_verify, ima_xattr
@@ -72,23 +69,12 @@ def test_rotate_rsa_to_ecdsa(pg, hook_bin, tmp_path):
     # Interrupted once a large file is being read and something is rotated.
     argv = system.argv("sign", "--json", "--all", "--rotate")
     blobs = {str(p) for p in files if p.name.startswith("blob")}
-    proc = subprocess.Popen(
-        argv, env=system.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    first, signalled, _ = interrupt_when(
+        system,
+        argv,
+        lambda opened: bool(blobs & opened) and any(keyid_of(p) == new_id for p in files),
     )
-    start, signalled = time.monotonic(), False
-    try:
-        while proc.poll() is None and not signalled:
-            if blobs & open_files(proc.pid) and any(keyid_of(p) == new_id for p in files):
-                proc.send_signal(signal.SIGINT)
-                signalled = True
-            else:
-                time.sleep(0.001)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    first = Run(argv, proc.returncode, out, err, time.monotonic() - start)
-    if not signalled:
+    if signalled is None:
         pytest.fail(f"the rotation finished before it could be interrupted\n{first}")
     assert first.returncode == 130, str(first)
     assert "interrupted" in first.stderr, str(first)

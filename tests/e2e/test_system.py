@@ -261,6 +261,30 @@ def open_files(pid: int) -> set[str]:
     return found
 
 
+def interrupt_when(system: System, argv: list[str], ready) -> tuple[Run, float | None, set[str]]:
+    """Runs ``argv`` and sends it SIGINT once ``ready(open files)`` holds
+    (polled every millisecond): the run, when SIGINT was sent (None when the
+    run ended first) and the files it had open then."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv, env=system.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    signalled, opened = None, set()
+    try:
+        while proc.poll() is None and signalled is None:
+            opened = open_files(proc.pid)
+            if ready(opened):
+                proc.send_signal(signal.SIGINT)
+                signalled = time.monotonic() - start
+            else:
+                time.sleep(0.001)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return Run(argv, proc.returncode, out, err, time.monotonic() - start), signalled, opened
+
+
 # ---- the playground --------------------------------------------------------
 
 
@@ -763,33 +787,21 @@ def test_interrupt_and_resume(system):
     others = system.snapshot()
 
     argv = system.argv("sign", "--json", "--all")
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        argv, env=system.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
     # SIGINT once something is signed and a large file is being read (one of
     # the process's open descriptors): that file must still end signed or
     # untouched, never half-done.
     blobs = {str(p) for p in md5s if p.name.startswith("blob")}
-    signalled, in_flight = None, None
-    try:
-        while proc.poll() is None and signalled is None:
-            open_blobs = blobs & open_files(proc.pid)
-            if open_blobs and any(ima_xattr(p) is not None for p in md5s):
-                proc.send_signal(signal.SIGINT)
-                signalled, in_flight = time.monotonic() - start, Path(sorted(open_blobs)[0])
-            else:
-                time.sleep(0.001)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    first = Run(argv, proc.returncode, out, err, time.monotonic() - start)
+    first, signalled, opened = interrupt_when(
+        system,
+        argv,
+        lambda opened: bool(blobs & opened) and any(ima_xattr(p) is not None for p in md5s),
+    )
     if signalled is None:
         pytest.fail(
             f"sign finished before it could be interrupted: make the big package bigger\n{first}"
         )
     print(f"[{pg.layout}] SIGINT after {signalled:.3f}s; the run ended after {first.seconds:.3f}s")
+    in_flight = Path(sorted(blobs & opened)[0])
 
     assert first.returncode == 130, str(first)
     signed = [p for p in md5s if ima_xattr(p) is not None]
