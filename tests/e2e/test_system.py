@@ -48,15 +48,22 @@ doins "${T}/data.txt"
 # small ones (each costs an RSA signature). Written straight into ${ED}
 # rather than copied there with doins, to halve the disk traffic.
 BIG_FILES, BIG_MB, SMALL_FILES = 3, 200, 1000
-BIG_INSTALL = f"""\
+
+
+def big_install(blobs: int, blob_mb: int, small_files: int) -> str:
+    """src_install of such a package: /usr/share/big/blobN.bin, many/fN.txt."""
+    return f"""\
 mkdir -p "${{ED}}/usr/share/big/many" || die
-for i in $(seq 1 {BIG_FILES}); do
-\thead -c {BIG_MB}M /dev/urandom > "${{ED}}/usr/share/big/blob${{i}}.bin" || die
+for i in $(seq 1 {blobs}); do
+\thead -c {blob_mb}M /dev/urandom > "${{ED}}/usr/share/big/blob${{i}}.bin" || die
 done
-for i in $(seq 1 {SMALL_FILES}); do
+for i in $(seq 1 {small_files}); do
 \techo "small file ${{i}}" > "${{ED}}/usr/share/big/many/f${{i}}.txt" || die
 done
 """
+
+
+BIG_INSTALL = big_install(BIG_FILES, BIG_MB, SMALL_FILES)
 
 # (category, PF) installed by the fixture; big-1 comes later (its own test).
 INSTALLED = [
@@ -252,6 +259,30 @@ def open_files(pid: int) -> set[str]:
         except OSError:
             pass  # closed meanwhile
     return found
+
+
+def interrupt_when(system: System, argv: list[str], ready) -> tuple[Run, float | None, set[str]]:
+    """Runs ``argv`` and sends it SIGINT once ``ready(open files)`` holds
+    (polled every millisecond): the run, when SIGINT was sent (None when the
+    run ended first) and the files it had open then."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv, env=system.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    signalled, opened = None, set()
+    try:
+        while proc.poll() is None and signalled is None:
+            opened = open_files(proc.pid)
+            if ready(opened):
+                proc.send_signal(signal.SIGINT)
+                signalled = time.monotonic() - start
+            else:
+                time.sleep(0.001)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return Run(argv, proc.returncode, out, err, time.monotonic() - start), signalled, opened
 
 
 # ---- the playground --------------------------------------------------------
@@ -756,33 +787,21 @@ def test_interrupt_and_resume(system):
     others = system.snapshot()
 
     argv = system.argv("sign", "--json", "--all")
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        argv, env=system.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
     # SIGINT once something is signed and a large file is being read (one of
     # the process's open descriptors): that file must still end signed or
     # untouched, never half-done.
     blobs = {str(p) for p in md5s if p.name.startswith("blob")}
-    signalled, in_flight = None, None
-    try:
-        while proc.poll() is None and signalled is None:
-            open_blobs = blobs & open_files(proc.pid)
-            if open_blobs and any(ima_xattr(p) is not None for p in md5s):
-                proc.send_signal(signal.SIGINT)
-                signalled, in_flight = time.monotonic() - start, Path(sorted(open_blobs)[0])
-            else:
-                time.sleep(0.001)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    first = Run(argv, proc.returncode, out, err, time.monotonic() - start)
+    first, signalled, opened = interrupt_when(
+        system,
+        argv,
+        lambda opened: bool(blobs & opened) and any(ima_xattr(p) is not None for p in md5s),
+    )
     if signalled is None:
         pytest.fail(
             f"sign finished before it could be interrupted: make the big package bigger\n{first}"
         )
     print(f"[{pg.layout}] SIGINT after {signalled:.3f}s; the run ended after {first.seconds:.3f}s")
+    in_flight = Path(sorted(blobs & opened)[0])
 
     assert first.returncode == 130, str(first)
     signed = [p for p in md5s if ima_xattr(p) is not None]

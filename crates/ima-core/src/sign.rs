@@ -30,6 +30,12 @@ pub enum SignOutcome {
     Signed,
     /// Our valid signature was already there (`keep_valid`).
     AlreadyValid,
+    /// `security.ima` was written over a signature by another key id
+    /// (`keep_valid`, which reads the old value): a key rotation.
+    Replaced {
+        /// The key id of the signature written over.
+        previous: KeyId,
+    },
     /// Would have been signed (`dry_run`).
     WouldSign,
 }
@@ -180,7 +186,12 @@ impl ImaSigner {
             return Ok(SignOutcome::WouldSign);
         }
         write_ima_xattr(file, &value)?;
-        Ok(SignOutcome::Signed)
+        Ok(match existing.as_deref().map(ImaXattr::decode) {
+            Some(Ok(ImaXattr::Signature { keyid, .. })) if keyid != self.keyid => {
+                SignOutcome::Replaced { previous: keyid }
+            }
+            _ => SignOutcome::Signed,
+        })
     }
 
     /// [`open_regular`] and [`Self::sign_file`].

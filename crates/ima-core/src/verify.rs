@@ -14,6 +14,9 @@ pub struct KeySet {
     provider: &'static dyn CryptoProvider,
     /// Several keys may share a 32-bit id; each is tried.
     keys: HashMap<KeyId, Vec<Box<dyn Verifier>>>,
+    /// The key id signatures are expected to carry (the signing key's);
+    /// a valid signature by another key in the set is [`VerifyStatus::OtherKey`].
+    expected: Option<KeyId>,
 }
 
 /// The verdict on one `security.ima` value.
@@ -21,6 +24,10 @@ pub struct KeySet {
 pub enum VerifyStatus {
     /// A signature by a known key that verifies over the content.
     Ok,
+    /// A signature that verifies, by a key in the set that is not the
+    /// expected one ([`KeySet::expect_key`]), e.g. the previous key during
+    /// a key rotation.
+    OtherKey,
     /// No `security.ima`.
     Unsigned,
     /// A bare digest, no signature (see the report's detail for whether it matches).
@@ -38,6 +45,7 @@ impl VerifyStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             VerifyStatus::Ok => "ok",
+            VerifyStatus::OtherKey => "other-key",
             VerifyStatus::Unsigned => "unsigned",
             VerifyStatus::DigestOnly => "digest-only",
             VerifyStatus::BadSignature => "bad-signature",
@@ -91,6 +99,7 @@ impl std::fmt::Debug for KeySet {
         f.debug_struct("KeySet")
             .field("provider", &self.provider.name())
             .field("keyids", &self.keys.keys().collect::<Vec<_>>())
+            .field("expected", &self.expected)
             .finish()
     }
 }
@@ -101,7 +110,19 @@ impl KeySet {
         KeySet {
             provider,
             keys: HashMap::new(),
+            expected: None,
         }
+    }
+
+    /// Names the key id signatures should carry: a valid signature by any
+    /// other key of the set is then [`VerifyStatus::OtherKey`], not `Ok`.
+    pub fn expect_key(&mut self, id: KeyId) {
+        self.expected = Some(id);
+    }
+
+    /// Whether `id` is the expected key id (always, when none is expected).
+    fn is_expected(&self, id: KeyId) -> bool {
+        self.expected.is_none_or(|e| e == id)
     }
 
     /// Adds a certificate's public key (RSA or ECDSA) under its key id (SKID tail).
@@ -234,8 +255,14 @@ impl KeySet {
                                 Err(e) => failure = Some(e),
                             }
                         }
-                        if ok {
+                        if ok && self.is_expected(keyid) {
                             report.status = VerifyStatus::Ok;
+                        } else if ok {
+                            report.status = VerifyStatus::OtherKey;
+                            report.detail = Some(format!(
+                                "valid signature by key id {keyid}, not by the expected key id {}",
+                                self.expected.map(|e| e.to_string()).unwrap_or_default()
+                            ));
                         } else if let Some(e) = failure {
                             report.detail = Some(format!("cannot check the signature: {e}"));
                         } else {

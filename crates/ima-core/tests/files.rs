@@ -227,8 +227,19 @@ fn sign_options() {
     // Another key is not ours either.
     let other = KeyMaterial::load(&key(3072, Form::Pkcs1).key, None).unwrap();
     let other = ImaSigner::new(default_provider(), &other, HashAlgo::Sha512, None).unwrap();
-    assert_eq!(other.sign_path(&p, &keep).unwrap(), SignOutcome::Signed);
-    assert_eq!(s512.sign_path(&p, &keep).unwrap(), SignOutcome::Signed);
+    // Writing over another key id's signature says whose it was (rotation).
+    assert_eq!(
+        other.sign_path(&p, &keep).unwrap(),
+        SignOutcome::Replaced {
+            previous: s512.key_id()
+        }
+    );
+    assert_eq!(
+        s512.sign_path(&p, &keep).unwrap(),
+        SignOutcome::Replaced {
+            previous: other.key_id()
+        }
+    );
     // Our key and algorithm but a stale signature (content changed): re-signed.
     fs::write(&p, b"new content").unwrap();
     assert_eq!(s512.sign_path(&p, &keep).unwrap(), SignOutcome::Signed);

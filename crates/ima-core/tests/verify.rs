@@ -111,6 +111,17 @@ fn every_status() {
                 .status,
             VerifyStatus::Ok
         );
+        // Both keys, ours expected: the other's valid signature is other-key.
+        more.add_key(&km).unwrap();
+        more.expect_key(km.key_id());
+        let r = more.verify_file(&open_regular(&p).unwrap(), false).unwrap();
+        assert_eq!(r.status, VerifyStatus::OtherKey, "{r:?}");
+        assert_eq!(r.status.as_str(), "other-key");
+        assert!(r
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(&other.key_id().to_string()));
 
         // Garbage: malformed, reported as "error", MD5 still there.
         write_ima_xattr(&open_regular(&p).unwrap(), &[0x03, 0x02, 0x04, 1, 2]).unwrap();

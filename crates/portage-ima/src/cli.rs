@@ -149,6 +149,13 @@ pub struct SignArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Key rotation: a file whose signature by another key id (the old key,
+    /// or any other) is replaced by one of the configured key is reported
+    /// "rotated", with that key id. What is signed is as without it: only
+    /// content that matches CONTENTS; a rerun resumes an interrupted run.
+    #[arg(long)]
+    pub rotate: bool,
+
     /// Print one JSON document with every file's outcome and the tallies.
     #[arg(long)]
     pub json: bool,
@@ -168,7 +175,9 @@ pub struct VerifyArgs {
     pub packages: PackageArgs,
 
     /// Certificate to verify with (DER or PEM); may be given several times
-    /// [default: the configured certificate].
+    /// [default: the configured certificate]. A valid signature by one that
+    /// is not the configured key is `other-key` (e.g. the old key during a
+    /// rotation): reported, not a failure.
     #[arg(long, value_name = "FILE")]
     pub cert: Vec<PathBuf>,
 

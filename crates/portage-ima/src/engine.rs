@@ -175,14 +175,17 @@ impl Runner {
 // The per-file rules.
 
 /// Signs one job's file: an `obj` of CONTENTS inside `root` (see
-/// [`sign_object`]) or a found file, keeping a valid signature.
+/// [`sign_object`]) or a found file, keeping a valid signature. `rotate`
+/// reports a signature by another key that was written over as
+/// [`Outcome::Rotated`] (else as `Signed`: what is written is the same).
 pub fn sign_job(
     signer: &ImaSigner,
     root: Option<&RootDir>,
     job: &Job,
     dry_run: bool,
+    rotate: bool,
 ) -> FileReport {
-    match (&job.file, job.skip_reason) {
+    let mut report = match (&job.file, job.skip_reason) {
         (JobFile::Object { path, .. }, Some(reason)) => {
             let root = root.expect("CONTENTS jobs run inside a root");
             log::debug!(
@@ -207,7 +210,11 @@ pub fn sign_job(
             };
             FileReport::new(&file.path, outcome)
         }
+    };
+    if !rotate && matches!(report.outcome, Outcome::Rotated { .. }) {
+        report.outcome = Outcome::Signed;
     }
+    report
 }
 
 /// Checks one job's file: an `obj` of CONTENTS (see [`verify_object`]) or
@@ -229,7 +236,8 @@ pub fn verify_job(keys: &KeySet, root: Option<&RootDir>, job: &Job) -> Vec<FileS
     }
 }
 
-/// Signs the file CONTENTS lists at `path` (or its matching `._cfg` sibling).
+/// Signs the file CONTENTS lists at `path` (or its matching `._cfg` sibling);
+/// a signature by another key id written over is [`Outcome::Rotated`].
 pub fn sign_object(
     signer: &ImaSigner,
     root: &RootDir,
@@ -359,7 +367,8 @@ pub fn verify_object(
     let executable = file
         .metadata()
         .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
-    let denied = executable && report.status != VerifyStatus::Ok;
+    let runs = matches!(report.status, VerifyStatus::Ok | VerifyStatus::OtherKey);
+    let denied = executable && !runs;
     let mut detail = live.detail.take().unwrap_or_default();
     detail.insert_str(0, "config file changed since the merge: ");
     detail.push_str(if denied {
@@ -406,6 +415,7 @@ fn verify_cfg_sibling(
 fn outcome_of(outcome: SignOutcome) -> Outcome {
     match outcome {
         SignOutcome::Signed => Outcome::Signed,
+        SignOutcome::Replaced { previous } => Outcome::Rotated { previous },
         SignOutcome::AlreadyValid => Outcome::AlreadyValid,
         SignOutcome::WouldSign => Outcome::WouldSign,
     }

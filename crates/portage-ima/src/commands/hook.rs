@@ -171,7 +171,7 @@ fn preinst(
         &jobs,
         &Progress::hidden(),
         |job| job.size,
-        |job| engine::sign_job(signer, None, job, false),
+        |job| engine::sign_job(signer, None, job, false, false),
     );
     reports.extend(done.into_iter().flatten());
     let signed: Vec<&Path> = reports
@@ -231,7 +231,7 @@ fn postinst(
             &Progress::hidden(),
             |job| job.size,
             |job| {
-                let mut report = engine::sign_job(signer, Some(&root), job, false);
+                let mut report = engine::sign_job(signer, Some(&root), job, false, false);
                 if report.outcome == Outcome::AlreadyValid
                     && job.object_path().is_some_and(|p| premerged.contains(p))
                 {

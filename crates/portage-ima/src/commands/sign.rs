@@ -54,7 +54,7 @@ fn sign_jobs(
         jobs,
         &progress,
         |job| job.size,
-        |job| engine::sign_job(signer, root, job, args.dry_run),
+        |job| engine::sign_job(signer, root, job, args.dry_run, args.rotate),
     );
     progress.finish();
     Ok(results)
@@ -106,7 +106,7 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
             batch,
             &progress,
             |job| job.size,
-            |job| engine::sign_job(&signer, Some(&sel.root), job, args.dry_run),
+            |job| engine::sign_job(&signer, Some(&sel.root), job, args.dry_run, args.rotate),
         );
         for (job, result) in batch.iter().zip(results) {
             let index = job.package.expect("a package's job");

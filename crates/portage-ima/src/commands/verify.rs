@@ -57,7 +57,8 @@ fn every_file() -> bool {
 }
 
 /// The keys `verify` checks against: the certificates given, else the
-/// configured certificate, else the public half of the configured key.
+/// configured certificate, else the public half of the configured key;
+/// the configured key's id is the one expected (see [`configured_key_id`]).
 pub fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
     let mut keys = KeySet::new(settings.backend);
     let certs: Vec<_> = if certs.is_empty() {
@@ -82,7 +83,28 @@ pub fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
             ),
         }
     }
+    if let Some(id) = configured_key_id(settings) {
+        keys.expect_key(id);
+    }
     Ok(keys)
+}
+
+/// The key id `sign` writes: the `keyid` setting, else the configured
+/// certificate's, else the configured key's. A valid signature by another
+/// key of the set is `other-key`. None when neither loads (then every
+/// valid signature is `ok`).
+fn configured_key_id(settings: &Settings) -> Option<ima_core::KeyId> {
+    if let Some(id) = settings.keyid {
+        return Some(id);
+    }
+    if let Some(cert) = settings.cert() {
+        if let Ok(cert) = ima_core::Certificate::load(&cert) {
+            return Some(cert.key_id());
+        }
+    }
+    ima_core::KeyMaterial::load(&settings.key, None)
+        .ok()
+        .map(|key| key.key_id())
 }
 
 /// How many files `verify` checks in parallel before it prints their

@@ -8,7 +8,7 @@
 //! JSON (`sign --json`), one document on stdout, files streamed as they are
 //! reported: `{"files": [{"path", "package"?, "outcome", "detail"?}],
 //! "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY being
-//! `{"signed", "signed_before_merge", "already_valid", "would_sign",
+//! `{"signed", "rotated", "signed_before_merge", "already_valid", "would_sign",
 //! "skipped", "failed", "not_started"}`; `packages` only when packages were
 //! signed.
 
@@ -29,6 +29,8 @@ use super::json::JsonStream;
 pub enum Outcome {
     /// A new signature was written.
     Signed,
+    /// `sign --rotate`: a new signature was written over one by another key.
+    Rotated { previous: ima_core::KeyId },
     /// Signed in preinst, before the merge (found valid in postinst).
     SignedBeforeMerge,
     /// It already carried a valid signature by our key; nothing written.
@@ -120,6 +122,7 @@ impl Outcome {
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Signed => "signed",
+            Outcome::Rotated { .. } => "rotated",
             Outcome::SignedBeforeMerge => "signed-before-merge",
             Outcome::AlreadyValid => "already-valid",
             Outcome::WouldSign => "would-sign",
@@ -133,6 +136,7 @@ impl Outcome {
         match self {
             Outcome::Skipped(reason) => Some(reason.to_string()),
             Outcome::Failed(reason) => Some(reason.to_string()),
+            Outcome::Rotated { previous } => Some(format!("was signed by key id {previous}")),
             _ => None,
         }
     }
@@ -165,6 +169,8 @@ impl From<Problem> for FileReport {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub signed: usize,
+    /// `sign --rotate`: signed over a signature by another key.
+    pub rotated: usize,
     pub signed_before_merge: usize,
     pub already_valid: usize,
     pub would_sign: usize,
@@ -186,6 +192,7 @@ impl Tally {
     pub fn add(&mut self, outcome: &Outcome) {
         match outcome {
             Outcome::Signed => self.signed += 1,
+            Outcome::Rotated { .. } => self.rotated += 1,
             Outcome::SignedBeforeMerge => self.signed_before_merge += 1,
             Outcome::AlreadyValid => self.already_valid += 1,
             Outcome::WouldSign => self.would_sign += 1,
@@ -197,6 +204,7 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.signed_before_merge += other.signed_before_merge;
         self.signed += other.signed;
+        self.rotated += other.rotated;
         self.already_valid += other.already_valid;
         self.would_sign += other.would_sign;
         self.skipped += other.skipped;
@@ -208,6 +216,7 @@ impl Tally {
     pub fn total(&self) -> usize {
         self.signed_before_merge
             + self.signed
+            + self.rotated
             + self.already_valid
             + self.would_sign
             + self.skipped
@@ -221,6 +230,9 @@ impl Tally {
             parts.push(format!("would sign {}", self.would_sign));
         } else {
             parts.push(format!("signed {}", self.signed));
+        }
+        if self.rotated > 0 {
+            parts.push(format!("{} rotated from another key", self.rotated));
         }
         parts.push(format!("{} already valid", self.already_valid));
         if self.skipped > 0 {
@@ -431,6 +443,11 @@ mod tests {
         let mut out = Vec::new();
         let mut p = SignPrinter::new(&mut out, true, false);
         p.file(&FileReport::new("/a", Outcome::Signed), Some("cat/a-1"));
+        let previous = ima_core::KeyId([0x12, 0x34, 0xab, 0xcd]);
+        p.file(
+            &FileReport::new("/r", Outcome::Rotated { previous }),
+            Some("cat/a-1"),
+        );
         let weird =
             Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/x\n\xff"));
         p.file(
@@ -441,6 +458,7 @@ mod tests {
         p.package_problem("cat/a-1", contents, "bad line");
         let tally = Tally {
             signed: 1,
+            rotated: 1,
             failed: 1,
             ..Tally::default()
         };
@@ -453,13 +471,16 @@ mod tests {
             serde_json::json!({
                 "files": [
                     {"path": "/a", "package": "cat/a-1", "outcome": "signed"},
+                    {"path": "/r", "package": "cat/a-1", "outcome": "rotated",
+                     "detail": "was signed by key id 1234abcd"},
                     {"path": "/x\n\u{fffd}", "outcome": "failed", "detail": "gone"},
                     {"path": "/var/db/pkg/cat/a-1/CONTENTS", "package": "cat/a-1",
                      "outcome": "failed", "detail": "bad line"},
                 ],
-                "summary": {"signed": 1, "signed_before_merge": 0, "already_valid": 0,
-                            "would_sign": 0, "skipped": 0, "failed": 2, "not_started": 2},
-                "packages": {"cat/a-1": {"signed": 1, "signed_before_merge": 0,
+                "summary": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
+                            "already_valid": 0, "would_sign": 0, "skipped": 0, "failed": 2,
+                            "not_started": 2},
+                "packages": {"cat/a-1": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
                             "already_valid": 0, "would_sign": 0, "skipped": 0,
                             "failed": 1, "not_started": 0}},
             })
@@ -479,6 +500,9 @@ mod tests {
     fn outcome_names_are_the_documented_ones() {
         let names: Vec<_> = [
             Outcome::Signed,
+            Outcome::Rotated {
+                previous: ima_core::KeyId([0; 4]),
+            },
             Outcome::SignedBeforeMerge,
             Outcome::AlreadyValid,
             Outcome::WouldSign,
@@ -492,6 +516,7 @@ mod tests {
             names,
             [
                 "signed",
+                "rotated",
                 "signed-before-merge",
                 "already-valid",
                 "would-sign",

@@ -45,6 +45,11 @@ pub enum Verdict {
     Modified,
     /// Signed, and the signature verifies.
     Ok,
+    /// A valid signature by a key given with `--cert` that is not the
+    /// configured one (e.g. the previous key during a rotation): reported,
+    /// not a failure, since the kernel accepts it while that key's
+    /// certificate is on its keyring.
+    OtherKey,
     /// Signed by a key none of the certificates hold.
     UnknownKey,
     /// No `security.ima`.
@@ -62,14 +67,19 @@ impl Verdict {
             Verdict::Missing => "missing",
             Verdict::Modified => "modified",
             Verdict::Ok => "ok",
+            Verdict::OtherKey => "other-key",
             Verdict::UnknownKey => "unknown-key",
             Verdict::Unsigned => "unsigned",
         }
     }
 
-    /// Whether it fails the run: everything but `ok` and `config-changed`.
+    /// Whether it fails the run: everything but `ok`, `other-key` and
+    /// `config-changed`.
     pub fn is_failure(self) -> bool {
-        !matches!(self, Verdict::Ok | Verdict::ConfigChanged)
+        !matches!(
+            self,
+            Verdict::Ok | Verdict::OtherKey | Verdict::ConfigChanged
+        )
     }
 }
 
@@ -77,6 +87,7 @@ impl From<&VerifyStatus> for Verdict {
     fn from(status: &VerifyStatus) -> Verdict {
         match status {
             VerifyStatus::Ok => Verdict::Ok,
+            VerifyStatus::OtherKey => Verdict::OtherKey,
             VerifyStatus::Unsigned => Verdict::Unsigned,
             VerifyStatus::DigestOnly => Verdict::DigestOnly,
             VerifyStatus::BadSignature => Verdict::BadSignature,
@@ -310,6 +321,7 @@ mod tests {
             Verdict::Missing,
             Verdict::Modified,
             Verdict::Ok,
+            Verdict::OtherKey,
             Verdict::UnknownKey,
             Verdict::Unsigned,
         ];
@@ -324,6 +336,7 @@ mod tests {
                 "missing",
                 "modified",
                 "ok",
+                "other-key",
                 "unknown-key",
                 "unsigned"
             ]
@@ -336,6 +349,8 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(names, sorted);
         assert_eq!(Verdict::from(&VerifyStatus::Malformed), Verdict::Error);
+        // A valid signature by another given key does not fail the run.
+        assert!(!Verdict::OtherKey.is_failure() && Verdict::UnknownKey.is_failure());
     }
 
     #[test]
