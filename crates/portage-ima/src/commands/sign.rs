@@ -34,6 +34,7 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
             None => printer.not_started(1),
         }
     }
+    print_device_rate(&signer);
     Ok(printer.finish(""))
 }
 
@@ -148,5 +149,13 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
     for (cpv, tally) in cpvs.iter().zip(&per_package) {
         printer.package(cpv, tally, !args.packages.all || tally.failed > 0);
     }
+    print_device_rate(&signer);
     Ok(printer.finish(&format!("{} packages: ", sel.packages.len())))
+}
+
+/// The signing rate of a key held by hardware, on stderr (stdout may be JSON).
+fn print_device_rate(signer: &ImaSigner) {
+    if let Some(line) = crate::report::device_rate_line(signer) {
+        eprintln!("portage-ima: {line}");
+    }
 }
