@@ -490,14 +490,20 @@ fn open_with_engine(
     let raw_key = unsafe { ENGINE_load_private_key(engine.0, uri.as_ptr(), ui.0, pin_ptr) };
     if raw_key.is_null() {
         let errors = stack();
-        let reason =
-            if errors.to_string().to_ascii_uppercase().contains("PIN") || options.pin.is_none() {
-                "the token did not give the key: wrong PIN, no PIN configured (pin_file or pin_env \
+        let text = errors.to_string().to_ascii_uppercase();
+        let reason = if text.contains("PIN INCORRECT") {
+            "wrong PIN: the token refused the PIN from pin_file or pin_env under [hardware] \
+             (too many wrong tries lock the token)"
+        } else if text.contains("PIN LOCKED") {
+            "the token's PIN is locked after too many wrong tries; unlock it with the SO PIN \
+             (`pkcs11-tool --unlock-pin`)"
+        } else if text.contains("PIN") || options.pin.is_none() {
+            "the token did not give the key: wrong PIN, no PIN configured (pin_file or pin_env \
              under [hardware]), or no such key on the token"
-            } else {
-                "no such token or key (check token= and object= or id= in the URI against \
+        } else {
+            "no such token or key (check token= and object= or id= in the URI against \
              `pkcs11-tool --module MODULE --list-objects --login`)"
-            };
+        };
         return Err(device_error(source, reason, Some(errors)));
     }
     // SAFETY: a new, owned EVP_PKEY.

@@ -49,8 +49,8 @@ impl KeySource {
     /// read is left to be a [`KeySource::File`], whose loading says why.
     pub fn classify(key: &Path) -> Result<KeySource> {
         let text = key.to_string_lossy();
-        if text.starts_with("pkcs11:") {
-            let attributes = text["pkcs11:".len()..].split([';', '?', '&']);
+        if let Some(attributes) = text.strip_prefix("pkcs11:") {
+            let attributes = attributes.split([';', '?', '&']);
             if attributes.clone().any(|a| a.starts_with("pin-value=")) {
                 return Err(Error::Device {
                     key: redacted_uri(&text),
