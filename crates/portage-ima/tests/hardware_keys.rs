@@ -295,6 +295,20 @@ fn pkcs11_rsa_and_ec_keys_sign_and_verify() {
     assert!(text.contains("files/s"), "{text}");
     assert!(!text.contains(PIN), "the PIN was printed: {text}");
     assert_verified(&files, &rsa_cert, true);
+    // doctor opens the key as the signer does, and names it.
+    let out = Command::new(common::bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("doctor")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = common::text(&out);
+    assert!(
+        text.contains("a PKCS#11 URI, held by hardware and opened through OpenSSL"),
+        "{text}"
+    );
+    assert!(!text.contains(PIN), "the PIN was printed: {text}");
 
     // EC, the certificate stored on the token beside the key (not given),
     // the PIN from the environment.
