@@ -395,6 +395,9 @@ fn open_with_provider(
             Some(stack()),
         ));
     };
+    // The store leaves the complaints of the decoders it tried first; they
+    // would show up in the next unrelated OpenSSL error.
+    let _ = stack();
     let cert = cert
         .and_then(|c| c.to_der().ok())
         .and_then(|der| Certificate::from_der(&der).ok());
@@ -508,6 +511,8 @@ fn open_with_engine(
     }
     // SAFETY: a new, owned EVP_PKEY.
     let pkey = unsafe { PKey::<Private>::from_ptr(raw_key) };
+    // Loading the engine leaves the complaints of the places it looked first.
+    let _ = stack();
     let cert = want_cert
         .then(|| engine_certificate(&engine, source))
         .flatten();
