@@ -109,6 +109,13 @@ fn sign(conf: &Path, files: &Path, env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// Writes the settings file `path`: `key`, the certificate when given, and
+/// the `extra` lines.
+fn write_conf(path: &Path, key: &str, cert: Option<&Path>, extra: &str) {
+    let cert = cert.map_or_else(String::new, |c| format!("cert = \"{}\"\n", c.display()));
+    std::fs::write(path, format!("key = \"{key}\"\n{cert}{extra}")).unwrap();
+}
+
 /// Files of `files` that carry a security.ima.
 fn signed_count(files: &Path) -> usize {
     std::fs::read_dir(files)
@@ -574,15 +581,7 @@ fn tpm_key_file_and_persistent_handle_sign_and_verify() {
     let key = tpm.key_file(dir.path());
     let cert = tpm.cert(dir.path(), "tpm-file", key.to_str().unwrap(), "hash");
     let conf = dir.path().join("file.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "key = \"{}\"\ncert = \"{}\"\n",
-            key.display(),
-            cert.display()
-        ),
-    )
-    .unwrap();
+    write_conf(&conf, key.to_str().unwrap(), Some(&cert), "");
     let file_dir = dir.path().join("by-file");
     std::fs::create_dir(&file_dir).unwrap();
     let files = files(&file_dir, 10);
@@ -596,14 +595,7 @@ fn tpm_key_file_and_persistent_handle_sign_and_verify() {
     let cert = tpm.cert(dir.path(), "tpm-handle", "handle:0x81000001", "c1c2c3c4");
     let hash_cert = tpm.cert(dir.path(), "tpm-handle-h", "handle:0x81000001", "hash");
     let conf = dir.path().join("handle.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "key = \"handle:0x81000001\"\ncert = \"{}\"\n",
-            cert.display()
-        ),
-    )
-    .unwrap();
+    write_conf(&conf, "handle:0x81000001", Some(&cert), "");
     let handle_dir = dir.path().join("by-handle");
     std::fs::create_dir(&handle_dir).unwrap();
     let files = self::files(&handle_dir, 10);
@@ -612,21 +604,14 @@ fn tpm_key_file_and_persistent_handle_sign_and_verify() {
     assert!(out.status.success(), "{text}");
     assert_eq!(keyid_of(&files.join("f0")), "c1c2c3c4");
     assert_verified(&files, &cert, false);
-    std::fs::write(
-        &conf,
-        format!(
-            "key = \"handle:0x81000001\"\ncert = \"{}\"\n",
-            hash_cert.display()
-        ),
-    )
-    .unwrap();
+    write_conf(&conf, "handle:0x81000001", Some(&hash_cert), "");
     let out = sign(&conf, &files, &tpm.env());
     assert!(out.status.success(), "{}", common::text(&out));
     assert_verified(&files, &hash_cert, true);
 
     // A handle with no key behind it.
     let conf = dir.path().join("empty-handle.toml");
-    std::fs::write(&conf, "key = \"handle:0x81000099\"\n").unwrap();
+    write_conf(&conf, "handle:0x81000099", None, "");
     let out = sign(&conf, &files, &tpm.env());
     let text = common::text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
@@ -644,15 +629,7 @@ fn tpm_that_stops_mid_run_leaves_every_file_signed_or_untouched() {
     let key = tpm.key_file(dir.path());
     let cert = tpm.cert(dir.path(), "tpm-file", key.to_str().unwrap(), "hash");
     let conf = dir.path().join("file.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "key = \"{}\"\ncert = \"{}\"\njobs = 2\n",
-            key.display(),
-            cert.display()
-        ),
-    )
-    .unwrap();
+    write_conf(&conf, key.to_str().unwrap(), Some(&cert), "jobs = 2\n");
     const COUNT: usize = 3000;
     let files = files(dir.path(), COUNT);
 
