@@ -149,6 +149,14 @@ pub struct SignArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// With --files: write a digest-only security.ima (what `evmctl
+    /// ima_hash` writes) instead of a signature; needs no key. For files
+    /// that must stay writable under an appraise rule (a signed file cannot
+    /// be opened for writing there); the kernel refuses a digest where a
+    /// rule asks for a signature (appraise_type=imasig).
+    #[arg(long)]
+    pub digest_only: bool,
+
     /// Key rotation: a file whose signature by another key id (the old key,
     /// or any other) is replaced by one of the configured key is reported
     /// "rotated", with that key id. What is signed is as without it: only
