@@ -53,11 +53,14 @@ pub enum Command {
 
     /// Check the security.ima signatures of files or installed packages.
     ///
-    /// One status per file: ok, unsigned, digest-only, bad-signature,
-    /// unknown-key, error; for packages also modified (content differs from
-    /// CONTENTS), missing, and config-changed (a config file you changed that
-    /// the kernel would still run or that is not executable: reported, not a
-    /// failure). Exit status 0 only when every file is ok or config-changed.
+    /// One status per file: ok, unsigned, digest-only, bad-hash,
+    /// bad-signature, unknown-key, error; for packages also modified
+    /// (content differs from CONTENTS), missing, config-changed (a config
+    /// file you changed that the kernel would still run or that is not
+    /// executable: reported, not a failure), and by the config_files
+    /// setting hashed and config-unsigned (as meant). Exit status 0 only
+    /// when every file is ok, other-key, config-changed, hashed or
+    /// config-unsigned.
     Verify(VerifyArgs),
 
     /// Run from Portage's bashrc: sign the package being merged.
