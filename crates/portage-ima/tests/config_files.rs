@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{bin, md5_hex, require_root, require_tool, text};
+use common::{bin, ima_kind as kind, md5_hex, require_root, require_tool, text};
 
 /// A root with test-ima/cfg-1 installed: a config file (0644), an init
 /// script (0755), a program outside /etc; and ima.toml with `extra`.
@@ -66,17 +66,6 @@ impl Root {
         let doc =
             serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
         (out.status.code(), doc)
-    }
-}
-
-fn kind(path: &Path) -> &'static str {
-    let file = fs::File::open(path).unwrap();
-    match ima_core::read_ima_xattr(&file).unwrap() {
-        None => "none",
-        Some(v) => match ima_core::ImaXattr::decode(&v).unwrap() {
-            ima_core::ImaXattr::Digest { .. } => "digest",
-            ima_core::ImaXattr::Signature { .. } => "signature",
-        },
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{require, require_root, require_tool, run_ok};
+use common::{ima_kind, require, require_root, require_tool, run_ok};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portage-ima")
@@ -467,18 +467,6 @@ fn preinst_signs_the_image_only_when_the_merge_keeps_the_xattr() {
         };
         assert!(stdout.contains(counts), "{what}: {stdout}");
         assert!(evmctl_verifies(&live), "{what}");
-    }
-}
-
-/// The kind of `security.ima` at `path`: "none", "digest" or "signature".
-fn ima_kind(path: &Path) -> &'static str {
-    let file = fs::File::open(path).unwrap();
-    match ima_core::read_ima_xattr(&file).unwrap() {
-        None => "none",
-        Some(v) => match ima_core::ImaXattr::decode(&v).unwrap() {
-            ima_core::ImaXattr::Digest { .. } => "digest",
-            ima_core::ImaXattr::Signature { .. } => "signature",
-        },
     }
 }
 

@@ -298,17 +298,7 @@ fn config_files_modes_sign_executables_and_hash_or_leave_the_rest() {
     if !common::require_root(module_path!()) {
         return;
     }
-    use ima_core::ImaXattr;
-    let kind = |f: &Fixture, p: &str| {
-        let file = std::fs::File::open(f.dir.path().join("root").join(p)).unwrap();
-        match ima_core::read_ima_xattr(&file).unwrap() {
-            None => "none",
-            Some(v) => match ImaXattr::decode(&v).unwrap() {
-                ImaXattr::Digest { .. } => "digest",
-                ImaXattr::Signature { .. } => "signature",
-            },
-        }
-    };
+    let kind = |f: &Fixture, p: &str| common::ima_kind(&f.dir.path().join("root").join(p));
     // mode -> (outcome, xattr, verify) for the data file, then the script.
     let cases = [
         (
