@@ -64,18 +64,26 @@ def kind(path: Path, pg, tmp: Path) -> str:
     return "signature"
 
 
-def verify_json(pg, atom: str) -> tuple[int, dict]:
-    argv = [str(pg.hook), "--config", str(pg.ima_toml), "verify", "--json", atom]
+def command_json(pg, command: str, atom: str) -> tuple[int, dict]:
+    """`portage-ima sign|verify --json ATOM` on the playground's vdb, as an
+    admin runs it (the prefix layout from EPREFIX/EROOT)."""
+    argv = [str(pg.hook), "--config", str(pg.ima_toml), command, "--json", atom]
     env = {k: v for k, v in os.environ.items() if k not in ("ROOT", "EROOT", "EPREFIX")}
     if pg.layout == "root":
         argv += ["--root", str(pg.root)]
     else:
         env.update(EPREFIX=pg.eprefix, EROOT=str(pg.eroot))
+    if command == "sign":
+        argv += ["--progress", "none"]
     p = subprocess.run(argv, env=env, capture_output=True, text=True)
     try:
         return p.returncode, json.loads(p.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"verify --json printed no JSON:\n{p.stdout}{p.stderr}") from None
+        raise AssertionError(f"{command} --json printed no JSON:\n{p.stdout}{p.stderr}") from None
+
+
+def verify_json(pg, atom: str) -> tuple[int, dict]:
+    return command_json(pg, "verify", atom)
 
 
 @pytest.mark.parametrize("mode", list(MODES), ids=lambda m: m or "default")
@@ -109,6 +117,20 @@ def test_config_files_mode(pg, mode, tmp_path):
     assert code == 0, doc
     assert (by_path[str(conf)], by_path[str(script)]) == statuses, doc
     assert {st for p, st in by_path.items() if p not in (str(conf), str(script))} == {"ok"}
+
+    # `sign ATOM` applies the same rules to the installed package: with
+    # every security.ima removed, it puts back what the hook wrote.
+    files = [pg.live(p) for p in pg.signable(CATEGORY, f"{pn}-1")]
+    before = {f: ima_xattr(f) for f in files}
+    for f in files:
+        subprocess.run(["setfattr", "-x", "security.ima", str(f)], capture_output=True)
+    code, doc = command_json(pg, "sign", f"{CATEGORY}/{pn}")
+    assert code == 0 and doc["summary"]["failed"] == 0, doc
+    assert doc["summary"]["hashed"] == (1 if mode == "hash" else 0), doc
+    assert doc["summary"]["skipped"] == counts["skipped"], doc
+    after = {f: ima_xattr(f) for f in files}
+    # Digests and RSA signatures are deterministic: byte for byte the same.
+    assert after == before
 
 
 def test_hash_mode_upgrade_with_an_edited_config_file(pg, tmp_path):
