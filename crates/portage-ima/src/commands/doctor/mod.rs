@@ -29,6 +29,8 @@ mod keys;
 mod portage;
 mod self_check;
 
+pub(crate) use portage::portage_vars;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
