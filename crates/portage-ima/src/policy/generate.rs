@@ -274,17 +274,17 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
 
     let mut p = Policy::default();
     p.comment("IMA policy for a Gentoo system, written by `portage-ima policy`.");
-    p.comment(format!(
+    p.comment_wrapped(&format!(
         "Appraise: {} ({}).",
         scope.name(),
         scope.describe()
     ));
-    p.comment(format!(
+    p.comment_wrapped(&format!(
         "Derived from this Portage setup ({}):",
         setup.source
     ));
-    p.comment(format!(
-        "  PORTAGE_TMPDIR={}: builds run in {}, {}",
+    p.comment_wrapped(&format!(
+        "- PORTAGE_TMPDIR={}: builds run in {}, {}",
         setup.tmpdir,
         setup.build_dir.display(),
         match &setup.build_fs {
@@ -296,8 +296,8 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
                 format!("on the {fstype} filesystem of {}", with.display()),
         }
     ));
-    p.comment(format!(
-        "  FEATURES: {}, {}",
+    p.comment_wrapped(&format!(
+        "- FEATURES: {}, {}",
         if setup.userpriv {
             "userpriv (src_unpack to src_test run as the portage user)"
         } else {
@@ -310,21 +310,21 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
         }
     ));
     for w in &warnings {
-        p.comment(format!("WARNING: {w}"));
+        p.comment_wrapped(&format!("- WARNING: {w}"));
     }
     if request.measure {
-        p.comment(
+        p.comment_wrapped(
             "Measurements carry the file signatures in the log only with the ima-sig template: \
              boot with ima_template=ima-sig.",
         );
     }
-    p.comment(
+    p.comment_wrapped(
         "Rules are matched in order; the first dont_appraise or appraise that matches decides.",
     );
 
     if request.require_signed_policy {
         p.blank();
-        p.comment(
+        p.comment_wrapped(
             "A policy loaded later must be signed (written by path, e.g. `echo /etc/ima/ima-policy \
              > /sys/kernel/security/ima/policy`). First, so no exemption below applies to it.",
         );
@@ -345,16 +345,16 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
 
     if let Some((condition, what)) = exemption {
         p.blank();
-        p.comment(
+        p.comment_wrapped(
             "Portage's build directory: builds run the unsigned programs they compile there.",
         );
-        p.comment(what);
+        p.comment_wrapped(&what);
         p.rule(Rule::new(Action::DontAppraise).when(condition.clone()));
         p.rule(Rule::new(Action::DontMeasure).when(condition));
     }
 
     p.blank();
-    p.comment(format!("What is appraised: {}.", scope.describe()));
+    p.comment_wrapped(&format!("What is appraised: {}.", scope.describe()));
     for target in scope.targets() {
         let mut rule = Rule::new(Action::Appraise);
         rule.conditions = target;
@@ -372,4 +372,37 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
         policy: p,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_numbers_are_the_kernels() {
+        let libc_magic: &[(&str, i64)] = &[
+            ("proc", libc::PROC_SUPER_MAGIC as i64),
+            ("sysfs", libc::SYSFS_MAGIC as i64),
+            ("debugfs", libc::DEBUGFS_MAGIC as i64),
+            ("tracefs", libc::TRACEFS_MAGIC as i64),
+            ("securityfs", libc::SECURITYFS_MAGIC as i64),
+            ("devpts", libc::DEVPTS_SUPER_MAGIC as i64),
+            ("cgroup", libc::CGROUP_SUPER_MAGIC as i64),
+            ("cgroup2", libc::CGROUP2_SUPER_MAGIC as i64),
+            ("selinuxfs", libc::SELINUX_MAGIC as i64),
+            ("smackfs", libc::SMACK_MAGIC as i64),
+            ("nsfs", libc::NSFS_MAGIC as i64),
+            ("bpf", libc::BPF_FS_MAGIC as i64),
+            ("hugetlbfs", libc::HUGETLBFS_MAGIC as i64),
+        ];
+        for (name, magic) in libc_magic {
+            let ours = PSEUDO_FILESYSTEMS
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap()
+                .1;
+            assert_eq!(ours, *magic as u32 as u64, "{name}");
+        }
+        assert_eq!(TMPFS_MAGIC, libc::TMPFS_MAGIC as u64);
+    }
 }

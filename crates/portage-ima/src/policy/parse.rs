@@ -213,3 +213,179 @@ fn check_rule(rule: &Rule) -> Result<(), (String, String)> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::rule::Line;
+    use proptest::prelude::*;
+
+    fn refusal(text: &str) -> ParseError {
+        parse_policy(text).expect_err(text)
+    }
+
+    #[test]
+    fn kernel_abi_examples_parse() {
+        // Documentation/ABI/testing/ima_policy's examples, and the kernel's
+        // built-in appraise_tcb rules.
+        let text = "\
+# comment
+   # indented comment
+
+dont_measure fsmagic=0x9fa0
+dont_appraise fsmagic=0x1021994
+measure func=BPRM_CHECK
+measure func=FILE_MMAP mask=MAY_EXEC
+measure func=FILE_CHECK mask=^MAY_READ uid=0
+measure func=FILE_CHECK mask=MAY_READ fowner>1000 template=ima-sig
+appraise fowner=0 appraise_type=imasig
+appraise func=MODULE_CHECK appraise_type=imasig|modsig
+appraise func=KEXEC_KERNEL_CHECK appraise_type=imasig|modsig appraise_algos=sha256,sha512
+measure func=KEY_CHECK keyrings=.ima|.builtin_trusted_keys pcr=11 template=ima-buf
+measure func=CRITICAL_DATA label=selinux
+appraise func=BPRM_CHECK digest_type=verity appraise_type=sigv3
+dont_appraise fsuuid=6b1f4e3c-9a63-4d5c-8a2f-0c1d2e3f4a5b
+measure subj_user=system_u subj_role=system_r obj_type=bin_t euid<1000 fgroup=0
+appraise func=FILE_CHECK appraise_flag=check_blacklist permit_directio
+hash func=FILE_CHECK
+dont_hash fsname=tmpfs
+audit func=BPRM_CHECK
+";
+        let p = parse_policy(text).unwrap();
+        assert_eq!(p.rules().count(), 18);
+        assert_eq!(p.lines[0], Line::Comment("comment".into()));
+        // FILE_MMAP is the old name of MMAP_CHECK.
+        assert_eq!(
+            p.rules().nth(3).unwrap().to_string(),
+            "measure func=MMAP_CHECK mask=MAY_EXEC"
+        );
+        let reparsed = parse_policy(&p.to_string()).unwrap();
+        assert_eq!(reparsed, p);
+    }
+
+    #[test]
+    fn refusals_name_the_line_and_the_token() {
+        let e = refusal("# ok\nmeasure func=BPRM_CHECK\nappraise func=EXEC_CHECK\n");
+        assert_eq!((e.line, e.token.as_str()), (3, "func=EXEC_CHECK"));
+        assert!(e.reason.contains("unknown func"), "{e}");
+        assert!(
+            e.to_string().starts_with("line 3: `func=EXEC_CHECK`"),
+            "{e}"
+        );
+
+        let e = refusal("appraise func=BPRM_CHECK appraise_type=imasig measure\n");
+        assert_eq!(e.token, "measure");
+        assert!(e.reason.contains("second action"));
+
+        let e = refusal("func=BPRM_CHECK uid=0\n");
+        assert!(e.reason.contains("no action"), "{e}");
+
+        let e = refusal("measure uid=root\n");
+        assert_eq!(e.token, "uid=root");
+
+        let e = refusal("measure func=BPRM_CHECK appraise_type=imasig\n");
+        assert_eq!(e.token, "appraise_type=imasig");
+        assert!(e.reason.contains("only a `appraise` rule"), "{e}");
+
+        let e = refusal("appraise func=BPRM_CHECK func=MMAP_CHECK\n");
+        assert_eq!(e.token, "func=MMAP_CHECK");
+        assert!(e.reason.contains("twice"));
+
+        let e = refusal("dont_appraise fsuuid=not-a-uuid\n");
+        assert_eq!(e.token, "fsuuid=not-a-uuid");
+
+        let e = refusal("dont_appraise fsmagic<0x9fa0\n");
+        assert!(e.reason.contains("< or >"), "{e}");
+
+        let e = refusal("measure func=BPRM_CHECK keyrings=.ima\n");
+        assert!(e.reason.contains("KEY_CHECK"), "{e}");
+
+        let e = refusal("appraise fowner=0 imasig\n");
+        assert_eq!(e.token, "imasig");
+
+        let e = refusal("appraise func=\n");
+        assert!(e.reason.contains("no value"), "{e}");
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        "[a-z_][a-z0-9_.]{0,8}"
+    }
+
+    fn condition() -> impl Strategy<Value = Condition> {
+        prop_oneof![
+            proptest::sample::select(Func::ALL.to_vec()).prop_map(Condition::Func),
+            (
+                proptest::sample::select(Access::ALL.to_vec()),
+                any::<bool>()
+            )
+                .prop_map(|(access, inode)| Condition::Mask { access, inode }),
+            any::<u64>().prop_map(Condition::FsMagic),
+            word().prop_map(Condition::FsName),
+            any::<[u8; 16]>().prop_map(Condition::FsUuid),
+            (
+                proptest::sample::select(IdField::ALL.to_vec()),
+                proptest::sample::select(vec![IdOp::Equal, IdOp::Less, IdOp::Greater]),
+                any::<u32>()
+            )
+                .prop_map(|(field, op, value)| Condition::Id { field, op, value }),
+            (proptest::sample::select(LsmField::ALL.to_vec()), word())
+                .prop_map(|(field, label)| Condition::Lsm { field, label }),
+            proptest::collection::vec(word(), 1..3).prop_map(Condition::Keyrings),
+            word().prop_map(Condition::Label),
+        ]
+    }
+
+    fn option() -> impl Strategy<Value = RuleOption> {
+        prop_oneof![
+            proptest::sample::select(AppraiseType::ALL.to_vec()).prop_map(RuleOption::AppraiseType),
+            Just(RuleOption::AppraiseFlag("check_blacklist".into())),
+            proptest::collection::vec("sha[0-9]{1,3}", 1..3).prop_map(RuleOption::AppraiseAlgos),
+            Just(RuleOption::DigestTypeVerity),
+            word().prop_map(RuleOption::Template),
+            any::<u32>().prop_map(RuleOption::Pcr),
+            Just(RuleOption::PermitDirectio),
+        ]
+    }
+
+    /// A rule the kernel would take: each kind once, options that fit the action.
+    fn rule() -> impl Strategy<Value = Rule> {
+        (
+            proptest::sample::select(Action::ALL.to_vec()),
+            proptest::collection::vec(condition(), 0..6),
+            proptest::collection::vec(option(), 0..4),
+        )
+            .prop_map(|(action, conditions, options)| {
+                let mut rule = Rule::new(action);
+                for c in conditions {
+                    rule.conditions.push(c);
+                    if check_rule(&rule).is_err() {
+                        rule.conditions.pop();
+                    }
+                }
+                for o in options {
+                    rule.options.push(o);
+                    if check_rule(&rule).is_err() {
+                        rule.options.pop();
+                    }
+                }
+                rule
+            })
+    }
+
+    fn line() -> impl Strategy<Value = Line> {
+        prop_oneof![
+            4 => rule().prop_map(Line::Rule),
+            1 => "[ -~]{0,30}".prop_map(Line::Comment),
+            1 => Just(Line::Blank),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_of_write_is_identity(lines in proptest::collection::vec(line(), 0..12)) {
+            let policy = Policy { lines };
+            let text = policy.to_string();
+            prop_assert_eq!(parse_policy(&text), Ok(policy), "{}", text);
+        }
+    }
+}

@@ -405,6 +405,27 @@ impl Policy {
         self.lines.push(Line::Comment(text.into()));
     }
 
+    /// A comment of several lines: `text` wrapped at word boundaries so
+    /// that each line stays under 80 columns; the lines of a `- ` list
+    /// item are indented under its text.
+    pub fn comment_wrapped(&mut self, text: &str) {
+        const WIDTH: usize = 76;
+        let indent = if text.starts_with("- ") { "  " } else { "" };
+        let mut line = String::new();
+        for word in text.split_whitespace() {
+            if !line.trim().is_empty() && line.len() + 1 + word.len() > WIDTH {
+                self.comment(std::mem::replace(&mut line, indent.to_string()));
+            }
+            if !line.trim().is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        if !line.trim().is_empty() {
+            self.comment(line);
+        }
+    }
+
     pub fn rule(&mut self, rule: Rule) {
         self.lines.push(Line::Rule(rule));
     }
