@@ -224,6 +224,12 @@ pub struct DoctorArgs {
     /// Root to check (its /etc/portage) [default: PORTAGE_CONFIGROOT, else /].
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// IMA policy file to review [default: the loaded policy when
+    /// /sys/kernel/security/ima/policy is readable, else the one the boot
+    /// loads, /etc/ima/ima-policy].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

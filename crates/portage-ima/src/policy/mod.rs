@@ -2,8 +2,10 @@
 //! generated for a Portage setup ([`generate`]) read from this machine
 //! ([`setup`]), and checked against it by `doctor` ([`review`]).
 
+pub mod eval;
 pub mod generate;
 pub mod parse;
+pub mod review;
 pub mod rule;
 pub mod setup;
 

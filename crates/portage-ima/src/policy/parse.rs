@@ -94,12 +94,12 @@ pub fn parse_rule(line: &str) -> Result<Rule, (String, String)> {
                 None => return refuse("unknown func (BPRM_CHECK, MMAP_CHECK, FILE_CHECK, ...)"),
             },
             "mask" => {
-                let (inode, name) = match value.strip_prefix('^') {
+                let (any, name) = match value.strip_prefix('^') {
                     Some(rest) => (true, rest),
                     None => (false, value),
                 };
                 match Access::ALL.into_iter().find(|a| a.keyword() == name) {
-                    Some(access) => conditions.push(Condition::Mask { access, inode }),
+                    Some(access) => conditions.push(Condition::Mask { access, any }),
                     None => {
                         return refuse(
                             "unknown mask (MAY_EXEC, MAY_WRITE, MAY_READ, MAY_APPEND, one of them)",
@@ -318,7 +318,7 @@ audit func=BPRM_CHECK
                 proptest::sample::select(Access::ALL.to_vec()),
                 any::<bool>()
             )
-                .prop_map(|(access, inode)| Condition::Mask { access, inode }),
+                .prop_map(|(access, any)| Condition::Mask { access, any }),
             any::<u64>().prop_map(Condition::FsMagic),
             word().prop_map(Condition::FsName),
             any::<[u8; 16]>().prop_map(Condition::FsUuid),

@@ -242,11 +242,12 @@ impl LsmField {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Condition {
     Func(Func),
-    /// `mask=MAY_EXEC`: the access asked for; `mask=^MAY_EXEC` (`inode`):
-    /// the file's own permission bits.
+    /// `mask=MAY_WRITE`: the access asked for is exactly this one;
+    /// `mask=^MAY_WRITE` (`any`): the access asked for includes it (an
+    /// O_RDWR open asks MAY_READ|MAY_WRITE, which only the second matches).
     Mask {
         access: Access,
-        inode: bool,
+        any: bool,
     },
     /// The filesystem's statfs f_type.
     FsMagic(u64),
@@ -468,11 +469,11 @@ impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Condition::Func(func) => write!(f, "func={}", func.keyword()),
-            Condition::Mask { access, inode } => {
+            Condition::Mask { access, any } => {
                 write!(
                     f,
                     "mask={}{}",
-                    if *inode { "^" } else { "" },
+                    if *any { "^" } else { "" },
                     access.keyword()
                 )
             }

@@ -42,6 +42,17 @@ pub struct FsInfo {
 }
 
 impl FsInfo {
+    /// What a policy's conditions can match of it.
+    pub fn file_system(&self) -> super::eval::FileSystem {
+        super::eval::FileSystem {
+            magic: self.magic,
+            uuid: self.uuid,
+            // fsname= compares the kernel's type name, which one f_type
+            // does not always give (ext2/3/4): left unknown.
+            name: None,
+        }
+    }
+
     pub fn of(path: &Path) -> io::Result<FsInfo> {
         let dir = fs::File::open(path)?;
         let dev = dir.metadata()?.dev();
@@ -164,4 +175,20 @@ pub fn discover(root: &Path) -> Result<Setup> {
         xattr,
         source: vars.source,
     })
+}
+
+/// The `portage` user's uid and gid from ROOT's /etc/passwd, else Gentoo's
+/// fixed ones (acct-user/portage: 250).
+pub fn portage_ids(root: &Path) -> (u32, u32) {
+    const GENTOO_PORTAGE_ID: u32 = 250;
+    fs::read_to_string(root.join("etc/passwd"))
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let f: Vec<&str> = line.split(':').collect();
+                (f.len() > 3 && f[0] == "portage")
+                    .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+            })
+        })
+        .unwrap_or((GENTOO_PORTAGE_ID, GENTOO_PORTAGE_ID))
 }
