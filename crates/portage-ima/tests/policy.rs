@@ -304,7 +304,10 @@ fn command_reads_make_conf_and_the_filesystems() {
     let rules = rules(&policy);
     assert!(rules.contains(&"dont_appraise fsmagic=0x1021994".to_string()));
     assert!(rules.contains(&"appraise func=MMAP_CHECK mask=MAY_EXEC appraise_type=imasig".into()));
-    assert!(header.contains("boot with ima_template=ima-sig"), "{header}");
+    assert!(
+        header.contains("boot with ima_template=ima-sig"),
+        "{header}"
+    );
 
     // The build directory on the root's own filesystem: exec is refused.
     let tmp = root.dir.path().join("var/tmp");
