@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -149,16 +149,8 @@ pub fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
 /// Reads the setup of the system under `root` (its etc/portage, its filesystems).
 pub fn discover(root: &Path) -> Result<Setup> {
     let vars = portage_vars(root);
-    let patterns: Vec<String> = vars
-        .xattr_exclude
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let xattr = XattrCopy::of(&vars.features, &patterns).keeps_ima();
-    let base = PathBuf::from(&vars.tmpdir);
-    // Portage builds in ${PORTAGE_TMPDIR}/portage, often a tmpfs of its own.
-    let build = base.join("portage");
-    let build_dir = if build.is_dir() { build } else { base };
+    let xattr = XattrCopy::of(&vars.features, &vars.xattr_exclude_patterns()).keeps_ima();
+    let build_dir = vars.build_dir();
     if !build_dir.is_dir() {
         bail!(
             "PORTAGE_TMPDIR={} does not exist ({}): create it (and mount what builds should \
