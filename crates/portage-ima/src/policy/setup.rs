@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::generate::{BuildFs, Setup, TMPFS_MAGIC};
-use crate::commands::doctor::portage_vars;
+use crate::commands::doctor::{portage_vars, PortageVars};
 use crate::gentoo::env::XattrCopy;
 
 /// The directories whose programs a policy protects: a build directory on
@@ -148,7 +148,11 @@ pub fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
 
 /// Reads the setup of the system under `root` (its etc/portage, its filesystems).
 pub fn discover(root: &Path) -> Result<Setup> {
-    let vars = portage_vars(root);
+    from_vars(portage_vars(root), root)
+}
+
+/// The setup from Portage's variables as already read, and the filesystems.
+pub(crate) fn from_vars(vars: PortageVars, root: &Path) -> Result<Setup> {
     let xattr = XattrCopy::of(&vars.features, &vars.xattr_exclude_patterns()).keeps_ima();
     let build_dir = vars.build_dir();
     if !build_dir.is_dir() {

@@ -22,7 +22,8 @@ const SNIPPET_NAME: &str = "portage-ima.bashrc";
 const DEFAULT_TMPDIR: &str = "/var/tmp";
 
 /// Portage's side: the bashrc hook, the xattr settings, PORTAGE_TMPDIR.
-pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
+/// Returns Portage's variables for the checks that follow.
+pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -> PortageVars {
     let bashrc = root.join("etc/portage/bashrc");
     match fs::read_to_string(&bashrc) {
         Ok(text) => match sourced_snippet(&text) {
@@ -162,6 +163,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
             ),
         ),
     }
+    vars
 }
 
 /// The `PORTAGE_XATTR_EXCLUDE` line to paste into make.conf: the list the
