@@ -12,11 +12,14 @@ policy write per boot. So two boots (QEMU, TCG), each a few seconds:
    path, and the kernel must log each rule (type=1807, res=1) and
    "policy update completed". Before that, the VM reports the statfs magic
    of the pseudo filesystems it can mount, which must be those the
-   generator exempts.
+   generator exempts. After it, an unsigned program runs from a tmpfs (the
+   exemption comes first) and is denied from a ramfs (nothing exempts it).
 2. `signed` (`ima_policy=secure_boot`, whose built-in rules appraise
    POLICY_CHECK): inside the VM, `portage-ima policy --output` writes an
    unsigned policy, refused by path and by content; `--sign` one that is
-   then changed by a line, refused; and a `--sign`ed one, accepted.
+   then changed by a line, refused; and a `--sign`ed one, accepted. That
+   policy (root-exec) is then enforced: root may not run an unsigned
+   program, the portage user may.
 
 Serial logs: tests/.cache/kernel/policy-{union,signed}.log.
 """
@@ -156,6 +159,8 @@ def build_initramfs(work: Path, kernel: kernelvm.Kernel, bin: Path, key: dict[st
     ir.add_file(key["der"], "/ima/cert.der", 0o644)
     ir.add_file(key["key"], "/ima/key.pem", 0o600)
     ir.add_bytes(f'key = "/ima/key.pem"\ncert = "/ima/cert.der"\n'.encode(), "/ima/ima.toml")
+    ir.add_bytes(b"root:x:0:0:root:/:/bin/sh\nportage:x:250:250:portage:/:/bin/sh\n", "/etc/passwd")
+    ir.add_bytes(b"root:x:0:\nportage:x:250:\n", "/etc/group")
     for dest, data in files.items():
         ir.add_bytes(data, dest)
     ir.add_bytes(cases.encode(), "/cases.sh", 0o755)
@@ -186,7 +191,14 @@ def union_cases() -> str:
                      f"mount -t {q(fstype)} {q(fstype)} {q(dir)} 2>/dev/null; "
                      f"{mounted} && say magic {fstype} m=$(stat -f -c %t {q(dir)})")
     lines.append("say magic rootfs m=$(stat -f -c %t /)")
+    # Unsigned copies of busybox on a tmpfs (exempted) and on a ramfs (not).
+    lines.append("mkdir -p /mnt/r && mount -t ramfs ramfs /mnt/r || die 'mount ramfs'")
+    lines.append("cp /bin/busybox /mnt/t/busybox.unsigned && cp /bin/busybox /mnt/r/busybox.unsigned"
+                 " || die 'cp busybox'")
+    lines.append("run_step exec ramfs-before /mnt/r/busybox.unsigned true")
     lines.append("load union /ima/union.policy")
+    lines.append("run_step exec tmpfs /mnt/t/busybox.unsigned true")
+    lines.append("run_step exec ramfs /mnt/r/busybox.unsigned true")
     lines.append("sleep 0.5")
     return "\n".join(lines) + "\n"
 
@@ -209,7 +221,13 @@ def signed_cases() -> str:
         "echo 'appraise func=FILE_CHECK appraise_type=imasig' >>/mnt/t/tampered.policy",
         "load tampered /mnt/t/tampered.policy",
         f"run_step gen signed {gen} --sign --output /mnt/t/signed.policy",
+        "cp /bin/busybox /mnt/t/busybox.unsigned || die 'cp busybox'",
         "load signed /mnt/t/signed.policy",
+        # The loaded policy (root-exec, builds not exempted: the VM's root is a
+        # tmpfs) appraises what root runs, and only that.
+        "run_step exec root-unsigned /mnt/t/busybox.unsigned true",
+        "run_step exec root-signed /bin/busybox true",
+        "run_step exec portage-unsigned su -s /bin/sh portage -c '/mnt/t/busybox.unsigned true'",
         "sleep 0.5",
     ]) + "\n"
 
@@ -295,6 +313,16 @@ def test_every_rule_the_generator_emits_loads(union_boot):
     assert not refused, "\n".join(refused)
     assert len(accepted) == len(rules), f"{len(accepted)} of {len(rules)} rules logged"
     assert any("ima: policy update completed" in l for l in b.dmesg), "\n".join(b.dmesg[-20:])
+    # The exemptions come first and work: an unsigned program runs from a
+    # tmpfs, and is denied by IMA from a ramfs, which nothing exempts.
+    tmpfs, ramfs = b.find("exec", "tmpfs"), b.find("exec", "ramfs")
+    assert tmpfs is not None and tmpfs.fields["rc"] == "0", decode(tmpfs) if tmpfs else b.tail()
+    assert ramfs is not None and ramfs.fields["rc"] != "0", b.tail()
+    assert "Permission denied" in decode(ramfs), decode(ramfs)
+    # It ran before the policy was loaded: the denial is the policy's. (IMA
+    # writes no audit record here: a ramfs has no xattrs to appraise.)
+    before = b.find("exec", "ramfs-before")
+    assert before is not None and before.fields["rc"] == "0", decode(before) if before else b.tail()
 
 
 def test_pseudo_filesystem_magic_is_the_kernels(union_boot):
@@ -330,9 +358,17 @@ def test_only_the_signed_policy_loads_when_policy_check_is_appraised(signed_boot
     # Exactly one update went through: the signed one.
     completed = [l for l in b.dmesg if "ima: policy update completed" in l]
     assert len(completed) == 1, "\n".join(b.dmesg[-30:])
+    # The signed policy is enforced: root may not run an unsigned program,
+    # the portage user (builds, FEATURES=userpriv) may.
+    rc = {id: b.find("exec", id) for id in ("root-unsigned", "root-signed", "portage-unsigned")}
+    assert rc["root-unsigned"] is not None and rc["root-unsigned"].fields["rc"] != "0", b.tail()
+    assert rc["root-signed"].fields["rc"] == "0", decode(rc["root-signed"])
+    assert rc["portage-unsigned"].fields["rc"] == "0", decode(rc["portage-unsigned"])
     # IMA's own denials, for the very files.
     denials = [l for l in b.dmesg if "type=1800" in l and "res=0" in l]
     assert any("cause=IMA-signature-required" in l and 'name="/mnt/t/unsigned.policy"' in l
                for l in denials), "\n".join(denials)
     assert any("cause=invalid-signature" in l and 'name="/mnt/t/tampered.policy"' in l
+               for l in denials), "\n".join(denials)
+    assert any("cause=IMA-signature-required" in l and 'name="/mnt/t/busybox.unsigned"' in l
                for l in denials), "\n".join(denials)
