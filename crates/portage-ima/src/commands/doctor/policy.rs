@@ -62,7 +62,8 @@ pub(super) fn check_policy(
         signs_config_files: s.is_some_and(|s| s.config_files == ConfigFiles::Sign),
     };
     let found = review(&loaded.policy, &machine);
-    let source = &loaded.source;
+    // The policy check said which file was read and why; its path is enough here.
+    let source = loaded.path.display();
     for (check, verdict) in [
         (CheckId::PolicyBuilds, found.builds),
         (CheckId::PolicyMerges, found.merges),
