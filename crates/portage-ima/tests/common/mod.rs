@@ -144,3 +144,14 @@ pub fn ima_kind(path: &Path) -> &'static str {
         },
     }
 }
+
+/// A fresh directory on a tmpfs (/dev/shm, which every Linux has); None,
+/// after saying why, when there is none (a failure under CI).
+pub fn tmpfs_dir(test: &str) -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir_in("/dev/shm").ok();
+    let on_tmpfs = dir.as_ref().is_some_and(|d| {
+        rustix::fs::statfs(d.path())
+            .is_ok_and(|s| s.f_type as u64 == portage_ima::policy::generate::TMPFS_MAGIC)
+    });
+    require(on_tmpfs, "a tmpfs on /dev/shm", test).then(|| dir.unwrap())
+}
