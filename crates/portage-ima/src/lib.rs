@@ -22,6 +22,7 @@ pub mod engine;
 pub mod escape;
 pub mod fs;
 pub mod gentoo;
+pub mod kernel;
 pub mod plan;
 pub mod progress;
 pub mod report;
