@@ -72,6 +72,19 @@ pub enum Command {
     /// Check the key, the certificate, the kernel and Portage's settings.
     Doctor(DoctorArgs),
 
+    /// The files the kernel's IMA refused (or measured), with their package
+    /// and what they are now.
+    ///
+    /// Reads the integrity audit records (`audit: type=1800 ... op=appraise_data
+    /// ... res=0`) of the kernel log (/dev/kmsg) and of
+    /// /var/log/audit/audit.log, or of --log. Each file gets its owning
+    /// package and one class: unsigned-pristine (content exactly as
+    /// installed: safe to sign), modified, foreign-key (signed by a key the
+    /// kernel does not have), not-owned, gone, valid (signed since), error.
+    /// Read-only unless --fix. Exit status: 0 when every file is valid (or
+    /// none was denied), 1 when some need attention, 2 for an error.
+    Audit(AuditArgs),
+
     /// Write the man page or shell completions (used by the ebuild).
     #[command(hide = true)]
     Generate {
@@ -192,6 +205,37 @@ pub struct VerifyArgs {
     /// Parallel jobs [default: the number of CPUs].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A log to read instead of the kernel's: `dmesg` output (with or
+    /// without times), /dev/kmsg, `journalctl -k`, or auditd's audit.log;
+    /// `-` is stdin. May be given several times.
+    #[arg(long, value_name = "FILE")]
+    pub log: Vec<PathBuf>,
+
+    /// Also the files of IMA's measurement list (templates ima, ima-ng,
+    /// ima-sig) [FILE default: /sys/kernel/security/ima/ascii_runtime_measurements].
+    #[arg(long, value_name = "FILE", num_args = 0..=1,
+          default_missing_value = "/sys/kernel/security/ima/ascii_runtime_measurements")]
+    pub measurements: Option<PathBuf>,
+
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Sign the unsigned-pristine files (content as installed), by the same
+    /// rules as `sign`; the others are left alone.
+    #[arg(long)]
+    pub fix: bool,
+
+    /// Root whose package database and files to look at [default: ROOT or EROOT from the environment, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 #[derive(Debug, Args)]

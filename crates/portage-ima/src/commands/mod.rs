@@ -9,6 +9,7 @@ use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
 use crate::plan::{self, Selection, Which};
 use crate::report::Status;
 
+pub mod audit;
 pub mod doctor;
 pub mod hook;
 pub mod sign;
@@ -22,6 +23,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Verify(args) => verify::run(config, args),
         Command::Hook(args) => hook::run(config, args),
         Command::Doctor(args) => doctor::run(config, args),
+        Command::Audit(args) => audit::run(config, args),
         Command::Generate { what } => generate(what),
     }
 }

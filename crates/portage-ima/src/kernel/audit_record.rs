@@ -296,6 +296,13 @@ mod tests {
     }
 
     #[test]
+    fn serial_console_line_ends() {
+        // A VM's console captured over a serial line: CR LF.
+        let crlf = DMESG.replace('\n', "\r\n");
+        assert_eq!(parse(crlf.as_bytes()), parse(DMESG.as_bytes()));
+    }
+
+    #[test]
     fn hex_encoded_name_with_a_space() {
         // audit_log_untrustedstring: a space makes the whole value hex.
         let line = format!(

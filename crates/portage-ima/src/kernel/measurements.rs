@@ -234,6 +234,12 @@ mod tests {
     }
 
     #[test]
+    fn serial_console_line_ends() {
+        let crlf = REAL.replace('\n', "\r\n");
+        assert_eq!(parse(crlf.as_bytes()), parse(REAL.as_bytes()));
+    }
+
+    #[test]
     fn ima_and_ima_ng_with_spaces_and_other_templates() {
         let text = "\
 10 0000000000000000000000000000000000000000 ima-ng sha256:aa /tmp/a file with spaces
@@ -309,6 +315,9 @@ ten f0cd51bc74fc820bcb1804d2fc75cd9daef96686 ima-ng sha256:3d9f /bin/true
                 line.extend_from_slice(hex::encode(sig).as_bytes());
             }
             let list = parse(&line);
+            // A path ending in CR with no signature after it loses the CR
+            // (read as a CR LF line end); anything else is kept whole.
+            prop_assume!(path.last() != Some(&b'\r') || sig.is_some());
             prop_assert_eq!(list.bad.len(), 0, "{:?}", list.bad);
             prop_assert_eq!(list.measurements[0].path.as_os_str().as_bytes(), &path[..]);
             prop_assert_eq!(&list.measurements[0].signature, &sig);

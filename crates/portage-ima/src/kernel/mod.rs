@@ -24,11 +24,14 @@ impl fmt::Display for BadLine {
     }
 }
 
-/// Splits `data` into lines at LF, numbered from 1.
+/// Splits `data` into lines at LF, numbered from 1. A CR before the LF is
+/// dropped: a VM's console captured over a serial line ends its lines with
+/// CR LF (the kernel's own files never hold a CR at a line's end, short of
+/// a file name ending in one).
 pub(crate) fn numbered_lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let body = data.strip_suffix(b"\n").unwrap_or(data);
     body.split(|&b| b == b'\n')
         .enumerate()
         .filter(move |_| !data.is_empty())
-        .map(|(i, line)| (i + 1, line))
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
 }

@@ -24,7 +24,7 @@
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod kernel;
-mod keyring;
+pub(crate) mod keyring;
 mod keys;
 mod portage;
 mod self_check;
