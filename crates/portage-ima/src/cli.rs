@@ -85,6 +85,12 @@ pub enum Command {
     /// none was denied), 1 when some need attention, 2 for an error.
     Audit(AuditArgs),
 
+    /// Write what the package database knows in another tool's format.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+
     /// Write the man page or shell completions (used by the ebuild).
     #[command(hide = true)]
     Generate {
@@ -236,6 +242,49 @@ pub struct AuditArgs {
 
     #[command(flatten)]
     pub key: KeyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// A Keylime runtime policy: the digest of every installed file whose
+    /// content is still what its package installed, and the certificates'
+    /// keys to check IMA signatures with.
+    ///
+    /// A file modified since install, or gone, is left out and reported.
+    /// Exit status: 0 when the policy was written (files left out or not),
+    /// 2 for an error.
+    Keylime(KeylimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeylimeArgs {
+    /// Write the policy to FILE (replaced atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// A path Keylime is not to check: a Python regular expression matched
+    /// at the start of the path (`^/var/tmp/`, `/home/.*`). May be given
+    /// several times.
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// Certificate whose key Keylime checks ima-sig signatures with; may
+    /// be given several times [default: the configured certificate].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Vec<PathBuf>,
+
+    /// Digest algorithm: the kernel's, as in the measurement list
+    /// (sha1, sha256, sha384, sha512) [default: the configured hash, sha256].
+    #[arg(long = "hash", value_name = "ALGO")]
+    pub hash: Option<String>,
+
+    /// Root whose package database and files to read [default: ROOT or EROOT from the environment, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Parallel jobs [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ pub mod escape;
 pub mod fs;
 pub mod gentoo;
 pub mod kernel;
+pub mod keylime;
 pub mod plan;
 pub mod progress;
 pub mod report;

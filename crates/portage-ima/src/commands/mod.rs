@@ -11,6 +11,7 @@ use crate::report::Status;
 
 pub mod audit;
 pub mod doctor;
+pub mod export;
 pub mod hook;
 pub mod sign;
 pub mod verify;
@@ -24,6 +25,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Hook(args) => hook::run(config, args),
         Command::Doctor(args) => doctor::run(config, args),
         Command::Audit(args) => audit::run(config, args),
+        Command::Export { what } => export::run(config, what),
         Command::Generate { what } => generate(what),
     }
 }
