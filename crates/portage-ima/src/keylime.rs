@@ -21,9 +21,8 @@
 //! usr/bin`) is listed under both paths.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use base64ct::{Base64, Encoding};
 use ima_core::{Certificate, CryptoProvider, HashAlgo};
@@ -32,6 +31,7 @@ use serde::Serialize;
 use crate::engine::open_failure;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
+use crate::report::date::UtcTime;
 
 /// Keylime's runtime policy format version this writes.
 pub const POLICY_VERSION: u32 = 1;
@@ -150,7 +150,7 @@ pub fn export(
             meta: Meta {
                 version: POLICY_VERSION,
                 generator: GENERATOR_UNKNOWN,
-                timestamp: utc_timestamp(SystemTime::now()),
+                timestamp: UtcTime::of(SystemTime::now()).rfc3339(),
             },
             release: 0,
             digests,
@@ -168,9 +168,7 @@ pub fn export(
 }
 
 fn text(path: &Path) -> Option<String> {
-    <&OsStr>::from(path.as_os_str())
-        .to_str()
-        .map(str::to_string)
+    path.to_str().map(str::to_string)
 }
 
 /// Keylime's `ImaKeyring.to_string()`: `{"meta": {"version": 1}, "keyids":
@@ -188,40 +186,4 @@ fn verification_keys(certs: &[Certificate]) -> String {
         .map(|c| Base64::encode_string(&c.subject_public_key_info_der()))
         .collect();
     serde_json::json!({"meta": {"version": 1}, "keyids": keyids, "pubkeys": pubkeys}).to_string()
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-fn utc_timestamp(now: SystemTime) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        let at = |secs| utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_976_846), "2026-11-29T18:27:26Z");
-    }
 }

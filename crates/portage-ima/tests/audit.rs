@@ -25,18 +25,7 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let key = common::new_key(d);
-        let cert = common::new_cert(d, &key);
-        let conf = d.join("ima.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "key = \"{}\"\ncert = \"{}\"\njobs = 2\n",
-                key.display(),
-                cert.display()
-            ),
-        )
-        .unwrap();
+        let (conf, _) = common::settings_with_cert(d, "jobs = 2\n");
         let root = d.join("root");
         let bin = root.join("usr/bin");
         std::fs::create_dir_all(&bin).unwrap();

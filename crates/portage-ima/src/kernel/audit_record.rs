@@ -167,7 +167,10 @@ fn parse_record(line: usize, rest: &[u8]) -> Result<AuditRecord, String> {
 /// The `key=value` fields of a record; a quoted value ends at its closing
 /// quote, a bare one at the next space. A word without `=` belongs to the
 /// previous value (an LSM label with spaces) and is dropped with it.
-fn fields_of(mut s: &[u8]) -> Result<Vec<(&[u8], Vec<u8>)>, String> {
+/// A field's key, and its value (a quoted one keeps its opening quote).
+type Field<'a> = (&'a [u8], Vec<u8>);
+
+fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     loop {
         while let Some((&b' ', tail)) = s.split_first() {
