@@ -26,6 +26,7 @@ pub mod gentoo;
 pub mod kernel;
 pub mod keylime;
 pub mod plan;
+pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod settings;

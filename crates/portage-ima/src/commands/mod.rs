@@ -13,6 +13,7 @@ pub mod audit;
 pub mod doctor;
 pub mod export;
 pub mod hook;
+pub mod policy;
 pub mod sign;
 pub mod verify;
 
@@ -26,6 +27,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Doctor(args) => doctor::run(config, args),
         Command::Audit(args) => audit::run(config, args),
         Command::Export { what } => export::run(config, what),
+        Command::Policy(args) => policy::run(config, args),
         Command::Generate { what } => generate(what),
     }
 }
