@@ -327,6 +327,23 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    /// Instead of writing a policy, check one against the root filesystem:
+    /// list every file its appraise rules cover that lacks a signature the
+    /// configured certificate (--cert) verifies, i.e. what the kernel would
+    /// refuse with ima_appraise=enforce. Exit status 0 when nothing would be
+    /// refused (safe to boot), 1 when something would.
+    #[arg(long)]
+    pub check: bool,
+
+    /// The policy to check [default: the loaded policy when
+    /// /sys/kernel/security/ima/policy is readable, else ROOT/etc/ima/ima-policy].
+    #[arg(value_name = "POLICY", requires = "check")]
+    pub policy_file: Option<PathBuf>,
+
+    /// With --check: print the result as JSON.
+    #[arg(long, requires = "check")]
+    pub json: bool,
+
     /// What must carry a valid signature.
     #[arg(long, value_enum, default_value_t = AppraiseScope::RootExec)]
     pub appraise: AppraiseScope,

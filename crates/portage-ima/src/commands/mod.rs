@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod export;
 pub mod hook;
 pub mod policy;
+pub mod policy_check;
 pub mod sign;
 pub mod verify;
 
