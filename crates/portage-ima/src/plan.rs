@@ -205,6 +205,23 @@ pub fn package_jobs(
     contents.skipped_messages(&pkg.contents_path()).collect()
 }
 
+/// With `scope = "policy"`: marks the CONTENTS jobs whose file no appraise
+/// rule of the policy covers as skipped.
+pub fn limit_to_policy(
+    jobs: &mut [Job],
+    root: &RootDir,
+    coverage: Option<&crate::policy::check::Coverage>,
+) {
+    let Some(coverage) = coverage else { return };
+    for job in jobs.iter_mut().filter(|j| j.skip_reason.is_none()) {
+        if let JobFile::Object { path, .. } = &job.file {
+            if !coverage.covers(root.root(), &root.display_path(path)) {
+                job.skip_reason = Some(SkipReason::OutsidePolicy);
+            }
+        }
+    }
+}
+
 /// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for `config_files = "skip"`.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigProtect {

@@ -177,3 +177,59 @@ fn policy_check_refuses_a_policy_the_kernel_would_refuse() {
         common::text(&out)
     );
 }
+
+#[test]
+fn scope_policy_signs_only_what_the_policy_covers() {
+    let test = "scope_policy_signs_only_what_the_policy_covers";
+    if !common::require_root(test) {
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::write(
+        &fx.conf,
+        std::fs::read_to_string(&fx.conf).unwrap() + "scope = \"policy\"\n",
+    )
+    .unwrap();
+    let root = fx.root();
+    std::fs::create_dir_all(root.join("etc/ima")).unwrap();
+    std::fs::write(
+        root.join("etc/ima/ima-policy"),
+        "dont_appraise fowner=250\nappraise func=BPRM_CHECK appraise_type=imasig\n",
+    )
+    .unwrap();
+    let files = [
+        "/usr/bin/signed",
+        "/usr/bin/unsigned",
+        "/usr/bin/by-portage",
+        "/usr/share/doc/README",
+    ];
+    let mut contents = String::new();
+    for f in files {
+        let data = std::fs::read(root.join(&f[1..])).unwrap();
+        contents.push_str(&format!("obj {f} {} 1\n", common::md5_hex(&data)));
+    }
+    let vdb = root.join("var/db/pkg/app-misc/scoped-1");
+    std::fs::create_dir_all(&vdb).unwrap();
+    std::fs::write(vdb.join("CONTENTS"), contents).unwrap();
+
+    let out = fx.run(&["sign", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcome = |path: &str| {
+        doc["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(path))
+            .map(|f| f["outcome"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{path} in {doc:#}"))
+    };
+    assert_eq!(outcome("/usr/bin/unsigned"), "signed");
+    assert_eq!(outcome("/usr/bin/by-portage"), "skipped");
+    assert_eq!(outcome("/usr/share/doc/README"), "skipped");
+    assert!(common::is_signed(&root.join("usr/bin/unsigned")));
+    assert!(!common::is_signed(&root.join("usr/share/doc/README")));
+    // What the policy covers is signed: safe to boot (the boot policy is read).
+    let check = fx.run(&["policy", "--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", common::text(&check));
+}

@@ -3,9 +3,9 @@
 //! [`crate::policy::check`]).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::PolicyArgs;
 use crate::escape::{escape_path, escape_text};
@@ -16,16 +16,12 @@ use crate::policy::{check, parse_policy};
 use crate::report::Status;
 use crate::settings::Settings;
 
-/// The loaded policy, readable with CONFIG_IMA_READ_POLICY.
-const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
-/// The policy the boot loads, under ROOT.
-const BOOT_POLICY: &str = "etc/ima/ima-policy";
-
 pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, None)?;
     let keys = super::verify::key_set(&settings, &[])?;
     let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
-    let (source, text) = read_policy(args.policy_file.as_deref(), &location.root)?;
+    let (source, text) = check::read_policy(args.policy_file.as_deref(), &location.root)
+        .context("give the policy file: portage-ima policy --check FILE")?;
     let policy =
         parse_policy(&text).with_context(|| format!("{source}: the kernel would refuse it"))?;
     let started = std::time::Instant::now();
@@ -113,28 +109,4 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     } else {
         Status::SomeFailed
     })
-}
-
-/// The policy given, else the loaded one, else the one the boot loads.
-fn read_policy(explicit: Option<&Path>, root: &Path) -> Result<(String, String)> {
-    if let Some(path) = explicit {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the policy {}", path.display()))?;
-        return Ok((path.display().to_string(), text));
-    }
-    if root == Path::new("/") {
-        if let Ok(text) = std::fs::read_to_string(LOADED_POLICY) {
-            return Ok((format!("{LOADED_POLICY} (the loaded policy)"), text));
-        }
-    }
-    let boot: PathBuf = root.join(BOOT_POLICY);
-    match std::fs::read_to_string(&boot) {
-        Ok(text) => Ok((boot.display().to_string(), text)),
-        Err(e) => bail!(
-            "no policy to check: {LOADED_POLICY} is not readable (a kernel without \
-             CONFIG_IMA_READ_POLICY) and {}: {e}; give the policy file: \
-             portage-ima policy --check FILE",
-            boot.display()
-        ),
-    }
 }

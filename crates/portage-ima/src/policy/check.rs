@@ -225,10 +225,14 @@ fn is_elf(path: &Path) -> bool {
         && magic == *b"\x7fELF"
 }
 
-/// Whether `f` is covered, and if so whether it would be denied.
-fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, Option<Denied>) {
+/// The rule that covers `f` first: the access, the subject's uid, the
+/// rule's line, the rule, and whether it certainly matches.
+type Covering<'p> = (Func, u32, usize, &'p super::rule::Rule, bool);
+
+/// The appraise rule covering `f`, preferring one that certainly matches.
+fn covering_rule<'p>(policy: &'p Policy, root: &Path, f: &Found) -> Option<Covering<'p>> {
     let mut decided = None;
-    'accesses: for (func, access) in accesses(root, f) {
+    for (func, access) in accesses(root, f) {
         for (uid, gid) in SUBJECTS {
             let asked = FileAccess {
                 func,
@@ -249,12 +253,17 @@ fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, 
             {
                 decided = Some((func, uid, line, rule, certain));
                 if certain {
-                    break 'accesses;
+                    return decided;
                 }
             }
         }
     }
-    let Some((func, uid, line, rule, certain)) = decided else {
+    decided
+}
+
+/// Whether `f` is covered, and if so whether it would be denied.
+fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, Option<Denied>) {
+    let Some((func, uid, line, rule, certain)) = covering_rule(policy, root, f) else {
         return (false, None);
     };
     let file = match fs::OpenOptions::new()
@@ -358,4 +367,100 @@ fn denied(
 
 fn path_as_text<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path.to_string_lossy())
+}
+
+/// The files a policy's appraise rules can cover, for `scope = "policy"`:
+/// a file is covered when some access of the module docs, by root or a
+/// user, is certainly or possibly appraised.
+pub struct Coverage {
+    policy: Policy,
+    /// Where the policy was read, for messages.
+    pub source: String,
+    filesystems: std::sync::Mutex<HashMap<u64, Option<FileSystem>>>,
+}
+
+impl Coverage {
+    pub fn new(policy: Policy, source: String) -> Coverage {
+        Coverage {
+            policy,
+            source,
+            filesystems: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The policy of the system under `root` ([`read_policy`]); `None`,
+    /// with a warning, when there is none to read or it does not parse:
+    /// then everything is signed, which is safe under any policy.
+    pub fn load(root: &Path) -> Option<Coverage> {
+        let loaded = read_policy(None, root).and_then(|(source, text)| {
+            let policy =
+                super::parse_policy(&text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+            Ok(Coverage::new(policy, source))
+        });
+        match loaded {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!(
+                    "scope = \"policy\", but {}; signing every file",
+                    crate::report::status::error_line(&e)
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether `host_path` (a file on the host, under `root`) is covered.
+    /// A file that cannot be looked at counts as covered.
+    pub fn covers(&self, root: &Path, host_path: &Path) -> bool {
+        let Ok(meta) = fs::symlink_metadata(host_path) else {
+            return true;
+        };
+        if !meta.is_file() {
+            return true;
+        }
+        let fs = {
+            let mut known = self.filesystems.lock().unwrap_or_else(|e| e.into_inner());
+            known
+                .entry(meta.dev())
+                .or_insert_with(|| FsInfo::of(host_path).ok().map(|f| f.file_system()))
+                .clone()
+        };
+        let Some(fs) = fs else { return true };
+        let found = Found {
+            path: host_path.to_path_buf(),
+            meta,
+            fs,
+        };
+        covering_rule(&self.policy, root, &found).is_some()
+    }
+}
+
+/// The loaded policy, readable with CONFIG_IMA_READ_POLICY.
+pub const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
+/// The policy the boot loads, under ROOT.
+pub const BOOT_POLICY: &str = "etc/ima/ima-policy";
+
+/// The policy `explicit`, else the loaded one (when `root` is `/`), else
+/// the one the boot loads under `root`: where it was read, and its text.
+pub fn read_policy(explicit: Option<&Path>, root: &Path) -> anyhow::Result<(String, String)> {
+    use anyhow::Context;
+    if let Some(path) = explicit {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read the policy {}", path.display()))?;
+        return Ok((path.display().to_string(), text));
+    }
+    if root == Path::new("/") {
+        if let Ok(text) = fs::read_to_string(LOADED_POLICY) {
+            return Ok((format!("{LOADED_POLICY} (the loaded policy)"), text));
+        }
+    }
+    let boot = root.join(BOOT_POLICY);
+    match fs::read_to_string(&boot) {
+        Ok(text) => Ok((boot.display().to_string(), text)),
+        Err(e) => anyhow::bail!(
+            "no policy to read: {LOADED_POLICY} is not readable (a kernel without \
+             CONFIG_IMA_READ_POLICY) and {}: {e}",
+            boot.display()
+        ),
+    }
 }

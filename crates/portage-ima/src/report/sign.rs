@@ -48,6 +48,8 @@ pub enum Outcome {
 pub enum SkipReason {
     /// `config_files = "skip"` and CONFIG_PROTECT covers it.
     ConfigProtected,
+    /// `scope = "policy"` and no appraise rule of the IMA policy covers it.
+    OutsidePolicy,
 }
 
 impl fmt::Display for SkipReason {
@@ -55,6 +57,9 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::ConfigProtected => {
                 f.write_str("config-protected (config_files = \"skip\")")
+            }
+            SkipReason::OutsidePolicy => {
+                f.write_str("no appraise rule of the IMA policy covers it (scope = \"policy\")")
             }
         }
     }
