@@ -97,6 +97,21 @@ pub fn settings(dir: &Path, extra: &str) -> PathBuf {
     conf
 }
 
+/// `dir/ima.toml` naming a new key and its certificate (both in `dir`),
+/// with the `extra` settings lines; returns it and the certificate.
+pub fn settings_with_cert(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let key = new_key(dir);
+    let cert = new_cert(dir, &key);
+    let conf = dir.join("ima.toml");
+    let text = format!(
+        "key = \"{}\"\ncert = \"{}\"\n{extra}",
+        key.display(),
+        cert.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    (conf, cert)
+}
+
 /// `portage-ima --config CONF hook` with only Portage's variables `vars`
 /// (and a plain PATH unless `vars` sets one).
 pub fn hook(conf: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> Output {

@@ -27,7 +27,7 @@
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod kernel;
-mod keyring;
+pub(crate) mod keyring;
 mod keys;
 mod policy;
 mod portage;
