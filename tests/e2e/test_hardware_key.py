@@ -78,6 +78,9 @@ def test_emerge_signs_through_a_pkcs11_token(pg, tmp_path):
         'key = "pkcs11:token=ima;object=ec;type=private"\n'
         f'cert = "{cert}"\n'
         'hash = "sha256"\n'
+        # Every file Portage merged, config files too (as the playground's
+        # own ima.toml does), so that each one can be checked below.
+        'config_files = "sign"\n'
         "[hardware]\n"
         f'module = "{MODULE}"\n'
         f'pin_file = "{pin_file}"\n'
