@@ -72,6 +72,17 @@ pub enum Command {
     /// Check the key, the certificate, the kernel and Portage's settings.
     Doctor(DoctorArgs),
 
+    /// Print an IMA policy fitted to this machine's Portage setup.
+    ///
+    /// Reads PORTAGE_TMPDIR and FEATURES (userpriv, xattr) as Portage sees
+    /// them, and the filesystems of the build directory and the system, and
+    /// writes rules (the kernel's ima_policy syntax, with # comments) that
+    /// appraise what --appraise asks and exempt what builds run from their
+    /// work directory. When no policy can do both (e.g. builds on the root
+    /// filesystem and every executable appraised), it says why and what to
+    /// change, and exits 2. Load the policy at boot from /etc/ima/ima-policy.
+    Policy(PolicyArgs),
+
     /// Write the man page or shell completions (used by the ebuild).
     #[command(hide = true)]
     Generate {
@@ -213,6 +224,57 @@ pub struct DoctorArgs {
     /// Root to check (its /etc/portage) [default: PORTAGE_CONFIGROOT, else /].
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// IMA policy file to review [default: the loaded policy when
+    /// /sys/kernel/security/ima/policy is readable, else the one the boot
+    /// loads, /etc/ima/ima-policy].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// What must carry a valid signature.
+    #[arg(long, value_enum, default_value_t = AppraiseScope::RootExec)]
+    pub appraise: AppraiseScope,
+
+    /// Also measure what is appraised into the IMA log (boot with
+    /// ima_template=ima-sig to log the signatures).
+    #[arg(long)]
+    pub measure: bool,
+
+    /// Appraise POLICY_CHECK: once loaded, a further policy is accepted only
+    /// when written by path and signed (see --sign).
+    #[arg(long)]
+    pub require_signed_policy: bool,
+
+    /// Write the policy to FILE (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Sign the --output file with the configured key (its security.ima), as
+    /// a kernel that appraises POLICY_CHECK loads only a signed policy.
+    #[arg(long, requires = "output")]
+    pub sign: bool,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Root of the system (its etc/portage, its filesystems) [default: ROOT, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// What `policy --appraise` covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AppraiseScope {
+    /// Programs executed by root (BPRM_CHECK uid=0), the usual Gentoo setup.
+    #[default]
+    RootExec,
+    /// Every program executed, by any user.
+    Exec,
+    /// Every program executed, and every file mapped executable (shared libraries).
+    ExecMmap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

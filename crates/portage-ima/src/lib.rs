@@ -23,6 +23,7 @@ pub mod escape;
 pub mod fs;
 pub mod gentoo;
 pub mod plan;
+pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod settings;

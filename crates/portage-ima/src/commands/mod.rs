@@ -11,6 +11,7 @@ use crate::report::Status;
 
 pub mod doctor;
 pub mod hook;
+pub mod policy;
 pub mod sign;
 pub mod verify;
 
@@ -22,6 +23,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Verify(args) => verify::run(config, args),
         Command::Hook(args) => hook::run(config, args),
         Command::Doctor(args) => doctor::run(config, args),
+        Command::Policy(args) => policy::run(config, args),
         Command::Generate { what } => generate(what),
     }
 }

@@ -21,13 +21,19 @@
 //! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
 //!   hook's own rules (`gentoo::env::renames_between`, `XattrCopy`) and
 //!   the crate's one make.conf reader (`gentoo::make_conf`);
+//! - `policy.rs`: the IMA policy (read by `kernel.rs`: `--policy`, the
+//!   loaded one, or /etc/ima/ima-policy) against builds, merges and config
+//!   files, by `crate::policy::review`;
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod kernel;
 mod keyring;
 mod keys;
+mod policy;
 mod portage;
 mod self_check;
+
+pub(crate) use portage::portage_vars;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -98,6 +104,12 @@ check_ids! {
     Xattr,
     /// Signing before the merge works.
     Premerge,
+    /// No rule of the IMA policy blocks source builds.
+    PolicyBuilds,
+    /// Merged programs are signed before a rule appraises them.
+    PolicyMerges,
+    /// Signed config files stay writable under the policy.
+    PolicyConfig,
     /// The signer's own binary and libraries verify.
     #[serde(rename = "self")]
     Signer,
@@ -279,8 +291,15 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
     let keyid = settings
         .as_ref()
         .and_then(|s| keys::check_keyid(&mut r, s, key.as_ref(), cert.as_ref()));
-    let kernel = kernel::check_kernel(&mut r, settings.as_ref(), keyid);
+    let kernel = kernel::check_kernel(
+        &mut r,
+        settings.as_ref(),
+        keyid,
+        args.policy.as_deref(),
+        root,
+    );
     portage::check_portage(&mut r, settings.as_ref(), root);
+    policy::check_policy(&mut r, settings.as_ref(), root, &kernel);
     self_check::check_self(
         &mut r,
         settings.as_ref(),

@@ -212,16 +212,16 @@ fn sourced_snippet(text: &str) -> Option<String> {
 
 /// FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR, and where they came from.
 #[derive(Debug)]
-struct PortageVars {
-    features: Features,
-    xattr_exclude: String,
-    tmpdir: String,
-    source: String,
+pub(crate) struct PortageVars {
+    pub(crate) features: Features,
+    pub(crate) xattr_exclude: String,
+    pub(crate) tmpdir: String,
+    pub(crate) source: String,
 }
 
 /// Asks portageq when it exists (what Portage itself will use), else reads
 /// make.globals and make.conf roughly.
-fn portage_vars(root: &Path) -> PortageVars {
+pub(crate) fn portage_vars(root: &Path) -> PortageVars {
     // Never through PATH inside an ebuild phase (see portageq_command).
     if let Some(mut cmd) = crate::gentoo::portageq::portageq_command() {
         cmd.args([
