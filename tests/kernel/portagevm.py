@@ -42,7 +42,8 @@ INIT = HERE / "portagevm-init.sh"
 CACHE = kernelvm.REPO / "tests" / ".cache" / "portagevm"
 SNIPPET = kernelvm.REPO / "bashrc.d" / "portage-ima.bashrc"
 
-#: Debian packages whose files (minus documentation) go into the image.
+#: Debian packages whose files (minus documentation) go into the image
+#: (scripts/install-deps tests installs those that are not essential).
 DEB_PACKAGES = (
     "bash", "coreutils", "findutils", "sed", "grep", "mawk", "tar", "gzip",
     "bzip2", "xz-utils", "zstd", "diffutils", "patch", "attr", "keyutils",
@@ -59,11 +60,6 @@ SKIP_RE = re.compile(
     r"|^/usr/lib/x86_64-linux-gnu/gconv/"
     r"|^/usr/lib/x86_64-linux-gnu/(?!libc_nonshared\.a$)[^/]*\.a$"
 )
-#: The Debian packages the image is made from; scripts/install-deps installs
-#: them (the list there must hold these).
-HOST_PACKAGES = ("tcc", "libc6-dev", "python3.11-minimal", "keyutils", "binutils", "zstd", "attr",
-                 "e2fsprogs", "gcc", "busybox-static", "qemu-system-x86")
-
 PORTAGE_VENV = "/opt/portage"
 REPO_PATH = "/var/db/repos/ima_test"
 CATEGORY = "test-ima"
@@ -99,26 +95,6 @@ PORTAGE_LOGDIR="/var/log/portage"
 PORTAGE_ELOG_CLASSES="info warn error log qa"
 PORTAGE_ELOG_SYSTEM="save"
 """
-
-# The policy the VM loads, in the shape `portage-ima policy` gives for this
-# layout: no appraisal on pseudo filesystems (and tmpfs), then what root
-# executes or maps executable must be signed; builds run as the portage user
-# (FEATURES=userpriv), so what they compile and run is not appraised.
-PSEUDO_FS = {
-    "proc": "0x9fa0", "sysfs": "0x62656572", "debugfs": "0x64626720", "tmpfs": "0x1021994",
-    "ramfs": "0x858458f6", "devpts": "0x1cd1", "binfmt_misc": "0x42494e4d",
-    "securityfs": "0x73636673", "selinuxfs": "0xf97cff8c", "smackfs": "0x43415d53",
-    "cgroup": "0x27e0eb", "cgroup2": "0x63677270", "nsfs": "0x6e736673", "efivarfs": "0xde5e81e4",
-}
-POLICY = "".join(
-    f"dont_measure fsmagic={m}\ndont_appraise fsmagic={m}\n" for m in PSEUDO_FS.values()
-) + (
-    "measure func=BPRM_CHECK\n"
-    "measure func=MMAP_CHECK mask=MAY_EXEC\n"
-    "appraise func=BPRM_CHECK uid=0 appraise_type=imasig\n"
-    "appraise func=MMAP_CHECK mask=MAY_EXEC uid=0 appraise_type=imasig\n"
-)
-
 
 def xattr_make_conf() -> str:
     """make.conf lines that make a copying merge keep security.ima: FEATURES
@@ -230,7 +206,7 @@ pkg_postinst() {
 }
 
 #: The versions in the repository (the init script emerges them by number).
-VERSIONS = {"hellolib": (1, 2), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2)}
+VERSIONS = {"hellolib": (1,), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2)}
 
 #: Prebuilt with the host's gcc into each package's files/ (FILESDIR).
 PREBUILT = {
@@ -447,7 +423,6 @@ def _add_system(tree: Tree, hook: Path, key_dir: Path) -> None:
     tree.copy(key_dir / "ima.cert.pem", f"{KEY_DIR}/ima.cert.pem")
     tree.copy(key_dir / "ima.cert.der", f"{KEY_DIR}/ima.cert.der")
     tree.write(f"{etc}/make.conf.xattr", xattr_make_conf())
-    tree.write("/etc/ima/ima-policy", POLICY)
     tree.write(f"{etc}/ima.toml", f'key = "{KEY_DIR}/ima.key.pem"\ncert = "{KEY_DIR}/ima.cert.pem"\n'
                                   'hash = "sha256"\n')
 
