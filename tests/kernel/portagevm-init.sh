@@ -111,6 +111,23 @@ doctor_step() {
 	sed "s/^/@@out doctor-$1 /" "/tmp/doctor-$1.out"
 }
 
+# Booted with ima_appraise=log or fix (portagevm.case=appraise-mode): what the
+# README's path to enforce mode and its recovery rely on. An unsigned copy of
+# a program runs, the kernel logs what enforce would deny, and what the
+# kernel wrote into security.ima is shown.
+if grep -qw portagevm.case=appraise-mode /proc/cmdline; then
+	phase appraise-mode
+	mkdir -p /usr/local/bin
+	cp /usr/bin/true /usr/local/bin/true-unsigned # cp copies no xattr
+	run_step exec unsigned /usr/local/bin/true-unsigned
+	run_step xattr unsigned getfattr --absolute-names -n security.ima -e hex /usr/local/bin/true-unsigned
+	run_step exec unsigned-again /usr/local/bin/true-unsigned
+	phase end
+	dump
+	say "done" -
+	$bb poweroff -f
+fi
+
 # 1. PORTAGE_TMPDIR on the root filesystem: the merge renames files, and
 #    what preinst signed in ${D} goes live signed.
 phase rootfs

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import kernelvm
 from kernelvm import Unavailable, run
+from portage_playground.playground import MAKE_DEFAULTS
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "portagevm"
@@ -60,26 +61,11 @@ SKIP_RE = re.compile(
     r"|^/usr/lib/x86_64-linux-gnu/gconv/"
     r"|^/usr/lib/x86_64-linux-gnu/(?!libc_nonshared\.a$)[^/]*\.a$"
 )
+
 PORTAGE_VENV = "/opt/portage"
 REPO_PATH = "/var/db/repos/ima_test"
 CATEGORY = "test-ima"
 KEY_DIR = "/etc/keys"
-
-MAKE_DEFAULTS = """\
-ARCH="amd64"
-ACCEPT_KEYWORDS="amd64"
-CHOST="x86_64-pc-linux-gnu"
-ELIBC="glibc"
-KERNEL="linux"
-USERLAND="GNU"
-USE_EXPAND="ELIBC KERNEL USERLAND"
-USE_EXPAND_UNPREFIXED="ARCH"
-USE_EXPAND_IMPLICIT="ARCH ELIBC KERNEL USERLAND"
-USE_EXPAND_VALUES_ARCH="amd64"
-USE_EXPAND_VALUES_ELIBC="glibc"
-USE_EXPAND_VALUES_KERNEL="linux"
-USE_EXPAND_VALUES_USERLAND="GNU"
-"""
 
 # FEATURES=userpriv as on Gentoo: builds run as the portage user. No sandbox
 # (Debian has none), no fsync per merged file, tests on (srcbuild).
@@ -236,7 +222,8 @@ def inputs_digest(hook: Path, key_dir: Path) -> str:
     h.update((venv / "pyvenv.cfg").read_bytes())
     for name in sorted(os.listdir(venv / "lib" / "python3.11" / "site-packages")):
         h.update(name.encode())
-    for f in sorted(SOURCES.iterdir()) + [Path(__file__), INIT, SNIPPET]:
+    playground = kernelvm.REPO / "tests" / "portage_playground" / "playground.py"  # MAKE_DEFAULTS
+    for f in sorted(SOURCES.iterdir()) + [Path(__file__), INIT, SNIPPET, playground]:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     for f in (hook, key_dir / "ima.key.pem", key_dir / "ima.cert.pem"):
         h.update(hashlib.file_digest(open(f, "rb"), "sha256").digest())

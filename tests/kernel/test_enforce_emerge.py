@@ -108,8 +108,12 @@ class Run:
                 for r in self.boot.records if r.kind == "emerge"}
 
 
-@pytest.fixture(scope="module")
-def vm() -> Run:
+APPEND = "root=/dev/nvme0n1 rootfstype=ext4 rw init=/sbin/portage-vm-init ima_template=ima-sig"
+
+
+def boot_vm(extra_append: str = "", log_name: str = "last-boot.log") -> Run:
+    """Build (or reuse) the signed image and boot it once; fails on a boot
+    that did not run to its end."""
     if os.geteuid() != 0:
         _unavailable("building the signed root filesystem needs root (security.ima, ownership)")
     bin = portage_ima_bin()
@@ -121,20 +125,24 @@ def vm() -> Run:
         image, _ = portagevm.build_image(bin)
     except Unavailable as e:
         _unavailable(str(e))
-    portagevm.CACHE.mkdir(parents=True, exist_ok=True)
-    boot = kernelvm.boot(
-        kernel, None, nvme_root=image, smp=2, timeout=BOOT_TIMEOUT,
-        extra_append="root=/dev/nvme0n1 rootfstype=ext4 rw init=/sbin/portage-vm-init ima_template=ima-sig",
-        log=portagevm.CACHE / "last-boot.log")
-    run = Run(boot)
-    timings = run.emerge_seconds()
-    (portagevm.CACHE / "last-timings.txt").write_text(
-        "".join(f"{id} {s:.1f}\n" for id, s in timings.items()) + f"boot-to-poweroff {boot.seconds:.1f}\n")
+    boot = kernelvm.boot(kernel, None, nvme_root=image, smp=2, timeout=BOOT_TIMEOUT,
+                         extra_append=f"{APPEND} {extra_append}".strip(),
+                         log=portagevm.CACHE / log_name)
     assert not boot.timed_out, f"the VM did not finish in {BOOT_TIMEOUT} s:\n{boot.tail()}"
     fatal = boot.find("fatal", "-")
     assert fatal is None, (f"the VM's init stopped: "
                            f"{base64.b64decode(fatal.fields['reason']).decode(errors='replace')}\n{boot.tail()}")
     assert boot.completed(), f"the VM stopped before the end:\n{boot.tail()}"
+    return Run(boot)
+
+
+@pytest.fixture(scope="module")
+def vm() -> Run:
+    run = boot_vm()
+    timings = run.emerge_seconds()
+    (portagevm.CACHE / "last-timings.txt").write_text(
+        "".join(f"{id} {s:.1f}\n" for id, s in timings.items())
+        + f"boot-to-poweroff {run.boot.seconds:.1f}\n")
     return run
 
 
@@ -246,3 +254,23 @@ def test_self_upgrade_without_xattr_locks_signing_out(vm: Run):
     assert vm.case("portage-ima-2", "postinst").startswith("test-ima/portage-ima-2 postinst rc=126 ")
     assert vm.exec("portage-ima-2")[0] == 126
     assert set(vm.denials("tmpfs-noxattr")[1:]) == {("/usr/bin/portage-ima", "IMA-signature-required")}
+
+
+@pytest.mark.parametrize("mode", ["log", "fix"])
+def test_log_and_fix_modes_run_unsigned_programs_and_log_them(mode: str):
+    """The README's way into enforce mode and out of trouble: booted with
+    ima_appraise=log or fix (and the same policy), an unsigned program runs,
+    and the kernel logs the denial enforce mode would make, so the admin
+    sees what to sign. fix also writes a digest (not a signature) into the
+    file's security.ima, which a signature rule never accepts: the second
+    run is logged again."""
+    run = boot_vm(f"ima_appraise={mode} portagevm.case=appraise-mode", f"last-boot-{mode}.log")
+    assert run.exec("unsigned")[0] == 0
+    assert run.exec("unsigned-again")[0] == 0
+    xattr = base64.b64decode(run.record("xattr", "unsigned").fields["out"]).decode()
+    denials = run.denials("appraise-mode")
+    if mode == "log":
+        assert "security.ima=" not in xattr, xattr
+    else:
+        assert re.search(r"security\.ima=0x0404[0-9a-f]{64}", xattr), xattr  # ima-ng, sha256
+    assert denials and set(denials) == {("/usr/local/bin/true-unsigned", "IMA-signature-required")}, denials
