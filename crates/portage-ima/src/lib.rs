@@ -16,12 +16,15 @@
 //! report. [`cli`] and [`settings`] turn the command line and ima.toml
 //! into settings.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod escape;
 pub mod fs;
 pub mod gentoo;
+pub mod kernel;
+pub mod keylime;
 pub mod plan;
 pub mod policy;
 pub mod progress;

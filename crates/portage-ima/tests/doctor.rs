@@ -286,6 +286,8 @@ fn good_setup_passes() {
 
     let (f, _) = d.expect(CheckId::Config, "ok");
     assert!(f.contains("ima.toml") && f.contains("sha256"), "{f}");
+    // The config_files mode, here the default.
+    assert!(f.contains("config_files executable"), "{f}");
     let (f, _) = d.expect(CheckId::Key, "ok");
     assert!(f.contains("RSA-2048"), "{f}");
     let (f, _) = d.expect(CheckId::KeyAccess, "ok");
@@ -1194,20 +1196,6 @@ fn doctor_under_a_real_ima_kernel() {
     assert_eq!(rc, 0, "{show}");
 }
 
-/// A build directory on a tmpfs (/dev/shm), when this machine has one.
-fn shm_dir() -> Option<tempfile::TempDir> {
-    let dir = tempfile::tempdir_in("/dev/shm").ok()?;
-    let magic = rustix::fs::statfs(dir.path()).ok()?.f_type as u64;
-    if magic == portage_ima::policy::generate::TMPFS_MAGIC {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "needs a tmpfs on /dev/shm under CI"
-    );
-    None
-}
-
 #[test]
 fn old_readme_policy_is_named_as_the_rule_that_breaks_builds() {
     let s = Setup::new();
@@ -1275,7 +1263,11 @@ fn policy_without_a_policy_is_skipped_and_a_bad_one_names_its_line() {
 
 #[test]
 fn generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges() {
-    let Some(shm) = shm_dir() else { return };
+    let Some(shm) = common::tmpfs_dir(
+        "generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges",
+    ) else {
+        return;
+    };
     let s = Setup::new();
     s.write_make_conf(&format!(
         "FEATURES=\"userpriv\"\nPORTAGE_TMPDIR=\"{}\"\n",
@@ -1314,6 +1306,8 @@ fn generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges() 
         shm.path().display()
     ));
     let tcb = s.path("tcb.policy");
+    // Signed config files (no longer the default) are what the rule locks.
+    s.write_toml("config_files = \"sign\"\n");
     let d = s.doctor(&["--policy", tcb.to_str().unwrap()]);
     let (f, fix) = d.expect(CheckId::PolicyConfig, "warn");
     assert!(

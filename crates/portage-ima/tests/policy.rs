@@ -267,20 +267,9 @@ impl Root {
     }
 }
 
-/// A build directory on a tmpfs: /dev/shm on any Linux.
-fn shm_tmpdir() -> Option<tempfile::TempDir> {
-    let dir = tempfile::tempdir_in("/dev/shm").ok()?;
-    let magic = rustix::fs::statfs(dir.path()).ok()?.f_type as u64;
-    (magic == portage_ima::policy::generate::TMPFS_MAGIC).then_some(dir)
-}
-
 #[test]
 fn command_reads_make_conf_and_the_filesystems() {
-    let Some(shm) = shm_tmpdir() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "needs a tmpfs on /dev/shm"
-        );
+    let Some(shm) = common::tmpfs_dir("command_reads_make_conf_and_the_filesystems") else {
         return;
     };
     let root = Root::new(&format!(
@@ -350,11 +339,7 @@ fn command_reads_make_conf_and_the_filesystems() {
 
 #[test]
 fn output_is_written_atomically_and_signed_on_request() {
-    let Some(shm) = shm_tmpdir() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "needs a tmpfs on /dev/shm"
-        );
+    let Some(shm) = common::tmpfs_dir("output_is_written_atomically_and_signed_on_request") else {
         return;
     };
     let root = Root::new(&format!(

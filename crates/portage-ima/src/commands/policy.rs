@@ -15,6 +15,9 @@ use crate::report::Status;
 use crate::settings::Settings;
 
 pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
+    if args.check {
+        return super::policy_check::run(config, args);
+    }
     let root = args
         .root
         .clone()

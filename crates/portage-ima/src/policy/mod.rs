@@ -2,6 +2,7 @@
 //! generated for a Portage setup ([`generate`]) read from this machine
 //! ([`setup`]), and checked against it by `doctor` ([`review`]).
 
+pub mod check;
 pub mod eval;
 pub mod generate;
 pub mod parse;

@@ -265,3 +265,139 @@ fn review_config_files(policy: &Policy, m: &Machine) -> Verdict {
         None => Verdict::Ok("no rule appraises files opened for writing".to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::generate::TMPFS_MAGIC;
+    use crate::policy::parse_policy;
+    use std::path::PathBuf;
+
+    fn machine(build_fs: BuildFs, userpriv: bool, xattr: bool) -> Machine {
+        let tmpfs = matches!(build_fs, BuildFs::Tmpfs);
+        Machine {
+            setup: Setup {
+                tmpdir: "/var/tmp".into(),
+                build_dir: PathBuf::from("/var/tmp/portage"),
+                build_fs,
+                userpriv,
+                xattr,
+                source: "test".into(),
+            },
+            build_fs: FileSystem {
+                magic: if tmpfs { TMPFS_MAGIC } else { 0xef53 },
+                ..FileSystem::default()
+            },
+            system_fs: FileSystem {
+                magic: 0xef53,
+                ..FileSystem::default()
+            },
+            portage_uid: 250,
+            portage_gid: 250,
+            signs_config_files: true,
+        }
+    }
+
+    fn rootfs() -> BuildFs {
+        BuildFs::Shared {
+            with: "/".into(),
+            fstype: "ext4".into(),
+        }
+    }
+
+    #[test]
+    fn root_only_rule_spares_userpriv_builds_but_not_src_install() {
+        let p = parse_policy("appraise func=BPRM_CHECK uid=0 appraise_type=imasig\n").unwrap();
+        let r = review(&p, &machine(rootfs(), true, false));
+        match r.builds {
+            Verdict::Warn { finding, fix } => {
+                assert!(finding.contains("src_install"), "{finding}");
+                assert!(fix.contains("cannot be exempted"), "{fix}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without userpriv the same rule covers every build phase.
+        let r = review(&p, &machine(rootfs(), false, false));
+        assert!(matches!(r.builds, Verdict::Fail { .. }), "{:?}", r.builds);
+        // Exempted on a tmpfs, before the rule.
+        let p = parse_policy(
+            "dont_appraise fsmagic=0x1021994\nappraise func=BPRM_CHECK appraise_type=imasig\n",
+        )
+        .unwrap();
+        let r = review(&p, &machine(BuildFs::Tmpfs, false, true));
+        assert!(matches!(r.builds, Verdict::Ok(_)), "{:?}", r.builds);
+        assert!(matches!(r.merges, Verdict::Ok(_)), "{:?}", r.merges);
+        // The exemption after the rule is too late.
+        let p = parse_policy(
+            "appraise func=BPRM_CHECK appraise_type=imasig\ndont_appraise fsmagic=0x1021994\n",
+        )
+        .unwrap();
+        let r = review(&p, &machine(BuildFs::Tmpfs, true, true));
+        match r.builds {
+            Verdict::Fail { finding, fix } => {
+                assert!(
+                    finding.starts_with("line 1 `appraise func=BPRM_CHECK"),
+                    "{finding}"
+                );
+                assert!(fix.contains("dont_appraise fsmagic=0x1021994"), "{fix}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn libraries_built_and_mapped_by_tests_count() {
+        let p =
+            parse_policy("appraise func=MMAP_CHECK mask=MAY_EXEC appraise_type=imasig\n").unwrap();
+        let r = review(&p, &machine(rootfs(), true, true));
+        match r.builds {
+            Verdict::Fail { finding, .. } => assert!(finding.contains("map executable")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The generator and the review agree: every policy generated for a
+    /// setup lets its builds run (a warning exactly when the generator warned).
+    #[test]
+    fn generated_policies_pass_their_own_review() {
+        use crate::policy::generate::{generate, Request, Scope};
+        let uuid = [7u8; 16];
+        let layouts = [
+            BuildFs::Tmpfs,
+            BuildFs::Own {
+                fstype: "ext4".into(),
+                uuid,
+            },
+            rootfs(),
+        ];
+        let mut generated = 0;
+        for layout in layouts {
+            for (userpriv, xattr) in [(true, true), (true, false), (false, true)] {
+                let mut m = machine(layout.clone(), userpriv, xattr);
+                if matches!(layout, BuildFs::Own { .. }) {
+                    m.build_fs.uuid = Some(uuid);
+                }
+                for scope in [Scope::RootExec, Scope::Exec, Scope::ExecMmap] {
+                    for (measure, require_signed_policy) in [(false, false), (true, true)] {
+                        let request = Request {
+                            scope,
+                            measure,
+                            require_signed_policy,
+                        };
+                        let Ok(g) = generate(&m.setup, &request) else {
+                            continue;
+                        };
+                        generated += 1;
+                        let r = review(&g.policy, &m);
+                        let warned = g.warnings.iter().any(|w| w.contains("src_install"));
+                        match (&r.builds, warned) {
+                            (Verdict::Ok(_), false) | (Verdict::Warn { .. }, true) => {}
+                            other => panic!("{layout:?} {request:?}: {other:?}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(generated > 20, "{generated}");
+    }
+}

@@ -7,12 +7,12 @@ use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::generate::{BuildFs, Setup, TMPFS_MAGIC};
-use crate::commands::doctor::portage_vars;
+use crate::commands::doctor::{portage_vars, PortageVars};
 use crate::gentoo::env::XattrCopy;
 
 /// The directories whose programs a policy protects: a build directory on
@@ -148,17 +148,13 @@ pub fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
 
 /// Reads the setup of the system under `root` (its etc/portage, its filesystems).
 pub fn discover(root: &Path) -> Result<Setup> {
-    let vars = portage_vars(root);
-    let patterns: Vec<String> = vars
-        .xattr_exclude
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let xattr = XattrCopy::of(&vars.features, &patterns).keeps_ima();
-    let base = PathBuf::from(&vars.tmpdir);
-    // Portage builds in ${PORTAGE_TMPDIR}/portage, often a tmpfs of its own.
-    let build = base.join("portage");
-    let build_dir = if build.is_dir() { build } else { base };
+    from_vars(portage_vars(root), root)
+}
+
+/// The setup from Portage's variables as already read, and the filesystems.
+pub(crate) fn from_vars(vars: PortageVars, root: &Path) -> Result<Setup> {
+    let xattr = XattrCopy::of(&vars.features, &vars.xattr_exclude_patterns()).keeps_ima();
+    let build_dir = vars.build_dir();
     if !build_dir.is_dir() {
         bail!(
             "PORTAGE_TMPDIR={} does not exist ({}): create it (and mount what builds should \

@@ -24,45 +24,45 @@ pub(super) struct Kernel {
 /// A policy and where it was read.
 #[derive(Debug)]
 pub(super) struct LoadedPolicy {
-    pub(super) source: String,
+    /// The file read.
+    pub(super) path: PathBuf,
     pub(super) policy: crate::policy::Policy,
 }
 
 /// The policy file the boot loads (systemd and Gentoo's init scripts).
 pub(super) const BOOT_POLICY: &str = "etc/ima/ima-policy";
 
-/// The policy text to check and where it came from: `--policy FILE`, else
-/// the loaded policy (securityfs, readable only with
+/// The policy text to check, the file, and why that one: `--policy FILE`,
+/// else the loaded policy (securityfs, readable only with
 /// CONFIG_IMA_READ_POLICY), else the file the boot loads under `root`.
 fn read_policy(
     explicit: Option<&Path>,
     ima_dir: Option<&Path>,
     root: &Path,
-) -> Option<(String, std::io::Result<String>)> {
+) -> Option<(PathBuf, String, std::io::Result<String>)> {
     if let Some(path) = explicit {
         return Some((
-            format!("{} (--policy)", path.display()),
+            path.to_path_buf(),
+            "--policy".into(),
             fs::read_to_string(path),
         ));
     }
     let loaded = ima_dir.map(|d| d.join("policy"));
-    let unreadable = match &loaded {
-        Some(path) => match fs::read_to_string(path) {
-            Ok(text) => return Some((format!("{} (the loaded policy)", path.display()), Ok(text))),
+    let unreadable = match loaded {
+        Some(path) => match fs::read_to_string(&path) {
+            Ok(text) => return Some((path, "the loaded policy".into(), Ok(text))),
             Err(e) => format!("{} is not readable ({e})", path.display()),
         },
         None => "no IMA securityfs".to_string(),
     };
     let boot = root.join(BOOT_POLICY);
     boot.exists().then(|| {
-        (
-            format!(
-                "{} (the policy the boot loads; {unreadable}: a kernel without \
-                 CONFIG_IMA_READ_POLICY keeps it write-only)",
-                boot.display()
-            ),
-            fs::read_to_string(&boot),
-        )
+        let text = fs::read_to_string(&boot);
+        let why = format!(
+            "the policy the boot loads; {unreadable}: a kernel without \
+             CONFIG_IMA_READ_POLICY keeps it write-only"
+        );
+        (boot, why, text)
     })
 }
 
@@ -132,12 +132,16 @@ pub(super) fn check_kernel(
     }
 
     let read = read_policy(policy_file, ima_dir.as_deref(), root);
+    let read = read.map(|(path, why, text)| {
+        let source = format!("{} ({why})", path.display());
+        (path, source, text)
+    });
     let (policy, policy_error, source) = match read {
-        Some((source, Ok(text))) => {
+        Some((path, source, Ok(text))) => {
             match crate::policy::parse_policy(&text) {
                 Ok(parsed) => {
                     k.policy = Some(LoadedPolicy {
-                        source: source.clone(),
+                        path,
                         policy: parsed,
                     })
                 }
@@ -149,7 +153,7 @@ pub(super) fn check_kernel(
             }
             (Some(Policy::parse(&text)), None, Some(source))
         }
-        Some((source, Err(e))) => (None, Some(e), Some(source)),
+        Some((_, source, Err(e))) => (None, Some(e), Some(source)),
         None => (None, None, None),
     };
     let policy_failed = r.checks.iter().any(|c| c.check == CheckId::Policy);

@@ -27,13 +27,13 @@
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod kernel;
-mod keyring;
+pub(crate) mod keyring;
 mod keys;
 mod policy;
 mod portage;
 mod self_check;
 
-pub(crate) use portage::portage_vars;
+pub(crate) use portage::{portage_vars, PortageVars};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -298,8 +298,8 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         args.policy.as_deref(),
         root,
     );
-    portage::check_portage(&mut r, settings.as_ref(), root);
-    policy::check_policy(&mut r, settings.as_ref(), root, &kernel);
+    let vars = portage::check_portage(&mut r, settings.as_ref(), root);
+    policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
     self_check::check_self(
         &mut r,
         settings.as_ref(),
@@ -342,10 +342,11 @@ fn load_settings(
             r.ok(
                 CheckId::Config,
                 format!(
-                    "{shown}; key {}, hash {}, backend {}",
+                    "{shown}; key {}, hash {}, backend {}, config_files {}",
                     settings.key.display(),
                     settings.hash,
-                    settings.backend.name()
+                    settings.backend.name(),
+                    settings.config_files.name()
                 ),
             );
             Some(settings)

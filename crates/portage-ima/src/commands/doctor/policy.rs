@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use super::kernel::Kernel;
+use super::PortageVars;
 use super::{CheckId, Report};
 use crate::policy::review::{review, Machine, Verdict};
-use crate::policy::setup::{discover, portage_ids, FsInfo};
+use crate::policy::setup::{from_vars, portage_ids, FsInfo};
 use crate::settings::{ConfigFiles, Settings};
 
 /// The checks, in report order.
@@ -17,14 +18,21 @@ pub(super) const CHECKS: &[CheckId] = &[
     CheckId::PolicyConfig,
 ];
 
-pub(super) fn check_policy(r: &mut Report, s: Option<&Settings>, root: &Path, kernel: &Kernel) {
+pub(super) fn check_policy(
+    r: &mut Report,
+    s: Option<&Settings>,
+    root: &Path,
+    kernel: &Kernel,
+    vars: PortageVars,
+) {
     let Some(loaded) = &kernel.policy else {
         for &c in CHECKS {
             r.skip(c, "no policy to review (see the policy check)");
         }
         return;
     };
-    let setup = match discover(root) {
+    // Portage's variables as the portage checks read them (one portageq run).
+    let setup = match from_vars(vars, root) {
         Ok(setup) => setup,
         Err(e) => {
             for &c in CHECKS {
@@ -54,7 +62,8 @@ pub(super) fn check_policy(r: &mut Report, s: Option<&Settings>, root: &Path, ke
         signs_config_files: s.is_some_and(|s| s.config_files == ConfigFiles::Sign),
     };
     let found = review(&loaded.policy, &machine);
-    let source = &loaded.source;
+    // The policy check said which file was read and why; its path is enough here.
+    let source = loaded.path.display();
     for (check, verdict) in [
         (CheckId::PolicyBuilds, found.builds),
         (CheckId::PolicyMerges, found.merges),
