@@ -452,21 +452,29 @@ def parse_serial(text: str) -> tuple[list[Record], list[str], list[str]]:
     return records, dmesg, meas
 
 
-def boot(kernel: Kernel, initrd: Path, disks: list[Path] = (), *, memory: str = "1G",
-         timeout: float = 480, extra_append: str = "", log: Path | None = None) -> BootResult:
+def boot(kernel: Kernel, initrd: Path | None, disks: list[Path] = (), *, memory: str = "1G",
+         timeout: float = 480, extra_append: str = "", log: Path | None = None,
+         nvme_root: Path | None = None, smp: int = 1) -> BootResult:
     """Boot `kernel` with `initrd` under QEMU (TCG), IMA appraisal enforced.
 
+    `nvme_root` attaches a raw image as an NVMe disk (the cloud kernel has
+    NVMe and ext4 built in, so it can be the root filesystem without an
+    initramfs) with `snapshot=on`: the VM's writes never reach the file.
     The serial console is captured until QEMU exits (the /init powers off) or
     `timeout` seconds pass; a timed-out boot is reported, never hidden.
     """
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", str(smp),
         "-no-reboot", "-nodefaults", "-no-user-config", "-display", "none",
-        "-serial", "stdio", "-kernel", kernel.vmlinuz, "-initrd", initrd,
+        "-serial", "stdio", "-kernel", kernel.vmlinuz,
+        *(["-initrd", initrd] if initrd else []),
         "-append", f"console=ttyS0 ima_appraise=enforce panic=-1 quiet loglevel=1 {extra_append}".strip(),
     ]
     for d in disks:
         argv += ["-drive", f"file={d},if=virtio,format=raw,readonly=on"]
+    if nvme_root:
+        argv += ["-drive", f"file={nvme_root},if=none,id=root,format=raw,snapshot=on",
+                 "-device", "nvme,drive=root,serial=root"]
     start = time.monotonic()
     timed_out = False
     try:

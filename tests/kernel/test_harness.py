@@ -80,3 +80,30 @@ def test_unknown_module_is_an_error():
     k = _cached_kernel()
     with pytest.raises(RuntimeError, match="neither built in"):
         kernelvm.resolve_modules(k.moddir, ["no_such_module_xyz"])
+
+
+def test_enforce_run_splits_dmesg_by_phase_and_reads_denials():
+    """The emerge test's reading of the serial log: kernel records belong to
+    the phase whose marker came last, and only IMA denials (res=0) count."""
+    from test_enforce_emerge import Run
+
+    denial = ('audit: type=1800 audit(1.2:3): pid=5 uid=0 op=appraise_data '
+              'cause=IMA-signature-required comm="bash" name="/usr/bin/vimlike" dev="nvme0n1" ino=7 res=0 errno=0')
+    serial = "\r\n".join([
+        "@@ima-test emerge a t=9 rc=0 start=1.5 end=9.0",
+        "@@out a >>> Emerging (1 of 1) test-ima/vimlike-4",
+        "@@case test-ima/vimlike-3 postrm rc=126 out=denied",
+        "@@dmesg [    1.0] @@phase rootfs",
+        '@@dmesg [    2.0] audit: type=1800 audit(1.0:1): op=appraise_data cause=x name="/ok" res=1',
+        "@@dmesg [    3.0] @@phase tmpfs-noxattr",
+        "@@dmesg [    4.0] " + denial,
+        "@@ima-test done - t=10",
+    ])
+    run = Run(boot_result(serial))
+    assert run.denials("rootfs") == []
+    assert run.denials("tmpfs-noxattr") == [("/usr/bin/vimlike", "IMA-signature-required")]
+    assert run.output("a") == ">>> Emerging (1 of 1) test-ima/vimlike-4"
+    assert run.case("vimlike-3", "postrm") == "test-ima/vimlike-3 postrm rc=126 out=denied"
+    assert run.emerge_seconds() == {"a": 7.5}
+    with pytest.raises(AssertionError):
+        run.record("emerge", "missing")

@@ -155,7 +155,8 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -
             format!(
                 "signing before the merge cannot work ({why}): new files are live and \
                  unsigned until postinst, and under enforce an old version's pkg_postrm \
-                 that runs them is denied"
+                 that runs them is denied; an upgrade of portage-ima itself leaves its new \
+                 binary unsigned, so the postinst hook cannot run and signing stops"
             ),
             format!(
                 "{xattr_fix}; or put PORTAGE_TMPDIR on the filesystem of {}",

@@ -1,0 +1,191 @@
+#!/bin/bash
+# /sbin/portage-vm-init: init of the enforce-mode emerge test's root
+# filesystem (see portagevm.py and test_enforce_emerge.py).
+#
+# Sets up what an IMA-enforcing Gentoo boot has (securityfs, the test
+# certificate on the `_ima` keyring, the IMA policy from /etc/ima/ima-policy,
+# as systemd and OpenRC setups load it), then runs real emerges in three
+# merge modes and checks what the kernel allowed. Every step is one
+# `@@ima-test KIND ID t=UPTIME key=value...` line on the console; emerge and
+# doctor output follow as `@@out ID ...` lines; the ebuilds' own log
+# (/var/log/ima-cases) as `@@case ...`; dmesg as `@@dmesg ...`, split into
+# phases by `@@phase NAME` lines written to /dev/kmsg. Anything unexpected
+# ends in a `fatal` line. The kernel was booted with ima_appraise=enforce:
+# from the policy write on, every program root executes must carry a valid
+# signature.
+
+bb=/usr/bin/busybox
+$bb mount -t devtmpfs devtmpfs /dev 2>/dev/null # CONFIG_DEVTMPFS_MOUNT may have done it
+exec </dev/console >/dev/console 2>&1
+export PATH=/opt/portage/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=dumb NOCOLOR=true PYTHONDONTWRITEBYTECODE=1
+# Portage from PyPI takes its venv as EPREFIX unless told otherwise.
+export PORTAGE_OVERRIDE_EPREFIX=/
+
+uptime() { cut -d' ' -f1 /proc/uptime; }
+say() {
+	local kind=$1 id=$2
+	shift 2
+	echo "@@ima-test $kind $id t=$(uptime) $*"
+}
+b64() { base64 -w 0; }
+dump() {
+	$bb dmesg | sed 's/^/@@dmesg /'
+	[[ -f /var/log/ima-cases ]] && sed 's/^/@@case /' /var/log/ima-cases
+}
+die() {
+	say fatal - "reason=$(printf '%s' "$*" | b64)"
+	dump
+	$bb poweroff -f
+}
+
+$bb mount -t proc proc /proc || die "mount proc"
+$bb mount -t sysfs sysfs /sys || die "mount sysfs"
+$bb mount -t securityfs securityfs /sys/kernel/security || die "mount securityfs"
+$bb mkdir -p /dev/pts /dev/shm
+$bb mount -t devpts devpts /dev/pts || die "mount devpts"
+$bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm || die "mount /dev/shm"
+$bb mount -t tmpfs -o mode=0755 tmpfs /run || die "mount /run"
+# bash process substitution (Portage needs it) goes through /dev/fd.
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
+# Without auditd, audit records reach dmesg through printk_ratelimit(): lift
+# the limit so no IMA denial record is dropped.
+echo 0 >/proc/sys/kernel/printk_ratelimit
+say kernel - "release=$(uname -r) cmdline=$(b64 </proc/cmdline)"
+
+# The IMA keyring: a userspace `_ima` keyring (this kernel has no
+# CONFIG_INTEGRITY_TRUSTED_KEYRING), with the certificate of the key that
+# signed the image and signs what emerge merges.
+ring=$(keyctl newring _ima @u) || die "keyctl newring _ima @u"
+keyctl padd asymmetric "" "$ring" </etc/keys/ima.cert.der >/dev/null || die "keyctl padd"
+
+# The policy, as the README says: `portage-ima policy` for this machine's
+# layout (PORTAGE_TMPDIR on the root filesystem, FEATURES=userpriv), into
+# /etc/ima/ima-policy, from where the boot loads it (the kernel has no
+# CONFIG_IMA_WRITE_POLICY: one write per boot). The later merge modes only
+# loosen what a fitted policy would exempt (tmpfs), so this stricter one
+# serves them all.
+mkdir -p /etc/ima
+portage-ima policy --measure --output /etc/ima/ima-policy >/tmp/policy.out 2>&1 ||
+	die "portage-ima policy: $(cat /tmp/policy.out)"
+say policy-text - "text=$(b64 </etc/ima/ima-policy)"
+cat /etc/ima/ima-policy >/sys/kernel/security/ima/policy || die "writing /etc/ima/ima-policy to the kernel"
+say policy - written=1
+
+# phase NAME: a marker in dmesg, so the host can tell which step a kernel
+# record belongs to (audit records arrive late: wait a little first).
+phase() {
+	sleep 1
+	echo "@@phase $1" >/dev/kmsg
+	say phase "$1"
+}
+
+# run_step KIND ID CMD...: run CMD, report its exit code and output.
+run_step() {
+	local kind=$1 id=$2 out rc
+	shift 2
+	out=$("$@" 2>&1)
+	rc=$?
+	say "$kind" "$id" rc=$rc out="$(printf '%s' "$out" | b64)"
+}
+
+# emerge_step ID ATOM...: one emerge, its exit code, time and output.
+emerge_step() {
+	local id=$1 t0 t1 rc
+	shift
+	t0=$(uptime)
+	emerge --color=n --oneshot --quiet-build=n "$@" >"/tmp/emerge-$id.out" 2>&1
+	rc=$?
+	t1=$(uptime)
+	say emerge "$id" rc=$rc start="$t0" end="$t1"
+	sed "s/^/@@out $id /" "/tmp/emerge-$id.out"
+}
+
+# doctor_step ID: what `portage-ima doctor` says about this setup.
+doctor_step() {
+	portage-ima doctor >"/tmp/doctor-$1.out" 2>&1
+	say doctor "$1" rc=$?
+	sed "s/^/@@out doctor-$1 /" "/tmp/doctor-$1.out"
+}
+
+# Booted with ima_appraise=log or fix (portagevm.case=appraise-mode): what the
+# README's path to enforce mode and its recovery rely on. An unsigned copy of
+# a program runs, the kernel logs what enforce would deny, and what the
+# kernel wrote into security.ima is shown.
+if grep -qw portagevm.case=appraise-mode /proc/cmdline; then
+	phase appraise-mode
+	mkdir -p /usr/local/bin
+	cp /usr/bin/true /usr/local/bin/true-unsigned # cp copies no xattr
+	run_step exec unsigned /usr/local/bin/true-unsigned
+	run_step xattr unsigned getfattr --absolute-names -n security.ima -e hex /usr/local/bin/true-unsigned
+	run_step exec unsigned-again /usr/local/bin/true-unsigned
+	phase end
+	dump
+	say "done" -
+	$bb poweroff -f
+fi
+
+# 1. PORTAGE_TMPDIR on the root filesystem: the merge renames files, and
+#    what preinst signed in ${D} goes live signed.
+phase rootfs
+doctor_step rootfs
+emerge_step rootfs-install =test-ima/hellolib-1 =test-ima/vimlike-1 =test-ima/srcbuild-1
+run_step exec hello-1 /usr/bin/hello
+run_step exec gen /usr/bin/gen
+run_step exec generated cat /usr/share/srcbuild/generated.txt
+emerge_step rootfs-upgrade =test-ima/vimlike-2 =test-ima/portage-ima-1
+run_step exec portage-ima-1 portage-ima --version
+
+# 2. PORTAGE_TMPDIR/portage on a tmpfs, FEATURES=xattr and security.ima kept
+#    out of PORTAGE_XATTR_EXCLUDE: the merge copies, with the signature.
+phase tmpfs-xattr
+mkdir -p /var/tmp/portage || die "mkdir /var/tmp/portage"
+$bb mount -t tmpfs -o mode=0775 tmpfs /var/tmp/portage || die "mount tmpfs on /var/tmp/portage"
+cp /etc/portage/make.conf /etc/portage/make.conf.base || die "cp make.conf"
+cat /etc/portage/make.conf.xattr >>/etc/portage/make.conf || die "make.conf.xattr"
+doctor_step tmpfs-xattr
+emerge_step tmpfs-xattr =test-ima/vimlike-3
+
+# 3. The policy really is enforced: copies of a merged executable. (A changed
+#    copy of the library still loads: root-exec appraises programs only.)
+phase enforcing
+mkdir -p /usr/local/bin /usr/local/lib/tampered
+cp /usr/bin/hello /usr/local/bin/hello-unsigned # cp copies no xattr
+cp --preserve=xattr /usr/bin/hello /usr/local/bin/hello-changed
+# One byte changed (the last one, in the version trailer: the ELF still runs).
+size=$(stat -c %s /usr/local/bin/hello-changed)
+printf 'X' | dd of=/usr/local/bin/hello-changed bs=1 seek=$((size - 1)) conv=notrunc 2>/dev/null ||
+	die "changing a byte"
+cp --preserve=xattr /usr/lib/hellolib/libhello.so /usr/local/lib/tampered/libhello.so
+printf 'X' >>/usr/local/lib/tampered/libhello.so || die "tampering with the library"
+run_step exec unsigned /usr/local/bin/hello-unsigned
+run_step exec changed /usr/local/bin/hello-changed
+run_step exec changed-lib env LD_LIBRARY_PATH=/usr/local/lib/tampered /usr/bin/hello
+# Control: the changed copy runs when IMA does not appraise it (not uid 0).
+run_step exec changed-as-user python3.11 -c \
+	'import os; os.setgid(250); os.setuid(250); os.execv("/usr/local/bin/hello-changed", ["hello"])'
+run_step verify merged portage-ima verify --cert /etc/keys/ima.cert.pem --files \
+	/usr/bin/hello /usr/lib/hellolib/libhello.so /usr/bin/vimlike /usr/bin/gen /usr/bin/portage-ima
+
+# 4. The same tmpfs without FEATURES=xattr: the merge copies and drops the
+#    signature; the new files are live and unsigned until the postinst hook.
+#    portage-ima upgrades itself here too: its new binary is unsigned when the
+#    postinst hook runs it.
+phase tmpfs-noxattr
+cp /etc/portage/make.conf.base /etc/portage/make.conf || die "restore make.conf"
+doctor_step tmpfs-noxattr
+# What `portage-ima policy` says about this layout (not loaded: one write per boot).
+portage-ima policy --measure >/tmp/policy-noxattr.out 2>&1
+say policy-check tmpfs-noxattr rc=$?
+sed "s/^/@@out policy-tmpfs-noxattr /" /tmp/policy-noxattr.out
+emerge_step tmpfs-noxattr =test-ima/vimlike-4 =test-ima/portage-ima-2
+run_step exec vimlike-4 /usr/bin/vimlike after-the-emerge
+run_step exec portage-ima-2 portage-ima --version
+
+phase end
+dump
+say "done" -
+$bb poweroff -f

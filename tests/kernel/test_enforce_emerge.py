@@ -1,0 +1,277 @@
+"""The proof the project promises: real emerges on a machine that enforces IMA appraisal.
+
+One QEMU boot of Debian's cloud kernel with `ima_appraise=enforce
+ima_template=ima-sig` on a root filesystem whose every file portage-ima
+signed on the host (portagevm.py). Inside (portagevm-init.sh): the test
+certificate goes on the `_ima` keyring, `portage-ima policy --measure`
+writes /etc/ima/ima-policy for the VM's layout and the init loads it, as the
+README tells users to. Then Portage, with the hook sourced from
+/etc/portage/bashrc and FEATURES=userpriv, emerges in three merge modes:
+
+1. PORTAGE_TMPDIR on the root filesystem (the merge renames): a new install
+   of an executable with its shared library, vimlike (whose pkg_postinst and
+   the old version's pkg_postrm run the freshly merged binary, like vim's help
+   tags), a source build that compiles with tcc and runs the result in
+   src_compile and src_test, then an upgrade of vimlike and of portage-ima
+   itself, whose postinst runs the new portage-ima;
+2. /var/tmp/portage on a tmpfs with FEATURES=xattr (the merge copies, with
+   security.ima): an upgrade of vimlike;
+3. the same tmpfs without FEATURES=xattr: doctor, `portage-ima policy` and
+   the hook in preinst warn, and the old version's pkg_postrm that runs the
+   new, still unsigned binary is denied; postinst signs it. portage-ima
+   upgrading itself in this mode shows what it costs: the new binary is
+   unsigned, the postinst hook cannot run it, and signing stops.
+
+In modes 1 and 2 the kernel logs no IMA denial; after them an unsigned and
+a one-byte-changed copy of a merged executable are denied (exit 126 and
+IMA's audit record), so the policy really was enforcing.
+
+The serial log is kept in tests/.cache/portagevm/last-boot.log, the emerge
+timings in tests/.cache/portagevm/last-timings.txt.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+import pytest
+
+import kernelvm
+import portagevm
+from kernelvm import Unavailable
+from portage_playground import portage_ima_bin
+
+#: The whole boot, on a loaded 2-core machine: well over twice a quiet run.
+BOOT_TIMEOUT = 1500
+AUDIT_DENIAL = re.compile(r'type=1800 .*cause=(?P<cause>[\w-]+) .*name="(?P<name>[^"]*)".* res=0')
+
+
+def _unavailable(reason: str):
+    """Skip, or fail when CI is set: there the test must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"the enforce-mode emerge test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class Run:
+    """What the VM reported, read from its serial console."""
+
+    def __init__(self, boot: kernelvm.BootResult):
+        self.boot = boot
+        self.outputs: dict[str, list[str]] = {}
+        self.cases: list[str] = []
+        for raw in boot.serial.splitlines():
+            line = raw.rstrip("\r")
+            if line.startswith("@@out "):
+                _, id, *rest = line.split(" ", 2)
+                self.outputs.setdefault(id, []).append(rest[0] if rest else "")
+            elif line.startswith("@@case "):
+                self.cases.append(line[len("@@case "):])
+        # dmesg split at the init's `@@phase NAME` markers.
+        self.phases: dict[str, list[str]] = {"boot": []}
+        current = "boot"
+        for line in boot.dmesg:
+            m = re.search(r"\] @@phase (\S+)$", line)
+            if m:
+                current = m.group(1)
+                self.phases[current] = []
+            else:
+                self.phases[current].append(line)
+
+    def record(self, kind: str, id: str) -> kernelvm.Record:
+        rec = self.boot.find(kind, id)
+        assert rec is not None, f"the VM printed no `{kind} {id}` line:\n{self.boot.tail()}"
+        return rec
+
+    def output(self, id: str) -> str:
+        return "\n".join(self.outputs.get(id, []))
+
+    def exec(self, id: str) -> tuple[int, str]:
+        rec = self.record("exec", id)
+        return int(rec.fields["rc"]), base64.b64decode(rec.fields.get("out", "")).decode(errors="replace")
+
+    def case(self, pf: str, phase: str) -> str:
+        """The line the ebuild's phase logged (rc=N out=...)."""
+        found = [c for c in self.cases if c.startswith(f"test-ima/{pf} {phase} ")]
+        assert len(found) == 1, f"expected one {phase} line of {pf}, got {found}:\n" + "\n".join(self.cases)
+        return found[0]
+
+    def denials(self, phase: str) -> list[tuple[str, str]]:
+        """(file, cause) of every IMA denial the kernel logged in `phase`."""
+        return [(m["name"], m["cause"]) for line in self.phases.get(phase, [])
+                if (m := AUDIT_DENIAL.search(line))]
+
+    def emerge_seconds(self) -> dict[str, float]:
+        return {r.id: float(r.fields["end"]) - float(r.fields["start"])
+                for r in self.boot.records if r.kind == "emerge"}
+
+
+APPEND = "root=/dev/nvme0n1 rootfstype=ext4 rw init=/sbin/portage-vm-init ima_template=ima-sig"
+
+
+def boot_vm(extra_append: str = "", log_name: str = "last-boot.log") -> Run:
+    """Build (or reuse) the signed image and boot it once; fails on a boot
+    that did not run to its end."""
+    if os.geteuid() != 0:
+        _unavailable("building the signed root filesystem needs root (security.ima, ownership)")
+    bin = portage_ima_bin()
+    if not os.access(bin, os.X_OK):
+        pytest.fail(f"{bin} does not exist: run `cargo build --all-features` first", pytrace=False)
+    try:
+        kernelvm.ensure_host_tools()
+        kernel = kernelvm.prepare_kernel()
+        image, _ = portagevm.build_image(bin)
+    except Unavailable as e:
+        _unavailable(str(e))
+    boot = kernelvm.boot(kernel, None, nvme_root=image, smp=2, timeout=BOOT_TIMEOUT,
+                         extra_append=f"{APPEND} {extra_append}".strip(),
+                         log=portagevm.CACHE / log_name)
+    assert not boot.timed_out, f"the VM did not finish in {BOOT_TIMEOUT} s:\n{boot.tail()}"
+    fatal = boot.find("fatal", "-")
+    assert fatal is None, (f"the VM's init stopped: "
+                           f"{base64.b64decode(fatal.fields['reason']).decode(errors='replace')}\n{boot.tail()}")
+    assert boot.completed(), f"the VM stopped before the end:\n{boot.tail()}"
+    return Run(boot)
+
+
+@pytest.fixture(scope="module")
+def vm() -> Run:
+    run = boot_vm()
+    timings = run.emerge_seconds()
+    (portagevm.CACHE / "last-timings.txt").write_text(
+        "".join(f"{id} {s:.1f}\n" for id, s in timings.items())
+        + f"boot-to-poweroff {run.boot.seconds:.1f}\n")
+    return run
+
+
+def test_policy_generated_in_the_vm_is_loaded(vm: Run):
+    text = base64.b64decode(vm.record("policy-text", "-").fields["text"]).decode()
+    assert "appraise func=BPRM_CHECK uid=0 appraise_type=imasig" in text, text
+    assert "ima_appraise=enforce" in base64.b64decode(vm.record("kernel", "-").fields["cmdline"]).decode()
+    vm.record("policy", "-")
+
+
+@pytest.mark.parametrize("id", ["rootfs-install", "rootfs-upgrade", "tmpfs-xattr", "tmpfs-noxattr"])
+def test_emerge_succeeds(vm: Run, id: str):
+    rec = vm.record("emerge", id)
+    assert rec.fields["rc"] == "0", f"emerge {id} failed:\n{vm.output(id)}"
+
+
+@pytest.mark.parametrize("phase", ["boot", "rootfs", "tmpfs-xattr"])
+def test_no_ima_denial_while_the_merge_keeps_signatures(vm: Run, phase: str):
+    assert vm.denials(phase) == [], "\n".join(vm.phases[phase])
+
+
+def test_new_install_executable_and_its_library_run(vm: Run):
+    assert vm.exec("hello-1") == (0, "hello from libhello")
+    # Both files were signed before the merge (preinst) and found valid after it.
+    out = vm.output("rootfs-install")
+    assert "test-ima/hellolib-1: signed 2 files before the merge" in out, out
+    assert "test-ima/hellolib-1: signed 0 before the merge, 0 now, 2 already valid" in out, out
+
+
+@pytest.mark.parametrize("old,new", [("vimlike-1", "vimlike-2"), ("vimlike-2", "vimlike-3")])
+def test_upgrade_old_postrm_and_new_postinst_run_the_new_binary(vm: Run, old: str, new: str):
+    """vim's case: the old version's pkg_postrm runs after the new files are
+    merged and before the postinst hook; with the signature made in preinst
+    (and kept by rename, or by FEATURES=xattr) the new binary runs there."""
+    assert vm.case(old, "postrm").startswith(f"test-ima/{old} postrm rc=0 out=vimlike ran: postrm")
+    assert vm.case(new, "postinst").startswith(f"test-ima/{new} postinst rc=0 out=vimlike ran: postinst")
+
+
+def test_source_build_runs_what_it_compiled(vm: Run):
+    out = vm.output("rootfs-install")
+    assert "srcbuild self-test passed (uid 250)" in out, out  # src_test, as the portage user
+    assert vm.exec("generated") == (
+        0, "generated by a program compiled in the work directory, run by uid 250")  # src_compile
+    assert vm.exec("gen")[0] == 0  # the installed program, run by root: signed by the hook
+
+
+def test_portage_ima_upgrades_itself(vm: Run):
+    """The hook at the start of postinst runs the portage-ima just merged
+    (signed in preinst), and so does the package's own pkg_postinst."""
+    out = vm.output("rootfs-upgrade")
+    assert "test-ima/portage-ima-1: signed 1 files before the merge" in out, out
+    assert re.search(r"test-ima/portage-ima-1: signed 0 before the merge, 0 now, 1 already valid", out), out
+    assert vm.case("portage-ima-1", "postinst").startswith("test-ima/portage-ima-1 postinst rc=0 out=portage-ima ")
+    assert vm.exec("portage-ima-1")[0] == 0
+
+
+def test_doctor_passes_where_signatures_survive_the_merge(vm: Run):
+    for id in ("rootfs", "tmpfs-xattr"):
+        assert vm.record("doctor", id).fields["rc"] == "0", vm.output(f"doctor-{id}")
+        assert not re.search(r"^(warn|fail) +premerge:", vm.output(f"doctor-{id}"), re.M), id
+
+
+def test_tmpfs_without_xattr_was_warned_and_denies_the_old_postrm(vm: Run):
+    """Without FEATURES=xattr the copying merge drops the preinst signature:
+    doctor, `portage-ima policy` and the hook said so beforehand, and the old
+    version's pkg_postrm that runs the new binary is denied by the kernel.
+    The postinst hook then signs it, and the new postinst runs it."""
+    doctor = vm.output("doctor-tmpfs-noxattr")
+    assert re.search(r"warn +premerge: signing before the merge cannot work .*pkg_postrm that runs "
+                     r"them is denied; an upgrade of portage-ima itself", doctor), doctor
+    policy = vm.output("policy-tmpfs-noxattr")
+    assert "WARNING: PORTAGE_TMPDIR is on another filesystem" in policy, policy
+    out = vm.output("tmpfs-noxattr")
+    assert "portage-ima: not signing before the merge: " in out, out
+    assert "Portage copies and drops security.ima (FEATURES lacks xattr" in out, out
+    assert vm.case("vimlike-3", "postrm").startswith("test-ima/vimlike-3 postrm rc=126 "), vm.cases
+    # vimlike is merged first; portage-ima's denials follow (see below).
+    assert out.index("Emerging (1 of 2) test-ima/vimlike-4") < out.index("(2 of 2) test-ima/portage-ima-2")
+    assert vm.denials("tmpfs-noxattr")[0] == ("/usr/bin/vimlike", "IMA-signature-required")
+    assert vm.case("vimlike-4", "postinst").startswith("test-ima/vimlike-4 postinst rc=0 ")
+    assert re.search(r"test-ima/vimlike-4: signed 0 before the merge, 1 now", out), out
+    assert vm.exec("vimlike-4") == (0, "vimlike ran: after-the-emerge")
+
+
+def test_policy_was_enforcing(vm: Run):
+    """Unsigned and one-byte-changed copies of a merged program are refused
+    with IMA's own audit record; the changed copy runs for a user the policy
+    does not cover, so the change alone breaks nothing."""
+    assert vm.exec("unsigned")[0] == 126
+    assert vm.exec("changed")[0] == 126
+    assert vm.exec("changed-as-user") == (0, "hello from libhello")
+    assert vm.denials("enforcing") == [
+        ("/usr/local/bin/hello-unsigned", "IMA-signature-required"),
+        ("/usr/local/bin/hello-changed", "invalid-signature"),
+    ]
+    # root-exec appraises programs, not the libraries they map.
+    assert vm.exec("changed-lib") == (0, "hello from libhello")
+    verify = vm.record("verify", "merged")
+    assert verify.fields["rc"] == "0", base64.b64decode(verify.fields["out"]).decode()
+
+
+def test_self_upgrade_without_xattr_locks_signing_out(vm: Run):
+    """What mode 3 costs: portage-ima upgraded through a copying merge that
+    drops security.ima is unsigned, so the postinst hook itself is denied and
+    nothing is signed any more (until an admin boots with ima_appraise=log
+    and signs again). Emerge is not broken (no strict mode)."""
+    out = vm.output("tmpfs-noxattr")
+    assert "portage-ima: '/usr/bin/portage-ima hook' failed with exit status 126 in postinst" in out, out
+    assert vm.case("portage-ima-2", "postinst").startswith("test-ima/portage-ima-2 postinst rc=126 ")
+    assert vm.exec("portage-ima-2")[0] == 126
+    assert set(vm.denials("tmpfs-noxattr")[1:]) == {("/usr/bin/portage-ima", "IMA-signature-required")}
+
+
+@pytest.mark.parametrize("mode", ["log", "fix"])
+def test_log_and_fix_modes_run_unsigned_programs_and_log_them(mode: str):
+    """The README's way into enforce mode and out of trouble: booted with
+    ima_appraise=log or fix (and the same policy), an unsigned program runs,
+    and the kernel logs the denial enforce mode would make, so the admin
+    sees what to sign. fix also writes a digest (not a signature) into the
+    file's security.ima, which a signature rule never accepts: the second
+    run is logged again."""
+    run = boot_vm(f"ima_appraise={mode} portagevm.case=appraise-mode", f"last-boot-{mode}.log")
+    assert run.exec("unsigned")[0] == 0
+    assert run.exec("unsigned-again")[0] == 0
+    xattr = base64.b64decode(run.record("xattr", "unsigned").fields["out"]).decode()
+    denials = run.denials("appraise-mode")
+    if mode == "log":
+        assert "security.ima=" not in xattr, xattr
+    else:
+        assert re.search(r"security\.ima=0x0404[0-9a-f]{64}", xattr), xattr  # ima-ng, sha256
+    # Both runs: fix's digest is no signature either.
+    assert denials == [("/usr/local/bin/true-unsigned", "IMA-signature-required")] * 2, denials
