@@ -1445,7 +1445,7 @@ fn signature_keys_compares_with_the_certificate_without_a_keyring() {
         "{f}"
     );
     assert!(
-        f.contains("(the kernel's IMA keyring could not be read)"),
+        f.contains("(no .ima or _ima keyring could be read here)"),
         "{f}"
     );
     assert!(

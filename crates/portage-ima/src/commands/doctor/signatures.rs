@@ -8,7 +8,8 @@
 //!   early. When the keyring cannot be read (not root, another session), the
 //!   configured certificate stands in for it.
 //! - `policy-coverage`: the installed files the policy doctor read (the
-//!   kernel check) covers but that carry no signature. With
+//!   kernel check) covers but that carry no signature (nothing, a bare
+//!   digest, or a value that does not decode). With
 //!   `scope = "policy"` these are the files the scope skipped under an
 //!   earlier, narrower policy; with `scope = "all"` files merged before the
 //!   hook was set up. Evaluated like `policy --check` and `scope`
@@ -146,7 +147,7 @@ fn accepted_keys(s: Option<&Settings>) -> Option<(String, Vec<KeyId>)> {
     let id = ima_core::Certificate::load(&cert).ok()?.key_id();
     Some((
         format!(
-            "the configured certificate {} (the kernel's IMA keyring could not be read)",
+            "the configured certificate {} (no .ima or _ima keyring could be read here)",
             cert.display()
         ),
         vec![id],
@@ -220,7 +221,9 @@ fn check_coverage(
     let uncovered: Vec<&PathBuf> = installed
         .files
         .par_iter()
-        .filter(|(_, _, stored)| matches!(stored, Stored::Nothing | Stored::Digest))
+        .filter(|(_, _, stored)| {
+            matches!(stored, Stored::Nothing | Stored::Digest | Stored::Malformed)
+        })
         .filter(|(_, host, _)| coverage.covers(root, host))
         .map(|(path, _, _)| path)
         .collect();
@@ -279,5 +282,43 @@ mod tests {
         std::fs::write(&plain, b"x").unwrap();
         assert_eq!(stored_value(&plain), Stored::Nothing);
         assert_eq!(stored_value(&tmp.path().join("gone")), Stored::Unreadable);
+    }
+
+    #[test]
+    fn stored_value_decodes_what_is_there() {
+        // Writing security.* needs CAP_SYS_ADMIN.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED stored_value_decodes_what_is_there: needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let set = |value: &[u8]| {
+            rustix::fs::lsetxattr(
+                &file,
+                "security.ima",
+                value,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap()
+        };
+        let keyid = KeyId([1, 2, 3, 4]);
+        set(&ImaXattr::Signature {
+            algo: ima_core::HashAlgo::Sha256,
+            keyid,
+            signature: vec![7; 256],
+        }
+        .encode());
+        assert_eq!(stored_value(&file), Stored::Signature(keyid));
+        set(&ImaXattr::Digest {
+            algo: ima_core::HashAlgo::Sha256,
+            digest: vec![0; 32],
+        }
+        .encode());
+        assert_eq!(stored_value(&file), Stored::Digest);
+        set(&[0x03, 0x02]);
+        assert_eq!(stored_value(&file), Stored::Malformed);
     }
 }
