@@ -117,24 +117,39 @@ fn read_installed(location: &Location) -> std::io::Result<Installed> {
 }
 
 pub(super) fn check_signatures(r: &mut Report, s: Option<&Settings>, root: &Path, kernel: &Kernel) {
-    let location = Location::resolve(Some(root), |n| std::env::var(n).ok());
+    let location = installed_location(root, |n| std::env::var(n).ok());
     let installed = match read_installed(&location) {
         Ok(i) => i,
         Err(e) => {
             for &c in CHECKS {
-                r.skip(
-                    c,
-                    format!(
-                        "no installed packages to look at: {}/var/db/pkg: {e}",
-                        location.eroot.display()
-                    ),
-                );
+                r.skip(c, format!("no installed packages to look at: {e}"));
             }
             return;
         }
     };
     check_keys(r, s, &installed);
     check_coverage(r, s, kernel, &location.root, &installed);
+}
+
+/// Where the installed files and the vdb are, for doctor's root (the config
+/// root, whose etc/portage is read). On a prefix system that root is EROOT
+/// (`${ROOT}${EPREFIX}`, where etc/portage and var/db/pkg are) and CONTENTS
+/// names files with EPREFIX; otherwise it is ROOT.
+fn installed_location(root: &Path, var: impl Fn(&str) -> Option<String>) -> Location {
+    let eprefix = var("EPREFIX").filter(|p| !p.is_empty() && p != "/");
+    if let Some(eprefix) = eprefix {
+        let relative = Path::new(&eprefix)
+            .strip_prefix("/")
+            .unwrap_or(Path::new(&eprefix));
+        let mut real_root = root.to_path_buf();
+        if real_root.ends_with(relative) {
+            for _ in relative.components() {
+                real_root.pop();
+            }
+            return Location::resolve(Some(&real_root), var);
+        }
+    }
+    Location::resolve(Some(root), var)
 }
 
 /// The key ids the kernel accepts, and where they were read; the configured
@@ -274,6 +289,26 @@ fn check_coverage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installed_location_of_a_prefix_config_root() {
+        let env = |eprefix: &'static str| move |n: &str| (n == "EPREFIX").then(|| eprefix.into());
+        let prefix = installed_location(Path::new("/home/u/gentoo"), env("/home/u/gentoo"));
+        assert_eq!(prefix.root, Path::new("/"));
+        assert_eq!(prefix.eroot, Path::new("/home/u/gentoo"));
+        let chroot = installed_location(Path::new("/mnt/gentoo"), env(""));
+        assert_eq!(chroot.root, Path::new("/mnt/gentoo"));
+        assert_eq!(chroot.eroot, Path::new("/mnt/gentoo"));
+        let both = installed_location(
+            Path::new("/mnt/gentoo/home/u/gentoo"),
+            env("/home/u/gentoo"),
+        );
+        assert_eq!(both.root, Path::new("/mnt/gentoo"));
+        assert_eq!(both.eroot, Path::new("/mnt/gentoo/home/u/gentoo"));
+        // A root that is not the prefix: the prefix is under it.
+        let other = installed_location(Path::new("/"), env("/home/u/gentoo"));
+        assert_eq!(other.eroot, Path::new("/home/u/gentoo"));
+    }
 
     #[test]
     fn stored_value_of_missing_and_plain_files() {
