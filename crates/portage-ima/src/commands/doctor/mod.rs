@@ -24,6 +24,8 @@
 //! - `policy.rs`: the IMA policy (read by `kernel.rs`: `--policy`, the
 //!   loaded one, or /etc/ima/ima-policy) against builds, merges and config
 //!   files, by `crate::policy::review`;
+//! - `signatures.rs`: the installed files' `security.ima` (vdb `obj`s): keys
+//!   not on the keyring, files the policy covers but nothing signed;
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod kernel;
@@ -32,6 +34,7 @@ mod keys;
 mod policy;
 mod portage;
 mod self_check;
+mod signatures;
 
 pub(crate) use portage::{portage_vars, PortageVars};
 
@@ -110,6 +113,10 @@ check_ids! {
     PolicyMerges,
     /// Signed config files stay writable under the policy.
     PolicyConfig,
+    /// Installed files are signed by keys on the IMA keyring.
+    SignatureKeys,
+    /// Installed files the policy covers carry a signature (`scope`).
+    PolicyCoverage,
     /// The signer's own binary and libraries verify.
     #[serde(rename = "self")]
     Signer,
@@ -300,6 +307,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
     );
     let vars = portage::check_portage(&mut r, settings.as_ref(), root);
     policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
+    signatures::check_signatures(&mut r, settings.as_ref(), root, &kernel);
     self_check::check_self(
         &mut r,
         settings.as_ref(),
