@@ -271,7 +271,7 @@ pub fn sign_object(
 
 /// The `._cfgNNNN_name` files beside `path`, newest first, opened inside
 /// the root (those that cannot be opened are passed over).
-fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)> {
+pub(crate) fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };

@@ -16,6 +16,7 @@
 //! report. [`cli`] and [`settings`] turn the command line and ima.toml
 //! into settings.
 
+pub mod carried;
 pub mod cli;
 pub mod commands;
 pub mod engine;
