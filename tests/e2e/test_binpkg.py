@@ -47,20 +47,22 @@ def hosts(tmp_path_factory, hook_bin):
     return build, client
 
 
-def client_toml(client: Playground, build: Playground, **extra) -> None:
+def client_toml(client: Playground, build: Playground, mode: str = "verify", **extra) -> None:
     """The client's ima.toml: the build host's certificate only, no key, no
-    cert of its own."""
+    cert of its own; with mode="sign-missing" the client's own key too."""
     trusted = client.base / "trusted" / "binhost.der"
     trusted.parent.mkdir(exist_ok=True)
     shutil.copy(build.cert_der, trusted)
-    lines = ['mode = "verify"', f'trusted_certs = ["{trusted}"]', 'hash = "sha256"']
+    lines = [f'mode = "{mode}"', f'trusted_certs = ["{trusted}"]', 'hash = "sha256"']
+    if mode == "sign-missing":
+        lines += [f'key = "{client.key}"', f'cert = "{client.cert}"']
     lines += [f"{k} = {'true' if v else 'false'}" for k, v in extra.items()]
     client.ima_toml.write_text("\n".join(lines) + "\n")
 
 
-def build_package(build: Playground, pn: str, fmt: str) -> Path:
+def build_package(build: Playground, pn: str, fmt: str, **phases: str) -> Path:
     """Builds `pn` with FEATURES=buildpkg in format `fmt`; returns the package file."""
-    atom = build.add_ebuild(pn)
+    atom = build.add_ebuild(pn, **phases)
     env = {"FEATURES": "buildpkg xattr", "BINPKG_FORMAT": fmt}
     r = build.emerge(atom, env=env).check()
     assert f"{CATEGORY}/{pn}-1: binary package:" in r.output, r.output
@@ -80,11 +82,18 @@ def hook_line(output: str, pn: str, when: str) -> dict[str, int]:
     """The numbers of the client hook's summary for `when` (before the merge / merged)."""
     m = re.search(
         rf"{CATEGORY}/{pn}-1: {when}: (\d+) carried signatures kept, (\d+) applied from "
-        r"IMA_SIGNATURES(?: \(([^)]*)\))?, (\d+) without a trusted signature",
+        r"IMA_SIGNATURES(?: \(([^)]*)\))?(?:, (\d+) signed with our key)?, "
+        r"(\d+) without a trusted signature",
         output,
     )
     assert m, output
-    return {"kept": int(m[1]), "applied": int(m[2]), "keys": m[3] or "", "failed": int(m[4])}
+    return {
+        "kept": int(m[1]),
+        "applied": int(m[2]),
+        "keys": m[3] or "",
+        "signed": int(m[4] or 0),
+        "failed": int(m[5]),
+    }
 
 
 @pytest.fixture
@@ -141,6 +150,40 @@ def test_xpak_restores_xattrs_with_xattr_feature(hosts):
     r = client_emerge(client, build, pn, **env).check()
     before = hook_line(r.output, pn, "before the merge")
     assert (before["kept"], before["applied"], before["failed"]) == (6, 0, 0), r.output
+
+
+# A file the binary package does not carry: pkg_preinst makes it on the client.
+ADDED_IN_PREINST = {
+    "pkg_preinst": 'printf "made in preinst\\n" > "${ED}/usr/share/${PN}/preinst.txt" || die',
+}
+
+
+def test_sign_missing_signs_only_what_the_binary_host_did_not(hosts):
+    build, client = hosts
+    pn = "binmissing"
+    build_package(build, pn, "gpkg", **ADDED_IN_PREINST)
+    added = f"/usr/share/{pn}/preinst.txt"
+    binhost_id, own_id = cert_keyid(build.cert), cert_keyid(client.cert)
+
+    # verify: the file without the build host's signature is reported.
+    client_toml(client, build)
+    r = client_emerge(client, build, pn).check()
+    after = hook_line(r.output, pn, "merged")
+    assert (after["failed"], after["signed"]) == (1, 0), r.output
+    assert any(added in line and "has no entry for it" in line for line in r.output.splitlines())
+    assert ima_xattr(client.live(added)) is None
+
+    # sign-missing: that file gets our signature, the others keep the host's.
+    client_toml(client, build, mode="sign-missing")
+    r = client_emerge(client, build, pn).check()
+    after = hook_line(r.output, pn, "merged")
+    assert (after["failed"], after["signed"]) == (0, 1), r.output
+    objs = client.signable(CATEGORY, f"{pn}-1")
+    for path, live in objs.items():
+        cert = client.cert_der if path == added else build.cert_der
+        ok, out = evmctl_verify(live, cert)
+        assert ok, f"{path}: {out}"
+        assert ima_xattr(live)[3:7].hex() == (own_id if path == added else binhost_id), path
 
 
 # ---- a package changed on the binary host after signing -----------------
@@ -247,3 +290,11 @@ def test_package_changed_after_signing_is_reported_and_refused_in_strict_mode(ho
     for path, live in client.signable(CATEGORY, f"{pn}-1").items():
         ok, out = evmctl_verify(live, build.cert_der)
         assert ok == (path != f"/{victim}"), f"{path}: {out}"
+
+    # sign-missing does not vouch for it with the client's own key either.
+    client_toml(client, build, mode="sign-missing")
+    r = client_emerge(client, build, pn, **env).check()
+    after = hook_line(r.output, pn, "merged")
+    assert (after["failed"], after["signed"]) == (1, 0), r.output
+    ok, out = evmctl_verify(client.live(f"/{victim}"), client.cert_der)
+    assert not ok, out

@@ -161,7 +161,8 @@ fn trusted(status: &VerifyStatus) -> bool {
 impl Client<'_> {
     /// Gives `file` (known to Portage as `path`) a trusted signature if it
     /// can: keeps a valid one, else applies the manifest's entry when it
-    /// verifies over this content, else signs it (sign-missing). With
+    /// verifies over this content, else signs it (sign-missing) unless a
+    /// trusted key signed other content for it (changed after signing). With
     /// `expect_md5` the content must be what CONTENTS records. Everything is
     /// read and written through `file`; a file that changes meanwhile is left.
     pub fn settle(
@@ -195,6 +196,8 @@ impl Client<'_> {
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default()
         );
+        // A trusted key's signature that does not match this content.
+        let mut changed_after_signing = current.status == VerifyStatus::BadSignature;
         match self.manifest.get(path) {
             Some(value) => {
                 let carried = self.keys.verify_value(value, |algo| {
@@ -222,7 +225,8 @@ impl Client<'_> {
                             .unwrap_or_default()
                     ));
                 }
-                if carried.status == VerifyStatus::BadSignature {
+                changed_after_signing |= carried.status == VerifyStatus::BadSignature;
+                if changed_after_signing {
                     why.push_str(
                         "; the build host signed other content: the file was changed \
                          after signing (on the binary host or on the way)",
@@ -237,6 +241,11 @@ impl Client<'_> {
         let Some(signer) = self.signer else {
             return Err(Unsettled::Untrusted(why));
         };
+        if changed_after_signing {
+            // Signing it would vouch for content the build host did not sign.
+            why.push_str("; not signed with our key either");
+            return Err(Unsettled::Untrusted(why));
+        }
         let opts = SignOptions {
             expect_md5,
             keep_valid: true,

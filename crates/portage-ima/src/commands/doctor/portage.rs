@@ -170,6 +170,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
             ),
         ),
     }
+    super::binpkg::check_binpkg(r, s, &vars.features, &copy);
 }
 
 /// The `PORTAGE_XATTR_EXCLUDE` line to paste into make.conf: the list the

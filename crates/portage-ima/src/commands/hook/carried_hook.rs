@@ -88,7 +88,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
                     };
                     let settled = client.settle(&file, &contents_path(d, f), None);
                     matches!(
-                        settled.map_err(|e| unsettled_text(e))?,
+                        settled.map_err(unsettled_text)?,
                         crate::carried::Settled::Signed
                     )
                 }
@@ -266,11 +266,10 @@ fn client_postinst(
         |(path, md5)| settle_object(client, &root, path, *md5),
     );
     let mut tally = ClientTally::default();
-    for ((path, md5), result) in objects.iter().zip(results) {
+    for ((path, _), result) in objects.iter().zip(results) {
         match result {
             Some((_, Ok(settled))) => tally.add(&settled),
             Some((shown, Err(failure))) => {
-                let _ = md5;
                 eprintln!("{}", failure_line(&shown, &failure.to_string()));
                 tally.failed += 1;
             }
