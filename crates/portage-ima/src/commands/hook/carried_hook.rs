@@ -25,7 +25,7 @@ use crate::gentoo::contents::Contents;
 use crate::gentoo::env::PortageEnv;
 use crate::plan::ConfigProtect;
 use crate::progress::Progress;
-use crate::report::{self, sign::failure_line, Failure, Status};
+use crate::report::{self, Failure, Status};
 use crate::settings::{ConfigFiles, Mode, Settings};
 
 /// `${PORTAGE_BUILDDIR}/build-info`, where Portage keeps the package's metadata.
@@ -119,7 +119,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         }
     }
     for (path, why) in &failed {
-        eprintln!("{}", failure_line(path, why));
+        report::print_failure(path, why);
     }
     let written = write_build_file(&info, MANIFEST, &Manifest::render(&list));
     if let Err(e) = &written {
@@ -218,7 +218,7 @@ fn client_preinst(env: &PortageEnv, client: &Client, runner: &Runner) -> Result<
     let mut tally = ClientTally::default();
     for problem in problems {
         let r = report::FileReport::from(problem);
-        eprintln!("{}", failure_line(&r.path, &failure_reason(&r.outcome)));
+        report::print_failure(&r.path, &failure_reason(&r.outcome));
         tally.failed += 1;
     }
     let results = runner.run(
@@ -234,10 +234,13 @@ fn client_preinst(env: &PortageEnv, client: &Client, runner: &Runner) -> Result<
         match result {
             Some(Ok(settled)) => tally.add(&settled),
             Some(Err(u)) => {
-                eprintln!("{}", failure_line(&f.path, &unsettled_text(u)));
+                report::print_failure(&f.path, &unsettled_text(u));
                 tally.failed += 1;
             }
-            None => tally.failed += 1,
+            None => {
+                report::print_failure(&f.path, "not done (interrupted)");
+                tally.failed += 1;
+            }
         }
     }
     Ok(tally)
@@ -270,14 +273,11 @@ fn client_postinst(
         match result {
             Some((_, Ok(settled))) => tally.add(&settled),
             Some((shown, Err(failure))) => {
-                eprintln!("{}", failure_line(&shown, &failure.to_string()));
+                report::print_failure(&shown, &failure.to_string());
                 tally.failed += 1;
             }
             None => {
-                eprintln!(
-                    "{}",
-                    failure_line(&root.display_path(path), "not done (interrupted)")
-                );
+                report::print_failure(&root.display_path(path), "not done (interrupted)");
                 tally.failed += 1;
             }
         }
