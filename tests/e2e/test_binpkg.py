@@ -53,7 +53,15 @@ def client_toml(client: Playground, build: Playground, mode: str = "verify", **e
     trusted = client.base / "trusted" / "binhost.der"
     trusted.parent.mkdir(exist_ok=True)
     shutil.copy(build.cert_der, trusted)
-    lines = [f'mode = "{mode}"', f'trusted_certs = ["{trusted}"]', 'hash = "sha256"']
+    # config_files = "sign" as on the build root (Playground.write_ima_toml):
+    # every file, /etc's too, is signed there and must be kept here
+    # (hook_binpkg.rs covers the default, "executable", and "hash").
+    lines = [
+        f'mode = "{mode}"',
+        f'trusted_certs = ["{trusted}"]',
+        'hash = "sha256"',
+        'config_files = "sign"',
+    ]
     if mode == "sign-missing":
         lines += [f'key = "{client.key}"', f'cert = "{client.cert}"']
     lines += [f"{k} = {'true' if v else 'false'}" for k, v in extra.items()]

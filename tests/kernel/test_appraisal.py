@@ -5,6 +5,7 @@ policy
 
     measure func=BPRM_CHECK fowner=1000
     appraise func=BPRM_CHECK fowner=1000 appraise_type=imasig
+    appraise func=FILE_CHECK fowner=1001
 
 covers every combination of hash (sha256, sha512), key (RSA-2048, RSA-4096)
 and signer backend (openssl, rustcrypto), and of hash (sha256, sha384,
@@ -26,6 +27,11 @@ the digest and signature that `portage-ima verify --json` reports. Unsigned
 copies are denied too, and a tampered copy outside the policy still runs,
 which shows the appended byte alone breaks nothing.
 
+The FILE_CHECK rule (the tcb policy's, for uid 1001) shows why
+`config_files` defaults to "executable" and offers "hash": a config file
+signed by portage-ima is read but cannot be opened for writing, while one
+with a digest-only value is written and the kernel updates its digest.
+
 The boot's serial log is kept in tests/.cache/kernel/last-boot.log.
 """
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -62,10 +69,19 @@ KEY_SIZES = tuple(str(b) for b in BITS) + CURVES
 ORIGINS = ("vm", "ext4")
 FTYPES = ("elf", "script")
 
+# The tcb-like rule for config files: what uid CONFIG_OWNER owns is
+# appraised on every open (FILE_CHECK), as `appraise func=FILE_CHECK
+# fowner=0` does for root's files, without touching the VM's own tools.
+CONFIG_OWNER = 1001
 POLICY = (
     "measure func=BPRM_CHECK fowner=1000\n"
     "appraise func=BPRM_CHECK fowner=1000 appraise_type=imasig\n"
+    f"appraise func=FILE_CHECK fowner={CONFIG_OWNER}\n"
 )
+# Config files: signed (the old default) and hashed (config_files = "hash").
+CONFIG_TEXT = "setting = 1\n"
+CONFIG_APPENDED = "setting = 2\n"
+CONFIG_FILES = {"signed": "/mnt/t/signed.conf", "hashed": "/mnt/t/hashed.conf"}
 DIRS = {"vm": "/mnt/t", "ext4": "/mnt/ext"}
 # IMA's audit causes for each kind of denial.
 DENIAL_CAUSE = {
@@ -331,7 +347,41 @@ def cases_script(keys: dict[str, Key], expect_audit: int) -> str:
     lines += ["", "# Execute everything."]
     for c in exec_order(keys):
         lines.append(q(["run_step", "exec", c.id, *c.argv]))
+    lines += config_lines(keys)
     return "\n".join(lines) + "\n"
+
+
+def config_lines(keys: dict[str, Key]) -> list[str]:
+    """Config files under the FILE_CHECK rule: one signed, one hashed by
+    portage-ima while root owns them (outside the rule, or the unsigned file
+    could not even be opened to sign it), then given to CONFIG_OWNER; each
+    is opened for writing (appended to) and read."""
+    q = shlex.join
+    k = keys["ring2048"]
+    key, cert = f"/ima/keys/{k.key.name}", f"/ima/keys/{k.cert_pem.name}"
+    lines = ["", "# Config files under the FILE_CHECK rule."]
+    for kind, path in CONFIG_FILES.items():
+        lines.append(f"printf '%s' {shlex.quote(CONFIG_TEXT)} >{path} || die printf")
+        how = (["--key", key, "--cert", cert] if kind == "signed" else ["--digest-only"])
+        lines.append(q(["run_step", "cfgmark", kind, "portage-ima", "sign", *how,
+                        "--hash", "sha256", "--progress", "none", "--files", path]))
+        lines.append(q(["chown", f"{CONFIG_OWNER}:{CONFIG_OWNER}", path]) + " || die chown")
+        lines.append(q(["chmod", "0644", path]) + " || die chmod")
+    for kind, path in CONFIG_FILES.items():
+        lines.append(q(["run_step", "cfgread", kind, "cat", path]))
+        append = f"printf '%s' {shlex.quote(CONFIG_APPENDED)} >>{path}"
+        lines.append(q(["run_step", "cfgwrite", kind, "sh", "-c", append]))
+        lines.append(q(["run_step", "cfgreread", kind, "cat", path]))
+        lines.append(q(["run_step", "cfgverify", kind,
+                        *verify_argv("portage-ima", [dataclasses.replace(k, cert_pem=Path(cert))],
+                                     [path])]))
+    # The control: given back to root (outside the rule), the signed file
+    # opens for writing, so the refusal above was the appraise rule's.
+    signed = CONFIG_FILES["signed"]
+    lines.append(q(["chown", "0:0", signed]) + " || die chown")
+    lines.append(q(["run_step", "cfgwrite", "signed-outside-rule", "sh", "-c",
+                    f"printf '%s' {shlex.quote(CONFIG_APPENDED)} >>{signed}"]))
+    return lines
 
 
 def build_initramfs(work: Path, kernel: kernelvm.Kernel, bin: Path, keys: dict[str, Key],
@@ -458,9 +508,11 @@ def test_vm_boots_and_loads_keys_and_policy(vm: Run):
     assert loaded == {f"ring{s}.der" for s in KEY_SIZES}, vm.relevant("@@ima-test key", "fatal")
     policy = vm.boot.find("policy", "-")
     assert policy is not None, vm.relevant("policy")
-    # The kernel took both rules and nothing else.
+    # The kernel took the three rules and nothing else.
     rules = [l for l in vm.boot.dmesg if "type=1807" in l]
-    assert len(rules) == 2 and all("fowner=1000" in l and "res=1" in l for l in rules), "\n".join(rules)
+    assert len(rules) == 3 and all(
+        ("fowner=1000" in l or f"fowner={CONFIG_OWNER}" in l) and "res=1" in l for l in rules
+    ), "\n".join(rules)
     assert any("ima: policy update completed" in l for l in vm.boot.dmesg), vm.relevant("policy")
 
 
@@ -564,3 +616,59 @@ def test_verify_agrees_with_the_kernel(vm: Run, case: Case):
     assert entry["status"] == VERIFY_STATUS[case.kind], (
         f"portage-ima verify says {entry['status']} ({entry.get('detail')}) for {case.filename}, "
         f"the kernel {'denied' if case.denied else 'ran'} it")
+
+
+# --------------------------------------------------------------------------
+# Config files: why config_files defaults to "executable" and offers "hash"
+# --------------------------------------------------------------------------
+
+
+def config_step(vm: Run, step: str, kind: str) -> tuple[int, str]:
+    rec = vm.boot.find(step, kind)
+    assert rec is not None, vm.relevant(f"@@ima-test {step} {kind}", "fatal")
+    return int(rec.fields["rc"]), decode_out(rec)
+
+
+def test_signed_config_file_is_readable_but_cannot_be_opened_for_writing(vm: Run):
+    """Under a FILE_CHECK appraise rule a file whose security.ima is a
+    signature is read fine, and opening it for writing is refused (EACCES),
+    so a signed /etc file could not be edited: the old default's flaw."""
+    require_complete(vm)
+    assert config_step(vm, "cfgmark", "signed")[0] == 0, vm.relevant("cfgmark")
+    assert config_step(vm, "cfgread", "signed") == (0, CONFIG_TEXT.strip())
+    rc, out = config_step(vm, "cfgwrite", "signed")
+    assert rc != 0 and "Permission denied" in out, (rc, out)
+    assert config_step(vm, "cfgreread", "signed") == (0, CONFIG_TEXT.strip())
+    rc, out = config_step(vm, "cfgverify", "signed")
+    doc = verify_report(out)
+    assert rc == 0 and doc and doc["signed.conf"]["status"] == "ok", out
+    # IMA refuses the write without an audit record (ima_main.c returns
+    # EACCES for IMA_DIGSIG and MAY_WRITE, no integrity_audit_msg), so the
+    # proof that the rule refused it is the control: outside the rule
+    # (owned by root again) the same file opens for writing.
+    assert not [l for l in vm.boot.dmesg if "type=1800" in l and "signed.conf" in l]
+    assert config_step(vm, "cfgwrite", "signed-outside-rule") == (0, "")
+
+
+def test_hashed_config_file_is_writable_and_the_kernel_updates_its_digest(vm: Run):
+    """A digest-only security.ima (what config_files = "hash" writes) is
+    appraised on open and accepted; the file can be opened for writing,
+    written and read back, and on close the kernel stored the digest of the
+    new content: portage-ima verify finds it matching, and it is the digest
+    the host computes of that content."""
+    require_complete(vm)
+    assert config_step(vm, "cfgmark", "hashed")[0] == 0, vm.relevant("cfgmark")
+    assert config_step(vm, "cfgread", "hashed") == (0, CONFIG_TEXT.strip())
+    assert config_step(vm, "cfgwrite", "hashed") == (0, "")
+    assert config_step(vm, "cfgreread", "hashed") == (0, (CONFIG_TEXT + CONFIG_APPENDED).strip())
+    rc, out = config_step(vm, "cfgverify", "hashed")
+    entry = (verify_report(out) or {}).get("hashed.conf")
+    assert entry is not None, out
+    # Outside a package a digest is reported digest-only (a failure), and
+    # "matches" says the stored digest is the content's.
+    assert rc == 1 and entry["status"] == "digest-only", entry
+    assert "matches the content" in entry["detail"], entry
+    new = hashlib.sha256((CONFIG_TEXT + CONFIG_APPENDED).encode()).hexdigest()
+    assert (entry["algo"], entry["digest"]) == ("sha256", new), entry
+    # No IMA denial for it.
+    assert not [l for l in vm.boot.dmesg if "type=1800" in l and "hashed.conf" in l]

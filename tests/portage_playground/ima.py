@@ -14,8 +14,8 @@ XATTR = "security.ima"
 
 SUMMARY_RE = re.compile(
     r"portage-ima: (?P<pkg>\S+): signed (?P<before>\d+) before the merge, "
-    r"(?P<now>\d+) now, (?P<valid>\d+) already valid, (?P<skipped>\d+) skipped, "
-    r"(?P<failed>\d+) failed"
+    r"(?P<now>\d+) now, (?:(?P<hashed>\d+) hashed, )?(?P<valid>\d+) already valid, "
+    r"(?P<skipped>\d+) skipped, (?P<failed>\d+) failed"
 )
 
 
@@ -69,11 +69,12 @@ def xattr_paths(top: Path | str) -> dict[str, bytes]:
 
 def summaries(output: str, pkg: str | None = None) -> list[dict[str, int]]:
     """The hook's per-package summary lines in emerge output, in order, as
-    ``{"before": N, "now": N, "valid": N, "skipped": N, "failed": N}``."""
+    ``{"before": N, "now": N, "hashed": N, "valid": N, "skipped": N, "failed": N}``
+    (``hashed``: config files given a digest, printed only when there are some)."""
     found = []
     for m in SUMMARY_RE.finditer(output):
         if pkg is None or m["pkg"] == pkg:
-            found.append({k: int(v) for k, v in m.groupdict().items() if k != "pkg"})
+            found.append({k: int(v or 0) for k, v in m.groupdict().items() if k != "pkg"})
     return found
 
 

@@ -343,11 +343,24 @@ class Playground:
 
     def write_ima_toml(self, **settings) -> None:
         """/etc/portage/ima.toml with our key and certificate plus ``settings``
-        (e.g. ``strict=True``, ``premerge="never"``)."""
-        values = {"key": str(self.key), "cert": str(self.cert), "hash": "sha256"}
+        (e.g. ``strict=True``, ``premerge="never"``); a setting given as None
+        is left out (its default applies).
+
+        ``config_files = "sign"`` unless given: the tests that check that
+        every file of a package is signed (its /etc file included) were
+        written for that, the default before 0.2; the new default
+        (``executable``) is tested on its own (test_config_files.py)."""
+        values = {
+            "key": str(self.key),
+            "cert": str(self.cert),
+            "hash": "sha256",
+            "config_files": "sign",
+        }
         values.update(settings)
         lines = []
         for k, v in values.items():
+            if v is None:
+                continue
             if isinstance(v, bool):
                 lines.append(f"{k} = {'true' if v else 'false'}")
             elif isinstance(v, int):

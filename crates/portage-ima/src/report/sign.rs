@@ -9,7 +9,7 @@
 //! reported: `{"files": [{"path", "package"?, "outcome", "detail"?}],
 //! "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY being
 //! `{"signed", "rotated", "signed_before_merge", "already_valid", "would_sign",
-//! "skipped", "failed", "not_started"}`; `packages` only when packages were
+//! "hashed", "would_hash", "skipped", "failed", "not_started"}`; `packages` only when packages were
 //! signed.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
 use crate::fs::walk::{Problem, Unwalkable};
+use crate::settings::ConfigFiles;
 
 use super::json::JsonStream;
 
@@ -37,6 +38,11 @@ pub enum Outcome {
     AlreadyValid,
     /// `--dry-run`: it would have been signed.
     WouldSign,
+    /// A digest-only `security.ima` was written (`config_files = "hash"`,
+    /// `--digest-only`).
+    Hashed,
+    /// `--dry-run`: it would have been hashed.
+    WouldHash,
     /// Deliberately left alone, with the reason.
     Skipped(SkipReason),
     /// Could not be signed, with the reason.
@@ -46,16 +52,22 @@ pub enum Outcome {
 /// Why a file is deliberately not signed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
-    /// `config_files = "skip"` and CONFIG_PROTECT covers it.
-    ConfigProtected,
+    /// CONFIG_PROTECT covers it and the `config_files` mode leaves it:
+    /// `skip`, or `executable` and it is not executable.
+    ConfigProtected(ConfigFiles),
 }
 
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SkipReason::ConfigProtected => {
+            SkipReason::ConfigProtected(ConfigFiles::Skip) => {
                 f.write_str("config-protected (config_files = \"skip\")")
             }
+            SkipReason::ConfigProtected(mode) => write!(
+                f,
+                "config-protected, not executable (config_files = \"{}\")",
+                mode.name()
+            ),
         }
     }
 }
@@ -126,6 +138,8 @@ impl Outcome {
             Outcome::SignedBeforeMerge => "signed-before-merge",
             Outcome::AlreadyValid => "already-valid",
             Outcome::WouldSign => "would-sign",
+            Outcome::Hashed => "hashed",
+            Outcome::WouldHash => "would-hash",
             Outcome::Skipped(_) => "skipped",
             Outcome::Failed(_) => "failed",
         }
@@ -174,6 +188,9 @@ pub struct Tally {
     pub signed_before_merge: usize,
     pub already_valid: usize,
     pub would_sign: usize,
+    /// Digest-only values written (config files under `config_files = "hash"`).
+    pub hashed: usize,
+    pub would_hash: usize,
     pub skipped: usize,
     pub failed: usize,
     /// Files a cancelled run never started (not part of [`Tally::total`]).
@@ -196,6 +213,8 @@ impl Tally {
             Outcome::SignedBeforeMerge => self.signed_before_merge += 1,
             Outcome::AlreadyValid => self.already_valid += 1,
             Outcome::WouldSign => self.would_sign += 1,
+            Outcome::Hashed => self.hashed += 1,
+            Outcome::WouldHash => self.would_hash += 1,
             Outcome::Skipped(_) => self.skipped += 1,
             Outcome::Failed(_) => self.failed += 1,
         }
@@ -207,6 +226,8 @@ impl Tally {
         self.rotated += other.rotated;
         self.already_valid += other.already_valid;
         self.would_sign += other.would_sign;
+        self.hashed += other.hashed;
+        self.would_hash += other.would_hash;
         self.skipped += other.skipped;
         self.failed += other.failed;
         self.not_started += other.not_started;
@@ -219,6 +240,8 @@ impl Tally {
             + self.rotated
             + self.already_valid
             + self.would_sign
+            + self.hashed
+            + self.would_hash
             + self.skipped
             + self.failed
     }
@@ -234,6 +257,10 @@ impl Tally {
         if self.rotated > 0 {
             parts.push(format!("{} rotated from another key", self.rotated));
         }
+        if self.hashed > 0 || self.would_hash > 0 {
+            let verb = if dry_run { "would hash" } else { "hashed" };
+            parts.push(format!("{verb} {}", self.hashed + self.would_hash));
+        }
         parts.push(format!("{} already valid", self.already_valid));
         if self.skipped > 0 {
             parts.push(format!("{} skipped", self.skipped));
@@ -242,10 +269,15 @@ impl Tally {
         format!("{} (of {} files)", parts.join(", "), self.total())
     }
 
-    /// The hook's postinst line: "signed 3 before the merge, 2 now, ...".
+    /// The hook's postinst line: "signed 3 before the merge, 2 now, ...";
+    /// hashed config files are counted only when there are some.
     pub fn hook_line(&self) -> String {
+        let hashed = match self.hashed {
+            0 => String::new(),
+            n => format!(", {n} hashed"),
+        };
         format!(
-            "signed {} before the merge, {} now, {} already valid, {} skipped, {} failed",
+            "signed {} before the merge, {} now{hashed}, {} already valid, {} skipped, {} failed",
             self.signed_before_merge, self.signed, self.already_valid, self.skipped, self.failed
         )
     }
@@ -417,7 +449,10 @@ mod tests {
             FileReport::new("/b", Outcome::Signed),
             FileReport::new("/c", Outcome::AlreadyValid),
             FileReport::new("/d", Outcome::Failed(Failure::NotOnDisk)),
-            FileReport::new("/e", Outcome::Skipped(SkipReason::ConfigProtected)),
+            FileReport::new(
+                "/e",
+                Outcome::Skipped(SkipReason::ConfigProtected(ConfigFiles::Skip)),
+            ),
             FileReport::new("/f", Outcome::SignedBeforeMerge),
         ];
         let t = Tally::of(&reports);
@@ -478,10 +513,12 @@ mod tests {
                      "outcome": "failed", "detail": "bad line"},
                 ],
                 "summary": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
-                            "already_valid": 0, "would_sign": 0, "skipped": 0, "failed": 2,
+                            "already_valid": 0, "would_sign": 0, "hashed": 0, "would_hash": 0,
+                            "skipped": 0, "failed": 2,
                             "not_started": 2},
                 "packages": {"cat/a-1": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
-                            "already_valid": 0, "would_sign": 0, "skipped": 0,
+                            "already_valid": 0, "would_sign": 0, "hashed": 0,
+                            "would_hash": 0, "skipped": 0,
                             "failed": 1, "not_started": 0}},
             })
         );
@@ -506,7 +543,9 @@ mod tests {
             Outcome::SignedBeforeMerge,
             Outcome::AlreadyValid,
             Outcome::WouldSign,
-            Outcome::Skipped(SkipReason::ConfigProtected),
+            Outcome::Hashed,
+            Outcome::WouldHash,
+            Outcome::Skipped(SkipReason::ConfigProtected(ConfigFiles::Skip)),
             Outcome::Failed(Failure::Unwalkable(Unwalkable::DirectoryLoop)),
         ]
         .iter()
@@ -520,6 +559,8 @@ mod tests {
                 "signed-before-merge",
                 "already-valid",
                 "would-sign",
+                "hashed",
+                "would-hash",
                 "skipped",
                 "failed"
             ]

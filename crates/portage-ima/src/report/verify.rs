@@ -29,16 +29,27 @@ use super::json::JsonStream;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    /// A digest-only `security.ima` that does not match the content: the
+    /// kernel refuses the file wherever a rule appraises it.
+    BadHash,
     /// A signature that does not verify with the key its keyid names.
     BadSignature,
     /// A config-protected file the admin changed since the merge, which IMA
     /// appraisal would not refuse (not executable, or validly signed):
     /// reported, not a failure (editing /etc is what admins do).
     ConfigChanged,
-    /// `security.ima` holds a digest, not a signature.
+    /// A config-protected file the `config_files` setting leaves without
+    /// `security.ima` (`skip`, or `executable` and it is not executable),
+    /// and has none: as meant, not a failure.
+    ConfigUnsigned,
+    /// `security.ima` holds a digest where a signature is needed (a file
+    /// that is not a config file the `config_files` setting hashes).
     DigestOnly,
     /// The file could not be checked (or its xattr is malformed).
     Error,
+    /// A config-protected, non-executable file whose digest-only
+    /// `security.ima` matches its content (`config_files = "hash"`).
+    Hashed,
     /// Listed in CONTENTS, not on disk (package verification only).
     Missing,
     /// Content differs from CONTENTS (package verification only).
@@ -60,10 +71,13 @@ impl Verdict {
     /// The stable name: "ok", "unsigned", "bad-signature", ...
     pub fn as_str(self) -> &'static str {
         match self {
+            Verdict::BadHash => "bad-hash",
             Verdict::BadSignature => "bad-signature",
             Verdict::ConfigChanged => "config-changed",
+            Verdict::ConfigUnsigned => "config-unsigned",
             Verdict::DigestOnly => "digest-only",
             Verdict::Error => "error",
+            Verdict::Hashed => "hashed",
             Verdict::Missing => "missing",
             Verdict::Modified => "modified",
             Verdict::Ok => "ok",
@@ -73,12 +87,25 @@ impl Verdict {
         }
     }
 
-    /// Whether it fails the run: everything but `ok`, `other-key` and
-    /// `config-changed`.
+    /// Whether it fails the run: everything but `ok`, `other-key`,
+    /// `config-changed`, `config-unsigned` and `hashed`.
     pub fn is_failure(self) -> bool {
         !matches!(
             self,
-            Verdict::Ok | Verdict::OtherKey | Verdict::ConfigChanged
+            Verdict::Ok
+                | Verdict::OtherKey
+                | Verdict::ConfigChanged
+                | Verdict::ConfigUnsigned
+                | Verdict::Hashed
+        )
+    }
+
+    /// The state a file is meant to be in (`ok`, `hashed`,
+    /// `config-unsigned`): the text output lists it only with `-v`.
+    pub fn is_as_meant(self) -> bool {
+        matches!(
+            self,
+            Verdict::Ok | Verdict::Hashed | Verdict::ConfigUnsigned
         )
     }
 }
@@ -89,7 +116,10 @@ impl From<&VerifyStatus> for Verdict {
             VerifyStatus::Ok => Verdict::Ok,
             VerifyStatus::OtherKey => Verdict::OtherKey,
             VerifyStatus::Unsigned => Verdict::Unsigned,
-            VerifyStatus::DigestOnly => Verdict::DigestOnly,
+            // A digest is fine only on a config file the settings hash,
+            // which the caller knows (`engine::verify_object`).
+            VerifyStatus::Hashed => Verdict::DigestOnly,
+            VerifyStatus::BadHash => Verdict::BadHash,
             VerifyStatus::BadSignature => Verdict::BadSignature,
             VerifyStatus::UnknownKey => Verdict::UnknownKey,
             VerifyStatus::Malformed => Verdict::Error,
@@ -259,7 +289,7 @@ impl<W: Write> VerifyPrinter<W> {
         self.failed |= f.is_failure();
         if let Some(json) = &mut self.json {
             json.file(&mut self.out, f);
-        } else if self.all || !f.is_ok() {
+        } else if self.all || !f.status.is_as_meant() {
             let _ = writeln!(self.out, "{}", f.text_line());
         }
         self.files += 1;
@@ -314,10 +344,13 @@ mod tests {
     #[test]
     fn verdict_names_are_the_stable_strings_in_order() {
         let all = [
+            Verdict::BadHash,
             Verdict::BadSignature,
             Verdict::ConfigChanged,
+            Verdict::ConfigUnsigned,
             Verdict::DigestOnly,
             Verdict::Error,
+            Verdict::Hashed,
             Verdict::Missing,
             Verdict::Modified,
             Verdict::Ok,
@@ -329,10 +362,13 @@ mod tests {
         assert_eq!(
             names,
             [
+                "bad-hash",
                 "bad-signature",
                 "config-changed",
+                "config-unsigned",
                 "digest-only",
                 "error",
+                "hashed",
                 "missing",
                 "modified",
                 "ok",

@@ -131,3 +131,16 @@ pub fn is_signed(path: &Path) -> bool {
     let f = std::fs::File::open(path).unwrap();
     ima_core::read_ima_xattr(&f).unwrap().is_some()
 }
+
+/// The kind of `security.ima` at `path`: "none", "digest" (digest-only,
+/// `evmctl ima_hash`) or "signature".
+pub fn ima_kind(path: &Path) -> &'static str {
+    let file = std::fs::File::open(path).unwrap();
+    match ima_core::read_ima_xattr(&file).unwrap() {
+        None => "none",
+        Some(v) => match ima_core::ImaXattr::decode(&v).unwrap() {
+            ima_core::ImaXattr::Digest { .. } => "digest",
+            ima_core::ImaXattr::Signature { .. } => "signature",
+        },
+    }
+}

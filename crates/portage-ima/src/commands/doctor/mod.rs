@@ -347,10 +347,11 @@ fn load_settings(
             r.ok(
                 CheckId::Config,
                 format!(
-                    "{shown}; key {}, hash {}, backend {}",
+                    "{shown}; key {}, hash {}, backend {}, config_files {}",
                     settings.key.display(),
                     settings.hash,
-                    settings.backend.name()
+                    settings.backend.name(),
+                    settings.config_files.name()
                 ),
             );
             Some(settings)

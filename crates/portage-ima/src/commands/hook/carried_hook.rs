@@ -17,16 +17,16 @@ use anyhow::{Context, Result};
 
 use super::{read_build_file, write_build_file};
 use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
-use crate::engine::{cfg_candidates, open_failure, Runner};
+use crate::engine::{cfg_candidates, open_failure, treatment, Runner};
 use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::{self, FoundFile};
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::PortageEnv;
-use crate::plan::ConfigProtect;
+use crate::plan::{Protection, Treatment};
 use crate::progress::Progress;
 use crate::report::{self, Failure, Status};
-use crate::settings::{ConfigFiles, Mode, Settings};
+use crate::settings::{Mode, Settings};
 
 /// `${PORTAGE_BUILDDIR}/build-info`, where Portage keeps the package's metadata.
 fn build_info() -> Result<PathBuf> {
@@ -64,6 +64,9 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         .context("D is not set: the package phase must run from Portage")?;
     let info = build_info()?;
     let no_list = Manifest::default();
+    let hasher = signer.hasher();
+    // `${D}` holds the paths as they will be merged (EPREFIX included).
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
     let (found, problems) = walk::collect(&[d.to_path_buf()]);
     let mut failed: Vec<(PathBuf, String)> = problems
         .into_iter()
@@ -76,8 +79,23 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         &found,
         &Progress::hidden(),
         |f| f.size,
-        |f| -> Result<(bool, Vec<u8>), String> {
+        |f| -> Result<Option<(bool, Vec<u8>)>, String> {
             let file = f.open().map_err(|e| e.to_string())?;
+            let path = contents_path(d, f);
+            let keep = ima_core::SignOptions {
+                expect_md5: None,
+                keep_valid: true,
+                dry_run: false,
+            };
+            match treatment(&file, protection.config_of(&path)) {
+                Treatment::Sign => {}
+                // Config files get what config_files says, and are not listed.
+                Treatment::Hash => {
+                    hasher.hash_file(&file, &keep).map_err(|e| e.to_string())?;
+                    return Ok(None);
+                }
+                Treatment::Leave(_) => return Ok(None),
+            }
             let newly = match &trusted {
                 Some(keys) => {
                     let client = Client {
@@ -85,35 +103,33 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
                         provider: settings.backend,
                         manifest: &no_list,
                         signer: Some(&signer),
+                        hasher: &hasher,
                     };
-                    let settled = client.settle(&file, &contents_path(d, f), None);
+                    let settled = client.settle(&file, &path, None);
                     matches!(
                         settled.map_err(unsettled_text)?,
                         crate::carried::Settled::Signed
                     )
                 }
                 None => {
-                    let opts = ima_core::SignOptions {
-                        expect_md5: None,
-                        keep_valid: true,
-                        dry_run: false,
-                    };
-                    let outcome = signer.sign_file(&file, &opts).map_err(|e| e.to_string())?;
+                    let outcome = signer.sign_file(&file, &keep).map_err(|e| e.to_string())?;
                     outcome != ima_core::SignOutcome::AlreadyValid
                 }
             };
             let value = signature_value(&file).ok_or("no signature after signing")?;
-            Ok((newly, value))
+            Ok(Some((newly, value)))
         },
     );
     let mut list = BTreeMap::new();
     let mut newly_signed = 0;
+    let mut config_files = 0;
     for (f, result) in found.iter().zip(results) {
         match result {
-            Some(Ok((newly, value))) => {
+            Some(Ok(Some((newly, value)))) => {
                 newly_signed += usize::from(newly);
                 list.insert(contents_path(d, f), value);
             }
+            Some(Ok(None)) => config_files += 1,
             Some(Err(why)) => failed.push((f.path.clone(), why)),
             None => failed.push((f.path.clone(), "not done (interrupted)".into())),
         }
@@ -127,11 +143,18 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         report::print_problem(&escape_text(&message));
     }
     report::print_summary(&format!(
-        "{}/{}: binary package: {} files signed ({} newly), listed in build-info/{MANIFEST}{}",
+        "{}/{}: binary package: {} files signed ({} newly), listed in build-info/{MANIFEST}{}{}",
         env.category,
         env.pf,
         list.len(),
         newly_signed,
+        match config_files {
+            0 => String::new(),
+            n => format!(
+                ", {n} config files as config_files = \"{}\" says",
+                settings.config_files.name()
+            ),
+        },
         match failed.len() {
             0 => String::new(),
             n => format!(", {n} failed"),
@@ -185,16 +208,23 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
             Manifest::default()
         }
     };
+    let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
     let client = Client {
         keys: &keys,
         provider: settings.backend,
         manifest: &manifest,
         signer: signer.as_ref(),
+        hasher: &hasher,
     };
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
     let (tally, when) = if env.phase == "preinst" {
-        (client_preinst(env, &client, &runner)?, "before the merge")
+        let tally = client_preinst(env, &client, &protection, &runner)?;
+        (tally, "before the merge")
     } else {
-        (client_postinst(env, settings, &client, &runner)?, "merged")
+        (
+            client_postinst(env, &client, &protection, &runner)?,
+            "merged",
+        )
     };
     report::print_summary(&format!(
         "{}/{}: {when}: {}",
@@ -209,7 +239,12 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     })
 }
 
-fn client_preinst(env: &PortageEnv, client: &Client, runner: &Runner) -> Result<ClientTally> {
+fn client_preinst(
+    env: &PortageEnv,
+    client: &Client,
+    protection: &Protection,
+    runner: &Runner,
+) -> Result<ClientTally> {
     let d = env
         .d
         .as_deref()
@@ -226,7 +261,11 @@ fn client_preinst(env: &PortageEnv, client: &Client, runner: &Runner) -> Result<
         &Progress::hidden(),
         |f| f.size,
         |f| match f.open() {
-            Ok(file) => client.settle(&file, &contents_path(d, f), None),
+            Ok(file) => {
+                let path = contents_path(d, f);
+                let treatment = treatment(&file, protection.config_of(&path));
+                client.settle_as(treatment, &file, &path, None)
+            }
             Err(e) => Err(Unsettled::Error(e.to_string())),
         },
     );
@@ -248,25 +287,20 @@ fn client_preinst(env: &PortageEnv, client: &Client, runner: &Runner) -> Result<
 
 fn client_postinst(
     env: &PortageEnv,
-    settings: &Settings,
     client: &Client,
+    protection: &Protection,
     runner: &Runner,
 ) -> Result<ClientTally> {
     let contents_path = env.vdb_entry().join("CONTENTS");
     let contents = Contents::read(&contents_path)?;
     let root = RootDir::open(&env.root)?;
-    let protect =
-        (settings.config_files == ConfigFiles::Skip).then(|| ConfigProtect::discover(&env.eprefix));
-    let objects: Vec<(&Path, [u8; 16])> = contents
-        .objects()
-        .filter(|(path, _)| !protect.as_ref().is_some_and(|p| p.is_protected(path)))
-        .map(|(path, md5)| (path, *md5))
-        .collect();
+    let objects: Vec<(&Path, [u8; 16])> =
+        contents.objects().map(|(path, md5)| (path, *md5)).collect();
     let results = runner.run(
         &objects,
         &Progress::hidden(),
         |_| 1,
-        |(path, md5)| settle_object(client, &root, path, *md5),
+        |(path, md5)| settle_object(client, protection, &root, path, *md5),
     );
     let mut tally = ClientTally::default();
     for ((path, _), result) in objects.iter().zip(results) {
@@ -293,6 +327,7 @@ fn client_postinst(
 /// beside an edited config file whose content is the package's.
 fn settle_object(
     client: &Client,
+    protection: &Protection,
     root: &RootDir,
     path: &Path,
     md5: [u8; 16],
@@ -302,10 +337,11 @@ fn settle_object(
         Ok(f) => f,
         Err(e) => return (shown, Err(open_failure(&e))),
     };
-    match client.settle(&file, path, Some(md5)) {
+    let config = protection.config_of(path);
+    match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
         Err(Unsettled::ContentDiffers(actual)) => {
             for (sibling, file) in cfg_candidates(root, path) {
-                match client.settle(&file, path, Some(md5)) {
+                match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
                     Err(Unsettled::ContentDiffers(_)) => continue,
                     other => return (sibling, other.map_err(|u| u.into_failure(Some(md5)))),
                 }
