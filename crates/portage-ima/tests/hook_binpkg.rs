@@ -92,6 +92,14 @@ impl Host {
         .unwrap();
     }
 
+    /// The client's build directory: a fresh image (no xattrs) and `list`
+    /// as the binary package's IMA_SIGNATURES in build-info.
+    fn client_with(&self, list: &[u8]) -> PathBuf {
+        let client = self.builddir("client");
+        std::fs::write(client.join("build-info/IMA_SIGNATURES"), list).unwrap();
+        client
+    }
+
     /// Builds, signs in the package phase; returns the build's IMA_SIGNATURES.
     fn package(&self) -> Vec<u8> {
         let build = self.builddir("build");
@@ -139,8 +147,7 @@ fn package_phase_lists_the_signatures_and_a_keyless_client_applies_them() {
 
     // The client: the same image without xattrs, the list in build-info.
     host.client_toml("");
-    let client = host.builddir("client");
-    std::fs::write(client.join("build-info/IMA_SIGNATURES"), &list).unwrap();
+    let client = host.client_with(&list);
     let mut cmd = std::process::Command::new("strace");
     let trace = host.dir.join("strace.log");
     let traced = common::on_path("strace");
@@ -198,8 +205,7 @@ fn client_reports_a_file_changed_after_signing_and_strict_refuses() {
     }
     let host = Host::new();
     let list = host.package();
-    let client = host.builddir("client");
-    std::fs::write(client.join("build-info/IMA_SIGNATURES"), &list).unwrap();
+    let client = host.client_with(&list);
     std::fs::write(client.join("image/usr/bin/foo"), "#!/bin/sh\nrm -rf /\n").unwrap();
 
     host.client_toml("");
@@ -227,12 +233,7 @@ fn client_reports_a_damaged_list_and_a_missing_certificate() {
     }
     let host = Host::new();
     host.client_toml("");
-    let client = host.builddir("client");
-    std::fs::write(
-        client.join("build-info/IMA_SIGNATURES"),
-        "zz /usr/bin/foo\n",
-    )
-    .unwrap();
+    let client = host.client_with(b"zz /usr/bin/foo\n");
     let out = host.hook("client.toml", "preinst", &client);
     let said = common::text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -266,8 +267,7 @@ fn keyless_client_hashes_config_files_when_asked() {
     let host = Host::new();
     let list = host.package();
     host.client_toml("config_files = \"hash\"\n");
-    let client = host.builddir("client");
-    std::fs::write(client.join("build-info/IMA_SIGNATURES"), &list).unwrap();
+    let client = host.client_with(&list);
     let out = host.hook("client.toml", "preinst", &client);
     let said = common::text(&out);
     assert!(out.status.success(), "{said}");
