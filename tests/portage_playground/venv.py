@@ -16,26 +16,37 @@ from pathlib import Path
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS = TESTS_DIR / "requirements.txt"
 VENV = TESTS_DIR / ".cache" / "venv"
-STAMP = VENV / ".requirements.sha256"
+# Keylime (its runtime-policy schema and signature code, for `export
+# keylime`) in a venv of its own: its dependencies stay out of Portage's.
+KEYLIME_REQUIREMENTS = TESTS_DIR / "keylime-requirements.txt"
+KEYLIME_VENV = TESTS_DIR / ".cache" / "keylime-venv"
 
 
-def _requirements_hash() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+def _requirements_hash(requirements: Path) -> str:
+    return hashlib.sha256(requirements.read_bytes()).hexdigest()
 
 
-def ensure_venv(python: str | None = None) -> Path:
+def ensure_venv(
+    python: str | None = None, requirements: Path = REQUIREMENTS, venv: Path = VENV
+) -> Path:
     """Return the venv path, creating or refreshing it when needed."""
-    want = _requirements_hash()
-    if STAMP.is_file() and STAMP.read_text().strip() == want:
-        return VENV
-    if VENV.exists():
-        shutil.rmtree(VENV)
+    stamp = venv / ".requirements.sha256"
+    want = _requirements_hash(requirements)
+    if stamp.is_file() and stamp.read_text().strip() == want:
+        return venv
+    if venv.exists():
+        shutil.rmtree(venv)
     python = python or sys.executable
-    subprocess.run([python, "-m", "venv", str(VENV)], check=True)
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run(pip + ["-r", str(REQUIREMENTS)], check=True)
-    STAMP.write_text(want + "\n")
-    return VENV
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + ["-r", str(requirements)], check=True)
+    stamp.write_text(want + "\n")
+    return venv
+
+
+def ensure_keylime_venv() -> Path:
+    """The venv holding Keylime from PyPI (see KEYLIME_REQUIREMENTS)."""
+    return ensure_venv(requirements=KEYLIME_REQUIREMENTS, venv=KEYLIME_VENV)
 
 
 if __name__ == "__main__":

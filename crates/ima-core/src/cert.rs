@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use der::Decode;
+use der::{Decode, Encode};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 
 use crate::pem::pem_blocks;
@@ -100,6 +100,16 @@ impl Certificate {
             .as_deref()
             .and_then(KeyId::from_tail)
             .unwrap_or_else(|| KeyId::from_rsa_public_key(self.spk_bytes()))
+    }
+
+    /// The certificate's SubjectPublicKeyInfo, DER-encoded (the form
+    /// attestation tools such as Keylime take a verification key in).
+    pub fn subject_public_key_info_der(&self) -> Vec<u8> {
+        self.cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .expect("a SubjectPublicKeyInfo decoded from DER encodes again")
     }
 
     /// The Subject Key Identifier extension's value, if present.

@@ -405,3 +405,24 @@ fn inconsistent_key_is_refused_by_openssl() {
         .expect("refused");
     assert!(err.to_string().contains("inconsistent"), "{err}");
 }
+
+#[test]
+fn subject_public_key_info_is_what_openssl_extracts() {
+    let k = key(2048, Form::Pkcs1);
+    let tmp = tempfile::tempdir().unwrap();
+    let spki = tmp.path().join("spki.der");
+    openssl(
+        &[
+            "pkey",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-in",
+            k.key.to_str().unwrap(),
+            "-out",
+        ],
+        &spki,
+    );
+    let cert = Certificate::load(&k.cert_pem).unwrap();
+    assert_eq!(cert.subject_public_key_info_der(), fs::read(&spki).unwrap());
+}

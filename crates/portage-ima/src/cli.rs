@@ -75,6 +75,36 @@ pub enum Command {
     /// Check the key, the certificate, the kernel and Portage's settings.
     Doctor(DoctorArgs),
 
+    /// The files the kernel's IMA refused (or measured), with their package
+    /// and what they are now.
+    ///
+    /// Reads the integrity audit records (`audit: type=1800 ... op=appraise_data
+    /// ... res=0`) of the kernel log (/dev/kmsg) and of
+    /// /var/log/audit/audit.log, or of --log. Each file gets its owning
+    /// package and one class: unsigned-pristine (content exactly as
+    /// installed: safe to sign), modified, foreign-key (signed by a key the
+    /// kernel does not have), not-owned, gone, valid (signed since), error.
+    /// Read-only unless --fix. Exit status: 0 when every file is valid (or
+    /// none was denied), 1 when some need attention, 2 for an error.
+    Audit(AuditArgs),
+
+    /// Write what the package database knows in another tool's format.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+
+    /// Print an IMA policy fitted to this machine's Portage setup.
+    ///
+    /// Reads PORTAGE_TMPDIR and FEATURES (userpriv, xattr) as Portage sees
+    /// them, and the filesystems of the build directory and the system, and
+    /// writes rules (the kernel's ima_policy syntax, with # comments) that
+    /// appraise what --appraise asks and exempt what builds run from their
+    /// work directory. When no policy can do both (e.g. builds on the root
+    /// filesystem and every executable appraised), it says why and what to
+    /// change, and exits 2. Load the policy at boot from /etc/ima/ima-policy.
+    Policy(PolicyArgs),
+
     /// Write the man page or shell completions (used by the ebuild).
     #[command(hide = true)]
     Generate {
@@ -206,6 +236,80 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A log to read instead of the kernel's: `dmesg` output (with or
+    /// without times), /dev/kmsg, `journalctl -k`, or auditd's audit.log;
+    /// `-` is stdin. May be given several times.
+    #[arg(long, value_name = "FILE")]
+    pub log: Vec<PathBuf>,
+
+    /// Also the files of IMA's measurement list (templates ima, ima-ng,
+    /// ima-sig) [FILE default: /sys/kernel/security/ima/ascii_runtime_measurements].
+    #[arg(long, value_name = "FILE", num_args = 0..=1,
+          default_missing_value = "/sys/kernel/security/ima/ascii_runtime_measurements")]
+    pub measurements: Option<PathBuf>,
+
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Sign the unsigned-pristine files (content as installed), by the same
+    /// rules as `sign`; the others are left alone.
+    #[arg(long)]
+    pub fix: bool,
+
+    /// Root whose package database and files to look at [default: ROOT or EROOT from the environment, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// A Keylime runtime policy: the digest of every installed file whose
+    /// content is still what its package installed, and the certificates'
+    /// keys to check IMA signatures with.
+    ///
+    /// A file modified since install, or gone, is left out and reported.
+    /// Exit status: 0 when the policy was written (files left out or not),
+    /// 2 for an error.
+    Keylime(KeylimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeylimeArgs {
+    /// Write the policy to FILE (replaced atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// A path Keylime is not to check: a Python regular expression matched
+    /// at the start of the path (`^/var/tmp/`, `/home/.*`). May be given
+    /// several times.
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+
+    /// Certificate whose key Keylime checks ima-sig signatures with; may
+    /// be given several times [default: the configured certificate].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Vec<PathBuf>,
+
+    /// Digest algorithm: the kernel's, as in the measurement list
+    /// (sha1, sha256, sha384, sha512) [default: the configured hash, sha256].
+    #[arg(long = "hash", value_name = "ALGO")]
+    pub hash: Option<String>,
+
+    /// Root whose package database and files to read [default: ROOT or EROOT from the environment, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Parallel jobs [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct HookArgs {
     /// Phase to act as, instead of EBUILD_PHASE.
     #[arg(long, value_name = "PHASE")]
@@ -224,6 +328,74 @@ pub struct DoctorArgs {
     /// Root to check (its /etc/portage) [default: PORTAGE_CONFIGROOT, else /].
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// IMA policy file to review [default: the loaded policy when
+    /// /sys/kernel/security/ima/policy is readable, else the one the boot
+    /// loads, /etc/ima/ima-policy].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Instead of writing a policy, check one against the root filesystem:
+    /// list every file its appraise rules cover that lacks a signature the
+    /// configured certificate (--cert) verifies, i.e. what the kernel would
+    /// refuse with ima_appraise=enforce. Exit status 0 when nothing would be
+    /// refused (safe to boot), 1 when something would.
+    #[arg(long)]
+    pub check: bool,
+
+    /// The policy to check [default: the loaded policy when
+    /// /sys/kernel/security/ima/policy is readable, else ROOT/etc/ima/ima-policy].
+    #[arg(value_name = "POLICY", requires = "check")]
+    pub policy_file: Option<PathBuf>,
+
+    /// With --check: print the result as JSON.
+    #[arg(long, requires = "check")]
+    pub json: bool,
+
+    /// What must carry a valid signature.
+    #[arg(long, value_enum, default_value_t = AppraiseScope::RootExec)]
+    pub appraise: AppraiseScope,
+
+    /// Also measure what is appraised into the IMA log (boot with
+    /// ima_template=ima-sig to log the signatures).
+    #[arg(long)]
+    pub measure: bool,
+
+    /// Appraise POLICY_CHECK: once loaded, a further policy is accepted only
+    /// when written by path and signed (see --sign).
+    #[arg(long)]
+    pub require_signed_policy: bool,
+
+    /// Write the policy to FILE (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Sign the --output file with the configured key (its security.ima), as
+    /// a kernel that appraises POLICY_CHECK loads only a signed policy.
+    #[arg(long, requires = "output")]
+    pub sign: bool,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Root of the system (its etc/portage, its filesystems) [default: ROOT, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// What `policy --appraise` covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AppraiseScope {
+    /// Programs executed by root (BPRM_CHECK uid=0), the usual Gentoo setup.
+    #[default]
+    RootExec,
+    /// Every program executed, by any user.
+    Exec,
+    /// Every program executed, and every file mapped executable (shared libraries).
+    ExecMmap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

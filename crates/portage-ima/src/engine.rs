@@ -193,22 +193,27 @@ pub fn sign_job(
     dry_run: bool,
     rotate: bool,
 ) -> FileReport {
-    let mut report = match (&job.file, job.config) {
+    let skip = match job.config {
+        Some(mode @ ConfigFiles::Skip) => Some(SkipReason::ConfigProtected(mode)),
+        _ if job.outside_policy => Some(SkipReason::OutsidePolicy),
+        _ => None,
+    };
+    let mut report = match (&job.file, skip) {
         // Left alone whatever the file is: not even opened.
-        (JobFile::Object { path, .. }, Some(mode @ ConfigFiles::Skip)) => {
+        (JobFile::Object { path, .. }, Some(reason)) => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            let reason = SkipReason::ConfigProtected(mode);
             log::debug!(
                 "{}: skipped: {reason}",
                 escape_path(&root.display_path(path))
             );
             FileReport::new(root.display_path(path), Outcome::Skipped(reason))
         }
-        (JobFile::Object { path, expected_md5 }, config) => {
+        (JobFile::Object { path, expected_md5 }, None) => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            sign_object(signer, root, path, expected_md5, config, dry_run)
+            sign_object(signer, root, path, expected_md5, job.config, dry_run)
         }
-        (JobFile::Found(file), config) => {
+        (JobFile::Found(file), _) => {
+            let config = job.config;
             let opts = SignOptions {
                 expect_md5: None,
                 keep_valid: true,

@@ -16,6 +16,7 @@
 //! report. [`cli`] and [`settings`] turn the command line and ima.toml
 //! into settings.
 
+pub mod audit;
 pub mod carried;
 pub mod cli;
 pub mod commands;
@@ -23,7 +24,10 @@ pub mod engine;
 pub mod escape;
 pub mod fs;
 pub mod gentoo;
+pub mod kernel;
+pub mod keylime;
 pub mod plan;
+pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod settings;

@@ -31,6 +31,8 @@ pub struct Job {
     /// Covered by CONFIG_PROTECT: the `config_files` mode that applies
     /// to it (only known for CONTENTS objects and the hook's `${D}`).
     pub config: Option<ConfigFiles>,
+    /// `scope = "policy"` and no appraise rule covers it: left alone.
+    pub outside_policy: bool,
 }
 
 /// Where a job's file is, and what it must contain.
@@ -125,6 +127,7 @@ impl Job {
             size,
             package,
             config: protection.config_of(path),
+            outside_policy: false,
         }
     }
 
@@ -144,6 +147,7 @@ impl Job {
             file: JobFile::Found(file),
             package: None,
             config,
+            outside_policy: false,
         }
     }
 }
@@ -250,6 +254,23 @@ pub fn package_jobs(
         jobs.push(Job::object(&sel.root, path, *md5, Some(index), protection));
     }
     contents.skipped_messages(&pkg.contents_path()).collect()
+}
+
+/// With `scope = "policy"`: marks the CONTENTS jobs whose file no appraise
+/// rule of the policy covers as skipped.
+pub fn limit_to_policy(
+    jobs: &mut [Job],
+    root: &RootDir,
+    coverage: Option<&crate::policy::check::Coverage>,
+) {
+    let Some(coverage) = coverage else { return };
+    for job in jobs.iter_mut() {
+        if let JobFile::Object { path, .. } = &job.file {
+            if !coverage.covers(root.root(), &root.display_path(path)) {
+                job.outside_policy = true;
+            }
+        }
+    }
 }
 
 /// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for the `config_files` setting.

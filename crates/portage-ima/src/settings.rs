@@ -93,6 +93,18 @@ impl ConfigFiles {
     }
 }
 
+/// Which files `sign` and the hook's postinst sign (`scope`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningScope {
+    /// Every file: safe under any policy.
+    #[default]
+    All,
+    /// Only the files the IMA policy's appraise rules can cover (see
+    /// [`crate::policy::check::Coverage`]); everything when no policy can be read.
+    Policy,
+}
+
 /// How a long run shows its progress on stderr (`--progress`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProgressDisplay {
@@ -129,6 +141,7 @@ pub struct FileConfig {
     pub strict: Option<bool>,
     pub config_files: Option<ConfigFiles>,
     pub allow_insecure_key: Option<bool>,
+    pub scope: Option<SigningScope>,
     pub mode: Option<Mode>,
     pub trusted_certs: Option<Vec<PathBuf>>,
 }
@@ -150,6 +163,7 @@ pub struct Settings {
     pub config_files: ConfigFiles,
     /// Sign with a key file others could read or replace (warned, not refused).
     pub allow_insecure_key: bool,
+    pub scope: SigningScope,
     pub mode: Mode,
     /// Certificates whose signatures the client keeps (`mode = "verify"`
     /// or `"sign-missing"`; `verify` checks against them too).
@@ -226,6 +240,7 @@ impl Settings {
             strict: file.strict.unwrap_or(false),
             config_files: file.config_files.unwrap_or_default(),
             allow_insecure_key: file.allow_insecure_key.unwrap_or(false),
+            scope: file.scope.unwrap_or_default(),
             mode: file.mode.unwrap_or_default(),
             trusted_certs: file.trusted_certs.unwrap_or_default(),
             source,

@@ -1243,3 +1243,131 @@ fn keyless_verify_client_names_its_trusted_certificates() {
     let (f, _) = d.expect(CheckId::TrustedCerts, "FAIL");
     assert!(f.contains("/nonexistent/binhost.der"), "{f}");
 }
+
+#[test]
+fn old_readme_policy_is_named_as_the_rule_that_breaks_builds() {
+    let s = Setup::new();
+    // The README's old advice: every execve appraised, by anyone.
+    let old = "appraise func=BPRM_CHECK appraise_type=imasig\n";
+    fs::write(s.path("old.policy"), old).unwrap();
+    let policy = s.path("old.policy");
+    let d = s.doctor(&["--policy", policy.to_str().unwrap()]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, _) = d.expect(CheckId::Policy, "ok");
+    assert!(
+        f.starts_with(&format!("{} (--policy)", policy.display())),
+        "{f}"
+    );
+    let (f, fix) = d.expect(CheckId::PolicyBuilds, "FAIL");
+    assert!(
+        f.contains("line 1 `appraise func=BPRM_CHECK appraise_type=imasig` breaks source builds"),
+        "{f}"
+    );
+    assert!(f.contains("as root (no FEATURES=userpriv)"), "{f}");
+    assert!(fix.unwrap().contains("portage-ima policy"), "{fix:?}");
+    // Builds on the root's filesystem cannot be exempted: the fix says so.
+    assert!(fix.unwrap().contains("cannot be exempted"), "{fix:?}");
+    // The merge renames (same filesystem): merged programs keep their signatures.
+    d.expect(CheckId::PolicyMerges, "ok");
+    d.expect(CheckId::PolicyConfig, "ok");
+
+    // The same policy where the boot loads it, read when the kernel's
+    // policy is not readable (no CONFIG_IMA_READ_POLICY, or no IMA here).
+    fs::create_dir_all(s.root().join("etc/ima")).unwrap();
+    fs::write(s.root().join("etc/ima/ima-policy"), old).unwrap();
+    let d = s.doctor(&[]);
+    let loaded_readable = fs::read_to_string("/sys/kernel/security/ima/policy").is_ok()
+        || fs::read_to_string("/sys/kernel/security/integrity/ima/policy").is_ok();
+    if !loaded_readable {
+        let (f, _) = d.expect(CheckId::Policy, "ok");
+        assert!(
+            f.contains("etc/ima/ima-policy (the policy the boot loads;"),
+            "{f}"
+        );
+        d.expect(CheckId::PolicyBuilds, "FAIL");
+    }
+}
+
+#[test]
+fn policy_without_a_policy_is_skipped_and_a_bad_one_names_its_line() {
+    let s = Setup::new();
+    let d = s.doctor(&[]);
+    if !kernel_has_ima() {
+        d.expect(CheckId::Policy, "skip");
+        d.expect(CheckId::PolicyBuilds, "skip");
+    }
+    fs::write(
+        s.path("bad.policy"),
+        "# fine\nappraise func=BPRM_CHECK uid=0\nappraise func=EXEC_CHECK\n",
+    )
+    .unwrap();
+    let d = s.doctor(&["--policy", s.path("bad.policy").to_str().unwrap()]);
+    let (f, _) = d.expect(CheckId::Policy, "FAIL");
+    assert!(f.contains("line 3: `func=EXEC_CHECK`: unknown func"), "{f}");
+    d.expect(CheckId::PolicyBuilds, "skip");
+    let d = s.doctor(&["--policy", s.path("missing.policy").to_str().unwrap()]);
+    d.expect(CheckId::Policy, "FAIL");
+}
+
+#[test]
+fn generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges() {
+    let Some(shm) = common::tmpfs_dir(
+        "generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges",
+    ) else {
+        return;
+    };
+    let s = Setup::new();
+    s.write_make_conf(&format!(
+        "FEATURES=\"userpriv\"\nPORTAGE_TMPDIR=\"{}\"\n",
+        shm.path().display()
+    ));
+    let generated = s.path("generated.policy");
+    let out = Command::new(bin())
+        .args(["policy", "--appraise", "exec-mmap", "--root"])
+        .arg(s.root())
+        .arg("--output")
+        .arg(&generated)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = s.doctor(&["--policy", generated.to_str().unwrap()]);
+    let (f, _) = d.expect(CheckId::PolicyBuilds, "ok");
+    assert!(f.contains("a tmpfs"), "{f}");
+    // No FEATURES=xattr and a copying merge: the generator warned, so does doctor.
+    let (f, _) = d.expect(CheckId::PolicyMerges, "warn");
+    assert!(f.contains("pkg_postrm"), "{f}");
+    d.expect(CheckId::PolicyConfig, "ok");
+
+    // appraise_tcb's rule: every root-owned file, read or written.
+    fs::write(
+        s.path("tcb.policy"),
+        "appraise fowner=0 appraise_type=imasig\n",
+    )
+    .unwrap();
+    s.write_make_conf(&format!(
+        "FEATURES=\"userpriv xattr\"\nPORTAGE_XATTR_EXCLUDE=\"btrfs.*\"\nPORTAGE_TMPDIR=\"{}\"\n",
+        shm.path().display()
+    ));
+    let tcb = s.path("tcb.policy");
+    // Signed config files (no longer the default) are what the rule locks.
+    s.write_toml("config_files = \"sign\"\n");
+    let d = s.doctor(&["--policy", tcb.to_str().unwrap()]);
+    let (f, fix) = d.expect(CheckId::PolicyConfig, "warn");
+    assert!(
+        f.contains("line 1 `appraise fowner=0 appraise_type=imasig`"),
+        "{f}"
+    );
+    assert!(f.contains("config_files = \"sign\""), "{f}");
+    assert!(fix.unwrap().contains("config_files = \"executable\""));
+    // Built files belong to portage: the tcb rule leaves builds alone.
+    d.expect(CheckId::PolicyBuilds, "ok");
+    d.expect(CheckId::PolicyMerges, "ok");
+    s.write_toml("config_files = \"skip\"\n");
+    let d = s.doctor(&["--policy", tcb.to_str().unwrap()]);
+    d.expect(CheckId::PolicyConfig, "ok");
+}

@@ -33,18 +33,7 @@ struct Root {
 fn setup() -> Root {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let key = common::new_key(d);
-    let cert = common::new_cert(d, &key);
-    let conf = d.join("ima.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "key = \"{}\"\ncert = \"{}\"\n",
-            key.display(),
-            cert.display()
-        ),
-    )
-    .unwrap();
+    let (conf, cert) = common::settings_with_cert(d, "");
 
     let root = d.join("root");
     for dir in ["usr/bin", "dev", "run", "var/db/pkg/app-misc/specials-1"] {

@@ -47,10 +47,10 @@ use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::{PortageEnv, PremergeXattr};
-use crate::plan::{Job, Protection};
+use crate::plan::{self, Job, Protection};
 use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
-use crate::settings::{Mode, Premerge, Settings};
+use crate::settings::{Mode, Premerge, Settings, SigningScope};
 
 mod carried_hook;
 
@@ -249,10 +249,14 @@ fn postinst(
     let root = RootDir::open(&env.root)?;
     let premerged = premerge_list();
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let jobs: Vec<Job> = contents
+    let mut jobs: Vec<Job> = contents
         .objects()
         .map(|(path, md5)| Job::object(&root, path, *md5, None, &protection))
         .collect();
+    if settings.scope == SigningScope::Policy {
+        let coverage = crate::policy::check::Coverage::load(&env.root);
+        plan::limit_to_policy(&mut jobs, &root, coverage.as_ref());
+    }
     let reports: Vec<FileReport> = runner
         .run(
             &jobs,

@@ -9,8 +9,12 @@ use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
 use crate::plan::{self, Selection, Which};
 use crate::report::Status;
 
+pub mod audit;
 pub mod doctor;
+pub mod export;
 pub mod hook;
+pub mod policy;
+pub mod policy_check;
 pub mod sign;
 pub mod verify;
 
@@ -22,6 +26,9 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Verify(args) => verify::run(config, args),
         Command::Hook(args) => hook::run(config, args),
         Command::Doctor(args) => doctor::run(config, args),
+        Command::Audit(args) => audit::run(config, args),
+        Command::Export { what } => export::run(config, what),
+        Command::Policy(args) => policy::run(config, args),
         Command::Generate { what } => generate(what),
     }
 }

@@ -11,9 +11,10 @@ use crate::cli::SignArgs;
 use crate::engine::{self, Runner};
 use crate::fs::walk;
 use crate::plan::{self, Job, Protection};
+use crate::policy::check::Coverage;
 use crate::progress::Progress;
 use crate::report::{FileReport, SignPrinter, Status, Tally};
-use crate::settings::Settings;
+use crate::settings::{Settings, SigningScope};
 
 pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, args.jobs)?;
@@ -99,6 +100,9 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
     }
     let total_files: usize = files_of.iter().sum();
     let signer = settings.signer()?;
+    let coverage = (settings.scope == SigningScope::Policy)
+        .then(|| Coverage::load(&sel.location.root))
+        .flatten();
     let runner = Runner::new(settings.jobs)?;
     runner.cancel_on_signals()?;
     runner.expect(total_files);
@@ -135,7 +139,9 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
             continue;
         }
         // Its problems were noted in the first pass.
+        let first_new = jobs.len();
         plan::package_jobs(&sel, index, &protection, &mut jobs);
+        plan::limit_to_policy(&mut jobs[first_new..], &sel.root, coverage.as_ref());
         let full = jobs.len() / SIGN_BATCH * SIGN_BATCH;
         for batch in jobs[..full].chunks(SIGN_BATCH) {
             sign_batch(batch, &mut printer, &mut per_package);

@@ -9,6 +9,7 @@
 //! - [`atom`]: atoms typed on the command line, resolved against the vdb
 //! - [`contents`]: the `CONTENTS` format
 //! - [`vdb`]: the installed-package database, on top of all of these
+//! - [`owners`]: which package owns a file, from every CONTENTS at once
 //! - [`env`](mod@env): the ebuild environment the hook runs in
 
 /// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
@@ -37,6 +38,7 @@ pub mod env;
 pub mod fnmatch;
 pub mod make_conf;
 pub mod names;
+pub mod owners;
 pub mod portageq;
 pub mod vdb;
 pub mod version;

@@ -11,6 +11,7 @@
 //! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
 //! - [`status`]: exit statuses and the one-line form of an error.
 
+pub mod date;
 mod json;
 pub mod log;
 pub mod sign;

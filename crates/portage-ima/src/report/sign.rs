@@ -55,6 +55,8 @@ pub enum SkipReason {
     /// CONFIG_PROTECT covers it and the `config_files` mode leaves it:
     /// `skip`, or `executable` and it is not executable.
     ConfigProtected(ConfigFiles),
+    /// `scope = "policy"` and no appraise rule of the IMA policy covers it.
+    OutsidePolicy,
 }
 
 impl fmt::Display for SkipReason {
@@ -68,6 +70,9 @@ impl fmt::Display for SkipReason {
                 "config-protected, not executable (config_files = \"{}\")",
                 mode.name()
             ),
+            SkipReason::OutsidePolicy => {
+                f.write_str("no appraise rule of the IMA policy covers it (scope = \"policy\")")
+            }
         }
     }
 }

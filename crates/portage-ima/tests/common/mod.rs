@@ -97,6 +97,21 @@ pub fn settings(dir: &Path, extra: &str) -> PathBuf {
     conf
 }
 
+/// `dir/ima.toml` naming a new key and its certificate (both in `dir`),
+/// with the `extra` settings lines; returns it and the certificate.
+pub fn settings_with_cert(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let key = new_key(dir);
+    let cert = new_cert(dir, &key);
+    let conf = dir.join("ima.toml");
+    let text = format!(
+        "key = \"{}\"\ncert = \"{}\"\n{extra}",
+        key.display(),
+        cert.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    (conf, cert)
+}
+
 /// `portage-ima --config CONF hook` with only Portage's variables `vars`
 /// (and a plain PATH unless `vars` sets one).
 pub fn hook(conf: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> Output {
@@ -143,4 +158,15 @@ pub fn ima_kind(path: &Path) -> &'static str {
             ima_core::ImaXattr::Signature { .. } => "signature",
         },
     }
+}
+
+/// A fresh directory on a tmpfs (/dev/shm, which every Linux has); None,
+/// after saying why, when there is none (a failure under CI).
+pub fn tmpfs_dir(test: &str) -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir_in("/dev/shm").ok();
+    let on_tmpfs = dir.as_ref().is_some_and(|d| {
+        rustix::fs::statfs(d.path())
+            .is_ok_and(|s| s.f_type as u64 == portage_ima::policy::generate::TMPFS_MAGIC)
+    });
+    require(on_tmpfs, "a tmpfs on /dev/shm", test).then(|| dir.unwrap())
 }

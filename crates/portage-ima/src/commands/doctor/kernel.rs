@@ -1,7 +1,7 @@
 //! The kernel: securityfs, IMA, the appraise mode, the hash, the policy.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ima_core::KeyId;
@@ -17,10 +17,63 @@ pub(super) struct Kernel {
     pub(super) ima: bool,
     /// Files are denied when their signature is bad.
     pub(super) enforcing: bool,
+    /// The policy read (see [`read_policy`]), when it parsed.
+    pub(super) policy: Option<LoadedPolicy>,
+}
+
+/// A policy and where it was read.
+#[derive(Debug)]
+pub(super) struct LoadedPolicy {
+    /// The file read.
+    pub(super) path: PathBuf,
+    pub(super) policy: crate::policy::Policy,
+}
+
+/// The policy file the boot loads (systemd and Gentoo's init scripts).
+pub(super) const BOOT_POLICY: &str = "etc/ima/ima-policy";
+
+/// The policy text to check, the file, and why that one: `--policy FILE`,
+/// else the loaded policy (securityfs, readable only with
+/// CONFIG_IMA_READ_POLICY), else the file the boot loads under `root`.
+fn read_policy(
+    explicit: Option<&Path>,
+    ima_dir: Option<&Path>,
+    root: &Path,
+) -> Option<(PathBuf, String, std::io::Result<String>)> {
+    if let Some(path) = explicit {
+        return Some((
+            path.to_path_buf(),
+            "--policy".into(),
+            fs::read_to_string(path),
+        ));
+    }
+    let loaded = ima_dir.map(|d| d.join("policy"));
+    let unreadable = match loaded {
+        Some(path) => match fs::read_to_string(&path) {
+            Ok(text) => return Some((path, "the loaded policy".into(), Ok(text))),
+            Err(e) => format!("{} is not readable ({e})", path.display()),
+        },
+        None => "no IMA securityfs".to_string(),
+    };
+    let boot = root.join(BOOT_POLICY);
+    boot.exists().then(|| {
+        let text = fs::read_to_string(&boot);
+        let why = format!(
+            "the policy the boot loads; {unreadable}: a kernel without \
+             CONFIG_IMA_READ_POLICY keeps it write-only"
+        );
+        (boot, why, text)
+    })
 }
 
 /// securityfs, IMA, appraise mode, the hash, the keyring, the policy.
-pub(super) fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<KeyId>) -> Kernel {
+pub(super) fn check_kernel(
+    r: &mut Report,
+    s: Option<&Settings>,
+    keyid: Option<KeyId>,
+    policy_file: Option<&Path>,
+    root: &Path,
+) -> Kernel {
     let mut k = Kernel::default();
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
     let securityfs = securityfs_mount(&mounts);
@@ -78,14 +131,32 @@ pub(super) fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<K
         },
     }
 
-    let policy = ima_dir
-        .as_ref()
-        .map(|d| fs::read_to_string(d.join("policy")));
-    let (policy, policy_error) = match policy {
-        Some(Ok(text)) => (Some(Policy::parse(&text)), None),
-        Some(Err(e)) => (None, Some(e)),
-        None => (None, None),
+    let read = read_policy(policy_file, ima_dir.as_deref(), root);
+    let read = read.map(|(path, why, text)| {
+        let source = format!("{} ({why})", path.display());
+        (path, source, text)
+    });
+    let (policy, policy_error, source) = match read {
+        Some((path, source, Ok(text))) => {
+            match crate::policy::parse_policy(&text) {
+                Ok(parsed) => {
+                    k.policy = Some(LoadedPolicy {
+                        path,
+                        policy: parsed,
+                    })
+                }
+                Err(e) => r.fail(
+                    CheckId::Policy,
+                    format!("{source}: {e}: the kernel refuses the whole policy"),
+                    "correct that line (`portage-ima policy` writes a policy fitted to this machine)",
+                ),
+            }
+            (Some(Policy::parse(&text)), None, Some(source))
+        }
+        Some((_, source, Err(e))) => (None, Some(e), Some(source)),
+        None => (None, None, None),
     };
+    let policy_failed = r.checks.iter().any(|c| c.check == CheckId::Policy);
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     check_appraise(r, &mut k, &cmdline, policy.as_ref());
 
@@ -96,29 +167,40 @@ pub(super) fn check_kernel(r: &mut Report, s: Option<&Settings>, keyid: Option<K
 
     check_keyring(r, &k, keyid);
 
-    match (&ima_dir, policy) {
-        (None, _) => r.skip(CheckId::Policy, "no IMA in this kernel to have a policy"),
-        (Some(dir), None) => r.skip(
+    match (&ima_dir, policy, source) {
+        _ if policy_failed => {}
+        (_, None, Some(source)) => r.fail(
             CheckId::Policy,
             format!(
-                "{}: {} (a kernel without CONFIG_IMA_READ_POLICY keeps it write-only)",
-                dir.join("policy").display(),
+                "{source}: {}",
                 policy_error.map_or_else(|| "not readable".to_string(), |e| e.to_string())
             ),
+            "give a readable policy file with --policy",
         ),
-        (Some(_), Some(p)) => {
+        (None, None, _) => r.skip(CheckId::Policy, "no IMA in this kernel to have a policy"),
+        (Some(dir), None, _) => r.skip(
+            CheckId::Policy,
+            format!(
+                "{}: not readable (a kernel without CONFIG_IMA_READ_POLICY keeps it \
+                 write-only), and no {} to read instead; give the policy with --policy",
+                dir.join("policy").display(),
+                root.join(BOOT_POLICY).display(),
+            ),
+        ),
+        (_, Some(p), source) => {
+            let source = source.unwrap_or_default();
             if p.imasig > 0 {
-                r.ok(CheckId::Policy, p.describe());
+                r.ok(CheckId::Policy, format!("{source}: {}", p.describe()));
             } else if p.appraise > 0 {
                 r.warn(
                     CheckId::Policy,
-                    p.describe(),
+                    format!("{source}: {}", p.describe()),
                     "add appraise_type=imasig to the appraise rules so unsigned files are refused, not merely checked against a digest",
                 );
             } else {
                 r.warn(
                     CheckId::Policy,
-                    p.describe(),
+                    format!("{source}: {}", p.describe()),
                     "load a policy with appraise rules (e.g. appraise func=BPRM_CHECK appraise_type=imasig) or boot with ima_policy=appraise_tcb",
                 );
             }

@@ -115,6 +115,39 @@ fn request_keyring(name: &str) -> io::Result<i32> {
     }
 }
 
+/// The keyring IMA checks signatures with: the kernel's own `.ima` when
+/// it was built with CONFIG_INTEGRITY_TRUSTED_KEYRING, else the `_ima`
+/// keyring request_key() finds from the process (session, then user
+/// keyring). Other sessions' `_ima` keyrings in /proc/keys do not count.
+fn ima_keyrings(keys: &[ProcKey]) -> Vec<(&'static str, i32)> {
+    let mut rings: Vec<(&'static str, i32)> = keys
+        .iter()
+        .filter(|p| p.keyring_name() == Some(".ima"))
+        .map(|p| (".ima", p.serial))
+        .collect();
+    if rings.is_empty() {
+        if let Ok(serial) = request_keyring("_ima") {
+            rings.push(("_ima", serial));
+        }
+    }
+    rings
+}
+
+/// The ids of the keys on the keyring IMA checks signatures with, and its
+/// name (`.ima` or `_ima`); `None` when there is none or it cannot be read
+/// (not root, no CONFIG_KEYS).
+pub fn ima_keyring_key_ids() -> Option<(&'static str, Vec<KeyId>)> {
+    let keys = parse_proc_keys(&fs::read_to_string("/proc/keys").ok()?);
+    let (name, serial) = *ima_keyrings(&keys).first()?;
+    let members = keyring_members(serial).ok()?;
+    let ids = keys
+        .iter()
+        .filter(|p| members.contains(&p.serial))
+        .filter_map(ProcKey::asymmetric_id)
+        .collect();
+    Some((name, ids))
+}
+
 /// Whether the key id is on the `.ima` (trusted) or `_ima` (userspace) keyring.
 pub(super) fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
     let text = match fs::read_to_string("/proc/keys") {
@@ -128,20 +161,7 @@ pub(super) fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
         }
     };
     let keys = parse_proc_keys(&text);
-    // The keyring IMA checks signatures with: the kernel's own `.ima` when
-    // it was built with CONFIG_INTEGRITY_TRUSTED_KEYRING, else the `_ima`
-    // keyring request_key() finds from the process (session, then user
-    // keyring). Other sessions' `_ima` keyrings in /proc/keys do not count.
-    let mut rings: Vec<(&str, i32)> = keys
-        .iter()
-        .filter(|p| p.keyring_name() == Some(".ima"))
-        .map(|p| (".ima", p.serial))
-        .collect();
-    if rings.is_empty() {
-        if let Ok(serial) = request_keyring("_ima") {
-            rings.push(("_ima", serial));
-        }
-    }
+    let rings = ima_keyrings(&keys);
     let Some(keyid) = keyid else {
         r.skip(
             CheckId::Keyring,

@@ -325,21 +325,7 @@ pub(super) fn check_cert(
 
 /// `2026-11-28 UTC` for a time; the day is enough for an expiry date.
 fn httpdate_like(t: SystemTime) -> String {
-    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    };
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} UTC")
+    crate::report::date::UtcTime::of(t).date()
 }
 
 /// The key id signatures will carry, and whether the certificate agrees.

@@ -23,14 +23,20 @@
 //! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
 //!   hook's own rules (`gentoo::env::renames_between`, `XattrCopy`) and
 //!   the crate's one make.conf reader (`gentoo::make_conf`);
+//! - `policy.rs`: the IMA policy (read by `kernel.rs`: `--policy`, the
+//!   loaded one, or /etc/ima/ima-policy) against builds, merges and config
+//!   files, by `crate::policy::review`;
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod binpkg;
 mod kernel;
-mod keyring;
+pub(crate) mod keyring;
 mod keys;
+mod policy;
 mod portage;
 mod self_check;
+
+pub(crate) use portage::{portage_vars, PortageVars};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -105,6 +111,12 @@ check_ids! {
     Premerge,
     /// What binary packages carry of the signatures.
     Binpkg,
+    /// No rule of the IMA policy blocks source builds.
+    PolicyBuilds,
+    /// Merged programs are signed before a rule appraises them.
+    PolicyMerges,
+    /// Signed config files stay writable under the policy.
+    PolicyConfig,
     /// The signer's own binary and libraries verify.
     #[serde(rename = "self")]
     Signer,
@@ -303,8 +315,15 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
             .filter(|_| keyless.is_some())
     });
     let keyid = keyid.or_else(|| trusted.first().copied().filter(|_| keyless.is_some()));
-    let kernel = kernel::check_kernel(&mut r, settings.as_ref(), keyid);
-    portage::check_portage(&mut r, settings.as_ref(), root);
+    let kernel = kernel::check_kernel(
+        &mut r,
+        settings.as_ref(),
+        keyid,
+        args.policy.as_deref(),
+        root,
+    );
+    let vars = portage::check_portage(&mut r, settings.as_ref(), root);
+    policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
     self_check::check_self(
         &mut r,
         settings.as_ref(),

@@ -22,7 +22,8 @@ const SNIPPET_NAME: &str = "portage-ima.bashrc";
 const DEFAULT_TMPDIR: &str = "/var/tmp";
 
 /// Portage's side: the bashrc hook, the xattr settings, PORTAGE_TMPDIR.
-pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
+/// Returns Portage's variables for the checks that follow.
+pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -> PortageVars {
     let bashrc = root.join("etc/portage/bashrc");
     match fs::read_to_string(&bashrc) {
         Ok(text) => match sourced_snippet(&text) {
@@ -52,20 +53,12 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
     }
 
     let vars = portage_vars(root);
-    let patterns: Vec<String> = vars
-        .xattr_exclude
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let patterns = vars.xattr_exclude_patterns();
     // The hook's rule for a copying merge.
     let copy = XattrCopy::of(&vars.features, &patterns);
     let xattr_kept = copy.keeps_ima();
 
-    // Portage builds in ${PORTAGE_TMPDIR}/portage, which is often a tmpfs
-    // of its own (the Gentoo handbook suggests one): stat that when it exists.
-    let base = PathBuf::from(&vars.tmpdir);
-    let build = base.join("portage");
-    let tmpdir = if build.is_dir() { build } else { base };
+    let tmpdir = vars.build_dir();
     let shown = format!("{} (PORTAGE_TMPDIR={})", tmpdir.display(), vars.tmpdir);
     // The hook's own rule (by mount, not by device: a bind mount of ROOT's
     // filesystem has its st_dev, yet rename() across it fails with EXDEV).
@@ -171,6 +164,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) {
         ),
     }
     super::binpkg::check_binpkg(r, s, &vars.features, &copy);
+    vars
 }
 
 /// The `PORTAGE_XATTR_EXCLUDE` line to paste into make.conf: the list the
@@ -213,16 +207,38 @@ fn sourced_snippet(text: &str) -> Option<String> {
 
 /// FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR, and where they came from.
 #[derive(Debug)]
-struct PortageVars {
-    features: Features,
-    xattr_exclude: String,
-    tmpdir: String,
-    source: String,
+pub(crate) struct PortageVars {
+    pub(crate) features: Features,
+    pub(crate) xattr_exclude: String,
+    pub(crate) tmpdir: String,
+    pub(crate) source: String,
+}
+
+impl PortageVars {
+    /// PORTAGE_XATTR_EXCLUDE's patterns.
+    pub(crate) fn xattr_exclude_patterns(&self) -> Vec<String> {
+        self.xattr_exclude
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Where builds happen: `${PORTAGE_TMPDIR}/portage` when it exists (often
+    /// a tmpfs of its own, as the Gentoo handbook suggests), else PORTAGE_TMPDIR.
+    pub(crate) fn build_dir(&self) -> PathBuf {
+        let base = PathBuf::from(&self.tmpdir);
+        let build = base.join("portage");
+        if build.is_dir() {
+            build
+        } else {
+            base
+        }
+    }
 }
 
 /// Asks portageq when it exists (what Portage itself will use), else reads
 /// make.globals and make.conf roughly.
-fn portage_vars(root: &Path) -> PortageVars {
+pub(crate) fn portage_vars(root: &Path) -> PortageVars {
     // Never through PATH inside an ebuild phase (see portageq_command).
     if let Some(mut cmd) = crate::gentoo::portageq::portageq_command() {
         cmd.args([

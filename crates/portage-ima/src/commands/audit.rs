@@ -1,0 +1,293 @@
+//! `portage-ima audit`: the files the kernel refused (or measured), each
+//! with its owning package and what it is now (see [`crate::audit`]).
+//!
+//! Where the records come from: `--log FILE` (any number; `-` is stdin),
+//! else the running kernel's log, `/dev/kmsg`, and `/var/log/audit/audit.log`
+//! when it exists (with auditd running, the kernel hands its audit records
+//! to auditd and no longer prints them). The IMA keyring is read only when
+//! the running system's own log is audited (no `--log`, no `--root`):
+//! a log from another machine is judged by the certificates alone.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::audit::{self, Class, Finding, KernelKeys, Sightings};
+use crate::cli::AuditArgs;
+use crate::escape::{escape_path, escape_text};
+use crate::fs::rootfs::RootDir;
+use crate::gentoo::owners::OwnerIndex;
+use crate::gentoo::vdb::Vdb;
+use crate::kernel::{audit_record, measurements, BadLine};
+use crate::plan::Location;
+use crate::report::Status;
+use crate::settings::Settings;
+
+/// How many unreadable lines are shown as warnings.
+const SHOWN_PROBLEMS: usize = 10;
+const KMSG: &str = "/dev/kmsg";
+const AUDIT_LOG: &str = "/var/log/audit/audit.log";
+
+/// A line of an input that could not be read, with the input's name.
+#[derive(Debug, Serialize)]
+struct InputProblem {
+    source: String,
+    #[serde(flatten)]
+    bad: BadLine,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    files: &'a [Finding],
+    counts: BTreeMap<&'static str, usize>,
+    unreadable_lines: &'a [InputProblem],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyring: Option<&'a str>,
+}
+
+pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
+    let settings = Settings::load(config, &args.key, None)?;
+    let certs = super::verify::key_set(&settings, &[])?;
+    let mut sightings = Sightings::default();
+    let mut problems = Vec::new();
+    for (source, data) in read_logs(&args.log)? {
+        let log = audit_record::parse(&data);
+        problems.extend(log.bad.iter().map(|bad| InputProblem {
+            source: source.clone(),
+            bad: bad.clone(),
+        }));
+        sightings.add_log(&log);
+    }
+    if let Some(file) = &args.measurements {
+        let data = read_input(file)?;
+        let list = measurements::parse(&data);
+        problems.extend(list.bad.iter().map(|bad| InputProblem {
+            source: file.display().to_string(),
+            bad: bad.clone(),
+        }));
+        sightings.add_measurements(&list);
+    }
+    for p in problems.iter().take(SHOWN_PROBLEMS) {
+        log::warn!(
+            "{} line {}: {}; line passed over",
+            escape_text(&p.source),
+            p.bad.line,
+            escape_text(&p.bad.reason)
+        );
+    }
+    if problems.len() > SHOWN_PROBLEMS {
+        log::warn!(
+            "{} more lines passed over (--json lists them all)",
+            problems.len() - SHOWN_PROBLEMS
+        );
+    }
+
+    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let vdb = Vdb::open(&location.eroot)?;
+    let packages = vdb
+        .packages()
+        .with_context(|| format!("cannot list {}", vdb.path().display()))?;
+    let index = OwnerIndex::build(packages, &location.root);
+    for problem in index.problems() {
+        log::warn!("{}", escape_text(problem));
+    }
+    let root = RootDir::open(&location.root)?;
+    let keyring = (args.log.is_empty() && args.root.is_none())
+        .then(crate::commands::doctor::keyring::ima_keyring_key_ids)
+        .flatten();
+    let keys = KernelKeys {
+        certs: &certs,
+        keyring: keyring.as_ref().map(|(name, ids)| (*name, ids.as_slice())),
+    };
+    let mut findings = audit::classify(&sightings, &index, &root, &keys);
+    if args.fix {
+        let signer = settings.signer()?;
+        audit::fix(&mut findings, &signer, &root);
+    }
+    // By package, the files no package owns last; within one, by class.
+    findings.sort_by(|a, b| {
+        let key = |f: &Finding| {
+            (
+                f.package.is_none(),
+                f.package.clone(),
+                f.class,
+                f.path.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+
+    let counts = audit::counts(&findings);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        let report = JsonReport {
+            files: &findings,
+            counts: counts.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
+            unreadable_lines: &problems,
+            keyring: keyring.as_ref().map(|(name, _)| *name),
+        };
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write_text(&mut out, &findings, &counts, args.fix)?;
+    }
+    out.flush()?;
+    let attention = findings.iter().any(|f| f.class != Class::Valid);
+    Ok(if attention {
+        Status::SomeFailed
+    } else {
+        Status::Success
+    })
+}
+
+/// The text report: the files grouped by package, then a summary line.
+fn write_text(
+    out: &mut impl Write,
+    findings: &[Finding],
+    counts: &BTreeMap<Class, usize>,
+    fixed: bool,
+) -> std::io::Result<()> {
+    let mut current: Option<Option<&str>> = None;
+    for f in findings {
+        if current != Some(f.package.as_deref()) {
+            current = Some(f.package.as_deref());
+            match &f.package {
+                Some(p) => writeln!(out, "{p}:")?,
+                None => writeln!(out, "not owned by any package:")?,
+            }
+        }
+        let seen = match (f.denials, f.measured) {
+            (0, m) => format!("measured {m}x"),
+            (d, 0) => format!("denied {d}x"),
+            (d, m) => format!("denied {d}x, measured {m}x"),
+        };
+        let why = if f.causes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({}{})",
+                f.causes.join(", "),
+                if f.comms.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", f.comms.join(", "))
+                }
+            )
+        };
+        writeln!(
+            out,
+            "  {:<17} {}: {seen}{why}: {}",
+            f.class.as_str(),
+            escape_path(&f.path),
+            escape_text(&f.detail)
+        )?;
+        if let Some(fixed) = &f.fixed {
+            writeln!(out, "    --fix: {}", escape_text(fixed))?;
+        }
+    }
+    let pristine: Vec<&str> = {
+        let mut p: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.class == Class::UnsignedPristine)
+            .filter_map(|f| f.package.as_deref())
+            .collect();
+        p.dedup();
+        p
+    };
+    if !pristine.is_empty() && !fixed {
+        writeln!(
+            out,
+            "to sign the unsigned-pristine files: portage-ima audit --fix (with the same \
+             options), or portage-ima sign {}",
+            pristine
+                .iter()
+                .map(|p| format!("={p}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )?;
+    }
+    let total: usize = counts.values().sum();
+    let parts: Vec<String> = Class::ALL
+        .iter()
+        .filter_map(|c| counts.get(c).map(|n| format!("{n} {}", c.as_str())))
+        .collect();
+    if total == 0 {
+        writeln!(out, "portage-ima: no file denied or measured in the log")
+    } else {
+        writeln!(out, "portage-ima: {total} files: {}", parts.join(", "))
+    }
+}
+
+/// The logs to read, each with the name it is reported under.
+fn read_logs(logs: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
+    if !logs.is_empty() {
+        return logs
+            .iter()
+            .map(|p| Ok((p.display().to_string(), read_input(p)?)))
+            .collect();
+    }
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    match read_kmsg() {
+        Ok(data) => found.push((KMSG.to_string(), data)),
+        Err(e) => errors.push(format!("{KMSG}: {e}")),
+    }
+    match std::fs::read(AUDIT_LOG) {
+        Ok(data) => found.push((AUDIT_LOG.to_string(), data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => errors.push(format!("{AUDIT_LOG}: {e}")),
+    }
+    if found.is_empty() {
+        bail!(
+            "cannot read the kernel's log ({}): run as root, or give --log FILE \
+             (dmesg output, /var/log/audit/audit.log, or - for stdin)",
+            errors.join("; ")
+        );
+    }
+    Ok(found)
+}
+
+/// A file given on the command line, `-` being stdin.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("cannot read stdin")?;
+    } else {
+        data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(data)
+}
+
+/// The records in the kernel's ring buffer, one line each, without waiting
+/// for new ones: `/dev/kmsg` gives one record per read, `EAGAIN` at the
+/// end, and `EPIPE` when records were overwritten while reading.
+fn read_kmsg() -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(KMSG)?;
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                data.extend_from_slice(&buf[..n]);
+                if !data.ends_with(b"\n") {
+                    data.push(b'\n');
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(data)
+}

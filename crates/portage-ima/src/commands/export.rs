@@ -1,0 +1,117 @@
+//! `portage-ima export keylime`: a Keylime runtime policy from the vdb
+//! (see [`crate::keylime`]).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{ExportWhat, KeyArgs, KeylimeArgs};
+use crate::escape::escape_text;
+use crate::fs::rootfs::RootDir;
+use crate::gentoo::owners::OwnerIndex;
+use crate::gentoo::vdb::Vdb;
+use crate::keylime;
+use crate::plan::Location;
+use crate::report::{self, Status};
+use crate::settings::Settings;
+
+pub fn run(config: Option<&Path>, what: &ExportWhat) -> Result<Status> {
+    match what {
+        ExportWhat::Keylime(args) => keylime_policy(config, args),
+    }
+}
+
+fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
+    let key_args = KeyArgs {
+        hash: args.hash.clone(),
+        ..Default::default()
+    };
+    let settings = Settings::load(config, &key_args, args.jobs)?;
+    let cert_paths = if args.cert.is_empty() {
+        settings.cert().into_iter().collect()
+    } else {
+        args.cert.clone()
+    };
+    let certs = cert_paths
+        .iter()
+        .map(|p| ima_core::Certificate::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if certs.is_empty() {
+        log::warn!(
+            "no certificate (give --cert FILE or set `cert` in ima.toml): the policy's \
+             verification-keys is empty, so Keylime cannot check ima-sig signatures"
+        );
+    }
+    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let vdb = Vdb::open(&location.eroot)?;
+    let packages = vdb
+        .packages()
+        .with_context(|| format!("cannot list {}", vdb.path().display()))?;
+    let npackages = packages.len();
+    let index = OwnerIndex::build(packages, &location.root);
+    for problem in index.problems() {
+        log::warn!("{}", escape_text(problem));
+    }
+    let root = RootDir::open(&location.root)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.jobs.max(1))
+        .build()
+        .context("cannot start the worker threads")?;
+    let export = pool.install(|| {
+        keylime::export(
+            &index,
+            &root,
+            settings.backend,
+            settings.hash,
+            &certs,
+            args.exclude.clone(),
+        )
+    });
+    let mut json = serde_json::to_vec_pretty(&export.policy)?;
+    json.push(b'\n');
+    match &args.output {
+        Some(path) => write_atomically(path, &json)?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&json)?;
+            out.flush()?;
+        }
+    }
+    for l in &export.left_out {
+        report::print_problem(&format!(
+            "left out: {} ({}): {}",
+            escape_text(&l.path),
+            l.package,
+            escape_text(&l.reason)
+        ));
+    }
+    report::print_problem(&format!(
+        "keylime policy: {} paths of {} files in {npackages} packages ({}), {} files left out",
+        export.policy.digests.len(),
+        export.files,
+        settings.hash.name(),
+        export.left_out.len()
+    ));
+    Ok(Status::Success)
+}
+
+/// Writes `data` to a new file beside `path`, then renames it over `path`:
+/// a reader never sees half a policy.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    // A policy is no secret: readable like any file (the temporary file is 0600).
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    tmp.write_all(data)
+        .and_then(|()| tmp.as_file().set_permissions(readable))
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `portage-ima policy`: an IMA policy fitted to this machine's Portage
+//! setup (see [`crate::policy::generate`] for what it decides and why),
+//! printed or written atomically to a file, optionally signed.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ima_core::SignOptions;
+
+use crate::cli::{AppraiseScope, PolicyArgs};
+use crate::policy::{self, Request, Scope};
+use crate::report::Status;
+use crate::settings::Settings;
+
+pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
+    if args.check {
+        return super::policy_check::run(config, args);
+    }
+    let root = args
+        .root
+        .clone()
+        .or_else(|| {
+            std::env::var_os("ROOT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("/"));
+    if !root.is_dir() {
+        bail!(
+            "{}: not a directory; give the root of the system the policy is for with --root",
+            root.display()
+        );
+    }
+    let setup = policy::setup::discover(&root)?;
+    let request = Request {
+        scope: match args.appraise {
+            AppraiseScope::RootExec => Scope::RootExec,
+            AppraiseScope::Exec => Scope::Exec,
+            AppraiseScope::ExecMmap => Scope::ExecMmap,
+        },
+        measure: args.measure,
+        require_signed_policy: args.require_signed_policy,
+    };
+    let generated = policy::generate(&setup, &request)?;
+    for warning in &generated.warnings {
+        log::warn!("{warning}");
+    }
+    let text = generated.policy.to_string();
+    match &args.output {
+        None => print!("{text}"),
+        Some(path) => {
+            // Load the signer first: a key problem leaves the old file alone.
+            let signer = if args.sign {
+                Some(Settings::load(config, &args.key, None)?.signer()?)
+            } else {
+                None
+            };
+            write_atomically(path, text.as_bytes(), signer.as_ref())?;
+            log::info!(
+                "wrote {}{}",
+                path.display(),
+                if args.sign { ", signed" } else { "" }
+            );
+        }
+    }
+    Ok(Status::Success)
+}
+
+/// Writes `content` to a new file beside `path`, signs it through the same
+/// descriptor when asked, and renames it over `path`: a reader (the boot)
+/// sees the old file or the new one, signature included, never a part.
+pub fn write_atomically(
+    path: &Path,
+    content: &[u8],
+    signer: Option<&ima_core::ImaSigner>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(content)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("cannot set the mode of {}", tmp.path().display()))?;
+    if let Some(signer) = signer {
+        let opts = SignOptions {
+            expect_md5: None,
+            keep_valid: false,
+            dry_run: false,
+        };
+        signer.sign_file(tmp.as_file(), &opts).with_context(|| {
+            format!(
+                "cannot sign {} (security.ima needs root and a filesystem with xattrs); \
+                 {} was left as it was",
+                tmp.path().display(),
+                path.display()
+            )
+        })?;
+    }
+    tmp.persist(path)
+        .with_context(|| format!("cannot rename the new policy to {}", path.display()))?;
+    Ok(())
+}

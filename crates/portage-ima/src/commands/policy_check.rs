@@ -1,0 +1,112 @@
+//! `portage-ima policy --check [POLICY]`: what the kernel would refuse
+//! after the next boot with `ima_appraise=enforce` (see
+//! [`crate::policy::check`]).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::cli::PolicyArgs;
+use crate::escape::{escape_path, escape_text};
+use crate::gentoo::owners::OwnerIndex;
+use crate::gentoo::vdb::Vdb;
+use crate::plan::Location;
+use crate::policy::{check, parse_policy};
+use crate::report::Status;
+use crate::settings::Settings;
+
+pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
+    let settings = Settings::load(config, &args.key, None)?;
+    let keys = super::verify::key_set(&settings, &[])?;
+    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let (source, text) = check::read_policy(args.policy_file.as_deref(), &location.root)
+        .context("give the policy file: portage-ima policy --check FILE")?;
+    let policy =
+        parse_policy(&text).with_context(|| format!("{source}: the kernel would refuse it"))?;
+    let started = std::time::Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.jobs.max(1))
+        .build()
+        .context("cannot start the worker threads")?;
+    let report = pool.install(|| check::check(&policy, &location.root, &keys));
+    let owners = Vdb::open(&location.eroot)
+        .and_then(|vdb| vdb.packages())
+        .map(|packages| OwnerIndex::build(packages, &location.root))
+        .ok();
+    let owner = |path: &Path| {
+        let index = owners.as_ref()?;
+        let (_, owned) = index.owner_of(path)?;
+        Some(index.packages()[owned.package].cpv().to_string())
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            policy: &'a str,
+            safe: bool,
+            #[serde(flatten)]
+            report: &'a check::CheckReport,
+            packages: Vec<Option<String>>,
+        }
+        let packages = report.denied.iter().map(|d| owner(&d.path)).collect();
+        serde_json::to_writer(
+            &mut out,
+            &Json {
+                policy: &source,
+                safe: report.safe(),
+                report: &report,
+                packages,
+            },
+        )?;
+        writeln!(out)?;
+    } else {
+        for d in &report.denied {
+            writeln!(
+                out,
+                "{} {}: {}{} (line {}: {}){}{}",
+                if d.certain {
+                    "denied"
+                } else {
+                    "possibly-denied"
+                },
+                escape_path(&d.path),
+                d.status,
+                d.detail
+                    .as_deref()
+                    .map(|t| format!(": {}", escape_text(t)))
+                    .unwrap_or_default(),
+                d.line,
+                d.rule,
+                format_args!(", {}", d.access),
+                owner(&d.path)
+                    .map(|p| format!(", from {p}"))
+                    .unwrap_or_default(),
+            )?;
+        }
+        for u in &report.unreadable {
+            log::warn!("not checked: {}", escape_text(u));
+        }
+        writeln!(
+            out,
+            "portage-ima: {source}: {} files, {} covered by appraise rules, {} would be refused \
+             ({:.1} s): {}",
+            report.files,
+            report.covered,
+            report.denied.len(),
+            started.elapsed().as_secs_f64(),
+            if report.safe() {
+                "safe to boot with ima_appraise=enforce"
+            } else {
+                "NOT safe to boot with ima_appraise=enforce: sign them (portage-ima sign), \
+                 or exempt them in the policy"
+            }
+        )?;
+    }
+    out.flush()?;
+    Ok(if report.safe() {
+        Status::Success
+    } else {
+        Status::SomeFailed
+    })
+}

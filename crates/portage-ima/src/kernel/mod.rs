@@ -1,0 +1,37 @@
+//! What the running kernel's IMA says about files: its appraisal audit
+//! records ([`audit_record`]) and its measurement list ([`measurements`]),
+//! parsed from the text the kernel and auditd write. Both parsers take
+//! hostile input: a line they do not understand is reported with its
+//! number and the rest is still read; they never panic.
+
+pub mod audit_record;
+pub mod measurements;
+
+use std::fmt;
+
+/// A line of input that could not be understood, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BadLine {
+    /// 1-based line number in its input.
+    pub line: usize,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for BadLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Splits `data` into lines at LF, numbered from 1. A CR before the LF is
+/// dropped: a VM's console captured over a serial line ends its lines with
+/// CR LF (the kernel's own files never hold a CR at a line's end, short of
+/// a file name ending in one).
+pub(crate) fn numbered_lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(move |_| !data.is_empty())
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+}

@@ -1,0 +1,457 @@
+//! `policy --check`: which files of a root filesystem a policy's appraise
+//! rules cover, and which of those lack a signature the certificates
+//! verify: what the kernel would refuse after the next boot with
+//! `ima_appraise=enforce`.
+//!
+//! Each regular file is offered to the policy ([`super::eval::appraisal`])
+//! for the accesses the kernel would appraise it on:
+//!
+//! - `FILE_CHECK` (`mask=MAY_READ`): any file opened for reading;
+//! - `BPRM_CHECK` (`MAY_EXEC`): a file with an execute bit (a program or a
+//!   script run directly);
+//! - `MMAP_CHECK` and `MMAP_CHECK_REQPROT` (`MAY_EXEC`): an ELF file, since
+//!   both shared objects and the programs themselves are mapped executable
+//!   (the ELF loader maps a program through `vm_mmap`, which asks the hook);
+//! - `MODULE_CHECK`: `*.ko` (also compressed) under `lib/modules`;
+//! - `FIRMWARE_CHECK`: files under `lib/firmware`.
+//!
+//! The process's ids are not a property of the file: each access is asked
+//! for root (uid 0) and for an ordinary user (uid and gid 1000); the file's
+//! owner and group (`fowner`, `fgroup`) and its filesystem's magic and uuid
+//! are the file's own. The first rule that decides wins, `dont_appraise`
+//! included. A rule with an LSM condition possibly matches: a file it would
+//! cover is reported as possibly denied.
+//!
+//! A covered file passes when its `security.ima` is a signature one of the
+//! certificates verifies, or, for a rule without `appraise_type=`, a digest
+//! that matches its content. `/proc`, `/sys`, `/dev` and pseudo filesystems
+//! are not walked; symlinks are not followed; other mounts below the root
+//! are (the kernel appraises files wherever they are).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ima_core::{KeySet, VerifyStatus};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::eval::{appraisal, Appraisal, FileAccess, FileSystem};
+use super::rule::{Access, Func, Policy};
+use super::setup::FsInfo;
+
+/// A covered file that would be refused.
+#[derive(Clone, Debug, Serialize)]
+pub struct Denied {
+    /// Inside the root (`/usr/bin/foo`).
+    #[serde(serialize_with = "path_as_text")]
+    pub path: PathBuf,
+    /// The access and who makes it: `BPRM_CHECK by uid 0`.
+    pub access: String,
+    /// The 1-based line of the appraise rule, and the rule.
+    pub line: usize,
+    pub rule: String,
+    /// False when the rule only possibly matches (an LSM condition).
+    pub certain: bool,
+    /// `unsigned`, `bad-signature`, `unknown-key`, ...
+    pub status: &'static str,
+    pub detail: Option<String>,
+}
+
+/// What the check found.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Regular files looked at.
+    pub files: usize,
+    /// Files an appraise rule covers (certainly or possibly).
+    pub covered: usize,
+    pub denied: Vec<Denied>,
+    /// Directories that could not be read, with the reason.
+    pub unreadable: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether booting with `ima_appraise=enforce` refuses nothing found here.
+    pub fn safe(&self) -> bool {
+        self.denied.is_empty()
+    }
+}
+
+/// A subject of the accesses: (uid, gid).
+const SUBJECTS: [(u32, u32); 2] = [(0, 0), (1000, 1000)];
+
+/// Filesystems that hold no files to appraise (statfs magic).
+const PSEUDO_FS: &[u64] = &[
+    0x9fa0,      // proc
+    0x6265_6572, // sysfs
+    0x1cd1,      // devpts
+    0x7363_6673, // securityfs
+    0x6462_6720, // debugfs
+    0x7472_6163, // tracefs
+    0x2768_3e20, // cgroup
+    0x6367_7270, // cgroup2
+    0xcafe_4a11, // bpf
+    0x6165_676c, // pstore
+    0xde5e_81e4, // efivarfs
+    0x1980_0202, // mqueue
+    0x9584_58f6, // hugetlbfs
+    0x6265_6570, // configfs
+    0x4249_4e4d, // binfmt_misc
+    0x0187,      // autofs
+];
+
+/// Checks every regular file under `root` against `policy` (see the module docs).
+pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
+    let mut report = CheckReport::default();
+    let mut files = Vec::new();
+    let mut filesystems: HashMap<u64, Option<FileSystem>> = HashMap::new();
+    if let Ok(meta) = fs::metadata(root) {
+        filesystems.insert(meta.dev(), FsInfo::of(root).ok().map(|f| f.file_system()));
+    }
+    walk(
+        root,
+        root,
+        &mut files,
+        &mut filesystems,
+        &mut report.unreadable,
+    );
+    report.files = files.len();
+    let results: Vec<(bool, Option<Denied>)> = files
+        .par_iter()
+        .map(|f| check_file(policy, root, f, keys))
+        .collect();
+    for (covered, denied) in results {
+        report.covered += usize::from(covered);
+        report.denied.extend(denied);
+    }
+    report.denied.sort_by(|a, b| a.path.cmp(&b.path));
+    report
+}
+
+/// A regular file found by the walk.
+struct Found {
+    path: PathBuf,
+    meta: fs::Metadata,
+    fs: FileSystem,
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<Found>,
+    filesystems: &mut HashMap<u64, Option<FileSystem>>,
+    unreadable: &mut Vec<String>,
+) {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            unreadable.push(format!("{}: {e}", dir.display()));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let inside = inside_root(root, &path);
+            if ["/proc", "/sys", "/dev"]
+                .iter()
+                .any(|p| inside == Path::new(p))
+            {
+                continue;
+            }
+            let fs = filesystems
+                .entry(meta.dev())
+                .or_insert_with(|| FsInfo::of(&path).ok().map(|f| f.file_system()));
+            if fs.as_ref().is_none_or(|f| PSEUDO_FS.contains(&f.magic)) {
+                continue;
+            }
+            walk(root, &path, out, filesystems, unreadable);
+        } else if meta.is_file() {
+            // A file bind-mounted over another is on a filesystem of its own.
+            let fs = filesystems
+                .entry(meta.dev())
+                .or_insert_with(|| FsInfo::of(&path).ok().map(|f| f.file_system()));
+            let Some(fs) = fs.clone() else {
+                continue;
+            };
+            out.push(Found { path, meta, fs });
+        }
+    }
+}
+
+/// `path` as seen from inside `root`.
+fn inside_root(root: &Path, path: &Path) -> PathBuf {
+    Path::new("/").join(path.strip_prefix(root).unwrap_or(path))
+}
+
+/// The accesses the kernel would appraise `f` on.
+fn accesses(root: &Path, f: &Found) -> Vec<(Func, Access)> {
+    let mut out = vec![(Func::FileCheck, Access::Read)];
+    if f.meta.mode() & 0o111 != 0 {
+        out.push((Func::BprmCheck, Access::Exec));
+    }
+    if is_elf(&f.path) {
+        out.push((Func::MmapCheck, Access::Exec));
+        out.push((Func::MmapCheckReqprot, Access::Exec));
+    }
+    let inside = inside_root(root, &f.path);
+    let under = |dirs: &[&str]| dirs.iter().any(|d| inside.starts_with(d));
+    let name = inside.file_name().unwrap_or_default().to_string_lossy();
+    let module = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .any(|s| name.ends_with(s));
+    if module && under(&["/lib/modules", "/usr/lib/modules"]) {
+        out.push((Func::ModuleCheck, Access::Read));
+    }
+    if under(&["/lib/firmware", "/usr/lib/firmware"]) {
+        out.push((Func::FirmwareCheck, Access::Read));
+    }
+    out
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// The rule that covers `f` first: the access, the subject's uid, the
+/// rule's line, the rule, and whether it certainly matches.
+type Covering<'p> = (Func, u32, usize, &'p super::rule::Rule, bool);
+
+/// The appraise rule covering `f`, preferring one that certainly matches.
+fn covering_rule<'p>(policy: &'p Policy, root: &Path, f: &Found) -> Option<Covering<'p>> {
+    let mut decided = None;
+    for (func, access) in accesses(root, f) {
+        for (uid, gid) in SUBJECTS {
+            let asked = FileAccess {
+                func,
+                mask: vec![access],
+                uid,
+                euid: uid,
+                gid,
+                egid: gid,
+                fowner: f.meta.uid(),
+                fgroup: f.meta.gid(),
+                fs: f.fs.clone(),
+            };
+            if let Appraisal::Appraised {
+                line,
+                rule,
+                certain,
+            } = appraisal(policy, &asked)
+            {
+                decided = Some((func, uid, line, rule, certain));
+                if certain {
+                    return decided;
+                }
+            }
+        }
+    }
+    decided
+}
+
+/// Whether `f` is covered, and if so whether it would be denied.
+fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, Option<Denied>) {
+    let Some((func, uid, line, rule, certain)) = covering_rule(policy, root, f) else {
+        return (false, None);
+    };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&f.path)
+    {
+        Ok(file) => file,
+        Err(e) => {
+            return (
+                true,
+                Some(denied(
+                    root,
+                    f,
+                    func,
+                    uid,
+                    line,
+                    rule,
+                    certain,
+                    "error",
+                    Some(e.to_string()),
+                )),
+            )
+        }
+    };
+    let report = match keys.verify_file(&file, false) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                true,
+                Some(denied(
+                    root,
+                    f,
+                    func,
+                    uid,
+                    line,
+                    rule,
+                    certain,
+                    "error",
+                    Some(e.to_string()),
+                )),
+            )
+        }
+    };
+    let passes = match report.status {
+        VerifyStatus::Ok | VerifyStatus::OtherKey => true,
+        VerifyStatus::Hashed => !rule.requires_signature(),
+        _ => false,
+    };
+    if passes {
+        return (true, None);
+    }
+    let status = report.status.as_str();
+    (
+        true,
+        Some(denied(
+            root,
+            f,
+            func,
+            uid,
+            line,
+            rule,
+            certain,
+            status,
+            report.detail,
+        )),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn denied(
+    root: &Path,
+    f: &Found,
+    func: Func,
+    uid: u32,
+    line: usize,
+    rule: &super::rule::Rule,
+    certain: bool,
+    status: &'static str,
+    detail: Option<String>,
+) -> Denied {
+    Denied {
+        path: inside_root(root, &f.path),
+        access: format!("{} by uid {uid}", func.keyword()),
+        line,
+        rule: rule.to_string(),
+        certain,
+        status,
+        detail,
+    }
+}
+
+fn path_as_text<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// The files a policy's appraise rules can cover, for `scope = "policy"`:
+/// a file is covered when some access of the module docs, by root or a
+/// user, is certainly or possibly appraised.
+pub struct Coverage {
+    policy: Policy,
+    /// Where the policy was read, for messages.
+    pub source: String,
+    filesystems: std::sync::Mutex<HashMap<u64, Option<FileSystem>>>,
+}
+
+impl Coverage {
+    pub fn new(policy: Policy, source: String) -> Coverage {
+        Coverage {
+            policy,
+            source,
+            filesystems: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The policy of the system under `root` ([`read_policy`]); `None`,
+    /// with a warning, when there is none to read or it does not parse:
+    /// then everything is signed, which is safe under any policy.
+    pub fn load(root: &Path) -> Option<Coverage> {
+        let loaded = read_policy(None, root).and_then(|(source, text)| {
+            let policy =
+                super::parse_policy(&text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+            Ok(Coverage::new(policy, source))
+        });
+        match loaded {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!(
+                    "scope = \"policy\", but {}; signing every file",
+                    crate::report::status::error_line(&e)
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether `host_path` (a file on the host, under `root`) is covered.
+    /// A file that cannot be looked at counts as covered.
+    pub fn covers(&self, root: &Path, host_path: &Path) -> bool {
+        let Ok(meta) = fs::symlink_metadata(host_path) else {
+            return true;
+        };
+        if !meta.is_file() {
+            return true;
+        }
+        let fs = {
+            let mut known = self.filesystems.lock().unwrap_or_else(|e| e.into_inner());
+            known
+                .entry(meta.dev())
+                .or_insert_with(|| FsInfo::of(host_path).ok().map(|f| f.file_system()))
+                .clone()
+        };
+        let Some(fs) = fs else { return true };
+        let found = Found {
+            path: host_path.to_path_buf(),
+            meta,
+            fs,
+        };
+        covering_rule(&self.policy, root, &found).is_some()
+    }
+}
+
+/// The loaded policy, readable with CONFIG_IMA_READ_POLICY.
+pub const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
+/// The policy the boot loads, under ROOT.
+pub const BOOT_POLICY: &str = "etc/ima/ima-policy";
+
+/// The policy `explicit`, else the loaded one (when `root` is `/`), else
+/// the one the boot loads under `root`: where it was read, and its text.
+pub fn read_policy(explicit: Option<&Path>, root: &Path) -> anyhow::Result<(String, String)> {
+    use anyhow::Context;
+    if let Some(path) = explicit {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read the policy {}", path.display()))?;
+        return Ok((path.display().to_string(), text));
+    }
+    if root == Path::new("/") {
+        if let Ok(text) = fs::read_to_string(LOADED_POLICY) {
+            return Ok((format!("{LOADED_POLICY} (the loaded policy)"), text));
+        }
+    }
+    let boot = root.join(BOOT_POLICY);
+    match fs::read_to_string(&boot) {
+        Ok(text) => Ok((boot.display().to_string(), text)),
+        Err(e) => anyhow::bail!(
+            "no policy to read: {LOADED_POLICY} is not readable (a kernel without \
+             CONFIG_IMA_READ_POLICY) and {}: {e}",
+            boot.display()
+        ),
+    }
+}

@@ -1,0 +1,410 @@
+//! A policy fitted to a Portage setup: what to appraise, and what must be
+//! left alone so that builds still run.
+//!
+//! What Portage runs, and as whom (portage/package/ebuild/doebuild.py,
+//! `_spawn_actionmap`): with FEATURES=userpriv (Portage's default) the
+//! src_unpack, src_prepare, src_configure, src_compile and src_test phases
+//! run as the `portage` user; pkg_pretend, pkg_setup, src_install (and
+//! instprep, the packaging of binary packages) and every pkg_* phase of the
+//! merge (preinst, postinst, prerm, postrm, config) run as root. A
+//! package with RESTRICT=userpriv, or src_test with
+//! PROPERTIES=test_privileged, runs those phases as root too; without
+//! FEATURES=userpriv every phase is root's.
+//!
+//! Builds execute what they produce in the work directory under
+//! `${PORTAGE_TMPDIR}/portage`: configure's test programs, tools built to
+//! build the rest, test suites, and, in src_install as root, helpers such
+//! as a program run to generate its own documentation. None of that is
+//! signed (it is signed once merged), so an appraise rule that covers the
+//! process running it denies it, unless an earlier `dont_appraise` exempts
+//! the build directory's filesystem: by `fsmagic` when it is a tmpfs, by
+//! `fsuuid` when it is a filesystem of its own. On the root filesystem no
+//! rule can exempt it without exempting the system itself.
+
+use std::path::PathBuf;
+
+use super::rule::{
+    format_uuid, Access, Action, AppraiseType, Condition, Func, IdField, IdOp, Policy, Rule,
+    RuleOption,
+};
+
+/// tmpfs's statfs f_type (include/uapi/linux/magic.h).
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// Filesystems that hold no files to appraise or measure, with their
+/// statfs f_type (include/uapi/linux/magic.h): the kernel's own default
+/// policies exempt the same ones.
+pub const PSEUDO_FILESYSTEMS: &[(&str, u64)] = &[
+    ("proc", 0x9fa0),
+    ("sysfs", 0x6265_6572),
+    ("debugfs", 0x6462_6720),
+    ("tracefs", 0x7472_6163),
+    ("securityfs", 0x7363_6673),
+    ("devpts", 0x1cd1),
+    ("cgroup", 0x0027_e0eb),
+    ("cgroup2", 0x6367_7270),
+    ("binfmt_misc", 0x4249_4e4d),
+    ("selinuxfs", 0xf97c_ff8c),
+    ("smackfs", 0x4341_5d53),
+    ("nsfs", 0x6e73_6673),
+    ("efivarfs", 0xde5e_81e4),
+    ("bpf", 0xcafe_4a11),
+    ("pstore", 0x6165_676c),
+    ("configfs", 0x6265_6570),
+    ("fusectl", 0x6573_5543),
+    ("mqueue", 0x1980_0202),
+    ("hugetlbfs", 0x9584_58f6),
+];
+
+/// What the policy appraises (`--appraise`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Programs root executes (BPRM_CHECK uid=0).
+    RootExec,
+    /// Every program executed, by anyone.
+    Exec,
+    /// Every program executed and every file mapped executable (shared libraries).
+    ExecMmap,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::RootExec => "root-exec",
+            Scope::Exec => "exec",
+            Scope::ExecMmap => "exec-mmap",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Scope::RootExec => "programs executed by root (uid 0) must carry a valid signature",
+            Scope::Exec => "every program executed must carry a valid signature",
+            Scope::ExecMmap => {
+                "every program executed and every file mapped executable (shared libraries) \
+                 must carry a valid signature"
+            }
+        }
+    }
+
+    /// The rules' own conditions: what the scope appraises (or measures).
+    fn targets(self) -> Vec<Vec<Condition>> {
+        let exec = vec![Condition::Func(Func::BprmCheck)];
+        match self {
+            Scope::RootExec => vec![vec![
+                Condition::Func(Func::BprmCheck),
+                Condition::Id {
+                    field: IdField::Uid,
+                    op: IdOp::Equal,
+                    value: 0,
+                },
+            ]],
+            Scope::Exec => vec![exec],
+            Scope::ExecMmap => vec![
+                exec,
+                vec![
+                    Condition::Func(Func::MmapCheck),
+                    Condition::Mask {
+                        access: Access::Exec,
+                        any: false,
+                    },
+                ],
+            ],
+        }
+    }
+}
+
+/// What `portage-ima policy` is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub scope: Scope,
+    /// Add measure rules for what is appraised.
+    pub measure: bool,
+    /// Appraise POLICY_CHECK: a policy loaded later must be signed.
+    pub require_signed_policy: bool,
+}
+
+/// Where Portage builds, relative to the filesystems of the system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildFs {
+    /// A tmpfs, and the system is not on tmpfs.
+    Tmpfs,
+    /// A filesystem of its own, with its superblock uuid.
+    Own { fstype: String, uuid: [u8; 16] },
+    /// A filesystem of its own whose uuid could not be read.
+    OwnWithoutUuid { fstype: String },
+    /// The filesystem that also holds `with` (the root filesystem, /usr...).
+    Shared { with: PathBuf, fstype: String },
+}
+
+/// The Portage setup a policy is derived from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// PORTAGE_TMPDIR's value.
+    pub tmpdir: String,
+    /// The directory builds happen in (`${PORTAGE_TMPDIR}/portage` when it exists).
+    pub build_dir: PathBuf,
+    pub build_fs: BuildFs,
+    /// FEATURES has userpriv.
+    pub userpriv: bool,
+    /// A merge that copies keeps security.ima (FEATURES=xattr, not excluded).
+    pub xattr: bool,
+    /// Where FEATURES and PORTAGE_TMPDIR were read.
+    pub source: String,
+}
+
+/// No policy can both appraise what was asked and let builds run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no policy can appraise {scope} and let builds run: {why}; {fix}")]
+pub struct NoSafePolicy {
+    pub scope: &'static str,
+    pub why: String,
+    pub fix: String,
+}
+
+/// A generated policy and what its user should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generated {
+    pub policy: Policy,
+    /// Things that will not work with this setup (also in the policy's header).
+    pub warnings: Vec<String>,
+}
+
+/// The rule that exempts the build directory's filesystem, with what it exempts.
+fn build_exemption(setup: &Setup) -> Option<(Condition, String)> {
+    match &setup.build_fs {
+        BuildFs::Tmpfs => Some((
+            Condition::FsMagic(TMPFS_MAGIC),
+            format!(
+                "{} is a tmpfs: this exempts every tmpfs (/dev/shm, /run, /tmp when it is one)",
+                setup.build_dir.display()
+            ),
+        )),
+        BuildFs::Own { fstype, uuid } => Some((
+            Condition::FsUuid(*uuid),
+            format!(
+                "{} is on its own {fstype} filesystem, uuid {}",
+                setup.build_dir.display(),
+                format_uuid(uuid)
+            ),
+        )),
+        BuildFs::OwnWithoutUuid { .. } | BuildFs::Shared { .. } => None,
+    }
+}
+
+/// Why the build directory cannot be exempted.
+fn why_not_exempt(setup: &Setup) -> String {
+    match &setup.build_fs {
+        BuildFs::Shared { with, fstype } => format!(
+            "PORTAGE_TMPDIR ({}) is on the {fstype} filesystem that also holds {}, and no rule \
+             can exempt it without exempting that",
+            setup.build_dir.display(),
+            with.display()
+        ),
+        BuildFs::OwnWithoutUuid { fstype } => format!(
+            "PORTAGE_TMPDIR ({}) is on its own {fstype} filesystem, but its uuid could not be \
+             read (no FS_IOC_GETFSUUID and no /dev/disk/by-uuid entry) to exempt it by fsuuid",
+            setup.build_dir.display()
+        ),
+        BuildFs::Tmpfs | BuildFs::Own { .. } => String::new(),
+    }
+}
+
+const MOVE_TMPDIR: &str = "put PORTAGE_TMPDIR on a tmpfs (e.g. mount one on /var/tmp/portage, as \
+     the Gentoo handbook suggests) or on a filesystem of its own";
+
+/// The policy for `setup`, or why none can let builds run.
+pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePolicy> {
+    let exemption = build_exemption(setup);
+    let scope = request.scope;
+    // Who the appraise rules cover among those that run build products.
+    let appraises_build_user = scope != Scope::RootExec || !setup.userpriv;
+    if exemption.is_none() && appraises_build_user {
+        let (why, fix) = if scope == Scope::RootExec {
+            (
+                format!(
+                    "without FEATURES=userpriv every build phase runs as root, so the uid=0 rule \
+                     appraises the unsigned programs builds compile and run (configure tests, \
+                     src_test); {}",
+                    why_not_exempt(setup)
+                ),
+                format!("add userpriv to FEATURES (Portage's default), or {MOVE_TMPDIR}"),
+            )
+        } else {
+            (
+                format!(
+                    "--appraise {} covers the portage user too, which runs the unsigned programs \
+                     builds compile (configure tests, src_compile, src_test); {}",
+                    scope.name(),
+                    why_not_exempt(setup)
+                ),
+                format!("{MOVE_TMPDIR}; or use --appraise root-exec with FEATURES=userpriv"),
+            )
+        };
+        return Err(NoSafePolicy {
+            scope: scope.name(),
+            why,
+            fix,
+        });
+    }
+
+    let mut warnings = Vec::new();
+    if exemption.is_none() {
+        warnings.push(format!(
+            "src_install and the pkg_* phases run as root: a package that runs a program it \
+             built from the work directory there (or one with RESTRICT=userpriv, or a src_test \
+             with PROPERTIES=test_privileged) is denied, since {}; {MOVE_TMPDIR}",
+            why_not_exempt(setup)
+        ));
+    }
+    let copies = matches!(
+        setup.build_fs,
+        BuildFs::Tmpfs | BuildFs::Own { .. } | BuildFs::OwnWithoutUuid { .. }
+    );
+    if copies && !setup.xattr {
+        warnings.push(
+            "PORTAGE_TMPDIR is on another filesystem and the merge copies files without \
+             security.ima (no FEATURES=xattr, or PORTAGE_XATTR_EXCLUDE drops it): merged files \
+             are unsigned until postinst signs them, so the old version's pkg_postrm (and a \
+             pkg_preinst) that runs the new programs is denied; add xattr to FEATURES and keep \
+             security.ima out of PORTAGE_XATTR_EXCLUDE (portage-ima doctor gives the line)"
+                .to_string(),
+        );
+    }
+
+    let mut p = Policy::default();
+    p.comment("IMA policy for a Gentoo system, written by `portage-ima policy`.");
+    p.comment_wrapped(&format!(
+        "Appraise: {} ({}).",
+        scope.name(),
+        scope.describe()
+    ));
+    p.comment_wrapped(&format!(
+        "Derived from this Portage setup ({}):",
+        setup.source
+    ));
+    p.comment_wrapped(&format!(
+        "- PORTAGE_TMPDIR={}: builds run in {}, {}",
+        setup.tmpdir,
+        setup.build_dir.display(),
+        match &setup.build_fs {
+            BuildFs::Tmpfs => "a tmpfs".to_string(),
+            BuildFs::Own { fstype, uuid } =>
+                format!("its own {fstype} filesystem ({})", format_uuid(uuid)),
+            BuildFs::OwnWithoutUuid { fstype } => format!("its own {fstype} filesystem"),
+            BuildFs::Shared { with, fstype } =>
+                format!("on the {fstype} filesystem of {}", with.display()),
+        }
+    ));
+    p.comment_wrapped(&format!(
+        "- FEATURES: {}, {}",
+        if setup.userpriv {
+            "userpriv (src_unpack to src_test run as the portage user)"
+        } else {
+            "no userpriv (every phase runs as root)"
+        },
+        if setup.xattr {
+            "xattr keeps security.ima"
+        } else {
+            "no xattr"
+        }
+    ));
+    for w in &warnings {
+        p.comment_wrapped(&format!("- WARNING: {w}"));
+    }
+    if request.measure {
+        p.comment_wrapped(
+            "Measurements carry the file signatures in the log only with the ima-sig template: \
+             boot with ima_template=ima-sig.",
+        );
+    }
+    p.comment_wrapped(
+        "Rules are matched in order; the first dont_appraise or appraise that matches decides.",
+    );
+
+    if request.require_signed_policy {
+        p.blank();
+        p.comment_wrapped(
+            "A policy loaded later must be signed (written by path, e.g. `echo /etc/ima/ima-policy \
+             > /sys/kernel/security/ima/policy`). First, so no exemption below applies to it.",
+        );
+        p.rule(
+            Rule::new(Action::Appraise)
+                .when(Condition::Func(Func::PolicyCheck))
+                .with(RuleOption::AppraiseType(AppraiseType::ImaSig)),
+        );
+    }
+
+    p.blank();
+    p.comment("Pseudo filesystems hold nothing to appraise or measure.");
+    for (name, magic) in PSEUDO_FILESYSTEMS {
+        p.comment(*name);
+        p.rule(Rule::new(Action::DontAppraise).when(Condition::FsMagic(*magic)));
+        p.rule(Rule::new(Action::DontMeasure).when(Condition::FsMagic(*magic)));
+    }
+
+    if let Some((condition, what)) = exemption {
+        p.blank();
+        p.comment_wrapped(
+            "Portage's build directory: builds run the unsigned programs they compile there.",
+        );
+        p.comment_wrapped(&what);
+        p.rule(Rule::new(Action::DontAppraise).when(condition.clone()));
+        p.rule(Rule::new(Action::DontMeasure).when(condition));
+    }
+
+    p.blank();
+    p.comment_wrapped(&format!("What is appraised: {}.", scope.describe()));
+    for target in scope.targets() {
+        let mut rule = Rule::new(Action::Appraise);
+        rule.conditions = target;
+        p.rule(rule.with(RuleOption::AppraiseType(AppraiseType::ImaSig)));
+    }
+    if request.measure {
+        p.comment("The same, measured into the IMA log.");
+        for target in scope.targets() {
+            let mut rule = Rule::new(Action::Measure);
+            rule.conditions = target;
+            p.rule(rule);
+        }
+    }
+    Ok(Generated {
+        policy: p,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    // libc's type for them (__fsword_t) differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn magic_numbers_are_the_kernels() {
+        let libc_magic: &[(&str, i64)] = &[
+            ("proc", libc::PROC_SUPER_MAGIC as i64),
+            ("sysfs", libc::SYSFS_MAGIC as i64),
+            ("debugfs", libc::DEBUGFS_MAGIC as i64),
+            ("tracefs", libc::TRACEFS_MAGIC as i64),
+            ("securityfs", libc::SECURITYFS_MAGIC as i64),
+            ("devpts", libc::DEVPTS_SUPER_MAGIC as i64),
+            ("cgroup", libc::CGROUP_SUPER_MAGIC as i64),
+            ("cgroup2", libc::CGROUP2_SUPER_MAGIC as i64),
+            ("selinuxfs", libc::SELINUX_MAGIC as i64),
+            ("smackfs", libc::SMACK_MAGIC as i64),
+            ("nsfs", libc::NSFS_MAGIC as i64),
+            ("bpf", libc::BPF_FS_MAGIC as i64),
+            ("hugetlbfs", libc::HUGETLBFS_MAGIC as i64),
+        ];
+        for (name, magic) in libc_magic {
+            let ours = PSEUDO_FILESYSTEMS
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap()
+                .1;
+            assert_eq!(ours, *magic as u32 as u64, "{name}");
+        }
+        assert_eq!(TMPFS_MAGIC, libc::TMPFS_MAGIC as u64);
+    }
+}

@@ -1,0 +1,15 @@
+//! IMA policies: the rules as data ([`rule`]), read from text ([`parse`]),
+//! generated for a Portage setup ([`generate`]) read from this machine
+//! ([`setup`]), and checked against it by `doctor` ([`review`]).
+
+pub mod check;
+pub mod eval;
+pub mod generate;
+pub mod parse;
+pub mod review;
+pub mod rule;
+pub mod setup;
+
+pub use generate::{generate, Generated, NoSafePolicy, Request, Scope, Setup};
+pub use parse::{parse_policy, ParseError};
+pub use rule::{Policy, Rule};
