@@ -154,6 +154,25 @@ pub enum Error {
         key: PathBuf,
     },
 
+    /// A key held by hardware (a PKCS#11 token, a TPM) could not be opened
+    /// or stopped signing. Never contains the PIN.
+    #[error("hardware key {key}: {reason}")]
+    Device {
+        /// The key: its `pkcs11:` URI, TSS2 key file or TPM handle.
+        key: String,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
+
+    /// A key held by hardware in a build without the OpenSSL backend.
+    #[error("key {key} is held by hardware ({kind}); such keys are reached through OpenSSL's providers and engines and this build has only the rustcrypto backend: use a portage-ima built with OpenSSL (USE=openssl, cargo feature \"openssl\")")]
+    HardwareNeedsOpenssl {
+        /// The key as configured.
+        key: String,
+        /// "a PKCS#11 URI", "a TPM 2.0 key file", "a TPM persistent handle".
+        kind: &'static str,
+    },
+
     /// The crypto backend refused or failed (an algorithm it cannot sign
     /// with, a malformed key, a library error).
     #[error("crypto backend: {0}")]

@@ -34,11 +34,12 @@
 //!
 //! # Unsafe code
 //!
-//! None: system calls go through `rustix`, crypto through `openssl` or the
-//! RustCrypto crates. The crate denies `unsafe_code`. Should FFI ever be
-//! needed (e.g. for hardware keys), it goes into one module that alone
-//! carries `#[allow(unsafe_code)]`, with a `// SAFETY:` comment on every
-//! `unsafe` block.
+//! Only in `hardware.rs` (keys held by a TPM or a PKCS#11 token, OpenSSL
+//! backend): the `openssl` crate has no safe API for OpenSSL's store, engine
+//! and UI functions, so that module declares them itself and alone carries
+//! `#[allow(unsafe_code)]`, with a `// SAFETY:` comment on every `unsafe`
+//! block. Everything else goes through `rustix`, `openssl` or the RustCrypto
+//! crates, and the crate denies `unsafe_code`.
 //!
 //! Why these crates, and not others: `docs/design.md` in the repository.
 //!
@@ -69,8 +70,11 @@ mod digest;
 mod error;
 mod file;
 mod format;
+#[cfg(feature = "openssl")]
+mod hardware;
 mod hash;
 mod key;
+mod key_source;
 mod keyid;
 mod pem;
 mod provider;
@@ -87,11 +91,15 @@ pub use file::{
     FileStamp, IMA_XATTR,
 };
 pub use format::ImaXattr;
+#[cfg(feature = "openssl")]
+pub use hardware::HardwareKey;
 pub use hash::ImaHasher;
 pub use key::KeyMaterial;
+pub use key_source::{read_pin_file, HardwareOptions, KeySource, Pin};
 pub use keyid::KeyId;
 pub use provider::{
-    default_provider, provider_by_name, providers, CryptoProvider, Hasher, Signer, Verifier,
+    default_provider, provider_by_name, providers, CryptoProvider, DeviceStats, Hasher, Signer,
+    Verifier,
 };
 pub use public_key::{EcCurve, KeyAlgorithm, PublicKey};
 pub use sign::{ImaSigner, SignOptions, SignOutcome};

@@ -8,7 +8,7 @@
 use crate::{Error, HashAlgo, KeyMaterial, PublicKey, Result};
 
 #[cfg(feature = "openssl")]
-mod openssl;
+pub(crate) mod openssl;
 #[cfg(feature = "rustcrypto")]
 mod rustcrypto;
 
@@ -29,6 +29,33 @@ pub trait Signer: Send + Sync {
     /// (deterministic, so byte-identical to evmctl), or ECDSA over `digest`
     /// as a DER `ECDSA-Sig-Value` (randomised, as evmctl's).
     fn sign_digest(&self, algo: HashAlgo, digest: &[u8]) -> Result<Vec<u8>>;
+
+    /// For a key held by hardware: how many signatures it made and the time
+    /// spent in the device. `None` for a key in memory.
+    fn device_stats(&self) -> Option<DeviceStats> {
+        None
+    }
+}
+
+/// The work a signing device did ([`Signer::device_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Signatures made.
+    pub signatures: u64,
+    /// Time spent waiting for the device, summed over the signatures.
+    pub busy: std::time::Duration,
+}
+
+impl DeviceStats {
+    /// Signatures per second of device time.
+    pub fn rate(&self) -> f64 {
+        let secs = self.busy.as_secs_f64();
+        if secs > 0.0 {
+            self.signatures as f64 / secs
+        } else {
+            0.0
+        }
+    }
 }
 
 /// A public key, ready to verify.

@@ -86,6 +86,34 @@ impl ImaSigner {
         })
     }
 
+    /// Signs with a key held by hardware; `provider` still hashes (and
+    /// verifies existing signatures), the device signs, one request at a time.
+    /// `keyid` overrides the key's own.
+    #[cfg(feature = "openssl")]
+    pub fn with_hardware_key(
+        provider: &'static dyn CryptoProvider,
+        key: crate::HardwareKey,
+        algo: HashAlgo,
+        keyid: Option<KeyId>,
+    ) -> Result<Self> {
+        check_signing_algo(algo)?;
+        let verifier = provider.verifier(key.public_key())?;
+        let keyid = keyid.unwrap_or_else(|| key.key_id());
+        Ok(ImaSigner {
+            provider,
+            signer: key.into_signer(),
+            verifier,
+            keyid,
+            algo,
+        })
+    }
+
+    /// For a key held by hardware, the signatures it made so far and the
+    /// time the device took; `None` for a key in memory.
+    pub fn device_stats(&self) -> Option<crate::DeviceStats> {
+        self.signer.device_stats()
+    }
+
     /// The key id written into signatures.
     pub fn key_id(&self) -> KeyId {
         self.keyid

@@ -144,6 +144,50 @@ pub struct FileConfig {
     pub scope: Option<SigningScope>,
     pub mode: Option<Mode>,
     pub trusted_certs: Option<Vec<PathBuf>>,
+    pub hardware: Option<HardwareConfig>,
+}
+
+/// `[hardware]` in ima.toml: how to reach a key held by a TPM or a PKCS#11
+/// token (`key = "pkcs11:..."`, `"handle:0x81000001"` or a TSS2 key file).
+/// The PIN comes from a file or the environment, never from the command line.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareConfig {
+    /// OpenSSL 3 provider (default for TPM keys: `tpm2`).
+    pub provider: Option<String>,
+    /// OpenSSL engine (default for `pkcs11:` URIs: `pkcs11`).
+    pub engine: Option<String>,
+    /// The PKCS#11 module the engine loads.
+    pub module: Option<PathBuf>,
+    /// A file (mode 0400) whose first line is the PIN.
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the PIN.
+    pub pin_env: Option<String>,
+}
+
+impl HardwareConfig {
+    /// The options for [`ima_core::HardwareKey::open`], with the PIN read.
+    pub fn options(&self) -> Result<ima_core::HardwareOptions> {
+        let pin = match (&self.pin_file, &self.pin_env) {
+            (Some(_), Some(_)) => {
+                bail!("[hardware]: set pin_file or pin_env, not both")
+            }
+            (Some(file), None) => Some(ima_core::read_pin_file(file)?),
+            (None, Some(var)) => Some(ima_core::Pin::new(std::env::var(var).map_err(|_| {
+                anyhow::anyhow!(
+                    "[hardware]: pin_env names the environment variable {var}, which is not \
+                     set (or not UTF-8); export it where portage-ima runs, or use pin_file"
+                )
+            })?)),
+            (None, None) => None,
+        };
+        Ok(ima_core::HardwareOptions {
+            provider: self.provider.clone(),
+            engine: self.engine.clone(),
+            module: self.module.clone(),
+            pin,
+        })
+    }
 }
 
 /// Settings after the file and the flags are merged.
@@ -168,6 +212,8 @@ pub struct Settings {
     /// Certificates whose signatures the client keeps (`mode = "verify"`
     /// or `"sign-missing"`; `verify` checks against them too).
     pub trusted_certs: Vec<PathBuf>,
+    /// How to reach a key held by hardware.
+    pub hardware: HardwareConfig,
 }
 
 impl Settings {
@@ -243,6 +289,7 @@ impl Settings {
             scope: file.scope.unwrap_or_default(),
             mode: file.mode.unwrap_or_default(),
             trusted_certs: file.trusted_certs.unwrap_or_default(),
+            hardware: file.hardware.unwrap_or_default(),
             source,
         })
     }
@@ -277,6 +324,10 @@ impl Settings {
             }
         }
         let cert = self.cert();
+        let source = ima_core::KeySource::classify(&self.key)?;
+        if source.is_hardware() {
+            return self.hardware_signer(&source, cert.as_deref());
+        }
         let key = ima_core::KeyMaterial::load(&self.key, cert.as_deref())?;
         Ok(ima_core::ImaSigner::new(
             self.backend,
@@ -314,6 +365,39 @@ impl Settings {
             );
         }
         Ok(keys)
+    }
+
+    /// Opens a key held by hardware and builds a signer that sends the
+    /// device one request at a time.
+    #[cfg(feature = "openssl")]
+    fn hardware_signer(
+        &self,
+        source: &ima_core::KeySource,
+        cert: Option<&Path>,
+    ) -> Result<ima_core::ImaSigner> {
+        let options = self.hardware.options()?;
+        let cert = cert.map(ima_core::Certificate::load).transpose()?;
+        let key = ima_core::HardwareKey::open(source, &options, cert)?;
+        Ok(ima_core::ImaSigner::with_hardware_key(
+            self.backend,
+            key,
+            self.hash,
+            self.keyid,
+        )?)
+    }
+
+    /// Without OpenSSL there is no way to reach the device.
+    #[cfg(not(feature = "openssl"))]
+    fn hardware_signer(
+        &self,
+        source: &ima_core::KeySource,
+        _cert: Option<&Path>,
+    ) -> Result<ima_core::ImaSigner> {
+        Err(ima_core::Error::HardwareNeedsOpenssl {
+            key: source.uri(),
+            kind: source.kind(),
+        }
+        .into())
     }
 }
 

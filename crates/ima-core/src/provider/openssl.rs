@@ -75,24 +75,36 @@ struct OpensslSigner {
 
 impl Signer for OpensslSigner {
     fn sign_digest(&self, algo: HashAlgo, digest: &[u8]) -> Result<Vec<u8>> {
-        check_signing_algo(algo)?;
-        check_digest_len(algo, digest)?;
-        let mut ctx = PkeyCtx::new(&self.key).map_err(|e| crypto("signing context", e))?;
-        ctx.sign_init().map_err(|e| crypto("sign init", e))?;
-        if self.rsa {
-            ctx.set_rsa_padding(Padding::PKCS1)
-                .map_err(|e| crypto("PKCS#1 padding", e))?;
-        }
-        // With the digest set, OpenSSL prepends the DigestInfo for RSA, as
-        // for evmctl (for ECDSA it only checks the digest's length). ECDSA
-        // signs with a fresh random nonce and writes the DER ECDSA-Sig-Value.
-        ctx.set_signature_md(sig_md(algo))
-            .map_err(|e| crypto("signature digest", e))?;
-        let mut sig = Vec::new();
-        ctx.sign_to_vec(digest, &mut sig)
-            .map_err(|e| crypto("sign", e))?;
-        Ok(sig)
+        let ctx = PkeyCtx::new(&self.key).map_err(|e| crypto("signing context", e))?;
+        sign_with(ctx, self.rsa, algo, digest)
     }
+}
+
+/// Signs `digest` in a fresh signing context of the key: RSA PKCS#1 v1.5
+/// (`rsa`) or ECDSA. Also how a key held by hardware signs (`crate::hardware`),
+/// whose context is made in the device's provider.
+pub(crate) fn sign_with(
+    mut ctx: PkeyCtx<Private>,
+    rsa: bool,
+    algo: HashAlgo,
+    digest: &[u8],
+) -> Result<Vec<u8>> {
+    check_signing_algo(algo)?;
+    check_digest_len(algo, digest)?;
+    ctx.sign_init().map_err(|e| crypto("sign init", e))?;
+    if rsa {
+        ctx.set_rsa_padding(Padding::PKCS1)
+            .map_err(|e| crypto("PKCS#1 padding", e))?;
+    }
+    // With the digest set, OpenSSL prepends the DigestInfo for RSA, as
+    // for evmctl (for ECDSA it only checks the digest's length). ECDSA
+    // signs with a fresh random nonce and writes the DER ECDSA-Sig-Value.
+    ctx.set_signature_md(sig_md(algo))
+        .map_err(|e| crypto("signature digest", e))?;
+    let mut sig = Vec::new();
+    ctx.sign_to_vec(digest, &mut sig)
+        .map_err(|e| crypto("sign", e))?;
+    Ok(sig)
 }
 
 /// The arithmetic checks of `RSA_check_key()` without its primality tests

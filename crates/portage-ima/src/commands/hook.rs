@@ -146,6 +146,9 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
         return Ok(Status::Success);
     }
     let tally = postinst(&env, &settings, &signer, &runner)?;
+    if let Some(line) = report::device_rate_line(&signer) {
+        report::print_summary(&line);
+    }
     Ok(if tally.failed > 0 {
         Status::SomeFailed
     } else {

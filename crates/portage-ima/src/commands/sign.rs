@@ -23,17 +23,18 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
     }
     let (found, problems) = walk::collect(&args.files);
     let jobs: Vec<Job> = found.into_iter().map(|f| Job::found(f, None)).collect();
-    let results = if args.digest_only {
-        // A digest needs no key: none is loaded.
-        let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
-        sign_jobs(&settings, args, &jobs, |job| {
-            engine::hash_job(&hasher, job, args.dry_run)
-        })?
-    } else {
-        let signer = settings.signer()?;
-        sign_jobs(&settings, args, &jobs, |job| {
-            engine::sign_job(&signer, None, job, args.dry_run, args.rotate)
-        })?
+    // A digest needs no key: none is loaded.
+    let signer = (!args.digest_only).then(|| settings.signer()).transpose()?;
+    let results = match &signer {
+        None => {
+            let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
+            sign_jobs(&settings, args, &jobs, |job| {
+                engine::hash_job(&hasher, job, args.dry_run)
+            })?
+        }
+        Some(signer) => sign_jobs(&settings, args, &jobs, |job| {
+            engine::sign_job(signer, None, job, args.dry_run, args.rotate)
+        })?,
     };
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
     for problem in problems {
@@ -44,6 +45,9 @@ pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
             Some(report) => printer.file(&report, None),
             None => printer.not_started(1),
         }
+    }
+    if let Some(signer) = &signer {
+        print_device_rate(signer);
     }
     Ok(printer.finish(""))
 }
@@ -160,5 +164,13 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
     for (cpv, tally) in cpvs.iter().zip(&per_package) {
         printer.package(cpv, tally, !args.packages.all || tally.failed > 0);
     }
+    print_device_rate(&signer);
     Ok(printer.finish(&format!("{} packages: ", sel.packages.len())))
+}
+
+/// The signing rate of a key held by hardware, on stderr (stdout may be JSON).
+fn print_device_rate(signer: &ima_core::ImaSigner) {
+    if let Some(line) = crate::report::device_rate_line(signer) {
+        eprintln!("portage-ima: {line}");
+    }
 }

@@ -36,6 +36,18 @@ pub fn print_summary(line: &str) {
     println!("portage-ima: {line}");
 }
 
+/// For a key held by hardware: how many signatures the device made and at
+/// what rate (it signs one request at a time, so it bounds the run's speed).
+pub fn device_rate_line(signer: &ima_core::ImaSigner) -> Option<String> {
+    let stats = signer.device_stats()?;
+    Some(format!(
+        "signing device: {} signatures in {:.2} s of device time, {:.1} files/s",
+        stats.signatures,
+        stats.busy.as_secs_f64(),
+        stats.rate()
+    ))
+}
+
 /// A problem on stderr, `portage-ima: LINE` (the hook's go to `ewarn`);
 /// the caller has escaped what `line` holds of paths.
 pub fn print_problem(line: &str) {

@@ -68,6 +68,22 @@ fn cert_command(key: &Path) -> String {
 /// The private key: exists, readable, parses; owned by root, private.
 pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
     let path = &s.key;
+    match ima_core::KeySource::classify(path) {
+        Err(e) => {
+            r.fail(
+                CheckId::Key,
+                e.to_string(),
+                "fix `key` in ima.toml (README: Keys held by a TPM or a PKCS#11 token)",
+            );
+            r.skip(CheckId::KeyAccess, "no usable key");
+            return None;
+        }
+        Ok(source) if source.is_hardware() => {
+            check_hardware_key(r, s, &source);
+            return None;
+        }
+        Ok(_) => {}
+    }
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -159,6 +175,31 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
         );
     }
     key
+}
+
+/// A key held by hardware: opened as the signer opens it (no signature is
+/// made). Its file mode matters only for a TSS2 key file.
+fn check_hardware_key(r: &mut Report, s: &Settings, source: &ima_core::KeySource) {
+    match s.signer() {
+        Ok(signer) => r.ok(
+            CheckId::Key,
+            format!(
+                "{source}: {}, held by hardware and opened through OpenSSL; key id {}",
+                source.kind(),
+                signer.key_id()
+            ),
+        ),
+        Err(e) => r.fail(
+            CheckId::Key,
+            format!("{e:#}"),
+            "check the device is present and [hardware] in ima.toml (provider or engine, \
+             module, pin_file or pin_env)",
+        ),
+    }
+    r.skip(
+        CheckId::KeyAccess,
+        "held by hardware: no private key file to protect",
+    );
 }
 
 /// The certificate: parses, belongs to the key, has a SKID, the usage the
