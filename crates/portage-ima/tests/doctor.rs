@@ -1196,6 +1196,56 @@ fn doctor_under_a_real_ima_kernel() {
     assert_eq!(rc, 0, "{show}");
 }
 
+/// A client of a binary host: mode = "verify", only the host's certificate,
+/// no key configured (and none readable: the key file is removed). Nothing
+/// about a key fails; trusted-certs names the key id and whose it is.
+#[test]
+fn keyless_verify_client_names_its_trusted_certificates() {
+    let s = Setup::new();
+    fs::remove_file(s.path("key.pem")).unwrap();
+    fs::write(
+        s.root().join("etc/portage/ima.toml"),
+        format!(
+            "mode = \"verify\"\ntrusted_certs = [\"{}\"]\n",
+            s.path("cert.der").display()
+        ),
+    )
+    .unwrap();
+    let d = s.doctor(&[]);
+    let keyid = skid_tail(&s.path("cert.der"));
+    let (f, _) = d.expect(CheckId::Key, "ok");
+    assert!(f.contains("never opened"), "{f}");
+    d.expect(CheckId::KeyAccess, "skip");
+    d.expect(CheckId::KeyId, "skip");
+    let (f, _) = d.expect(CheckId::TrustedCerts, "ok");
+    assert!(
+        f.contains(&format!("key id {keyid} = CN=doctor test")),
+        "{f}"
+    );
+    let (f, _) = d.expect(CheckId::Binpkg, "ok");
+    assert!(
+        f.contains("IMA_SIGNATURES") && f.contains("mode = \"verify\""),
+        "{f}"
+    );
+    for (check, (label, finding, _)) in &d.checks {
+        assert!(
+            !(label == "FAIL" && finding.contains("key")),
+            "{check} fails about a key:\n{}",
+            d.text
+        );
+    }
+
+    // A trusted certificate that does not load fails, naming it.
+    fs::write(
+        s.root().join("etc/portage/ima.toml"),
+        "mode = \"verify\"\ntrusted_certs = [\"/nonexistent/binhost.der\"]\n",
+    )
+    .unwrap();
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect(CheckId::TrustedCerts, "FAIL");
+    assert!(f.contains("/nonexistent/binhost.der"), "{f}");
+}
+
 #[test]
 fn old_readme_policy_is_named_as_the_rule_that_breaks_builds() {
     let s = Setup::new();

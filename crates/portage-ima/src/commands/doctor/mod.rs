@@ -18,6 +18,8 @@
 //! - `keys.rs`: config's key, its access, the certificate, the key id;
 //! - `kernel.rs`: securityfs, IMA, the appraise mode, the hash, the policy;
 //! - `keyring.rs`: the certificate on the `.ima` or `_ima` keyring;
+//! - `binpkg.rs`: a client's trusted certificates, and what binary packages
+//!   carry of the signatures;
 //! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
 //!   hook's own rules (`gentoo::env::renames_between`, `XattrCopy`) and
 //!   the crate's one make.conf reader (`gentoo::make_conf`);
@@ -28,6 +30,7 @@
 //!   not on the keyring, files the policy covers but nothing signed;
 //! - `self_check.rs`: the signer's own binary and libraries.
 
+mod binpkg;
 mod kernel;
 pub(crate) mod keyring;
 mod keys;
@@ -46,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
 use crate::report::status::Status;
-use crate::settings::{self, Settings};
+use crate::settings::{self, Mode, Settings};
 
 /// Declares [`CheckId`] and [`CheckId::ALL`] from one list, so that the
 /// report's order and the names cannot drift apart.
@@ -87,6 +90,8 @@ check_ids! {
     /// The key id signatures carry.
     #[serde(rename = "keyid")]
     KeyId,
+    /// The binary host's certificates a client trusts.
+    TrustedCerts,
     /// securityfs is mounted.
     Securityfs,
     /// The kernel has IMA.
@@ -107,6 +112,8 @@ check_ids! {
     Xattr,
     /// Signing before the merge works.
     Premerge,
+    /// What binary packages carry of the signatures.
+    Binpkg,
     /// No rule of the IMA policy blocks source builds.
     PolicyBuilds,
     /// Merged programs are signed before a rule appraises them.
@@ -291,13 +298,30 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
             r.skip(c, "settings did not load");
         }
     }
-    let key = settings.as_ref().and_then(|s| keys::check_key(&mut r, s));
-    let cert = settings
-        .as_ref()
-        .and_then(|s| keys::check_cert(&mut r, s, key.as_ref()));
-    let keyid = settings
-        .as_ref()
-        .and_then(|s| keys::check_keyid(&mut r, s, key.as_ref(), cert.as_ref()));
+    // A verify-only client has no key, and its doctor never opens one.
+    let keyless = settings.as_ref().filter(|s| s.mode == Mode::Verify);
+    let signing = settings.as_ref().filter(|s| s.mode != Mode::Verify);
+    let key = signing.and_then(|s| keys::check_key(&mut r, s));
+    let cert = match (keyless, signing) {
+        (Some(s), _) => keys::check_keyless(&mut r, s, |r| keys::check_cert(r, s, None)),
+        (None, Some(s)) => keys::check_cert(&mut r, s, key.as_ref()),
+        (None, None) => None,
+    };
+    let keyid = signing.and_then(|s| keys::check_keyid(&mut r, s, key.as_ref(), cert.as_ref()));
+    let trusted = match settings.as_ref() {
+        Some(s) => binpkg::check_trusted_certs(&mut r, s),
+        None => {
+            r.skip(CheckId::TrustedCerts, "settings did not load");
+            Vec::new()
+        }
+    };
+    // The kernel must know the key the files here are signed with.
+    let keyid = keyid.or_else(|| {
+        cert.as_ref()
+            .map(|c| c.key_id())
+            .filter(|_| keyless.is_some())
+    });
+    let keyid = keyid.or_else(|| trusted.first().copied().filter(|_| keyless.is_some()));
     let kernel = kernel::check_kernel(
         &mut r,
         settings.as_ref(),
