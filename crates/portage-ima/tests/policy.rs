@@ -3,7 +3,7 @@
 //! `PORTAGE_IMA_UPDATE_GOLDEN=1`), the setups no policy can serve, and the
 //! command against scratch roots (a tmpfs build directory under /dev/shm,
 //! one on the root's own filesystem), `--output` and `--sign`.
-//! (tests/kernel/test_policy.py loads every rule into a real kernel.)
+//! (tests/kernel/test_policy_load.py loads every rule into a real kernel.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
