@@ -128,6 +128,28 @@ if grep -qw portagevm.case=appraise-mode /proc/cmdline; then
 	$bb poweroff -f
 fi
 
+# portagevm.case=binpkg (enforcing, issue 14): a client without a key. The
+# signing key leaves the VM, ima.toml trusts the certificate only
+# (mode = "verify"), and `emerge --usepkgonly` installs test-ima/binhello
+# from the gpkg the host built and signed; then root runs it.
+if grep -qw portagevm.case=binpkg /proc/cmdline; then
+	rm -f /etc/keys/ima.key.pem || die "removing the key"
+	printf 'mode = "verify"\ntrusted_certs = ["/etc/keys/ima.cert.pem"]\nhash = "sha256"\n' \
+		>/etc/portage/ima.toml || die "writing ima.toml"
+	run_step keys - ls /etc/keys
+	phase binpkg
+	emerge_step binpkg --usepkgonly =test-ima/binhello-1
+	phase binpkg-run
+	run_step exec binhello /usr/bin/binhello
+	run_step xattr binhello getfattr --absolute-names -n security.ima -e hex /usr/bin/binhello
+	run_step xattr host cat /var/cache/binhello.security.ima
+	run_step verify binhello portage-ima verify -v test-ima/binhello
+	phase end
+	dump
+	say "done" -
+	$bb poweroff -f
+fi
+
 # 1. PORTAGE_TMPDIR on the root filesystem: the merge renames files, and
 #    what preinst signed in ${D} goes live signed.
 phase rootfs

@@ -15,6 +15,8 @@ on the ext4 image built here. The image is a tiny Gentoo-like system:
   make.conf, /etc/portage/bashrc sourcing the hook snippet where the ebuild
   installs it, ima.toml with the test key, and the portage-ima binary under
   test as /usr/bin/portage-ima;
+- a gpkg of test-ima/binhello in /var/cache/binpkgs, built and signed on the
+  host by real emerge with FEATURES=buildpkg (the binary host of issue 14);
 - /sbin/portage-vm-init (portagevm-init.sh), which runs the cases.
 
 Every regular file in it is signed on the host with `portage-ima sign
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import kernelvm
 from kernelvm import Unavailable, run
-from portage_playground.playground import MAKE_DEFAULTS
+from portage_playground.playground import CATEGORY as PLAYGROUND_CATEGORY, MAKE_DEFAULTS, Playground
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "portagevm"
@@ -414,6 +416,42 @@ def _add_system(tree: Tree, hook: Path, key_dir: Path) -> None:
                                   'hash = "sha256"\n')
 
 
+#: The binary package built on the host (portagevm.case=binpkg).
+BINPKG_PN = "binhello"
+#: Where the host's security.ima of its executable is put in the image (hex).
+BINPKG_SIGNATURE = "/var/cache/binhello.security.ima"
+
+
+def _add_binpkg(tree: Tree, hook: Path, key_dir: Path, work: Path) -> None:
+    """A gpkg of test-ima/binhello (one ELF in /usr/bin), built on the host
+    by real emerge with FEATURES=buildpkg, the hook and the image's key (the
+    binary host of issue 14), into the image's PKGDIR; the security.ima the
+    host wrote on the executable goes beside it for the VM to compare."""
+    assert PLAYGROUND_CATEGORY == CATEGORY
+    base = work.parent / f"{work.name}-binhost"
+    shutil.rmtree(base, ignore_errors=True)
+    keys = base / "keys"
+    keys.mkdir(parents=True)
+    for name in ("ima.key.pem", "ima.cert.pem", "ima.cert.der"):
+        shutil.copy2(key_dir / name, keys / name)
+    host = Playground(base, "root", hook=hook)  # keeps the keys it finds
+    elf = base / BINPKG_PN
+    run(["gcc", "-O1", "-o", elf, SOURCES / f"{BINPKG_PN}.c"])
+    atom = host.add_ebuild(BINPKG_PN, install=f'newbin "{elf}" {BINPKG_PN}')
+    # The hook found on PATH, as on a real build host: Portage saves the
+    # build's environment in the package and restores it on the client for
+    # a binary merge, so a PORTAGE_IMA set here would name this host's path
+    # in the VM (and the client's hook would not run).
+    (host.bin / "portage-ima").symlink_to(hook.resolve())
+    r = host.emerge(atom, env={"FEATURES": "buildpkg xattr", "BINPKG_FORMAT": "gpkg", "PORTAGE_IMA": None})
+    if r.returncode != 0 or f"{CATEGORY}/{BINPKG_PN}-1: binary package:" not in r.output:
+        raise RuntimeError(f"building the binary package on the host failed:\n{r.output}")
+    signature = os.getxattr(host.live(f"/usr/bin/{BINPKG_PN}"), "security.ima")
+    tree.write(BINPKG_SIGNATURE, signature.hex() + "\n")
+    shutil.copytree(base / "pkgdir", tree.path("/var/cache/binpkgs"), dirs_exist_ok=True)
+    shutil.rmtree(base)
+
+
 def build_image(hook: Path, *, log=print) -> tuple[Path, Path]:
     """The signed root filesystem image for `hook` (cached), and the key directory."""
     key_dir = ensure_key(CACHE / "keys")
@@ -429,6 +467,7 @@ def build_image(hook: Path, *, log=print) -> tuple[Path, Path]:
     _add_system(tree, hook, key_dir)
     _add_portage(tree)
     _write_repo(tree)
+    _add_binpkg(tree, hook, key_dir, work)
     tree.add_libraries()
     run(["ldconfig", "-r", work])
     # Sign everything, as an admin would sign a system before enforcing.

@@ -22,6 +22,9 @@ README tells users to. Then Portage, with the hook sourced from
    upgrading itself in this mode shows what it costs: the new binary is
    unsigned, the postinst hook cannot run it, and signing stops.
 
+A short boot of its own (portagevm.case=binpkg) installs a binary package
+built and signed on the host (issue 14) with no key in the VM.
+
 In modes 1 and 2 the kernel logs no IMA denial; after them an unsigned and
 a one-byte-changed copy of a merged executable are denied (exit 126 and
 IMA's audit record), so the policy really was enforcing.
@@ -275,3 +278,37 @@ def test_log_and_fix_modes_run_unsigned_programs_and_log_them(mode: str):
         assert re.search(r"security\.ima=0x0404[0-9a-f]{64}", xattr), xattr  # ima-ng, sha256
     # Both runs: fix's digest is no signature either.
     assert denials == [("/usr/local/bin/true-unsigned", "IMA-signature-required")] * 2, denials
+
+
+def test_binary_package_signed_on_the_host_installs_and_runs_without_a_key():
+    """Issue 14 on an enforcing kernel: a gpkg built and signed on the host
+    (portagevm._add_binpkg) is installed with `emerge --usepkgonly` by a VM
+    that has the certificate only (mode = "verify", the key file removed).
+    No IMA denial while Portage and the hook run, the executable carries the
+    host's signature, root runs it, and `portage-ima verify` says ok."""
+    run = boot_vm("portagevm.case=binpkg", "last-boot-binpkg.log")
+    assert "ima_appraise=enforce" in base64.b64decode(run.record("kernel", "-").fields["cmdline"]).decode()
+    run.record("policy", "-")
+    keys = base64.b64decode(run.record("keys", "-").fields["out"]).decode().split()
+    assert keys == ["ima.cert.der", "ima.cert.pem"], keys
+    out = run.output("binpkg")
+    assert run.record("emerge", "binpkg").fields["rc"] == "0", out
+    assert ">>> Emerging binary (1 of 1) test-ima/binhello-1" in out, out
+    assert run.denials("binpkg") == [], "\n".join(run.phases["binpkg"])
+    assert run.exec("binhello") == (0, "binhello from the binary host")
+    assert run.denials("binpkg-run") == [], "\n".join(run.phases["binpkg-run"])
+    live = base64.b64decode(run.record("xattr", "binhello").fields["out"]).decode()
+    host = base64.b64decode(run.record("xattr", "host").fields["out"]).decode().strip()
+    assert re.fullmatch(r"[0-9a-f]{100,}", host), host
+    assert f"security.ima=0x{host}" in live, (live, host)
+    # The hook applied the package's IMA_SIGNATURES in preinst (gpkg keeps no
+    # xattrs) and found it intact after the merge; the key is the host's.
+    key_id = host[6:14]  # signature v2: type, version, hash algorithm, key id
+    assert (f"binhello-1: before the merge: 0 carried signatures kept, 1 applied from "
+            f"IMA_SIGNATURES (key id {key_id}: 1), 0 without a trusted signature") in out, out
+    assert "binhello-1: merged: 1 carried signatures kept, 0 applied" in out, out
+    assert "binhello-1: merged: " in out and out.count(", 0 without a trusted signature") == 2, out
+    verify = run.record("verify", "binhello")
+    verify_out = base64.b64decode(verify.fields["out"]).decode()
+    assert verify.fields["rc"] == "0", verify_out
+    assert re.search(r"^ok +/usr/bin/binhello", verify_out, re.M), verify_out
