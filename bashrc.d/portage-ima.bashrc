@@ -16,6 +16,11 @@
 #             version's prerm/postrm have run); what preinst could not sign,
 #             or what a pkg_preinst added to ${D}, is signed here.
 # Files that pkg_postinst changes afterwards are not re-signed.
+#   package:  (FEATURES=buildpkg, before preinst) ${D} is about to be packed
+#             into the binary package: signed here, with the signatures
+#             listed in build-info/IMA_SIGNATURES, the package carries them.
+# With mode = "verify" in ima.toml (a client of a binary host, no key),
+# preinst and postinst keep the package's trusted signatures instead.
 #
 # Nothing happens in any other phase: not in `depend` (metadata generation,
 # where running a command corrupts the cache) and not with an empty
@@ -32,7 +37,7 @@
 case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 1:postinst | yes:postinst) einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed" ;;
 1:* | yes:*) ;;
-*:preinst | *:postinst)
+*:package | *:preinst | *:postinst)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
 		# Warn once per package (postinst), not in both phases.
@@ -74,7 +79,7 @@ case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 		case ${_portage_ima_rc}:${_portage_ima_strict} in
 		0:*) ;;
 		1:) ;; # the files not signed were reported just above
-		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed in ${EBUILD_PHASE}, see the warnings above" ;;
+		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed (or carry no trusted signature) in ${EBUILD_PHASE}, see the warnings above" ;;
 		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		*) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		esac

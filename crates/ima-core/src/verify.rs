@@ -17,6 +17,8 @@ pub struct KeySet {
     /// The key id signatures are expected to carry (the signing key's);
     /// a valid signature by another key in the set is [`VerifyStatus::OtherKey`].
     expected: Option<KeyId>,
+    /// Certificate subjects by key id, to say whose a signature is.
+    subjects: HashMap<KeyId, String>,
 }
 
 /// The verdict on one `security.ima` value.
@@ -115,6 +117,7 @@ impl KeySet {
             provider,
             keys: HashMap::new(),
             expected: None,
+            subjects: HashMap::new(),
         }
     }
 
@@ -132,6 +135,9 @@ impl KeySet {
     /// Adds a certificate's public key (RSA or ECDSA) under its key id (SKID tail).
     pub fn add_certificate(&mut self, cert: &Certificate) -> Result<KeyId> {
         let verifier = self.provider.verifier(&cert.public_key()?)?;
+        self.subjects
+            .entry(cert.key_id())
+            .or_insert_with(|| cert.subject());
         Ok(self.insert(cert.key_id(), verifier))
     }
 
@@ -144,6 +150,11 @@ impl KeySet {
     fn insert(&mut self, id: KeyId, verifier: Box<dyn Verifier>) -> KeyId {
         self.keys.entry(id).or_default().push(verifier);
         id
+    }
+
+    /// The subject of the certificate added with key id `id`, if any.
+    pub fn subject(&self, id: KeyId) -> Option<&str> {
+        self.subjects.get(&id).map(String::as_str)
     }
 
     /// Number of keys.
@@ -264,8 +275,12 @@ impl KeySet {
                             report.status = VerifyStatus::Ok;
                         } else if ok {
                             report.status = VerifyStatus::OtherKey;
+                            let whose = self
+                                .subject(keyid)
+                                .map(|s| format!(" ({s})"))
+                                .unwrap_or_default();
                             report.detail = Some(format!(
-                                "valid signature by key id {keyid}, not by the expected key id {}",
+                                "valid signature by key id {keyid}{whose}, not by the expected key id {}",
                                 self.expected.map(|e| e.to_string()).unwrap_or_default()
                             ));
                         } else if let Some(e) = failure {

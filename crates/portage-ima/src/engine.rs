@@ -281,7 +281,7 @@ fn is_executable(file: &File) -> bool {
 }
 
 /// What the settings write on this open file ([`Treatment::of`]).
-fn treatment(file: &File, config: Option<ConfigFiles>) -> Treatment {
+pub(crate) fn treatment(file: &File, config: Option<ConfigFiles>) -> Treatment {
     match config {
         None => Treatment::Sign,
         Some(mode) => Treatment::of(Some(mode), is_executable(file)),
@@ -359,7 +359,7 @@ pub fn sign_object(
 
 /// The `._cfgNNNN_name` files beside `path`, newest first, opened inside
 /// the root (those that cannot be opened are passed over).
-fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)> {
+pub(crate) fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };

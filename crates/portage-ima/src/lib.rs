@@ -17,6 +17,7 @@
 //! into settings.
 
 pub mod audit;
+pub mod carried;
 pub mod cli;
 pub mod commands;
 pub mod engine;

@@ -29,6 +29,31 @@ pub enum Premerge {
     Never,
 }
 
+/// What the hook does with signatures: make them, or only accept those a
+/// binary host made (see [`crate::carried`]).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Sign every file with our key (a build host, or a machine on its own).
+    #[default]
+    Sign,
+    /// No private key: keep the signatures a trusted certificate verifies
+    /// (carried by the binary package) and report every file without one.
+    Verify,
+    /// Like `verify`, and sign with our key what has no trusted signature.
+    SignMissing,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sign => "sign",
+            Mode::Verify => "verify",
+            Mode::SignMissing => "sign-missing",
+        }
+    }
+}
+
 /// What to do with config-protected files (CONFIG_PROTECT minus
 /// CONFIG_PROTECT_MASK, `/etc` by default).
 ///
@@ -117,6 +142,8 @@ pub struct FileConfig {
     pub config_files: Option<ConfigFiles>,
     pub allow_insecure_key: Option<bool>,
     pub scope: Option<SigningScope>,
+    pub mode: Option<Mode>,
+    pub trusted_certs: Option<Vec<PathBuf>>,
     pub hardware: Option<HardwareConfig>,
 }
 
@@ -181,6 +208,10 @@ pub struct Settings {
     /// Sign with a key file others could read or replace (warned, not refused).
     pub allow_insecure_key: bool,
     pub scope: SigningScope,
+    pub mode: Mode,
+    /// Certificates whose signatures the client keeps (`mode = "verify"`
+    /// or `"sign-missing"`; `verify` checks against them too).
+    pub trusted_certs: Vec<PathBuf>,
     /// How to reach a key held by hardware.
     pub hardware: HardwareConfig,
 }
@@ -256,6 +287,8 @@ impl Settings {
             config_files: file.config_files.unwrap_or_default(),
             allow_insecure_key: file.allow_insecure_key.unwrap_or(false),
             scope: file.scope.unwrap_or_default(),
+            mode: file.mode.unwrap_or_default(),
+            trusted_certs: file.trusted_certs.unwrap_or_default(),
             hardware: file.hardware.unwrap_or_default(),
             source,
         })
@@ -306,6 +339,34 @@ impl Settings {
 }
 
 impl Settings {
+    /// The keys whose signatures a client keeps: every `trusted_certs`
+    /// entry, and the configured certificate. Never opens the private key.
+    pub fn trusted_keys(&self) -> Result<ima_core::KeySet> {
+        let mut keys = ima_core::KeySet::new(self.backend);
+        let certs: Vec<PathBuf> = self
+            .trusted_certs
+            .iter()
+            .cloned()
+            .chain(self.cert())
+            .collect();
+        for path in &certs {
+            let cert = ima_core::Certificate::load(path)
+                .with_context(|| format!("trusted certificate {}", path.display()))?;
+            keys.add_certificate(&cert)?;
+        }
+        if keys.is_empty() {
+            bail!(
+                "mode = \"{}\" needs the certificates of the binary host: set \
+                 trusted_certs = [\"/etc/keys/binhost.der\"] in {}",
+                self.mode.as_str(),
+                self.source
+                    .as_deref()
+                    .map_or_else(|| CONFIG_FILE.to_string(), |p| p.display().to_string())
+            );
+        }
+        Ok(keys)
+    }
+
     /// Opens a key held by hardware and builds a signer that sends the
     /// device one request at a time.
     #[cfg(feature = "openssl")]
@@ -505,6 +566,43 @@ mod tests {
         assert_eq!(c.strict, Some(true));
         assert_eq!(c.jobs, Some(3));
         assert_eq!(c.allow_insecure_key, Some(true));
+    }
+
+    #[test]
+    fn client_modes_and_trusted_certs() {
+        let c = parse_config("mode = \"sign-missing\"\ntrusted_certs = [\"/a.der\", \"/b.pem\"]\n")
+            .unwrap();
+        assert_eq!(c.mode, Some(Mode::SignMissing));
+        assert_eq!(c.trusted_certs.unwrap().len(), 2);
+        assert_eq!(
+            parse_config("mode = \"verify\"").unwrap().mode,
+            Some(Mode::Verify)
+        );
+        assert_eq!(parse_config("").unwrap().mode, None);
+        let e = parse_config("mode = \"verify-only\"").unwrap_err();
+        assert!(e.to_string().contains("sign-missing"), "{e}");
+    }
+
+    #[test]
+    fn verify_mode_without_any_certificate_says_what_to_set() {
+        let file = parse_config("mode = \"verify\"\ncert = \"/nonexistent/x.der\"").unwrap();
+        let s = Settings::merge(None, file, &KeyArgs::default(), None).unwrap();
+        let e = s.trusted_keys().unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/x.der"), "{e:#}");
+        let s = Settings::merge(
+            None,
+            FileConfig {
+                mode: Some(Mode::Verify),
+                ..Default::default()
+            },
+            &KeyArgs::default(),
+            None,
+        )
+        .unwrap();
+        if s.cert().is_none() {
+            let e = s.trusted_keys().unwrap_err();
+            assert!(e.to_string().contains("trusted_certs = ["), "{e}");
+        }
     }
 
     #[test]

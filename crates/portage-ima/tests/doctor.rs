@@ -1196,6 +1196,56 @@ fn doctor_under_a_real_ima_kernel() {
     assert_eq!(rc, 0, "{show}");
 }
 
+/// A client of a binary host: mode = "verify", only the host's certificate,
+/// no key configured (and none readable: the key file is removed). Nothing
+/// about a key fails; trusted-certs names the key id and whose it is.
+#[test]
+fn keyless_verify_client_names_its_trusted_certificates() {
+    let s = Setup::new();
+    fs::remove_file(s.path("key.pem")).unwrap();
+    fs::write(
+        s.root().join("etc/portage/ima.toml"),
+        format!(
+            "mode = \"verify\"\ntrusted_certs = [\"{}\"]\n",
+            s.path("cert.der").display()
+        ),
+    )
+    .unwrap();
+    let d = s.doctor(&[]);
+    let keyid = skid_tail(&s.path("cert.der"));
+    let (f, _) = d.expect(CheckId::Key, "ok");
+    assert!(f.contains("never opened"), "{f}");
+    d.expect(CheckId::KeyAccess, "skip");
+    d.expect(CheckId::KeyId, "skip");
+    let (f, _) = d.expect(CheckId::TrustedCerts, "ok");
+    assert!(
+        f.contains(&format!("key id {keyid} = CN=doctor test")),
+        "{f}"
+    );
+    let (f, _) = d.expect(CheckId::Binpkg, "ok");
+    assert!(
+        f.contains("IMA_SIGNATURES") && f.contains("mode = \"verify\""),
+        "{f}"
+    );
+    for (check, (label, finding, _)) in &d.checks {
+        assert!(
+            !(label == "FAIL" && finding.contains("key")),
+            "{check} fails about a key:\n{}",
+            d.text
+        );
+    }
+
+    // A trusted certificate that does not load fails, naming it.
+    fs::write(
+        s.root().join("etc/portage/ima.toml"),
+        "mode = \"verify\"\ntrusted_certs = [\"/nonexistent/binhost.der\"]\n",
+    )
+    .unwrap();
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect(CheckId::TrustedCerts, "FAIL");
+    assert!(f.contains("/nonexistent/binhost.der"), "{f}");
+}
+
 #[test]
 fn old_readme_policy_is_named_as_the_rule_that_breaks_builds() {
     let s = Setup::new();
@@ -1322,4 +1372,192 @@ fn generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges() 
     s.write_toml("config_files = \"skip\"\n");
     let d = s.doctor(&["--policy", tcb.to_str().unwrap()]);
     d.expect(CheckId::PolicyConfig, "ok");
+}
+
+/// Installs package app-misc/signed-1 in the setup's root: `files` (name,
+/// executable) under /usr/bin, with a CONTENTS listing each as `obj`.
+fn install(s: &Setup, files: &[(&str, bool)]) -> Vec<PathBuf> {
+    let root = s.root();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    let vdb = root.join("var/db/pkg/app-misc/signed-1");
+    fs::create_dir_all(&vdb).unwrap();
+    let mut contents = String::new();
+    let mut paths = Vec::new();
+    for &(name, executable) in files {
+        let path = root.join("usr/bin").join(name);
+        let data = format!("#!/bin/sh\necho {name}\n");
+        fs::write(&path, &data).unwrap();
+        let mode = if executable { 0o755 } else { 0o644 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        contents.push_str(&format!(
+            "obj /usr/bin/{name} {} 1\n",
+            common::md5_hex(data.as_bytes())
+        ));
+        paths.push(path);
+    }
+    fs::write(vdb.join("CONTENTS"), contents).unwrap();
+    paths
+}
+
+/// `portage-ima sign --files` with the setup's settings and `key`/`cert`.
+fn sign_with(s: &Setup, key: &str, cert: &str, files: &[PathBuf]) {
+    run_ok(
+        Command::new(bin())
+            .arg("sign")
+            .arg("--config")
+            .arg(s.root().join("etc/portage/ima.toml"))
+            .arg("--key")
+            .arg(s.path(key))
+            .arg("--cert")
+            .arg(s.path(cert))
+            .arg("--files")
+            .args(files),
+    );
+}
+
+/// Loads the setup's certificate on a fresh session's `_ima` keyring.
+fn with_keyring_holding(cert: &Path) -> String {
+    format!(
+        "ring=$(keyctl newring _ima @s)\nkeyctl padd asymmetric '' $ring < '{}' >/dev/null",
+        cert.display()
+    )
+}
+
+#[test]
+fn signature_keys_warns_while_files_of_another_key_remain() {
+    if !common::require_root("signature_keys_warns_while_files_of_another_key_remain") {
+        return;
+    }
+    let s = Setup::new();
+    s.make_key("old.pem");
+    s.make_cert("old.pem", "old.der", Cert::Good);
+    let files = install(&s, &[("a", true), ("b", true), ("c", true), ("d", true)]);
+    sign_with(&s, "key.pem", "cert.der", &files[..1]);
+    sign_with(&s, "old.pem", "old.der", &files[1..]);
+    let old_id = skid_tail(&s.path("old.der"));
+    let new_id = skid_tail(&s.path("cert.der"));
+
+    // The kernel's keyring holds only the configured certificate.
+    let d = in_session(&with_keyring_holding(&s.path("cert.der")), &s, &[]);
+    let (f, fix) = d.expect(CheckId::SignatureKeys, "warn");
+    assert!(
+        f.starts_with("3 installed files are signed by keys not on the _ima keyring"),
+        "{f}"
+    );
+    assert!(
+        f.contains(&format!(
+            "key {old_id}: 3 files (e.g. /usr/bin/b, /usr/bin/c)"
+        )),
+        "{f}"
+    );
+    assert!(!f.contains(&new_id), "{f}");
+    let fix = fix.unwrap();
+    assert!(fix.contains("portage-ima sign --all --rotate"), "{fix}");
+    assert!(fix.contains("keyctl padd asymmetric"), "{fix}");
+    // A warning: the exit status does not change.
+    assert_eq!(d.code, 0, "{}", d.text);
+
+    // Both certificates loaded (the overlap of a rotation): nothing refused.
+    let d = in_session(
+        &format!(
+            "{}\nkeyctl padd asymmetric '' $ring < '{}' >/dev/null",
+            with_keyring_holding(&s.path("cert.der")),
+            s.path("old.der").display()
+        ),
+        &s,
+        &[],
+    );
+    let (f, _) = d.expect(CheckId::SignatureKeys, "ok");
+    assert_eq!(
+        f,
+        "4 of 4 installed files are signed, all by keys on the _ima keyring"
+    );
+
+    // Rotated: every file carries the configured key.
+    sign_with(&s, "key.pem", "cert.der", &files[1..]);
+    let d = in_session(&with_keyring_holding(&s.path("cert.der")), &s, &[]);
+    d.expect(CheckId::SignatureKeys, "ok");
+}
+
+#[test]
+fn signature_keys_compares_with_the_certificate_without_a_keyring() {
+    if !common::require_root("signature_keys_compares_with_the_certificate_without_a_keyring") {
+        return;
+    }
+    let s = Setup::new();
+    s.make_key("old.pem");
+    s.make_cert("old.pem", "old.der", Cert::Good);
+    let files = install(&s, &[("a", true), ("b", false)]);
+    sign_with(&s, "old.pem", "old.der", &files[1..]);
+    // A fresh session with no _ima keyring: the configured certificate counts.
+    let d = in_session("true", &s, &[]);
+    let (f, _) = d.expect(CheckId::SignatureKeys, "warn");
+    assert!(
+        f.starts_with("1 installed files are signed by keys not on the configured certificate"),
+        "{f}"
+    );
+    assert!(
+        f.contains("(no .ima or _ima keyring could be read here)"),
+        "{f}"
+    );
+    assert!(
+        f.contains(&format!(
+            "key {}: 1 files (e.g. /usr/bin/b)",
+            skid_tail(&s.path("old.der"))
+        )),
+        "{f}"
+    );
+}
+
+#[test]
+fn no_installed_packages_skips_the_signature_checks() {
+    let s = Setup::new();
+    let d = s.doctor(&[]);
+    for check in [CheckId::SignatureKeys, CheckId::PolicyCoverage] {
+        let (f, _) = d.expect(check, "skip");
+        assert!(f.starts_with("no installed packages to look at"), "{f}");
+    }
+}
+
+#[test]
+fn policy_coverage_warns_about_covered_files_the_scope_skipped() {
+    if !common::require_root("policy_coverage_warns_about_covered_files_the_scope_skipped") {
+        return;
+    }
+    let s = Setup::new();
+    s.write_toml("scope = \"policy\"\n");
+    // An executable program, a second one, and a data file no rule covers.
+    let files = install(&s, &[("prog", true), ("other", true), ("data", false)]);
+    // Signed under a policy that covered only the first program (as
+    // `scope = "policy"` does); then the loaded policy covers every program.
+    sign_with(&s, "key.pem", "cert.der", &files[..1]);
+    let policy = s.path("policy");
+    fs::write(&policy, "appraise func=BPRM_CHECK appraise_type=imasig\n").unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    let d = s.doctor(&["--policy", policy_arg]);
+    let (f, fix) = d.expect(CheckId::PolicyCoverage, "warn");
+    assert!(
+        f.contains("covers 1 installed files that scope = \"policy\" skipped"),
+        "{f}"
+    );
+    assert!(f.contains("e.g. /usr/bin/other)"), "{f}");
+    assert!(!f.contains("/usr/bin/data"), "{f}");
+    assert!(fix.unwrap().contains("portage-ima sign --all"), "{fix:?}");
+
+    // With scope = "all", the same files are called unsigned.
+    s.write_toml("");
+    let d = s.doctor(&["--policy", policy_arg]);
+    let (f, fix) = d.expect(CheckId::PolicyCoverage, "warn");
+    assert!(
+        f.contains("covers 1 installed files without a signature"),
+        "{f}"
+    );
+    assert_eq!(fix, Some("sign them: portage-ima sign --all"));
+
+    // Signed: ok.
+    s.write_toml("scope = \"policy\"\n");
+    sign_with(&s, "key.pem", "cert.der", &files[1..2]);
+    let d = s.doctor(&["--policy", policy_arg]);
+    let (f, _) = d.expect(CheckId::PolicyCoverage, "ok");
+    assert!(f.contains("scope = \"policy\" skipped none of them"), "{f}");
 }

@@ -232,4 +232,42 @@ fn scope_policy_signs_only_what_the_policy_covers() {
     // What the policy covers is signed: safe to boot (the boot policy is read).
     let check = fx.run(&["policy", "--check"]);
     assert_eq!(check.status.code(), Some(0), "{}", common::text(&check));
+    assert!(
+        !common::text(&check).contains("scope = \"policy\""),
+        "{}",
+        common::text(&check)
+    );
+    // A wider policy (every file read by root) covers what the scope skipped:
+    // said as such, beside the list of refused files.
+    let wider = fx.policy("appraise func=FILE_CHECK uid=0 appraise_type=imasig\n");
+    let check = fx.run(&["policy", "--check", wider.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1), "{}", common::text(&check));
+    let text = String::from_utf8(check.stdout.clone()).unwrap();
+    assert!(
+        text.contains("denied /usr/share/doc/README: unsigned"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scope = \"policy\" is set and this policy covers "),
+        "{text}"
+    );
+    assert!(
+        text.contains("portage-ima sign --all once this policy is loaded"),
+        "{text}"
+    );
+    // Without scope = "policy" the note is not there.
+    std::fs::write(
+        &fx.conf,
+        std::fs::read_to_string(&fx.conf)
+            .unwrap()
+            .replace("scope = \"policy\"\n", ""),
+    )
+    .unwrap();
+    let check = fx.run(&["policy", "--check", wider.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1), "{}", common::text(&check));
+    assert!(
+        !common::text(&check).contains("scope = \"policy\" is set"),
+        "{}",
+        common::text(&check)
+    );
 }

@@ -286,3 +286,50 @@ fn sign_without_rotate_writes_the_same_and_says_signed() {
     assert!(text.contains("signed 0, 3 already valid"), "{text}");
     assert!(!text.contains("rotated"), "{text}");
 }
+
+/// `verify` takes the trusted certificates of ima.toml (a binary host's),
+/// with no --cert: a keyless client (mode = "verify", no key configured)
+/// finds the binary host's signatures ok; a host with its own key
+/// (sign-missing) finds them other-key, naming the certificate they match.
+#[test]
+fn verify_uses_trusted_certs_from_the_settings() {
+    if !common::require_root("verify_uses_trusted_certs_from_the_settings") {
+        return;
+    }
+    let f = Root::signed_with_old_key();
+    let old = f.old_cert.display().to_string();
+    std::fs::write(
+        f.conf(),
+        format!("mode = \"verify\"\ntrusted_certs = [\"{old}\"]\n"),
+    )
+    .unwrap();
+    let (code, files) = f.verify(&["test-ima/clean"], &[]);
+    assert_eq!(code, 0, "{files:?}");
+    for name in ["a", "b", "c"] {
+        assert_eq!(statuses(&files, name), ["ok"], "{files:?}");
+    }
+
+    let conf = std::fs::read_to_string(f.conf()).unwrap();
+    std::fs::write(
+        f.conf(),
+        format!(
+            "mode = \"sign-missing\"\ntrusted_certs = [\"{old}\"]\ncert = \"{}\"\n{}",
+            f.new_cert.display(),
+            conf.lines()
+                .filter(|l| l.starts_with("key"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    )
+    .unwrap();
+    let out = f.run(&["verify", "--json", "test-ima/clean"]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", common::text(&out)));
+    for file in doc["files"].as_array().unwrap() {
+        assert_eq!(file["status"], "other-key", "{file}");
+        assert_eq!(file["keyid"], key_id(&f.old_cert).as_str(), "{file}");
+        let detail = file["detail"].as_str().unwrap();
+        assert!(detail.contains("(CN="), "names the certificate: {detail}");
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+}

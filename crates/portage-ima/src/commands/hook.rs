@@ -8,6 +8,11 @@
 //!   signatures (those signed in preinst are found valid here).
 //! - in both, config-protected files get what `config_files` says
 //!   (executables signed; the others left alone, hashed, or signed).
+//! - package (a binary package is being made, `FEATURES=buildpkg`): sign
+//!   `${D}` and list the signatures in build-info, so the package carries
+//!   them (see [`crate::carried`]).
+//! - with `mode = "verify"` or `"sign-missing"` (a client of a binary host),
+//!   preinst and postinst keep trusted signatures instead ([`carried_hook`]).
 //! - any other phase: nothing, before even reading the settings.
 //!
 //! Strict mode (`strict = true`) must never fail open. The protocol with
@@ -45,7 +50,9 @@ use crate::gentoo::env::{PortageEnv, PremergeXattr};
 use crate::plan::{self, Job, Protection};
 use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
-use crate::settings::{Premerge, Settings, SigningScope};
+use crate::settings::{Mode, Premerge, Settings, SigningScope};
+
+mod carried_hook;
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
 const PREMERGE_LIST: &str = "portage-ima-premerge.list";
@@ -55,7 +62,7 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
         Some(p) => p.clone(),
         None => std::env::var("EBUILD_PHASE").unwrap_or_default(),
     };
-    if phase != "preinst" && phase != "postinst" {
+    if !["package", "preinst", "postinst"].contains(&phase.as_str()) {
         return Ok(Status::Success);
     }
     // Decided before anything can fail (see the module docs).
@@ -125,6 +132,12 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     let mut env = PortageEnv::from_env()?;
     env.phase = phase.to_string();
     let settings = Settings::load(config, &KeyArgs::default(), None)?;
+    if phase == "package" {
+        return carried_hook::package(&env, &settings);
+    }
+    if settings.mode != Mode::Sign {
+        return carried_hook::client(&env, &settings);
+    }
     let signer = settings.signer()?;
     let runner = Runner::new(settings.jobs)?;
     if phase == "preinst" {
@@ -331,10 +344,16 @@ fn open_t(t: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
 
 /// Replaces `${T}/portage-ima-premerge.list` with `text` (see above).
 fn write_premerge_list(t: &Path, text: &[u8]) -> std::io::Result<()> {
+    write_build_file(t, PREMERGE_LIST, text)
+}
+
+/// Replaces `dir/name` (`dir` in the build directory: `${T}`, build-info)
+/// with `text`, following no symlink (see above).
+pub(crate) fn write_build_file(dir: &Path, name: &str, text: &[u8]) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Write;
-    let dir = open_t(t)?;
-    let tmp = format!(".{PREMERGE_LIST}.{}", std::process::id());
+    let dir = open_t(dir)?;
+    let tmp = format!(".{name}.{}", std::process::id());
     let create = || {
         rustix::fs::openat(
             &dir,
@@ -353,14 +372,7 @@ fn write_premerge_list(t: &Path, text: &[u8]) -> std::io::Result<()> {
         other => other?,
     };
     let written = std::fs::File::from(fd).write_all(text);
-    let renamed = written.and_then(|()| {
-        Ok(rustix::fs::renameat(
-            &dir,
-            tmp.as_str(),
-            &dir,
-            PREMERGE_LIST,
-        )?)
-    });
+    let renamed = written.and_then(|()| Ok(rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?));
     if renamed.is_err() {
         let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
     }
@@ -370,18 +382,24 @@ fn write_premerge_list(t: &Path, text: &[u8]) -> std::io::Result<()> {
 /// The premerge list as written by [`write_premerge_list`]: a regular file
 /// owned by us, not a symlink; anything else reads as no list.
 fn read_premerge_list(t: &Path) -> std::io::Result<Vec<u8>> {
+    read_build_file(t, PREMERGE_LIST, true)
+}
+
+/// Reads `dir/name` in the build directory following no symlink; only a
+/// regular file (and, with `ours`, one owned by us) is read.
+pub(crate) fn read_build_file(dir: &Path, name: &str, ours: bool) -> std::io::Result<Vec<u8>> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Read;
-    let dir = open_t(t)?;
+    let dir = open_t(dir)?;
     let fd = rustix::fs::openat(
         &dir,
-        PREMERGE_LIST,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
     let st = rustix::fs::fstat(&fd)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
-        || st.st_uid != unsafe { libc::geteuid() }
+        || (ours && st.st_uid != unsafe { libc::geteuid() })
     {
         return Err(std::io::Error::other("not a regular file of ours"));
     }

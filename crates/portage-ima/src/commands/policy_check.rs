@@ -14,7 +14,7 @@ use crate::gentoo::vdb::Vdb;
 use crate::plan::Location;
 use crate::policy::{check, parse_policy};
 use crate::report::Status;
-use crate::settings::Settings;
+use crate::settings::{Settings, SigningScope};
 
 pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, None)?;
@@ -87,6 +87,9 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         for u in &report.unreadable {
             log::warn!("not checked: {}", escape_text(u));
         }
+        if let Some(line) = scope_note(&settings, &report) {
+            writeln!(out, "{line}")?;
+        }
         writeln!(
             out,
             "portage-ima: {source}: {} files, {} covered by appraise rules, {} would be refused \
@@ -108,5 +111,27 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         Status::Success
     } else {
         Status::SomeFailed
+    })
+}
+
+/// With `scope = "policy"`, the covered files that carry no signature at
+/// all are the ones the scope skipped (signed under a narrower policy) or
+/// that predate the hook: said explicitly, since `sign` would skip them
+/// again unless it sees this policy.
+fn scope_note(settings: &Settings, report: &check::CheckReport) -> Option<String> {
+    if settings.scope != SigningScope::Policy {
+        return None;
+    }
+    let skipped = report
+        .denied
+        .iter()
+        .filter(|d| matches!(d.status, "unsigned" | "hashed"))
+        .count();
+    (skipped > 0).then(|| {
+        format!(
+            "portage-ima: scope = \"policy\" is set and this policy covers {skipped} files \
+             without a signature (the scope skipped them, or they predate the hook): sign them \
+             with portage-ima sign --all once this policy is loaded, or set scope = \"all\""
+        )
     })
 }

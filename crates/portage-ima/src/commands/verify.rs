@@ -57,18 +57,29 @@ fn every_file() -> bool {
 }
 
 /// The keys `verify` checks against: the certificates given, else the
-/// configured certificate, else the public half of the configured key;
-/// the configured key's id is the one expected (see [`configured_key_id`]).
+/// configured certificate and `trusted_certs` (a binary host's), else the
+/// public half of the configured key; the configured key's id is the one
+/// expected (see [`configured_key_id`]).
 pub fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
     let mut keys = KeySet::new(settings.backend);
     let certs: Vec<_> = if certs.is_empty() {
-        settings.cert().into_iter().collect()
+        settings
+            .cert()
+            .into_iter()
+            .chain(settings.trusted_certs.iter().cloned())
+            .collect()
     } else {
         certs.to_vec()
     };
     for path in &certs {
         let cert = ima_core::Certificate::load(path)?;
         keys.add_certificate(&cert)?;
+    }
+    if keys.is_empty() && settings.mode == crate::settings::Mode::Verify {
+        bail!(
+            "no certificate to verify with: give --cert FILE, or set trusted_certs = [...] \
+             in ima.toml (mode = \"verify\" never reads the private key)"
+        );
     }
     if keys.is_empty() {
         match ima_core::KeyMaterial::load(&settings.key, None) {
@@ -96,6 +107,10 @@ pub fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
 fn configured_key_id(settings: &Settings) -> Option<ima_core::KeyId> {
     if let Some(id) = settings.keyid {
         return Some(id);
+    }
+    // A verify-only client signs nothing: every trusted key is as good.
+    if settings.mode == crate::settings::Mode::Verify {
+        return None;
     }
     if let Some(cert) = settings.cert() {
         if let Ok(cert) = ima_core::Certificate::load(&cert) {

@@ -266,47 +266,19 @@ fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, 
     let Some((func, uid, line, rule, certain)) = covering_rule(policy, root, f) else {
         return (false, None);
     };
-    let file = match fs::OpenOptions::new()
+    let deny = |status: &'static str, detail: Option<String>| {
+        let denial = denied(root, f, func, uid, line, rule, certain, status, detail);
+        (true, Some(denial))
+    };
+    let report = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&f.path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| keys.verify_file(&file, false).map_err(|e| e.to_string()))
     {
-        Ok(file) => file,
-        Err(e) => {
-            return (
-                true,
-                Some(denied(
-                    root,
-                    f,
-                    func,
-                    uid,
-                    line,
-                    rule,
-                    certain,
-                    "error",
-                    Some(e.to_string()),
-                )),
-            )
-        }
-    };
-    let report = match keys.verify_file(&file, false) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                true,
-                Some(denied(
-                    root,
-                    f,
-                    func,
-                    uid,
-                    line,
-                    rule,
-                    certain,
-                    "error",
-                    Some(e.to_string()),
-                )),
-            )
-        }
+        Err(e) => return deny("error", Some(e)),
     };
     let passes = match report.status {
         VerifyStatus::Ok | VerifyStatus::OtherKey => true,
@@ -316,21 +288,7 @@ fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, 
     if passes {
         return (true, None);
     }
-    let status = report.status.as_str();
-    (
-        true,
-        Some(denied(
-            root,
-            f,
-            func,
-            uid,
-            line,
-            rule,
-            certain,
-            status,
-            report.detail,
-        )),
-    )
+    deny(report.status.as_str(), report.detail)
 }
 
 #[allow(clippy::too_many_arguments)]

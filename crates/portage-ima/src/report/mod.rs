@@ -54,6 +54,11 @@ pub fn print_problem(line: &str) {
     eprintln!("portage-ima: {line}");
 }
 
+/// One file that failed, on stderr: `portage-ima: PATH: reason`.
+pub fn print_failure(path: &Path, reason: &str) {
+    eprintln!("{}", sign::failure_line(path, reason));
+}
+
 /// One stderr line per file that failed: `portage-ima: PATH: reason`.
 pub fn print_failures(reports: &[FileReport]) {
     for r in reports {

@@ -26,6 +26,34 @@ pub(super) const CHECKS: &[CheckId] = &[
     CheckId::KeyId,
 ];
 
+/// `mode = "verify"`: no key (never opened), no key id of our own; the
+/// certificate is checked only when one is configured (`cert`: what
+/// [`check_cert`] found, run in between).
+pub(super) fn check_keyless(
+    r: &mut Report,
+    s: &Settings,
+    cert: impl FnOnce(&mut Report) -> Option<Certificate>,
+) -> Option<Certificate> {
+    r.ok(
+        CheckId::Key,
+        "mode = \"verify\": no private key here; it is never opened",
+    );
+    r.skip(CheckId::KeyAccess, "no key in mode = \"verify\"");
+    let found = if s.cert().is_some() {
+        cert(r)
+    } else {
+        for &c in &CHECKS[2..7] {
+            r.skip(c, "no certificate of this host: see trusted-certs");
+        }
+        None
+    };
+    r.skip(
+        CheckId::KeyId,
+        "nothing is signed here in mode = \"verify\"",
+    );
+    found
+}
+
 /// The command that makes a certificate the kernel takes on its IMA keyring.
 fn cert_command(key: &Path) -> String {
     format!(

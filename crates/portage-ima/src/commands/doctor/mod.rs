@@ -18,20 +18,26 @@
 //! - `keys.rs`: config's key, its access, the certificate, the key id;
 //! - `kernel.rs`: securityfs, IMA, the appraise mode, the hash, the policy;
 //! - `keyring.rs`: the certificate on the `.ima` or `_ima` keyring;
+//! - `binpkg.rs`: a client's trusted certificates, and what binary packages
+//!   carry of the signatures;
 //! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
 //!   hook's own rules (`gentoo::env::renames_between`, `XattrCopy`) and
 //!   the crate's one make.conf reader (`gentoo::make_conf`);
 //! - `policy.rs`: the IMA policy (read by `kernel.rs`: `--policy`, the
 //!   loaded one, or /etc/ima/ima-policy) against builds, merges and config
 //!   files, by `crate::policy::review`;
+//! - `signatures.rs`: the installed files' `security.ima` (vdb `obj`s): keys
+//!   not on the keyring, files the policy covers but nothing signed;
 //! - `self_check.rs`: the signer's own binary and libraries.
 
+mod binpkg;
 mod kernel;
 pub(crate) mod keyring;
 mod keys;
 mod policy;
 mod portage;
 mod self_check;
+mod signatures;
 
 pub(crate) use portage::{portage_vars, PortageVars};
 
@@ -43,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
 use crate::report::status::Status;
-use crate::settings::{self, Settings};
+use crate::settings::{self, Mode, Settings};
 
 /// Declares [`CheckId`] and [`CheckId::ALL`] from one list, so that the
 /// report's order and the names cannot drift apart.
@@ -84,6 +90,8 @@ check_ids! {
     /// The key id signatures carry.
     #[serde(rename = "keyid")]
     KeyId,
+    /// The binary host's certificates a client trusts.
+    TrustedCerts,
     /// securityfs is mounted.
     Securityfs,
     /// The kernel has IMA.
@@ -104,12 +112,18 @@ check_ids! {
     Xattr,
     /// Signing before the merge works.
     Premerge,
+    /// What binary packages carry of the signatures.
+    Binpkg,
     /// No rule of the IMA policy blocks source builds.
     PolicyBuilds,
     /// Merged programs are signed before a rule appraises them.
     PolicyMerges,
     /// Signed config files stay writable under the policy.
     PolicyConfig,
+    /// Installed files are signed by keys on the IMA keyring.
+    SignatureKeys,
+    /// Installed files the policy covers carry a signature (`scope`).
+    PolicyCoverage,
     /// The signer's own binary and libraries verify.
     #[serde(rename = "self")]
     Signer,
@@ -284,13 +298,30 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
             r.skip(c, "settings did not load");
         }
     }
-    let key = settings.as_ref().and_then(|s| keys::check_key(&mut r, s));
-    let cert = settings
-        .as_ref()
-        .and_then(|s| keys::check_cert(&mut r, s, key.as_ref()));
-    let keyid = settings
-        .as_ref()
-        .and_then(|s| keys::check_keyid(&mut r, s, key.as_ref(), cert.as_ref()));
+    // A verify-only client has no key, and its doctor never opens one.
+    let keyless = settings.as_ref().filter(|s| s.mode == Mode::Verify);
+    let signing = settings.as_ref().filter(|s| s.mode != Mode::Verify);
+    let key = signing.and_then(|s| keys::check_key(&mut r, s));
+    let cert = match (keyless, signing) {
+        (Some(s), _) => keys::check_keyless(&mut r, s, |r| keys::check_cert(r, s, None)),
+        (None, Some(s)) => keys::check_cert(&mut r, s, key.as_ref()),
+        (None, None) => None,
+    };
+    let keyid = signing.and_then(|s| keys::check_keyid(&mut r, s, key.as_ref(), cert.as_ref()));
+    let trusted = match settings.as_ref() {
+        Some(s) => binpkg::check_trusted_certs(&mut r, s),
+        None => {
+            r.skip(CheckId::TrustedCerts, "settings did not load");
+            Vec::new()
+        }
+    };
+    // The kernel must know the key the files here are signed with.
+    let keyid = keyid.or_else(|| {
+        cert.as_ref()
+            .map(|c| c.key_id())
+            .filter(|_| keyless.is_some())
+    });
+    let keyid = keyid.or_else(|| trusted.first().copied().filter(|_| keyless.is_some()));
     let kernel = kernel::check_kernel(
         &mut r,
         settings.as_ref(),
@@ -300,6 +331,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
     );
     let vars = portage::check_portage(&mut r, settings.as_ref(), root);
     policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
+    signatures::check_signatures(&mut r, settings.as_ref(), root, &kernel);
     self_check::check_self(
         &mut r,
         settings.as_ref(),

@@ -164,6 +164,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -
             ),
         ),
     }
+    super::binpkg::check_binpkg(r, s, &vars.features, &copy);
     vars
 }
 

@@ -1,0 +1,354 @@
+//! The hook's side of [`crate::carried`]: the package phase on the build
+//! host, and preinst and postinst on a client of a binary host
+//! (`mode = "verify"` or `"sign-missing"`).
+//!
+//! A client never loads a private key in `verify` mode. In preinst it checks
+//! the image in `${D}` before anything goes live: a file without a trusted
+//! signature (unsigned, or changed after the build host signed it) is
+//! reported, and with `strict = true` the merge stops there. In postinst it
+//! checks every `obj` of CONTENTS (whose MD5 must match) and writes again
+//! what the merge did not keep (a copy across file systems drops the xattr),
+//! from the vdb's copy of the signature list.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{read_build_file, write_build_file};
+use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
+use crate::engine::{cfg_candidates, open_failure, treatment, Runner};
+use crate::escape::escape_text;
+use crate::fs::rootfs::RootDir;
+use crate::fs::walk::{self, FoundFile};
+use crate::gentoo::contents::Contents;
+use crate::gentoo::env::PortageEnv;
+use crate::plan::{Protection, Treatment};
+use crate::progress::Progress;
+use crate::report::{self, Failure, Status};
+use crate::settings::{Mode, Settings};
+
+/// `${PORTAGE_BUILDDIR}/build-info`, where Portage keeps the package's metadata.
+fn build_info() -> Result<PathBuf> {
+    let dir = std::env::var_os("PORTAGE_BUILDDIR")
+        .filter(|v| !v.is_empty())
+        .context("PORTAGE_BUILDDIR is not set: the hook must run from Portage")?;
+    Ok(Path::new(&dir).join("build-info"))
+}
+
+/// The CONTENTS path of a file found under `${D}`.
+fn contents_path(d: &Path, found: &FoundFile) -> PathBuf {
+    Path::new("/").join(found.path.strip_prefix(d).unwrap_or(&found.path))
+}
+
+/// The package phase: sign every regular file of `${D}` (keeping a valid
+/// signature; in sign-missing mode, any trusted one) and write their
+/// signatures to `build-info/IMA_SIGNATURES`.
+pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
+    if settings.mode == Mode::Verify {
+        report::print_summary(&format!(
+            "{}/{}: mode = \"verify\" (no key here): the binary package carries no signatures",
+            env.category, env.pf
+        ));
+        return Ok(Status::Success);
+    }
+    let signer = settings.signer()?;
+    let trusted = match settings.mode {
+        Mode::SignMissing => Some(settings.trusted_keys()?),
+        _ => None,
+    };
+    let runner = Runner::new(settings.jobs)?;
+    let d = env
+        .d
+        .as_deref()
+        .context("D is not set: the package phase must run from Portage")?;
+    let info = build_info()?;
+    let no_list = Manifest::default();
+    let hasher = signer.hasher();
+    // `${D}` holds the paths as they will be merged (EPREFIX included).
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
+    let (found, problems) = walk::collect(&[d.to_path_buf()]);
+    let mut failed: Vec<(PathBuf, String)> = problems
+        .into_iter()
+        .map(|p| {
+            let r = report::FileReport::from(p);
+            (r.path, failure_reason(&r.outcome))
+        })
+        .collect();
+    let results = runner.run(
+        &found,
+        &Progress::hidden(),
+        |f| f.size,
+        |f| -> Result<Option<(bool, Vec<u8>)>, String> {
+            let file = f.open().map_err(|e| e.to_string())?;
+            let path = contents_path(d, f);
+            let keep = ima_core::SignOptions {
+                expect_md5: None,
+                keep_valid: true,
+                dry_run: false,
+            };
+            match treatment(&file, protection.config_of(&path)) {
+                Treatment::Sign => {}
+                // Config files get what config_files says, and are not listed.
+                Treatment::Hash => {
+                    hasher.hash_file(&file, &keep).map_err(|e| e.to_string())?;
+                    return Ok(None);
+                }
+                Treatment::Leave(_) => return Ok(None),
+            }
+            let newly = match &trusted {
+                Some(keys) => {
+                    let client = Client {
+                        keys,
+                        provider: settings.backend,
+                        manifest: &no_list,
+                        signer: Some(&signer),
+                        hasher: &hasher,
+                    };
+                    let settled = client.settle(&file, &path, None);
+                    matches!(
+                        settled.map_err(unsettled_text)?,
+                        crate::carried::Settled::Signed
+                    )
+                }
+                None => {
+                    let outcome = signer.sign_file(&file, &keep).map_err(|e| e.to_string())?;
+                    outcome != ima_core::SignOutcome::AlreadyValid
+                }
+            };
+            let value = signature_value(&file).ok_or("no signature after signing")?;
+            Ok(Some((newly, value)))
+        },
+    );
+    let mut list = BTreeMap::new();
+    let mut newly_signed = 0;
+    let mut config_files = 0;
+    for (f, result) in found.iter().zip(results) {
+        match result {
+            Some(Ok(Some((newly, value)))) => {
+                newly_signed += usize::from(newly);
+                list.insert(contents_path(d, f), value);
+            }
+            Some(Ok(None)) => config_files += 1,
+            Some(Err(why)) => failed.push((f.path.clone(), why)),
+            None => failed.push((f.path.clone(), "not done (interrupted)".into())),
+        }
+    }
+    for (path, why) in &failed {
+        report::print_failure(path, why);
+    }
+    let written = write_build_file(&info, MANIFEST, &Manifest::render(&list));
+    if let Err(e) = &written {
+        let message = format!("cannot write {}: {e}", info.join(MANIFEST).display());
+        report::print_problem(&escape_text(&message));
+    }
+    report::print_summary(&format!(
+        "{}/{}: binary package: {} files signed ({} newly), listed in build-info/{MANIFEST}{}{}",
+        env.category,
+        env.pf,
+        list.len(),
+        newly_signed,
+        match config_files {
+            0 => String::new(),
+            n => format!(
+                ", {n} config files as config_files = \"{}\" says",
+                settings.config_files.name()
+            ),
+        },
+        match failed.len() {
+            0 => String::new(),
+            n => format!(", {n} failed"),
+        }
+    ));
+    Ok(if failed.is_empty() && written.is_ok() {
+        Status::Success
+    } else {
+        Status::SomeFailed
+    })
+}
+
+fn failure_reason(outcome: &report::Outcome) -> String {
+    match outcome {
+        report::Outcome::Failed(f) => f.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn unsettled_text(u: Unsettled) -> String {
+    u.into_failure(None).to_string()
+}
+
+/// preinst and postinst of a client: keep trusted signatures, apply the
+/// package's list, (sign-missing) sign the rest, report what has none.
+pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
+    let keys = settings.trusted_keys()?;
+    // Only sign-missing ever loads the private key.
+    let signer = match settings.mode {
+        Mode::SignMissing => Some(settings.signer()?),
+        _ => None,
+    };
+    let runner = Runner::new(settings.jobs)?;
+    let (manifest, origin) = if env.phase == "preinst" {
+        let info = build_info()?;
+        let bytes = read_build_file(&info, MANIFEST, false);
+        (bytes, info.join(MANIFEST))
+    } else {
+        let path = env.vdb_entry().join(MANIFEST);
+        (std::fs::read(&path), path)
+    };
+    let manifest = match manifest {
+        Ok(bytes) => Manifest::parse(&bytes, &origin).unwrap_or_else(|e| {
+            report::print_problem(&escape_text(&format!("{e:#}; its signatures are not used")));
+            Manifest::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+        Err(e) => {
+            let message = format!("cannot read {}: {e}", origin.display());
+            report::print_problem(&escape_text(&message));
+            Manifest::default()
+        }
+    };
+    let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
+    let client = Client {
+        keys: &keys,
+        provider: settings.backend,
+        manifest: &manifest,
+        signer: signer.as_ref(),
+        hasher: &hasher,
+    };
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
+    let (tally, when) = if env.phase == "preinst" {
+        let tally = client_preinst(env, &client, &protection, &runner)?;
+        (tally, "before the merge")
+    } else {
+        (
+            client_postinst(env, &client, &protection, &runner)?,
+            "merged",
+        )
+    };
+    report::print_summary(&format!(
+        "{}/{}: {when}: {}",
+        env.category,
+        env.pf,
+        tally.line(signer.is_some())
+    ));
+    Ok(if tally.failed > 0 {
+        Status::SomeFailed
+    } else {
+        Status::Success
+    })
+}
+
+fn client_preinst(
+    env: &PortageEnv,
+    client: &Client,
+    protection: &Protection,
+    runner: &Runner,
+) -> Result<ClientTally> {
+    let d = env
+        .d
+        .as_deref()
+        .context("D is not set: preinst must run from Portage")?;
+    let (found, problems) = walk::collect(&[d.to_path_buf()]);
+    let mut tally = ClientTally::default();
+    for problem in problems {
+        let r = report::FileReport::from(problem);
+        report::print_failure(&r.path, &failure_reason(&r.outcome));
+        tally.failed += 1;
+    }
+    let results = runner.run(
+        &found,
+        &Progress::hidden(),
+        |f| f.size,
+        |f| match f.open() {
+            Ok(file) => {
+                let path = contents_path(d, f);
+                let treatment = treatment(&file, protection.config_of(&path));
+                client.settle_as(treatment, &file, &path, None)
+            }
+            Err(e) => Err(Unsettled::Error(e.to_string())),
+        },
+    );
+    for (f, result) in found.iter().zip(results) {
+        match result {
+            Some(Ok(settled)) => tally.add(&settled),
+            Some(Err(u)) => {
+                report::print_failure(&f.path, &unsettled_text(u));
+                tally.failed += 1;
+            }
+            None => {
+                report::print_failure(&f.path, "not done (interrupted)");
+                tally.failed += 1;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+fn client_postinst(
+    env: &PortageEnv,
+    client: &Client,
+    protection: &Protection,
+    runner: &Runner,
+) -> Result<ClientTally> {
+    let contents_path = env.vdb_entry().join("CONTENTS");
+    let contents = Contents::read(&contents_path)?;
+    let root = RootDir::open(&env.root)?;
+    let objects: Vec<(&Path, [u8; 16])> =
+        contents.objects().map(|(path, md5)| (path, *md5)).collect();
+    let results = runner.run(
+        &objects,
+        &Progress::hidden(),
+        |_| 1,
+        |(path, md5)| settle_object(client, protection, &root, path, *md5),
+    );
+    let mut tally = ClientTally::default();
+    for ((path, _), result) in objects.iter().zip(results) {
+        match result {
+            Some((_, Ok(settled))) => tally.add(&settled),
+            Some((shown, Err(failure))) => {
+                report::print_failure(&shown, &failure.to_string());
+                tally.failed += 1;
+            }
+            None => {
+                report::print_failure(&root.display_path(path), "not done (interrupted)");
+                tally.failed += 1;
+            }
+        }
+    }
+    for message in contents.skipped_messages(&contents_path) {
+        report::print_problem(&escape_text(&message));
+        tally.failed += 1;
+    }
+    Ok(tally)
+}
+
+/// One `obj` of CONTENTS on a client: the live file, or the `._cfg` update
+/// beside an edited config file whose content is the package's.
+fn settle_object(
+    client: &Client,
+    protection: &Protection,
+    root: &RootDir,
+    path: &Path,
+    md5: [u8; 16],
+) -> (PathBuf, Result<crate::carried::Settled, Failure>) {
+    let shown = root.display_path(path);
+    let file = match root.open_file(path) {
+        Ok(f) => f,
+        Err(e) => return (shown, Err(open_failure(&e))),
+    };
+    let config = protection.config_of(path);
+    match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
+        Err(Unsettled::ContentDiffers(actual)) => {
+            for (sibling, file) in cfg_candidates(root, path) {
+                match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
+                    Err(Unsettled::ContentDiffers(_)) => continue,
+                    other => return (sibling, other.map_err(|u| u.into_failure(Some(md5)))),
+                }
+            }
+            let differs = Unsettled::ContentDiffers(actual).into_failure(Some(md5));
+            (shown, Err(differs))
+        }
+        other => (shown, other.map_err(|u| u.into_failure(Some(md5)))),
+    }
+}
