@@ -150,6 +150,47 @@ if grep -qw portagevm.case=binpkg /proc/cmdline; then
 	$bb poweroff -f
 fi
 
+# portagevm.case=audit (test_enforce_audit.py): the four kinds of denial an
+# admin meets, made real, and what `policy --check` and `audit` say of them.
+# json_step KIND ID CMD...: like run_step, stdout and stderr apart.
+json_step() {
+	local kind=$1 id=$2 out rc
+	shift 2
+	out=$("$@" 2>/tmp/stderr)
+	rc=$?
+	say "$kind" "$id" rc=$rc out="$(printf '%s' "$out" | b64)" err="$(b64 </tmp/stderr)"
+}
+if grep -qw portagevm.case=audit /proc/cmdline; then
+	phase audit-install
+	emerge_step audit-install =test-ima/auditcase-1
+	# Installed and signed by the hook; now spoilt three ways, plus a script
+	# no package installed.
+	setfattr -x security.ima /usr/bin/audit-unsigned || die "removing security.ima"
+	printf '# changed by the admin\n' >>/usr/bin/audit-modified || die "changing audit-modified"
+	portage-ima sign -q --key /etc/keys/other.key.pem --cert /etc/keys/other.cert.pem \
+		--files /usr/bin/audit-foreign || die "signing with the other key"
+	mkdir -p /usr/local/bin
+	printf '#!/bin/sh\necho "audit-local ran"\n' >/usr/local/bin/audit-local
+	chmod 755 /usr/local/bin/audit-local
+	json_step check before portage-ima policy --check --json /etc/ima/ima-policy
+	phase audit-denials
+	for f in /usr/bin/audit-unsigned /usr/bin/audit-modified /usr/bin/audit-foreign /usr/local/bin/audit-local; do
+		run_step exec "${f##*/}" "$f"
+	done
+	sleep 1 # the audit records reach the kernel log a little late
+	json_step audit report portage-ima audit --json
+	json_step audit fix portage-ima audit --fix --json
+	phase audit-after
+	for f in /usr/bin/audit-unsigned /usr/bin/audit-modified /usr/bin/audit-foreign /usr/local/bin/audit-local; do
+		run_step exec "${f##*/}-again" "$f"
+	done
+	json_step check after portage-ima policy --check --json /etc/ima/ima-policy
+	phase end
+	dump
+	say "done" -
+	$bb poweroff -f
+fi
+
 # 1. PORTAGE_TMPDIR on the root filesystem: the merge renames files, and
 #    what preinst signed in ${D} goes live signed.
 phase rootfs

@@ -182,6 +182,18 @@ src_install() {
 """,
     # portage-ima upgrading itself; the hook at the start of postinst and the
     # package's pkg_postinst both run the copy just merged.
+    # The audit case (test_enforce_audit.py): three scripts the VM's init
+    # then strips of their signature, changes, and signs with a key the
+    # kernel does not have.
+    "auditcase": """\
+src_install() {
+	local name
+	for name in audit-unsigned audit-modified audit-foreign; do
+		printf '#!/bin/sh\\necho "%s ran"\\n' "${name}" >"${T}/${name}" || die
+		dobin "${T}/${name}"
+	done
+}
+""",
     "portage-ima": """\
 src_install() {
 	ima_install_exe "${EROOT}/usr/bin/portage-ima" /usr/bin
@@ -194,7 +206,8 @@ pkg_postinst() {
 }
 
 #: The versions in the repository (the init script emerges them by number).
-VERSIONS = {"hellolib": (1,), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2)}
+VERSIONS = {"hellolib": (1,), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2),
+            "auditcase": (1,)}
 
 #: Prebuilt with the host's gcc into each package's files/ (FILESDIR).
 PREBUILT = {
@@ -227,24 +240,31 @@ def inputs_digest(hook: Path, key_dir: Path) -> str:
     playground = kernelvm.REPO / "tests" / "portage_playground" / "playground.py"  # MAKE_DEFAULTS
     for f in sorted(SOURCES.iterdir()) + [Path(__file__), INIT, SNIPPET, playground]:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
-    for f in (hook, key_dir / "ima.key.pem", key_dir / "ima.cert.pem"):
+    other = other_key_dir(key_dir)
+    for f in (hook, key_dir / "ima.key.pem", key_dir / "ima.cert.pem",
+              other / "ima.key.pem", other / "ima.cert.pem"):
         h.update(hashlib.file_digest(open(f, "rb"), "sha256").digest())
     return h.hexdigest()[:16]
 
 
-def ensure_key(key_dir: Path) -> Path:
+def ensure_key(key_dir: Path, subject: str = "/CN=portage-ima enforce-mode VM test") -> Path:
     """The test's RSA-2048 signing key and certificate (PEM and DER), made
     once and kept with the image cache so that the image's hash is stable."""
     key_dir.mkdir(parents=True, exist_ok=True)
     key, pem, der = key_dir / "ima.key.pem", key_dir / "ima.cert.pem", key_dir / "ima.cert.der"
     if not der.exists():
         run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-             "-out", pem, "-days", "3650", "-subj", "/CN=portage-ima enforce-mode VM test",
+             "-out", pem, "-days", "3650", "-subj", subject,
              "-addext", "subjectKeyIdentifier=hash", "-addext", "keyUsage=critical,digitalSignature",
              "-addext", "basicConstraints=critical,CA:FALSE"])
         os.chmod(key, 0o600)
         run(["openssl", "x509", "-in", pem, "-outform", "DER", "-out", der])
     return key_dir
+
+
+def other_key_dir(key_dir: Path) -> Path:
+    """A second key, whose certificate is never put on the VM's keyring."""
+    return key_dir.parent / "keys-other"
 
 
 class Tree:
@@ -411,6 +431,11 @@ def _add_system(tree: Tree, hook: Path, key_dir: Path) -> None:
     os.chmod(tree.path(f"{KEY_DIR}/ima.key.pem"), 0o600)
     tree.copy(key_dir / "ima.cert.pem", f"{KEY_DIR}/ima.cert.pem")
     tree.copy(key_dir / "ima.cert.der", f"{KEY_DIR}/ima.cert.der")
+    # Not on the keyring: what a file signed by someone else's key looks like.
+    other = other_key_dir(key_dir)
+    tree.copy(other / "ima.key.pem", f"{KEY_DIR}/other.key.pem")
+    os.chmod(tree.path(f"{KEY_DIR}/other.key.pem"), 0o600)
+    tree.copy(other / "ima.cert.pem", f"{KEY_DIR}/other.cert.pem")
     tree.write(f"{etc}/make.conf.xattr", xattr_make_conf())
     tree.write(f"{etc}/ima.toml", f'key = "{KEY_DIR}/ima.key.pem"\ncert = "{KEY_DIR}/ima.cert.pem"\n'
                                   'hash = "sha256"\n')
@@ -455,6 +480,7 @@ def _add_binpkg(tree: Tree, hook: Path, key_dir: Path, work: Path) -> None:
 def build_image(hook: Path, *, log=print) -> tuple[Path, Path]:
     """The signed root filesystem image for `hook` (cached), and the key directory."""
     key_dir = ensure_key(CACHE / "keys")
+    ensure_key(other_key_dir(key_dir), "/CN=portage-ima enforce-mode VM test, not on the keyring")
     digest = inputs_digest(hook, key_dir)
     image = CACHE / f"root-{digest}.ext4"
     if image.exists():
