@@ -133,7 +133,7 @@ fi
 # (mode = "verify"), and `emerge --usepkgonly` installs test-ima/binhello
 # from the gpkg the host built and signed; then root runs it.
 if grep -qw portagevm.case=binpkg /proc/cmdline; then
-	rm -f /etc/keys/ima.key.pem || die "removing the key"
+	rm -f /etc/keys/*.key.pem || die "removing the private keys"
 	printf 'mode = "verify"\ntrusted_certs = ["/etc/keys/ima.cert.pem"]\nhash = "sha256"\n' \
 		>/etc/portage/ima.toml || die "writing ima.toml"
 	run_step keys - ls /etc/keys
