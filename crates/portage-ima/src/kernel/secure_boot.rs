@@ -50,7 +50,9 @@ impl SecureBoot {
         let secure_boot = match read_byte(efivars, "SecureBoot", GLOBAL_GUID) {
             Ok(Some(v)) => v,
             // The kernel: no SecureBoot variable means Secure Boot is off.
-            Ok(None) => return SecureBoot::Disabled("the firmware has no SecureBoot variable".into()),
+            Ok(None) => {
+                return SecureBoot::Disabled("the firmware has no SecureBoot variable".into())
+            }
             Err(e) => return SecureBoot::Unknown(e),
         };
         if secure_boot != 1 {
@@ -103,8 +105,14 @@ mod tests {
     #[test]
     fn states() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(SecureBoot::read(&dir.path().join("absent")), SecureBoot::NotUefi);
-        assert!(matches!(SecureBoot::read(dir.path()), SecureBoot::Disabled(_)));
+        assert_eq!(
+            SecureBoot::read(&dir.path().join("absent")),
+            SecureBoot::NotUefi
+        );
+        assert!(matches!(
+            SecureBoot::read(dir.path()),
+            SecureBoot::Disabled(_)
+        ));
 
         var(dir.path(), "SecureBoot", GLOBAL_GUID, 1);
         var(dir.path(), "SetupMode", GLOBAL_GUID, 0);
@@ -112,17 +120,24 @@ mod tests {
         assert!(!SecureBoot::read(dir.path()).cmdline_appraise_honoured());
 
         var(dir.path(), "MokSBStateRT", SHIM_GUID, 1);
-        assert!(matches!(SecureBoot::read(dir.path()), SecureBoot::Disabled(r) if r.contains("shim")));
+        assert!(
+            matches!(SecureBoot::read(dir.path()), SecureBoot::Disabled(r) if r.contains("shim"))
+        );
         fs::remove_file(dir.path().join(format!("MokSBStateRT-{SHIM_GUID}"))).unwrap();
 
         var(dir.path(), "SetupMode", GLOBAL_GUID, 1);
-        assert!(matches!(SecureBoot::read(dir.path()), SecureBoot::Disabled(r) if r.contains("setup")));
+        assert!(
+            matches!(SecureBoot::read(dir.path()), SecureBoot::Disabled(r) if r.contains("setup"))
+        );
 
         var(dir.path(), "SetupMode", GLOBAL_GUID, 0);
         var(dir.path(), "SecureBoot", GLOBAL_GUID, 0);
         assert!(SecureBoot::read(dir.path()).cmdline_appraise_honoured());
 
         fs::write(dir.path().join(format!("SecureBoot-{GLOBAL_GUID}")), [7]).unwrap();
-        assert!(matches!(SecureBoot::read(dir.path()), SecureBoot::Unknown(_)));
+        assert!(matches!(
+            SecureBoot::read(dir.path()),
+            SecureBoot::Unknown(_)
+        ));
     }
 }
