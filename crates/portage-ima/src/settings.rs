@@ -29,6 +29,36 @@ pub enum Premerge {
     Never,
 }
 
+/// Whether the hook acts as if the kernel enforced IMA appraisal of what
+/// root executes (`enforce` in ima.toml): `"auto"` (detect it,
+/// [`crate::kernel::enforcement`]), `true` or `false`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Enforce {
+    #[default]
+    Auto,
+    Yes,
+    No,
+}
+
+impl<'de> Deserialize<'de> for Enforce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Enforce::Yes),
+            Raw::Bool(false) => Ok(Enforce::No),
+            Raw::Text(t) if t == "auto" => Ok(Enforce::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "enforce = \"{t}\": expected \"auto\", true or false"
+            ))),
+        }
+    }
+}
+
 /// What the hook does with signatures: make them, or only accept those a
 /// binary host made (see [`crate::carried`]).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -139,6 +169,8 @@ pub struct FileConfig {
     pub backend: Option<String>,
     pub premerge: Option<Premerge>,
     pub strict: Option<bool>,
+    pub enforce: Option<Enforce>,
+    pub allow_unsigned_window: Option<bool>,
     pub config_files: Option<ConfigFiles>,
     pub allow_insecure_key: Option<bool>,
     pub scope: Option<SigningScope>,
@@ -204,6 +236,11 @@ pub struct Settings {
     pub backend: &'static dyn CryptoProvider,
     pub premerge: Premerge,
     pub strict: bool,
+    /// Whether to act as if the kernel enforced appraisal (fail-safe merges).
+    pub enforce: Enforce,
+    /// Under enforcement, merge with a window of unsigned live files
+    /// (warned) instead of stopping the merge.
+    pub allow_unsigned_window: bool,
     pub config_files: ConfigFiles,
     /// Sign with a key file others could read or replace (warned, not refused).
     pub allow_insecure_key: bool,
@@ -284,6 +321,8 @@ impl Settings {
             backend,
             premerge: file.premerge.unwrap_or_default(),
             strict: file.strict.unwrap_or(false),
+            enforce: file.enforce.unwrap_or_default(),
+            allow_unsigned_window: file.allow_unsigned_window.unwrap_or(false),
             config_files: file.config_files.unwrap_or_default(),
             allow_insecure_key: file.allow_insecure_key.unwrap_or(false),
             scope: file.scope.unwrap_or_default(),
@@ -566,6 +605,29 @@ mod tests {
         assert_eq!(c.strict, Some(true));
         assert_eq!(c.jobs, Some(3));
         assert_eq!(c.allow_insecure_key, Some(true));
+    }
+
+    #[test]
+    fn enforce_takes_auto_or_a_bool() {
+        assert_eq!(parse_config("").unwrap().enforce, None);
+        for (text, want) in [
+            ("enforce = \"auto\"", Enforce::Auto),
+            ("enforce = true", Enforce::Yes),
+            ("enforce = false", Enforce::No),
+        ] {
+            assert_eq!(parse_config(text).unwrap().enforce, Some(want), "{text}");
+        }
+        let e = parse_config("enforce = \"yes\"").unwrap_err();
+        assert!(
+            e.to_string().contains("expected \"auto\", true or false"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_config("allow_unsigned_window = true")
+                .unwrap()
+                .allow_unsigned_window,
+            Some(true)
+        );
     }
 
     #[test]
