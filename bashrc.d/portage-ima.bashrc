@@ -33,12 +33,23 @@
 # elog) unless PORTAGE_IMA_ELOG_SUMMARY=yes (make.conf or package.env) sends
 # it through elog (class "log"). PORTAGE_IMA_SKIP=1 or yes (e.g. from
 # package.env) leaves a package unsigned.
+#
+# Fail-safe merges: when the kernel enforces appraisal and this merge would
+# drop the signatures made in preinst (a copy without FEATURES=xattr), the
+# hook exits 4 in preinst and this snippet stops the merge (die), strict or
+# not, unless allow_unsigned_window = true.
 
 case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 1:postinst | yes:postinst) einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed" ;;
 1:* | yes:*) ;;
 *:package | *:preinst | *:postinst)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
+	# A merge of portage-ima itself that dropped the signatures: preinst
+	# kept a signed copy of the new binary in ${T} (root's, not a symlink);
+	# the merged one is unsigned until this postinst signs it.
+	if [[ ${EBUILD_PHASE} == postinst && -f ${T}/portage-ima.self && ! -L ${T}/portage-ima.self && -O ${T}/portage-ima.self ]]; then
+		_portage_ima_bin=${T}/portage-ima.self
+	fi
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
 		# Warn once per package (postinst), not in both phases.
 		[[ ${EBUILD_PHASE} == postinst ]] &&
@@ -78,6 +89,7 @@ case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 		done <<<"${_portage_ima_out}"
 		case ${_portage_ima_rc}:${_portage_ima_strict} in
 		0:*) ;;
+		4:*) die "portage-ima: the merge of ${CATEGORY}/${PF} is stopped before any file goes live: the kernel enforces IMA appraisal and this merge would leave its programs unsigned until postinst (see the warnings above for the fix)" ;;
 		1:) ;; # the files not signed were reported just above
 		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed (or carry no trusted signature) in ${EBUILD_PHASE}, see the warnings above" ;;
 		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod escape;
+pub mod failsafe;
 pub mod fs;
 pub mod gentoo;
 pub mod kernel;

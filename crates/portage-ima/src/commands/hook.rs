@@ -15,6 +15,15 @@
 //!   preinst and postinst keep trusted signatures instead ([`carried_hook`]).
 //! - any other phase: nothing, before even reading the settings.
 //!
+//! Fail-safe merges ([`crate::failsafe`]): in preinst, when the kernel
+//! enforces appraisal (`enforce`) and the merge drops the signatures made
+//! before it, the hook exits 4 and the snippet stops the merge, whatever
+//! strict says (unless `allow_unsigned_window = true`). When such a merge
+//! replaces the running portage-ima itself, preinst keeps a signed copy of
+//! the new binary in `${T}` ([`OWN_COPY`]), where the merge does not touch
+//! it, and the snippet runs that copy in postinst: the merged binary is
+//! unsigned until then and the kernel may refuse it.
+//!
 //! Strict mode (`strict = true`) must never fail open. The protocol with
 //! bashrc.d/portage-ima.bashrc:
 //! - the hook decides strictness first, leniently
@@ -44,9 +53,11 @@ use anyhow::{Context, Result};
 use crate::cli::{HookArgs, KeyArgs};
 use crate::engine::{self, Runner};
 use crate::escape::escape_text;
+use crate::failsafe::{self, Drop, Verdict};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::{PortageEnv, PremergeXattr};
+use crate::kernel::enforcement;
 use crate::plan::{self, Job, Protection};
 use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
@@ -56,6 +67,9 @@ mod carried_hook;
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
 const PREMERGE_LIST: &str = "portage-ima-premerge.list";
+/// The signed copy in `${T}` of the portage-ima a merge brings, which the
+/// snippet runs in postinst (it reads the same name).
+pub const OWN_COPY: &str = "portage-ima.self";
 
 pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     let phase = match &args.phase {
@@ -93,6 +107,7 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     };
     Ok(match status {
         Status::Success => Status::Success,
+        Status::Stop => Status::Stop,
         _ if strict => Status::Strict,
         other => other,
     })
@@ -138,9 +153,32 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     if settings.mode != Mode::Sign {
         return carried_hook::client(&env, &settings);
     }
+    let drop = (phase == "preinst")
+        .then(|| merge_drop(&env, &settings))
+        .flatten();
+    if phase == "preinst" {
+        let what = format!("{}/{}", env.category, env.pf);
+        let enforcement = enforcement::decide(settings.enforce, &env.root, &env.eroot);
+        match failsafe::judge(
+            &what,
+            &enforcement,
+            drop.as_ref(),
+            settings.allow_unsigned_window,
+        ) {
+            Verdict::Stop(message) => {
+                report::print_problem(&escape_text(&message));
+                return Ok(Status::Stop);
+            }
+            Verdict::Window(message) => report::print_problem(&escape_text(&message)),
+            Verdict::Go(reason) => log::debug!("{reason}"),
+        }
+    }
     let signer = settings.signer()?;
     let runner = Runner::new(settings.jobs)?;
     if phase == "preinst" {
+        if drop.is_some() {
+            keep_own_copy(&env, &signer);
+        }
         // Failures of single files are retried in postinst; never fatal.
         preinst(&env, &settings, &signer, &runner)?;
         return Ok(Status::Success);
@@ -154,6 +192,76 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     } else {
         Status::Success
     })
+}
+
+/// Why the new files will be live and unsigned after the merge, if they will.
+fn merge_drop(env: &PortageEnv, settings: &Settings) -> Option<Drop> {
+    if settings.premerge == Premerge::Never {
+        return Some(Drop::never());
+    }
+    match env.premerge_xattr() {
+        PremergeXattr::Lost { reason, .. } => Some(Drop::copy(&reason, &env.xattr_exclude)),
+        PremergeXattr::Kept { .. } => None,
+    }
+}
+
+/// When this merge replaces the running portage-ima (`${D}` holds a file
+/// at its path) and drops the signatures, a copy of the new binary goes to
+/// `${T}/portage-ima.self`, signed, for the postinst hook (module docs).
+/// `${T}` is on the build filesystem, which the merge leaves alone. The
+/// copy is exactly what the merge brings: a build that could change it
+/// could as well change the binary that is merged and signed.
+fn keep_own_copy(env: &PortageEnv, signer: &ima_core::ImaSigner) {
+    if env.root != Path::new("/") {
+        return; // the running binary is the host's, not the target's
+    }
+    let (Some(d), Some(t), Ok(exe)) = (&env.d, std::env::var_os("T"), std::env::current_exe())
+    else {
+        return;
+    };
+    let image = d.join(exe.strip_prefix("/").unwrap_or(&exe));
+    let (Some(dir), Some(name)) = (image.parent(), image.file_name().and_then(OsStr::to_str))
+    else {
+        return;
+    };
+    let t = PathBuf::from(t);
+    let kept = read_build_file(dir, name, false)
+        .and_then(|bytes| write_build_file_mode(&t, OWN_COPY, &bytes, 0o700));
+    match kept {
+        Ok(()) => {}
+        // The package does not bring portage-ima.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            report::print_problem(&escape_text(&format!(
+                "this merge replaces {} and drops its signature, but its copy for the \
+                 postinst hook could not be kept in {}: {e}",
+                exe.display(),
+                t.display()
+            )));
+            return;
+        }
+    }
+    let copy = t.join(OWN_COPY);
+    let (found, _) = crate::fs::walk::collect(std::slice::from_ref(&copy));
+    let signed = found.into_iter().next().map(|file| {
+        let job = Job::found(file, None);
+        engine::sign_job(signer, None, &job, false, false).outcome
+    });
+    if matches!(signed, Some(Outcome::Signed | Outcome::AlreadyValid)) {
+        report::print_summary(&format!(
+            "this merge replaces {} and drops its signature: the postinst hook runs the \
+             new one from {} (signed) instead",
+            exe.display(),
+            copy.display()
+        ));
+    } else {
+        report::print_problem(&format!(
+            "this merge replaces {} and drops its signature, and its copy {} could not be \
+             signed: the postinst hook may be refused",
+            exe.display(),
+            copy.display()
+        ));
+    }
 }
 
 fn preinst(
@@ -350,6 +458,11 @@ fn write_premerge_list(t: &Path, text: &[u8]) -> std::io::Result<()> {
 /// Replaces `dir/name` (`dir` in the build directory: `${T}`, build-info)
 /// with `text`, following no symlink (see above).
 pub(crate) fn write_build_file(dir: &Path, name: &str, text: &[u8]) -> std::io::Result<()> {
+    write_build_file_mode(dir, name, text, 0o644)
+}
+
+/// [`write_build_file`] with the new file's mode.
+fn write_build_file_mode(dir: &Path, name: &str, text: &[u8], mode: u32) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Write;
     let dir = open_t(dir)?;
@@ -359,7 +472,7 @@ pub(crate) fn write_build_file(dir: &Path, name: &str, text: &[u8]) -> std::io::
             &dir,
             tmp.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(mode),
         )
     };
     let fd = match create() {

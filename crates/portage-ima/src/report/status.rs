@@ -13,6 +13,9 @@ pub enum Status {
     ConfigError = 2,
     /// Strict mode: the hook asks its caller to fail the merge.
     Strict = 3,
+    /// Fail-safe merges: the merge would leave programs live and unsigned
+    /// on an enforcing machine; the snippet stops it in any mode.
+    Stop = 4,
     /// Interrupted; every file is either signed or untouched.
     Interrupted = 130,
 }
