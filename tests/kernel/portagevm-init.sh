@@ -202,17 +202,33 @@ run_step exec generated cat /usr/share/srcbuild/generated.txt
 emerge_step rootfs-upgrade =test-ima/vimlike-2 =test-ima/portage-ima-1
 run_step exec portage-ima-1 portage-ima --version
 
-# 2. PORTAGE_TMPDIR/portage on a tmpfs, FEATURES=xattr and security.ima kept
-#    out of PORTAGE_XATTR_EXCLUDE: the merge copies, with the signature.
-phase tmpfs-xattr
+# 2. Fail-safe merges: PORTAGE_TMPDIR/portage on a tmpfs without
+#    FEATURES=xattr, so the merge would drop the preinst signatures. A new
+#    bash (the shell Portage runs every phase with, and root's shell) is
+#    stopped in preinst: nothing merged, bash and root's shell still run.
+phase tmpfs-stop
 mkdir -p /var/tmp/portage || die "mkdir /var/tmp/portage"
 $bb mount -t tmpfs -o mode=0775 tmpfs /var/tmp/portage || die "mount tmpfs on /var/tmp/portage"
 cp /etc/portage/make.conf /etc/portage/make.conf.base || die "cp make.conf"
+run_step sha256 bash-before sha256sum /usr/bin/bash
+emerge_step tmpfs-stop =test-ima/bash-1
+run_step sha256 bash-after sha256sum /usr/bin/bash
+run_step vdb bash-after sh -c 'ls -d /var/db/pkg/test-ima/bash-* 2>&1'
+run_step exec bash-after-stop /bin/bash -c 'echo "bash runs"'
+root_shell=$(awk -F: '$1 == "root" { print $7 }' /etc/passwd)
+run_step exec root-shell "$root_shell" -l -c 'echo "root shell runs"'
+
+# 3. The same tmpfs with FEATURES=xattr and security.ima kept out of
+#    PORTAGE_XATTR_EXCLUDE: the merge copies, with the signature. The same
+#    bash upgrade goes through (the next emerge), and the new bash runs the
+#    phases that follow (its own postinst, vimlike's).
+phase tmpfs-xattr
 cat /etc/portage/make.conf.xattr >>/etc/portage/make.conf || die "make.conf.xattr"
 doctor_step tmpfs-xattr
-emerge_step tmpfs-xattr =test-ima/vimlike-3
+emerge_step tmpfs-xattr =test-ima/bash-1 =test-ima/vimlike-3
+run_step exec new-bash /bin/bash -c 'tail -n 1 /usr/bin/bash'
 
-# 3. The policy really is enforced: copies of a merged executable. (A changed
+# 4. The policy really is enforced: copies of a merged executable. (A changed
 #    copy of the library still loads: root-exec appraises programs only.)
 phase enforcing
 mkdir -p /usr/local/bin /usr/local/lib/tampered
@@ -233,10 +249,11 @@ run_step exec changed-as-user python3.11 -c \
 run_step verify merged portage-ima verify --cert /etc/keys/ima.cert.pem --files \
 	/usr/bin/hello /usr/lib/hellolib/libhello.so /usr/bin/vimlike /usr/bin/gen /usr/bin/portage-ima
 
-# 4. The same tmpfs without FEATURES=xattr: the merge copies and drops the
-#    signature; the new files are live and unsigned until the postinst hook.
-#    portage-ima upgrades itself here too: its new binary is unsigned when the
-#    postinst hook runs it.
+# 5. The same tmpfs without FEATURES=xattr, and allow_unsigned_window = true:
+#    the merge copies and drops the signature; the new files are live and
+#    unsigned until the postinst hook. portage-ima upgrades itself here too:
+#    its new binary is unsigned until the postinst hook, which runs the
+#    signed copy preinst kept in ${T}; the next emerge is signed by it.
 phase tmpfs-noxattr
 cp /etc/portage/make.conf.base /etc/portage/make.conf || die "restore make.conf"
 doctor_step tmpfs-noxattr
@@ -244,9 +261,15 @@ doctor_step tmpfs-noxattr
 portage-ima policy --measure >/tmp/policy-noxattr.out 2>&1
 say policy-check tmpfs-noxattr rc=$?
 sed "s/^/@@out policy-tmpfs-noxattr /" /tmp/policy-noxattr.out
+echo 'allow_unsigned_window = true' >>/etc/portage/ima.toml || die "allow_unsigned_window"
 emerge_step tmpfs-noxattr =test-ima/vimlike-4 =test-ima/portage-ima-2
 run_step exec vimlike-4 /usr/bin/vimlike after-the-emerge
 run_step exec portage-ima-2 portage-ima --version
+phase after-self-upgrade
+emerge_step after-self-upgrade =test-ima/hellolib-2
+run_step exec hello-2 /usr/bin/hello
+run_step verify self-upgrade portage-ima verify --cert /etc/keys/ima.cert.pem --files \
+	/usr/bin/portage-ima /usr/bin/hello /usr/lib/hellolib/libhello.so /usr/bin/vimlike /usr/bin/bash
 
 phase end
 dump

@@ -194,6 +194,18 @@ src_install() {
 	done
 }
 """,
+    # A new build of the shell Portage runs every phase with (/bin/bash):
+    # the VM's bash with a trailer naming ${PF}. Its pkg_postinst logs the
+    # tail of the program running that phase, which shows the new bash.
+    "bash": """\
+src_install() {
+	ima_install_exe "${EROOT}/usr/bin/bash" /usr/bin
+}
+
+pkg_postinst() {
+	ima_case tail -n 1 "/proc/$$/exe"
+}
+""",
     "portage-ima": """\
 src_install() {
 	ima_install_exe "${EROOT}/usr/bin/portage-ima" /usr/bin
@@ -206,8 +218,8 @@ pkg_postinst() {
 }
 
 #: The versions in the repository (the init script emerges them by number).
-VERSIONS = {"hellolib": (1,), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2),
-            "auditcase": (1,)}
+VERSIONS = {"hellolib": (1, 2), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2),
+            "auditcase": (1,), "bash": (1,)}
 
 #: Prebuilt with the host's gcc into each package's files/ (FILESDIR).
 PREBUILT = {

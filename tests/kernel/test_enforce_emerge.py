@@ -14,18 +14,22 @@ README tells users to. Then Portage, with the hook sourced from
    tags), a source build that compiles with tcc and runs the result in
    src_compile and src_test, then an upgrade of vimlike and of portage-ima
    itself, whose postinst runs the new portage-ima;
-2. /var/tmp/portage on a tmpfs with FEATURES=xattr (the merge copies, with
-   security.ima): an upgrade of vimlike;
-3. the same tmpfs without FEATURES=xattr: doctor, `portage-ima policy` and
-   the hook in preinst warn, and the old version's pkg_postrm that runs the
-   new, still unsigned binary is denied; postinst signs it. portage-ima
-   upgrading itself in this mode shows what it costs: the new binary is
-   unsigned, the postinst hook cannot run it, and signing stops.
+2. /var/tmp/portage on a tmpfs without FEATURES=xattr (fail-safe merges,
+   issue 20): a new build of bash, the shell Portage runs its phases with,
+   is stopped in preinst; nothing is merged and bash still runs;
+3. the same tmpfs with FEATURES=xattr (the merge copies, with
+   security.ima): the same bash upgrade, then vimlike, run by the new bash;
+4. the tmpfs without FEATURES=xattr and allow_unsigned_window = true: doctor,
+   `portage-ima policy` and the hook in preinst warn, and the old version's
+   pkg_postrm that runs the new, still unsigned binary is denied; postinst
+   signs it. portage-ima upgrades itself in this mode: the postinst hook
+   runs the signed copy preinst kept in ${T}, signs the new binary, and the
+   next emerge is signed by it.
 
 A short boot of its own (portagevm.case=binpkg) installs a binary package
 built and signed on the host (issue 14) with no key in the VM.
 
-In modes 1 and 2 the kernel logs no IMA denial; after them an unsigned and
+In modes 1 to 3 the kernel logs no IMA denial; after them an unsigned and
 a one-byte-changed copy of a merged executable are denied (exit 126 and
 IMA's audit record), so the policy really was enforcing.
 
@@ -90,6 +94,10 @@ class Run:
 
     def output(self, id: str) -> str:
         return "\n".join(self.outputs.get(id, []))
+
+    def exec_out(self, kind: str, id: str) -> str:
+        """The output of a `run_step KIND ID` line."""
+        return base64.b64decode(self.record(kind, id).fields.get("out", "")).decode(errors="replace")
 
     def exec(self, id: str) -> tuple[int, str]:
         rec = self.record("exec", id)
@@ -156,13 +164,14 @@ def test_policy_generated_in_the_vm_is_loaded(vm: Run):
     vm.record("policy", "-")
 
 
-@pytest.mark.parametrize("id", ["rootfs-install", "rootfs-upgrade", "tmpfs-xattr", "tmpfs-noxattr"])
+@pytest.mark.parametrize("id", ["rootfs-install", "rootfs-upgrade", "tmpfs-xattr", "tmpfs-noxattr",
+                                "after-self-upgrade"])
 def test_emerge_succeeds(vm: Run, id: str):
     rec = vm.record("emerge", id)
     assert rec.fields["rc"] == "0", f"emerge {id} failed:\n{vm.output(id)}"
 
 
-@pytest.mark.parametrize("phase", ["boot", "rootfs", "tmpfs-xattr"])
+@pytest.mark.parametrize("phase", ["boot", "rootfs", "tmpfs-stop", "tmpfs-xattr", "after-self-upgrade"])
 def test_no_ima_denial_while_the_merge_keeps_signatures(vm: Run, phase: str):
     assert vm.denials(phase) == [], "\n".join(vm.phases[phase])
 
@@ -208,6 +217,39 @@ def test_doctor_passes_where_signatures_survive_the_merge(vm: Run):
         assert not re.search(r"^(warn|fail) +premerge:", vm.output(f"doctor-{id}"), re.M), id
 
 
+def test_failsafe_stops_a_new_bash_before_the_merge(vm: Run):
+    """Without FEATURES=xattr the merge would leave the new bash live and
+    unsigned: every later phase, and root's login shell, refused. The hook
+    stops it in preinst and names the fix; nothing is merged."""
+    rec = vm.record("emerge", "tmpfs-stop")
+    out = vm.output("tmpfs-stop")
+    assert rec.fields["rc"] != "0", out
+    assert "stopping the merge of test-ima/bash-1 before any file goes live" in out, out
+    assert "Portage copies and drops security.ima (FEATURES lacks xattr" in out, out
+    assert "appraise func=BPRM_CHECK uid=0 appraise_type=imasig` appraises the programs root runs" in out, out
+    assert 'FEATURES="${FEATURES} xattr"' in out, out
+    assert re.search(r'PORTAGE_XATTR_EXCLUDE="[^"]*security\.evm[^"]*"', out), out
+    assert not re.search(r'PORTAGE_XATTR_EXCLUDE="[^"]*security\.ima', out), out
+    assert "portage-ima: the merge of test-ima/bash-1 is stopped before any file goes live" in out, out
+    before = vm.exec_out("sha256", "bash-before")
+    assert vm.exec_out("sha256", "bash-after") == before
+    assert "No such file" in vm.exec_out("vdb", "bash-after")
+    assert vm.exec("bash-after-stop") == (0, "bash runs")
+    assert vm.exec("root-shell") == (0, "root shell runs")
+
+
+def test_bash_upgrade_with_xattr_runs_the_next_phases(vm: Run):
+    """The next emerge, with FEATURES=xattr: the same bash upgrade goes
+    through signed, and the new bash runs its own postinst and vimlike's
+    phases with no IMA denial (test_no_ima_denial_while_the_merge_keeps_signatures)."""
+    out = vm.output("tmpfs-xattr")
+    assert "test-ima/bash-1: signed 1 files before the merge" in out, out
+    assert "Emerging (1 of 2) test-ima/bash-1" in out, out
+    # The program running bash-1's pkg_postinst is the new bash.
+    assert vm.case("bash-1", "postinst") == "test-ima/bash-1 postinst rc=0 out=portage-ima test bash-1"
+    assert vm.exec("new-bash") == (0, "portage-ima test bash-1")
+
+
 def test_tmpfs_without_xattr_was_warned_and_denies_the_old_postrm(vm: Run):
     """Without FEATURES=xattr the copying merge drops the preinst signature:
     doctor, `portage-ima policy` and the hook said so beforehand, and the old
@@ -219,6 +261,7 @@ def test_tmpfs_without_xattr_was_warned_and_denies_the_old_postrm(vm: Run):
     policy = vm.output("policy-tmpfs-noxattr")
     assert "WARNING: PORTAGE_TMPDIR is on another filesystem" in policy, policy
     out = vm.output("tmpfs-noxattr")
+    assert "merging test-ima/vimlike-4 anyway (allow_unsigned_window = true)" in out, out
     assert "portage-ima: not signing before the merge: " in out, out
     assert "Portage copies and drops security.ima (FEATURES lacks xattr" in out, out
     assert vm.case("vimlike-3", "postrm").startswith("test-ima/vimlike-3 postrm rc=126 "), vm.cases
@@ -247,16 +290,27 @@ def test_policy_was_enforcing(vm: Run):
     assert verify.fields["rc"] == "0", base64.b64decode(verify.fields["out"]).decode()
 
 
-def test_self_upgrade_without_xattr_locks_signing_out(vm: Run):
-    """What mode 3 costs: portage-ima upgraded through a copying merge that
-    drops security.ima is unsigned, so the postinst hook itself is denied and
-    nothing is signed any more (until an admin boots with ima_appraise=log
-    and signs again). Emerge is not broken (no strict mode)."""
+def test_self_upgrade_without_xattr_keeps_signing(vm: Run):
+    """portage-ima upgraded through a copying merge that drops security.ima
+    (allowed by allow_unsigned_window): its new binary is unsigned after the
+    merge, so preinst kept a signed copy in ${T}, and the postinst hook runs
+    that copy, which signs the new binary. Every merged file verifies, and
+    the next emerge is signed by the new portage-ima."""
     out = vm.output("tmpfs-noxattr")
-    assert "portage-ima: '/usr/bin/portage-ima hook' failed with exit status 126 in postinst" in out, out
-    assert vm.case("portage-ima-2", "postinst").startswith("test-ima/portage-ima-2 postinst rc=126 ")
-    assert vm.exec("portage-ima-2")[0] == 126
-    assert set(vm.denials("tmpfs-noxattr")[1:]) == {("/usr/bin/portage-ima", "IMA-signature-required")}
+    assert ("this merge replaces /usr/bin/portage-ima and drops its signature: the postinst hook "
+            "runs the new one from /var/tmp/portage/test-ima/portage-ima-2/temp/portage-ima.self "
+            "(signed) instead") in out, out
+    assert re.search(r"test-ima/portage-ima-2: signed 0 before the merge, 1 now", out), out
+    assert vm.case("portage-ima-2", "postinst").startswith("test-ima/portage-ima-2 postinst rc=0 out=portage-ima ")
+    assert vm.exec("portage-ima-2")[0] == 0
+    # Only the old vimlike's pkg_postrm (the window the admin allowed).
+    assert vm.denials("tmpfs-noxattr") == [("/usr/bin/vimlike", "IMA-signature-required")]
+    after = vm.output("after-self-upgrade")
+    assert vm.record("emerge", "after-self-upgrade").fields["rc"] == "0", after
+    assert re.search(r"test-ima/hellolib-2: signed 0 before the merge, 2 now", after), after
+    assert vm.exec("hello-2") == (0, "hello from libhello")
+    verify = vm.record("verify", "self-upgrade")
+    assert verify.fields["rc"] == "0", base64.b64decode(verify.fields["out"]).decode()
 
 
 @pytest.mark.parametrize("mode", ["log", "fix"])
