@@ -47,6 +47,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     for warning in &generated.warnings {
         log::warn!("{warning}");
     }
+    report_failsafe(config, &setup, &root);
     let text = generated.policy.to_string();
     match &args.output {
         None => print!("{text}"),
@@ -66,6 +67,29 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         }
     }
     Ok(Status::Success)
+}
+
+/// What the hook will do with merges in this setup (fail-safe merges,
+/// [`crate::failsafe`]), as `doctor` says it: a copying merge without
+/// FEATURES=xattr under an enforcing kernel is stopped.
+fn report_failsafe(config: Option<&Path>, setup: &policy::Setup, root: &Path) {
+    use crate::failsafe::{judge, Drop, Verdict};
+    use crate::policy::generate::BuildFs;
+    let copies = !matches!(setup.build_fs, BuildFs::Shared { .. });
+    if !copies || setup.xattr {
+        return;
+    }
+    let patterns = crate::commands::doctor::portage_vars(root).xattr_exclude_patterns();
+    let drop = Drop::copy("the merge copies files and drops security.ima", &patterns);
+    let (enforce, allow) = Settings::load(config, &Default::default(), None)
+        .map(|s| (s.enforce, s.allow_unsigned_window))
+        .unwrap_or_default();
+    let enforcement = crate::kernel::enforcement::decide(enforce, root, root);
+    match judge("every package", &enforcement, Some(&drop), allow) {
+        Verdict::Stop(message) => log::warn!("the hook will stop merges: {message}"),
+        Verdict::Window(message) => log::warn!("{message}"),
+        Verdict::Go(reason) => log::info!("merges go on: {reason}"),
+    }
 }
 
 /// Writes `content` to a new file beside `path`, signs it through the same

@@ -266,9 +266,8 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
             "PORTAGE_TMPDIR is on another filesystem and the merge copies files without \
              security.ima (no FEATURES=xattr, or PORTAGE_XATTR_EXCLUDE drops it): merged files \
              are unsigned until postinst signs them, so the old version's pkg_postrm (and a \
-             pkg_preinst) that runs the new programs is denied, and an upgrade of portage-ima \
-             itself leaves its new binary unsigned, so the postinst hook cannot run and signing \
-             stops; add xattr to FEATURES and keep security.ima out of PORTAGE_XATTR_EXCLUDE \
+             pkg_preinst) that runs the new programs is denied; under enforce the hook stops \
+             such merges in preinst (unless allow_unsigned_window = true); add xattr to FEATURES and keep security.ima out of PORTAGE_XATTR_EXCLUDE \
              (portage-ima doctor gives the line)"
                 .to_string(),
         );

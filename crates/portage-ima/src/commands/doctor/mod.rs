@@ -23,6 +23,8 @@
 //! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
 //!   hook's own rules (`gentoo::env::renames_between`, `XattrCopy`) and
 //!   the crate's one make.conf reader (`gentoo::make_conf`);
+//! - `failsafe.rs`: whether the hook will stop merges (enforcement and
+//!   the premerge decision, `crate::failsafe`);
 //! - `policy.rs`: the IMA policy (read by `kernel.rs`: `--policy`, the
 //!   loaded one, or /etc/ima/ima-policy) against builds, merges and config
 //!   files, by `crate::policy::review`;
@@ -31,6 +33,7 @@
 //! - `self_check.rs`: the signer's own binary and libraries.
 
 mod binpkg;
+mod failsafe;
 mod kernel;
 pub(crate) mod keyring;
 mod keys;
@@ -112,6 +115,9 @@ check_ids! {
     Xattr,
     /// Signing before the merge works.
     Premerge,
+    /// Fail-safe merges: the hook stops merges that would leave programs
+    /// live and unsigned on an enforcing kernel.
+    Failsafe,
     /// What binary packages carry of the signatures.
     Binpkg,
     /// No rule of the IMA policy blocks source builds.

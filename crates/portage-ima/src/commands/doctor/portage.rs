@@ -9,6 +9,7 @@ use std::process::Stdio;
 use ima_core::IMA_XATTR;
 
 use super::{CheckId, Report};
+use crate::failsafe::Drop;
 use crate::gentoo::env::{renames_between, MountId, XattrCopy};
 use crate::gentoo::fnmatch::fnmatch;
 use crate::gentoo::make_conf::{Features, RootConf, DEFAULT_XATTR_EXCLUDE};
@@ -156,7 +157,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -
                 "signing before the merge cannot work ({why}): new files are live and \
                  unsigned until postinst, and under enforce an old version's pkg_postrm \
                  that runs them is denied; an upgrade of portage-ima itself leaves its new \
-                 binary unsigned, so the postinst hook cannot run and signing stops"
+                 binary unsigned until postinst (the hook then runs a signed copy kept in ${{T}})"
             ),
             format!(
                 "{xattr_fix}; or put PORTAGE_TMPDIR on the filesystem of {}",
@@ -164,6 +165,12 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -
             ),
         ),
     }
+    let drop = match (premerge, can) {
+        (Premerge::Never, _) => Some(Drop::never()),
+        (_, true) => None,
+        (_, false) => Some(Drop::copy(why, &patterns)),
+    };
+    super::failsafe::check_failsafe(r, s, root, drop.as_ref());
     super::binpkg::check_binpkg(r, s, &vars.features, &copy);
     vars
 }
