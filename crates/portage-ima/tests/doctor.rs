@@ -601,7 +601,7 @@ fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
     assert!(f.contains("drops security.ima"), "{f}");
     let (f, fix) = d.expect(CheckId::Premerge, "warn");
     assert!(f.contains("cannot work"), "{f}");
-    // Under enforce the hook's own upgrade locks it out (the VM test shows it).
+    // Under enforce the hook's own upgrade is unsigned until postinst.
     assert!(f.contains("upgrade of portage-ima itself"), "{f}");
     assert!(fix.unwrap().contains("PORTAGE_XATTR_EXCLUDE"), "{fix:?}");
 
@@ -622,6 +622,56 @@ fn default_xattr_exclude_on_another_filesystem_cannot_premerge() {
     d.expect(CheckId::Xattr, "warn");
     let (f, _) = d.expect(CheckId::Premerge, "ok");
     assert!(f.contains("postinst only"), "{f}");
+}
+
+#[test]
+fn failsafe_says_whether_the_hook_will_stop_merges() {
+    let s = Setup::new();
+    let shm = Path::new("/dev/shm");
+    let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).unwrap());
+    if !common::require(
+        shm.is_dir() && dev(shm) != dev(&s.root()),
+        "/dev/shm on another filesystem than the test's root",
+        "failsafe_says_whether_the_hook_will_stop_merges",
+    ) {
+        return;
+    }
+    s.write_make_conf("PORTAGE_TMPDIR=\"/dev/shm\"\n");
+    s.write_toml("enforce = true\n");
+    let d = s.doctor(&[]);
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, fix) = d.expect(CheckId::Failsafe, "FAIL");
+    assert!(f.starts_with("the hook will stop merges: "), "{f}");
+    assert!(f.contains("(enforce = true in ima.toml)"), "{f}");
+    let fix = fix.unwrap();
+    assert!(fix.contains("FEATURES=\"${FEATURES} xattr\""), "{fix}");
+    assert!(
+        fix.contains("btrfs.* security.evm security.selinux system.nfs4_acl"),
+        "{fix}"
+    );
+
+    s.write_toml("enforce = true\nallow_unsigned_window = true\n");
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect(CheckId::Failsafe, "warn");
+    assert!(f.contains("allow_unsigned_window = true"), "{f}");
+
+    s.write_toml("enforce = false\n");
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect(CheckId::Failsafe, "ok");
+    assert!(f.contains("enforce = false in ima.toml"), "{f}");
+
+    // premerge = "never" leaves every merge unsigned until postinst.
+    s.write_make_conf(
+        "FEATURES=\"xattr\"\nPORTAGE_XATTR_EXCLUDE=\"btrfs.*\"\nPORTAGE_TMPDIR=\"/dev/shm\"\n",
+    );
+    s.write_toml("enforce = true\n");
+    let d = s.doctor(&[]);
+    let (f, _) = d.expect(CheckId::Failsafe, "ok");
+    assert!(f.contains("keeps the signatures"), "{f}");
+    s.write_toml("enforce = true\npremerge = \"never\"\n");
+    let d = s.doctor(&[]);
+    let (_, fix) = d.expect(CheckId::Failsafe, "FAIL");
+    assert!(fix.unwrap().contains("premerge = \"auto\""));
 }
 
 #[test]
