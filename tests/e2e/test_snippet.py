@@ -199,3 +199,32 @@ def test_no_file_in_T_and_no_symlink_followed(tmp_path, phase):
         ["einfo:out", "einfo:out2", "ewarn:err one", "ewarn:err two", "status:0"]
     ), lines
     assert [p.name for p in t.iterdir()] == [f"portage-ima.{phase}.stderr"]
+
+
+@pytest.mark.parametrize("ima_toml", [None, "strict = true\n"])
+def test_failsafe_stop_dies_strict_or_not(tmp_path, ima_toml):
+    """Exit 4: the merge would leave programs unsigned on an enforcing
+    kernel; the merge stops in any mode (fail-safe merges)."""
+    rc, lines, _ = run(tmp_path, "preinst", "echo 'portage-ima: stopping the merge' >&2; exit 4",
+                       ima_toml=ima_toml)  # fmt: skip
+    assert rc == 99, lines
+    assert lines[0] == "ewarn:portage-ima: stopping the merge"
+    assert lines[1].startswith("die:portage-ima: the merge of app-misc/foo-1 is stopped before any file goes live")
+
+
+def test_postinst_runs_the_kept_copy_of_a_new_portage_ima(tmp_path):
+    """After a self-upgrade that dropped the signature, postinst runs the
+    signed copy preinst kept in ${T}; a symlink there is never run."""
+    copy = tmp_path / "T" / "portage-ima.self"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_text('#!/bin/bash\necho "the copy ran $*"\n')
+    copy.chmod(0o700)
+    rc, lines, calls = run(tmp_path, "postinst", "echo installed")
+    assert (rc, lines, calls) == (0, ["einfo:the copy ran hook", "status:0"], [])
+    # preinst runs the installed binary.
+    rc, lines, calls = run(tmp_path, "preinst", "echo installed")
+    assert lines[0] == "einfo:installed", lines
+    copy.unlink()
+    copy.symlink_to(tmp_path / "portage-ima")
+    rc, lines, calls = run(tmp_path, "postinst", "echo installed")
+    assert lines[0] == "einfo:installed", lines
