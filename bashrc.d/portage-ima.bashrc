@@ -45,10 +45,11 @@ case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 *:package | *:preinst | *:postinst)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
 	# A merge of portage-ima itself that dropped the signatures: preinst
-	# kept a signed copy of the new binary in ${T} (root's, not a symlink);
-	# the merged one is unsigned until this postinst signs it.
-	if [[ ${EBUILD_PHASE} == postinst && -f ${T}/portage-ima.self && ! -L ${T}/portage-ima.self && -O ${T}/portage-ima.self ]]; then
-		_portage_ima_bin=${T}/portage-ima.self
+	# kept a signed copy of the new binary in the build directory (root's,
+	# not a symlink); the merged one is unsigned until this postinst signs it.
+	if [[ ${EBUILD_PHASE} == postinst && -n ${PORTAGE_BUILDDIR-} && -f ${PORTAGE_BUILDDIR}/portage-ima.self &&
+		! -L ${PORTAGE_BUILDDIR}/portage-ima.self && -O ${PORTAGE_BUILDDIR}/portage-ima.self ]]; then
+		_portage_ima_bin=${PORTAGE_BUILDDIR}/portage-ima.self
 	fi
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
 		# Warn once per package (postinst), not in both phases.

@@ -43,6 +43,7 @@ def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True,
         "SNIPPET": str(SNIPPET),
         "EBUILD_PHASE": phase,
         "T": str(tmp_path / "T"),
+        "PORTAGE_BUILDDIR": str(tmp_path / "builddir"),
         "CATEGORY": "app-misc",
         "PF": "foo-1",
         "PORTAGE_CONFIGROOT": f"{config_root}/",
@@ -214,8 +215,9 @@ def test_failsafe_stop_dies_strict_or_not(tmp_path, ima_toml):
 
 def test_postinst_runs_the_kept_copy_of_a_new_portage_ima(tmp_path):
     """After a self-upgrade that dropped the signature, postinst runs the
-    signed copy preinst kept in ${T}; a symlink there is never run."""
-    copy = tmp_path / "T" / "portage-ima.self"
+    signed copy preinst kept in the build directory; a symlink there is
+    never run."""
+    copy = tmp_path / "builddir" / "portage-ima.self"
     copy.parent.mkdir(exist_ok=True)
     copy.write_text('#!/bin/bash\necho "the copy ran $*"\n')
     copy.chmod(0o700)

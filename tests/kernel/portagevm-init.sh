@@ -253,7 +253,8 @@ run_step verify merged portage-ima verify --cert /etc/keys/ima.cert.pem --files 
 #    the merge copies and drops the signature; the new files are live and
 #    unsigned until the postinst hook. portage-ima upgrades itself here too:
 #    its new binary is unsigned until the postinst hook, which runs the
-#    signed copy preinst kept in ${T}; the next emerge is signed by it.
+#    signed copy preinst kept in the build directory; the next emerge is
+#    signed by it.
 phase tmpfs-noxattr
 cp /etc/portage/make.conf.base /etc/portage/make.conf || die "restore make.conf"
 doctor_step tmpfs-noxattr

@@ -23,7 +23,7 @@ README tells users to. Then Portage, with the hook sourced from
    `portage-ima policy` and the hook in preinst warn, and the old version's
    pkg_postrm that runs the new, still unsigned binary is denied; postinst
    signs it. portage-ima upgrades itself in this mode: the postinst hook
-   runs the signed copy preinst kept in ${T}, signs the new binary, and the
+   runs the signed copy preinst kept in the build directory, signs the new binary, and the
    next emerge is signed by it.
 
 A short boot of its own (portagevm.case=binpkg) installs a binary package
@@ -51,7 +51,9 @@ from kernelvm import Unavailable
 from portage_playground import portage_ima_bin
 
 #: The whole boot, on a loaded 2-core machine: well over twice a quiet run.
-BOOT_TIMEOUT = 1500
+#: The fail-safe phases (issue 20) added three emerges: 1445 s were seen
+#: under a load of 13 on 2 cores.
+BOOT_TIMEOUT = 2400
 AUDIT_DENIAL = re.compile(r'type=1800 .*cause=(?P<cause>[\w-]+) .*name="(?P<name>[^"]*)".* res=0')
 
 
@@ -293,12 +295,13 @@ def test_policy_was_enforcing(vm: Run):
 def test_self_upgrade_without_xattr_keeps_signing(vm: Run):
     """portage-ima upgraded through a copying merge that drops security.ima
     (allowed by allow_unsigned_window): its new binary is unsigned after the
-    merge, so preinst kept a signed copy in ${T}, and the postinst hook runs
+    merge, so preinst kept a signed copy in the build directory (not ${T},
+    which userpriv hands to the portage user), and the postinst hook runs
     that copy, which signs the new binary. Every merged file verifies, and
     the next emerge is signed by the new portage-ima."""
     out = vm.output("tmpfs-noxattr")
     assert ("this merge replaces /usr/bin/portage-ima and drops its signature: the postinst hook "
-            "runs the new one from /var/tmp/portage/test-ima/portage-ima-2/temp/portage-ima.self "
+            "runs the new one from /var/tmp/portage/test-ima/portage-ima-2/portage-ima.self "
             "(signed) instead") in out, out
     assert re.search(r"test-ima/portage-ima-2: signed 0 before the merge, 1 now", out), out
     assert vm.case("portage-ima-2", "postinst").startswith("test-ima/portage-ima-2 postinst rc=0 out=portage-ima ")

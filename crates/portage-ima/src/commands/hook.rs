@@ -20,9 +20,11 @@
 //! before it, the hook exits 4 and the snippet stops the merge, whatever
 //! strict says (unless `allow_unsigned_window = true`). When such a merge
 //! replaces the running portage-ima itself, preinst keeps a signed copy of
-//! the new binary in `${T}` ([`OWN_COPY`]), where the merge does not touch
-//! it, and the snippet runs that copy in postinst: the merged binary is
-//! unsigned until then and the kernel may refuse it.
+//! the new binary in `${PORTAGE_BUILDDIR}` ([`OWN_COPY`]), where the merge
+//! does not touch it, and the snippet runs that copy in postinst: the
+//! merged binary is unsigned until then and the kernel may refuse it. (Not
+//! in `${T}`: with FEATURES=userpriv Portage hands everything in `${T}` to
+//! the portage user after each phase.)
 //!
 //! Strict mode (`strict = true`) must never fail open. The protocol with
 //! bashrc.d/portage-ima.bashrc:
@@ -67,8 +69,8 @@ mod carried_hook;
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
 const PREMERGE_LIST: &str = "portage-ima-premerge.list";
-/// The signed copy in `${T}` of the portage-ima a merge brings, which the
-/// snippet runs in postinst (it reads the same name).
+/// The signed copy in `${PORTAGE_BUILDDIR}` of the portage-ima a merge
+/// brings, which the snippet runs in postinst (it reads the same name).
 pub const OWN_COPY: &str = "portage-ima.self";
 
 pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
@@ -207,16 +209,20 @@ fn merge_drop(env: &PortageEnv, settings: &Settings) -> Option<Drop> {
 
 /// When this merge replaces the running portage-ima (`${D}` holds a file
 /// at its path) and drops the signatures, a copy of the new binary goes to
-/// `${T}/portage-ima.self`, signed, for the postinst hook (module docs).
-/// `${T}` is on the build filesystem, which the merge leaves alone. The
+/// `${PORTAGE_BUILDDIR}/portage-ima.self`, signed, for the postinst hook
+/// (module docs). The build directory is on the build filesystem, which
+/// the merge leaves alone, and Portage keeps it until the end. The
 /// copy is exactly what the merge brings: a build that could change it
 /// could as well change the binary that is merged and signed.
 fn keep_own_copy(env: &PortageEnv, signer: &ima_core::ImaSigner) {
     if env.root != Path::new("/") {
         return; // the running binary is the host's, not the target's
     }
-    let (Some(d), Some(t), Ok(exe)) = (&env.d, std::env::var_os("T"), std::env::current_exe())
-    else {
+    let (Some(d), Some(t), Ok(exe)) = (
+        &env.d,
+        std::env::var_os("PORTAGE_BUILDDIR"),
+        std::env::current_exe(),
+    ) else {
         return;
     };
     let image = d.join(exe.strip_prefix("/").unwrap_or(&exe));

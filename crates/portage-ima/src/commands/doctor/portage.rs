@@ -157,7 +157,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -
                 "signing before the merge cannot work ({why}): new files are live and \
                  unsigned until postinst, and under enforce an old version's pkg_postrm \
                  that runs them is denied; an upgrade of portage-ima itself leaves its new \
-                 binary unsigned until postinst (the hook then runs a signed copy kept in ${{T}})"
+                 binary unsigned until postinst (the hook then runs a signed copy kept in the build directory)"
             ),
             format!(
                 "{xattr_fix}; or put PORTAGE_TMPDIR on the filesystem of {}",
