@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portage_ima::policy::generate::BuildFs;
+use portage_ima::policy::generate::{BuildFs, OtherTmpfs};
 use portage_ima::policy::{generate, parse_policy, Request, Scope, Setup};
 
 mod common;
@@ -28,6 +28,11 @@ fn setup(build_fs: BuildFs, userpriv: bool, xattr: bool) -> Setup {
         userpriv,
         xattr,
         source: "test".into(),
+        other_tmpfs: vec![OtherTmpfs {
+            mount_point: "/dev/shm".into(),
+            noexec: true,
+        }],
+        selinux_portage: false,
     }
 }
 
@@ -167,7 +172,10 @@ fn setups_no_policy_can_serve_say_why_and_what_to_change() {
         msg.contains("on the ext4 filesystem that also holds /"),
         "{msg}"
     );
-    assert!(msg.contains("put PORTAGE_TMPDIR on a tmpfs"), "{msg}");
+    assert!(
+        msg.contains("put PORTAGE_TMPDIR on a filesystem of its own"),
+        "{msg}"
+    );
     assert!(
         msg.contains("--appraise root-exec with FEATURES=userpriv"),
         "{msg}"

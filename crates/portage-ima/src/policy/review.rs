@@ -283,6 +283,8 @@ mod tests {
                 userpriv,
                 xattr,
                 source: "test".into(),
+                other_tmpfs: Vec::new(),
+                selinux_portage: false,
             },
             build_fs: FileSystem {
                 magic: if tmpfs { TMPFS_MAGIC } else { 0xef53 },
