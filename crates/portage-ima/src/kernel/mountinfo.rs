@@ -120,9 +120,7 @@ fn unescape(field: &[u8]) -> Result<Vec<u8>, String> {
                         String::from_utf8_lossy(field)
                     )
                 })?;
-            let value = digits
-                .iter()
-                .fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+            let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
             out.push(u8::try_from(value).map_err(|_| "an octal escape above \\377".to_string())?);
             i += 4;
         } else {
@@ -190,6 +188,8 @@ mod tests {
     #[test]
     fn this_machines_mountinfo_reads() {
         let mounts = read().unwrap();
-        assert!(mounts.iter().any(|m| m.mount_point == std::path::Path::new("/")));
+        assert!(mounts
+            .iter()
+            .any(|m| m.mount_point == std::path::Path::new("/")));
     }
 }

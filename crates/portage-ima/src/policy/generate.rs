@@ -318,7 +318,8 @@ fn how_to_exempt(setup: &Setup) -> String {
     }
 }
 
-const MOVE_TMPDIR: &str = "put PORTAGE_TMPDIR on a filesystem of its own (exempted by its fsuuid), \
+const MOVE_TMPDIR: &str =
+    "put PORTAGE_TMPDIR on a filesystem of its own (exempted by its fsuuid), \
      or on a tmpfs (e.g. mount one on /var/tmp/portage, as the Gentoo handbook suggests) when \
      every other tmpfs is mounted noexec";
 

@@ -12,9 +12,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::generate::{BuildFs, OtherTmpfs, Setup, TMPFS_MAGIC};
-use crate::kernel::mountinfo;
 use crate::commands::doctor::{portage_vars, PortageVars};
 use crate::gentoo::env::XattrCopy;
+use crate::kernel::mountinfo;
 
 /// The directories whose programs a policy protects: a build directory on
 /// one of their filesystems cannot be exempted.
