@@ -39,7 +39,7 @@ import pytest
 
 import kernelvm
 from kernelvm import Unavailable, run
-from portage_playground import portage_ima_bin
+from portage_playground import portage_ima_bin, tmpfs_noexec
 
 HERE = Path(__file__).resolve().parent
 SCOPES = ("root-exec", "exec", "exec-mmap")
@@ -60,8 +60,9 @@ def _unavailable(reason: str):
 
 
 def policy_cmd(bin: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
-    # No portageq: the scratch root's make.conf is what counts.
-    return subprocess.run([str(bin), "policy", "--root", str(root), *args],
+    # No portageq: the scratch root's make.conf is what counts. Every other
+    # tmpfs noexec, so that the tmpfs layout is exempted by fsmagic.
+    return subprocess.run(tmpfs_noexec([str(bin), "policy", "--root", str(root), *args]),
                           capture_output=True, text=True, env={"PATH": "/nonexistent"})
 
 

@@ -4,7 +4,9 @@
 //! loaded policy (what libselinux's `security_check_context` does). The
 //! role `object_r` may take any type, so `system_u:object_r:TYPE` (with
 //! `:s0` when the policy is MLS or MCS) is valid exactly when `TYPE` exists
-//! (and `system_u` does, as in the reference policy Gentoo ships).
+//! (and `system_u` does, as in the reference policy Gentoo ships). Before
+//! a policy is loaded the kernel accepts any context, so a type no policy
+//! has must be refused first.
 //!
 //! Gentoo's SELinux policy (sec-policy/selinux-portage, the reference
 //! policy's portage module) runs ebuild phases in the `portage_sandbox_t`
@@ -20,6 +22,10 @@ pub const SELINUXFS: &str = "/sys/fs/selinux";
 /// The types Gentoo's policy gives Portage's build files and build processes.
 pub const PORTAGE_TYPES: [&str; 2] = ["portage_tmp_t", "portage_sandbox_t"];
 
+/// A type no policy defines: the kernel must refuse it, else it is not
+/// checking contexts (before a policy is loaded it accepts any).
+const NO_SUCH_TYPE: &str = "portage_ima_no_such_type_t";
+
 /// Whether SELinux runs with a loaded policy that defines every type of
 /// `types`; false when SELinux is off or no policy is loaded.
 pub fn defines_types(selinuxfs: &Path, types: &[&str]) -> bool {
@@ -27,7 +33,7 @@ pub fn defines_types(selinuxfs: &Path, types: &[&str]) -> bool {
         return false;
     };
     let level = if mls.trim() == "1" { ":s0" } else { "" };
-    types.iter().all(|t| {
+    let valid = |t: &str| {
         let context = format!("system_u:object_r:{t}{level}\0");
         OpenOptions::new()
             .read(true)
@@ -35,7 +41,8 @@ pub fn defines_types(selinuxfs: &Path, types: &[&str]) -> bool {
             .open(selinuxfs.join("context"))
             .and_then(|mut f| f.write(context.as_bytes()))
             .is_ok_and(|n| n == context.len())
-    })
+    };
+    !valid(NO_SUCH_TYPE) && types.iter().all(|t| valid(t))
 }
 
 /// Whether the running machine has Gentoo's Portage SELinux types loaded.
