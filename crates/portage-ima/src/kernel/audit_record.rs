@@ -25,7 +25,8 @@
 //! - the kernel log when no audit daemon runs: `/dev/kmsg`
 //!   (`5,479,14935722,-;audit: type=1800 audit(1795976846.821:5): ...`),
 //!   `dmesg` (`audit: type=1800 ...` at the start of the line, or after a
-//!   `[   14.935722]` or `-T` `[Sun Nov 29 19:00:00 2026]` time), syslog
+//!   `[   14.935722]` or `-T` `[Sun Nov 29 19:00:00 2026]` time, and
+//!   `-x`'s `kern  :notice: `), syslog
 //!   and `journalctl -k` (`Nov 29 19:00:00 host kernel: audit: ...`, a
 //!   header of times and a host name only, then `kernel: `, then
 //!   optionally a `[   14.9]` time);
@@ -119,8 +120,24 @@ fn record_start(line: &[u8]) -> Option<&[u8]> {
     }
     let kernel = kmsg_body(line)
         .or_else(|| syslog_body(line))
-        .unwrap_or(line);
+        .unwrap_or_else(|| strip_level(line));
     strip_time(kernel).strip_prefix(KERNEL_MARKER)
+}
+
+/// `dmesg -x`'s `kern  :notice: `.
+fn strip_level(line: &[u8]) -> &[u8] {
+    let word = |s: &[u8]| {
+        let letters = s.iter().take_while(|b| b.is_ascii_lowercase()).count();
+        let spaces = s[letters..].iter().take_while(|&&b| b == b' ').count();
+        (letters > 0 && s.get(letters + spaces) == Some(&b':')).then_some(letters + spaces + 1)
+    };
+    let Some(facility) = word(line) else {
+        return line;
+    };
+    match word(&line[facility..]) {
+        Some(level) => line[facility + level..].strip_prefix(b" ").unwrap_or(line),
+        None => line,
+    }
 }
 
 /// /dev/kmsg: `LEVEL,SEQ,USEC,FLAGS[,...];MESSAGE`.
@@ -373,6 +390,7 @@ mod tests {
             format!("audit: type=1800 {record}"),
             format!("[   12.300000] audit: type=1800 {record}"),
             format!("[Sun Nov 29 19:00:00 2026] audit: type=1800 {record}"),
+            format!("kern  :notice: [   12.300000] audit: type=1800 {record}"),
             format!("6,479,14935722,-;audit: type=1800 {record}"),
             format!("Nov  9 19:00:00 host kernel: audit: type=1800 {record}"),
             format!("Nov  9 19:00:00 host kernel: [   12.3] audit: type=1800 {record}"),
@@ -399,6 +417,7 @@ mod tests {
             format!("x type=INTEGRITY_DATA msg={record}"),
             format!("type=SYSCALL msg=audit(1.5:6): comm=\"type=INTEGRITY_DATA msg={record}\""),
             format!("audit: type=1800 type=1800 {record}"),
+            format!("user  :notice: x '/tmp/ audit: type=1800 {record}'"),
         ];
         for line in &crafted {
             let log = parse(line.as_bytes());
