@@ -54,6 +54,7 @@ use serde::Serialize;
 use super::eval::{appraisal, Appraisal, FileAccess, FileSystem};
 use super::rule::{Access, Action, AppraiseType, Func, Policy, Rule, RuleOption};
 use super::setup::FsInfo;
+use super::walk::{beyond_the_walk, inside_root, walk, Found};
 
 /// A covered file that would be refused.
 #[derive(Clone, Debug, Serialize)]
@@ -157,26 +158,6 @@ pub fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
 /// A subject of the accesses: (uid, gid).
 const SUBJECTS: [(u32, u32); 2] = [(0, 0), (1000, 1000)];
 
-/// Filesystems that hold no files to appraise (statfs magic).
-const PSEUDO_FS: &[u64] = &[
-    0x9fa0,      // proc
-    0x6265_6572, // sysfs
-    0x1cd1,      // devpts
-    0x7363_6673, // securityfs
-    0x6462_6720, // debugfs
-    0x7472_6163, // tracefs
-    0x2768_3e20, // cgroup
-    0x6367_7270, // cgroup2
-    0xcafe_4a11, // bpf
-    0x6165_676c, // pstore
-    0xde5e_81e4, // efivarfs
-    0x1980_0202, // mqueue
-    0x9584_58f6, // hugetlbfs
-    0x6265_6570, // configfs
-    0x4249_4e4d, // binfmt_misc
-    0x0187,      // autofs
-];
-
 /// Checks every regular file under `root` against `policy` (see the module docs).
 pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
     let mut report = CheckReport {
@@ -195,6 +176,25 @@ pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
         &mut filesystems,
         &mut report.unreadable,
     );
+    match crate::kernel::mountinfo::read() {
+        Ok(mounts) => {
+            let (more, hidden) = beyond_the_walk(root, &mounts);
+            for dir in more {
+                walk(
+                    root,
+                    &dir,
+                    &mut files,
+                    &mut filesystems,
+                    &mut report.unreadable,
+                );
+            }
+            report.unreadable.extend(hidden);
+        }
+        Err(e) => report.unreadable.push(format!(
+            "mounts hidden under others, or below /proc and /sys: {}",
+            crate::report::status::error_line(&e)
+        )),
+    }
     report.files = files.len();
     let results: Vec<(bool, Option<Denied>)> = files
         .par_iter()
@@ -206,74 +206,6 @@ pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
     }
     report.denied.sort_by(|a, b| a.path.cmp(&b.path));
     report
-}
-
-/// A regular file found by the walk.
-struct Found {
-    path: PathBuf,
-    meta: fs::Metadata,
-    fs: FileSystem,
-}
-
-fn walk(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<Found>,
-    filesystems: &mut HashMap<u64, Option<FileSystem>>,
-    unreadable: &mut Vec<String>,
-) {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            unreadable.push(format!("{}: {e}", dir.display()));
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let inside = inside_root(root, &path);
-            if ["/proc", "/sys"].iter().any(|p| inside == Path::new(p)) {
-                continue;
-            }
-            let fs = filesystems
-                .entry(meta.dev())
-                .or_insert_with(|| FsInfo::of(&path).ok().map(|f| f.file_system()));
-            match fs {
-                None => {
-                    unreadable.push(format!(
-                        "{}: its filesystem could not be read",
-                        path.display()
-                    ));
-                    continue;
-                }
-                Some(f) if PSEUDO_FS.contains(&f.magic) => continue,
-                Some(_) => {}
-            }
-            walk(root, &path, out, filesystems, unreadable);
-        } else if meta.is_file() {
-            // A file bind-mounted over another is on a filesystem of its own.
-            let fs = filesystems
-                .entry(meta.dev())
-                .or_insert_with(|| FsInfo::of(&path).ok().map(|f| f.file_system()));
-            let Some(fs) = fs.clone() else {
-                unreadable.push(format!(
-                    "{}: its filesystem could not be read",
-                    path.display()
-                ));
-                continue;
-            };
-            out.push(Found { path, meta, fs });
-        }
-    }
-}
-
-/// `path` as seen from inside `root`.
-fn inside_root(root: &Path, path: &Path) -> PathBuf {
-    Path::new("/").join(path.strip_prefix(root).unwrap_or(path))
 }
 
 /// The accesses the kernel would appraise `f` on.
