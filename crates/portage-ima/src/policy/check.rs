@@ -36,7 +36,8 @@
 //! the walk could not read.
 //!
 //! `/proc`, `/sys` and pseudo filesystems (devpts, mqueue, ...) are not
-//! walked; `/dev` is, since a devtmpfs and the tmpfs mounts under it
+//! walked ([`super::walk`]), but mounts below `/proc` and `/sys` that hold
+//! files are; `/dev` is, since a devtmpfs and the tmpfs mounts under it
 //! (`/dev/shm`) hold files a policy covers; symlinks are not followed;
 //! other mounts below the root are (the kernel appraises files wherever
 //! they are: `/run`, `/run/user/UID`, `/tmp`).
