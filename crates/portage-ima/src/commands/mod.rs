@@ -53,9 +53,24 @@ fn generate(what: &GenerateWhat) -> Result<Status> {
                 .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
         }
         GenerateWhat::Completions { shell } => {
-            let mut cmd = cmd;
-            clap_complete::generate(*shell, &mut cmd, "portage-ima", &mut std::io::stdout());
+            print!("{}", completions(*shell, cmd));
         }
     }
     Ok(Status::Success)
+}
+
+/// The completion script for `shell`.
+///
+/// clap_complete's bash script (4.6.11) turns the `-` of the program name
+/// into `__` in the state it sets but into `__subcmd__` in the `case` labels
+/// that read it, so for `portage-ima` no subcommand ever completed its
+/// options. The labels are put back to the name the state uses.
+pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "portage-ima", &mut out);
+    let script = String::from_utf8(out).expect("clap_complete writes UTF-8");
+    match shell {
+        clap_complete::Shell::Bash => script.replace("portage__subcmd__ima", "portage__ima"),
+        _ => script,
+    }
 }
