@@ -22,10 +22,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// More output: `verify` lists every file, the log shows debug lines
-    /// (why files are skipped, which `._cfg` file was signed, ...);
-    /// repeat for more. The log level can also be set with PORTAGE_IMA_LOG
-    /// (off, error, warn, info, debug, trace).
+    /// More output: every file with its outcome (`sign`) or status
+    /// (`verify`), and debug lines in the log (why files are skipped, ...);
+    /// twice, trace lines. PORTAGE_IMA_LOG (off, error, warn, info, debug,
+    /// trace) sets the level -v starts from.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -178,8 +178,10 @@ pub struct SignArgs {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Say what would be signed, write nothing.
-    #[arg(long)]
+    /// Write nothing: list each file with what the real run would do to it
+    /// (would-sign, already-valid, skipped, ...: the words of the real run,
+    /// which lists them too with -v).
+    #[arg(long, short = 'p', visible_alias = "pretend")]
     pub dry_run: bool,
 
     /// With --files: write a digest-only security.ima (what `evmctl

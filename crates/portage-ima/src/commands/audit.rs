@@ -217,7 +217,12 @@ fn write_text(
     if total == 0 {
         writeln!(out, "portage-ima: no file denied or measured in the log")
     } else {
-        writeln!(out, "portage-ima: {total} files: {}", parts.join(", "))
+        writeln!(
+            out,
+            "portage-ima: {}: {}",
+            crate::report::count(total, "file"),
+            parts.join(", ")
+        )
     }
 }
 

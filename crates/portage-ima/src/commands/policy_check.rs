@@ -92,9 +92,9 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         }
         writeln!(
             out,
-            "portage-ima: {source}: {} files, {} covered by appraise rules, {} would be refused \
+            "portage-ima: {source}: {}, {} covered by appraise rules, {} would be refused \
              ({:.1} s): {}",
-            report.files,
+            crate::report::count(report.files, "file"),
             report.covered,
             report.denied.len(),
             started.elapsed().as_secs_f64(),
@@ -129,9 +129,10 @@ fn scope_note(settings: &Settings, report: &check::CheckReport) -> Option<String
         .count();
     (skipped > 0).then(|| {
         format!(
-            "portage-ima: scope = \"policy\" is set and this policy covers {skipped} files \
+            "portage-ima: scope = \"policy\" is set and this policy covers {} \
              without a signature (the scope skipped them, or they predate the hook): sign them \
-             with portage-ima sign --all once this policy is loaded, or set scope = \"all\""
+             with portage-ima sign --all once this policy is loaded, or set scope = \"all\"",
+            crate::report::count(skipped, "file")
         )
     })
 }

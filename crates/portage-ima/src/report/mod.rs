@@ -31,6 +31,15 @@ fn path_as_text<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path.to_string_lossy())
 }
 
+/// `1 file`, `2 files`: a count and its noun, singular or plural.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A summary line on stdout, `portage-ima: LINE` (the hook's go to `einfo`).
 pub fn print_summary(line: &str) {
     println!("portage-ima: {line}");

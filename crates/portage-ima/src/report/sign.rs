@@ -2,7 +2,9 @@
 //!
 //! Text (what the hook's `einfo`/`ewarn` and the Python tests have always
 //! read): one stderr line per failed file, `portage-ima: PATH: reason`
-//! (escaped), then tallies on stdout, `signed N, M already valid, K failed
+//! (escaped); with `--dry-run` or `-v` one stdout line per other file,
+//! `portage-ima: PATH: OUTCOME` (`would-sign`, `already-valid`, ...); then
+//! tallies on stdout, `signed N, M already valid, K failed
 //! (of T files)`.
 //!
 //! JSON (`sign --json`), one document on stdout, files streamed as they are
@@ -271,7 +273,11 @@ impl Tally {
             parts.push(format!("{} skipped", self.skipped));
         }
         parts.push(format!("{} failed", self.failed));
-        format!("{} (of {} files)", parts.join(", "), self.total())
+        format!(
+            "{} (of {})",
+            parts.join(", "),
+            super::count(self.total(), "file")
+        )
     }
 
     /// The hook's postinst line: "signed 3 before the merge, 2 now, ...";
@@ -306,6 +312,18 @@ pub fn failure_line(path: &Path, reason: &str) -> String {
         escape_path(path),
         escape_text(reason)
     )
+}
+
+/// `portage-ima: PATH: OUTCOME[: detail]`, what `--dry-run` (and `-v`)
+/// print for each file: the outcome's JSON name, so that a dry run and the
+/// real one use the same words.
+pub fn outcome_line(path: &Path, outcome: &Outcome) -> String {
+    let mut line = format!("portage-ima: {}: {}", escape_path(path), outcome.name());
+    if let Some(detail) = outcome.detail() {
+        line.push_str(": ");
+        line.push_str(&escape_text(&detail));
+    }
+    line
 }
 
 /// One file in `sign --json`.
@@ -365,6 +383,8 @@ impl<W: Write> SignPrinter<W> {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
             eprintln!("{}", failure_line(&report.path, &reason.to_string()));
+        } else if self.dry_run || log::log_enabled!(log::Level::Debug) {
+            let _ = writeln!(self.out, "{}", outcome_line(&report.path, &report.outcome));
         }
     }
 
@@ -434,9 +454,9 @@ impl<W: Write> SignPrinter<W> {
         let _ = self.out.flush();
         if self.total.not_started > 0 {
             log::error!(
-                "interrupted: {} files not processed; every file is either signed or \
+                "interrupted: {} not processed; every file is either signed or \
                  untouched, run the same command again to finish",
-                self.total.not_started
+                super::count(self.total.not_started, "file")
             );
         }
         self.total.status()
