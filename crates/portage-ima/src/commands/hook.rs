@@ -86,8 +86,10 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     let status = match outcome {
         Ok(Ok(status)) => status,
         Ok(Err(err)) => {
+            // The cause only: the snippet's one warning says what was not
+            // signed and the command to run once the cause is fixed.
             report::print_problem(&format!(
-                "{}: nothing signed: {}",
+                "{}: cannot sign: {}",
                 package_name(),
                 report::error_line(&err)
             ));
