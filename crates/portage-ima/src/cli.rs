@@ -33,6 +33,11 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count)]
     pub quiet: u8,
 
+    /// Colour the statuses: auto (on a terminal, unless NO_COLOR or
+    /// Portage's NOCOLOR is set), always or never.
+    #[arg(long, global = true, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -398,6 +403,15 @@ pub enum AppraiseScope {
     Exec,
     /// Every program executed, and every file mapped executable (shared libraries).
     ExecMmap,
+}
+
+/// When `--color` colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ColorWhen {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

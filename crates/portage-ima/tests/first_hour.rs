@@ -276,3 +276,67 @@ fn doctor_makes_a_key_with_its_certificate() {
         "{text}"
     );
 }
+
+/// `doctor` on a pseudo-terminal (util-linux `script`) with `env`, its output.
+fn doctor_on_a_terminal(conf: &Path, flags: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new("script");
+    cmd.arg("-qec")
+        .arg(format!(
+            "'{}' --config '{}' {flags} doctor",
+            common::bin(),
+            conf.display()
+        ))
+        .arg("/dev/null")
+        .env_remove("NO_COLOR")
+        .env_remove("NOCOLOR")
+        .env("TERM", "xterm");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+}
+
+/// Statuses are coloured on a terminal only, and never against NO_COLOR,
+/// Portage's NOCOLOR or --color=never; --color=always colours a pipe.
+#[test]
+fn statuses_are_coloured_on_a_terminal_only() {
+    let test = "statuses_are_coloured_on_a_terminal_only";
+    if !common::require_tool("script", test) {
+        return;
+    }
+    let (dir, conf, _) = workdir();
+    let missing = dir.path().join("none.priv");
+    std::fs::write(&conf, format!("key = \"{}\"\n", missing.display())).unwrap();
+    let red_fail = "\x1b[1;31mFAIL\x1b[0m  key:";
+    let tty = doctor_on_a_terminal(&conf, "", &[]);
+    assert!(tty.contains(red_fail), "{tty:?}");
+    assert!(tty.contains("\x1b[32mok  \x1b[0m"), "{tty:?}");
+    for (flags, env) in [
+        ("", ("NO_COLOR", "1")),
+        ("", ("NOCOLOR", "true")),
+        ("--color=never", ("X", "")),
+        ("", ("TERM", "dumb")),
+    ] {
+        let text = doctor_on_a_terminal(&conf, flags, &[env]);
+        assert!(
+            text.contains("FAIL  key:") && !text.contains('\x1b'),
+            "{flags} {env:?}: {text:?}"
+        );
+    }
+    let piped = Command::new(common::bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("doctor")
+        .env_remove("NO_COLOR")
+        .env_remove("NOCOLOR")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let piped = stdout(&piped);
+    assert!(
+        piped.contains("FAIL  key:") && !piped.contains('\x1b'),
+        "{piped:?}"
+    );
+    let forced = stdout(&run(&conf, &["--color=always", "doctor"]));
+    assert!(forced.contains(red_fail), "{forced:?}");
+}

@@ -10,7 +10,9 @@
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
 //! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
 //! - [`status`]: exit statuses and the one-line form of an error.
+//! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
+pub mod colour;
 pub mod date;
 mod json;
 pub mod log;

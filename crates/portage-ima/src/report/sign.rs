@@ -382,7 +382,8 @@ impl<W: Write> SignPrinter<W> {
         if self.json.is_some() {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
-            eprintln!("{}", failure_line(&report.path, &reason.to_string()));
+            let line = failure_line(&report.path, &reason.to_string());
+            eprintln!("{}", super::colour::err(super::colour::Tone::Bad, &line));
         } else if self.dry_run || log::log_enabled!(log::Level::Debug) {
             let _ = writeln!(self.out, "{}", outcome_line(&report.path, &report.outcome));
         }

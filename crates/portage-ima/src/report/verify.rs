@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
 
+use super::colour::{self, Tone};
 use super::json::JsonStream;
 
 /// What verification found for one file. The names (serde, [`Verdict::as_str`])
@@ -194,6 +195,23 @@ impl FileStatus {
         self.status.is_failure()
     }
 
+    /// [`FileStatus::text_line`], its status coloured on a terminal.
+    pub fn coloured_line(&self) -> String {
+        let tone = if self.is_failure() {
+            Tone::Bad
+        } else if self.status == Verdict::Ok {
+            Tone::Good
+        } else {
+            Tone::Plain
+        };
+        let line = self.text_line();
+        let status = self.status.to_string();
+        match line.strip_prefix(status.as_str()) {
+            Some(rest) => format!("{}{rest}", colour::out(tone, &status)),
+            None => line,
+        }
+    }
+
     /// The text line: `STATUS PATH (detail)`, escaped.
     pub fn text_line(&self) -> String {
         let path = escape_path(&self.path);
@@ -290,7 +308,7 @@ impl<W: Write> VerifyPrinter<W> {
         if let Some(json) = &mut self.json {
             json.file(&mut self.out, f);
         } else if self.all || !f.status.is_as_meant() {
-            let _ = writeln!(self.out, "{}", f.text_line());
+            let _ = writeln!(self.out, "{}", f.coloured_line());
         }
         self.files += 1;
     }
@@ -298,7 +316,11 @@ impl<W: Write> VerifyPrinter<W> {
     /// A package is done: its summary line (text), its entry in `packages` (JSON).
     pub fn package(&mut self, cpv: &str, counts: Counts) {
         if self.json.is_none() {
-            let mark = if counts_fail(&counts) { "FAIL" } else { "ok  " };
+            let mark = if counts_fail(&counts) {
+                colour::out(Tone::Bad, "FAIL")
+            } else {
+                colour::out(Tone::Good, "ok  ")
+            };
             let _ = writeln!(self.out, "{mark} {cpv}: {}", summary_line(&counts));
             let _ = self.out.flush();
         }

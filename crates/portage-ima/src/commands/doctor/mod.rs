@@ -48,6 +48,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
+use crate::report::colour::{self, Tone};
 use crate::report::status::Status;
 use crate::settings::{self, Mode, Settings};
 
@@ -216,9 +217,15 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for c in &self.checks {
+            let tone = match c.status {
+                Level::Ok => Tone::Good,
+                Level::Warn => Tone::Warn,
+                Level::Fail => Tone::Bad,
+                Level::Skip => Tone::Plain,
+            };
             out.push_str(&format!(
-                "{:<4}  {}: {}\n",
-                c.status.label(),
+                "{}  {}: {}\n",
+                colour::out(tone, &format!("{:<4}", c.status.label())),
                 c.check,
                 c.finding
             ));
