@@ -128,10 +128,10 @@ class Run:
 def sign_counts(tally: dict[str, int]) -> dict[str, int]:
     """A tally of `sign --json` under the names these tests use; `total`
     counts the files done (not those an interrupted run never started)."""
-    done = [k for k in tally if k != "not_started"]
+    done = [k for k in tally if k != "not-started"]
     return {
         "signed": tally["signed"],
-        "valid": tally["already_valid"],
+        "valid": tally["already-valid"],
         "skipped": tally["skipped"],
         "failed": tally["failed"],
         "total": sum(tally[k] for k in done),

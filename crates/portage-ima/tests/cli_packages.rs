@@ -347,12 +347,12 @@ fn sign_works_across_batches() {
     assert_eq!(changes, 3, "each package's files come together");
     let summary = &doc["summary"];
     assert_eq!(
-        (&summary["would_sign"], &summary["failed"]),
+        (&summary["would-sign"], &summary["failed"]),
         (&serde_json::json!(5005), &serde_json::json!(1)),
         "{summary}"
     );
-    assert_eq!(doc["packages"]["test-ima/big-1"]["would_sign"], 5000);
-    assert_eq!(doc["packages"]["test-ima/empty-1"]["would_sign"], 0);
+    assert_eq!(doc["packages"]["test-ima/big-1"]["would-sign"], 5000);
+    assert_eq!(doc["packages"]["test-ima/empty-1"]["would-sign"], 0);
     assert_eq!(doc["packages"]["test-ima/gone-1"]["failed"], 1);
     let gone = files
         .iter()

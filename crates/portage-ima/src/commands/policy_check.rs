@@ -29,7 +29,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         .num_threads(settings.jobs.max(1))
         .build()
         .context("cannot start the worker threads")?;
-    let report = pool.install(|| check::check(&policy, &location.root, &keys));
+    let mut report = pool.install(|| check::check(&policy, &location.root, &keys));
     let owners = Vdb::open(&location.eroot)
         .and_then(|vdb| vdb.packages())
         .map(|packages| OwnerIndex::build(packages, &location.root))
@@ -42,21 +42,36 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         #[derive(serde::Serialize)]
+        struct Summary {
+            files: usize,
+            covered: usize,
+            denied: usize,
+        }
+        #[derive(serde::Serialize)]
         struct Json<'a> {
+            version: u32,
             policy: &'a str,
             safe: bool,
-            #[serde(flatten)]
-            report: &'a check::CheckReport,
-            packages: Vec<Option<String>>,
+            denied: &'a [check::Denied],
+            unreadable: &'a [String],
+            summary: Summary,
         }
-        let packages = report.denied.iter().map(|d| owner(&d.path)).collect();
+        for denied in &mut report.denied {
+            denied.package = owner(&denied.path);
+        }
         serde_json::to_writer(
             &mut out,
             &Json {
+                version: crate::report::JSON_VERSION,
                 policy: &source,
                 safe: report.safe(),
-                report: &report,
-                packages,
+                denied: &report.denied,
+                unreadable: &report.unreadable,
+                summary: Summary {
+                    files: report.files,
+                    covered: report.covered,
+                    denied: report.denied.len(),
+                },
             },
         )?;
         writeln!(out)?;

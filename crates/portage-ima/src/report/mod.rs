@@ -33,6 +33,10 @@ fn path_as_text<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path.to_string_lossy())
 }
 
+/// The `"version"` every JSON document starts with (docs/json.md): raised
+/// when a field changes meaning or goes away, not when one is added.
+pub const JSON_VERSION: u32 = 1;
+
 /// `1 file`, `2 files`: a count and its noun, singular or plural.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {

@@ -8,11 +8,11 @@
 //! (of T files)`.
 //!
 //! JSON (`sign --json`), one document on stdout, files streamed as they are
-//! reported: `{"files": [{"path", "package"?, "outcome", "detail"?}],
-//! "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY being
-//! `{"signed", "rotated", "signed_before_merge", "already_valid", "would_sign",
-//! "hashed", "would_hash", "skipped", "failed", "not_started"}`; `packages` only when packages were
-//! signed.
+//! reported: `{"version": 1, "files": [{"path", "package"?, "outcome",
+//! "detail"?}], "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY
+//! counting each outcome under its name (`signed`, `already-valid`, ...,
+//! and `not-started`); `packages` only when packages were signed
+//! (docs/json.md).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -188,6 +188,7 @@ impl From<Problem> for FileReport {
 
 /// Counts of outcomes, for summary lines and the JSON summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Tally {
     pub signed: usize,
     /// `sign --rotate`: signed over a signature by another key.
@@ -530,6 +531,7 @@ mod tests {
         assert_eq!(
             doc,
             serde_json::json!({
+                "version": 1,
                 "files": [
                     {"path": "/a", "package": "cat/a-1", "outcome": "signed"},
                     {"path": "/r", "package": "cat/a-1", "outcome": "rotated",
@@ -538,14 +540,14 @@ mod tests {
                     {"path": "/var/db/pkg/cat/a-1/CONTENTS", "package": "cat/a-1",
                      "outcome": "failed", "detail": "bad line"},
                 ],
-                "summary": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
-                            "already_valid": 0, "would_sign": 0, "hashed": 0, "would_hash": 0,
+                "summary": {"signed": 1, "rotated": 1, "signed-before-merge": 0,
+                            "already-valid": 0, "would-sign": 0, "hashed": 0, "would-hash": 0,
                             "skipped": 0, "failed": 2,
-                            "not_started": 2},
-                "packages": {"cat/a-1": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
-                            "already_valid": 0, "would_sign": 0, "hashed": 0,
-                            "would_hash": 0, "skipped": 0,
-                            "failed": 1, "not_started": 0}},
+                            "not-started": 2},
+                "packages": {"cat/a-1": {"signed": 1, "rotated": 1, "signed-before-merge": 0,
+                            "already-valid": 0, "would-sign": 0, "hashed": 0,
+                            "would-hash": 0, "skipped": 0,
+                            "failed": 1, "not-started": 0}},
             })
         );
         // Files mode, nothing found: still one document, no `packages`.

@@ -147,11 +147,16 @@ pub struct FileStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
     pub status: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub algo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
     /// The file's digest in the value's algorithm (what the kernel measures).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -469,14 +474,17 @@ mod tests {
         // Files mode: no `packages` key, an empty list is fine.
         let out = VerifyPrinter::new(Vec::new(), true, false).finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(doc, serde_json::json!({"files": [], "summary": {}}));
+        assert_eq!(
+            doc,
+            serde_json::json!({"version": 1, "files": [], "summary": {}})
+        );
         let out = VerifyPrinter::new(Vec::new(), true, false)
             .with_packages()
             .finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             doc,
-            serde_json::json!({"files": [], "packages": {}, "summary": {}})
+            serde_json::json!({"version": 1, "files": [], "packages": {}, "summary": {}})
         );
     }
 
