@@ -83,7 +83,8 @@ src_install() {
 		bin="$(cargo_target_dir)/portage-ima" || die
 		mkdir -p "${T}/man" || die
 		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
-		doman "${T}"/man/*.1
+		# portage-ima(8), a page per subcommand, and ima.toml(5).
+		doman "${T}"/man/*.8 "${T}"/man/ima.toml.5
 
 		"${bin}" generate completions bash > "${T}/portage-ima.bash" ||
 			die "portage-ima generate completions bash failed"

@@ -120,7 +120,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum GenerateWhat {
-    /// Write portage-ima.1 and one page per subcommand into DIR.
+    /// Write portage-ima.8, one page per subcommand and ima.toml.5 into DIR.
     Man { dir: PathBuf },
     /// Print the completion script for SHELL.
     Completions { shell: clap_complete::Shell },

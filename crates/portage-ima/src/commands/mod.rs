@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
+use crate::manual;
 use crate::plan::{self, Selection, Which};
 use crate::report::Status;
 
@@ -49,7 +50,7 @@ fn generate(what: &GenerateWhat) -> Result<Status> {
         GenerateWhat::Man { dir } => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(cmd, dir)
+            man_pages(cmd, dir)
                 .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
         }
         GenerateWhat::Completions { shell } => {
@@ -57,6 +58,34 @@ fn generate(what: &GenerateWhat) -> Result<Status> {
         }
     }
     Ok(Status::Success)
+}
+
+/// portage-ima(8), a portage-ima-COMMAND(8) page per subcommand (clap's
+/// text and [`manual::extra_sections`]), and ima.toml(5) from
+/// [`manual::SETTINGS`].
+fn man_pages(mut cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    cmd.build();
+    let page = |cmd: clap::Command, name: &str, sub: Option<&str>| -> std::io::Result<()> {
+        let mut text = Vec::new();
+        clap_mangen::Man::new(cmd).section("8").render(&mut text)?;
+        text.extend_from_slice(manual::extra_sections(sub).as_bytes());
+        std::fs::write(dir.join(format!("{name}.8")), text)
+    };
+    for sub in cmd.get_subcommands() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        // After build(), clap names it `portage-ima-NAME`, the page's title.
+        let name = sub
+            .get_display_name()
+            .map_or_else(|| format!("portage-ima-{}", sub.get_name()), str::to_owned);
+        page(sub.clone(), &name, Some(sub.get_name()))?;
+    }
+    page(cmd.clone(), "portage-ima", None)?;
+    std::fs::write(
+        dir.join("ima.toml.5"),
+        manual::ima_toml_page(env!("CARGO_PKG_VERSION")),
+    )
 }
 
 /// The completion script for `shell`.
