@@ -124,6 +124,8 @@ pub enum GenerateWhat {
     Man { dir: PathBuf },
     /// Print the completion script for SHELL.
     Completions { shell: clap_complete::Shell },
+    /// Print the README's settings table (Markdown), from the same list as ima.toml(5).
+    SettingsTable,
 }
 
 /// Which key signs, and how.

@@ -56,6 +56,7 @@ fn generate(what: &GenerateWhat) -> Result<Status> {
         GenerateWhat::Completions { shell } => {
             print!("{}", completions(*shell, cmd));
         }
+        GenerateWhat::SettingsTable => print!("{}", manual::settings_table()),
     }
     Ok(Status::Success)
 }
