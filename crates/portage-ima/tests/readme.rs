@@ -8,7 +8,10 @@ fn readme_settings_table_is_the_one_list_of_settings() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md at the top of the repository");
     let begin = "<!-- settings-begin -->\n";
-    let start = readme.find(begin).expect("README.md has <!-- settings-begin -->") + begin.len();
+    let start = readme
+        .find(begin)
+        .expect("README.md has <!-- settings-begin -->")
+        + begin.len();
     let end = readme[start..]
         .find("<!-- settings-end -->")
         .expect("README.md has <!-- settings-end -->");
