@@ -271,7 +271,7 @@ pub(super) fn check_cert(
             format!(
                 "the certificate is for another key than {}: the kernel would check every \
                  signature against the wrong public key",
-                s.key.display()
+                s.key_shown()
             ),
             format!(
                 "use the certificate of this key, or make one: {}",

@@ -375,7 +375,7 @@ fn load_settings(
                 CheckId::Config,
                 format!(
                     "{shown}; key {}, hash {}, backend {}, config_files {}",
-                    settings.key.display(),
+                    settings.key_shown(),
                     settings.hash,
                     settings.backend.name(),
                     settings.config_files.name()
