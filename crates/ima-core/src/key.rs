@@ -14,6 +14,7 @@ use der::zeroize::Zeroizing;
 use der::{Decode, Encode};
 
 use crate::cert::with_cert_path;
+use crate::key_source::redacted_uri;
 use crate::pem::pem_blocks;
 use crate::public_key::{EC_PUBLIC_KEY_OID, RSA_OID};
 use crate::secret_file::{SecretFile, SecretFileError};
@@ -41,13 +42,15 @@ impl KeyMaterial {
     /// is [`Error::CertificateMismatch`] (its signatures could never verify).
     pub fn load(key: &Path, cert: Option<&Path>) -> Result<Self> {
         // One descriptor, no symlink, no FIFO wait, a size limit: as a PIN file.
+        // A pkcs11: URI given here by mistake is named without its PIN.
+        let shown = || PathBuf::from(redacted_uri(&key.to_string_lossy()));
         let secret = SecretFile::read(key).map_err(|e| match e {
             SecretFileError::Io(source) => Error::KeyRead {
-                path: key.to_path_buf(),
+                path: shown(),
                 source,
             },
             SecretFileError::Refused(reason) => Error::KeyParse {
-                path: key.to_path_buf(),
+                path: shown(),
                 reason,
             },
         })?;
