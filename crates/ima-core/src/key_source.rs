@@ -209,9 +209,9 @@ fn percent_decoded(text: &str) -> Vec<u8> {
     out
 }
 
-/// The URI with the value of any PIN attribute ([`is_pin_value`]) replaced
-/// by `(hidden)`, for messages. Text that is not a `pkcs11:` URI is returned
-/// as it is.
+/// The URI with the value of any PIN attribute (`pin-value`, in any case or
+/// percent-encoding) replaced by `(hidden)`, for messages. Text that is not
+/// a `pkcs11:` URI is returned as it is.
 pub fn redacted_uri(uri: &str) -> String {
     let Some(attributes) = uri.strip_prefix("pkcs11:") else {
         return uri.to_string();
