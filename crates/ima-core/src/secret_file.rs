@@ -138,3 +138,73 @@ fn kind_name(kind: FileType) -> &'static str {
         _ => "special file",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn refused(path: &Path) -> String {
+        match SecretFile::read(path) {
+            Err(SecretFileError::Refused(why)) => why,
+            other => panic!("{}: want a refusal, got {:?}", path.display(), other.err()),
+        }
+    }
+
+    #[test]
+    fn reads_plain_files_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "1234\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let secret = SecretFile::read(&file).unwrap();
+        assert_eq!(&secret.bytes[..], b"1234\n");
+        assert_eq!(secret.mode, 0o400);
+        assert!(secret.exposure(&file).is_empty());
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(refused(&link).contains("symbolic link"));
+
+        // A FIFO without a writer: refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(refused(&fifo).contains("FIFO"));
+        assert!(refused(dir.path()).contains("directory"));
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; SecretFile::LIMIT as usize + 1]).unwrap();
+        assert!(refused(&big).contains("bytes"));
+
+        assert!(matches!(
+            SecretFile::read(&dir.path().join("gone")),
+            Err(SecretFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound
+        ));
+    }
+
+    #[test]
+    fn exposure_names_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "1234\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let problems = SecretFile::read(&file).unwrap().exposure(&file);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("chmod 0400"), "{problems:?}");
+        let foreign = SecretFile {
+            bytes: Zeroizing::new(Vec::new()),
+            uid: 4242,
+            mode: 0o400,
+        };
+        if rustix::process::geteuid().as_raw() != 4242 {
+            assert!(foreign.exposure(&file)[0].contains("chown root:root"));
+        }
+    }
+}
