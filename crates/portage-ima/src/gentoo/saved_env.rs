@@ -31,8 +31,8 @@ pub fn saved_env_path(package: &InstalledPackage) -> PathBuf {
     package.dir().join(SAVED_ENV)
 }
 
-/// Which of `names` the saved environment at `path` assigns (`NAME=`,
-/// as `declare -x NAME="..."` and `export NAME=...` write it), in the order
+/// Which of `names` the saved environment at `path` assigns (a line
+/// `declare -x NAME="..."`, `export NAME=...` or `NAME=...`), in the order
 /// of `names`. A missing file assigns nothing.
 pub fn assigned_variables<'a>(path: &Path, names: &[&'a str]) -> io::Result<Vec<&'a str>> {
     let file = match File::open(path) {
@@ -55,28 +55,22 @@ pub fn assigned_variables<'a>(path: &Path, names: &[&'a str]) -> io::Result<Vec<
     Ok(found)
 }
 
-/// Whether `text` holds `NAME=` with NAME a whole shell word (not the end
-/// of a longer name).
+/// Whether a line of `text` assigns NAME: `declare FLAGS NAME=...` (what
+/// `declare -p` writes for every variable), `export NAME=...` or
+/// `NAME=...`, leading blanks allowed (in a function body).
 fn assigns(text: &[u8], name: &[u8]) -> bool {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut at = 0;
-    while let Some(found) = find(&text[at..], name) {
-        let start = at + found;
-        let end = start + name.len();
-        let before_ok = start == 0 || !word(text[start - 1]);
-        if before_ok && text.get(end) == Some(&b'=') {
-            return true;
-        }
-        at = start + 1;
-    }
-    false
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
+    text.split(|&b| b == b'\n').any(|line| {
+        let line = line.trim_ascii_start();
+        let rest = if let Some(rest) = line.strip_prefix(b"declare ") {
+            // The flags word (-x, --, -r...) and the space after it.
+            let flags_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+            rest.get(flags_end + 1..).unwrap_or_default()
+        } else {
+            line.strip_prefix(b"export ").unwrap_or(line)
+        };
+        rest.strip_prefix(name)
+            .is_some_and(|after| after.first() == Some(&b'='))
+    })
 }
 
 #[cfg(test)]
@@ -96,13 +90,13 @@ mod tests {
         let path = dir.path().join(SAVED_ENV);
         std::fs::write(
             &path,
-            bz2("declare -x A=\"\"\ndeclare -x IMA_TOKEN_PIN=\"1234\"\nX_SITE_PIN=1\nf () \n{ \n    :\n}\n"),
+            bz2("declare -x A=\"\"\ndeclare -x IMA_TOKEN_PIN=\"1234\"\nX_SITE_PIN=1\nf () \n{ \n    export B=1\n}\n"),
         )
         .unwrap();
-        let names = ["IMA_TOKEN_PIN", "SITE_PIN", "A", "NOPE"];
+        let names = ["IMA_TOKEN_PIN", "SITE_PIN", "A", "B", "NOPE"];
         assert_eq!(
             assigned_variables(&path, &names).unwrap(),
-            ["IMA_TOKEN_PIN", "A"]
+            ["IMA_TOKEN_PIN", "A", "B"]
         );
         assert!(assigned_variables(&dir.path().join("gone"), &names)
             .unwrap()

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use ima_core::SecretFile;
+use rayon::prelude::*;
 
 use super::signatures::installed_location;
 use super::{CheckId, Report};
@@ -71,11 +72,19 @@ pub(super) fn check_saved_pin(r: &mut Report, s: Option<&Settings>, root: &Path)
             return;
         }
     };
+    // Decompressing every environment is the cost: one package per task.
+    let results: Vec<_> = packages
+        .par_iter()
+        .map(|package| {
+            let path = saved_env_path(package);
+            let found = assigned_variables(&path, &names);
+            (path, found)
+        })
+        .collect();
     let mut carrying = Vec::new();
     let mut unreadable = Vec::new();
-    for package in &packages {
-        let path = saved_env_path(package);
-        match assigned_variables(&path, &names) {
+    for (path, found) in results {
+        match found {
             Ok(found) if found.is_empty() => {}
             Ok(found) => carrying.push((path, found.join(", "))),
             Err(e) => unreadable.push(format!("{}: {e}", path.display())),
