@@ -3,12 +3,14 @@
 //! parsed from the text the kernel and auditd write, and whether it booted
 //! with Secure Boot ([`secure_boot`]), whether it enforces appraisal of
 //! what root runs ([`enforcement`]); its mounts ([`mountinfo`]) and
-//! whether its SELinux policy has Gentoo's Portage types ([`selinux`]).
+//! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
+//! whether this process may write `security.ima` ([`capabilities`]).
 //! The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
 pub mod audit_record;
+pub mod capabilities;
 pub mod enforcement;
 pub mod measurements;
 pub mod mountinfo;
