@@ -312,3 +312,57 @@ def test_package_changed_after_signing_is_reported_and_refused_in_strict_mode(ho
     assert (after["failed"], after["signed"]) == (1, 0), r.output
     ok, out = evmctl_verify(client.live(f"/{victim}"), client.cert_der)
     assert not ok, out
+
+
+# ---- a package whose saved environment switches the hook off (issue 22, row 3)
+
+
+def _saved_environment(package: Path) -> str:
+    """The build environment a gpkg carries (metadata/environment.bz2)."""
+    import bz2
+
+    with tarfile.open(package) as container:
+        meta = next(m for m in container.getmembers() if m.name.endswith("/metadata.tar.zst"))
+        inner = _zstd(container.extractfile(meta).read(), True)
+    with tarfile.open(fileobj=io.BytesIO(inner)) as metadata:
+        env = next(m for m in metadata.getmembers() if m.name.endswith("/environment.bz2"))
+        return bz2.decompress(metadata.extractfile(env).read()).decode()
+
+
+@pytest.mark.parametrize("variable", ("PORTAGE_IMA_SKIP=1", "PORTAGE_IMA=/bin/true"))
+def test_saved_environment_cannot_switch_the_hook_off_on_a_client(hosts, variable):
+    """Portage restores a binary package's saved environment for its merge.
+    The build host's bashrc exports the variable after the snippet ran (so
+    the package is signed there, and the variable is saved with it); the
+    package is then changed on the binary host. A strict verify client
+    refuses it all the same; only the client's own `skip` lets it through."""
+    build, client = hosts
+    name = variable.split("=")[0]
+    pn = "binenv" + ("skip" if name == "PORTAGE_IMA_SKIP" else "bin")
+    build.write_bashrc(before=f"unset {name}", extra=f"export {variable}")
+    if name == "PORTAGE_IMA":
+        build.write_bashrc(before=f"export PORTAGE_IMA={build.hook}", extra=f"export {variable}")
+    try:
+        package = build_package(build, pn, "gpkg")
+    finally:
+        build.write_bashrc()
+    assert f"declare -x {variable}" in _saved_environment(package).replace('"', "")
+    victim = f"usr/share/{pn}/data.txt"
+    tamper_gpkg(package, victim, b"changed on the binhost\n")
+    st = package.stat()
+    os.utime(package, (st.st_atime, st.st_mtime + 10))
+    reindex(build)
+
+    client_toml(client, build, strict=True)
+    r = client_emerge(client, build, pn)
+    assert r.returncode != 0, r.output
+    assert "strict mode" in r.output, r.output
+    assert not client.vdb(CATEGORY, f"{pn}-1").exists(), "a refused package was merged"
+    assert any(victim in line and "changed after signing" in line for line in r.output.splitlines()), r.output
+
+    # Opting out is the client's own choice, in its ima.toml.
+    with client.ima_toml.open("a") as toml:
+        toml.write(f'skip = ["{CATEGORY}/{pn}"]\n')
+    r = client_emerge(client, build, pn).check()
+    assert f"{CATEGORY}/{pn}-1: skip = [" in r.output, r.output
+    assert client.live(f"/{victim}").read_bytes() == b"changed on the binhost\n"

@@ -8,6 +8,8 @@ use ima_core::{CryptoProvider, HashAlgo, KeyId};
 use serde::Deserialize;
 
 use crate::cli::{KeyArgs, ProgressMode};
+use crate::gentoo::atom::Atom;
+use crate::gentoo::cpv::Cpv;
 
 /// Where the private key is looked for when nothing says otherwise.
 pub const DEFAULT_KEY: &str = "/etc/keys/IMA_signing_key.priv";
@@ -144,6 +146,7 @@ pub struct FileConfig {
     pub scope: Option<SigningScope>,
     pub mode: Option<Mode>,
     pub trusted_certs: Option<Vec<PathBuf>>,
+    pub skip: Option<Vec<String>>,
     pub hardware: Option<HardwareConfig>,
 }
 
@@ -214,6 +217,9 @@ pub struct Settings {
     pub trusted_certs: Vec<PathBuf>,
     /// How to reach a key held by hardware.
     pub hardware: HardwareConfig,
+    /// Packages the hook leaves alone (`skip`): `category/name` atoms,
+    /// with a version or not.
+    pub skip: Vec<Atom>,
 }
 
 impl Settings {
@@ -271,7 +277,14 @@ impl Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let skip = file
+            .skip
+            .unwrap_or_default()
+            .iter()
+            .map(|text| skip_atom(text).with_context(|| format!("skip setting ({origin})")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Settings {
+            skip,
             key: flags
                 .key
                 .clone()
@@ -292,6 +305,12 @@ impl Settings {
             hardware: file.hardware.unwrap_or_default(),
             source,
         })
+    }
+
+    /// The `skip` entry that names `category/pf`, if any.
+    pub fn skipped(&self, category: &str, pf: &str) -> Option<&Atom> {
+        let cpv = Cpv::new(category, pf).ok()?;
+        self.skip.iter().find(|atom| atom.matches_cpv(&cpv))
     }
 
     /// The certificate to use: the configured one, else the default when it exists.
@@ -402,6 +421,20 @@ impl Settings {
 }
 
 /// Names where a setting came from, for error messages.
+/// One `skip` entry: an atom with its category (a bare name could match a
+/// package of another category) and without slot or repository (the hook
+/// knows neither for certain).
+fn skip_atom(text: &str) -> Result<Atom> {
+    let atom: Atom = text.parse()?;
+    if atom.category().is_none() {
+        bail!("'{text}': write the category too (e.g. app-misc/{text})");
+    }
+    if atom.slot().is_some() || atom.repo().is_some() {
+        bail!("'{text}': no :SLOT or ::REPO here, only category/name with an optional version");
+    }
+    Ok(atom)
+}
+
 struct Origin<'a>(Option<&'a Path>);
 
 impl fmt::Display for Origin<'_> {

@@ -132,6 +132,16 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     let mut env = PortageEnv::from_env()?;
     env.phase = phase.to_string();
     let settings = Settings::load(config, &KeyArgs::default(), None)?;
+    // From the client's ima.toml, never from the (binary package's) environment.
+    if let Some(atom) = settings.skipped(&env.category, &env.pf) {
+        if phase == "postinst" {
+            report::print_summary(&format!(
+                "{}/{}: skip = [\"{atom}\", ...] in ima.toml: files not signed or checked",
+                env.category, env.pf
+            ));
+        }
+        return Ok(Status::Success);
+    }
     if phase == "package" {
         return carried_hook::package(&env, &settings);
     }
