@@ -23,6 +23,7 @@ use crate::fs::rootfs::RootDir;
 use crate::fs::walk::{self, FoundFile};
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::PortageEnv;
+use crate::gentoo::provenance::Provenance;
 use crate::plan::{Protection, Treatment};
 use crate::progress::Progress;
 use crate::report::{self, Failure, Status};
@@ -65,6 +66,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     let info = build_info()?;
     let no_list = Manifest::default();
     let hasher = signer.hasher();
+    let provenance = Provenance::from_env();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
     let (found, problems) = walk::collect(&[d.to_path_buf()]);
@@ -104,6 +106,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
                         manifest: &no_list,
                         signer: Some(&signer),
                         hasher: &hasher,
+                        provenance: &provenance,
                     };
                     let settled = client.settle(&file, &path, None);
                     matches!(
@@ -196,18 +199,34 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         let path = env.vdb_entry().join(MANIFEST);
         (std::fs::read(&path), path)
     };
-    let manifest = match manifest {
-        Ok(bytes) => Manifest::parse(&bytes, &origin).unwrap_or_else(|e| {
-            report::print_problem(&escape_text(&format!("{e:#}; its signatures are not used")));
-            Manifest::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
-        Err(e) => {
-            let message = format!("cannot read {}: {e}", origin.display());
-            report::print_problem(&escape_text(&message));
-            Manifest::default()
-        }
+    // A list that cannot be read or parsed fails closed: none of it is
+    // used, nothing is signed with our key, and the package counts as not
+    // settled (strict: refused). Only its absence is a plain empty list.
+    let (manifest, list_problem) = match manifest {
+        Ok(bytes) => match Manifest::parse(&bytes, &origin) {
+            Ok(m) => (m, None),
+            Err(e) => (Manifest::default(), Some(format!("{e:#}"))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Manifest::default(), None),
+        Err(e) => (
+            Manifest::default(),
+            Some(format!("cannot read {}: {e}", origin.display())),
+        ),
     };
+    if let Some(problem) = &list_problem {
+        report::print_problem(&escape_text(&format!(
+            "{}/{}: {problem}: none of its signatures is used{}",
+            env.category,
+            env.pf,
+            if signer.is_some() {
+                ", and nothing is signed with our key"
+            } else {
+                ""
+            }
+        )));
+    }
+    let signer = signer.filter(|_| list_problem.is_none());
+    let provenance = Provenance::from_env();
     let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
     let client = Client {
         keys: &keys,
@@ -215,9 +234,10 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         manifest: &manifest,
         signer: signer.as_ref(),
         hasher: &hasher,
+        provenance: &provenance,
     };
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let (tally, when) = if env.phase == "preinst" {
+    let (mut tally, when) = if env.phase == "preinst" {
         let tally = client_preinst(env, &client, &protection, &runner)?;
         (tally, "before the merge")
     } else {
@@ -226,11 +246,12 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
             "merged",
         )
     };
+    tally.failed += usize::from(list_problem.is_some());
     report::print_summary(&format!(
         "{}/{}: {when}: {}",
         env.category,
         env.pf,
-        tally.line(signer.is_some())
+        tally.line(settings.mode == Mode::SignMissing)
     ));
     Ok(if tally.failed > 0 {
         Status::SomeFailed
