@@ -28,7 +28,8 @@
 //!   ROOT, bad settings, key refused), a panic (caught), SIGINT/SIGTERM/SIGHUP
 //!   (handled: exit 3 at once). In preinst, files that fail are retried in
 //!   postinst, but an error there is a 3 too: the merge stops before
-//!   anything unsigned goes live;
+//!   anything unsigned goes live; so does a file of `${D}` with a hard link
+//!   outside it, which is never signed ([`crate::fs::links`]);
 //! - the snippet reads `strict = true` from the same file itself (the
 //!   textual rule), so that what the hook cannot report (SIGKILL, a crash of
 //!   the loader, 126/127) fails the merge too: in strict mode every status
@@ -151,9 +152,14 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     let signer = settings.signer()?;
     let runner = Runner::new(settings.jobs)?;
     if phase == "preinst" {
-        // Failures of single files are retried in postinst; never fatal.
-        preinst(&env, &settings, &signer, &runner)?;
-        return Ok(Status::Success);
+        // Failures of single files are retried in postinst; only a file
+        // linked from outside the image (never signed) fails preinst.
+        let linked_outside = preinst(&env, &settings, &signer, &runner)?;
+        return Ok(if linked_outside {
+            Status::SomeFailed
+        } else {
+            Status::Success
+        });
     }
     let tally = postinst(&env, &settings, &signer, &runner)?;
     if let Some(line) = report::device_rate_line(&signer) {
@@ -171,9 +177,9 @@ fn preinst(
     settings: &Settings,
     signer: &ima_core::ImaSigner,
     runner: &Runner,
-) -> Result<()> {
+) -> Result<bool> {
     match settings.premerge {
-        Premerge::Never => return Ok(()),
+        Premerge::Never => return Ok(false),
         Premerge::Always => {}
         Premerge::Auto => match env.premerge_xattr() {
             PremergeXattr::Lost { reason, hint } => {
@@ -181,7 +187,7 @@ fn preinst(
                     "not signing before the merge: {reason}. {hint}. \
                          The files are signed in postinst instead."
                 ));
-                return Ok(());
+                return Ok(false);
             }
             PremergeXattr::Kept { reason } => {
                 log::debug!("signing before the merge: {reason}");
@@ -192,7 +198,7 @@ fn preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, problems) = crate::fs::walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = crate::fs::walk::collect_image(d);
     let mut reports: Vec<FileReport> = problems.into_iter().map(FileReport::from).collect();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
@@ -248,7 +254,12 @@ fn preinst(
             n => format!(", {n} failed (retried in postinst)"),
         }
     ));
-    Ok(())
+    Ok(reports.iter().any(|r| {
+        matches!(
+            r.outcome,
+            Outcome::Failed(report::Failure::LinkedOutside { .. })
+        )
+    }))
 }
 
 fn postinst(
@@ -266,6 +277,7 @@ fn postinst(
         .objects()
         .map(|(path, md5)| Job::object(&root, path, *md5, None, &protection))
         .collect();
+    plan::with_link_census(&mut jobs);
     if settings.scope == SigningScope::Policy {
         let coverage = crate::policy::check::Coverage::load(&env.root);
         plan::limit_to_policy(&mut jobs, &root, coverage.as_ref());

@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::fs::links::LinkCensus;
+
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
 pub struct FoundFile {
@@ -28,6 +30,11 @@ pub struct FoundFile {
     /// For a file found in a walk: the walked directory's descriptor and
     /// the path below it, opened without following any symlink.
     beneath: Option<(Arc<OwnedFd>, PathBuf)>,
+    /// For a file of an image ([`collect_image`]): the names the walk found
+    /// for each inode; a file with more links is refused when opened.
+    census: Option<Arc<LinkCensus>>,
+    /// `st_dev` and `st_ino` as the walk saw them.
+    inode: Option<(u64, u64)>,
 }
 
 impl FoundFile {
@@ -35,10 +42,14 @@ impl FoundFile {
     /// file found in a walk is opened below the walked directory's
     /// descriptor, following no symlink on the way.
     pub fn open(&self) -> ima_core::Result<File> {
-        match &self.beneath {
+        let file = match &self.beneath {
             Some((dir, rel)) => ima_core::open_regular_beneath(dir.as_fd(), rel),
             None => ima_core::open_regular(&self.path),
+        }?;
+        if let Some(census) = &self.census {
+            census.check(&file)?;
         }
+        Ok(file)
     }
 }
 
@@ -112,6 +123,8 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
                 path: path.clone(),
                 size: meta.len(),
                 beneath: None,
+                inode: None,
+                census: None,
             });
         } else if kind.is_dir() {
             let mut walk = Walk {
@@ -132,6 +145,24 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
             };
             problems.push(Problem::new(path, reason));
         }
+    }
+    (found, problems)
+}
+
+/// Walks an image (`${D}`) like [`collect`], and counts the names found for
+/// each inode: opening a file with a hard link outside the image fails
+/// ([`LinkCensus`]).
+pub fn collect_image(image: &Path) -> (Vec<FoundFile>, Vec<Problem>) {
+    let (mut found, problems) = collect(&[image.to_path_buf()]);
+    let mut census = LinkCensus::default();
+    for file in &found {
+        if let Some((dev, ino)) = file.inode {
+            census.add(dev, ino);
+        }
+    }
+    let census = Arc::new(census);
+    for file in &mut found {
+        file.census = Some(Arc::clone(&census));
     }
     (found, problems)
 }
@@ -197,10 +228,14 @@ impl Walk<'_> {
                 }
             };
             match FileType::from_raw_mode(st.st_mode) {
+                // st_dev and st_ino are not u64 on every architecture.
+                #[allow(clippy::unnecessary_cast)]
                 FileType::RegularFile => self.found.push(FoundFile {
                     path,
                     size: st.st_size as u64,
                     beneath: Some((Arc::clone(root), rel.join(&name))),
+                    inode: Some((st.st_dev as u64, st.st_ino as u64)),
+                    census: None,
                 }),
                 FileType::Directory => {
                     // O_NOFOLLOW: a directory swapped for a symlink since

@@ -11,6 +11,7 @@
 //! from the vdb's copy of the signature list.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -19,6 +20,7 @@ use super::{read_build_file, write_build_file};
 use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
 use crate::engine::{cfg_candidates, open_failure, treatment, Runner};
 use crate::escape::escape_text;
+use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::{self, FoundFile};
 use crate::gentoo::contents::Contents;
@@ -69,7 +71,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     let provenance = Provenance::from_env();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let (found, problems) = walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = walk::collect_image(d);
     let mut failed: Vec<(PathBuf, String)> = problems
         .into_iter()
         .map(|p| {
@@ -270,7 +272,7 @@ fn client_preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, problems) = walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = walk::collect_image(d);
     let mut tally = ClientTally::default();
     for problem in problems {
         let r = report::FileReport::from(problem);
@@ -317,11 +319,17 @@ fn client_postinst(
     let root = RootDir::open(&env.root)?;
     let objects: Vec<(&Path, [u8; 16])> =
         contents.objects().map(|(path, md5)| (path, *md5)).collect();
+    let mut census = LinkCensus::default();
+    for (path, _) in &objects {
+        if let Ok(meta) = std::fs::symlink_metadata(root.display_path(path)) {
+            census.add(meta.dev(), meta.ino());
+        }
+    }
     let results = runner.run(
         &objects,
         &Progress::hidden(),
         |_| 1,
-        |(path, md5)| settle_object(client, protection, &root, path, *md5),
+        |(path, md5)| settle_object(client, protection, &root, &census, path, *md5),
     );
     let mut tally = ClientTally::default();
     for ((path, _), result) in objects.iter().zip(results) {
@@ -350,6 +358,7 @@ fn settle_object(
     client: &Client,
     protection: &Protection,
     root: &RootDir,
+    census: &LinkCensus,
     path: &Path,
     md5: [u8; 16],
 ) -> (PathBuf, Result<crate::carried::Settled, Failure>) {
@@ -358,6 +367,9 @@ fn settle_object(
         Ok(f) => f,
         Err(e) => return (shown, Err(open_failure(&e))),
     };
+    if let Err(ima_core::Error::LinkedOutside { links, seen }) = census.check(&file) {
+        return (shown, Err(Failure::LinkedOutside { links, seen }));
+    }
     let config = protection.config_of(path);
     match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
         Err(Unsettled::ContentDiffers(actual)) => {
