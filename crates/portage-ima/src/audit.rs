@@ -312,8 +312,7 @@ pub fn fix(findings: &mut [Finding], signer: &ImaSigner, root: &RootDir) {
         .for_each(|f| {
             let Some(md5) = f.md5 else { return };
             let listed = f.contents_path.clone().unwrap_or_else(|| f.path.clone());
-            let report: FileReport =
-                engine::sign_object(signer, root, &listed, &md5, None, false, None);
+            let report: FileReport = engine::sign_object(signer, root, &listed, &md5, None, false);
             match &report.outcome {
                 Outcome::Signed | Outcome::Rotated { .. } | Outcome::AlreadyValid => {
                     f.fixed = Some("signed".into());

@@ -212,7 +212,7 @@ pub fn sign_job(
         (JobFile::Object { path, expected_md5 }, None) => {
             let root = root.expect("CONTENTS jobs run inside a root");
             let census = job.census.as_deref();
-            sign_object(
+            sign_object_counted(
                 signer,
                 root,
                 path,
@@ -334,6 +334,19 @@ fn write_file(
 /// alone whose content differs (edited by the admin) is skipped, not failed:
 /// nothing would have been written on it anyway.
 pub fn sign_object(
+    signer: &ImaSigner,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+    config: Option<ConfigFiles>,
+    dry_run: bool,
+) -> FileReport {
+    sign_object_counted(signer, root, path, md5, config, dry_run, None)
+}
+
+/// [`sign_object`], refusing a file with more hard links than `census`
+/// counted for it ([`crate::fs::links`]).
+pub fn sign_object_counted(
     signer: &ImaSigner,
     root: &RootDir,
     path: &Path,

@@ -657,6 +657,29 @@ mod tests {
     }
 
     #[test]
+    fn skip_takes_category_atoms_and_matches_the_merged_package() {
+        let file = parse_config("skip = [\"app-misc/foo\", \"<dev-libs/bar-2\"]\n").unwrap();
+        let s = Settings::merge(None, file, &KeyArgs::default(), Some(1)).unwrap();
+        assert_eq!(
+            s.skipped("app-misc", "foo-1.2-r1").unwrap().as_str(),
+            "app-misc/foo"
+        );
+        assert!(s.skipped("dev-libs", "bar-1.9").is_some());
+        assert!(s.skipped("dev-libs", "bar-2").is_none());
+        assert!(s.skipped("app-misc", "foobar-1").is_none());
+        for (bad, says) in [
+            ("foo", "write the category too"),
+            ("app-misc/foo:0", "no :SLOT or ::REPO"),
+            ("app-misc/", "invalid atom"),
+        ] {
+            let file = parse_config(&format!("skip = [\"{bad}\"]\n")).unwrap();
+            let e = Settings::merge(None, file, &KeyArgs::default(), Some(1)).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+            assert!(format!("{e:#}").contains("skip setting"), "{e:#}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = parse_config("kye = \"/k\"\n").unwrap_err().to_string();
         assert!(err.contains("kye"), "{err}");

@@ -319,6 +319,39 @@ mod tests {
     }
 
     #[test]
+    fn an_image_file_linked_from_outside_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(image.join("bin")).unwrap();
+        std::fs::write(image.join("bin/git"), b"git").unwrap();
+        std::fs::hard_link(image.join("bin/git"), image.join("bin/git-add")).unwrap();
+        std::fs::write(dir.path().join("outside"), b"x").unwrap();
+        std::fs::hard_link(dir.path().join("outside"), image.join("bin/linked")).unwrap();
+        let (found, problems) = collect_image(&image);
+        assert!(problems.is_empty(), "{problems:?}");
+        let opened: Vec<_> = found
+            .iter()
+            .map(|f| (f.path.file_name().unwrap().to_owned(), f.open().map(|_| ())))
+            .collect();
+        assert_eq!(opened.len(), 3);
+        for (name, result) in opened {
+            match name.to_str().unwrap() {
+                "linked" => assert!(
+                    matches!(
+                        result,
+                        Err(ima_core::Error::LinkedOutside { links: 2, seen: 1 })
+                    ),
+                    "{result:?}"
+                ),
+                _ => assert!(result.is_ok(), "{name:?}: {result:?}"),
+            }
+        }
+        // A plain walk (sign --files) does not count links.
+        let (found, _) = collect(std::slice::from_ref(&image));
+        assert!(found.iter().all(|f| f.open().is_ok()));
+    }
+
+    #[test]
     fn a_directory_named_twice_is_walked_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"a").unwrap();
