@@ -70,3 +70,19 @@ def test_strict_mode_refuses_a_file_linked_from_outside(pg):
     assert "strict mode" in r.output and "preinst" in r.output, r.output
     assert not pg.vdb(CATEGORY, f"{pn}-1").exists(), "merged although preinst refused it"
     assert ima_xattr(outside) is None
+
+
+def test_the_package_phase_does_not_sign_a_file_linked_from_outside(pg):
+    """FEATURES=buildpkg: Portage packs a hard-linked copy of the image
+    (${T}/packaging), so every file there has two names; only a third, outside
+    both, is refused."""
+    pn = "hlbinpkg"
+    outside = pg.base / f"{pn}-outside.txt"
+    outside.write_text("not the package's\n")
+    link_from_outside(pg, outside)
+    r = pg.emerge(pg.add_ebuild(pn, install=INSIDE_LINKS), env={"FEATURES": "buildpkg"}).check()
+    # one.txt and two.txt are one inode: signed once, listed twice.
+    summary = f"{CATEGORY}/{pn}-1: binary package: 2 files signed (1 newly), listed in build-info/IMA_SIGNATURES, 1 failed"
+    assert summary in r.output, r.output
+    assert any("outside.txt" in line and "hard links but only 2 inside" in line for line in r.output.splitlines()), r.output
+    assert ima_xattr(outside) is None

@@ -35,7 +35,7 @@
 //!   the loader, 126/127) fails the merge too: in strict mode every status
 //!   but 0 makes it `die`; outside strict mode it only ever warns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -198,8 +198,14 @@ fn preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, problems) = crate::fs::walk::collect_image(d);
+    let (found, problems) = crate::fs::walk::collect_image(d, &[]);
     let mut reports: Vec<FileReport> = problems.into_iter().map(FileReport::from).collect();
+    // Hard links inside the image: signed once, each name noted as signed.
+    let other_names: HashMap<PathBuf, Vec<PathBuf>> = found
+        .iter()
+        .filter(|f| !f.also_named.is_empty())
+        .map(|f| (f.path.clone(), f.also_named.clone()))
+        .collect();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
     let jobs: Vec<Job> = found
@@ -223,7 +229,10 @@ fn preinst(
     let signed: Vec<&Path> = reports
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Signed | Outcome::AlreadyValid))
-        .filter_map(|r| r.path.strip_prefix(d).ok())
+        .flat_map(|r| {
+            std::iter::once(&r.path).chain(other_names.get(&r.path).into_iter().flatten())
+        })
+        .filter_map(|p| p.strip_prefix(d).ok())
         .collect();
     if let Some(t) = std::env::var_os("T") {
         let mut text = Vec::new();

@@ -8,7 +8,7 @@
 //! somewhere else while the walk or the signing runs (in `${D}`, which the
 //! unprivileged `portage` user owns) leads nowhere outside the tree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -35,6 +35,8 @@ pub struct FoundFile {
     census: Option<Arc<LinkCensus>>,
     /// `st_dev` and `st_ino` as the walk saw them.
     inode: Option<(u64, u64)>,
+    /// Other names of the same inode in the image ([`collect_image`]).
+    pub also_named: Vec<PathBuf>,
 }
 
 impl FoundFile {
@@ -125,6 +127,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
                 beneath: None,
                 inode: None,
                 census: None,
+                also_named: Vec::new(),
             });
         } else if kind.is_dir() {
             let mut walk = Walk {
@@ -151,18 +154,33 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
 
 /// Walks an image (`${D}`) like [`collect`], and counts the names found for
 /// each inode: opening a file with a hard link outside the image fails
-/// ([`LinkCensus`]).
-pub fn collect_image(image: &Path) -> (Vec<FoundFile>, Vec<Problem>) {
-    let (mut found, problems) = collect(&[image.to_path_buf()]);
+/// ([`LinkCensus`]). The names in `copies` (trees Portage hard-links from
+/// the image, such as the package phase's `${T}/packaging`) count too;
+/// their files are not returned. Hard links inside the image come back as
+/// one file (the first name), the others in [`FoundFile::also_named`], so
+/// that an inode is signed once, not by two threads at the same time.
+pub fn collect_image(image: &Path, copies: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
+    let (all, problems) = collect(&[image.to_path_buf()]);
     let mut census = LinkCensus::default();
-    for file in &found {
+    let (copied, _) = collect(copies);
+    for file in all.iter().chain(&copied) {
         if let Some((dev, ino)) = file.inode {
             census.add(dev, ino);
         }
     }
     let census = Arc::new(census);
-    for file in &mut found {
+    let mut found: Vec<FoundFile> = Vec::with_capacity(all.len());
+    let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
+    for mut file in all {
+        if let Some(&i) = file.inode.as_ref().and_then(|id| first_of.get(id)) {
+            found[i].also_named.push(file.path);
+            continue;
+        }
+        if let Some(id) = file.inode {
+            first_of.insert(id, found.len());
+        }
         file.census = Some(Arc::clone(&census));
+        found.push(file);
     }
     (found, problems)
 }
@@ -236,6 +254,7 @@ impl Walk<'_> {
                     beneath: Some((Arc::clone(root), rel.join(&name))),
                     inode: Some((st.st_dev as u64, st.st_ino as u64)),
                     census: None,
+                    also_named: Vec::new(),
                 }),
                 FileType::Directory => {
                     // O_NOFOLLOW: a directory swapped for a symlink since
@@ -327,13 +346,16 @@ mod tests {
         std::fs::hard_link(image.join("bin/git"), image.join("bin/git-add")).unwrap();
         std::fs::write(dir.path().join("outside"), b"x").unwrap();
         std::fs::hard_link(dir.path().join("outside"), image.join("bin/linked")).unwrap();
-        let (found, problems) = collect_image(&image);
+        let (found, problems) = collect_image(&image, &[]);
         assert!(problems.is_empty(), "{problems:?}");
         let opened: Vec<_> = found
             .iter()
             .map(|f| (f.path.file_name().unwrap().to_owned(), f.open().map(|_| ())))
             .collect();
-        assert_eq!(opened.len(), 3);
+        // git and git-add are one inode: one file, two names.
+        assert_eq!(opened.len(), 2);
+        let git = found.iter().find(|f| f.path.ends_with("bin/git")).unwrap();
+        assert_eq!(git.also_named, vec![image.join("bin/git-add")]);
         for (name, result) in opened {
             match name.to_str().unwrap() {
                 "linked" => assert!(

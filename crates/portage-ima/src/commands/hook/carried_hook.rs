@@ -39,9 +39,31 @@ fn build_info() -> Result<PathBuf> {
     Ok(Path::new(&dir).join("build-info"))
 }
 
+/// In the package phase with `PKG_INSTALL_MASK` set, Portage packs a
+/// hard-linked copy of the image (`${T}/packaging`, `cp -l` in
+/// misc-functions.sh) and points `D` at it: the names in the image itself
+/// are the copy's other links.
+fn packaging_twins(d: &Path) -> Vec<PathBuf> {
+    let Ok(image) = build_info().map(|info| info.with_file_name("image")) else {
+        return Vec::new();
+    };
+    // The same directory must not be counted twice (that would let a link
+    // from outside pass); compared by inode, whatever the spelling.
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    match (id(&image), id(d)) {
+        (Some(a), Some(b)) if a != b => vec![image],
+        _ => Vec::new(),
+    }
+}
+
 /// The CONTENTS path of a file found under `${D}`.
 fn contents_path(d: &Path, found: &FoundFile) -> PathBuf {
-    Path::new("/").join(found.path.strip_prefix(d).unwrap_or(&found.path))
+    contents_path_of(d, &found.path)
+}
+
+/// The CONTENTS path of `path` under `${D}`.
+fn contents_path_of(d: &Path, path: &Path) -> PathBuf {
+    Path::new("/").join(path.strip_prefix(d).unwrap_or(path))
 }
 
 /// The package phase: sign every regular file of `${D}` (keeping a valid
@@ -71,7 +93,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     let provenance = Provenance::from_env();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let (found, problems) = walk::collect_image(d);
+    let (found, problems) = walk::collect_image(d, &packaging_twins(d));
     let mut failed: Vec<(PathBuf, String)> = problems
         .into_iter()
         .map(|p| {
@@ -132,6 +154,9 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         match result {
             Some(Ok(Some((newly, value)))) => {
                 newly_signed += usize::from(newly);
+                for name in &f.also_named {
+                    list.insert(contents_path_of(d, name), value.clone());
+                }
                 list.insert(contents_path(d, f), value);
             }
             Some(Ok(None)) => config_files += 1,
@@ -272,7 +297,7 @@ fn client_preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, problems) = walk::collect_image(d);
+    let (found, problems) = walk::collect_image(d, &[]);
     let mut tally = ClientTally::default();
     for problem in problems {
         let r = report::FileReport::from(problem);
