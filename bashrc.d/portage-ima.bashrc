@@ -96,7 +96,7 @@ package | preinst | postinst)
 		1:) ;; # the files not signed were reported just above
 		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed (or carry no trusted signature) in ${EBUILD_PHASE}, see the warnings above" ;;
 		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
-		*) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
+		*) ewarn "portage-ima: files of ${CATEGORY}/${PF} are NOT signed ('${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}); once the cause is fixed, run: portage-ima sign =${CATEGORY}/${PF}" ;;
 		esac
 	fi
 	unset _portage_ima_bin _portage_ima_conf _portage_ima_strict _portage_ima_rc _portage_ima_out _portage_ima_line

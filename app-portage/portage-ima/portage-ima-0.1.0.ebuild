@@ -267,7 +267,9 @@ src_install() {
 		bin="$(cargo_target_dir)/portage-ima" || die
 		mkdir -p "${T}/man" || die
 		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
-		doman "${T}"/man/*.1
+		# portage-ima(8), a page per subcommand, and ima.toml(5) (section 1
+		# pages up to 0.1.0).
+		doman "${T}"/man/*.[158]
 
 		"${bin}" generate completions bash > "${T}/portage-ima.bash" ||
 			die "portage-ima generate completions bash failed"

@@ -48,7 +48,9 @@ impl KeyMaterial {
         if meta.is_dir() {
             return Err(Error::KeyParse {
                 path: key.to_path_buf(),
-                reason: "is a directory, not a PEM key file".to_string(),
+                reason: "it is a directory: name the private key file itself \
+                         (e.g. /etc/keys/IMA_signing_key.priv)"
+                    .to_string(),
             });
         }
         let pem = Zeroizing::new(std::fs::read(key).map_err(read_err)?);

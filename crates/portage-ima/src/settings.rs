@@ -464,7 +464,11 @@ pub fn read_config(path: &Path) -> Result<FileConfig> {
 
 /// Parses ima.toml text.
 pub fn parse_config(text: &str) -> Result<FileConfig> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    toml::from_str(text).map_err(|e| {
+        anyhow::Error::new(crate::report::status::MultiLine(
+            e.to_string().trim_end().to_owned(),
+        ))
+    })
 }
 
 /// Whether the settings ask for strict mode, decided before anything else
@@ -518,8 +522,10 @@ fn line_says_strict(line: &str) -> bool {
 /// A key that cannot be stat'ed gives no problem here: loading it reports why.
 pub fn key_exposure(path: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Vec::new();
+    // A directory is not a key: loading it says so.
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => meta,
+        _ => return Vec::new(),
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };

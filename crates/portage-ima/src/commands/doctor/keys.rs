@@ -91,8 +91,16 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
                 CheckId::Key,
                 format!("{}: does not exist", path.display()),
                 format!(
-                    "create a key (openssl genrsa -out {0} 4096 && chmod 0400 {0}), or set key = \"...\" in ima.toml or --key",
-                    path.display()
+                    "create a key and its certificate: (umask 077; openssl req -x509 -newkey \
+                     rsa:4096 -nodes -days 3650 -sha256 -subj \"/CN=$(hostname) IMA signing key\" \
+                     -addext basicConstraints=critical,CA:FALSE -addext keyUsage=digitalSignature \
+                     -addext subjectKeyIdentifier=hash -keyout {0} -outform DER -out {1}) \
+                     (README, Quick start); or name an existing key with key = \"...\" in \
+                     ima.toml or --key",
+                    path.display(),
+                    s.cert()
+                        .unwrap_or_else(|| settings::DEFAULT_CERT.into())
+                        .display()
                 ),
             );
             r.skip(CheckId::KeyAccess, "no key file");
@@ -129,11 +137,21 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
             );
             None
         }
+        Err(e @ CoreError::KeyEncrypted { .. }) => {
+            r.fail(
+                CheckId::Key,
+                e.to_string(),
+                "keep the unencrypted copy readable by root only (chmod 0400), or hold the key \
+                 in a TPM or on a PKCS#11 token (README, Keys held by hardware)",
+            );
+            None
+        }
         Err(e) => {
             r.fail(
                 CheckId::Key,
                 e.to_string(),
-                "give a PEM RSA private key (PKCS#1 from openssl genrsa, or PKCS#8)",
+                "give a PEM private key: RSA (PKCS#1 from openssl genrsa, or PKCS#8) or \
+                 ECDSA P-256/P-384 (SEC1 from openssl ecparam -genkey, or PKCS#8)",
             );
             None
         }

@@ -41,6 +41,7 @@ mod signatures;
 
 pub(crate) use portage::{portage_vars, PortageVars};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
+use crate::report::colour::{self, Tone};
 use crate::report::status::Status;
 use crate::settings::{self, Mode, Settings};
 
@@ -140,7 +142,7 @@ impl fmt::Display for CheckId {
 }
 
 /// The outcome of one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Fine.
@@ -174,6 +176,7 @@ pub struct Check {
     /// What was found.
     pub finding: String,
     /// What to do about it, when it is not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }
 
@@ -185,7 +188,35 @@ pub struct Report {
     pub ok: bool,
 }
 
+/// `doctor --json` (docs/json.md).
+#[derive(Serialize)]
+pub struct ReportJson<'a> {
+    version: u32,
+    ok: bool,
+    checks: &'a [Check],
+    /// How many checks ended with each status.
+    summary: BTreeMap<Level, usize>,
+}
+
 impl Report {
+    /// The JSON document: the checks, and how many have each status.
+    pub fn to_json(&self) -> ReportJson<'_> {
+        let mut summary: BTreeMap<Level, usize> =
+            [Level::Ok, Level::Warn, Level::Fail, Level::Skip]
+                .into_iter()
+                .map(|l| (l, 0))
+                .collect();
+        for c in &self.checks {
+            *summary.entry(c.status).or_default() += 1;
+        }
+        ReportJson {
+            version: crate::report::JSON_VERSION,
+            ok: self.ok,
+            checks: &self.checks,
+            summary,
+        }
+    }
+
     fn push(&mut self, check: CheckId, status: Level, finding: String, fix: Option<String>) {
         self.checks.push(Check {
             check,
@@ -216,9 +247,15 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for c in &self.checks {
+            let tone = match c.status {
+                Level::Ok => Tone::Good,
+                Level::Warn => Tone::Warn,
+                Level::Fail => Tone::Bad,
+                Level::Skip => Tone::Plain,
+            };
             out.push_str(&format!(
-                "{:<4}  {}: {}\n",
-                c.status.label(),
+                "{}  {}: {}\n",
+                colour::out(tone, &format!("{:<4}", c.status.label())),
                 c.check,
                 c.finding
             ));
@@ -274,7 +311,7 @@ pub fn run(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
     }
     let report = diagnose(config, args, &root);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", report.to_text());
     }

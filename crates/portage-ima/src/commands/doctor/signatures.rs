@@ -202,7 +202,13 @@ fn check_keys(r: &mut Report, s: Option<&Settings>, installed: &Installed) {
     let total: usize = groups.iter().map(|(_, g)| g.count).sum();
     let listed: Vec<String> = groups
         .iter()
-        .map(|(id, g)| format!("key {id}: {} files (e.g. {})", g.count, g.examples()))
+        .map(|(id, g)| {
+            format!(
+                "key {id}: {} (e.g. {})",
+                crate::report::count(g.count, "file"),
+                g.examples()
+            )
+        })
         .collect();
     r.warn(
         CheckId::SignatureKeys,
