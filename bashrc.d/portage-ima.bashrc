@@ -41,6 +41,28 @@
 # the package's), never the client's: both are ignored. (EMERGE_FROM,
 # EBUILD_PHASE and PORTAGE_CONFIGROOT are Portage's own, filtered out of it.)
 
+# The token PIN never goes through the environment of an emerge: Portage
+# saves the ebuild environment at the end of every phase (${T}/environment),
+# and from there into every package's /var/db/pkg/CAT/PF/environment.bz2,
+# readable by all, and into binary packages. So the variable the README once
+# suggested (IMA_TOKEN_PIN), and the one pin_env names in ima.toml, are unset
+# here in every phase (not in `depend`, which saves nothing), before anything
+# can save them; the hook refuses pin_env inside an emerge. A pin_env line
+# this cannot read (ima.toml unreadable to the portage user) leaves only the
+# hook's refusal and `portage-ima doctor`'s scan of the vdb.
+if [[ -n ${EBUILD_PHASE-} && ${EBUILD_PHASE} != depend ]]; then
+	unset IMA_TOKEN_PIN 2>/dev/null
+	_portage_ima_conf=${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml
+	if [[ -f ${_portage_ima_conf} && -r ${_portage_ima_conf} ]]; then
+		while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
+			if [[ ${_portage_ima_line} =~ ^[[:space:]]*pin_env[[:space:]]*=[[:space:]]*[\"\']([A-Za-z_][A-Za-z0-9_]*)[\"\'] ]]; then
+				unset "${BASH_REMATCH[1]}" 2>/dev/null
+			fi
+		done <"${_portage_ima_conf}" 2>/dev/null
+	fi
+	unset _portage_ima_conf _portage_ima_line
+fi
+
 _portage_ima_phase=${EBUILD_PHASE-}
 case ${EMERGE_FROM-}:${PORTAGE_IMA_SKIP-} in
 binary:*) ;;

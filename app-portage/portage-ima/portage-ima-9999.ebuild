@@ -19,7 +19,7 @@ EGIT_REPO_URI="https://github.com/portage-ima/portage-ima.git"
 
 LICENSE="|| ( Apache-2.0 MIT )"
 # Dependent crate licenses
-LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0"
+LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0 BZIP2"
 SLOT="0"
 IUSE="+openssl test"
 RESTRICT="!test? ( test )"

@@ -12,6 +12,7 @@
 //! - [`owners`]: which package owns a file, from every CONTENTS at once
 //! - [`env`](mod@env): the ebuild environment the hook runs in
 //! - [`provenance`]: whether Portage vouched for the package being merged
+//! - [`saved_env`]: the environment Portage saved for an installed package
 
 /// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
 /// whose equality is PMS equality (`1.0 == 1.00`, `1 == 1-r0`) rather than
@@ -42,5 +43,6 @@ pub mod names;
 pub mod owners;
 pub mod portageq;
 pub mod provenance;
+pub mod saved_env;
 pub mod vdb;
 pub mod version;

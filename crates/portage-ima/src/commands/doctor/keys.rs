@@ -54,13 +54,15 @@ pub(super) fn check_keyless(
     found
 }
 
-/// The command that makes a certificate the kernel takes on its IMA keyring.
+/// The command that makes a certificate the kernel takes on its IMA keyring
+/// (a `pkcs11:` key shown with any PIN hidden).
 fn cert_command(key: &Path) -> String {
+    let key = ima_core::redacted_uri(&key.to_string_lossy());
     format!(
         "openssl req -new -x509 -key {} -outform DER -out {} -days 3650 \
          -subj '/CN=IMA signing key' -addext basicConstraints=critical,CA:FALSE \
          -addext keyUsage=critical,digitalSignature -addext subjectKeyIdentifier=hash",
-        key.display(),
+        key,
         settings::DEFAULT_CERT
     )
 }
@@ -289,7 +291,7 @@ pub(super) fn check_cert(
             format!(
                 "the certificate is for another key than {}: the kernel would check every \
                  signature against the wrong public key",
-                s.key.display()
+                s.key_shown()
             ),
             format!(
                 "use the certificate of this key, or make one: {}",

@@ -34,6 +34,7 @@ mod binpkg;
 mod kernel;
 pub(crate) mod keyring;
 mod keys;
+mod pin;
 mod policy;
 mod portage;
 mod self_check;
@@ -79,6 +80,8 @@ check_ids! {
     Key,
     /// Who can read the private key.
     KeyAccess,
+    /// The hardware token's PIN file is a private, plain file.
+    PinFile,
     /// The certificate parses.
     Cert,
     /// The certificate belongs to the key.
@@ -116,6 +119,8 @@ check_ids! {
     Premerge,
     /// What binary packages carry of the signatures.
     Binpkg,
+    /// No package's saved environment holds the token PIN.
+    PinSaved,
     /// No rule of the IMA policy blocks source builds.
     PolicyBuilds,
     /// Merged programs are signed before a rule appraises them.
@@ -339,6 +344,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
     let keyless = settings.as_ref().filter(|s| s.mode == Mode::Verify);
     let signing = settings.as_ref().filter(|s| s.mode != Mode::Verify);
     let key = signing.and_then(|s| keys::check_key(&mut r, s));
+    pin::check_pin_file(&mut r, settings.as_ref());
     let cert = match (keyless, signing) {
         (Some(s), _) => keys::check_keyless(&mut r, s, |r| keys::check_cert(r, s, None)),
         (None, Some(s)) => keys::check_cert(&mut r, s, key.as_ref()),
@@ -367,6 +373,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         root,
     );
     let vars = portage::check_portage(&mut r, settings.as_ref(), root);
+    pin::check_saved_pin(&mut r, settings.as_ref(), root);
     policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
     signatures::check_signatures(&mut r, settings.as_ref(), root, &kernel);
     self_check::check_self(
@@ -412,7 +419,7 @@ fn load_settings(
                 CheckId::Config,
                 format!(
                     "{shown}; key {}, hash {}, backend {}, config_files {}",
-                    settings.key.display(),
+                    settings.key_shown(),
                     settings.hash,
                     settings.backend.name(),
                     settings.config_files.name()
