@@ -364,6 +364,13 @@ pub struct PolicyArgs {
     #[arg(long)]
     pub measure: bool,
 
+    /// A first-boot policy for machines where `ima_appraise=log` is ignored
+    /// (Secure Boot): `measure` (ima-sig) and `audit` rules where the
+    /// appraise rules would be, so nothing is refused; after that boot,
+    /// `portage-ima audit --measurements` lists what enforcing would refuse.
+    #[arg(long, conflicts_with = "check")]
+    pub observe: bool,
+
     /// Appraise POLICY_CHECK: once loaded, a further policy is accepted only
     /// when written by path and signed (see --sign).
     #[arg(long)]
