@@ -98,7 +98,7 @@ pub fn parse(data: &[u8]) -> AuditLog {
     log
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -170,7 +170,7 @@ fn parse_record(line: usize, rest: &[u8]) -> Result<AuditRecord, String> {
 /// A field's key, and its value (a quoted one keeps its opening quote).
 type Field<'a> = (&'a [u8], Vec<u8>);
 
-fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
+pub(super) fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     loop {
         while let Some((&b' ', tail)) = s.split_first() {
@@ -207,7 +207,7 @@ fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
 }
 
 /// A value written by `audit_log_untrustedstring`: quoted text, or hex.
-fn untrusted(key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn untrusted(key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
     if let Some(text) = value.strip_prefix(b"\"") {
         return Ok(text.to_vec());
     }
@@ -237,7 +237,7 @@ fn number_field(key: &str, value: &[u8]) -> Result<u64, String> {
         .ok_or_else(|| format!("{key}={} is not a number", lossy(value)))
 }
 
-fn lossy(bytes: &[u8]) -> String {
+pub(super) fn lossy(bytes: &[u8]) -> String {
     crate::escape::escape_bytes(bytes).into_owned()
 }
 

@@ -1,11 +1,13 @@
 //! What the running kernel's IMA says about files: its appraisal audit
-//! records ([`audit_record`]) and its measurement list ([`measurements`]),
+//! records ([`audit_record`]), its `audit` rules' records ([`audit_rule`]) and its measurement list ([`measurements`]),
 //! parsed from the text the kernel and auditd write, and whether it booted
-//! with Secure Boot ([`secure_boot`]). Both parsers take
+//! with Secure Boot ([`secure_boot`]); the kernel log itself ([`kmsg`]). Both parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
 pub mod audit_record;
+pub mod audit_rule;
+pub mod kmsg;
 pub mod measurements;
 pub mod secure_boot;
 
