@@ -334,6 +334,14 @@ pub struct DoctorArgs {
     /// loads, /etc/ima/ima-policy].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+
+    /// efivarfs directory to read Secure Boot from (tests).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub efivars: Option<PathBuf>,
+
+    /// Kernel log to read instead of /dev/kmsg (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub kernel_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,8 @@
 //! (security/integrity/ima/ima_api.c, `ima_audit_measurement`):
 //!
 //! ```text
-//! audit: type=1805 audit(1795976846.821:9): file="/usr/bin/vim" hash="sha256:ab12..." ppid=1 pid=340 ... comm="sh" exe="/bin/busybox" ...
+//! audit: type=1805 audit(1796576297.576:46): file="/mnt/t/prog" hash="sha256:3d9f...6bf6"
+//!   ppid=1 pid=181 auid=4294967295 uid=0 gid=0 euid=0 ... comm="init" exe="/bin/busybox" subj=unconfined
 //! ```
 //!
 //! `file` goes through `audit_log_untrustedstring()` (quoted, or hex), as in
@@ -110,9 +111,10 @@ mod tests {
     use super::*;
 
     #[test]
+    // The first line is a real 6.12 one (tests/kernel/test_setuid_observe.py), digest cut.
     fn kernel_and_auditd_spellings() {
         let text = "\
-[    9.1] audit: type=1805 audit(1795976846.821:9): file=\"/mnt/t/prog\" hash=\"sha256:00ff\" ppid=1 pid=80 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=console ses=4294967295 comm=\"init\" exe=\"/bin/busybox\" subj=unconfined res=1
+[   15.912639] audit: type=1805 audit(1796576297.576:9): file=\"/mnt/t/prog\" hash=\"sha256:00ff\" ppid=1 pid=181 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm=\"init\" exe=\"/bin/busybox\" subj=unconfined
 [    9.2] audit: type=1800 audit(1795976846.822:10): pid=1 uid=0 op=appraise_data cause=x comm=\"a\" name=\"/b\" res=0
 type=INTEGRITY_RULE msg=audit(1.5:11): file=2F746D702F6120622E7368 hash=\"sha512:aa\" comm=\"sh\"\x1dAUID=\"root\"
 audit: type=1805 audit(1.5:12): hash=\"sha256:00\"
