@@ -97,8 +97,9 @@ impl Scope {
         match self {
             // A setuid-root program run by a user passes uid=0 (the
             // caller's uid) and CREDS_CHECK euid=0 alike: the kernel asks
-            // both before it applies the setuid bit (begin_new_exec), as
-            // tests/kernel/test_setuid_observe.py shows. fowner=0 catches it.
+            // both before begin_new_exec applies the setuid bit (6.12,
+            // tests/kernel/test_setuid_observe.py). fowner=0 catches it,
+            // whoever runs it; the user's own programs stay outside.
             Scope::RootExec => vec![
                 vec![
                     Condition::Func(Func::BprmCheck),
