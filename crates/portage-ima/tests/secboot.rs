@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use portage_ima::policy::eval::{appraisal, Appraisal, FileAccess, FileSystem};
-use portage_ima::policy::generate::BuildFs;
+use portage_ima::policy::generate::{BuildFs, OtherTmpfs};
 use portage_ima::policy::rule::{Access, Action, Func};
 use portage_ima::policy::{generate, parse_policy, Request, Scope, Setup};
 use serde_json::Value;
@@ -117,6 +117,12 @@ fn tmpfs_setup() -> Setup {
         userpriv: true,
         xattr: true,
         source: "test".into(),
+        // The tmpfs exemption needs every other tmpfs noexec.
+        other_tmpfs: vec![OtherTmpfs {
+            mount_point: "/dev/shm".into(),
+            noexec: true,
+        }],
+        selinux_portage: false,
     }
 }
 

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::audit_record::{fields_of, find, lossy, untrusted};
+use super::audit_record::{fields_of, find, lossy, record_after, untrusted};
 use super::{numbered_lines, BadLine};
 
 /// One file an `audit` rule matched.
@@ -43,16 +43,18 @@ pub struct RuleLog {
     pub bad: Vec<BadLine>,
 }
 
-const MARKERS: [&[u8]; 2] = [b"type=1805 audit(", b"type=INTEGRITY_RULE msg=audit("];
+/// How the kernel log writes the record, and how auditd does.
+const KERNEL_MARKER: &[u8] = b"audit: type=1805 audit(";
+const AUDITD_MARKER: &[u8] = b"type=INTEGRITY_RULE msg=audit(";
 
-/// Reads every `audit` rule record of `data`; other lines are passed over.
+/// Reads every `audit` rule record of `data`; other lines are passed over
+/// (a record counts only where its log's format starts one, see
+/// [`super::audit_record`]).
 pub fn parse(data: &[u8]) -> RuleLog {
     let mut log = RuleLog::default();
     for (number, line) in numbered_lines(data) {
-        let Some(rest) = MARKERS
-            .iter()
-            .find_map(|m| find(line, m).map(|at| &line[at + m.len()..]))
-        else {
+        // Where a record of the log's format starts, as for type 1800.
+        let Some(rest) = record_after(line, KERNEL_MARKER, AUDITD_MARKER) else {
             continue;
         };
         match parse_record(number, rest) {

@@ -1,7 +1,10 @@
 //! What the running kernel's IMA says about files: its appraisal audit
-//! records ([`audit_record`]), its `audit` rules' records ([`audit_rule`]) and its measurement list ([`measurements`]),
+//! records ([`audit_record`]), its `audit` rules' records
+//! ([`audit_rule`]) and its measurement list ([`measurements`]),
 //! parsed from the text the kernel and auditd write, and whether it booted
-//! with Secure Boot ([`secure_boot`]); the kernel log itself ([`kmsg`]). Both parsers take
+//! with Secure Boot ([`secure_boot`]); its mounts ([`mountinfo`]),
+//! whether its SELinux policy has Gentoo's Portage types ([`selinux`]), and
+//! the kernel log itself ([`kmsg`]). The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
@@ -9,7 +12,9 @@ pub mod audit_record;
 pub mod audit_rule;
 pub mod kmsg;
 pub mod measurements;
+pub mod mountinfo;
 pub mod secure_boot;
+pub mod selinux;
 
 use std::fmt;
 
