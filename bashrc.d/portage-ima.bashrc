@@ -34,6 +34,28 @@
 # it through elog (class "log"). PORTAGE_IMA_SKIP=1 or yes (e.g. from
 # package.env) leaves a package unsigned.
 
+# The token PIN never goes through the environment of an emerge: Portage
+# saves the ebuild environment at the end of every phase (${T}/environment),
+# and from there into every package's /var/db/pkg/CAT/PF/environment.bz2,
+# readable by all, and into binary packages. So the variable the README once
+# suggested (IMA_TOKEN_PIN), and the one pin_env names in ima.toml, are unset
+# here in every phase (not in `depend`, which saves nothing), before anything
+# can save them; the hook refuses pin_env inside an emerge. A pin_env line
+# this cannot read (ima.toml unreadable to the portage user) leaves only the
+# hook's refusal and `portage-ima doctor`'s scan of the vdb.
+if [[ -n ${EBUILD_PHASE-} && ${EBUILD_PHASE} != depend ]]; then
+	unset IMA_TOKEN_PIN 2>/dev/null
+	_portage_ima_conf=${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml
+	if [[ -f ${_portage_ima_conf} && -r ${_portage_ima_conf} ]]; then
+		while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
+			if [[ ${_portage_ima_line} =~ ^[[:space:]]*pin_env[[:space:]]*=[[:space:]]*[\"\']([A-Za-z_][A-Za-z0-9_]*)[\"\'] ]]; then
+				unset "${BASH_REMATCH[1]}" 2>/dev/null
+			fi
+		done <"${_portage_ima_conf}" 2>/dev/null
+	fi
+	unset _portage_ima_conf _portage_ima_line
+fi
+
 case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 1:postinst | yes:postinst) einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed" ;;
 1:* | yes:*) ;;
@@ -81,7 +103,7 @@ case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 		1:) ;; # the files not signed were reported just above
 		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed (or carry no trusted signature) in ${EBUILD_PHASE}, see the warnings above" ;;
 		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
-		*) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
+		*) ewarn "portage-ima: files of ${CATEGORY}/${PF} are NOT signed ('${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}); once the cause is fixed, run: portage-ima sign =${CATEGORY}/${PF}" ;;
 		esac
 	fi
 	unset _portage_ima_bin _portage_ima_conf _portage_ima_strict _portage_ima_rc _portage_ima_out _portage_ima_line

@@ -24,6 +24,7 @@ CRATES="
 	borsh@1.8.1
 	bumpalo@3.20.4
 	bytes@1.12.2
+	bzip2@0.6.1
 	cc@1.11.3
 	cfg-if@1.0.5
 	cfg_aliases@0.2.2
@@ -78,6 +79,7 @@ CRATES="
 	itoa@1.0.19
 	js-sys@0.3.107
 	lazy_static@1.5.1
+	libbz2-rs-sys@0.2.7
 	libc@0.2.191
 	libm@0.2.16
 	linux-raw-sys@0.12.1
@@ -209,7 +211,7 @@ SRC_URI="
 
 LICENSE="|| ( Apache-2.0 MIT )"
 # Dependent crate licenses
-LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0"
+LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0 BZIP2"
 SLOT="0"
 KEYWORDS="~amd64"
 IUSE="+openssl test"
@@ -267,7 +269,9 @@ src_install() {
 		bin="$(cargo_target_dir)/portage-ima" || die
 		mkdir -p "${T}/man" || die
 		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
-		doman "${T}"/man/*.1
+		# portage-ima(8), a page per subcommand, and ima.toml(5) (section 1
+		# pages up to 0.1.0).
+		doman "${T}"/man/*.[158]
 
 		"${bin}" generate completions bash > "${T}/portage-ima.bash" ||
 			die "portage-ima generate completions bash failed"

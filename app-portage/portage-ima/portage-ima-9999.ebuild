@@ -19,7 +19,7 @@ EGIT_REPO_URI="https://github.com/portage-ima/portage-ima.git"
 
 LICENSE="|| ( Apache-2.0 MIT )"
 # Dependent crate licenses
-LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0"
+LICENSE+=" Apache-2.0 BSD MIT Unicode-3.0 BZIP2"
 SLOT="0"
 IUSE="+openssl test"
 RESTRICT="!test? ( test )"
@@ -83,7 +83,9 @@ src_install() {
 		bin="$(cargo_target_dir)/portage-ima" || die
 		mkdir -p "${T}/man" || die
 		"${bin}" generate man "${T}/man" || die "portage-ima generate man failed"
-		doman "${T}"/man/*.1
+		# portage-ima(8), a page per subcommand, and ima.toml(5) (section 1
+		# pages up to 0.1.0).
+		doman "${T}"/man/*.[158]
 
 		"${bin}" generate completions bash > "${T}/portage-ima.bash" ||
 			die "portage-ima generate completions bash failed"

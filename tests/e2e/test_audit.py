@@ -52,7 +52,7 @@ def test_audit_classifies_denials_and_fix_signs_pristine_files(pg, hook_bin, tmp
         r = system.run("audit", "--log", str(log), "--json")
         assert r.returncode == 1, str(r)
         doc = json.loads(r.stdout)
-        got = {f["path"]: (f["class"], f["package"]) for f in doc["files"]}
+        got = {f["path"]: (f["class"], f.get("package")) for f in doc["files"]}
         pkg = f"{CATEGORY}/audpkg-1"
         assert got == {
             pristine: ("unsigned-pristine", pkg),

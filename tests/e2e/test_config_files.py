@@ -110,7 +110,7 @@ def test_config_files_mode(pg, mode, tmp_path):
     assert s["failed"] == 0 and all(s[k] == v for k, v in counts.items()), (s, r.output)
     if mode == "hash":
         # Hashed before the merge (same filesystem), found valid in postinst.
-        assert f"{CATEGORY}/{pn}-1: signed" in r.output and "hashed 1 config files" in r.output
+        assert f"{CATEGORY}/{pn}-1: signed" in r.output and "hashed 1 config file" in r.output
 
     code, doc = verify_json(pg, f"{CATEGORY}/{pn}")
     by_path = {f["path"]: f["status"] for f in doc["files"]}

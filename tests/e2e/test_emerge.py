@@ -365,3 +365,7 @@ def test_configuration_problem_does_not_break(pg):
     warned = [line for line in r.output.splitlines() if str(missing) in line]
     assert warned, r.output
     assert "exit status 2" in r.output, r.output
+    # Per phase one warning, naming the command to run once the key is there.
+    follow_up = [line for line in r.output.splitlines() if "NOT signed" in line]
+    assert len(follow_up) == 2, r.output
+    assert all(line.endswith(f"run: portage-ima sign {atom}") for line in follow_up), r.output

@@ -11,8 +11,11 @@ summary reports the device's signing rate, and the PIN shows up nowhere.
 
 from __future__ import annotations
 
+import bz2
+import io
 import os
 import shutil
+import tarfile
 import subprocess
 from pathlib import Path
 
@@ -38,9 +41,11 @@ def require_tools() -> None:
         pytest.skip(message)
 
 
-def make_token(dir: Path) -> tuple[dict[str, str], Path]:
-    """A token "ima" with a P-256 key labelled "ec"; returns the environment
-    that finds the token and the key's self-signed certificate (DER)."""
+def make_token(dir: Path, pin: str = PIN) -> tuple[dict[str, str], Path]:
+    """A token "ima" (user PIN `pin`) with a P-256 key labelled "ec"; returns
+    the environment that finds the token and the key's self-signed
+    certificate (DER)."""
+    PIN = pin  # noqa: N806
     tokens = dir / "tokens"
     tokens.mkdir()
     conf = dir / "softhsm2.conf"
@@ -95,3 +100,92 @@ def test_emerge_signs_through_a_pkcs11_token(pg, tmp_path):
     assert not bad, "\n".join(bad)
     assert "signing device:" in result.output and "files/s" in result.output, result.output
     assert PIN not in result.output, "the PIN was shown in the emerge output"
+
+
+# A PIN no checksum or timestamp in a package can contain by chance.
+LEAKY_PIN = "Pz7q-leak-Q9xw"
+
+
+def unpacked(path: Path) -> bytes:
+    """The bytes of `path`, bzip2 and zstd undone, tar members inside
+    (recursively) appended: where a saved environment could hide."""
+    return unpacked_bytes(path.name, path.read_bytes())
+
+
+def unpacked_bytes(name: str, data: bytes) -> bytes:
+    if name.endswith(".zst"):
+        data = subprocess.run(["zstd", "-q", "-d", "-c"], input=data, capture_output=True,
+                              check=True).stdout  # fmt: skip
+        name = name[: -len(".zst")]
+    elif name.endswith(".bz2"):
+        data = bz2.decompress(data)
+        name = name[: -len(".bz2")]
+    if not name.endswith((".tar", ".gpkg")):
+        return data
+    out = [data]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                out.append(unpacked_bytes(m.name, tar.extractfile(m).read()))
+    return b"\n".join(out)
+
+
+def emerge_with_pin_in_env(pg, tmp_path, variable: str, toml_pin: str, pn: str):
+    """A real emerge with FEATURES=buildpkg and the PIN exported as
+    `variable` where emerge runs (what the README once suggested)."""
+    require_tools()
+    env, cert = make_token(tmp_path, LEAKY_PIN)
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(LEAKY_PIN + "\n")
+    pin_file.chmod(0o400)
+    toml_pin = toml_pin.format(pin_file=pin_file)
+    pg.ima_toml.write_text(
+        'key = "pkcs11:token=ima;object=ec;type=private"\n'
+        f'cert = "{cert}"\n'
+        'hash = "sha256"\n'
+        'config_files = "sign"\n'
+        "[hardware]\n"
+        f'module = "{MODULE}"\n'
+        f"{toml_pin}\n"
+    )
+    atom = pg.add_ebuild(pn)
+    env = {**env, variable: LEAKY_PIN, "FEATURES": "buildpkg", "BINPKG_FORMAT": "gpkg"}
+    result = pg.emerge(atom, env=env).check()
+    return result, cert
+
+
+def assert_pin_saved_nowhere(pg, pn: str, variable: str) -> None:
+    vdb = pg.vdb(CATEGORY, f"{pn}-1")
+    assert (vdb / "environment.bz2").is_file()
+    packages = list((pg.base / "pkgdir" / CATEGORY / pn).glob(f"{pn}-1*"))
+    assert len(packages) == 1, packages
+    for path in [*vdb.iterdir(), packages[0]]:
+        data = unpacked(path)
+        assert LEAKY_PIN.encode() not in data, f"the PIN is saved in {path}"
+        assert variable.encode() not in data, f"{variable} is saved in {path}"
+
+
+def test_pin_exported_to_emerge_is_not_saved_in_vdb_or_binary_package(pg, tmp_path):
+    """Issue 22 row 1: the PIN exported as IMA_TOKEN_PIN (the default name)
+    where emerge runs reaches neither the vdb's environment.bz2 nor the
+    binary package; signing uses pin_file."""
+    pn = "pinleak"
+    result, cert = emerge_with_pin_in_env(
+        pg, tmp_path, "IMA_TOKEN_PIN", 'pin_file = "{pin_file}"', pn
+    )
+    assert_pin_saved_nowhere(pg, pn, "IMA_TOKEN_PIN")
+    objs = pg.signable(CATEGORY, f"{pn}-1")
+    assert objs and all(evmctl_verify(live, cert)[0] for live in objs.values())
+    assert LEAKY_PIN not in result.output
+
+
+def test_pin_env_is_refused_inside_emerge_and_not_saved(pg, tmp_path):
+    """Issue 22 row 1: with pin_env naming another variable, the hook refuses
+    it inside an ebuild phase (saying to use pin_file), and the snippet keeps
+    that variable out of what Portage saves."""
+    pn = "pinenv"
+    result, _ = emerge_with_pin_in_env(pg, tmp_path, "SITE_HSM_PIN", 'pin_env = "SITE_HSM_PIN"', pn)
+    assert "pin_file" in result.output and "pin_env" in result.output, result.output
+    assert "may NOT be signed" in result.output, result.output
+    assert_pin_saved_nowhere(pg, pn, "SITE_HSM_PIN")
+    assert LEAKY_PIN not in result.output

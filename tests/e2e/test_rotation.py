@@ -94,7 +94,7 @@ def test_rotate_rsa_to_ecdsa(pg, hook_bin, tmp_path):
     again = system.sign("--all", "--rotate")
     assert again.returncode == 1, str(again)
     summary = again.doc()["summary"]
-    assert (summary["rotated"], summary["already_valid"], summary["failed"]) == (
+    assert (summary["rotated"], summary["already-valid"], summary["failed"]) == (
         len(left) - 1,
         len(rotated),
         1,

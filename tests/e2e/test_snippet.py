@@ -109,6 +109,8 @@ def test_other_failures_warn_only(tmp_path, code):
     rc, lines, _ = run(tmp_path, "postinst", f"exit {code}")
     assert rc == 0
     assert len(lines) == 2 and lines[0].startswith("ewarn:") and f"exit status {code}" in lines[0]
+    # One warning: what is not signed, and the command to run once fixed.
+    assert "NOT signed" in lines[0] and lines[0].endswith("run: portage-ima sign =app-misc/foo-1")
 
 
 def test_missing_binary_warns_once(tmp_path):

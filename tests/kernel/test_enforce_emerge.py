@@ -197,7 +197,7 @@ def test_portage_ima_upgrades_itself(vm: Run):
     """The hook at the start of postinst runs the portage-ima just merged
     (signed in preinst), and so does the package's own pkg_postinst."""
     out = vm.output("rootfs-upgrade")
-    assert "test-ima/portage-ima-1: signed 1 files before the merge" in out, out
+    assert "test-ima/portage-ima-1: signed 1 file before the merge" in out, out
     assert re.search(r"test-ima/portage-ima-1: signed 0 before the merge, 0 now, 1 already valid", out), out
     assert vm.case("portage-ima-1", "postinst").startswith("test-ima/portage-ima-1 postinst rc=0 out=portage-ima ")
     assert vm.exec("portage-ima-1")[0] == 0

@@ -62,7 +62,18 @@ impl Certificate {
 
     /// Parses a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Self> {
-        let cert = x509_cert::Certificate::from_der(der).map_err(|e| cert_parse(e.to_string()))?;
+        // Every certificate is an ASN.1 SEQUENCE: anything else is another
+        // kind of file, and the DER parser's words would not say so.
+        if der.first() != Some(&0x30) {
+            return Err(cert_parse(
+                "this is not a certificate: neither DER (which starts with an ASN.1 SEQUENCE) \
+                 nor PEM (no -----BEGIN CERTIFICATE----- line); give the X.509 certificate of \
+                 the signing key (x509_ima.der)"
+                    .to_string(),
+            ));
+        }
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| cert_parse(format!("not a valid X.509 certificate in DER: {e}")))?;
         let skid = cert
             .tbs_certificate
             .get::<SubjectKeyIdentifier>()

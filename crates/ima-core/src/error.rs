@@ -109,7 +109,7 @@ pub enum Error {
 
     /// The private key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or a
     /// legacy `Proc-Type: 4,ENCRYPTED` PEM); refused, never decrypted.
-    #[error("key {} is encrypted, which is not supported yet; write a plain copy with `openssl pkey -in KEY -out KEY.plain` (mode 0600) and use that", path.display())]
+    #[error("key {0} is protected by a passphrase, which portage-ima cannot ask for (it signs from emerge, unattended); write an unencrypted copy readable by root only and use that: `(umask 077; openssl pkey -in {0} -out {0}.plain)`", path.display())]
     KeyEncrypted {
         /// The key file.
         path: PathBuf,

@@ -17,6 +17,16 @@
 //! device again; nothing is written for those files (a signature is only ever
 //! written whole, after signing succeeded).
 //!
+//! # The PIN in memory
+//!
+//! Before a device is opened with a PIN, the process is made not dumpable
+//! (`prctl(PR_SET_DUMPABLE, 0)`: no core dump, no `ptrace` attach by the same
+//! user, `/proc/PID/mem` root's only) and its core size limit is set to 0
+//! (`RLIMIT_CORE`), since the PIN's copies inside the PKCS#11 library and
+//! the token's module cannot be wiped from here. Both stay for the rest of
+//! the process's life: those copies outlive the key. This process's own copy
+//! ([`crate::Pin`]) is wiped when dropped.
+//!
 //! # Unsafe code
 //!
 //! The rust `openssl` crate has no safe API for `OSSL_STORE`, engines or UI
@@ -230,6 +240,15 @@ impl HardwareKey {
         options: &HardwareOptions,
         cert: Option<Certificate>,
     ) -> Result<HardwareKey> {
+        if !matches!(source, KeySource::File(_)) {
+            keep_memory_private().map_err(|e| {
+                device_error(
+                    source,
+                    &format!("cannot keep the PIN out of core dumps: {e}"),
+                    None,
+                )
+            })?;
+        }
         let (pkey, device_cert, device) = match source {
             KeySource::File(_) => {
                 return Err(device_error(
@@ -270,7 +289,7 @@ impl HardwareKey {
             if c.public_key().ok().as_ref() != Some(&public) {
                 return Err(Error::CertificateMismatch {
                     cert: c.describe(),
-                    key: source.uri().into(),
+                    key: source.to_string().into(),
                 });
             }
         }
@@ -319,6 +338,20 @@ impl HardwareKey {
             device: self.device,
         })
     }
+}
+
+/// No core dump, no debugger of the same user: see "The PIN in memory".
+fn keep_memory_private() -> std::io::Result<()> {
+    use rustix::process::{setrlimit, DumpableBehavior, Resource, Rlimit};
+    rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    Ok(())
 }
 
 /// Loads `provider` (keeping OpenSSL's default provider for everything else)
@@ -588,7 +621,7 @@ fn device_error(
         .filter(|e| !e.is_empty())
         .map_or_else(String::new, |e| format!(" (openssl: {e})"));
     Error::Device {
-        key: source.uri(),
+        key: source.to_string(),
         reason: format!("{what}{detail}"),
     }
 }
@@ -639,7 +672,7 @@ impl Signer for DeviceSigner {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(first) = failed.as_ref() {
             return Err(Error::Device {
-                key: self.source.uri(),
+                key: self.source.to_string(),
                 reason: format!("not signed: the device failed earlier in this run ({first})"),
             });
         }
@@ -658,7 +691,7 @@ impl Signer for DeviceSigner {
                 let reason = format!("the device stopped signing: {e}");
                 *failed = Some(reason.clone());
                 Err(Error::Device {
-                    key: self.source.uri(),
+                    key: self.source.to_string(),
                     reason,
                 })
             }

@@ -8,15 +8,16 @@
 //! [`KeyMaterial`] is dropped.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use der::zeroize::Zeroizing;
 use der::{Decode, Encode};
 
 use crate::cert::with_cert_path;
+use crate::key_source::redacted_uri;
 use crate::pem::pem_blocks;
 use crate::public_key::{EC_PUBLIC_KEY_OID, RSA_OID};
+use crate::secret_file::{SecretFile, SecretFileError};
 use crate::{Certificate, EcCurve, Error, KeyAlgorithm, KeyId, PublicKey, Result};
 
 /// A private key (RSA, or ECDSA on P-256 or P-384), with its certificate
@@ -40,21 +41,31 @@ impl KeyMaterial {
     /// [`Error::KeyEncrypted`]. A certificate whose public key is not this key's
     /// is [`Error::CertificateMismatch`] (its signatures could never verify).
     pub fn load(key: &Path, cert: Option<&Path>) -> Result<Self> {
-        let read_err = |source| Error::KeyRead {
-            path: key.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(key).map_err(read_err)?;
-        if meta.is_dir() {
+        // A directory named by mistake gets plain words, not "not a regular file".
+        if std::fs::symlink_metadata(key).is_ok_and(|m| m.is_dir()) {
             return Err(Error::KeyParse {
                 path: key.to_path_buf(),
-                reason: "is a directory, not a PEM key file".to_string(),
+                reason: "it is a directory: name the private key file itself \
+                         (e.g. /etc/keys/IMA_signing_key.priv)"
+                    .to_string(),
             });
         }
-        let pem = Zeroizing::new(std::fs::read(key).map_err(read_err)?);
+        // One descriptor, no symlink, no FIFO wait, a size limit: as a PIN file.
+        // A pkcs11: URI given here by mistake is named without its PIN.
+        let shown = || PathBuf::from(redacted_uri(&key.to_string_lossy()));
+        let secret = SecretFile::read(key).map_err(|e| match e {
+            SecretFileError::Io(source) => Error::KeyRead {
+                path: shown(),
+                source,
+            },
+            SecretFileError::Refused(reason) => Error::KeyParse {
+                path: shown(),
+                reason,
+            },
+        })?;
         let cert = cert.map(Certificate::load).transpose()?;
-        let mut km = Self::from_pem(&pem, key, cert)?;
-        km.mode = Some(meta.permissions().mode());
+        let mut km = Self::from_pem(&secret.bytes, key, cert)?;
+        km.mode = Some(secret.mode);
         Ok(km)
     }
 

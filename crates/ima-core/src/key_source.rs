@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use der::zeroize::Zeroizing;
 
+use crate::secret_file::SecretFile;
 use crate::{Error, Result};
 
 /// The TSS2 PEM label (the "TSS2 Private Key" format of tpm2-tss-engine and
@@ -50,8 +51,7 @@ impl KeySource {
     pub fn classify(key: &Path) -> Result<KeySource> {
         let text = key.to_string_lossy();
         if let Some(attributes) = text.strip_prefix("pkcs11:") {
-            let attributes = attributes.split([';', '?', '&']);
-            if attributes.clone().any(|a| a.starts_with("pin-value=")) {
+            if attributes.split([';', '?', '&']).any(is_pin_value) {
                 return Err(Error::Device {
                     key: redacted_uri(&text),
                     reason: "the URI carries the PIN (pin-value), which every user can read on \
@@ -109,15 +109,17 @@ impl KeySource {
     }
 }
 
+/// For messages: the URI with any PIN hidden ([`redacted_uri`]). A URI
+/// made by [`KeySource::classify`] never holds one, but the variant is public.
 impl fmt::Display for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri())
+        f.write_str(&redacted_uri(&self.uri()))
     }
 }
 
 impl fmt::Debug for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeySource({}: {})", self.kind(), self.uri())
+        write!(f, "KeySource({}: {self})", self.kind())
     }
 }
 
@@ -150,37 +152,89 @@ impl fmt::Debug for HardwareOptions {
 }
 
 /// A PIN read from a file: its first line, without the line end. The file
-/// should be readable by root only; its content is never shown.
+/// is read as the key file is ([`SecretFile`]: no symlink, no FIFO, a size
+/// limit) and must be private: owned by root or the running user, no group
+/// or other access, else it is refused with the command that fixes it. Its
+/// content is never shown.
 pub fn read_pin_file(path: &Path) -> Result<Pin> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::Device {
+    let refused = |reason: String| Error::Device {
         key: path.display().to_string(),
-        reason: format!("cannot read the PIN file: {e}"),
-    })?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Device {
-        key: path.display().to_string(),
-        reason: "the PIN file is not UTF-8 text".into(),
-    })?;
+        reason: format!("PIN file (pin_file under [hardware]): {reason}"),
+    };
+    let secret = SecretFile::read(path).map_err(|e| refused(e.to_string()))?;
+    if let Some(problem) = secret.exposure(path).into_iter().next() {
+        return Err(refused(format!(
+            "{problem}; then change the PIN, since others could read it"
+        )));
+    }
+    let text =
+        std::str::from_utf8(&secret.bytes).map_err(|_| refused("is not UTF-8 text".into()))?;
     let pin = text.lines().next().unwrap_or("");
     if pin.is_empty() {
-        return Err(Error::Device {
-            key: path.display().to_string(),
-            reason: "the PIN file is empty; write the PIN on its first line".into(),
-        });
+        return Err(refused("is empty; write the PIN on its first line".into()));
     }
     Ok(Zeroizing::new(pin.to_string()))
 }
 
-/// The URI with any `pin-value` blanked, for messages.
-fn redacted_uri(uri: &str) -> String {
-    let mut out = String::with_capacity(uri.len());
-    let mut rest = uri;
-    while let Some(at) = rest.find("pin-value=") {
-        let (head, tail) = rest.split_at(at + "pin-value=".len());
-        out.push_str(head);
-        out.push_str("(hidden)");
-        rest = tail.find([';', '&']).map_or("", |end| &tail[end..]);
+/// Whether a URI attribute (`name=value`) is the PIN, however it is
+/// spelled: the name compared without case and after percent-decoding
+/// (`PIN-VALUE=`, `pin%2Dvalue=`, `%70in-value=` are all `pin-value=`).
+fn is_pin_value(attribute: &str) -> bool {
+    let name = attribute.split('=').next().unwrap_or("");
+    attribute.contains('=') && percent_decoded(name).eq_ignore_ascii_case(b"pin-value")
+}
+
+/// `%XX` decoded; a `%` not followed by two hex digits stays as it is.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
     }
-    out.push_str(rest);
+    out
+}
+
+/// The URI with the value of any PIN attribute (`pin-value`, in any case or
+/// percent-encoding) replaced by `(hidden)`, for messages. Text that is not
+/// a `pkcs11:` URI is returned as it is.
+pub fn redacted_uri(uri: &str) -> String {
+    let Some(attributes) = uri.strip_prefix("pkcs11:") else {
+        return uri.to_string();
+    };
+    let mut out = String::from("pkcs11:");
+    let mut rest = attributes;
+    loop {
+        let end = rest.find([';', '?', '&']).unwrap_or(rest.len());
+        let (attribute, tail) = rest.split_at(end);
+        match attribute.split_once('=') {
+            Some((name, _)) if is_pin_value(attribute) => {
+                out.push_str(name);
+                out.push_str("=(hidden)");
+            }
+            _ => out.push_str(attribute),
+        }
+        let mut chars = tail.chars();
+        match chars.next() {
+            Some(separator) => out.push(separator),
+            None => break,
+        }
+        rest = chars.as_str();
+    }
     out
 }
 
@@ -224,11 +278,28 @@ mod tests {
         for uri in [
             "pkcs11:token=ima;object=k?pin-value=s3cret",
             "pkcs11:token=ima;pin-value=s3cret;object=k",
+            "pkcs11:token=ima;object=k?PIN-VALUE=s3cret",
+            "pkcs11:token=ima;Pin-Value=s3cret;object=k",
+            "pkcs11:token=ima;object=k?pin%2Dvalue=s3cret",
+            "pkcs11:token=ima;object=k?pin%2dvalue=s3cret&module-name=softhsm2",
+            "pkcs11:token=ima;%70%69%6E-value=s3cret",
         ] {
             let err = KeySource::classify(Path::new(uri)).unwrap_err().to_string();
             assert!(err.contains("pin_file"), "{err}");
             assert!(!err.contains("s3cret"), "{err}");
+            assert!(!redacted_uri(uri).contains("s3cret"), "{uri}");
+            let source = KeySource::Pkcs11(uri.into());
+            assert!(!source.to_string().contains("s3cret"), "{uri}");
+            assert!(!format!("{source:?}").contains("s3cret"), "{uri}");
         }
+        // Other attributes stay, separators included.
+        let uri = "pkcs11:token=ima;object=k;type=private?module-name=softhsm2&pin-source=/p";
+        assert!(KeySource::classify(Path::new(uri)).is_ok());
+        assert_eq!(redacted_uri(uri), uri);
+        assert_eq!(
+            redacted_uri("pkcs11:token=a;PIN-value=1;id=%01?x=1&pin%2Dvalue=2"),
+            "pkcs11:token=a;PIN-value=(hidden);id=%01?x=1&pin%2Dvalue=(hidden)"
+        );
     }
 
     #[test]
@@ -250,6 +321,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pin");
         std::fs::write(&file, "1234\nignored\n").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         assert_eq!(read_pin_file(&file).unwrap().as_str(), "1234");
         std::fs::write(&file, "\n").unwrap();
         let err = read_pin_file(&file).unwrap_err().to_string();

@@ -79,6 +79,7 @@ mod keyid;
 mod pem;
 mod provider;
 mod public_key;
+mod secret_file;
 mod sign;
 mod verify;
 
@@ -95,12 +96,13 @@ pub use format::ImaXattr;
 pub use hardware::HardwareKey;
 pub use hash::ImaHasher;
 pub use key::KeyMaterial;
-pub use key_source::{read_pin_file, HardwareOptions, KeySource, Pin};
+pub use key_source::{read_pin_file, redacted_uri, HardwareOptions, KeySource, Pin};
 pub use keyid::KeyId;
 pub use provider::{
     default_provider, provider_by_name, providers, CryptoProvider, DeviceStats, Hasher, Signer,
     Verifier,
 };
 pub use public_key::{EcCurve, KeyAlgorithm, PublicKey};
+pub use secret_file::{SecretFile, SecretFileError};
 pub use sign::{ImaSigner, SignOptions, SignOutcome};
 pub use verify::{KeySet, VerifyReport, VerifyStatus};

@@ -192,6 +192,25 @@ fn missing_and_unreadable_keys() {
     let k = key(2048, Form::Pkcs1);
     let err = KeyMaterial::load(&k.key, Some(&missing)).unwrap_err();
     assert!(matches!(err, Error::CertRead { .. }), "{err:?}");
+
+    // Read as a PIN file is (issue 22 row 2): a symlink is refused, a FIFO
+    // refused at once instead of blocking.
+    let link = tmp.path().join("link.pem");
+    std::os::unix::fs::symlink(&k.key, &link).unwrap();
+    let err = KeyMaterial::load(&link, None).unwrap_err();
+    assert!(
+        matches!(&err, Error::KeyParse { reason, .. } if reason.contains("symbolic link")),
+        "{err:?}"
+    );
+    let fifo = tmp.path().join("fifo.pem");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = KeyMaterial::load(&fifo, None).unwrap_err();
+    assert!(
+        matches!(&err, Error::KeyParse { reason, .. } if reason.contains("FIFO")),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -176,6 +176,7 @@ pub struct Finding {
     #[serde(serialize_with = "path_as_text")]
     pub path: PathBuf,
     /// `cat/pkg-version` of its owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
     /// The path CONTENTS lists it under, when it differs (a symlinked directory).
     #[serde(

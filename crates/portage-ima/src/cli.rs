@@ -22,16 +22,21 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// More output: `verify` lists every file, the log shows debug lines
-    /// (why files are skipped, which `._cfg` file was signed, ...);
-    /// repeat for more. The log level can also be set with PORTAGE_IMA_LOG
-    /// (off, error, warn, info, debug, trace).
+    /// More output: every file with its outcome (`sign`) or status
+    /// (`verify`), and debug lines in the log (why files are skipped, ...);
+    /// twice, trace lines. PORTAGE_IMA_LOG (off, error, warn, info, debug,
+    /// trace) sets the level -v starts from.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Less output: no progress lines; twice, no warnings.
     #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count)]
     pub quiet: u8,
+
+    /// Colour the statuses: auto (on a terminal, unless NO_COLOR or
+    /// Portage's NOCOLOR is set), always or never.
+    #[arg(long, global = true, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
 
     #[command(subcommand)]
     pub command: Command,
@@ -115,10 +120,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum GenerateWhat {
-    /// Write portage-ima.1 and one page per subcommand into DIR.
+    /// Write portage-ima.8, one page per subcommand and ima.toml.5 into DIR.
     Man { dir: PathBuf },
     /// Print the completion script for SHELL.
     Completions { shell: clap_complete::Shell },
+    /// Print the README's settings table (Markdown), from the same list as ima.toml(5).
+    SettingsTable,
 }
 
 /// Which key signs, and how.
@@ -178,8 +185,10 @@ pub struct SignArgs {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Say what would be signed, write nothing.
-    #[arg(long)]
+    /// Write nothing: list each file with what the real run would do to it
+    /// (would-sign, already-valid, skipped, ...: the words of the real run,
+    /// which lists them too with -v).
+    #[arg(long, short = 'p', visible_alias = "pretend")]
     pub dry_run: bool,
 
     /// With --files: write a digest-only security.ima (what `evmctl
@@ -411,6 +420,15 @@ pub enum AppraiseScope {
     Exec,
     /// Every program executed, and every file mapped executable (shared libraries).
     ExecMmap,
+}
+
+/// When `--color` colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ColorWhen {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

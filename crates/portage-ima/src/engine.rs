@@ -69,8 +69,9 @@ impl RunCounts {
         let started = self.started.load(Ordering::SeqCst);
         let finished = self.finished.load(Ordering::SeqCst);
         format!(
-            "{finished} of {total} files done, {} in flight left as they were (not signed), \
+            "{finished} of {} done, {} in flight left as they were (not signed), \
              {} not started",
+            crate::report::count(total, "file"),
             started.saturating_sub(finished),
             total.saturating_sub(started)
         )

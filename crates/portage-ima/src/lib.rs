@@ -26,6 +26,7 @@ pub mod fs;
 pub mod gentoo;
 pub mod kernel;
 pub mod keylime;
+pub mod manual;
 pub mod plan;
 pub mod policy;
 pub mod progress;

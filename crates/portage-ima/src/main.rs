@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = std::env::var(log::LOG_VAR).ok();
     log::init(log::level(level.as_deref(), cli.verbose, cli.quiet));
+    report::colour::init(cli.color);
     match commands::run(&cli) {
         Ok(code) => code.into(),
         Err(err) => {

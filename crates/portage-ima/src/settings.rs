@@ -161,13 +161,36 @@ pub struct HardwareConfig {
     pub module: Option<PathBuf>,
     /// A file (mode 0400) whose first line is the PIN.
     pub pin_file: Option<PathBuf>,
-    /// An environment variable holding the PIN.
+    /// An environment variable holding the PIN, for interactive commands
+    /// only: refused inside an ebuild phase ([`HardwareConfig::options`]).
     pub pin_env: Option<String>,
 }
 
+/// The variable the README once suggested for the PIN; the snippet keeps it
+/// out of every package's saved environment whatever `pin_env` says.
+pub const DEFAULT_PIN_ENV: &str = "IMA_TOKEN_PIN";
+
 impl HardwareConfig {
     /// The options for [`ima_core::HardwareKey::open`], with the PIN read.
+    ///
+    /// Inside an ebuild phase (`EBUILD_PHASE` set: the hook, or a command an
+    /// ebuild runs) `pin_env` is refused: a variable exported where emerge
+    /// runs is part of the ebuild environment, which Portage saves at the end
+    /// of each phase into `${T}/environment`, and from there into every
+    /// package's world-readable `/var/db/pkg/CAT/PF/environment.bz2` and into
+    /// binary packages.
     pub fn options(&self) -> Result<ima_core::HardwareOptions> {
+        if let (Some(var), Some(phase)) = (&self.pin_env, ebuild_phase()) {
+            bail!(
+                "[hardware]: pin_env = \"{var}\" is refused inside an emerge (ebuild phase \
+                 {phase}): Portage saves the ebuild environment, and so the PIN, into every \
+                 package's /var/db/pkg/CAT/PF/environment.bz2 (readable by all) and into \
+                 binary packages. Write the PIN to a file readable by root only and set \
+                 pin_file = \"/etc/portage/ima-token.pin\" instead of pin_env, remove {var} \
+                 from emerge's environment, then run `portage-ima doctor` to find the packages \
+                 that already carry it"
+            );
+        }
         let pin = match (&self.pin_file, &self.pin_env) {
             (Some(_), Some(_)) => {
                 bail!("[hardware]: set pin_file or pin_env, not both")
@@ -188,6 +211,11 @@ impl HardwareConfig {
             pin,
         })
     }
+}
+
+/// The ebuild phase this runs in, if any (`EBUILD_PHASE`, set by Portage).
+fn ebuild_phase() -> Option<String> {
+    std::env::var("EBUILD_PHASE").ok().filter(|p| !p.is_empty())
 }
 
 /// Settings after the file and the flags are merged.
@@ -294,6 +322,12 @@ impl Settings {
         })
     }
 
+    /// The `key` setting for messages: a `pkcs11:` URI with any PIN in it
+    /// hidden (such a URI is refused, but its error and doctor show it).
+    pub fn key_shown(&self) -> String {
+        ima_core::redacted_uri(&self.key.to_string_lossy())
+    }
+
     /// The certificate to use: the configured one, else the default when it exists.
     pub fn cert(&self) -> Option<PathBuf> {
         self.explicit_cert.clone().or_else(|| {
@@ -312,7 +346,7 @@ impl Settings {
                 bail!(
                     "refusing the private key {}: {}; (to sign with it anyway, set \
                      allow_insecure_key = true in {})",
-                    self.key.display(),
+                    self.key_shown(),
                     problems.join("; "),
                     self.source
                         .as_deref()
@@ -320,7 +354,7 @@ impl Settings {
                 );
             }
             for problem in problems {
-                log::warn!("warning: {}: {problem}", self.key.display());
+                log::warn!("warning: {}: {problem}", self.key_shown());
             }
         }
         let cert = self.cert();
@@ -375,9 +409,13 @@ impl Settings {
         source: &ima_core::KeySource,
         cert: Option<&Path>,
     ) -> Result<ima_core::ImaSigner> {
-        let options = self.hardware.options()?;
         let cert = cert.map(ima_core::Certificate::load).transpose()?;
-        let key = ima_core::HardwareKey::open(source, &options, cert)?;
+        let options = self.hardware.options()?;
+        let key = ima_core::HardwareKey::open(source, &options, cert);
+        // Our copy of the PIN is wiped now (Pin zeroizes on drop); the
+        // device keeps its own.
+        drop(options);
+        let key = key?;
         Ok(ima_core::ImaSigner::with_hardware_key(
             self.backend,
             key,
@@ -394,7 +432,7 @@ impl Settings {
         _cert: Option<&Path>,
     ) -> Result<ima_core::ImaSigner> {
         Err(ima_core::Error::HardwareNeedsOpenssl {
-            key: source.uri(),
+            key: source.to_string(),
             kind: source.kind(),
         }
         .into())
@@ -431,7 +469,11 @@ pub fn read_config(path: &Path) -> Result<FileConfig> {
 
 /// Parses ima.toml text.
 pub fn parse_config(text: &str) -> Result<FileConfig> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    toml::from_str(text).map_err(|e| {
+        anyhow::Error::new(crate::report::status::MultiLine(
+            e.to_string().trim_end().to_owned(),
+        ))
+    })
 }
 
 /// Whether the settings ask for strict mode, decided before anything else
@@ -485,8 +527,10 @@ fn line_says_strict(line: &str) -> bool {
 /// A key that cannot be stat'ed gives no problem here: loading it reports why.
 pub fn key_exposure(path: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Vec::new();
+    // A directory is not a key: loading it says so.
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => meta,
+        _ => return Vec::new(),
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };

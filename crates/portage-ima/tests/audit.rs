@@ -255,7 +255,7 @@ fn audit_classifies_each_denial_and_fix_signs_only_pristine_files() {
     let again = json(&fx.audit(&["--json"]));
     assert_eq!(class_of(&again, "/usr/bin/pristine").0, "valid");
     assert_eq!(class_of(&again, "/usr/bin/modified").0, "modified");
-    assert_eq!(again["counts"]["valid"], 4);
+    assert_eq!(again["summary"]["valid"], 4);
 }
 
 #[test]

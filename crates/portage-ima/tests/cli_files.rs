@@ -505,7 +505,7 @@ fn sign_json_is_one_document_and_says_what_failed() {
     assert_eq!(signed.get("detail"), None);
     assert_eq!(doc["summary"]["signed"], 1);
     assert_eq!(doc["summary"]["failed"], 1);
-    assert_eq!(doc["summary"]["not_started"], 0);
+    assert_eq!(doc["summary"]["not-started"], 0);
     assert_eq!(doc.get("packages"), None);
     assert!(evmctl_verifies(&good));
     let out = sign(&[&good], &["--json", "--dry-run"]);

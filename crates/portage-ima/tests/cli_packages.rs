@@ -347,12 +347,12 @@ fn sign_works_across_batches() {
     assert_eq!(changes, 3, "each package's files come together");
     let summary = &doc["summary"];
     assert_eq!(
-        (&summary["would_sign"], &summary["failed"]),
+        (&summary["would-sign"], &summary["failed"]),
         (&serde_json::json!(5005), &serde_json::json!(1)),
         "{summary}"
     );
-    assert_eq!(doc["packages"]["test-ima/big-1"]["would_sign"], 5000);
-    assert_eq!(doc["packages"]["test-ima/empty-1"]["would_sign"], 0);
+    assert_eq!(doc["packages"]["test-ima/big-1"]["would-sign"], 5000);
+    assert_eq!(doc["packages"]["test-ima/empty-1"]["would-sign"], 0);
     assert_eq!(doc["packages"]["test-ima/gone-1"]["failed"], 1);
     let gone = files
         .iter()
@@ -361,12 +361,17 @@ fn sign_works_across_batches() {
     assert_eq!(gone["outcome"], "failed");
     assert!(gone["path"].as_str().unwrap().ends_with("gone-1/CONTENTS"));
 
-    // Text: the failure on stderr, the tallies on stdout.
+    // Text: the failure on stderr; on stdout each file (a dry run lists
+    // them), then the tallies.
     let out = f.run(&["sign", "--all", "--dry-run", "--progress", "none"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
+    let (listed, tallies): (Vec<&str>, Vec<&str>) = stdout
+        .split_inclusive('\n')
+        .partition(|l| l.ends_with(": would-sign\n"));
+    assert_eq!(listed.len(), 5005);
     assert_eq!(
-        stdout,
-        "portage-ima: test-ima/gone-1: would sign 0, 0 already valid, 1 failed (of 1 files)\n\
+        tallies.concat(),
+        "portage-ima: test-ima/gone-1: would sign 0, 0 already valid, 1 failed (of 1 file)\n\
          portage-ima: 5 packages: would sign 5005, 0 already valid, 1 failed (of 5006 files)\n"
     );
     let stderr = String::from_utf8(out.stderr).unwrap();

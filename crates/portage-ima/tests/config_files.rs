@@ -150,7 +150,7 @@ fn sign_and_verify_packages_in_each_mode() {
         // A second run writes nothing new.
         let (_, doc) = r.json(&["sign", "test-ima/cfg", "--json", "--progress", "none"]);
         assert_eq!(
-            doc["summary"]["already_valid"],
+            doc["summary"]["already-valid"],
             signed + hashed,
             "{mode}: {doc}"
         );

@@ -72,7 +72,7 @@ fn a_symlink_planted_at_the_list_name_is_replaced_not_followed() {
     let out = hook(&b, "preinst", &b.t);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("signed 1 files before the merge"),
+        String::from_utf8_lossy(&out.stdout).contains("signed 1 file before the merge"),
         "{out:?}"
     );
     assert_eq!(std::fs::read(&b.victim).unwrap(), b"precious\n");

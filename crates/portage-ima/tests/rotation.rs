@@ -264,7 +264,7 @@ fn sign_rotate_resigns_unchanged_files_and_resumes() {
     let out = f.run(&["sign", "--json", "--all", "--rotate", "--dry-run"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["summary"]["rotated"], 0, "{doc}");
-    assert_eq!(doc["summary"]["already_valid"], 3, "{doc}");
+    assert_eq!(doc["summary"]["already-valid"], 3, "{doc}");
 }
 
 #[test]

@@ -41,8 +41,9 @@ struct InputProblem {
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
+    version: u32,
     files: &'a [Finding],
-    counts: BTreeMap<&'static str, usize>,
+    summary: BTreeMap<&'static str, usize>,
     unreadable_lines: &'a [InputProblem],
     #[serde(skip_serializing_if = "Option::is_none")]
     keyring: Option<&'a str>,
@@ -134,8 +135,9 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let report = JsonReport {
+            version: crate::report::JSON_VERSION,
             files: &findings,
-            counts: counts.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
+            summary: counts.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
             unreadable_lines: &problems,
             keyring: keyring.as_ref().map(|(name, _)| *name),
             enforce_would_refuse: observed.then(|| {
@@ -245,7 +247,12 @@ fn write_text(
             "portage-ima: no file denied, measured or audited in the log"
         )
     } else {
-        writeln!(out, "portage-ima: {total} files: {}", parts.join(", "))
+        writeln!(
+            out,
+            "portage-ima: {}: {}",
+            crate::report::count(total, "file"),
+            parts.join(", ")
+        )
     }
 }
 

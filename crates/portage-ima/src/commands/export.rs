@@ -87,11 +87,12 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
         ));
     }
     report::print_problem(&format!(
-        "keylime policy: {} paths of {} files in {npackages} packages ({}), {} files left out",
-        export.policy.digests.len(),
-        export.files,
+        "keylime policy: {} of {} in {} ({}), {} left out",
+        report::count(export.policy.digests.len(), "path"),
+        report::count(export.files, "file"),
+        report::count(npackages, "package"),
         settings.hash.name(),
-        export.left_out.len()
+        report::count(export.left_out.len(), "file")
     ));
     Ok(Status::Success)
 }

@@ -60,7 +60,18 @@ const PREMERGE_LIST: &str = "portage-ima-premerge.list";
 pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     let phase = match &args.phase {
         Some(p) => p.clone(),
-        None => std::env::var("EBUILD_PHASE").unwrap_or_default(),
+        // Portage exports EBUILD_PHASE to every phase (empty in helper runs);
+        // unset, this is a person at a shell.
+        None => match std::env::var_os("EBUILD_PHASE") {
+            Some(p) => p.to_string_lossy().into_owned(),
+            None => anyhow::bail!(
+                "`portage-ima hook` runs from Portage's bashrc during an emerge, \
+                 and EBUILD_PHASE is not set: nothing done. Source \
+                 /usr/share/portage-ima/portage-ima.bashrc from /etc/portage/bashrc \
+                 (README, Quick start); to sign what is installed now, run \
+                 `portage-ima sign --all` or `portage-ima sign CATEGORY/PACKAGE`"
+            ),
+        },
     };
     if !["package", "preinst", "postinst"].contains(&phase.as_str()) {
         return Ok(Status::Success);
@@ -75,8 +86,10 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     let status = match outcome {
         Ok(Ok(status)) => status,
         Ok(Err(err)) => {
+            // The cause only: the snippet's one warning says what was not
+            // signed and the command to run once the cause is fixed.
             report::print_problem(&format!(
-                "{}: nothing signed: {}",
+                "{}: cannot sign: {}",
                 package_name(),
                 report::error_line(&err)
             ));
@@ -225,13 +238,13 @@ fn preinst(
     print_failures(&reports);
     let tally = Tally::of(&reports);
     report::print_summary(&format!(
-        "{}/{}: signed {} files before the merge{}{}",
+        "{}/{}: signed {} before the merge{}{}",
         env.category,
         env.pf,
-        signed.len(),
+        report::count(signed.len(), "file"),
         match tally.hashed {
             0 => String::new(),
-            n => format!(", hashed {n} config files"),
+            n => format!(", hashed {}", report::count(n, "config file")),
         },
         match tally.failed {
             0 => String::new(),

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
+use crate::manual;
 use crate::plan::{self, Selection, Which};
 use crate::report::Status;
 
@@ -49,13 +50,57 @@ fn generate(what: &GenerateWhat) -> Result<Status> {
         GenerateWhat::Man { dir } => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(cmd, dir)
+            man_pages(cmd, dir)
                 .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
         }
         GenerateWhat::Completions { shell } => {
-            let mut cmd = cmd;
-            clap_complete::generate(*shell, &mut cmd, "portage-ima", &mut std::io::stdout());
+            print!("{}", completions(*shell, cmd));
         }
+        GenerateWhat::SettingsTable => print!("{}", manual::settings_table()),
     }
     Ok(Status::Success)
+}
+
+/// portage-ima(8), a portage-ima-COMMAND(8) page per subcommand (clap's
+/// text and [`manual::extra_sections`]), and ima.toml(5) from
+/// [`manual::SETTINGS`].
+fn man_pages(mut cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    cmd.build();
+    let page = |cmd: clap::Command, name: &str, sub: Option<&str>| -> std::io::Result<()> {
+        let mut text = Vec::new();
+        clap_mangen::Man::new(cmd).section("8").render(&mut text)?;
+        text.extend_from_slice(manual::extra_sections(sub).as_bytes());
+        std::fs::write(dir.join(format!("{name}.8")), text)
+    };
+    for sub in cmd.get_subcommands() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        // After build(), clap names it `portage-ima-NAME`, the page's title.
+        let name = sub
+            .get_display_name()
+            .map_or_else(|| format!("portage-ima-{}", sub.get_name()), str::to_owned);
+        page(sub.clone(), &name, Some(sub.get_name()))?;
+    }
+    page(cmd.clone(), "portage-ima", None)?;
+    std::fs::write(
+        dir.join("ima.toml.5"),
+        manual::ima_toml_page(env!("CARGO_PKG_VERSION")),
+    )
+}
+
+/// The completion script for `shell`.
+///
+/// clap_complete's bash script (4.6.11) turns the `-` of the program name
+/// into `__` in the state it sets but into `__subcmd__` in the `case` labels
+/// that read it, so for `portage-ima` no subcommand ever completed its
+/// options. The labels are put back to the name the state uses.
+pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "portage-ima", &mut out);
+    let script = String::from_utf8(out).expect("clap_complete writes UTF-8");
+    match shell {
+        clap_complete::Shell::Bash => script.replace("portage__subcmd__ima", "portage__ima"),
+        _ => script,
+    }
 }

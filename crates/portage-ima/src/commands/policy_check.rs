@@ -29,7 +29,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         .num_threads(settings.jobs.max(1))
         .build()
         .context("cannot start the worker threads")?;
-    let report = pool.install(|| check::check(&policy, &location.root, &keys));
+    let mut report = pool.install(|| check::check(&policy, &location.root, &keys));
     let owners = Vdb::open(&location.eroot)
         .and_then(|vdb| vdb.packages())
         .map(|packages| OwnerIndex::build(packages, &location.root))
@@ -42,23 +42,40 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         #[derive(serde::Serialize)]
+        struct Summary {
+            files: usize,
+            covered: usize,
+            denied: usize,
+        }
+        #[derive(serde::Serialize)]
         struct Json<'a> {
+            version: u32,
             policy: &'a str,
             safe: bool,
             verdict: check::Verdict,
-            #[serde(flatten)]
-            report: &'a check::CheckReport,
-            packages: Vec<Option<String>>,
+            denied: &'a [check::Denied],
+            unreadable: &'a [String],
+            unmodelled: &'a [check::Unmodelled],
+            summary: Summary,
         }
-        let packages = report.denied.iter().map(|d| owner(&d.path)).collect();
+        for denied in &mut report.denied {
+            denied.package = owner(&denied.path);
+        }
         serde_json::to_writer(
             &mut out,
             &Json {
+                version: crate::report::JSON_VERSION,
                 policy: &source,
                 safe: report.safe(),
                 verdict: report.verdict(),
-                report: &report,
-                packages,
+                denied: &report.denied,
+                unreadable: &report.unreadable,
+                unmodelled: &report.unmodelled,
+                summary: Summary {
+                    files: report.files,
+                    covered: report.covered,
+                    denied: report.denied.len(),
+                },
             },
         )?;
         writeln!(out)?;
@@ -103,9 +120,9 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         }
         writeln!(
             out,
-            "portage-ima: {source}: {} files, {} covered by appraise rules, {} would be refused \
+            "portage-ima: {source}: {}, {} covered by appraise rules, {} would be refused \
              ({:.1} s): {}",
-            report.files,
+            crate::report::count(report.files, "file"),
             report.covered,
             report.denied.len(),
             started.elapsed().as_secs_f64(),
@@ -168,9 +185,10 @@ fn scope_note(settings: &Settings, report: &check::CheckReport) -> Option<String
         .count();
     (skipped > 0).then(|| {
         format!(
-            "portage-ima: scope = \"policy\" is set and this policy covers {skipped} files \
+            "portage-ima: scope = \"policy\" is set and this policy covers {} \
              without a signature (the scope skipped them, or they predate the hook): sign them \
-             with portage-ima sign --all once this policy is loaded, or set scope = \"all\""
+             with portage-ima sign --all once this policy is loaded, or set scope = \"all\"",
+            crate::report::count(skipped, "file")
         )
     })
 }

@@ -13,10 +13,13 @@ use crate::fs::walk;
 use crate::plan::{self, Job, Protection};
 use crate::policy::check::Coverage;
 use crate::progress::Progress;
-use crate::report::{FileReport, SignPrinter, Status, Tally};
+use crate::report::{self, FileReport, SignPrinter, Status, Tally};
 use crate::settings::{Settings, SigningScope};
 
 pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
+    if !args.dry_run && crate::kernel::capabilities::may_write_security_xattrs() == Some(false) {
+        bail!(crate::kernel::capabilities::not_permitted_message());
+    }
     let settings = Settings::load(config, &args.key, args.jobs)?;
     if args.files.is_empty() {
         return packages(&settings, args);
@@ -165,7 +168,10 @@ fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
         printer.package(cpv, tally, !args.packages.all || tally.failed > 0);
     }
     print_device_rate(&signer);
-    Ok(printer.finish(&format!("{} packages: ", sel.packages.len())))
+    Ok(printer.finish(&format!(
+        "{}: ",
+        report::count(sel.packages.len(), "package")
+    )))
 }
 
 /// The signing rate of a key held by hardware, on stderr (stdout may be JSON).

@@ -90,7 +90,7 @@ pub fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
                 "no certificate to verify with: give --cert FILE, set `cert` in ima.toml, \
                  or install {} (the key {} did not load either: {e})",
                 crate::settings::DEFAULT_CERT,
-                settings.key.display()
+                settings.key_shown()
             ),
         }
     }

@@ -11,6 +11,7 @@
 //! - [`vdb`]: the installed-package database, on top of all of these
 //! - [`owners`]: which package owns a file, from every CONTENTS at once
 //! - [`env`](mod@env): the ebuild environment the hook runs in
+//! - [`saved_env`]: the environment Portage saved for an installed package
 
 /// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
 /// whose equality is PMS equality (`1.0 == 1.00`, `1 == 1-r0`) rather than
@@ -40,5 +41,6 @@ pub mod make_conf;
 pub mod names;
 pub mod owners;
 pub mod portageq;
+pub mod saved_env;
 pub mod vdb;
 pub mod version;

@@ -3,13 +3,15 @@
 //! ([`audit_rule`]) and its measurement list ([`measurements`]),
 //! parsed from the text the kernel and auditd write, and whether it booted
 //! with Secure Boot ([`secure_boot`]); its mounts ([`mountinfo`]),
-//! whether its SELinux policy has Gentoo's Portage types ([`selinux`]), and
+//! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
+//! whether this process may write `security.ima` ([`capabilities`]); and
 //! the kernel log itself ([`kmsg`]). The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
 pub mod audit_record;
 pub mod audit_rule;
+pub mod capabilities;
 pub mod kmsg;
 pub mod measurements;
 pub mod mountinfo;

@@ -67,6 +67,9 @@ pub struct Denied {
     /// Inside the root (`/usr/bin/foo`).
     #[serde(serialize_with = "path_as_text")]
     pub path: PathBuf,
+    /// `cat/pkg-version` of its owner, when the caller looked it up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// The access and who makes it: `BPRM_CHECK by uid 0`.
     pub access: String,
     /// The 1-based line of the appraise rule, and the rule.
@@ -76,6 +79,7 @@ pub struct Denied {
     pub certain: bool,
     /// `unsigned`, `bad-signature`, `unknown-key`, ...
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -357,6 +361,7 @@ fn denied(
 ) -> Denied {
     Denied {
         path: inside_root(root, &f.path),
+        package: None,
         access: format!("{} by uid {uid}", func.keyword()),
         line,
         rule: rule.to_string(),

@@ -1,5 +1,6 @@
 //! The JSON output of `sign --json` and `verify --json`: one document per
-//! run, `{"files": [FILE...], ...the closing fields}`, its files written as
+//! run, `{"version": 1, "files": [FILE...], ...the closing fields}` (the
+//! conventions of every command's JSON are in docs/json.md), its files written as
 //! they are reported, so that a run over a million files never holds them
 //! all.
 
@@ -15,7 +16,7 @@ pub(super) struct JsonStream {
 impl JsonStream {
     /// Opens the document and its `files` array.
     pub(super) fn open(out: &mut impl Write) -> JsonStream {
-        let _ = out.write_all(b"{\"files\":[");
+        let _ = write!(out, "{{\"version\":{},\"files\":[", super::JSON_VERSION);
         JsonStream { files: 0 }
     }
 
@@ -67,7 +68,10 @@ mod tests {
                 packages: None,
             },
         );
-        assert_eq!(out, b"{\"files\":[\"a\",\"b\"],\"summary\":2}\n");
+        assert_eq!(
+            out,
+            b"{\"version\":1,\"files\":[\"a\",\"b\"],\"summary\":2}\n"
+        );
         let mut out = Vec::new();
         let doc = JsonStream::open(&mut out);
         doc.close(
@@ -77,6 +81,9 @@ mod tests {
                 packages: Some(1),
             },
         );
-        assert_eq!(out, b"{\"files\":[],\"summary\":0,\"packages\":1}\n");
+        assert_eq!(
+            out,
+            b"{\"version\":1,\"files\":[],\"summary\":0,\"packages\":1}\n"
+        );
     }
 }

@@ -10,7 +10,9 @@
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
 //! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
 //! - [`status`]: exit statuses and the one-line form of an error.
+//! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
+pub mod colour;
 pub mod date;
 mod json;
 pub mod log;
@@ -29,6 +31,19 @@ use std::path::Path;
 /// text output escapes it instead ([`crate::escape`]).
 fn path_as_text<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path.to_string_lossy())
+}
+
+/// The `"version"` every JSON document starts with (docs/json.md): raised
+/// when a field changes meaning or goes away, not when one is added.
+pub const JSON_VERSION: u32 = 1;
+
+/// `1 file`, `2 files`: a count and its noun, singular or plural.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// A summary line on stdout, `portage-ima: LINE` (the hook's go to `einfo`).

@@ -2,15 +2,17 @@
 //!
 //! Text (what the hook's `einfo`/`ewarn` and the Python tests have always
 //! read): one stderr line per failed file, `portage-ima: PATH: reason`
-//! (escaped), then tallies on stdout, `signed N, M already valid, K failed
+//! (escaped); with `--dry-run` or `-v` one stdout line per other file,
+//! `portage-ima: PATH: OUTCOME` (`would-sign`, `already-valid`, ...); then
+//! tallies on stdout, `signed N, M already valid, K failed
 //! (of T files)`.
 //!
 //! JSON (`sign --json`), one document on stdout, files streamed as they are
-//! reported: `{"files": [{"path", "package"?, "outcome", "detail"?}],
-//! "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY being
-//! `{"signed", "rotated", "signed_before_merge", "already_valid", "would_sign",
-//! "hashed", "would_hash", "skipped", "failed", "not_started"}`; `packages` only when packages were
-//! signed.
+//! reported: `{"version": 1, "files": [{"path", "package"?, "outcome",
+//! "detail"?}], "summary": TALLY, "packages": {CPV: TALLY}?}`, a TALLY
+//! counting each outcome under its name (`signed`, `already-valid`, ...,
+//! and `not-started`); `packages` only when packages were signed
+//! (docs/json.md).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -186,6 +188,7 @@ impl From<Problem> for FileReport {
 
 /// Counts of outcomes, for summary lines and the JSON summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Tally {
     pub signed: usize,
     /// `sign --rotate`: signed over a signature by another key.
@@ -271,7 +274,11 @@ impl Tally {
             parts.push(format!("{} skipped", self.skipped));
         }
         parts.push(format!("{} failed", self.failed));
-        format!("{} (of {} files)", parts.join(", "), self.total())
+        format!(
+            "{} (of {})",
+            parts.join(", "),
+            super::count(self.total(), "file")
+        )
     }
 
     /// The hook's postinst line: "signed 3 before the merge, 2 now, ...";
@@ -306,6 +313,18 @@ pub fn failure_line(path: &Path, reason: &str) -> String {
         escape_path(path),
         escape_text(reason)
     )
+}
+
+/// `portage-ima: PATH: OUTCOME[: detail]`, what `--dry-run` (and `-v`)
+/// print for each file: the outcome's JSON name, so that a dry run and the
+/// real one use the same words.
+pub fn outcome_line(path: &Path, outcome: &Outcome) -> String {
+    let mut line = format!("portage-ima: {}: {}", escape_path(path), outcome.name());
+    if let Some(detail) = outcome.detail() {
+        line.push_str(": ");
+        line.push_str(&escape_text(&detail));
+    }
+    line
 }
 
 /// One file in `sign --json`.
@@ -364,7 +383,10 @@ impl<W: Write> SignPrinter<W> {
         if self.json.is_some() {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
-            eprintln!("{}", failure_line(&report.path, &reason.to_string()));
+            let line = failure_line(&report.path, &reason.to_string());
+            eprintln!("{}", super::colour::err(super::colour::Tone::Bad, &line));
+        } else if self.dry_run || log::log_enabled!(log::Level::Debug) {
+            let _ = writeln!(self.out, "{}", outcome_line(&report.path, &report.outcome));
         }
     }
 
@@ -434,9 +456,9 @@ impl<W: Write> SignPrinter<W> {
         let _ = self.out.flush();
         if self.total.not_started > 0 {
             log::error!(
-                "interrupted: {} files not processed; every file is either signed or \
+                "interrupted: {} not processed; every file is either signed or \
                  untouched, run the same command again to finish",
-                self.total.not_started
+                super::count(self.total.not_started, "file")
             );
         }
         self.total.status()
@@ -509,6 +531,7 @@ mod tests {
         assert_eq!(
             doc,
             serde_json::json!({
+                "version": 1,
                 "files": [
                     {"path": "/a", "package": "cat/a-1", "outcome": "signed"},
                     {"path": "/r", "package": "cat/a-1", "outcome": "rotated",
@@ -517,14 +540,14 @@ mod tests {
                     {"path": "/var/db/pkg/cat/a-1/CONTENTS", "package": "cat/a-1",
                      "outcome": "failed", "detail": "bad line"},
                 ],
-                "summary": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
-                            "already_valid": 0, "would_sign": 0, "hashed": 0, "would_hash": 0,
+                "summary": {"signed": 1, "rotated": 1, "signed-before-merge": 0,
+                            "already-valid": 0, "would-sign": 0, "hashed": 0, "would-hash": 0,
                             "skipped": 0, "failed": 2,
-                            "not_started": 2},
-                "packages": {"cat/a-1": {"signed": 1, "rotated": 1, "signed_before_merge": 0,
-                            "already_valid": 0, "would_sign": 0, "hashed": 0,
-                            "would_hash": 0, "skipped": 0,
-                            "failed": 1, "not_started": 0}},
+                            "not-started": 2},
+                "packages": {"cat/a-1": {"signed": 1, "rotated": 1, "signed-before-merge": 0,
+                            "already-valid": 0, "would-sign": 0, "hashed": 0,
+                            "would-hash": 0, "skipped": 0,
+                            "failed": 1, "not-started": 0}},
             })
         );
         // Files mode, nothing found: still one document, no `packages`.

@@ -23,19 +23,49 @@ impl From<Status> for ExitCode {
     }
 }
 
-/// An error and its causes on one line, `what: why: deeper why`, leaving out
-/// a cause whose text the message already contains (many errors print their
-/// source themselves). Control characters (of a path in it) are escaped.
+/// An error whose text is meant to span lines: a parser's excerpt of the
+/// file with a caret under the mistake. [`error_line`] keeps its line breaks
+/// (and escapes the rest), where any other newline, one in a path, is
+/// escaped so that no text can forge a line of output.
+#[derive(Debug)]
+pub struct MultiLine(pub String);
+
+impl std::fmt::Display for MultiLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MultiLine {}
+
+/// An error and its causes, `what: why: deeper why`, leaving out a cause
+/// whose text the message already contains (many errors print their source
+/// themselves). Control characters (of a path in it) are escaped; only a
+/// [`MultiLine`] cause keeps its line breaks.
 pub fn error_line(err: &anyhow::Error) -> String {
-    let mut line = err.to_string();
-    for cause in err.chain().skip(1) {
+    let mut raw = String::new();
+    let mut line = String::new();
+    for cause in err.chain() {
         let text = cause.to_string();
-        if !line.contains(&text) {
+        if raw.contains(&text) {
+            continue;
+        }
+        if !raw.is_empty() {
+            raw.push_str(": ");
             line.push_str(": ");
-            line.push_str(&text);
+        }
+        raw.push_str(&text);
+        if cause.downcast_ref::<MultiLine>().is_some() {
+            let lines: Vec<_> = text
+                .lines()
+                .map(|l| crate::escape::escape_text(l).into_owned())
+                .collect();
+            line.push_str(&lines.join("\n"));
+        } else {
+            line.push_str(&crate::escape::escape_text(&text));
         }
     }
-    crate::escape::escape_text(&line).into_owned()
+    line
 }
 
 #[cfg(test)]
@@ -49,5 +79,15 @@ mod tests {
         assert_eq!(error_line(&err), "cannot read key /k: No such file");
         let err = anyhow::anyhow!("inner").context("outer");
         assert_eq!(error_line(&err), "outer: inner");
+    }
+
+    #[test]
+    fn only_a_multi_line_cause_keeps_its_line_breaks() {
+        let err = anyhow::Error::new(MultiLine("TOML parse error\n  |\n1 | a\x1b\n  | ^".into()))
+            .context("in settings file /e\nvil");
+        assert_eq!(
+            error_line(&err),
+            "in settings file /e\\nvil: TOML parse error\n  |\n1 | a\\x1b\n  | ^"
+        );
     }
 }

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
 
+use super::colour::{self, Tone};
 use super::json::JsonStream;
 
 /// What verification found for one file. The names (serde, [`Verdict::as_str`])
@@ -146,11 +147,16 @@ pub struct FileStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
     pub status: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub algo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
     /// The file's digest in the value's algorithm (what the kernel measures).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -192,6 +198,23 @@ impl FileStatus {
     /// Whether this status fails the run (see [`Verdict::is_failure`]).
     pub fn is_failure(&self) -> bool {
         self.status.is_failure()
+    }
+
+    /// [`FileStatus::text_line`], its status coloured on a terminal.
+    pub fn coloured_line(&self) -> String {
+        let tone = if self.is_failure() {
+            Tone::Bad
+        } else if self.status == Verdict::Ok {
+            Tone::Good
+        } else {
+            Tone::Plain
+        };
+        let line = self.text_line();
+        let status = self.status.to_string();
+        match line.strip_prefix(status.as_str()) {
+            Some(rest) => format!("{}{rest}", colour::out(tone, &status)),
+            None => line,
+        }
     }
 
     /// The text line: `STATUS PATH (detail)`, escaped.
@@ -290,7 +313,7 @@ impl<W: Write> VerifyPrinter<W> {
         if let Some(json) = &mut self.json {
             json.file(&mut self.out, f);
         } else if self.all || !f.status.is_as_meant() {
-            let _ = writeln!(self.out, "{}", f.text_line());
+            let _ = writeln!(self.out, "{}", f.coloured_line());
         }
         self.files += 1;
     }
@@ -298,7 +321,11 @@ impl<W: Write> VerifyPrinter<W> {
     /// A package is done: its summary line (text), its entry in `packages` (JSON).
     pub fn package(&mut self, cpv: &str, counts: Counts) {
         if self.json.is_none() {
-            let mark = if counts_fail(&counts) { "FAIL" } else { "ok  " };
+            let mark = if counts_fail(&counts) {
+                colour::out(Tone::Bad, "FAIL")
+            } else {
+                colour::out(Tone::Good, "ok  ")
+            };
             let _ = writeln!(self.out, "{mark} {cpv}: {}", summary_line(&counts));
             let _ = self.out.flush();
         }
@@ -447,14 +474,17 @@ mod tests {
         // Files mode: no `packages` key, an empty list is fine.
         let out = VerifyPrinter::new(Vec::new(), true, false).finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(doc, serde_json::json!({"files": [], "summary": {}}));
+        assert_eq!(
+            doc,
+            serde_json::json!({"version": 1, "files": [], "summary": {}})
+        );
         let out = VerifyPrinter::new(Vec::new(), true, false)
             .with_packages()
             .finish();
         let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             doc,
-            serde_json::json!({"files": [], "packages": {}, "summary": {}})
+            serde_json::json!({"version": 1, "files": [], "packages": {}, "summary": {}})
         );
     }
 

@@ -54,13 +54,15 @@ pub(super) fn check_keyless(
     found
 }
 
-/// The command that makes a certificate the kernel takes on its IMA keyring.
+/// The command that makes a certificate the kernel takes on its IMA keyring
+/// (a `pkcs11:` key shown with any PIN hidden).
 fn cert_command(key: &Path) -> String {
+    let key = ima_core::redacted_uri(&key.to_string_lossy());
     format!(
         "openssl req -new -x509 -key {} -outform DER -out {} -days 3650 \
          -subj '/CN=IMA signing key' -addext basicConstraints=critical,CA:FALSE \
          -addext keyUsage=critical,digitalSignature -addext subjectKeyIdentifier=hash",
-        key.display(),
+        key,
         settings::DEFAULT_CERT
     )
 }
@@ -91,8 +93,16 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
                 CheckId::Key,
                 format!("{}: does not exist", path.display()),
                 format!(
-                    "create a key (openssl genrsa -out {0} 4096 && chmod 0400 {0}), or set key = \"...\" in ima.toml or --key",
-                    path.display()
+                    "create a key and its certificate: (umask 077; openssl req -x509 -newkey \
+                     rsa:4096 -nodes -days 3650 -sha256 -subj \"/CN=$(hostname) IMA signing key\" \
+                     -addext basicConstraints=critical,CA:FALSE -addext keyUsage=digitalSignature \
+                     -addext subjectKeyIdentifier=hash -keyout {0} -outform DER -out {1}) \
+                     (README, Quick start); or name an existing key with key = \"...\" in \
+                     ima.toml or --key",
+                    path.display(),
+                    s.cert()
+                        .unwrap_or_else(|| settings::DEFAULT_CERT.into())
+                        .display()
                 ),
             );
             r.skip(CheckId::KeyAccess, "no key file");
@@ -129,11 +139,21 @@ pub(super) fn check_key(r: &mut Report, s: &Settings) -> Option<KeyMaterial> {
             );
             None
         }
+        Err(e @ CoreError::KeyEncrypted { .. }) => {
+            r.fail(
+                CheckId::Key,
+                e.to_string(),
+                "keep the unencrypted copy readable by root only (chmod 0400), or hold the key \
+                 in a TPM or on a PKCS#11 token (README, Keys held by hardware)",
+            );
+            None
+        }
         Err(e) => {
             r.fail(
                 CheckId::Key,
                 e.to_string(),
-                "give a PEM RSA private key (PKCS#1 from openssl genrsa, or PKCS#8)",
+                "give a PEM private key: RSA (PKCS#1 from openssl genrsa, or PKCS#8) or \
+                 ECDSA P-256/P-384 (SEC1 from openssl ecparam -genkey, or PKCS#8)",
             );
             None
         }
@@ -271,7 +291,7 @@ pub(super) fn check_cert(
             format!(
                 "the certificate is for another key than {}: the kernel would check every \
                  signature against the wrong public key",
-                s.key.display()
+                s.key_shown()
             ),
             format!(
                 "use the certificate of this key, or make one: {}",

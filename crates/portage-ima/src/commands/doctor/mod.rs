@@ -36,6 +36,7 @@ mod binpkg;
 mod kernel;
 pub(crate) mod keyring;
 mod keys;
+mod pin;
 mod policy;
 mod portage;
 mod secure_boot;
@@ -44,6 +45,7 @@ mod signatures;
 
 pub(crate) use portage::{portage_vars, PortageVars};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
+use crate::report::colour::{self, Tone};
 use crate::report::status::Status;
 use crate::settings::{self, Mode, Settings};
 
@@ -80,6 +83,8 @@ check_ids! {
     Key,
     /// Who can read the private key.
     KeyAccess,
+    /// The hardware token's PIN file is a private, plain file.
+    PinFile,
     /// The certificate parses.
     Cert,
     /// The certificate belongs to the key.
@@ -121,6 +126,8 @@ check_ids! {
     Premerge,
     /// What binary packages carry of the signatures.
     Binpkg,
+    /// No package's saved environment holds the token PIN.
+    PinSaved,
     /// No rule of the IMA policy blocks source builds.
     PolicyBuilds,
     /// Merged programs are signed before a rule appraises them.
@@ -147,7 +154,7 @@ impl fmt::Display for CheckId {
 }
 
 /// The outcome of one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Fine.
@@ -181,6 +188,7 @@ pub struct Check {
     /// What was found.
     pub finding: String,
     /// What to do about it, when it is not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }
 
@@ -192,7 +200,35 @@ pub struct Report {
     pub ok: bool,
 }
 
+/// `doctor --json` (docs/json.md).
+#[derive(Serialize)]
+pub struct ReportJson<'a> {
+    version: u32,
+    ok: bool,
+    checks: &'a [Check],
+    /// How many checks ended with each status.
+    summary: BTreeMap<Level, usize>,
+}
+
 impl Report {
+    /// The JSON document: the checks, and how many have each status.
+    pub fn to_json(&self) -> ReportJson<'_> {
+        let mut summary: BTreeMap<Level, usize> =
+            [Level::Ok, Level::Warn, Level::Fail, Level::Skip]
+                .into_iter()
+                .map(|l| (l, 0))
+                .collect();
+        for c in &self.checks {
+            *summary.entry(c.status).or_default() += 1;
+        }
+        ReportJson {
+            version: crate::report::JSON_VERSION,
+            ok: self.ok,
+            checks: &self.checks,
+            summary,
+        }
+    }
+
     fn push(&mut self, check: CheckId, status: Level, finding: String, fix: Option<String>) {
         self.checks.push(Check {
             check,
@@ -223,9 +259,15 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for c in &self.checks {
+            let tone = match c.status {
+                Level::Ok => Tone::Good,
+                Level::Warn => Tone::Warn,
+                Level::Fail => Tone::Bad,
+                Level::Skip => Tone::Plain,
+            };
             out.push_str(&format!(
-                "{:<4}  {}: {}\n",
-                c.status.label(),
+                "{}  {}: {}\n",
+                colour::out(tone, &format!("{:<4}", c.status.label())),
                 c.check,
                 c.finding
             ));
@@ -281,7 +323,7 @@ pub fn run(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
     }
     let report = diagnose(config, args, &root);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", report.to_text());
     }
@@ -309,6 +351,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
     let keyless = settings.as_ref().filter(|s| s.mode == Mode::Verify);
     let signing = settings.as_ref().filter(|s| s.mode != Mode::Verify);
     let key = signing.and_then(|s| keys::check_key(&mut r, s));
+    pin::check_pin_file(&mut r, settings.as_ref());
     let cert = match (keyless, signing) {
         (Some(s), _) => keys::check_keyless(&mut r, s, |r| keys::check_cert(r, s, None)),
         (None, Some(s)) => keys::check_cert(&mut r, s, key.as_ref()),
@@ -344,6 +387,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         },
     );
     let vars = portage::check_portage(&mut r, settings.as_ref(), root);
+    pin::check_saved_pin(&mut r, settings.as_ref(), root);
     policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
     signatures::check_signatures(&mut r, settings.as_ref(), root, &kernel);
     self_check::check_self(
@@ -389,7 +433,7 @@ fn load_settings(
                 CheckId::Config,
                 format!(
                     "{shown}; key {}, hash {}, backend {}, config_files {}",
-                    settings.key.display(),
+                    settings.key_shown(),
                     settings.hash,
                     settings.backend.name(),
                     settings.config_files.name()

@@ -135,7 +135,7 @@ pub(super) fn check_signatures(r: &mut Report, s: Option<&Settings>, root: &Path
 /// root, whose etc/portage is read). On a prefix system that root is EROOT
 /// (`${ROOT}${EPREFIX}`, where etc/portage and var/db/pkg are) and CONTENTS
 /// names files with EPREFIX; otherwise it is ROOT.
-fn installed_location(root: &Path, var: impl Fn(&str) -> Option<String>) -> Location {
+pub(super) fn installed_location(root: &Path, var: impl Fn(&str) -> Option<String>) -> Location {
     let eprefix = var("EPREFIX").filter(|p| !p.is_empty() && p != "/");
     if let Some(eprefix) = eprefix {
         let relative = Path::new(&eprefix)
@@ -202,7 +202,13 @@ fn check_keys(r: &mut Report, s: Option<&Settings>, installed: &Installed) {
     let total: usize = groups.iter().map(|(_, g)| g.count).sum();
     let listed: Vec<String> = groups
         .iter()
-        .map(|(id, g)| format!("key {id}: {} files (e.g. {})", g.count, g.examples()))
+        .map(|(id, g)| {
+            format!(
+                "key {id}: {} (e.g. {})",
+                crate::report::count(g.count, "file"),
+                g.examples()
+            )
+        })
         .collect();
     r.warn(
         CheckId::SignatureKeys,

@@ -143,10 +143,10 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         report::print_problem(&escape_text(&message));
     }
     report::print_summary(&format!(
-        "{}/{}: binary package: {} files signed ({} newly), listed in build-info/{MANIFEST}{}{}",
+        "{}/{}: binary package: {} signed ({} newly), listed in build-info/{MANIFEST}{}{}",
         env.category,
         env.pf,
-        list.len(),
+        report::count(list.len(), "file"),
         newly_signed,
         match config_files {
             0 => String::new(),

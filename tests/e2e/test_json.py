@@ -1,0 +1,122 @@
+"""Every command's `--json` against the JSON Schema kept in docs/json/
+(docs/json.md says the conventions): `sign`, `verify`, `audit`,
+`policy --check` and `doctor`, on a root a real emerge wrote, with files in
+several states so that optional fields appear and disappear. The schemas
+forbid unknown fields and `null`; the conventions every document shares
+(a `version` first, kebab-case status names, a `summary` object) are
+checked here once more over all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+from test_system import System
+
+from portage_playground import CATEGORY
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "json"
+KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def validate(name: str, text: str) -> dict:
+    """The document `text`, checked against docs/json/NAME.schema.json and
+    the shared conventions; returns it."""
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    doc = json.loads(text)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert next(iter(doc)) == "version" and doc["version"] == 1, (name, list(doc)[:3])
+    assert isinstance(doc.get("summary"), dict), name
+
+    def walk(value, where):
+        assert value is not None, f"{name}: null at {where}"
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k in ("status", "outcome", "class"):
+                    assert KEBAB.match(v), f"{name}: {where}.{k} = {v!r}"
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    walk(doc, "$")
+    return doc
+
+
+def test_every_command_json_matches_its_schema(pg, hook_bin, tmp_path):
+    pg.write_bashrc(snippet=False)  # merged unsigned, then signed by `sign`
+    atom = pg.add_ebuild("jsonpkg")
+    pg.emerge(atom).check()
+    system = System(pg, hook_bin)
+    pkg = f"{CATEGORY}/jsonpkg-1"
+    program = pg.ed("/usr/bin/jsonpkg")
+    data = pg.ed("/usr/share/jsonpkg/data.txt")
+
+    dry = system.run("sign", "--json", "--dry-run", pkg)
+    doc = validate("sign", dry.stdout)
+    assert doc["summary"]["would-sign"] > 0 and pkg in doc["packages"], dry
+    signed = system.run("sign", "--json", pkg)
+    doc = validate("sign", signed.stdout)
+    assert doc["summary"]["signed"] > 0 and doc["summary"]["failed"] == 0, signed
+    again = system.run("sign", "--json", "--files", str(pg.live(program)))
+    doc = validate("sign", again.stdout)
+    assert doc["summary"]["already-valid"] == 1 and "packages" not in doc, again
+
+    pg.live(data).write_text("changed since the merge\n")
+    r = system.run("verify", "--json", pkg)
+    doc = validate("verify", r.stdout)
+    statuses = {f["path"]: f for f in doc["files"]}  # live paths
+    changed, signed_program = statuses[str(pg.live(data))], statuses[str(pg.live(program))]
+    assert changed["status"] == "modified" and changed["detail"], doc
+    assert signed_program["status"] == "ok" and signed_program["keyid"], doc
+    assert doc["packages"][pkg]["modified"] == 1, doc
+    unsigned = tmp_path / "unsigned"
+    unsigned.write_text("no security.ima\n")
+    r = system.run("verify", "--json", "--files", str(pg.live(program)), str(unsigned))
+    doc = validate("verify", r.stdout)
+    assert "packages" not in doc and doc["summary"] == {"ok": 1, "unsigned": 1}, r
+    bare = next(f for f in doc["files"] if f["status"] == "unsigned")
+    assert not {"keyid", "signature", "package"} & set(bare), bare
+
+    log = tmp_path / "kmsg.log"
+    local = pg.live(pg.ed("/usr/local/bin/json-local"))
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text("#!/bin/sh\n")
+    local.chmod(0o755)
+    log.write_text(
+        "".join(
+            f"audit: type=1800 audit(1795976846.{n:03d}:{n}): pid=1 uid=0 auid=0 ses=1 "
+            f'subj=unconfined op=appraise_data cause=IMA-signature-required comm="sh" '
+            f'name="{path}" dev="vda" ino=4 res=0 errno=0\n'
+            for n, path in enumerate([program, data, pg.ed("/usr/local/bin/json-local")], 1)
+        )
+        + "this is not an audit line\n"
+    )
+    r = system.run("audit", "--log", str(log), "--json")
+    doc = validate("audit", r.stdout)
+    classes = {f["path"]: f for f in doc["files"]}
+    assert classes[program]["class"] == "valid" and classes[program]["package"] == pkg, doc
+    assert "package" not in classes[pg.ed("/usr/local/bin/json-local")], doc
+
+    # The prefix layout has no root of its own: the check would read all of /.
+    if pg.layout == "root":
+        policy = tmp_path / "ima-policy"
+        policy.write_text("appraise func=BPRM_CHECK appraise_type=imasig\n")
+        r = system.run("policy", "--check", str(policy), "--json")
+        doc = validate("policy-check", r.stdout)
+        assert doc["summary"]["denied"] == len(doc["denied"]), doc
+        refused = {d["path"]: d for d in doc["denied"]}
+        assert program not in refused, doc
+        local_script = refused[pg.ed("/usr/local/bin/json-local")]
+        assert local_script["status"] == "unsigned" and "package" not in local_script, doc
+        owned = [d for d in doc["denied"] if "package" in d]
+        assert all(d["package"] for d in owned), doc
+
+    r = system.run("doctor", "--json")
+    doc = validate("doctor", r.stdout)
+    assert sum(doc["summary"].values()) == len(doc["checks"]), doc
+    assert all("fix" in c for c in doc["checks"] if c["status"] in ("warn", "fail")), doc
