@@ -5,7 +5,9 @@
 # Portage quiet if the package is removed):
 #   [[ -r /usr/share/portage-ima/portage-ima.bashrc ]] && source /usr/share/portage-ima/portage-ima.bashrc
 # Settings live in /etc/portage/ima.toml (key, cert, strict, premerge...).
-# The binary is ${PORTAGE_IMA} if set, else `portage-ima` from PATH.
+# The binary is ${PORTAGE_IMA} if set, else `portage-ima` from PATH; in a
+# binary merge (EMERGE_FROM=binary) always the one installed beside this
+# file (.../share/portage-ima/portage-ima.bashrc -> .../bin/portage-ima).
 #
 # Timing: Portage sources bashrc at the start of every phase, before the
 # phase's pre_pkg_*, pkg_* and post_pkg_* functions, so this runs from the
@@ -31,8 +33,13 @@
 # PORTAGE_ELOG_CLASSES="log warn error" sends to elog; the per-package
 # summary goes through einfo (class "info": terminal and build log, not
 # elog) unless PORTAGE_IMA_ELOG_SUMMARY=yes (make.conf or package.env) sends
-# it through elog (class "log"). PORTAGE_IMA_SKIP=1 or yes (e.g. from
-# package.env) leaves a package unsigned.
+# it through elog (class "log"). Opt packages out with `skip` in ima.toml;
+# PORTAGE_IMA_SKIP=1 or yes (package.env) still does for a build from source.
+#
+# Portage restores a binary package's saved build environment for its
+# phases, so there PORTAGE_IMA and PORTAGE_IMA_SKIP are the build host's (or
+# the package's), never the client's: both are ignored. (EMERGE_FROM,
+# EBUILD_PHASE and PORTAGE_CONFIGROOT are Portage's own, filtered out of it.)
 
 # The token PIN never goes through the environment of an emerge: Portage
 # saves the ebuild environment at the end of every phase (${T}/environment),
@@ -56,31 +63,39 @@ if [[ -n ${EBUILD_PHASE-} && ${EBUILD_PHASE} != depend ]]; then
 	unset _portage_ima_conf _portage_ima_line
 fi
 
-case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
-1:postinst | yes:postinst) einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed" ;;
-1:* | yes:*) ;;
-*:package | *:preinst | *:postinst)
+_portage_ima_phase=${EBUILD_PHASE-}
+case ${EMERGE_FROM-}:${PORTAGE_IMA_SKIP-} in
+binary:*) ;;
+*:1 | *:yes)
+	[[ ${_portage_ima_phase} == postinst ]] && einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed"
+	_portage_ima_phase=
+	;;
+esac
+case ${_portage_ima_phase} in
+package | preinst | postinst)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
+	[[ ${EMERGE_FROM-} == binary ]] && _portage_ima_bin=${BASH_SOURCE[0]%/share/portage-ima/*}/bin/portage-ima
+	# Strict mode is read here too (a line `strict = true`; an unreadable
+	# file counts as strict), so that whatever status the hook ends with, a
+	# signal or a crash included, fails the merge in strict mode: only 0
+	# passes then. Outside strict mode nothing here calls die. (The hook
+	# decides the same way and exits 3 for its own errors and signals.)
+	_portage_ima_conf=${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml
+	_portage_ima_strict=
+	if [[ -e ${_portage_ima_conf} ]]; then
+		[[ -f ${_portage_ima_conf} ]] || _portage_ima_strict=1
+		{ while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
+			if [[ ${_portage_ima_line} =~ ^[[:space:]]*strict[[:space:]]*=[[:space:]]*true([[:space:]#]|$) ]]; then
+				_portage_ima_strict=1
+			fi
+		done <"${_portage_ima_conf}"; } 2>/dev/null || _portage_ima_strict=1
+	fi
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
-		# Warn once per package (postinst), not in both phases.
-		[[ ${EBUILD_PHASE} == postinst ]] &&
-			ewarn "portage-ima: ${_portage_ima_bin:-portage-ima} not found or not executable (install it or set PORTAGE_IMA): files of ${CATEGORY}/${PF} are NOT signed"
+		_portage_ima_line="portage-ima: ${_portage_ima_bin:-portage-ima} not found or not executable (install it or set PORTAGE_IMA): files of ${CATEGORY}/${PF} are NOT signed"
+		# Strict: stop at once; else warn once per package (postinst).
+		[[ -n ${_portage_ima_strict} ]] && die "${_portage_ima_line} (strict = true in ima.toml)"
+		[[ ${EBUILD_PHASE} == postinst ]] && ewarn "${_portage_ima_line}"
 	else
-		# Strict mode is read here too (a line `strict = true`; an unreadable
-		# file counts as strict), so that whatever status the hook ends with, a
-		# signal or a crash included, fails the merge in strict mode: only 0
-		# passes then. Outside strict mode nothing here calls die. (The hook
-		# decides the same way and exits 3 for its own errors and signals.)
-		_portage_ima_conf=${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml
-		_portage_ima_strict=
-		if [[ -e ${_portage_ima_conf} ]]; then
-			[[ -f ${_portage_ima_conf} ]] || _portage_ima_strict=1
-			{ while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
-				if [[ ${_portage_ima_line} =~ ^[[:space:]]*strict[[:space:]]*=[[:space:]]*true([[:space:]#]|$) ]]; then
-					_portage_ima_strict=1
-				fi
-			done <"${_portage_ima_conf}"; } 2>/dev/null || _portage_ima_strict=1
-		fi
 		# stdout (the summary) -> einfo, or elog on request; stderr -> ewarn.
 		# No file: ${T} belongs to the portage user, who could plant a symlink
 		# there; stderr lines come through a pipe marked with \036.
@@ -109,3 +124,4 @@ case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 	unset _portage_ima_bin _portage_ima_conf _portage_ima_strict _portage_ima_rc _portage_ima_out _portage_ima_line
 	;;
 esac
+unset _portage_ima_phase

@@ -68,10 +68,11 @@ def client_toml(client: Playground, build: Playground, mode: str = "verify", **e
     client.ima_toml.write_text("\n".join(lines) + "\n")
 
 
-def build_package(build: Playground, pn: str, fmt: str, **phases: str) -> Path:
-    """Builds `pn` with FEATURES=buildpkg in format `fmt`; returns the package file."""
+def build_package(build: Playground, pn: str, fmt: str, env: dict | None = None, **phases: str) -> Path:
+    """Builds `pn` with FEATURES=buildpkg in format `fmt` (`env` on top);
+    returns the package file."""
     atom = build.add_ebuild(pn, **phases)
-    env = {"FEATURES": "buildpkg xattr", "BINPKG_FORMAT": fmt}
+    env = {"FEATURES": "buildpkg xattr", "BINPKG_FORMAT": fmt, **(env or {})}
     r = build.emerge(atom, env=env).check()
     assert f"{CATEGORY}/{pn}-1: binary package:" in r.output, r.output
     pkgs = list((build.base / "pkgdir" / CATEGORY / pn).glob(f"{pn}-1*"))
@@ -166,24 +167,79 @@ ADDED_IN_PREINST = {
 }
 
 
-def test_sign_missing_signs_only_what_the_binary_host_did_not(hosts):
+@pytest.fixture(scope="module")
+def gpg(tmp_path_factory):
+    """A GnuPG home with a signing key without passphrase: the binary host
+    signs its gpkg packages with it (FEATURES=binpkg-signing), and the client
+    verifies them with the same home (FEATURES=binpkg-request-signature),
+    where the key is ultimately trusted."""
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    uid = "portage-ima binhost <binhost@example.invalid>"
+    subprocess.run(
+        ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "rsa2048", "sign", "never"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    # Portage runs gpg --verify as nobody:nogroup unless told not to; the
+    # home under pytest's root-only tmp dir is root's.
+    verify_home = {
+        "BINPKG_GPG_VERIFY_GPG_HOME": str(home),
+        "GPG_VERIFY_USER_DROP": "",
+        "GPG_VERIFY_GROUP_DROP": "",
+    }
+    yield {
+        "sign": {
+            "FEATURES": "buildpkg xattr binpkg-signing",
+            "BINPKG_GPG_SIGNING_GPG_HOME": str(home),
+            "BINPKG_GPG_SIGNING_KEY": fpr,
+            # The build host merges what it just packed, and checks it too.
+            **verify_home,
+            "BINPKG_GPG_SIGNING_BASE_COMMAND": "/usr/bin/gpg --sign --armor --yes --batch "
+            "--pinentry-mode loopback [PORTAGE_CONFIG]",
+        },
+        # Portage checks a signed gpkg whenever it carries a signature; only
+        # the feature makes that required, and lets the hook know it.
+        "home": verify_home,
+        "verify": {"FEATURES": "binpkg-request-signature", **verify_home},
+    }
+    subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
+
+
+def test_sign_missing_signs_only_what_the_binary_host_did_not(hosts, gpg):
+    """A file the package's IMA_SIGNATURES does not name (here: one its
+    pkg_preinst makes on the client) is signed with the client's key only
+    when Portage verified the package's GPG signature (issue 22, row 4)."""
     build, client = hosts
     pn = "binmissing"
-    build_package(build, pn, "gpkg", **ADDED_IN_PREINST)
+    build_package(build, pn, "gpkg", env=gpg["sign"], **ADDED_IN_PREINST)
     added = f"/usr/share/{pn}/preinst.txt"
     binhost_id, own_id = cert_keyid(build.cert), cert_keyid(client.cert)
 
     # verify: the file without the build host's signature is reported.
     client_toml(client, build)
-    r = client_emerge(client, build, pn).check()
+    r = client_emerge(client, build, pn, **gpg["home"]).check()
     after = hook_line(r.output, pn, "merged")
     assert (after["failed"], after["signed"]) == (1, 0), r.output
     assert any(added in line and "has no entry for it" in line for line in r.output.splitlines())
     assert ima_xattr(client.live(added)) is None
 
-    # sign-missing: that file gets our signature, the others keep the host's.
+    # sign-missing, the package's GPG signature not required: left unsigned.
     client_toml(client, build, mode="sign-missing")
-    r = client_emerge(client, build, pn).check()
+    r = client_emerge(client, build, pn, **gpg["home"]).check()
+    after = hook_line(r.output, pn, "merged")
+    assert (after["failed"], after["signed"]) == (1, 0), r.output
+    assert any(added in line and "nothing vouches for the package" in line for line in r.output.splitlines())
+    assert ima_xattr(client.live(added)) is None
+
+    # sign-missing, Portage verified it: that file gets our signature, the
+    # others keep the host's.
+    r = client_emerge(client, build, pn, **gpg["verify"]).check()
     after = hook_line(r.output, pn, "merged")
     assert (after["failed"], after["signed"]) == (0, 1), r.output
     objs = client.signable(CATEGORY, f"{pn}-1")
@@ -234,22 +290,31 @@ def tamper_xpak(path: Path, victim: str, content: bytes) -> None:
     shutil.rmtree(meta)
 
 
-def tamper_gpkg(path: Path, victim: str, content: bytes) -> None:
-    """Rewrites image.tar.zst and its line in the gpkg's Manifest (what a
-    binary host's attacker can do; the package has no GPG signature)."""
+def tamper_gpkg(path: Path, victim: str, content: bytes, signatures=None) -> None:
+    """Rewrites image.tar.zst (and, with `signatures`, a function of the
+    IMA_SIGNATURES text, metadata.tar.zst) and their lines in the gpkg's
+    Manifest (what a binary host's attacker can do; the package has no GPG
+    signature)."""
     with tarfile.open(path) as container:
         members = [(m, container.extractfile(m).read()) for m in container.getmembers()]
     blobs = {m.name.rsplit("/", 1)[1]: data for m, data in members}
-    image = _zstd(_retar(_zstd(blobs["image.tar.zst"], True), victim, content), False)
+    blobs["image.tar.zst"] = _zstd(_retar(_zstd(blobs["image.tar.zst"], True), victim, content), False)
+    if signatures is not None:
+        meta = _zstd(blobs["metadata.tar.zst"], True)
+        with tarfile.open(fileobj=io.BytesIO(meta)) as src:
+            old = next(src.extractfile(m).read() for m in src.getmembers() if m.name.endswith("/IMA_SIGNATURES"))
+        new = signatures(old.decode()).encode()
+        blobs["metadata.tar.zst"] = _zstd(_retar(meta, "/IMA_SIGNATURES", new), False)
     lines = []
     for line in blobs["Manifest"].decode().splitlines():
-        if line.startswith("DATA image.tar.zst "):
-            line = (
-                f"DATA image.tar.zst {len(image)} BLAKE2B {hashlib.blake2b(image).hexdigest()} "
-                f"SHA512 {hashlib.sha512(image).hexdigest()}"
-            )
+        for name in ("image.tar.zst", "metadata.tar.zst"):
+            if line.startswith(f"DATA {name} "):
+                data = blobs[name]
+                line = (
+                    f"DATA {name} {len(data)} BLAKE2B {hashlib.blake2b(data).hexdigest()} "
+                    f"SHA512 {hashlib.sha512(data).hexdigest()}"
+                )
         lines.append(line)
-    blobs["image.tar.zst"] = image
     blobs["Manifest"] = ("\n".join(lines) + "\n").encode()
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as container:
         for m, _ in members:
@@ -312,3 +377,113 @@ def test_package_changed_after_signing_is_reported_and_refused_in_strict_mode(ho
     assert (after["failed"], after["signed"]) == (1, 0), r.output
     ok, out = evmctl_verify(client.live(f"/{victim}"), client.cert_der)
     assert not ok, out
+
+
+# ---- a package whose saved environment switches the hook off (issue 22, row 3)
+
+
+def _saved_environment(package: Path) -> str:
+    """The build environment a gpkg carries (metadata/environment.bz2)."""
+    import bz2
+
+    with tarfile.open(package) as container:
+        meta = next(m for m in container.getmembers() if m.name.endswith("/metadata.tar.zst"))
+        inner = _zstd(container.extractfile(meta).read(), True)
+    with tarfile.open(fileobj=io.BytesIO(inner)) as metadata:
+        env = next(m for m in metadata.getmembers() if m.name.endswith("/environment.bz2"))
+        return bz2.decompress(metadata.extractfile(env).read()).decode()
+
+
+@pytest.mark.parametrize("variable", ("PORTAGE_IMA_SKIP=1", "PORTAGE_IMA=/bin/true"))
+def test_saved_environment_cannot_switch_the_hook_off_on_a_client(hosts, variable):
+    """Portage restores a binary package's saved environment for its merge.
+    The build host's bashrc exports the variable after the snippet ran (so
+    the package is signed there, and the variable is saved with it); the
+    package is then changed on the binary host. A strict verify client
+    refuses it all the same; only the client's own `skip` lets it through."""
+    build, client = hosts
+    name = variable.split("=")[0]
+    pn = "binenv" + ("skip" if name == "PORTAGE_IMA_SKIP" else "bin")
+    build.write_bashrc(before=f"unset {name}", extra=f"export {variable}")
+    if name == "PORTAGE_IMA":
+        build.write_bashrc(before=f"export PORTAGE_IMA={build.hook}", extra=f"export {variable}")
+    try:
+        package = build_package(build, pn, "gpkg")
+    finally:
+        build.write_bashrc()
+    assert f"declare -x {variable}" in _saved_environment(package).replace('"', "")
+    victim = f"usr/share/{pn}/data.txt"
+    tamper_gpkg(package, victim, b"changed on the binhost\n")
+    st = package.stat()
+    os.utime(package, (st.st_atime, st.st_mtime + 10))
+    reindex(build)
+
+    client_toml(client, build, strict=True)
+    r = client_emerge(client, build, pn)
+    assert r.returncode != 0, r.output
+    assert "strict mode" in r.output, r.output
+    assert not client.vdb(CATEGORY, f"{pn}-1").exists(), "a refused package was merged"
+    assert any(victim in line and "changed after signing" in line for line in r.output.splitlines()), r.output
+
+    # Opting out is the client's own choice, in its ima.toml.
+    with client.ima_toml.open("a") as toml:
+        toml.write(f'skip = ["{CATEGORY}/{pn}"]\n')
+    r = client_emerge(client, build, pn).check()
+    assert f"{CATEGORY}/{pn}-1: skip = [" in r.output, r.output
+    assert client.live(f"/{victim}").read_bytes() == b"changed on the binhost\n"
+
+
+# ---- sign-missing and a doctored IMA_SIGNATURES (issue 22, row 4) --------
+
+
+def _doctored_package(build: Playground, pn: str, signatures) -> str:
+    """A gpkg (no GPG signature) whose data.txt was changed on the binary
+    host and whose IMA_SIGNATURES went through `signatures`; returns the
+    changed file's CONTENTS path."""
+    package = build_package(build, pn, "gpkg")
+    victim = f"usr/share/{pn}/data.txt"
+    tamper_gpkg(package, victim, b"changed on the binhost\n", signatures=signatures)
+    st = package.stat()
+    os.utime(package, (st.st_atime, st.st_mtime + 10))
+    reindex(build)
+    return f"/{victim}"
+
+
+def test_sign_missing_does_not_sign_a_file_whose_line_was_dropped(hosts):
+    build, client = hosts
+    pn = "bindropped"
+    victim = _doctored_package(
+        build, pn, lambda text: "".join(line for line in text.splitlines(True) if "/data.txt" not in line)
+    )
+    client_toml(client, build, mode="sign-missing")
+    r = client_emerge(client, build, pn).check()
+    after = hook_line(r.output, pn, "merged")
+    assert (after["failed"], after["signed"]) == (1, 0), r.output
+    assert any(victim in line and "nothing vouches for the package" in line for line in r.output.splitlines()), r.output
+    live = client.live(victim)
+    assert live.read_bytes() == b"changed on the binhost\n"
+    assert ima_xattr(live) is None, "the client's key vouched for content the host never signed"
+
+    client_toml(client, build, mode="sign-missing", strict=True)
+    r = client_emerge(client, build, pn)
+    assert r.returncode != 0 and "strict mode" in r.output, r.output
+
+
+def test_a_malformed_signature_list_fails_closed(hosts):
+    build, client = hosts
+    pn = "binmalformed"
+    victim = _doctored_package(build, pn, lambda text: text + "zz /usr/share/nothing\n")
+    client_toml(client, build, mode="sign-missing")
+    r = client_emerge(client, build, pn).check()
+    assert any("IMA_SIGNATURES line" in line and "nothing is signed with our key" in line for line in r.output.splitlines()), r.output
+    after = hook_line(r.output, pn, "merged")
+    assert after["signed"] == 0 and after["failed"] >= 1, r.output
+    own = cert_keyid(client.cert)
+    for path, live in client.signable(CATEGORY, f"{pn}-1").items():
+        value = ima_xattr(live)
+        assert value is None or value[3:7].hex() != own, f"{path} signed with the client's key"
+    assert ima_xattr(client.live(victim)) is None
+
+    client_toml(client, build, mode="sign-missing", strict=True)
+    r = client_emerge(client, build, pn)
+    assert r.returncode != 0 and "strict mode" in r.output, r.output

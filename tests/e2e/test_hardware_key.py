@@ -186,6 +186,6 @@ def test_pin_env_is_refused_inside_emerge_and_not_saved(pg, tmp_path):
     pn = "pinenv"
     result, _ = emerge_with_pin_in_env(pg, tmp_path, "SITE_HSM_PIN", 'pin_env = "SITE_HSM_PIN"', pn)
     assert "pin_file" in result.output and "pin_env" in result.output, result.output
-    assert "may NOT be signed" in result.output, result.output
+    assert "are NOT signed" in result.output, result.output
     assert_pin_saved_nowhere(pg, pn, "SITE_HSM_PIN")
     assert LEAKY_PIN not in result.output

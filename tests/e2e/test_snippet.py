@@ -25,7 +25,7 @@ echo "status:$?"
 """
 
 
-def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True, ima_toml=None):
+def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True, ima_toml=None, extra_env=None, snippet=SNIPPET):
     """Source the snippet in EBUILD_PHASE=phase with a fake hook whose body is
     ``hook_body`` and PORTAGE_CONFIGROOT's etc/portage/ima.toml holding
     ``ima_toml`` (none when None); returns (exit status, output lines, hook calls)."""
@@ -40,7 +40,7 @@ def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True,
     (tmp_path / "T").mkdir(exist_ok=True)
     env = {
         "PATH": path,
-        "SNIPPET": str(SNIPPET),
+        "SNIPPET": str(snippet),
         "EBUILD_PHASE": phase,
         "T": str(tmp_path / "T"),
         "CATEGORY": "app-misc",
@@ -49,6 +49,7 @@ def run(tmp_path, phase, hook_body=None, path="/usr/bin:/bin", portage_ima=True,
     }
     if portage_ima:
         env["PORTAGE_IMA"] = str(hook)
+    env.update(extra_env or {})
     proc = subprocess.run(
         ["/bin/bash", "-c", HARNESS], env=env, capture_output=True, text=True
     )
@@ -201,3 +202,39 @@ def test_no_file_in_T_and_no_symlink_followed(tmp_path, phase):
         ["einfo:out", "einfo:out2", "ewarn:err one", "ewarn:err two", "status:0"]
     ), lines
     assert [p.name for p in t.iterdir()] == [f"portage-ima.{phase}.stderr"]
+
+
+def installed(tmp_path, hook_body):
+    """The snippet and a stand-in hook in the ebuild's layout under tmp_path/usr."""
+    snippet = tmp_path / "usr/share/portage-ima/portage-ima.bashrc"
+    snippet.parent.mkdir(parents=True)
+    shutil.copy(SNIPPET, snippet)
+    hook = tmp_path / "usr/bin/portage-ima"
+    hook.parent.mkdir(parents=True)
+    hook.write_text(f"#!/bin/bash\necho installed \"$EBUILD_PHASE\"\n{hook_body}\n")
+    hook.chmod(0o755)
+    return snippet
+
+
+@pytest.mark.parametrize("saved", [{"PORTAGE_IMA_SKIP": "1"}, {"PORTAGE_IMA": "/bin/true"}, {}])
+def test_binary_merge_ignores_the_saved_environment(tmp_path, saved):
+    """EMERGE_FROM=binary: PORTAGE_IMA and PORTAGE_IMA_SKIP (restored from the
+    package's saved environment) are ignored; the binary beside the snippet runs."""
+    snippet = installed(tmp_path, "exit 3")
+    env = {"EMERGE_FROM": "binary", **saved}
+    rc, lines, calls = run(tmp_path, "preinst", portage_ima=False, extra_env=env, snippet=snippet)
+    assert rc == 99 and lines[0] == "einfo:installed preinst", lines
+    assert calls == []  # the PORTAGE_IMA stand-in never ran
+    # Built from source, PORTAGE_IMA_SKIP (package.env) still opts out.
+    rc, lines, _ = run(tmp_path, "postinst", extra_env={"EMERGE_FROM": "ebuild", "PORTAGE_IMA_SKIP": "1"}, snippet=snippet)
+    assert rc == 0 and "PORTAGE_IMA_SKIP=1" in lines[0], lines
+
+
+def test_binary_merge_without_the_installed_binary_dies_in_strict_mode(tmp_path):
+    # SNIPPET is not in the installed layout: no binary beside it.
+    env = {"EMERGE_FROM": "binary"}
+    rc, lines, calls = run(tmp_path, "preinst", extra_env=env, ima_toml="strict = true\n")
+    assert rc == 99 and lines[-1].startswith("die:") and "not found" in lines[-1], lines
+    assert calls == []
+    rc, lines, _ = run(tmp_path, "postinst", extra_env=env, ima_toml="")
+    assert rc == 0 and lines[0].startswith("ewarn:") and "not found" in lines[0], lines

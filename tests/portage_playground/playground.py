@@ -242,6 +242,7 @@ class Playground:
         self._setup_config()
         self._setup_shims()
         self._setup_keys()
+        self._install_snippet()
         self.write_bashrc()
         self.write_ima_toml()
 
@@ -303,6 +304,18 @@ class Playground:
             if not link.is_symlink():
                 link.symlink_to(target)
 
+    def _install_snippet(self) -> None:
+        """The snippet and the hook as the ebuild installs them, under
+        ``DIR/usr``: ``share/portage-ima/portage-ima.bashrc`` beside
+        ``bin/portage-ima`` (what a binary merge runs, whatever PORTAGE_IMA
+        says). Symlinks, so the tree under test is what runs."""
+        self.snippet = self.base / "usr" / "share" / "portage-ima" / "portage-ima.bashrc"
+        for link, target in ((self.snippet, SNIPPET), (self.base / "usr" / "bin" / "portage-ima", self.hook)):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(Path(target).resolve())
+
     def _setup_keys(self) -> None:
         """A throwaway RSA-2048 key and a self-signed code-signing certificate
         (PEM for portage-ima, DER for evmctl)."""
@@ -336,7 +349,7 @@ class Playground:
         then ``extra`` (test-specific code, e.g. a post_pkg_postrm)."""
         parts = [before] if before else []
         if snippet:
-            parts.append(f'source "{SNIPPET}"')
+            parts.append(f'source "{self.snippet}"')
         if extra:
             parts.append(textwrap.dedent(extra))
         _write(self.bashrc, "\n".join(parts) + "\n")

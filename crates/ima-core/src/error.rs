@@ -37,6 +37,20 @@ pub enum Error {
     )]
     FileChanged,
 
+    /// The inode has more hard links than the caller found inside the tree
+    /// it is signing: another name for it lies outside that tree, where
+    /// whoever made the link may control it.
+    #[error(
+        "has {links} hard links but only {seen} inside the tree being signed: another name \
+         for this file lies outside it; not signed (remove the outside link)"
+    )]
+    LinkedOutside {
+        /// `st_nlink` of the open file.
+        links: u64,
+        /// The names for it the caller found inside the tree.
+        seen: u64,
+    },
+
     /// The content is not what the package manager recorded.
     #[error("MD5 {actual} does not match the recorded {expected}: content differs from what was installed; not signed")]
     Md5Mismatch {

@@ -38,6 +38,7 @@ use ima_core::{
     ImaSigner, ImaXattr, KeyId, KeySet, SignOptions, SignOutcome, VerifyStatus,
 };
 
+use crate::gentoo::provenance::Provenance;
 use crate::plan::Treatment;
 use crate::report::Failure;
 
@@ -159,6 +160,9 @@ pub struct Client<'a> {
     pub signer: Option<&'a ImaSigner>,
     /// Digests for config files under `config_files = "hash"`.
     pub hasher: &'a ImaHasher,
+    /// Whether Portage vouched for the package: only then does `signer`
+    /// sign what the manifest does not cover.
+    pub provenance: &'a Provenance,
 }
 
 fn trusted(status: &VerifyStatus) -> bool {
@@ -198,8 +202,9 @@ impl Client<'_> {
 
     /// Gives `file` (known to Portage as `path`) a trusted signature if it
     /// can: keeps a valid one, else applies the manifest's entry when it
-    /// verifies over this content, else signs it (sign-missing) unless a
-    /// trusted key signed other content for it (changed after signing). With
+    /// verifies over this content, else signs it (sign-missing) when
+    /// Portage vouched for the package ([`Provenance`]) and no trusted key
+    /// signed other content for it (changed after signing). With
     /// `expect_md5` the content must be what CONTENTS records. Everything is
     /// read and written through `file`; a file that changes meanwhile is left.
     pub fn settle(
@@ -281,6 +286,16 @@ impl Client<'_> {
         if changed_after_signing {
             // Signing it would vouch for content the build host did not sign.
             why.push_str("; not signed with our key either");
+            return Err(Unsettled::Untrusted(why));
+        }
+        if !self.provenance.vouched() {
+            // Nothing says this content is the build host's: a line dropped
+            // from the list, or a file added to the package, would be signed.
+            why.push_str(&format!(
+                "; not signed with our key: nothing vouches for the package ({}; set \
+                 FEATURES=binpkg-request-signature with GPG-signed gpkg packages)",
+                self.provenance
+            ));
             return Err(Unsettled::Untrusted(why));
         }
         let opts = SignOptions {

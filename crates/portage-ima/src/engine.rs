@@ -38,6 +38,7 @@ use ima_core::{
 use rayon::prelude::*;
 
 use crate::escape::escape_path;
+use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::{cfg_siblings, RootDir};
 use crate::plan::{Job, JobFile, Treatment};
 use crate::progress::Progress;
@@ -211,7 +212,16 @@ pub fn sign_job(
         }
         (JobFile::Object { path, expected_md5 }, None) => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            sign_object(signer, root, path, expected_md5, job.config, dry_run)
+            let census = job.census.as_deref();
+            sign_object_counted(
+                signer,
+                root,
+                path,
+                expected_md5,
+                job.config,
+                dry_run,
+                census,
+            )
         }
         (JobFile::Found(file), _) => {
             let config = job.config;
@@ -225,6 +235,9 @@ pub fn sign_job(
                 .and_then(|f| write_file(signer, &f, treatment(&f, config), &opts))
             {
                 Ok(outcome) => outcome,
+                Err(ImaError::LinkedOutside { links, seen }) => {
+                    Outcome::Failed(Failure::LinkedOutside { links, seen })
+                }
                 Err(e) => Outcome::Failed(Failure::Other(e.to_string())),
             };
             FileReport::new(&file.path, outcome)
@@ -329,6 +342,20 @@ pub fn sign_object(
     config: Option<ConfigFiles>,
     dry_run: bool,
 ) -> FileReport {
+    sign_object_counted(signer, root, path, md5, config, dry_run, None)
+}
+
+/// [`sign_object`], refusing a file with more hard links than `census`
+/// counted for it ([`crate::fs::links`]).
+pub fn sign_object_counted(
+    signer: &ImaSigner,
+    root: &RootDir,
+    path: &Path,
+    md5: &[u8; 16],
+    config: Option<ConfigFiles>,
+    dry_run: bool,
+    census: Option<&LinkCensus>,
+) -> FileReport {
     let opts = SignOptions {
         expect_md5: Some(*md5),
         keep_valid: true,
@@ -339,6 +366,9 @@ pub fn sign_object(
         Ok(f) => f,
         Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
     };
+    if let Some(Err(e)) = census.map(|c| c.check(&file)) {
+        return FileReport::new(shown, Outcome::Failed(sign_failure(&e)));
+    }
     let live = treatment(&file, config);
     match write_file(signer, &file, live, &opts) {
         Ok(outcome) => FileReport::new(shown, outcome),
@@ -558,6 +588,10 @@ pub fn open_failure(e: &io::Error) -> Failure {
 fn sign_failure(e: &ImaError) -> Failure {
     match e {
         ImaError::NotRegularFile { kind } => Failure::NowNotRegular { kind },
+        ImaError::LinkedOutside { links, seen } => Failure::LinkedOutside {
+            links: *links,
+            seen: *seen,
+        },
         other => Failure::Other(other.to_string()),
     }
 }

@@ -110,6 +110,13 @@ pub const SETTINGS: &[Setting] = &[
         example: "trusted_certs = [\"/etc/keys/binhost.der\"]",
     },
     Setting {
+        name: "skip",
+        default: "none",
+        meaning: "Packages the hook leaves alone (not signed, not checked): atoms with their \
+                  category, a version allowed; read for every merge, binary ones too.",
+        example: "skip = [\"app-misc/foo\", \"<dev-libs/bar-2\"]",
+    },
+    Setting {
         name: "hardware.provider",
         default: "tpm2 for TPM keys",
         meaning: "The OpenSSL 3 provider that holds the key.",

@@ -9,10 +9,13 @@
 //! executable ([`Treatment::of`]); verify reports an edited one as
 //! `config-changed`.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
@@ -33,6 +36,25 @@ pub struct Job {
     pub config: Option<ConfigFiles>,
     /// `scope = "policy"` and no appraise rule covers it: left alone.
     pub outside_policy: bool,
+    /// `st_dev` and `st_ino` of a CONTENTS object when it was planned.
+    pub inode: Option<(u64, u64)>,
+    /// The names found for each inode of the package ([`with_link_census`]):
+    /// a file with more links is not signed.
+    pub census: Option<Arc<LinkCensus>>,
+}
+
+/// Counts the names of every inode among `jobs` (a package's CONTENTS
+/// objects) and gives each job the count, so that a merged file with a
+/// hard link outside the package is not signed ([`crate::fs::links`]).
+pub fn with_link_census(jobs: &mut [Job]) {
+    let mut census = LinkCensus::default();
+    for (dev, ino) in jobs.iter().filter_map(|j| j.inode) {
+        census.add(dev, ino);
+    }
+    let census = Arc::new(census);
+    for job in jobs {
+        job.census = Some(Arc::clone(&census));
+    }
 }
 
 /// Where a job's file is, and what it must contain.
@@ -118,16 +140,18 @@ impl Job {
     ) -> Job {
         // Sizes only order the work (largest first); a file that cannot be
         // stat'ed here is reported when it is opened.
-        let size = std::fs::symlink_metadata(root.display_path(path)).map_or(0, |m| m.len());
+        let meta = std::fs::symlink_metadata(root.display_path(path)).ok();
         Job {
             file: JobFile::Object {
                 path: path.to_path_buf(),
                 expected_md5,
             },
-            size,
+            size: meta.as_ref().map_or(0, |m| m.len()),
             package,
             config: protection.config_of(path),
             outside_policy: false,
+            inode: meta.map(|m| (m.dev(), m.ino())),
+            census: None,
         }
     }
 
@@ -148,6 +172,8 @@ impl Job {
             package: None,
             config,
             outside_policy: false,
+            inode: None,
+            census: None,
         }
     }
 }

@@ -8,6 +8,8 @@ use ima_core::{CryptoProvider, HashAlgo, KeyId};
 use serde::Deserialize;
 
 use crate::cli::{KeyArgs, ProgressMode};
+use crate::gentoo::atom::Atom;
+use crate::gentoo::cpv::Cpv;
 
 /// Where the private key is looked for when nothing says otherwise.
 pub const DEFAULT_KEY: &str = "/etc/keys/IMA_signing_key.priv";
@@ -144,6 +146,7 @@ pub struct FileConfig {
     pub scope: Option<SigningScope>,
     pub mode: Option<Mode>,
     pub trusted_certs: Option<Vec<PathBuf>>,
+    pub skip: Option<Vec<String>>,
     pub hardware: Option<HardwareConfig>,
 }
 
@@ -242,6 +245,9 @@ pub struct Settings {
     pub trusted_certs: Vec<PathBuf>,
     /// How to reach a key held by hardware.
     pub hardware: HardwareConfig,
+    /// Packages the hook leaves alone (`skip`): `category/name` atoms,
+    /// with a version or not.
+    pub skip: Vec<Atom>,
 }
 
 impl Settings {
@@ -299,7 +305,14 @@ impl Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let skip = file
+            .skip
+            .unwrap_or_default()
+            .iter()
+            .map(|text| skip_atom(text).with_context(|| format!("skip setting ({origin})")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Settings {
+            skip,
             key: flags
                 .key
                 .clone()
@@ -320,6 +333,12 @@ impl Settings {
             hardware: file.hardware.unwrap_or_default(),
             source,
         })
+    }
+
+    /// The `skip` entry that names `category/pf`, if any.
+    pub fn skipped(&self, category: &str, pf: &str) -> Option<&Atom> {
+        let cpv = Cpv::new(category, pf).ok()?;
+        self.skip.iter().find(|atom| atom.matches_cpv(&cpv))
     }
 
     /// The `key` setting for messages: a `pkcs11:` URI with any PIN in it
@@ -440,6 +459,20 @@ impl Settings {
 }
 
 /// Names where a setting came from, for error messages.
+/// One `skip` entry: an atom with its category (a bare name could match a
+/// package of another category) and without slot or repository (the hook
+/// knows neither for certain).
+fn skip_atom(text: &str) -> Result<Atom> {
+    let atom: Atom = text.parse()?;
+    if atom.category().is_none() {
+        bail!("'{text}': write the category too (e.g. app-misc/{text})");
+    }
+    if atom.slot().is_some() || atom.repo().is_some() {
+        bail!("'{text}': no :SLOT or ::REPO here, only category/name with an optional version");
+    }
+    Ok(atom)
+}
+
 struct Origin<'a>(Option<&'a Path>);
 
 impl fmt::Display for Origin<'_> {
@@ -664,6 +697,29 @@ mod tests {
             ("strict = truest\n[[[", false),
         ] {
             assert_eq!(strict_in_text(text), strict, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn skip_takes_category_atoms_and_matches_the_merged_package() {
+        let file = parse_config("skip = [\"app-misc/foo\", \"<dev-libs/bar-2\"]\n").unwrap();
+        let s = Settings::merge(None, file, &KeyArgs::default(), Some(1)).unwrap();
+        assert_eq!(
+            s.skipped("app-misc", "foo-1.2-r1").unwrap().as_str(),
+            "app-misc/foo"
+        );
+        assert!(s.skipped("dev-libs", "bar-1.9").is_some());
+        assert!(s.skipped("dev-libs", "bar-2").is_none());
+        assert!(s.skipped("app-misc", "foobar-1").is_none());
+        for (bad, says) in [
+            ("foo", "write the category too"),
+            ("app-misc/foo:0", "no :SLOT or ::REPO"),
+            ("app-misc/", "invalid atom"),
+        ] {
+            let file = parse_config(&format!("skip = [\"{bad}\"]\n")).unwrap();
+            let e = Settings::merge(None, file, &KeyArgs::default(), Some(1)).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+            assert!(format!("{e:#}").contains("skip setting"), "{e:#}");
         }
     }
 

@@ -2,7 +2,9 @@
 //! runs it under real emerge): the package phase lists the signatures in
 //! build-info, a keyless client (mode = "verify") applies them, never
 //! opening a private key (traced with strace when it is there), and reports
-//! a file changed after signing or a damaged list. Needs root (security.ima).
+//! a file changed after signing or a damaged list; `sign-missing` signs only
+//! what Portage vouched for; a file of `${D}` hard-linked from outside is
+//! never signed. Needs root (security.ima).
 
 mod common;
 
@@ -62,7 +64,19 @@ impl Host {
     }
 
     fn hook(&self, conf: &str, phase: &str, build: &Path) -> Output {
-        let vars = self.vars(phase, build);
+        self.hook_with(conf, phase, build, &[])
+    }
+
+    /// [`Host::hook`] with more of Portage's variables.
+    fn hook_with(
+        &self,
+        conf: &str,
+        phase: &str,
+        build: &Path,
+        extra: &[(&'static str, &str)],
+    ) -> Output {
+        let mut vars = self.vars(phase, build);
+        vars.extend(extra.iter().map(|(k, v)| (*k, PathBuf::from(v))));
         let vars: Vec<(&str, &OsStr)> = vars.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         common::hook(&self.dir.join(conf), &vars)
     }
@@ -241,7 +255,8 @@ fn client_reports_a_damaged_list_and_a_missing_certificate() {
         said.contains("IMA_SIGNATURES line 1: the value is not hex"),
         "{said}"
     );
-    assert!(said.contains("2 without a trusted signature"), "{said}");
+    // The two files, and the list itself (issue 22: a broken list fails closed).
+    assert!(said.contains("3 without a trusted signature"), "{said}");
 
     std::fs::write(
         host.dir.join("client.toml"),
@@ -275,4 +290,147 @@ fn keyless_client_hashes_config_files_when_asked() {
     assert!(said.contains("1 config files hashed"), "{said}");
     let value = xattr(&client.join("image/etc/foo.conf")).expect("a digest");
     assert_eq!(value[0], 0x04, "digest-only (ima-ng), not a signature");
+}
+
+/// A sign-missing client's settings: the build host's certificate, and a
+/// key of its own (made once, in `client-key/`).
+fn sign_missing_toml(host: &Host, extra: &str) {
+    let dir = host.dir.join("client-key");
+    if !dir.exists() {
+        std::fs::create_dir(&dir).unwrap();
+        let key = common::new_key(&dir);
+        common::new_cert(&dir, &key);
+    }
+    std::fs::write(
+        host.dir.join("client.toml"),
+        format!(
+            "mode = \"sign-missing\"\ntrusted_certs = [\"{}\"]\nkey = \"{}\"\ncert = \"{}\"\n{extra}",
+            host.cert.display(),
+            dir.join("key.pem").display(),
+            dir.join("cert.der").display()
+        ),
+    )
+    .unwrap();
+}
+
+/// What Portage sets for a gpkg whose GPG signature it verified.
+const VOUCHED: [(&str, &str); 3] = [
+    ("EMERGE_FROM", "binary"),
+    ("FEATURES", "sandbox binpkg-request-signature"),
+    (
+        "PORTAGE_BINPKG_FILE",
+        "/var/cache/binpkgs/app-misc/foo/foo-1-1.gpkg.tar",
+    ),
+];
+
+/// Issue 22, row 4 (a): a line dropped from the list does not make the
+/// client's key sign the file, unless Portage verified the package.
+#[test]
+fn sign_missing_signs_what_the_list_lacks_only_for_a_vouched_package() {
+    if !common::require_root("sign_missing_signs_what_the_list_lacks_only_for_a_vouched_package") {
+        return;
+    }
+    let host = Host::new();
+    let list = String::from_utf8(host.package()).unwrap();
+    let dropped: String = list
+        .lines()
+        .filter(|l| !l.ends_with("/a file.txt"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(dropped, list);
+    let client = host.client_with(dropped.as_bytes());
+    let victim = client.join("image/usr/share/foo/a file.txt");
+    std::fs::write(&victim, "changed on the binary host\n").unwrap();
+
+    sign_missing_toml(&host, "");
+    let unsigned = [
+        ("EMERGE_FROM", "binary"),
+        ("PORTAGE_BINPKG_FILE", "/p/foo-1-1.gpkg.tar"),
+    ];
+    let out = host.hook_with("client.toml", "preinst", &client, &unsigned);
+    let said = common::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("nothing vouches for the package (FEATURES has no binpkg-request-signature"),
+        "{said}"
+    );
+    assert_eq!(xattr(&victim), None);
+
+    sign_missing_toml(&host, "strict = true\n");
+    let out = host.hook_with("client.toml", "preinst", &client, &unsigned);
+    assert_eq!(out.status.code(), Some(3), "{}", common::text(&out));
+
+    sign_missing_toml(&host, "strict = true\n");
+    let out = host.hook_with("client.toml", "preinst", &client, &VOUCHED);
+    let said = common::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("1 signed with our key"), "{said}");
+    assert!(xattr(&victim).is_some());
+}
+
+/// Issue 22, row 4 (b): one malformed line: none of the list is used and
+/// nothing is signed with the client's key, even for a verified package.
+#[test]
+fn a_malformed_list_fails_closed_in_sign_missing_mode() {
+    if !common::require_root("a_malformed_list_fails_closed_in_sign_missing_mode") {
+        return;
+    }
+    let host = Host::new();
+    let mut list = host.package();
+    list.extend_from_slice(b"zz /usr/share/nothing\n");
+    let client = host.client_with(&list);
+    sign_missing_toml(&host, "");
+    let out = host.hook_with("client.toml", "preinst", &client, &VOUCHED);
+    let said = common::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("none of its signatures is used, and nothing is signed with our key"),
+        "{said}"
+    );
+    for (path, _) in FILES {
+        assert_eq!(xattr(&client.join("image").join(path)), None, "{path}");
+    }
+    sign_missing_toml(&host, "strict = true\n");
+    let out = host.hook_with("client.toml", "preinst", &client, &VOUCHED);
+    assert_eq!(out.status.code(), Some(3), "{}", common::text(&out));
+}
+
+/// Issue 22, row 7: a file of `${D}` hard-linked from outside the image is
+/// not signed in preinst (exit 1, strict: 3); links inside the image are.
+#[test]
+fn preinst_refuses_a_file_linked_from_outside_the_image() {
+    if !common::require_root("preinst_refuses_a_file_linked_from_outside_the_image") {
+        return;
+    }
+    let host = Host::new();
+    let build = host.builddir("build");
+    let image = build.join("image");
+    let outside = host.dir.join("outside.txt");
+    std::fs::write(&outside, "someone else's\n").unwrap();
+    std::fs::hard_link(&outside, image.join("usr/share/foo/linked.txt")).unwrap();
+    std::fs::hard_link(image.join("usr/bin/foo"), image.join("usr/bin/foo-twin")).unwrap();
+    let conf = std::fs::read_to_string(host.dir.join("build.toml")).unwrap();
+    for (name, extra, status) in [
+        ("always.toml", "", 1),
+        ("strict.toml", "strict = true\n", 3),
+    ] {
+        std::fs::write(
+            host.dir.join(name),
+            format!("{conf}premerge = \"always\"\n{extra}"),
+        )
+        .unwrap();
+        let out = host.hook(name, "preinst", &build);
+        let said = common::text(&out);
+        assert_eq!(out.status.code(), Some(status), "{said}");
+        let line = said
+            .lines()
+            .find(|l| l.contains("linked.txt"))
+            .unwrap_or_else(|| panic!("{said}"));
+        assert!(
+            line.contains("has 2 hard links but only 1 inside the tree"),
+            "{line}"
+        );
+        assert_eq!(xattr(&outside), None);
+        assert!(xattr(&image.join("usr/bin/foo-twin")).is_some(), "{said}");
+    }
 }

@@ -28,13 +28,14 @@
 //!   ROOT, bad settings, key refused), a panic (caught), SIGINT/SIGTERM/SIGHUP
 //!   (handled: exit 3 at once). In preinst, files that fail are retried in
 //!   postinst, but an error there is a 3 too: the merge stops before
-//!   anything unsigned goes live;
+//!   anything unsigned goes live; so does a file of `${D}` with a hard link
+//!   outside it, which is never signed ([`crate::fs::links`]);
 //! - the snippet reads `strict = true` from the same file itself (the
 //!   textual rule), so that what the hook cannot report (SIGKILL, a crash of
 //!   the loader, 126/127) fails the merge too: in strict mode every status
 //!   but 0 makes it `die`; outside strict mode it only ever warns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,16 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     let mut env = PortageEnv::from_env()?;
     env.phase = phase.to_string();
     let settings = Settings::load(config, &KeyArgs::default(), None)?;
+    // From the client's ima.toml, never from the (binary package's) environment.
+    if let Some(atom) = settings.skipped(&env.category, &env.pf) {
+        if phase == "postinst" {
+            report::print_summary(&format!(
+                "{}/{}: skip = [\"{atom}\", ...] in ima.toml: files not signed or checked",
+                env.category, env.pf
+            ));
+        }
+        return Ok(Status::Success);
+    }
     if phase == "package" {
         return carried_hook::package(&env, &settings);
     }
@@ -154,9 +165,14 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
     let signer = settings.signer()?;
     let runner = Runner::new(settings.jobs)?;
     if phase == "preinst" {
-        // Failures of single files are retried in postinst; never fatal.
-        preinst(&env, &settings, &signer, &runner)?;
-        return Ok(Status::Success);
+        // Failures of single files are retried in postinst; only a file
+        // linked from outside the image (never signed) fails preinst.
+        let linked_outside = preinst(&env, &settings, &signer, &runner)?;
+        return Ok(if linked_outside {
+            Status::SomeFailed
+        } else {
+            Status::Success
+        });
     }
     let tally = postinst(&env, &settings, &signer, &runner)?;
     if let Some(line) = report::device_rate_line(&signer) {
@@ -174,9 +190,9 @@ fn preinst(
     settings: &Settings,
     signer: &ima_core::ImaSigner,
     runner: &Runner,
-) -> Result<()> {
+) -> Result<bool> {
     match settings.premerge {
-        Premerge::Never => return Ok(()),
+        Premerge::Never => return Ok(false),
         Premerge::Always => {}
         Premerge::Auto => match env.premerge_xattr() {
             PremergeXattr::Lost { reason, hint } => {
@@ -184,7 +200,7 @@ fn preinst(
                     "not signing before the merge: {reason}. {hint}. \
                          The files are signed in postinst instead."
                 ));
-                return Ok(());
+                return Ok(false);
             }
             PremergeXattr::Kept { reason } => {
                 log::debug!("signing before the merge: {reason}");
@@ -195,8 +211,14 @@ fn preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, problems) = crate::fs::walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = crate::fs::walk::collect_image(d, &[]);
     let mut reports: Vec<FileReport> = problems.into_iter().map(FileReport::from).collect();
+    // Hard links inside the image: signed once, each name noted as signed.
+    let other_names: HashMap<PathBuf, Vec<PathBuf>> = found
+        .iter()
+        .filter(|f| !f.also_named.is_empty())
+        .map(|f| (f.path.clone(), f.also_named.clone()))
+        .collect();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
     let jobs: Vec<Job> = found
@@ -220,7 +242,10 @@ fn preinst(
     let signed: Vec<&Path> = reports
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Signed | Outcome::AlreadyValid))
-        .filter_map(|r| r.path.strip_prefix(d).ok())
+        .flat_map(|r| {
+            std::iter::once(&r.path).chain(other_names.get(&r.path).into_iter().flatten())
+        })
+        .filter_map(|p| p.strip_prefix(d).ok())
         .collect();
     if let Some(t) = std::env::var_os("T") {
         let mut text = Vec::new();
@@ -251,7 +276,12 @@ fn preinst(
             n => format!(", {n} failed (retried in postinst)"),
         }
     ));
-    Ok(())
+    Ok(reports.iter().any(|r| {
+        matches!(
+            r.outcome,
+            Outcome::Failed(report::Failure::LinkedOutside { .. })
+        )
+    }))
 }
 
 fn postinst(
@@ -269,6 +299,7 @@ fn postinst(
         .objects()
         .map(|(path, md5)| Job::object(&root, path, *md5, None, &protection))
         .collect();
+    plan::with_link_census(&mut jobs);
     if settings.scope == SigningScope::Policy {
         let coverage = crate::policy::check::Coverage::load(&env.root);
         plan::limit_to_policy(&mut jobs, &root, coverage.as_ref());

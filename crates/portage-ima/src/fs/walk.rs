@@ -8,7 +8,7 @@
 //! somewhere else while the walk or the signing runs (in `${D}`, which the
 //! unprivileged `portage` user owns) leads nowhere outside the tree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::fs::links::LinkCensus;
+
 /// A regular file found on the command line or in a walked directory.
 #[derive(Debug, Clone)]
 pub struct FoundFile {
@@ -28,6 +30,13 @@ pub struct FoundFile {
     /// For a file found in a walk: the walked directory's descriptor and
     /// the path below it, opened without following any symlink.
     beneath: Option<(Arc<OwnedFd>, PathBuf)>,
+    /// For a file of an image ([`collect_image`]): the names the walk found
+    /// for each inode; a file with more links is refused when opened.
+    census: Option<Arc<LinkCensus>>,
+    /// `st_dev` and `st_ino` as the walk saw them.
+    inode: Option<(u64, u64)>,
+    /// Other names of the same inode in the image ([`collect_image`]).
+    pub also_named: Vec<PathBuf>,
 }
 
 impl FoundFile {
@@ -35,10 +44,14 @@ impl FoundFile {
     /// file found in a walk is opened below the walked directory's
     /// descriptor, following no symlink on the way.
     pub fn open(&self) -> ima_core::Result<File> {
-        match &self.beneath {
+        let file = match &self.beneath {
             Some((dir, rel)) => ima_core::open_regular_beneath(dir.as_fd(), rel),
             None => ima_core::open_regular(&self.path),
+        }?;
+        if let Some(census) = &self.census {
+            census.check(&file)?;
         }
+        Ok(file)
     }
 }
 
@@ -112,6 +125,9 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
                 path: path.clone(),
                 size: meta.len(),
                 beneath: None,
+                inode: None,
+                census: None,
+                also_named: Vec::new(),
             });
         } else if kind.is_dir() {
             let mut walk = Walk {
@@ -132,6 +148,39 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
             };
             problems.push(Problem::new(path, reason));
         }
+    }
+    (found, problems)
+}
+
+/// Walks an image (`${D}`) like [`collect`], and counts the names found for
+/// each inode: opening a file with a hard link outside the image fails
+/// ([`LinkCensus`]). The names in `copies` (trees Portage hard-links from
+/// the image, such as the package phase's `${T}/packaging`) count too;
+/// their files are not returned. Hard links inside the image come back as
+/// one file (the first name), the others in [`FoundFile::also_named`], so
+/// that an inode is signed once, not by two threads at the same time.
+pub fn collect_image(image: &Path, copies: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
+    let (all, problems) = collect(&[image.to_path_buf()]);
+    let mut census = LinkCensus::default();
+    let (copied, _) = collect(copies);
+    for file in all.iter().chain(&copied) {
+        if let Some((dev, ino)) = file.inode {
+            census.add(dev, ino);
+        }
+    }
+    let census = Arc::new(census);
+    let mut found: Vec<FoundFile> = Vec::with_capacity(all.len());
+    let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
+    for mut file in all {
+        if let Some(&i) = file.inode.as_ref().and_then(|id| first_of.get(id)) {
+            found[i].also_named.push(file.path);
+            continue;
+        }
+        if let Some(id) = file.inode {
+            first_of.insert(id, found.len());
+        }
+        file.census = Some(Arc::clone(&census));
+        found.push(file);
     }
     (found, problems)
 }
@@ -197,10 +246,15 @@ impl Walk<'_> {
                 }
             };
             match FileType::from_raw_mode(st.st_mode) {
+                // st_dev and st_ino are not u64 on every architecture.
+                #[allow(clippy::unnecessary_cast)]
                 FileType::RegularFile => self.found.push(FoundFile {
                     path,
                     size: st.st_size as u64,
                     beneath: Some((Arc::clone(root), rel.join(&name))),
+                    inode: Some((st.st_dev as u64, st.st_ino as u64)),
+                    census: None,
+                    also_named: Vec::new(),
                 }),
                 FileType::Directory => {
                     // O_NOFOLLOW: a directory swapped for a symlink since
@@ -281,6 +335,42 @@ mod tests {
         assert!(reasons[0].contains("symbolic link"), "{reasons:?}");
         assert!(reasons[1].contains("fifo"), "{reasons:?}");
         assert!(reasons[2].contains("no such file"), "{reasons:?}");
+    }
+
+    #[test]
+    fn an_image_file_linked_from_outside_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(image.join("bin")).unwrap();
+        std::fs::write(image.join("bin/git"), b"git").unwrap();
+        std::fs::hard_link(image.join("bin/git"), image.join("bin/git-add")).unwrap();
+        std::fs::write(dir.path().join("outside"), b"x").unwrap();
+        std::fs::hard_link(dir.path().join("outside"), image.join("bin/linked")).unwrap();
+        let (found, problems) = collect_image(&image, &[]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let opened: Vec<_> = found
+            .iter()
+            .map(|f| (f.path.file_name().unwrap().to_owned(), f.open().map(|_| ())))
+            .collect();
+        // git and git-add are one inode: one file, two names.
+        assert_eq!(opened.len(), 2);
+        let git = found.iter().find(|f| f.path.ends_with("bin/git")).unwrap();
+        assert_eq!(git.also_named, vec![image.join("bin/git-add")]);
+        for (name, result) in opened {
+            match name.to_str().unwrap() {
+                "linked" => assert!(
+                    matches!(
+                        result,
+                        Err(ima_core::Error::LinkedOutside { links: 2, seen: 1 })
+                    ),
+                    "{result:?}"
+                ),
+                _ => assert!(result.is_ok(), "{name:?}: {result:?}"),
+            }
+        }
+        // A plain walk (sign --files) does not count links.
+        let (found, _) = collect(std::slice::from_ref(&image));
+        assert!(found.iter().all(|f| f.open().is_ok()));
     }
 
     #[test]

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::gentoo::cpv::{split_pf, version_meant};
+use crate::gentoo::cpv::{split_pf, version_meant, Cpv};
 use crate::gentoo::names::{Category, PackageName, RepoName, Slot};
 use crate::gentoo::vdb::InstalledPackage;
 use crate::gentoo::version::Version;
@@ -144,11 +144,23 @@ impl Atom {
         *cpv.package() == self.package && self.category.as_ref().is_none_or(|c| c == cpv.category())
     }
 
+    /// Does `cpv` satisfy the name and version parts (an atom without slot
+    /// or repository, e.g. ima.toml's `skip`, needs nothing else)?
+    pub fn matches_cpv(&self, cpv: &Cpv) -> bool {
+        *cpv.package() == self.package
+            && self.category.as_ref().is_none_or(|c| c == cpv.category())
+            && self.matches_version_of(cpv)
+    }
+
     fn matches_version(&self, pkg: &InstalledPackage) -> bool {
+        self.matches_version_of(pkg.cpv())
+    }
+
+    fn matches_version_of(&self, cpv: &Cpv) -> bool {
         let Some((op, want)) = &self.version else {
             return true;
         };
-        let have = pkg.cpv().version();
+        let have = cpv.version();
         match op {
             Op::Less => have < want,
             Op::LessOrEqual => have <= want,

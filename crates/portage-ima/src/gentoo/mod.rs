@@ -11,6 +11,7 @@
 //! - [`vdb`]: the installed-package database, on top of all of these
 //! - [`owners`]: which package owns a file, from every CONTENTS at once
 //! - [`env`](mod@env): the ebuild environment the hook runs in
+//! - [`provenance`]: whether Portage vouched for the package being merged
 //! - [`saved_env`]: the environment Portage saved for an installed package
 
 /// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
@@ -41,6 +42,7 @@ pub mod make_conf;
 pub mod names;
 pub mod owners;
 pub mod portageq;
+pub mod provenance;
 pub mod saved_env;
 pub mod vdb;
 pub mod version;

@@ -99,6 +99,9 @@ pub enum Failure {
     },
     /// A path of `--files` (or met in their walk) that gives no file.
     Unwalkable(Unwalkable),
+    /// A hard link to it lies outside the tree being signed
+    /// ([`crate::fs::links`]); never retried.
+    LinkedOutside { links: u64, seen: u64 },
     /// Reading, signing or writing failed, or a package's CONTENTS did
     /// not give its files: the error's own words.
     Other(String),
@@ -131,6 +134,13 @@ impl fmt::Display for Failure {
                 hex::encode(expected_md5)
             ),
             Failure::Unwalkable(reason) => reason.fmt(f),
+            Failure::LinkedOutside { links, seen } => {
+                let e = ima_core::Error::LinkedOutside {
+                    links: *links,
+                    seen: *seen,
+                };
+                e.fmt(f)
+            }
             Failure::Other(text) => f.write_str(text),
         }
     }

@@ -11,6 +11,7 @@
 //! from the vdb's copy of the signature list.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -19,10 +20,12 @@ use super::{read_build_file, write_build_file};
 use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
 use crate::engine::{cfg_candidates, open_failure, treatment, Runner};
 use crate::escape::escape_text;
+use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::{self, FoundFile};
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::PortageEnv;
+use crate::gentoo::provenance::Provenance;
 use crate::plan::{Protection, Treatment};
 use crate::progress::Progress;
 use crate::report::{self, Failure, Status};
@@ -36,9 +39,31 @@ fn build_info() -> Result<PathBuf> {
     Ok(Path::new(&dir).join("build-info"))
 }
 
+/// In the package phase with `PKG_INSTALL_MASK` set, Portage packs a
+/// hard-linked copy of the image (`${T}/packaging`, `cp -l` in
+/// misc-functions.sh) and points `D` at it: the names in the image itself
+/// are the copy's other links.
+fn packaging_twins(d: &Path) -> Vec<PathBuf> {
+    let Ok(image) = build_info().map(|info| info.with_file_name("image")) else {
+        return Vec::new();
+    };
+    // The same directory must not be counted twice (that would let a link
+    // from outside pass); compared by inode, whatever the spelling.
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    match (id(&image), id(d)) {
+        (Some(a), Some(b)) if a != b => vec![image],
+        _ => Vec::new(),
+    }
+}
+
 /// The CONTENTS path of a file found under `${D}`.
 fn contents_path(d: &Path, found: &FoundFile) -> PathBuf {
-    Path::new("/").join(found.path.strip_prefix(d).unwrap_or(&found.path))
+    contents_path_of(d, &found.path)
+}
+
+/// The CONTENTS path of `path` under `${D}`.
+fn contents_path_of(d: &Path, path: &Path) -> PathBuf {
+    Path::new("/").join(path.strip_prefix(d).unwrap_or(path))
 }
 
 /// The package phase: sign every regular file of `${D}` (keeping a valid
@@ -65,9 +90,10 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     let info = build_info()?;
     let no_list = Manifest::default();
     let hasher = signer.hasher();
+    let provenance = Provenance::from_env();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let (found, problems) = walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = walk::collect_image(d, &packaging_twins(d));
     let mut failed: Vec<(PathBuf, String)> = problems
         .into_iter()
         .map(|p| {
@@ -104,6 +130,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
                         manifest: &no_list,
                         signer: Some(&signer),
                         hasher: &hasher,
+                        provenance: &provenance,
                     };
                     let settled = client.settle(&file, &path, None);
                     matches!(
@@ -127,6 +154,9 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         match result {
             Some(Ok(Some((newly, value)))) => {
                 newly_signed += usize::from(newly);
+                for name in &f.also_named {
+                    list.insert(contents_path_of(d, name), value.clone());
+                }
                 list.insert(contents_path(d, f), value);
             }
             Some(Ok(None)) => config_files += 1,
@@ -196,18 +226,34 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         let path = env.vdb_entry().join(MANIFEST);
         (std::fs::read(&path), path)
     };
-    let manifest = match manifest {
-        Ok(bytes) => Manifest::parse(&bytes, &origin).unwrap_or_else(|e| {
-            report::print_problem(&escape_text(&format!("{e:#}; its signatures are not used")));
-            Manifest::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
-        Err(e) => {
-            let message = format!("cannot read {}: {e}", origin.display());
-            report::print_problem(&escape_text(&message));
-            Manifest::default()
-        }
+    // A list that cannot be read or parsed fails closed: none of it is
+    // used, nothing is signed with our key, and the package counts as not
+    // settled (strict: refused). Only its absence is a plain empty list.
+    let (manifest, list_problem) = match manifest {
+        Ok(bytes) => match Manifest::parse(&bytes, &origin) {
+            Ok(m) => (m, None),
+            Err(e) => (Manifest::default(), Some(format!("{e:#}"))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Manifest::default(), None),
+        Err(e) => (
+            Manifest::default(),
+            Some(format!("cannot read {}: {e}", origin.display())),
+        ),
     };
+    if let Some(problem) = &list_problem {
+        report::print_problem(&escape_text(&format!(
+            "{}/{}: {problem}: none of its signatures is used{}",
+            env.category,
+            env.pf,
+            if signer.is_some() {
+                ", and nothing is signed with our key"
+            } else {
+                ""
+            }
+        )));
+    }
+    let signer = signer.filter(|_| list_problem.is_none());
+    let provenance = Provenance::from_env();
     let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
     let client = Client {
         keys: &keys,
@@ -215,9 +261,10 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         manifest: &manifest,
         signer: signer.as_ref(),
         hasher: &hasher,
+        provenance: &provenance,
     };
     let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let (tally, when) = if env.phase == "preinst" {
+    let (mut tally, when) = if env.phase == "preinst" {
         let tally = client_preinst(env, &client, &protection, &runner)?;
         (tally, "before the merge")
     } else {
@@ -226,11 +273,12 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
             "merged",
         )
     };
+    tally.failed += usize::from(list_problem.is_some());
     report::print_summary(&format!(
         "{}/{}: {when}: {}",
         env.category,
         env.pf,
-        tally.line(signer.is_some())
+        tally.line(settings.mode == Mode::SignMissing)
     ));
     Ok(if tally.failed > 0 {
         Status::SomeFailed
@@ -249,7 +297,7 @@ fn client_preinst(
         .d
         .as_deref()
         .context("D is not set: preinst must run from Portage")?;
-    let (found, problems) = walk::collect(&[d.to_path_buf()]);
+    let (found, problems) = walk::collect_image(d, &[]);
     let mut tally = ClientTally::default();
     for problem in problems {
         let r = report::FileReport::from(problem);
@@ -296,11 +344,17 @@ fn client_postinst(
     let root = RootDir::open(&env.root)?;
     let objects: Vec<(&Path, [u8; 16])> =
         contents.objects().map(|(path, md5)| (path, *md5)).collect();
+    let mut census = LinkCensus::default();
+    for (path, _) in &objects {
+        if let Ok(meta) = std::fs::symlink_metadata(root.display_path(path)) {
+            census.add(meta.dev(), meta.ino());
+        }
+    }
     let results = runner.run(
         &objects,
         &Progress::hidden(),
         |_| 1,
-        |(path, md5)| settle_object(client, protection, &root, path, *md5),
+        |(path, md5)| settle_object(client, protection, &root, &census, path, *md5),
     );
     let mut tally = ClientTally::default();
     for ((path, _), result) in objects.iter().zip(results) {
@@ -329,6 +383,7 @@ fn settle_object(
     client: &Client,
     protection: &Protection,
     root: &RootDir,
+    census: &LinkCensus,
     path: &Path,
     md5: [u8; 16],
 ) -> (PathBuf, Result<crate::carried::Settled, Failure>) {
@@ -337,6 +392,9 @@ fn settle_object(
         Ok(f) => f,
         Err(e) => return (shown, Err(open_failure(&e))),
     };
+    if let Err(ima_core::Error::LinkedOutside { links, seen }) = census.check(&file) {
+        return (shown, Err(Failure::LinkedOutside { links, seen }));
+    }
     let config = protection.config_of(path);
     match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
         Err(Unsettled::ContentDiffers(actual)) => {
