@@ -162,6 +162,7 @@ def vm() -> Run:
 def test_policy_generated_in_the_vm_is_loaded(vm: Run):
     text = base64.b64decode(vm.record("policy-text", "-").fields["text"]).decode()
     assert "appraise func=BPRM_CHECK uid=0 appraise_type=imasig" in text, text
+    assert "appraise func=BPRM_CHECK fowner=0 appraise_type=imasig" in text, text
     assert "ima_appraise=enforce" in base64.b64decode(vm.record("kernel", "-").fields["cmdline"]).decode()
     vm.record("policy", "-")
 
@@ -277,13 +278,16 @@ def test_tmpfs_without_xattr_was_warned_and_denies_the_old_postrm(vm: Run):
 
 def test_policy_was_enforcing(vm: Run):
     """Unsigned and one-byte-changed copies of a merged program are refused
-    with IMA's own audit record; the changed copy runs for a user the policy
-    does not cover, so the change alone breaks nothing."""
+    with IMA's own audit record; the changed copy, owned by root, is refused
+    to the portage user too: the default policy appraises root's programs
+    whoever runs them (fowner=0, which covers setuid-root ones; issue 20)."""
     assert vm.exec("unsigned")[0] == 126
     assert vm.exec("changed")[0] == 126
-    assert vm.exec("changed-as-user") == (0, "hello from libhello")
+    rc, out = vm.exec("changed-as-user")
+    assert rc != 0 and "Permission denied" in out, out
     assert vm.denials("enforcing") == [
         ("/usr/local/bin/hello-unsigned", "IMA-signature-required"),
+        ("/usr/local/bin/hello-changed", "invalid-signature"),
         ("/usr/local/bin/hello-changed", "invalid-signature"),
     ]
     # root-exec appraises programs, not the libraries they map.

@@ -18,6 +18,12 @@
 //!   denial predates the signature; nothing to do;
 //! - `error`: the file could not be checked (the reason is given).
 //!
+//! After a first boot with `policy --observe` (measure and audit rules
+//! where the appraise rules would be), the files its `audit` rules recorded
+//! (type 1805) or its `ima-sig` measurements list are *observed*; each
+//! that is on disk and carries no signature the kernel would accept is one
+//! enforcing would refuse ([`Finding::enforce_refuses`]).
+//!
 //! Nothing is written unless [`fix`] is called, and it signs only
 //! `unsigned-pristine` files, through the same per-file rules as `sign`
 //! (the MD5 is checked again on the descriptor that gets the signature).
@@ -34,7 +40,8 @@ use crate::escape::{escape_bytes, escape_path};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::kernel::audit_record::AuditLog;
-use crate::kernel::measurements::MeasurementList;
+use crate::kernel::audit_rule::RuleLog;
+use crate::kernel::measurements::{MeasurementList, Template};
 use crate::report::{FileReport, Outcome};
 
 /// What a file the kernel saw is now.
@@ -90,6 +97,10 @@ pub struct Sighting {
     pub denials: usize,
     /// Entries in the measurement list.
     pub measured: usize,
+    /// Records of an `audit` rule (type 1805).
+    pub audited: usize,
+    /// Entries of the `ima-sig` template (which carry the signature).
+    pub sig_measured: usize,
     pub causes: BTreeSet<String>,
     pub comms: BTreeSet<String>,
 }
@@ -119,14 +130,42 @@ impl Sightings {
         }
     }
 
+    /// Adds the files an `audit` rule recorded.
+    pub fn add_rule_log(&mut self, log: &RuleLog) {
+        for r in &log.records {
+            if !self.seen_events.insert((r.time.clone(), r.serial)) {
+                continue;
+            }
+            let s = self.files.entry(r.file.clone()).or_default();
+            s.audited += 1;
+            if let Some(comm) = &r.comm {
+                s.comms.insert(escape_bytes(comm).into_owned());
+            }
+        }
+    }
+
+    /// Whether any file was observed (see the module docs).
+    pub fn observed(&self) -> bool {
+        self.files.values().any(Sighting::observed)
+    }
+
     /// Adds the files of a measurement list (`boot_aggregate` and other
     /// names that are not absolute paths are not files).
     pub fn add_measurements(&mut self, list: &MeasurementList) {
         for m in &list.measurements {
             if m.path.is_absolute() {
-                self.files.entry(m.path.clone()).or_default().measured += 1;
+                let s = self.files.entry(m.path.clone()).or_default();
+                s.measured += 1;
+                s.sig_measured += usize::from(m.template == Template::ImaSig);
             }
         }
+    }
+}
+
+impl Sighting {
+    /// Recorded by an `audit` rule or an `ima-sig` measurement.
+    pub fn observed(&self) -> bool {
+        self.audited > 0 || self.sig_measured > 0
     }
 }
 
@@ -152,6 +191,12 @@ pub struct Finding {
     pub keyid: Option<String>,
     pub denials: usize,
     pub measured: usize,
+    /// Records of an `audit` rule (type 1805).
+    pub audited: usize,
+    /// Observed by a first boot (see the module docs), on disk, and without
+    /// a signature the kernel would accept (or it could not be checked):
+    /// enforcing would refuse it.
+    pub enforce_refuses: bool,
     pub causes: Vec<String>,
     pub comms: Vec<String>,
     /// After `--fix`: what signing did.
@@ -198,6 +243,8 @@ fn classify_one(
         keyid: None,
         denials: seen.denials,
         measured: seen.measured,
+        audited: seen.audited,
+        enforce_refuses: false,
         causes: seen.causes.iter().cloned().collect(),
         comms: seen.comms.iter().cloned().collect(),
         fixed: None,
@@ -211,11 +258,22 @@ fn classify_one(
                 None => "not on disk, and no package lists it".into(),
             },
         ),
-        Err(e) => (Class::Error, engine::open_failure(&e).to_string()),
+        Err(e) => {
+            finding.enforce_refuses = seen.observed();
+            (Class::Error, engine::open_failure(&e).to_string())
+        }
         Ok(file) => match keys.certs.verify_file(&file, true) {
-            Err(e) => (Class::Error, e.to_string()),
+            Err(e) => {
+                finding.enforce_refuses = seen.observed();
+                (Class::Error, e.to_string())
+            }
             Ok(report) => {
                 finding.keyid = report.keyid.map(|k| k.to_string());
+                let accepted = matches!(
+                    kernel_accepts(&report.status, report.keyid, keys),
+                    Acceptance::Yes
+                );
+                finding.enforce_refuses = seen.observed() && !accepted;
                 let signature = signature_words(&report.status, report.keyid, keys);
                 match &owner {
                     None => (
@@ -237,7 +295,11 @@ fn classify_one(
                     Some(_) => match kernel_accepts(&report.status, report.keyid, keys) {
                         Acceptance::Yes => (
                             Class::Valid,
-                            format!("{signature}; content as installed: the denial predates it"),
+                            if seen.denials == 0 {
+                                format!("{signature}; content as installed")
+                            } else {
+                                format!("{signature}; content as installed: the denial predates it")
+                            },
                         ),
                         Acceptance::ForeignKey => (
                             Class::ForeignKey,

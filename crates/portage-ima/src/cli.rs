@@ -343,6 +343,14 @@ pub struct DoctorArgs {
     /// loads, /etc/ima/ima-policy].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+
+    /// efivarfs directory to read Secure Boot from (tests).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub efivars: Option<PathBuf>,
+
+    /// Kernel log to read instead of /dev/kmsg (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub kernel_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +380,13 @@ pub struct PolicyArgs {
     /// ima_template=ima-sig to log the signatures).
     #[arg(long)]
     pub measure: bool,
+
+    /// A first-boot policy for machines where `ima_appraise=log` is ignored
+    /// (Secure Boot): `measure` (ima-sig) and `audit` rules where the
+    /// appraise rules would be, so nothing is refused; after that boot,
+    /// `portage-ima audit --measurements` lists what enforcing would refuse.
+    #[arg(long, conflicts_with = "check")]
+    pub observe: bool,
 
     /// Appraise POLICY_CHECK: once loaded, a further policy is accepted only
     /// when written by path and signed (see --sign).

@@ -48,6 +48,7 @@ fn request(scope: Scope) -> Request {
         scope,
         measure: false,
         require_signed_policy: false,
+        observe: false,
     }
 }
 

@@ -21,14 +21,14 @@ use crate::escape::{escape_path, escape_text};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
-use crate::kernel::{audit_record, measurements, BadLine};
+use crate::kernel::kmsg::{self, KMSG};
+use crate::kernel::{audit_record, audit_rule, measurements, BadLine};
 use crate::plan::Location;
 use crate::report::Status;
 use crate::settings::Settings;
 
 /// How many unreadable lines are shown as warnings.
 const SHOWN_PROBLEMS: usize = 10;
-const KMSG: &str = "/dev/kmsg";
 const AUDIT_LOG: &str = "/var/log/audit/audit.log";
 
 /// A line of an input that could not be read, with the input's name.
@@ -47,6 +47,9 @@ struct JsonReport<'a> {
     unreadable_lines: &'a [InputProblem],
     #[serde(skip_serializing_if = "Option::is_none")]
     keyring: Option<&'a str>,
+    /// After an observe boot: the files enforcing would refuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforce_would_refuse: Option<Vec<String>>,
 }
 
 pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
@@ -61,6 +64,12 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
             bad: bad.clone(),
         }));
         sightings.add_log(&log);
+        let rules = audit_rule::parse(&data);
+        problems.extend(rules.bad.iter().map(|bad| InputProblem {
+            source: source.clone(),
+            bad: bad.clone(),
+        }));
+        sightings.add_rule_log(&rules);
     }
     if let Some(file) = &args.measurements {
         let data = read_input(file)?;
@@ -122,6 +131,7 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
     });
 
     let counts = audit::counts(&findings);
+    let observed = sightings.observed();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let report = JsonReport {
@@ -130,11 +140,21 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
             summary: counts.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
             unreadable_lines: &problems,
             keyring: keyring.as_ref().map(|(name, _)| *name),
+            enforce_would_refuse: observed.then(|| {
+                findings
+                    .iter()
+                    .filter(|f| f.enforce_refuses)
+                    .map(|f| f.path.to_string_lossy().into_owned())
+                    .collect()
+            }),
         };
         serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;
     } else {
         write_text(&mut out, &findings, &counts, args.fix)?;
+        if observed {
+            write_observed(&mut out, &sightings, &findings)?;
+        }
     }
     out.flush()?;
     let attention = findings.iter().any(|f| f.class != Class::Valid);
@@ -161,11 +181,16 @@ fn write_text(
                 None => writeln!(out, "not owned by any package:")?,
             }
         }
-        let seen = match (f.denials, f.measured) {
-            (0, m) => format!("measured {m}x"),
-            (d, 0) => format!("denied {d}x"),
-            (d, m) => format!("denied {d}x, measured {m}x"),
-        };
+        let seen = [
+            ("denied", f.denials),
+            ("measured", f.measured),
+            ("audited", f.audited),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what} {n}x"))
+        .collect::<Vec<_>>()
+        .join(", ");
         let why = if f.causes.is_empty() {
             String::new()
         } else {
@@ -217,7 +242,10 @@ fn write_text(
         .filter_map(|c| counts.get(c).map(|n| format!("{n} {}", c.as_str())))
         .collect();
     if total == 0 {
-        writeln!(out, "portage-ima: no file denied or measured in the log")
+        writeln!(
+            out,
+            "portage-ima: no file denied, measured or audited in the log"
+        )
     } else {
         writeln!(
             out,
@@ -226,6 +254,40 @@ fn write_text(
             parts.join(", ")
         )
     }
+}
+
+/// After an observe boot (`policy --observe`): what enforcing would refuse.
+fn write_observed(
+    out: &mut impl Write,
+    sightings: &Sightings,
+    findings: &[Finding],
+) -> std::io::Result<()> {
+    let observed = sightings.files.values().filter(|s| s.observed()).count();
+    let refused: Vec<&Finding> = findings.iter().filter(|f| f.enforce_refuses).collect();
+    if refused.is_empty() {
+        return writeln!(
+            out,
+            "portage-ima: enforcing would refuse none of the {observed} files the audit rules \
+             and ima-sig measurements recorded: the policy without --observe can be installed"
+        );
+    }
+    writeln!(
+        out,
+        "portage-ima: enforcing would refuse {} of the {observed} files the audit rules and \
+         ima-sig measurements recorded; sign them (audit --fix for unsigned-pristine ones, \
+         `portage-ima sign --files` for others you trust) before installing the policy \
+         without --observe:",
+        refused.len()
+    )?;
+    for f in refused {
+        writeln!(
+            out,
+            "  would refuse {}: {}",
+            escape_path(&f.path),
+            escape_text(&f.detail)
+        )?;
+    }
+    Ok(())
 }
 
 /// The logs to read, each with the name it is reported under.
@@ -238,7 +300,7 @@ fn read_logs(logs: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
     }
     let mut found = Vec::new();
     let mut errors = Vec::new();
-    match read_kmsg() {
+    match kmsg::read() {
         Ok(data) => found.push((KMSG.to_string(), data)),
         Err(e) => errors.push(format!("{KMSG}: {e}")),
     }
@@ -266,35 +328,6 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
             .context("cannot read stdin")?;
     } else {
         data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    }
-    Ok(data)
-}
-
-/// The records in the kernel's ring buffer, one line each, without waiting
-/// for new ones: `/dev/kmsg` gives one record per read, `EAGAIN` at the
-/// end, and `EPIPE` when records were overwritten while reading.
-fn read_kmsg() -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(KMSG)?;
-    let mut data = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                data.extend_from_slice(&buf[..n]);
-                if !data.ends_with(b"\n") {
-                    data.push(b'\n');
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
     }
     Ok(data)
 }

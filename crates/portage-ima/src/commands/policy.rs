@@ -42,6 +42,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         },
         measure: args.measure,
         require_signed_policy: args.require_signed_policy,
+        observe: args.observe,
     };
     let generated = policy::generate(&setup, &request)?;
     for warning in &generated.warnings {

@@ -108,6 +108,16 @@ pub fn parse(data: &[u8]) -> AuditLog {
 /// What follows the record's `audit(` when `line` is one record of a log
 /// format of the module docs.
 fn record_start(line: &[u8]) -> Option<&[u8]> {
+    record_after(line, KERNEL_MARKER, AUDITD_MARKER)
+}
+
+/// The same for any audit record type: `kernel_marker` as the kernel log
+/// writes it (`audit: type=N audit(`), `auditd_marker` as auditd does.
+pub(super) fn record_after<'a>(
+    line: &'a [u8],
+    kernel_marker: &[u8],
+    auditd_marker: &[u8],
+) -> Option<&'a [u8]> {
     let auditd = match line.strip_prefix(b"node=") {
         Some(node) => node
             .iter()
@@ -115,13 +125,13 @@ fn record_start(line: &[u8]) -> Option<&[u8]> {
             .map_or(&b""[..], |at| &node[at + 1..]),
         None => line,
     };
-    if let Some(rest) = auditd.strip_prefix(AUDITD_MARKER) {
+    if let Some(rest) = auditd.strip_prefix(auditd_marker) {
         return Some(rest);
     }
     let kernel = kmsg_body(line)
         .or_else(|| syslog_body(line))
         .unwrap_or_else(|| strip_level(line));
-    strip_time(kernel).strip_prefix(KERNEL_MARKER)
+    strip_time(kernel).strip_prefix(kernel_marker)
 }
 
 /// `dmesg -x`'s `kern  :notice: `.
@@ -182,7 +192,7 @@ fn strip_time(message: &[u8]) -> &[u8] {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -254,7 +264,7 @@ fn parse_record(line: usize, rest: &[u8]) -> Result<AuditRecord, String> {
 /// A field's key, and its value (a quoted one keeps its opening quote).
 type Field<'a> = (&'a [u8], Vec<u8>);
 
-fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
+pub(super) fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     loop {
         while let Some((&b' ', tail)) = s.split_first() {
@@ -291,7 +301,7 @@ fn fields_of(mut s: &[u8]) -> Result<Vec<Field<'_>>, String> {
 }
 
 /// A value written by `audit_log_untrustedstring`: quoted text, or hex.
-fn untrusted(key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn untrusted(key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
     if let Some(text) = value.strip_prefix(b"\"") {
         return Ok(text.to_vec());
     }
@@ -321,7 +331,7 @@ fn number_field(key: &str, value: &[u8]) -> Result<u64, String> {
         .ok_or_else(|| format!("{key}={} is not a number", lossy(value)))
 }
 
-fn lossy(bytes: &[u8]) -> String {
+pub(super) fn lossy(bytes: &[u8]) -> String {
     crate::escape::escape_bytes(bytes).into_owned()
 }
 

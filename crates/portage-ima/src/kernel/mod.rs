@@ -1,17 +1,20 @@
 //! What the running kernel's IMA says about files: its appraisal audit
-//! records ([`audit_record`]) and its measurement list ([`measurements`]),
+//! records ([`audit_record`]), its `audit` rules' records
+//! ([`audit_rule`]) and its measurement list ([`measurements`]),
 //! parsed from the text the kernel and auditd write, and whether it booted
 //! with Secure Boot ([`secure_boot`]), whether it enforces appraisal of
 //! what root runs ([`enforcement`]); its mounts ([`mountinfo`]) and
 //! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
-//! whether this process may write `security.ima` ([`capabilities`]).
-//! The log parsers take
+//! whether this process may write `security.ima` ([`capabilities`]); and
+//! the kernel log itself ([`kmsg`]). The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
 pub mod audit_record;
+pub mod audit_rule;
 pub mod capabilities;
 pub mod enforcement;
+pub mod kmsg;
 pub mod measurements;
 pub mod mountinfo;
 pub mod secure_boot;

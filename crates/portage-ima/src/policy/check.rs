@@ -8,7 +8,11 @@
 //!
 //! - `FILE_CHECK` (`mask=MAY_READ`): any file opened for reading;
 //! - `BPRM_CHECK` (`MAY_EXEC`): a file with an execute bit (a program or a
-//!   script run directly);
+//!   script run directly); a setuid-root program run by a user is matched
+//!   with the user's ids (so `uid=0` misses it, `fowner=0` does not);
+//! - `CREDS_CHECK` (`MAY_EXEC`): the same execve against the new
+//!   credentials, which the kernel asks before it applies a setuid or
+//!   setgid bit (`begin_new_exec` computes those later): the caller's ids;
 //! - `MMAP_CHECK` and `MMAP_CHECK_REQPROT` (`MAY_EXEC`): an ELF file, since
 //!   both shared objects and the programs themselves are mapped executable
 //!   (the ELF loader maps a program through `vm_mmap`, which asks the hook);
@@ -218,6 +222,7 @@ fn accesses(root: &Path, f: &Found) -> Vec<(Func, Access)> {
     let mut out = vec![(Func::FileCheck, Access::Read)];
     if f.meta.mode() & 0o111 != 0 {
         out.push((Func::BprmCheck, Access::Exec));
+        out.push((Func::CredsCheck, Access::Exec));
     }
     if is_elf(&f.path) {
         out.push((Func::MmapCheck, Access::Exec));

@@ -65,7 +65,8 @@ pub const PSEUDO_FILESYSTEMS: &[(&str, u64)] = &[
 /// What the policy appraises (`--appraise`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
-    /// Programs root executes (BPRM_CHECK uid=0).
+    /// Programs root executes (BPRM_CHECK uid=0), and programs owned by
+    /// root whoever executes them (BPRM_CHECK fowner=0: setuid-root ones).
     RootExec,
     /// Every program executed, by anyone.
     Exec,
@@ -84,7 +85,10 @@ impl Scope {
 
     fn describe(self) -> &'static str {
         match self {
-            Scope::RootExec => "programs executed by root (uid 0) must carry a valid signature",
+            Scope::RootExec => {
+                "programs executed by root (uid 0), and programs owned by root whoever executes \
+                 them (setuid-root ones included), must carry a valid signature"
+            }
             Scope::Exec => "every program executed must carry a valid signature",
             Scope::ExecMmap => {
                 "every program executed and every file mapped executable (shared libraries) \
@@ -97,14 +101,29 @@ impl Scope {
     fn targets(self) -> Vec<Vec<Condition>> {
         let exec = vec![Condition::Func(Func::BprmCheck)];
         match self {
-            Scope::RootExec => vec![vec![
-                Condition::Func(Func::BprmCheck),
-                Condition::Id {
-                    field: IdField::Uid,
-                    op: IdOp::Equal,
-                    value: 0,
-                },
-            ]],
+            // A setuid-root program run by a user passes uid=0 (the
+            // caller's uid) and CREDS_CHECK euid=0 alike: the kernel asks
+            // both before begin_new_exec applies the setuid bit (6.12,
+            // tests/kernel/test_setuid_observe.py). fowner=0 catches it,
+            // whoever runs it; the user's own programs stay outside.
+            Scope::RootExec => vec![
+                vec![
+                    Condition::Func(Func::BprmCheck),
+                    Condition::Id {
+                        field: IdField::Uid,
+                        op: IdOp::Equal,
+                        value: 0,
+                    },
+                ],
+                vec![
+                    Condition::Func(Func::BprmCheck),
+                    Condition::Id {
+                        field: IdField::Fowner,
+                        op: IdOp::Equal,
+                        value: 0,
+                    },
+                ],
+            ],
             Scope::Exec => vec![exec],
             Scope::ExecMmap => vec![
                 exec,
@@ -128,6 +147,11 @@ pub struct Request {
     pub measure: bool,
     /// Appraise POLICY_CHECK: a policy loaded later must be signed.
     pub require_signed_policy: bool,
+    /// A first-boot policy: `measure` (template ima-sig) and `audit` rules
+    /// where the appraise rules would be, so nothing is refused and
+    /// `portage-ima audit` lists what enforcing would refuse. For machines
+    /// where `ima_appraise=log` is ignored (Secure Boot).
+    pub observe: bool,
 }
 
 /// Where Portage builds, relative to the filesystems of the system.
@@ -393,7 +417,12 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
     let mut p = Policy::default();
     p.comment("IMA policy for a Gentoo system, written by `portage-ima policy`.");
     p.comment_wrapped(&format!(
-        "Appraise: {} ({}).",
+        "{}: {} ({}).",
+        if request.observe {
+            "Observe, nothing appraised; enforcing would appraise"
+        } else {
+            "Appraise"
+        },
         scope.name(),
         scope.describe()
     ));
@@ -479,6 +508,14 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
     }
 
     p.blank();
+    if request.observe {
+        observe_rules(&mut p, scope);
+        return Ok(Generated {
+            policy: p,
+            warnings,
+            wider,
+        });
+    }
     p.comment_wrapped(&format!("What is appraised: {}.", scope.describe()));
     for target in scope.targets() {
         let mut rule = Rule::new(Action::Appraise);
@@ -498,6 +535,28 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
         warnings,
         wider,
     })
+}
+
+/// The observe policy's rules: what `scope` would appraise is measured
+/// with its signature (template `ima-sig`, whatever the boot's default
+/// template) and audited (`type=1805` records, once per file), and nothing
+/// is appraised.
+fn observe_rules(p: &mut Policy, scope: Scope) {
+    p.comment_wrapped(&format!(
+        "FIRST BOOT (observe): nothing is appraised. Where enforcing would appraise ({}), \
+         each file is measured with its signature and audited instead; after this boot \
+         `portage-ima audit --measurements` lists every one enforcing would refuse. Then \
+         install the policy without --observe.",
+        scope.describe()
+    ));
+    for target in scope.targets() {
+        let mut measure = Rule::new(Action::Measure);
+        measure.conditions = target.clone();
+        p.rule(measure.with(RuleOption::Template("ima-sig".into())));
+        let mut audit = Rule::new(Action::Audit);
+        audit.conditions = target;
+        p.rule(audit);
+    }
 }
 
 #[cfg(test)]

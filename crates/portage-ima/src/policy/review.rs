@@ -389,6 +389,7 @@ mod tests {
                             scope,
                             measure,
                             require_signed_policy,
+                            observe: false,
                         };
                         let Ok(g) = generate(&m.setup, &request) else {
                             continue;

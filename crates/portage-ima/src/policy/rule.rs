@@ -56,6 +56,11 @@ impl Action {
 pub enum Func {
     /// A program being executed (execve).
     BprmCheck,
+    /// The same execve, matched against the new program's credentials
+    /// (`bprm->cred`); the kernel asks before it applies a setuid bit
+    /// (`begin_new_exec` does that later), so `euid=0` here does not catch
+    /// a setuid-root program run by a user.
+    CredsCheck,
     /// A file mapped with PROT_EXEC (shared libraries).
     MmapCheck,
     /// As MMAP_CHECK, on the protection the application asked for.
@@ -75,8 +80,9 @@ pub enum Func {
 }
 
 impl Func {
-    pub const ALL: [Func; 13] = [
+    pub const ALL: [Func; 14] = [
         Func::BprmCheck,
+        Func::CredsCheck,
         Func::MmapCheck,
         Func::MmapCheckReqprot,
         Func::FileCheck,
@@ -94,6 +100,7 @@ impl Func {
     pub fn keyword(self) -> &'static str {
         match self {
             Func::BprmCheck => "BPRM_CHECK",
+            Func::CredsCheck => "CREDS_CHECK",
             Func::MmapCheck => "MMAP_CHECK",
             Func::MmapCheckReqprot => "MMAP_CHECK_REQPROT",
             Func::FileCheck => "FILE_CHECK",

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use ima_core::KeyId;
 
 use super::keyring::check_keyring;
+use super::secure_boot::{check_secure_boot, ignored_mode};
 use super::{CheckId, Report};
+use crate::kernel::secure_boot::SecureBoot;
 use crate::settings::Settings;
 
 /// What the kernel checks found, for the checks that depend on it.
@@ -66,13 +68,22 @@ fn read_policy(
     })
 }
 
-/// securityfs, IMA, appraise mode, the hash, the keyring, the policy.
+/// Where the Secure Boot checks read the firmware's variables and the
+/// kernel log (hidden flags let tests give their own).
+pub(super) struct KernelSources {
+    pub(super) efivars: PathBuf,
+    /// A file instead of /dev/kmsg.
+    pub(super) kernel_log: Option<PathBuf>,
+}
+
+/// securityfs, IMA, appraise mode, Secure Boot, the hash, the keyring, the policy.
 pub(super) fn check_kernel(
     r: &mut Report,
     s: Option<&Settings>,
     keyid: Option<KeyId>,
     policy_file: Option<&Path>,
     root: &Path,
+    sources: &KernelSources,
 ) -> Kernel {
     let mut k = Kernel::default();
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
@@ -158,7 +169,35 @@ pub(super) fn check_kernel(
     };
     let policy_failed = r.checks.iter().any(|c| c.check == CheckId::Policy);
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    check_appraise(r, &mut k, &cmdline, policy.as_ref());
+    let kernel_log = match &sources.kernel_log {
+        Some(path) => fs::read(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            crate::kernel::kmsg::read().map_err(|e| format!("{}: {e}", crate::kernel::kmsg::KMSG))
+        }
+    };
+    // Under Secure Boot the kernel ignored ima_appraise=: judge the mode
+    // without it.
+    let ignored = SecureBoot::read(&sources.efivars) == SecureBoot::Enabled
+        || kernel_log.as_deref().ok().and_then(ignored_mode).is_some();
+    let effective = if ignored {
+        cmdline
+            .split_whitespace()
+            .filter(|w| !w.starts_with("ima_appraise="))
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        cmdline.clone()
+    };
+    check_appraise(r, &mut k, &effective, policy.as_ref());
+    if ignored {
+        if let Some(c) = r.checks.last_mut().filter(|c| c.check == CheckId::Appraise) {
+            c.finding = c.finding.replace(
+                "ima_appraise not on the command line",
+                "ima_appraise= ignored under Secure Boot",
+            );
+        }
+    }
+    check_secure_boot(r, &sources.efivars, kernel_log, &cmdline);
 
     match s {
         Some(s) => check_hash(r, s.hash.name()),
@@ -316,7 +355,7 @@ impl Policy {
 }
 
 /// The value of `name=` on the kernel command line (the last one wins).
-fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
+pub(super) fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
     let before_init = cmdline.split(" -- ").next().unwrap_or(cmdline);
     before_init
         .split_whitespace()

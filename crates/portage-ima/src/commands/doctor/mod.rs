@@ -17,6 +17,8 @@
 //! - this file: [`CheckId`] (every check, listed once), the [`Report`] and [`run`];
 //! - `keys.rs`: config's key, its access, the certificate, the key id;
 //! - `kernel.rs`: securityfs, IMA, the appraise mode, the hash, the policy;
+//! - `secure_boot.rs`: UEFI Secure Boot (efivarfs, the kernel log) and
+//!   whether an `init=/bin/sh` recovery is possible;
 //! - `keyring.rs`: the certificate on the `.ima` or `_ima` keyring;
 //! - `binpkg.rs`: a client's trusted certificates, and what binary packages
 //!   carry of the signatures;
@@ -40,6 +42,7 @@ mod keys;
 mod pin;
 mod policy;
 mod portage;
+mod secure_boot;
 mod self_check;
 mod signatures;
 
@@ -106,6 +109,10 @@ check_ids! {
     Ima,
     /// The appraise mode.
     Appraise,
+    /// UEFI Secure Boot: whether ima_appraise= is honoured.
+    SecureBoot,
+    /// Whether init=/bin/sh can be given at boot to recover.
+    Recovery,
     /// The kernel computes the configured hash.
     Hash,
     /// The certificate is on the IMA keyring.
@@ -377,6 +384,13 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         keyid,
         args.policy.as_deref(),
         root,
+        &kernel::KernelSources {
+            efivars: args
+                .efivars
+                .clone()
+                .unwrap_or_else(|| crate::kernel::secure_boot::EFIVARS.into()),
+            kernel_log: args.kernel_log.clone(),
+        },
     );
     let vars = portage::check_portage(&mut r, settings.as_ref(), root);
     pin::check_saved_pin(&mut r, settings.as_ref(), root);
