@@ -21,6 +21,9 @@
 #             listed in build-info/IMA_SIGNATURES, the package carries them.
 # With mode = "verify" in ima.toml (a client of a binary host, no key),
 # preinst and postinst keep the package's trusted signatures instead.
+#   postrm:   (only with [keylime] in ima.toml) the removed or replaced
+#             version's digests leave the Keylime runtime policy, which
+#             postinst updates for the new version; never fails an unmerge.
 #
 # Nothing happens in any other phase: not in `depend` (metadata generation,
 # where running a command corrupts the cache) and not with an empty
@@ -37,7 +40,7 @@
 case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 1:postinst | yes:postinst) einfo "portage-ima: PORTAGE_IMA_SKIP=${PORTAGE_IMA_SKIP}: files of ${CATEGORY}/${PF} are not signed" ;;
 1:* | yes:*) ;;
-*:package | *:preinst | *:postinst)
+*:package | *:preinst | *:postinst | *:postrm)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
 		# Warn once per package (postinst), not in both phases.
@@ -76,11 +79,12 @@ case ${PORTAGE_IMA_SKIP-}:${EBUILD_PHASE-} in
 			?*) if [[ ${PORTAGE_IMA_ELOG_SUMMARY-} == yes ]]; then elog "${_portage_ima_line}"; else einfo "${_portage_ima_line}"; fi ;;
 			esac
 		done <<<"${_portage_ima_out}"
-		case ${_portage_ima_rc}:${_portage_ima_strict} in
+		case ${_portage_ima_rc}:${_portage_ima_strict}:${EBUILD_PHASE} in
 		0:*) ;;
-		1:) ;; # the files not signed were reported just above
+		*:postrm) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in postrm: the Keylime policy may still list ${CATEGORY}/${PF} (the next merge catches up)" ;;
+		1::*) ;; # the files not signed were reported just above
 		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed (or carry no trusted signature) in ${EBUILD_PHASE}, see the warnings above" ;;
-		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
+		*:1:*) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		*) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		esac
 	fi

@@ -33,6 +33,7 @@ macro_rules! eq_from_ord {
 
 pub mod atom;
 pub mod contents;
+pub mod emerge_process;
 pub mod cpv;
 pub mod env;
 pub mod fnmatch;
