@@ -178,12 +178,29 @@ def test_verifier_down_never_fails_the_merge_and_the_next_push_catches_up(pg, ho
         time.sleep(0.2)
     assert "cannot reach the verifier" in log.read_text()
     assert verifier.policy(name) is None or pg.ed("/usr/bin/kldown") not in verifier.policy(name)["digests"]
+    if pg.layout == "root":  # doctor's --root is the config root and EROOT
+        assert doctor(pg, hook_bin)["keylime-verifier"]["status"] == "warn"
     # The verifier is back: the next emerge's push sends everything.
     configure(pg, verifier)
     pg.emerge(pg.add_ebuild("kldown2", "1")).check()
     held = check_state(pg, hook_bin, verifier, name, tmp_path)
     assert pg.ed("/usr/bin/kldown") in held["digests"]
     assert pg.ed("/usr/bin/kldown2") in held["digests"]
+    if pg.layout == "root":
+        checks = doctor(pg, hook_bin)
+        assert checks["keylime-policy"]["status"] == "ok", checks["keylime-policy"]
+        assert checks["keylime-verifier"]["status"] == "ok", checks["keylime-verifier"]
+        # A package the policy does not know (its hook never ran): doctor says so.
+        state = Path(str(policy_file(pg)) + ".packages")
+        state.write_text("".join(l for l in state.read_text().splitlines(True) if "/kldown2-1\t" not in l))
+        checks = doctor(pg, hook_bin)
+        assert checks["keylime-policy"]["status"] == "fail", checks["keylime-policy"]
+        assert f"{CATEGORY}/kldown2-1" in checks["keylime-policy"]["finding"]
+
+
+def doctor(pg, hook_bin) -> dict:
+    r = System(pg, hook_bin).run("doctor", "--json")
+    return {c["check"]: c for c in json.loads(r.stdout)["checks"]}
 
 
 MANY_FILES = """\

@@ -303,6 +303,46 @@ impl Keeper {
     }
 }
 
+/// How far the policy is behind the vdb.
+#[derive(Debug, Default)]
+pub struct Staleness {
+    /// Installed packages the policy does not cover yet.
+    pub missing: Vec<String>,
+    /// Packages the policy covers that are no longer installed.
+    pub gone: Vec<String>,
+    pub packages: usize,
+}
+
+impl PolicyFiles {
+    /// Compares the packages the state records with the vdb's (no CONTENTS
+    /// read). An error when there is no policy or state yet.
+    pub fn staleness(&self, vdb: &Vdb) -> Result<Staleness> {
+        if !self.policy.exists() {
+            bail!("{} does not exist", self.policy.display());
+        }
+        let state = read_state(&self.state)?;
+        let installed: BTreeSet<String> = vdb
+            .packages()
+            .with_context(|| format!("cannot list {}", vdb.path().display()))?
+            .iter()
+            .map(|p| p.cpv().to_string())
+            .collect();
+        Ok(Staleness {
+            missing: installed
+                .iter()
+                .filter(|c| !state.contains_key(*c))
+                .cloned()
+                .collect(),
+            gone: state
+                .keys()
+                .filter(|c| !installed.contains(*c))
+                .cloned()
+                .collect(),
+            packages: installed.len(),
+        })
+    }
+}
+
 /// Reads the state file; a missing one is empty (the update then digests
 /// every package).
 fn read_state(path: &Path) -> Result<State> {
