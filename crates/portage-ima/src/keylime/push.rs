@@ -192,12 +192,20 @@ impl Verifier {
         } else {
             where_.clone()
         };
+        // A GET carries no body, and no Content-Type: the verifier would
+        // try to parse the empty body as JSON (HTTP 400).
+        let content = if body.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+        };
         let head = format!(
             "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portage-ima\r\n\
-             Accept: application/json\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
+             Accept: application/json\r\n{content}Connection: close\r\n\r\n",
             self.path(),
-            body.len()
         );
         stream.write_all(head.as_bytes())?;
         stream.write_all(body.as_bytes())?;
