@@ -328,6 +328,20 @@ pub enum KeylimeCommand {
         #[arg(long)]
         push: bool,
     },
+    /// Update the policy for one package, as the hook does in postinst
+    /// (`--refresh`) or postrm (`--remove`); every other change since the
+    /// last update (packages merged or gone) is caught up too.
+    Update {
+        /// CATEGORY/PF to digest again.
+        #[arg(long, value_name = "CATEGORY/PF")]
+        refresh: Option<String>,
+        /// CATEGORY/PF to take out.
+        #[arg(long, value_name = "CATEGORY/PF")]
+        remove: Option<String>,
+        /// Root whose package database and files to read [default: ROOT or EROOT from the environment, else /].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
     /// Judge a measurement list against the policy with Keylime's rules and
     /// name each file that fails, with its package.
     ///

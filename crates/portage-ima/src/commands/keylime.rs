@@ -37,6 +37,21 @@ pub fn run(config: Option<&Path>, what: &KeylimeCommand) -> Result<Status> {
             }
             Ok(Status::Success)
         }
+        KeylimeCommand::Update {
+            refresh,
+            remove,
+            root,
+        } => {
+            let (keylime, location) = configured(&settings, root.as_deref())?;
+            let keeper = Keeper::open(&settings, &keylime, &location)?;
+            let updated = keeper.update(&Change {
+                refresh: refresh.clone(),
+                remove: remove.clone(),
+                rebuild: false,
+            })?;
+            print_updated(&keeper.files, &updated);
+            Ok(Status::Success)
+        }
         KeylimeCommand::Push {
             force,
             root,
