@@ -71,7 +71,12 @@ pub fn run(config: Option<&Path>, what: &KeylimeCommand) -> Result<Status> {
             measurements,
             policy,
             root,
-        } => check(&settings, measurements.as_deref(), policy.as_deref(), root.as_deref()),
+        } => check(
+            &settings,
+            measurements.as_deref(),
+            policy.as_deref(),
+            root.as_deref(),
+        ),
     }
 }
 
@@ -88,10 +93,7 @@ fn configured(settings: &Settings, root: Option<&Path>) -> Result<(KeylimeConfig
                 .display()
         );
     };
-    Ok((
-        keylime,
-        Location::resolve(root, |n| std::env::var(n).ok()),
-    ))
+    Ok((keylime, Location::resolve(root, |n| std::env::var(n).ok())))
 }
 
 fn verifier(keylime: &KeylimeConfig) -> Result<Verifier> {
@@ -141,7 +143,8 @@ fn check(
         (None, Some(k)) => k.policy_path(&location.eroot),
         (None, None) => bail!("give --policy FILE, or set [keylime] in ima.toml"),
     };
-    let json = std::fs::read(&policy).with_context(|| format!("cannot read {}", policy.display()))?;
+    let json =
+        std::fs::read(&policy).with_context(|| format!("cannot read {}", policy.display()))?;
     let rules = Rules::new(&json, settings.backend)
         .with_context(|| format!("policy {}", policy.display()))?;
     let list_path = measurements.unwrap_or(Path::new(MEASUREMENTS));

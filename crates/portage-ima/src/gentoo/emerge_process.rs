@@ -61,10 +61,16 @@ mod tests {
 
     #[test]
     fn command_lines() {
-        assert!(is_emerge_cmdline(b"/usr/bin/python3.12\0-b\0/usr/lib/python-exec/python3.12/emerge\0-1\0foo\0"));
+        assert!(is_emerge_cmdline(
+            b"/usr/bin/python3.12\0-b\0/usr/lib/python-exec/python3.12/emerge\0-1\0foo\0"
+        ));
         assert!(is_emerge_cmdline(b"emerge\0--jobs\0"));
-        assert!(!is_emerge_cmdline(b"/bin/bash\0/usr/lib/portage/ebuild.sh\0postinst\0"));
-        assert!(!is_emerge_cmdline(b"python3\0/usr/bin/ebuild\0x.ebuild\0emerge\0"));
+        assert!(!is_emerge_cmdline(
+            b"/bin/bash\0/usr/lib/portage/ebuild.sh\0postinst\0"
+        ));
+        assert!(!is_emerge_cmdline(
+            b"python3\0/usr/bin/ebuild\0x.ebuild\0emerge\0"
+        ));
     }
 
     #[test]

@@ -208,10 +208,7 @@ fn parse_line(line: &str) -> Result<Option<Measured>, ()> {
         algo: algo.to_string(),
         digest: hex::decode(digest).map_err(|_| ())?,
         path: path.to_string(),
-        signature: signature
-            .map(hex::decode)
-            .transpose()
-            .map_err(|_| ())?,
+        signature: signature.map(hex::decode).transpose().map_err(|_| ())?,
     }))
 }
 
@@ -243,20 +240,29 @@ mod tests {
 
     #[test]
     fn lines() {
-        let m = parse_line("10 abcd ima-sig sha256:00ff /usr/bin/a b 0302").unwrap().unwrap();
+        let m = parse_line("10 abcd ima-sig sha256:00ff /usr/bin/a b 0302")
+            .unwrap()
+            .unwrap();
         assert_eq!(m.path, "/usr/bin/a b");
         assert_eq!(m.signature, Some(vec![3, 2]));
-        let m = parse_line("10 abcd ima-sig sha256:00ff /usr/bin/a ").unwrap().unwrap();
+        let m = parse_line("10 abcd ima-sig sha256:00ff /usr/bin/a ")
+            .unwrap()
+            .unwrap();
         assert_eq!((m.path.as_str(), m.signature), ("/usr/bin/a", None));
-        let m = parse_line("10 abcd ima-ng sha256:00ff /usr/bin/a b").unwrap().unwrap();
+        let m = parse_line("10 abcd ima-ng sha256:00ff /usr/bin/a b")
+            .unwrap()
+            .unwrap();
         assert_eq!(m.path, "/usr/bin/a b");
-        assert!(parse_line("10 abcd ima-buf sha256:00 .ima 3082").unwrap().is_none());
+        assert!(parse_line("10 abcd ima-buf sha256:00 .ima 3082")
+            .unwrap()
+            .is_none());
         assert!(parse_line("10 abcd").is_err());
     }
 
     #[test]
     fn digest_rules() {
-        let policy = br#"{"digests": {"/a": ["00ff"]}, "excludes": ["/tmp/"], "verification-keys": ""}"#;
+        let policy =
+            br#"{"digests": {"/a": ["00ff"]}, "excludes": ["/tmp/"], "verification-keys": ""}"#;
         let rules = Rules::new(policy, ima_core::default_provider()).unwrap();
         let v = rules.judge(
             "10 x ima-ng sha256:00ff /a\n10 x ima-ng sha256:0000 /a\n\

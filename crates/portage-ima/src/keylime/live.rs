@@ -164,7 +164,11 @@ type State = BTreeMap<String, Vec<(String, String)>>;
 
 impl Keeper {
     /// The keeper `[keylime]` describes for the system at `location`.
-    pub fn open(settings: &Settings, config: &KeylimeConfig, location: &Location) -> Result<Keeper> {
+    pub fn open(
+        settings: &Settings,
+        config: &KeylimeConfig,
+        location: &Location,
+    ) -> Result<Keeper> {
         let certs = match config.mode {
             KeylimeMode::Digests => Vec::new(),
             KeylimeMode::Keys | KeylimeMode::Both => {
@@ -438,7 +442,10 @@ mod tests {
         );
         state.insert("app-misc/empty-1".into(), Vec::new());
         let bytes = state_bytes(&state);
-        assert_eq!(parse_state(std::str::from_utf8(&bytes).unwrap()).unwrap(), state);
+        assert_eq!(
+            parse_state(std::str::from_utf8(&bytes).unwrap()).unwrap(),
+            state
+        );
     }
 
     #[test]

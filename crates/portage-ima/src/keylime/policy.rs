@@ -193,9 +193,8 @@ pub fn digest_object(
     md5: &[u8; 16],
     real: Option<PathBuf>,
 ) -> Result<Digested, String> {
-    let mut names =
-        vec![text(path)
-            .ok_or_else(|| "the path is not UTF-8: Keylime's policy cannot name it".to_string())?];
+    let mut names = vec![text(path)
+        .ok_or_else(|| "the path is not UTF-8: Keylime's policy cannot name it".to_string())?];
     names.extend(real.as_deref().and_then(text));
     let file = root
         .open_file(path)

@@ -165,11 +165,17 @@ impl Verifier {
                 .with_context(|| format!("cannot load the CA {}", self.ca.display()))?;
             b.set_certificate_chain_file(&self.client_cert)
                 .with_context(|| {
-                    format!("cannot load the client certificate {}", self.client_cert.display())
+                    format!(
+                        "cannot load the client certificate {}",
+                        self.client_cert.display()
+                    )
                 })?;
             b.set_private_key_file(&self.client_key, SslFiletype::PEM)
-                .with_context(|| format!("cannot load the client key {}", self.client_key.display()))?;
-            b.check_private_key().context("the client key does not match its certificate")?;
+                .with_context(|| {
+                    format!("cannot load the client key {}", self.client_key.display())
+                })?;
+            b.check_private_key()
+                .context("the client key does not match its certificate")?;
             b.set_verify(SslVerifyMode::PEER);
             Ok(b.build())
         };
@@ -245,13 +251,19 @@ impl Reply {
         let mut chunked = false;
         for line in lines {
             if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked") {
+                if k.eq_ignore_ascii_case("transfer-encoding")
+                    && v.trim().eq_ignore_ascii_case("chunked")
+                {
                     chunked = true;
                 }
             }
         }
         let rest = &raw[end + 4..];
-        let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+        let body = if chunked {
+            dechunk(rest)?
+        } else {
+            rest.to_vec()
+        };
         Ok(Reply { status, body })
     }
 
@@ -260,7 +272,12 @@ impl Reply {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|j| j["status"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).chars().take(200).collect())
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            })
     }
 }
 
@@ -268,7 +285,10 @@ impl Reply {
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").context("bad chunk")?;
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunk")?;
         let size = std::str::from_utf8(&data[..line_end])?;
         let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
             .context("bad chunk size")?;
@@ -297,8 +317,10 @@ mod tests {
     fn replies() {
         let r = Reply::parse(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (201, b"{}".as_slice()));
-        let r = Reply::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
-            .unwrap();
+        let r = Reply::parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(r.body, b"{}");
     }
 

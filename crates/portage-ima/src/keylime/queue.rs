@@ -84,7 +84,12 @@ pub fn push_now(files: &PolicyFiles, verifier: &Verifier, force: bool) -> Result
 /// After an update from the hook: start a pusher that waits for the
 /// emerge, unless one already waits; without an emerge, push now.
 /// `exe` is this program.
-pub fn schedule(files: &PolicyFiles, verifier: &Verifier, exe: &Path, config: Option<&Path>) -> Result<Option<Pushed>> {
+pub fn schedule(
+    files: &PolicyFiles,
+    verifier: &Verifier,
+    exe: &Path,
+    config: Option<&Path>,
+) -> Result<Option<Pushed>> {
     let Some(emerge) = emerge_process::emerge_ancestor() else {
         return push_now(files, verifier, false).map(Some);
     };

@@ -76,11 +76,18 @@ fn check_verifier(
     let verifier = match Verifier::from_config(keylime) {
         Ok(Some(v)) => v,
         Ok(None) => {
-            r.skip(CheckId::KeylimeVerifier, "no verifier in [keylime]: the policy is not pushed");
+            r.skip(
+                CheckId::KeylimeVerifier,
+                "no verifier in [keylime]: the policy is not pushed",
+            );
             return;
         }
         Err(e) => {
-            r.fail(CheckId::KeylimeVerifier, format!("{e:#}"), "fix [keylime] in ima.toml");
+            r.fail(
+                CheckId::KeylimeVerifier,
+                format!("{e:#}"),
+                "fix [keylime] in ima.toml",
+            );
             return;
         }
     };
@@ -106,12 +113,18 @@ fn check_verifier(
     match (held, local) {
         (None, _) => r.fail(
             CheckId::KeylimeVerifier,
-            format!("the verifier at {at} has no runtime policy named {:?}", verifier.name),
+            format!(
+                "the verifier at {at} has no runtime policy named {:?}",
+                verifier.name
+            ),
             "run `portage-ima keylime push`",
         ),
         (Some(h), Some(l)) if h == l && policy_ok => r.ok(
             CheckId::KeylimeVerifier,
-            format!("the verifier at {at} holds the current policy as {:?}", verifier.name),
+            format!(
+                "the verifier at {at} holds the current policy as {:?}",
+                verifier.name
+            ),
         ),
         (Some(_), _) => r.fail(
             CheckId::KeylimeVerifier,
@@ -129,6 +142,10 @@ fn check_verifier(
 fn last_push_line(files: &PolicyFiles) -> String {
     std::fs::read_to_string(files.push_log())
         .ok()
-        .and_then(|t| t.lines().last().map(|l| format!(" (last push: {})", l.trim())))
+        .and_then(|t| {
+            t.lines()
+                .last()
+                .map(|l| format!(" (last push: {})", l.trim()))
+        })
         .unwrap_or_default()
 }

@@ -34,8 +34,8 @@
 
 mod binpkg;
 mod kernel;
-pub(crate) mod keyring;
 mod keylime;
+pub(crate) mod keyring;
 mod keys;
 mod policy;
 mod portage;

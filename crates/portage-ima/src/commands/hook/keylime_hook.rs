@@ -27,7 +27,9 @@ pub fn update(config: Option<&Path>, phase: &str) {
              `portage-ima keylime sync`, catches up)",
             report::error_line(&err)
         )),
-        Err(_) => report::print_problem("keylime: the policy update crashed (a bug: please report it)"),
+        Err(_) => {
+            report::print_problem("keylime: the policy update crashed (a bug: please report it)")
+        }
     }
 }
 
@@ -64,7 +66,10 @@ fn run(config: Option<&Path>, phase: &str) -> Result<()> {
     let exe = std::env::current_exe()?;
     match queue::schedule(&keeper.files, &verifier, &exe, config) {
         Ok(Some(Pushed::Sent { .. })) => {
-            report::print_summary(&format!("keylime: policy sent to {}:{}", verifier.host, verifier.port));
+            report::print_summary(&format!(
+                "keylime: policy sent to {}:{}",
+                verifier.host, verifier.port
+            ));
         }
         Ok(_) => {}
         Err(err) => report::print_problem(&format!(
