@@ -198,12 +198,16 @@ impl Keeper {
 
     /// Applies `change` under the lock and rewrites the state and the policy.
     pub fn update(&self, change: &Change) -> Result<Updated> {
+        let started = std::time::Instant::now();
+        let step = |what: &str| log::debug!("keylime update: {what} at {:?}", started.elapsed());
         let _lock = self.files.lock()?;
+        step("locked");
         let mut state = if change.rebuild {
             State::new()
         } else {
             read_state(&self.files.state)?
         };
+        step("state read");
         let installed: HashMap<String, InstalledPackage> = self
             .vdb
             .packages()
@@ -211,6 +215,7 @@ impl Keeper {
             .into_iter()
             .map(|p| (p.cpv().to_string(), p))
             .collect();
+        step("vdb listed");
         let mut updated = Updated::default();
         let gone: Vec<String> = state
             .keys()
@@ -237,11 +242,15 @@ impl Keeper {
             state.insert(cpv.clone(), pairs);
             updated.added.push(cpv.clone());
         }
+        step("digested");
         write_atomically(&self.files.state, &state_bytes(&state))?;
+        step("state written");
         let policy = self.policy(&state);
         updated.paths = policy.digests.len();
         let json = serde_json::to_vec(&policy)?;
+        step("policy built");
         write_atomically(&self.files.policy, &json)?;
+        step("policy written");
         Ok(updated)
     }
 
