@@ -89,7 +89,7 @@ fn configured(settings: &Settings, root: Option<&Path>) -> Result<(KeylimeConfig
             settings
                 .source
                 .as_deref()
-                .map_or_else(|| crate::settings::default_config_path(), Path::to_path_buf)
+                .map_or_else(crate::settings::default_config_path, Path::to_path_buf)
                 .display()
         );
     };

@@ -8,13 +8,8 @@
 //! digests out in postrm and puts the new ones in at postinst.
 //!
 //! To do that without reading every CONTENTS again, a state file beside the
-//! policy (`<policy>.packages`) records which package gave which digest:
-//!
-//! ```text
-//! portage-ima keylime state 1
-//! app-misc/foo-1.0<TAB><sha256 hex><TAB>/usr/bin/foo
-//! app-misc/empty-1                  (a package with no file in the policy)
-//! ```
+//! policy (`<policy>.packages`, see [`crate::keylime::state`]) records
+//! which package gave which digest.
 //!
 //! Every update also lists the vdb (directories only, no CONTENTS): a
 //! package in the vdb that the state lacks (merged while the hook was
@@ -29,7 +24,7 @@
 //! one. The policy is written last, from the state; a crash between the
 //! two leaves a policy the next update rewrites.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,13 +35,10 @@ use ima_core::{CryptoProvider, HashAlgo};
 use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
-use crate::keylime::policy::{
-    add_digest, digest_object, verification_keys, LeftOut, RuntimePolicy,
-};
+use crate::keylime::policy::{digest_object, verification_keys, LeftOut, RuntimePolicy};
+use crate::keylime::state::State;
 use crate::plan::Location;
 use crate::settings::{KeylimeConfig, KeylimeMode, Settings};
-
-const STATE_HEADER: &str = "portage-ima keylime state 1";
 
 /// The files beside the policy.
 #[derive(Debug, Clone)]
@@ -159,9 +151,6 @@ impl Updated {
     }
 }
 
-/// Per package, the (name, digest) pairs it puts in the policy.
-type State = BTreeMap<String, Vec<(String, String)>>;
-
 impl Keeper {
     /// The keeper `[keylime]` describes for the system at `location`.
     pub fn open(
@@ -201,11 +190,10 @@ impl Keeper {
         let started = std::time::Instant::now();
         let step = |what: &str| log::debug!("keylime update: {what} at {:?}", started.elapsed());
         let _lock = self.files.lock()?;
-        step("locked");
-        let mut state = if change.rebuild {
-            State::new()
+        let state = if change.rebuild {
+            State::default()
         } else {
-            read_state(&self.files.state)?
+            State::read(&self.files.state)?
         };
         step("state read");
         let installed: HashMap<String, InstalledPackage> = self
@@ -216,39 +204,45 @@ impl Keeper {
             .map(|p| (p.cpv().to_string(), p))
             .collect();
         step("vdb listed");
+        let known = state.packages();
+        let removing = |cpv: &str| change.remove.as_deref() == Some(cpv);
         let mut updated = Updated::default();
-        let gone: Vec<String> = state
-            .keys()
-            .filter(|cpv| !installed.contains_key(*cpv) || change.remove.as_ref() == Some(*cpv))
-            .cloned()
-            .collect();
-        for cpv in gone {
-            state.remove(&cpv);
-            updated.removed.push(cpv);
+        let mut drop: HashSet<&[u8]> = HashSet::new();
+        for cpv in &known {
+            let text = String::from_utf8_lossy(cpv);
+            if !installed.contains_key(text.as_ref()) || removing(&text) {
+                drop.insert(cpv);
+                updated.removed.push(text.into_owned());
+            }
         }
         let mut wanted: BTreeSet<&String> = installed
             .keys()
-            .filter(|cpv| !state.contains_key(*cpv) && change.remove.as_ref() != Some(*cpv))
+            .filter(|cpv| !known.contains(cpv.as_bytes()) && !removing(cpv))
             .collect();
         if let Some(cpv) = &change.refresh {
-            if installed.contains_key(cpv) && change.remove.as_ref() != Some(cpv) {
-                wanted.insert(cpv);
+            if let Some((name, _)) = installed.get_key_value(cpv).filter(|_| !removing(cpv)) {
+                wanted.insert(name);
+                drop.insert(name.as_bytes());
             }
         }
+        let mut new = Vec::new();
         for cpv in wanted {
             let (pairs, files, left_out) = self.digest_package(&installed[cpv]);
             updated.files += files;
             updated.left_out.extend(left_out);
-            state.insert(cpv.clone(), pairs);
+            if pairs.is_empty() {
+                // Recorded, so that it is not digested again next time.
+                new.push((String::new(), cpv.clone(), String::new()));
+            }
+            new.extend(pairs.into_iter().map(|(n, d)| (n, cpv.clone(), d)));
             updated.added.push(cpv.clone());
         }
         step("digested");
-        write_atomically(&self.files.state, &state_bytes(&state))?;
+        let state = state.rewrite(&drop, new);
+        write_atomically(&self.files.state, &state.to_bytes())?;
         step("state written");
-        let policy = self.policy(&state);
-        updated.paths = policy.digests.len();
-        let json = serde_json::to_vec(&policy)?;
-        step("policy built");
+        let (json, paths) = self.policy_json(&state)?;
+        updated.paths = paths;
         write_atomically(&self.files.policy, &json)?;
         step("policy written");
         Ok(updated)
@@ -298,21 +292,33 @@ impl Keeper {
         (pairs, objects.len(), left_out)
     }
 
-    /// The policy the state gives in this mode.
-    pub fn policy(&self, state: &State) -> RuntimePolicy {
-        let mut digests = BTreeMap::new();
-        if self.mode != KeylimeMode::Keys {
-            for pairs in state.values() {
-                for (name, digest) in pairs {
-                    add_digest(&mut digests, name.clone(), digest);
-                }
-            }
-        }
+    /// The policy the state gives in this mode, as JSON, and how many
+    /// paths it names. The `digests` object is written straight from the
+    /// sorted state into the serialized policy (a map of every file would
+    /// cost more than the rest of the update).
+    fn policy_json(&self, state: &State) -> Result<(Vec<u8>, usize)> {
         let keys = match self.mode {
             KeylimeMode::Digests => String::new(),
             KeylimeMode::Keys | KeylimeMode::Both => self.verification_keys.clone(),
         };
-        RuntimePolicy::new(digests, self.excludes.clone(), keys)
+        let shell = RuntimePolicy::new(BTreeMap::new(), self.excludes.clone(), keys);
+        let shell = serde_json::to_vec(&shell)?;
+        let (digests, paths) = match self.mode {
+            KeylimeMode::Keys => (b"{}".to_vec(), 0),
+            KeylimeMode::Digests | KeylimeMode::Both => state.digests_json(),
+        };
+        // `"digests":{}` occurs once: every string value around it is
+        // escaped JSON, so its quotes are `\"`.
+        const EMPTY: &[u8] = b"\"digests\":{}";
+        let at = shell
+            .windows(EMPTY.len())
+            .position(|w| w == EMPTY)
+            .context("the policy has no digests field")?;
+        let mut json = Vec::with_capacity(shell.len() + digests.len());
+        json.extend_from_slice(&shell[..at + EMPTY.len() - 2]);
+        json.extend_from_slice(&digests);
+        json.extend_from_slice(&shell[at + EMPTY.len()..]);
+        Ok((json, paths))
     }
 }
 
@@ -333,7 +339,12 @@ impl PolicyFiles {
         if !self.policy.exists() {
             bail!("{} does not exist", self.policy.display());
         }
-        let state = read_state(&self.state)?;
+        let state = State::read(&self.state)?;
+        let state: BTreeSet<String> = state
+            .packages()
+            .into_iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
         let installed: BTreeSet<String> = vdb
             .packages()
             .with_context(|| format!("cannot list {}", vdb.path().display()))?
@@ -343,75 +354,17 @@ impl PolicyFiles {
         Ok(Staleness {
             missing: installed
                 .iter()
-                .filter(|c| !state.contains_key(*c))
+                .filter(|c| !state.contains(*c))
                 .cloned()
                 .collect(),
             gone: state
-                .keys()
+                .iter()
                 .filter(|c| !installed.contains(*c))
                 .cloned()
                 .collect(),
             packages: installed.len(),
         })
     }
-}
-
-/// Reads the state file; a missing one is empty (the update then digests
-/// every package).
-fn read_state(path: &Path) -> Result<State> {
-    let data = match std::fs::read_to_string(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    parse_state(&data).with_context(|| {
-        format!(
-            "{} is damaged; run `portage-ima keylime sync` to rebuild it",
-            path.display()
-        )
-    })
-}
-
-fn parse_state(data: &str) -> Result<State> {
-    let mut lines = data.lines();
-    if lines.next() != Some(STATE_HEADER) {
-        bail!("the first line is not `{STATE_HEADER}`");
-    }
-    let mut state = State::new();
-    for (n, line) in lines.enumerate() {
-        let mut fields = line.splitn(3, '\t');
-        let cpv = fields.next().unwrap_or_default();
-        let pairs = state.entry(cpv.to_string()).or_default();
-        match (fields.next(), fields.next()) {
-            (None, None) => {}
-            (Some(digest), Some(name)) if !name.is_empty() => {
-                pairs.push((name.to_string(), digest.to_string()));
-            }
-            _ => bail!("line {}: not `CPV<TAB>DIGEST<TAB>PATH`", n + 2),
-        }
-    }
-    Ok(state)
-}
-
-fn state_bytes(state: &State) -> Vec<u8> {
-    let mut out = String::with_capacity(state.len() * 128);
-    out.push_str(STATE_HEADER);
-    out.push('\n');
-    for (cpv, pairs) in state {
-        if pairs.is_empty() {
-            out.push_str(cpv);
-            out.push('\n');
-        }
-        for (name, digest) in pairs {
-            out.push_str(cpv);
-            out.push('\t');
-            out.push_str(digest);
-            out.push('\t');
-            out.push_str(name);
-            out.push('\n');
-        }
-    }
-    out.into_bytes()
 }
 
 /// Writes `data` to a new file beside `path`, syncs it, renames it over
@@ -436,30 +389,4 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_round_trip() {
-        let mut state = State::new();
-        state.insert(
-            "app-misc/foo-1.0".into(),
-            vec![("/usr/bin/foo bar".into(), "ab".repeat(32))],
-        );
-        state.insert("app-misc/empty-1".into(), Vec::new());
-        let bytes = state_bytes(&state);
-        assert_eq!(
-            parse_state(std::str::from_utf8(&bytes).unwrap()).unwrap(),
-            state
-        );
-    }
-
-    #[test]
-    fn damaged_state_is_refused() {
-        assert!(parse_state("something else\n").is_err());
-        assert!(parse_state(&format!("{STATE_HEADER}\napp-misc/foo-1\tab\n")).is_err());
-    }
 }

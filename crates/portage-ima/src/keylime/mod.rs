@@ -7,5 +7,6 @@ pub mod live;
 pub mod policy;
 pub mod push;
 pub mod queue;
+pub mod state;
 
 pub use policy::*;
