@@ -8,6 +8,8 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 
+from portage_playground import tmpfs_noexec
+
 
 @contextmanager
 def make_conf_lines(pg, text: str):
@@ -23,9 +25,12 @@ def make_conf_lines(pg, text: str):
             c.write_text(old)
 
 
-def policy(pg, hook_bin, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(hook_bin), "policy", *args], env=pg.env(),
-                          capture_output=True, text=True)
+def policy(pg, hook_bin, *args: str, noexec_tmpfs: bool = False,
+           then: str = "") -> subprocess.CompletedProcess:
+    cmd = [str(hook_bin), "policy", *args]
+    if noexec_tmpfs:
+        cmd = tmpfs_noexec(cmd, then)
+    return subprocess.run(cmd, env=pg.env(), capture_output=True, text=True)
 
 
 def header(text: str) -> str:
@@ -34,11 +39,17 @@ def header(text: str) -> str:
 
 
 def test_policy_reads_portageq_and_exempts_a_tmpfs_build_directory(pg, hook_bin):
+    # With every other tmpfs noexec (the only way fsmagic may exempt it).
     with tempfile.TemporaryDirectory(dir="/dev/shm") as tmpfs_dir:
         with make_conf_lines(pg, f'PORTAGE_TMPDIR="{tmpfs_dir}"\n'):
-            out = policy(pg, hook_bin, "--appraise", "exec")
+            out = policy(pg, hook_bin, "--appraise", "exec", noexec_tmpfs=True)
             path = pg.base / "ima-policy"
-            written = policy(pg, hook_bin, "--appraise", "exec", "--output", str(path))
+            written = policy(pg, hook_bin, "--appraise", "exec", "--output", str(path),
+                             noexec_tmpfs=True)
+            # Another tmpfs where programs may run: refused.
+            with tempfile.TemporaryDirectory() as other:
+                exec_shm = policy(pg, hook_bin, "--appraise", "exec", noexec_tmpfs=True,
+                                  then=f"mount -t tmpfs tmpfs {other}")
             doctor = subprocess.run(
                 [str(hook_bin), "doctor", "--root", str(pg.configroot), "--policy", str(path)],
                 env=pg.env(), capture_output=True, text=True)  # fmt: skip
@@ -54,6 +65,9 @@ def test_policy_reads_portageq_and_exempts_a_tmpfs_build_directory(pg, hook_bin)
     assert written.returncode == 0 and path.read_text() == out.stdout, written.stderr
     line = next(l for l in doctor.stdout.splitlines() if l.startswith("ok    policy-builds:"))
     assert f"{tmpfs_dir}, a tmpfs" in line, doctor.stdout
+    assert "exemption wider than the build directory" in out.stderr, out.stderr
+    assert exec_shm.returncode == 2, exec_shm.stdout + exec_shm.stderr
+    assert f"among them {other}, which are not mounted noexec" in exec_shm.stderr, exec_shm.stderr
 
 
 def test_policy_refuses_what_cannot_let_builds_run(pg, hook_bin):

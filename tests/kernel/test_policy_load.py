@@ -14,6 +14,12 @@ policy write per boot. So two boots (QEMU, TCG), each a few seconds:
    of the pseudo filesystems it can mount, which must be those the
    generator exempts. After it, an unsigned program runs from a tmpfs (the
    exemption comes first) and is denied from a ramfs (nothing exempts it).
+   This boot runs SELinux (`security=selinux`, permissive): before the
+   union, /init loads a tiny policy (compiled here by checkpolicy) that
+   defines Gentoo's `portage_tmp_t` and `portage_sandbox_t`; the real
+   `portage-ima policy` must not see the types before that load and must
+   exempt by those labels after it, and the label rules are in the union
+   (the kernel refuses an LSM rule whose type the loaded policy lacks).
 2. `signed` (`ima_policy=secure_boot`, whose built-in rules appraise
    POLICY_CHECK): inside the VM, `portage-ima policy --output` writes an
    unsigned policy, refused by path and by content; `--sign` one that is
@@ -39,7 +45,7 @@ import pytest
 
 import kernelvm
 from kernelvm import Unavailable, run
-from portage_playground import portage_ima_bin
+from portage_playground import portage_ima_bin, tmpfs_noexec
 
 HERE = Path(__file__).resolve().parent
 SCOPES = ("root-exec", "exec", "exec-mmap")
@@ -60,8 +66,9 @@ def _unavailable(reason: str):
 
 
 def policy_cmd(bin: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
-    # No portageq: the scratch root's make.conf is what counts.
-    return subprocess.run([str(bin), "policy", "--root", str(root), *args],
+    # No portageq: the scratch root's make.conf is what counts. Every other
+    # tmpfs noexec, so that the tmpfs layout is exempted by fsmagic.
+    return subprocess.run(tmpfs_noexec([str(bin), "policy", "--root", str(root), *args]),
                           capture_output=True, text=True, env={"PATH": "/nonexistent"})
 
 
@@ -146,6 +153,48 @@ def union(variants: dict[str, str]) -> list[str]:
     return [r for r in rules if r.startswith("dont_")] + [r for r in rules if not r.startswith("dont_")]
 
 
+# The smallest SELinux policy that defines Gentoo's Portage types (the
+# reference policy's portage module names them), non-MLS; checkpolicy -U
+# allow lets every class and permission the kernel knows and this does not
+# declare through.
+SELINUX_POLICY = """
+class security
+class process
+class file
+sid kernel
+sid security
+sid unlabeled
+class security { load_policy }
+class process { transition dyntransition }
+class file { read execute }
+type kernel_t;
+type unlabeled_t;
+type portage_tmp_t;
+type portage_sandbox_t;
+allow kernel_t self:process transition;
+role system_r;
+role system_r types { kernel_t portage_sandbox_t };
+user system_u roles { system_r };
+sid kernel system_u:system_r:kernel_t
+sid security system_u:object_r:unlabeled_t
+sid unlabeled system_u:object_r:unlabeled_t
+"""
+# What `portage-ima policy` emits for them (generate.rs).
+LABEL_RULES = ["dont_appraise obj_type=portage_tmp_t", "dont_measure obj_type=portage_tmp_t",
+               "dont_appraise subj_type=portage_sandbox_t",
+               "dont_measure subj_type=portage_sandbox_t"]
+
+
+def compile_selinux_policy(work: Path) -> bytes:
+    checkpolicy = shutil.which("checkpolicy")
+    if checkpolicy is None:
+        raise Unavailable("checkpolicy not found: apt-get install checkpolicy")
+    src, out = work / "selinux.conf", work / "selinux.policy"
+    src.write_text(SELINUX_POLICY)
+    run([checkpolicy, "-U", "allow", "-o", out, src])
+    return out.read_bytes()
+
+
 def build_initramfs(work: Path, kernel: kernelvm.Kernel, bin: Path, key: dict[str, Path],
                     cases: str, files: dict[str, bytes]) -> Path:
     ir = kernelvm.Initramfs(work)
@@ -196,6 +245,14 @@ def union_cases() -> str:
     lines.append("cp /bin/busybox /mnt/t/busybox.unsigned && cp /bin/busybox /mnt/r/busybox.unsigned"
                  " || die 'cp busybox'")
     lines.append("run_step exec ramfs-before /mnt/r/busybox.unsigned true")
+    # SELinux: the generator sees Gentoo's types only once a policy has them.
+    gen = "portage-ima --config /ima/ima.toml policy --root /proot --appraise exec"
+    lines.append(VM_ROOT_SETUP)
+    lines.append("mkdir -p /sys/fs/selinux && mount -t selinuxfs selinuxfs /sys/fs/selinux"
+                 " || die 'mount selinuxfs'")
+    lines.append(f"run_step gen selinux-unloaded {gen}")
+    lines.append("run_step selinux load sh -c 'cat /selinux/policy >/sys/fs/selinux/load'")
+    lines.append(f"run_step gen selinux {gen}")
     lines.append("load union /ima/union.policy")
     lines.append("run_step exec tmpfs /mnt/t/busybox.unsigned true")
     lines.append("run_step exec ramfs /mnt/r/busybox.unsigned true")
@@ -274,11 +331,17 @@ def union_boot(env):
         variants = generate_variants(bin, work)
     except Unavailable as e:
         _unavailable(str(e))
-    rules = union(variants)
+    try:
+        selinux_policy = compile_selinux_policy(work)
+    except Unavailable as e:
+        _unavailable(str(e))
+    rules = LABEL_RULES + union(variants)
     initrd = build_initramfs(work / "union", kernel, bin, key, union_cases(),
-                             {"/ima/union.policy": ("\n".join(rules) + "\n").encode()})
+                             {"/ima/union.policy": ("\n".join(rules) + "\n").encode(),
+                              "/selinux/policy": selinux_policy})
     # Every rule is logged (type=1807): room for all of them in the audit backlog.
-    result = kernelvm.boot(kernel, initrd, timeout=180, extra_append="audit_backlog_limit=8192",
+    result = kernelvm.boot(kernel, initrd, timeout=180,
+                           extra_append="audit_backlog_limit=8192 security=selinux",
                            log=kernelvm.CACHE / "policy-union.log")
     print(f"\nunion boot ({len(rules)} rules of {len(variants)} variants): {result.seconds:.1f} s")
     return variants, rules, result
@@ -323,6 +386,33 @@ def test_every_rule_the_generator_emits_loads(union_boot):
     # writes no audit record here: a ramfs has no xattrs to appraise.)
     before = b.find("exec", "ramfs-before")
     assert before is not None and before.fields["rc"] == "0", decode(before) if before else b.tail()
+
+
+def test_selinux_labels_are_found_in_the_loaded_policy_and_their_rules_load(union_boot):
+    _, rules, b = union_boot
+    complete(b)
+    assert "security=selinux" in base64.b64decode(b.find("kernel", "-").fields["cmdline"]).decode()
+    # SELinux on, no policy loaded yet: no labels, and the VM's build
+    # directory shares the root's tmpfs, so `--appraise exec` is refused.
+    unloaded = b.find("gen", "selinux-unloaded")
+    assert unloaded is not None and unloaded.fields["rc"] == "2", decode(unloaded) if unloaded else b.tail()
+    assert "no policy can appraise exec" in decode(unloaded), decode(unloaded)
+    load = b.find("selinux", "load")
+    assert load is not None and load.fields["rc"] == "0", decode(load) if load else b.tail()
+    # With Gentoo's types loaded: exempted by label, said on stderr.
+    gen = b.find("gen", "selinux")
+    out = decode(gen)
+    assert gen.fields["rc"] == "0", out
+    label_rules = [r for r in rules_of(out) if r.startswith("dont_") and "_type=" in r]
+    assert label_rules == LABEL_RULES, out
+    assert "exemption wider than the build directory: dont_appraise subj_type=portage_sandbox_t" in out, out
+    assert "fsmagic=0x1021994" not in out, out
+    # The kernel took them (the union's own test checks that every rule did).
+    logged = [l for l in b.dmesg if "type=1807" in l]
+    for rule in LABEL_RULES:
+        action, cond = rule.split(" ", 1)
+        assert any(f"action={action} {cond}" in l and "res=1" in l for l in logged), \
+            (rule, [l for l in logged if cond in l])
 
 
 def test_pseudo_filesystem_magic_is_the_kernels(union_boot):

@@ -16,6 +16,7 @@ from .playground import (
     parse_contents,
     portage_ima_bin,
 )
+from .mounts import tmpfs_noexec
 from .venv import ensure_venv
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "md5",
     "parse_contents",
     "portage_ima_bin",
+    "tmpfs_noexec",
     "ensure_venv",
 ]

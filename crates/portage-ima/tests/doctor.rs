@@ -1324,7 +1324,14 @@ fn generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges() 
         shm.path().display()
     ));
     let generated = s.path("generated.policy");
-    let out = Command::new(bin())
+    // Every other tmpfs noexec, so that tmpfs can be exempted.
+    let Some(mut isolated) = common::isolated_mounts(
+        "",
+        "generated_policy_passes_and_tcb_policy_warns_about_config_files_and_merges",
+    ) else {
+        return;
+    };
+    let out = isolated
         .args(["policy", "--appraise", "exec-mmap", "--root"])
         .arg(s.root())
         .arg("--output")

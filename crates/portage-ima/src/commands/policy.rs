@@ -47,6 +47,9 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     for warning in &generated.warnings {
         log::warn!("{warning}");
     }
+    for wider in &generated.wider {
+        log::warn!("exemption wider than the build directory: {wider}");
+    }
     let text = generated.policy.to_string();
     match &args.output {
         None => print!("{text}"),

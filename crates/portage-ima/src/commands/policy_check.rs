@@ -45,6 +45,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         struct Json<'a> {
             policy: &'a str,
             safe: bool,
+            verdict: check::Verdict,
             #[serde(flatten)]
             report: &'a check::CheckReport,
             packages: Vec<Option<String>>,
@@ -55,6 +56,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
             &Json {
                 policy: &source,
                 safe: report.safe(),
+                verdict: report.verdict(),
                 report: &report,
                 packages,
             },
@@ -87,6 +89,15 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
         for u in &report.unreadable {
             log::warn!("not checked: {}", escape_text(u));
         }
+        for u in &report.unmodelled {
+            log::warn!(
+                "cannot tell what the kernel does with `{}` (line {}: {}): the check does not \
+                 model it",
+                u.option,
+                u.line,
+                u.rule
+            );
+        }
         if let Some(line) = scope_note(&settings, &report) {
             writeln!(out, "{line}")?;
         }
@@ -98,11 +109,13 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
             report.covered,
             report.denied.len(),
             started.elapsed().as_secs_f64(),
-            if report.safe() {
-                "safe to boot with ima_appraise=enforce"
-            } else {
-                "NOT safe to boot with ima_appraise=enforce: sign them (portage-ima sign), \
-                 or exempt them in the policy"
+            match report.verdict() {
+                check::Verdict::Safe => "safe to boot with ima_appraise=enforce".to_string(),
+                check::Verdict::NotSafe =>
+                    "NOT safe to boot with ima_appraise=enforce: sign them (portage-ima sign), \
+                     or exempt them in the policy"
+                        .to_string(),
+                check::Verdict::CannotTell => cannot_tell(&report),
             }
         )?;
     }
@@ -112,6 +125,32 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     } else {
         Status::SomeFailed
     })
+}
+
+/// Why the check cannot call the policy safe, though it found nothing refused.
+fn cannot_tell(report: &check::CheckReport) -> String {
+    let mut why = Vec::new();
+    if !report.unmodelled.is_empty() {
+        let options: Vec<String> = report
+            .unmodelled
+            .iter()
+            .map(|u| format!("{} (line {})", u.option, u.line))
+            .collect();
+        why.push(format!(
+            "the check does not model {}; test this policy with ima_appraise=log first",
+            options.join(", ")
+        ));
+    }
+    if !report.unreadable.is_empty() {
+        why.push(format!(
+            "{} places were not checked (listed above)",
+            report.unreadable.len()
+        ));
+    }
+    format!(
+        "CANNOT TELL whether it is safe to boot with ima_appraise=enforce: {}",
+        why.join("; ")
+    )
 }
 
 /// With `scope = "policy"`, the covered files that carry no signature at

@@ -18,13 +18,22 @@
 //! `/usr/bin/foo (enforce)`), so a word without `=` is part of the previous
 //! value.
 //!
-//! Where the record is found, any prefix is accepted:
+//! The record must start where its log format puts a record, after that
+//! log's own prefix and nothing else, so that text a user can get into
+//! another kernel message (a path in `process '/tmp/ type=1800 audit(...'`)
+//! never counts as a record:
 //! - the kernel log when no audit daemon runs: `/dev/kmsg`
 //!   (`5,479,14935722,-;audit: type=1800 audit(1795976846.821:5): ...`),
-//!   `dmesg` with or without `[   14.935722]` or `-T` times, `journalctl -k`;
+//!   `dmesg` (`audit: type=1800 ...` at the start of the line, or after a
+//!   `[   14.935722]` or `-T` `[Sun Nov 29 19:00:00 2026]` time, and
+//!   `-x`'s `kern  :notice: `), syslog
+//!   and `journalctl -k` (`Nov 29 19:00:00 host kernel: audit: ...`, a
+//!   header of times and a host name only, then `kernel: `, then
+//!   optionally a `[   14.9]` time);
 //! - `/var/log/audit/audit.log` when auditd runs
-//!   (`type=INTEGRITY_DATA msg=audit(1795976846.821:5): ...`), in auditd's
-//!   `ENRICHED` format too (translated fields after a `\x1d` byte, ignored).
+//!   (`type=INTEGRITY_DATA msg=audit(1795976846.821:5): ...`, optionally
+//!   after `node=HOST `), in auditd's `ENRICHED` format too (translated
+//!   fields after a `\x1d` byte, ignored).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -72,19 +81,17 @@ pub struct AuditLog {
     pub bad: Vec<BadLine>,
 }
 
-/// Where a record starts on its line: the kernel log's and auditd's spellings.
-const MARKERS: [&[u8]; 2] = [b"type=1800 audit(", b"type=INTEGRITY_DATA msg=audit("];
+/// How the kernel log writes a record, and how auditd does.
+const KERNEL_MARKER: &[u8] = b"audit: type=1800 audit(";
+const AUDITD_MARKER: &[u8] = b"type=INTEGRITY_DATA msg=audit(";
 
 /// Reads every integrity audit record of `data`; other lines are passed
-/// over, a line that holds a record marker but not a readable record is
-/// listed in [`AuditLog::bad`].
+/// over, a line that starts a record (after its log's prefix) but holds no
+/// readable one is listed in [`AuditLog::bad`].
 pub fn parse(data: &[u8]) -> AuditLog {
     let mut log = AuditLog::default();
     for (number, line) in numbered_lines(data) {
-        let Some(rest) = MARKERS
-            .iter()
-            .find_map(|m| find(line, m).map(|at| &line[at + m.len()..]))
-        else {
+        let Some(rest) = record_start(line) else {
             continue;
         };
         match parse_record(number, rest) {
@@ -96,6 +103,83 @@ pub fn parse(data: &[u8]) -> AuditLog {
         }
     }
     log
+}
+
+/// What follows the record's `audit(` when `line` is one record of a log
+/// format of the module docs.
+fn record_start(line: &[u8]) -> Option<&[u8]> {
+    let auditd = match line.strip_prefix(b"node=") {
+        Some(node) => node
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(&b""[..], |at| &node[at + 1..]),
+        None => line,
+    };
+    if let Some(rest) = auditd.strip_prefix(AUDITD_MARKER) {
+        return Some(rest);
+    }
+    let kernel = kmsg_body(line)
+        .or_else(|| syslog_body(line))
+        .unwrap_or_else(|| strip_level(line));
+    strip_time(kernel).strip_prefix(KERNEL_MARKER)
+}
+
+/// `dmesg -x`'s `kern  :notice: `.
+fn strip_level(line: &[u8]) -> &[u8] {
+    let word = |s: &[u8]| {
+        let letters = s.iter().take_while(|b| b.is_ascii_lowercase()).count();
+        let spaces = s[letters..].iter().take_while(|&&b| b == b' ').count();
+        (letters > 0 && s.get(letters + spaces) == Some(&b':')).then_some(letters + spaces + 1)
+    };
+    let Some(facility) = word(line) else {
+        return line;
+    };
+    match word(&line[facility..]) {
+        Some(level) => line[facility + level..].strip_prefix(b" ").unwrap_or(line),
+        None => line,
+    }
+}
+
+/// /dev/kmsg: `LEVEL,SEQ,USEC,FLAGS[,...];MESSAGE`.
+fn kmsg_body(line: &[u8]) -> Option<&[u8]> {
+    let semi = line.iter().position(|&b| b == b';')?;
+    let head = &line[..semi];
+    let mut fields = head.split(|&b| b == b',');
+    let numeric =
+        |f: Option<&[u8]>| f.is_some_and(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit));
+    (numeric(fields.next()) && numeric(fields.next()) && numeric(fields.next()))
+        .then(|| &line[semi + 1..])
+}
+
+/// syslog and the journal: `TIME HOST kernel: MESSAGE`, where the header
+/// before the first `kernel: ` holds only what times and host names are
+/// made of (no quote, slash, `=` or `: `, which a message would bring).
+fn syslog_body(line: &[u8]) -> Option<&[u8]> {
+    const TAG: &[u8] = b"kernel: ";
+    let at = find(line, TAG)?;
+    let header = &line[..at];
+    let plain = header
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b" .:+-_[],".contains(&b));
+    let after_space = at == 0 || header.ends_with(b" ");
+    (plain && after_space && find(header, b": ").is_none()).then(|| &line[at + TAG.len()..])
+}
+
+/// dmesg's `[   14.935722] ` or `-T`'s `[Sun Nov 29 19:00:00 2026] `.
+fn strip_time(message: &[u8]) -> &[u8] {
+    let Some(inner) = message.strip_prefix(b"[") else {
+        return message;
+    };
+    let Some(close) = inner.iter().position(|&b| b == b']') else {
+        return message;
+    };
+    let time_like = inner[..close]
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b" .:".contains(&b));
+    match inner[close + 1..].strip_prefix(b" ") {
+        Some(rest) if time_like => rest,
+        _ => message,
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -296,6 +380,50 @@ mod tests {
             assert!(r.is_denial());
         }
         assert_eq!(log.records[2].serial, 9);
+    }
+
+    #[test]
+    fn the_marker_must_start_the_record() {
+        let record =
+            "audit(1.5:7): op=appraise_data cause=x comm=\"sh\" name=\"/usr/bin/vim\" res=0";
+        let accepted = [
+            format!("audit: type=1800 {record}"),
+            format!("[   12.300000] audit: type=1800 {record}"),
+            format!("[Sun Nov 29 19:00:00 2026] audit: type=1800 {record}"),
+            format!("kern  :notice: [   12.300000] audit: type=1800 {record}"),
+            format!("6,479,14935722,-;audit: type=1800 {record}"),
+            format!("Nov  9 19:00:00 host kernel: audit: type=1800 {record}"),
+            format!("Nov  9 19:00:00 host kernel: [   12.3] audit: type=1800 {record}"),
+            format!(
+                "2026-11-29T19:00:00.123456+00:00 host.example kernel: audit: type=1800 {record}"
+            ),
+            format!("[   12.300000] host kernel: audit: type=1800 {record}"),
+            format!("type=INTEGRITY_DATA msg={record}"),
+            format!("node=host1 type=INTEGRITY_DATA msg={record}"),
+        ];
+        for line in &accepted {
+            let log = parse(line.as_bytes());
+            assert_eq!(log.records.len(), 1, "{line}");
+            assert!(log.records[0].is_denial(), "{line}");
+        }
+        // What a user can get into a kernel message: a path, a comm.
+        let crafted = [
+            format!("Nov  9 19:00:00 host kernel: process '/tmp/ type=1800 {record}' started with executable stack"),
+            format!("[   12.3] process 'x' launched '/tmp/ type=1800 {record}'"),
+            format!("[   12.3] foo: '/tmp/ kernel: audit: type=1800 {record}'"),
+            format!("Nov  9 19:00:00 host kernel: x: audit: type=1800 {record}"),
+            format!("Nov  9 19:00:00 host kernel: /tmp/ kernel: audit: type=1800 {record}"),
+            format!("6,479,1,-;process '/tmp/ audit: type=1800 {record}'"),
+            format!("x type=INTEGRITY_DATA msg={record}"),
+            format!("type=SYSCALL msg=audit(1.5:6): comm=\"type=INTEGRITY_DATA msg={record}\""),
+            format!("audit: type=1800 type=1800 {record}"),
+            format!("user  :notice: x '/tmp/ audit: type=1800 {record}'"),
+        ];
+        for line in &crafted {
+            let log = parse(line.as_bytes());
+            assert_eq!(log.records, vec![], "{line}");
+            assert_eq!(log.bad, vec![], "{line}");
+        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! What the running kernel's IMA says about files: its appraisal audit
 //! records ([`audit_record`]) and its measurement list ([`measurements`]),
 //! parsed from the text the kernel and auditd write, and whether it booted
-//! with Secure Boot ([`secure_boot`]). Both parsers take
+//! with Secure Boot ([`secure_boot`]); its mounts ([`mountinfo`]) and
+//! whether its SELinux policy has Gentoo's Portage types ([`selinux`]).
+//! The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
 pub mod audit_record;
 pub mod measurements;
+pub mod mountinfo;
 pub mod secure_boot;
+pub mod selinux;
 
 use std::fmt;
 

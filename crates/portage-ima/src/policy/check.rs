@@ -24,9 +24,23 @@
 //!
 //! A covered file passes when its `security.ima` is a signature one of the
 //! certificates verifies, or, for a rule without `appraise_type=`, a digest
-//! that matches its content. `/proc`, `/sys`, `/dev` and pseudo filesystems
-//! are not walked; symlinks are not followed; other mounts below the root
-//! are (the kernel appraises files wherever they are).
+//! that matches its content; and, under `appraise_algos=`, when the
+//! signature's (or digest's) hash algorithm is listed (the kernel refuses
+//! it otherwise, cause `denied-hash-algorithm`). Each appraise rule that
+//! covers one of the file's accesses must pass.
+//!
+//! What the check does not model makes the verdict "cannot tell", never
+//! "safe": an appraise rule with `appraise_type=sigv3`,
+//! `digest_type=verity` or any `appraise_flag=` (fs-verity digests and the
+//! blacklist keyring are not read here), and any directory or filesystem
+//! the walk could not read.
+//!
+//! `/proc`, `/sys` and pseudo filesystems (devpts, mqueue, ...) are not
+//! walked ([`super::walk`]), but mounts below `/proc` and `/sys` that hold
+//! files are; `/dev` is, since a devtmpfs and the tmpfs mounts under it
+//! (`/dev/shm`) hold files a policy covers; symlinks are not followed;
+//! other mounts below the root are (the kernel appraises files wherever
+//! they are: `/run`, `/run/user/UID`, `/tmp`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -39,8 +53,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::eval::{appraisal, Appraisal, FileAccess, FileSystem};
-use super::rule::{Access, Func, Policy};
+use super::rule::{Access, Action, AppraiseType, Func, Policy, Rule, RuleOption};
 use super::setup::FsInfo;
+use super::walk::{beyond_the_walk, inside_root, walk, Found};
 
 /// A covered file that would be refused.
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +75,16 @@ pub struct Denied {
     pub detail: Option<String>,
 }
 
+/// An option of an appraise rule the check does not model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unmodelled {
+    /// The 1-based line of the rule, and the rule.
+    pub line: usize,
+    pub rule: String,
+    /// The option, as written (`appraise_flag=check_blacklist`).
+    pub option: String,
+}
+
 /// What the check found.
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
@@ -68,43 +93,78 @@ pub struct CheckReport {
     /// Files an appraise rule covers (certainly or possibly).
     pub covered: usize,
     pub denied: Vec<Denied>,
-    /// Directories that could not be read, with the reason.
+    /// Directories (and files) that could not be read or placed on a
+    /// filesystem, with the reason: not checked.
     pub unreadable: Vec<String>,
+    /// Options of appraise rules the check does not model.
+    pub unmodelled: Vec<Unmodelled>,
+}
+
+/// What the check can say about booting with `ima_appraise=enforce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Safe,
+    /// Some file would be refused.
+    NotSafe,
+    /// Nothing found would be refused, but the check did not see or model everything.
+    CannotTell,
 }
 
 impl CheckReport {
-    /// Whether booting with `ima_appraise=enforce` refuses nothing found here.
+    /// Whether booting with `ima_appraise=enforce` refuses nothing, as far as
+    /// the check can tell.
     pub fn safe(&self) -> bool {
-        self.denied.is_empty()
+        self.verdict() == Verdict::Safe
     }
+
+    pub fn verdict(&self) -> Verdict {
+        if !self.denied.is_empty() {
+            Verdict::NotSafe
+        } else if !self.unreadable.is_empty() || !self.unmodelled.is_empty() {
+            Verdict::CannotTell
+        } else {
+            Verdict::Safe
+        }
+    }
+}
+
+/// The options of `policy`'s appraise rules that the check does not model.
+pub fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
+    let mut out = Vec::new();
+    for (line, rule) in policy.numbered_rules() {
+        if rule.action != Action::Appraise {
+            continue;
+        }
+        for option in &rule.options {
+            let modelled = match option {
+                RuleOption::AppraiseType(t) => *t != AppraiseType::SigV3,
+                RuleOption::AppraiseAlgos(_) | RuleOption::PermitDirectio => true,
+                RuleOption::AppraiseFlag(_) | RuleOption::DigestTypeVerity => false,
+                // Measure rules' options: parse refuses them on appraise.
+                RuleOption::Template(_) | RuleOption::Pcr(_) => true,
+            };
+            if !modelled {
+                out.push(Unmodelled {
+                    line,
+                    rule: rule.to_string(),
+                    option: option.to_string(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A subject of the accesses: (uid, gid).
 const SUBJECTS: [(u32, u32); 2] = [(0, 0), (1000, 1000)];
 
-/// Filesystems that hold no files to appraise (statfs magic).
-const PSEUDO_FS: &[u64] = &[
-    0x9fa0,      // proc
-    0x6265_6572, // sysfs
-    0x1cd1,      // devpts
-    0x7363_6673, // securityfs
-    0x6462_6720, // debugfs
-    0x7472_6163, // tracefs
-    0x2768_3e20, // cgroup
-    0x6367_7270, // cgroup2
-    0xcafe_4a11, // bpf
-    0x6165_676c, // pstore
-    0xde5e_81e4, // efivarfs
-    0x1980_0202, // mqueue
-    0x9584_58f6, // hugetlbfs
-    0x6265_6570, // configfs
-    0x4249_4e4d, // binfmt_misc
-    0x0187,      // autofs
-];
-
 /// Checks every regular file under `root` against `policy` (see the module docs).
 pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
-    let mut report = CheckReport::default();
+    let mut report = CheckReport {
+        unmodelled: unmodelled(policy),
+        ..CheckReport::default()
+    };
     let mut files = Vec::new();
     let mut filesystems: HashMap<u64, Option<FileSystem>> = HashMap::new();
     if let Ok(meta) = fs::metadata(root) {
@@ -117,6 +177,25 @@ pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
         &mut filesystems,
         &mut report.unreadable,
     );
+    match crate::kernel::mountinfo::read() {
+        Ok(mounts) => {
+            let (more, hidden) = beyond_the_walk(root, &mounts);
+            for dir in more {
+                walk(
+                    root,
+                    &dir,
+                    &mut files,
+                    &mut filesystems,
+                    &mut report.unreadable,
+                );
+            }
+            report.unreadable.extend(hidden);
+        }
+        Err(e) => report.unreadable.push(format!(
+            "mounts hidden under others, or below /proc and /sys: {}",
+            crate::report::status::error_line(&e)
+        )),
+    }
     report.files = files.len();
     let results: Vec<(bool, Option<Denied>)> = files
         .par_iter()
@@ -128,65 +207,6 @@ pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
     }
     report.denied.sort_by(|a, b| a.path.cmp(&b.path));
     report
-}
-
-/// A regular file found by the walk.
-struct Found {
-    path: PathBuf,
-    meta: fs::Metadata,
-    fs: FileSystem,
-}
-
-fn walk(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<Found>,
-    filesystems: &mut HashMap<u64, Option<FileSystem>>,
-    unreadable: &mut Vec<String>,
-) {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            unreadable.push(format!("{}: {e}", dir.display()));
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let inside = inside_root(root, &path);
-            if ["/proc", "/sys", "/dev"]
-                .iter()
-                .any(|p| inside == Path::new(p))
-            {
-                continue;
-            }
-            let fs = filesystems
-                .entry(meta.dev())
-                .or_insert_with(|| FsInfo::of(&path).ok().map(|f| f.file_system()));
-            if fs.as_ref().is_none_or(|f| PSEUDO_FS.contains(&f.magic)) {
-                continue;
-            }
-            walk(root, &path, out, filesystems, unreadable);
-        } else if meta.is_file() {
-            // A file bind-mounted over another is on a filesystem of its own.
-            let fs = filesystems
-                .entry(meta.dev())
-                .or_insert_with(|| FsInfo::of(&path).ok().map(|f| f.file_system()));
-            let Some(fs) = fs.clone() else {
-                continue;
-            };
-            out.push(Found { path, meta, fs });
-        }
-    }
-}
-
-/// `path` as seen from inside `root`.
-fn inside_root(root: &Path, path: &Path) -> PathBuf {
-    Path::new("/").join(path.strip_prefix(root).unwrap_or(path))
 }
 
 /// The accesses the kernel would appraise `f` on.
@@ -229,9 +249,10 @@ fn is_elf(path: &Path) -> bool {
 /// rule's line, the rule, and whether it certainly matches.
 type Covering<'p> = (Func, u32, usize, &'p super::rule::Rule, bool);
 
-/// The appraise rule covering `f`, preferring one that certainly matches.
-fn covering_rule<'p>(policy: &'p Policy, root: &Path, f: &Found) -> Option<Covering<'p>> {
-    let mut decided = None;
+/// Every appraise rule that covers one of `f`'s accesses (the first that
+/// decides each), certain ones first, each once.
+fn covering_rules<'p>(policy: &'p Policy, root: &Path, f: &Found) -> Vec<Covering<'p>> {
+    let mut out: Vec<Covering<'p>> = Vec::new();
     for (func, access) in accesses(root, f) {
         for (uid, gid) in SUBJECTS {
             let asked = FileAccess {
@@ -251,24 +272,49 @@ fn covering_rule<'p>(policy: &'p Policy, root: &Path, f: &Found) -> Option<Cover
                 certain,
             } = appraisal(policy, &asked)
             {
-                decided = Some((func, uid, line, rule, certain));
-                if certain {
-                    return decided;
+                if !out.iter().any(|c| c.2 == line) {
+                    out.push((func, uid, line, rule, certain));
                 }
             }
         }
     }
-    decided
+    out.sort_by_key(|c| !c.4);
+    out
+}
+
+/// Why `rule` refuses a file whose `security.ima` verified as `report`, if it does.
+fn refusal(rule: &Rule, report: &ima_core::VerifyReport) -> Option<(&'static str, Option<String>)> {
+    let passes = match report.status {
+        VerifyStatus::Ok | VerifyStatus::OtherKey => true,
+        VerifyStatus::Hashed => !rule.requires_signature(),
+        _ => false,
+    };
+    if !passes {
+        return Some((report.status.as_str(), report.detail.clone()));
+    }
+    let allowed = rule.options.iter().find_map(|o| match o {
+        RuleOption::AppraiseAlgos(algos) => Some(algos),
+        _ => None,
+    })?;
+    let algo = report.algo.map(|a| a.name());
+    if algo.is_some_and(|a| allowed.iter().any(|x| x == a)) {
+        return None;
+    }
+    Some((
+        "denied-hash-algorithm",
+        Some(format!(
+            "its security.ima uses {}, and appraise_algos allows only {}",
+            algo.unwrap_or("an unknown hash algorithm"),
+            allowed.join(",")
+        )),
+    ))
 }
 
 /// Whether `f` is covered, and if so whether it would be denied.
 fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, Option<Denied>) {
-    let Some((func, uid, line, rule, certain)) = covering_rule(policy, root, f) else {
+    let covering = covering_rules(policy, root, f);
+    let Some(&(func, uid, line, rule, certain)) = covering.first() else {
         return (false, None);
-    };
-    let deny = |status: &'static str, detail: Option<String>| {
-        let denial = denied(root, f, func, uid, line, rule, certain, status, detail);
-        (true, Some(denial))
     };
     let report = match fs::OpenOptions::new()
         .read(true)
@@ -278,17 +324,18 @@ fn check_file(policy: &Policy, root: &Path, f: &Found, keys: &KeySet) -> (bool, 
         .and_then(|file| keys.verify_file(&file, false).map_err(|e| e.to_string()))
     {
         Ok(r) => r,
-        Err(e) => return deny("error", Some(e)),
+        Err(e) => {
+            let denial = denied(root, f, func, uid, line, rule, certain, "error", Some(e));
+            return (true, Some(denial));
+        }
     };
-    let passes = match report.status {
-        VerifyStatus::Ok | VerifyStatus::OtherKey => true,
-        VerifyStatus::Hashed => !rule.requires_signature(),
-        _ => false,
-    };
-    if passes {
-        return (true, None);
+    for &(func, uid, line, rule, certain) in &covering {
+        if let Some((status, detail)) = refusal(rule, &report) {
+            let denial = denied(root, f, func, uid, line, rule, certain, status, detail);
+            return (true, Some(denial));
+        }
     }
-    deny(report.status.as_str(), report.detail)
+    (true, None)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -380,7 +427,7 @@ impl Coverage {
             meta,
             fs,
         };
-        covering_rule(&self.policy, root, &found).is_some()
+        !covering_rules(&self.policy, root, &found).is_empty()
     }
 }
 

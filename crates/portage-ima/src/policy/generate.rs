@@ -17,15 +17,21 @@
 //! as a program run to generate its own documentation. None of that is
 //! signed (it is signed once merged), so an appraise rule that covers the
 //! process running it denies it, unless an earlier `dont_appraise` exempts
-//! the build directory's filesystem: by `fsmagic` when it is a tmpfs, by
-//! `fsuuid` when it is a filesystem of its own. On the root filesystem no
-//! rule can exempt it without exempting the system itself.
+//! the build directory's filesystem: by `fsuuid` when it is a filesystem
+//! of its own; by `fsmagic` when it is a tmpfs, which exempts every tmpfs
+//! (and devtmpfs, which has tmpfs's magic), so only when every other one
+//! is mounted `noexec`; by SELinux label when the loaded policy is
+//! Gentoo's (`portage_tmp_t`, `portage_sandbox_t`). On the root filesystem
+//! without those labels no rule can exempt it without exempting the
+//! system itself. Every exemption wider than the build directory is
+//! listed in [`Generated::wider`], for stderr. docs/policy-tmpfs.md has
+//! the details.
 
 use std::path::PathBuf;
 
 use super::rule::{
-    format_uuid, Access, Action, AppraiseType, Condition, Func, IdField, IdOp, Policy, Rule,
-    RuleOption,
+    format_uuid, Access, Action, AppraiseType, Condition, Func, IdField, IdOp, LsmField, Policy,
+    Rule, RuleOption,
 };
 
 /// tmpfs's statfs f_type (include/uapi/linux/magic.h).
@@ -137,6 +143,15 @@ pub enum BuildFs {
     Shared { with: PathBuf, fstype: String },
 }
 
+/// A tmpfs (or devtmpfs) mount other than the build directory's: a
+/// `dont_appraise fsmagic=0x1021994` exempts it too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherTmpfs {
+    pub mount_point: PathBuf,
+    /// Mounted `noexec`: nothing on it can be executed or mapped executable.
+    pub noexec: bool,
+}
+
 /// The Portage setup a policy is derived from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Setup {
@@ -151,6 +166,22 @@ pub struct Setup {
     pub xattr: bool,
     /// Where FEATURES and PORTAGE_TMPDIR were read.
     pub source: String,
+    /// Every other tmpfs mount of the machine (visible ones).
+    pub other_tmpfs: Vec<OtherTmpfs>,
+    /// SELinux runs with a policy defining Gentoo's `portage_tmp_t` and
+    /// `portage_sandbox_t`.
+    pub selinux_portage: bool,
+}
+
+impl Setup {
+    /// The other tmpfs mounts where programs can run.
+    fn exec_tmpfs(&self) -> Vec<String> {
+        self.other_tmpfs
+            .iter()
+            .filter(|t| !t.noexec)
+            .map(|t| t.mount_point.display().to_string())
+            .collect()
+    }
 }
 
 /// No policy can both appraise what was asked and let builds run.
@@ -168,27 +199,85 @@ pub struct Generated {
     pub policy: Policy,
     /// Things that will not work with this setup (also in the policy's header).
     pub warnings: Vec<String>,
+    /// What the exemptions cover besides the build directory (also in the
+    /// policy's comments), for stderr.
+    pub wider: Vec<String>,
 }
 
-/// The rule that exempts the build directory's filesystem, with what it exempts.
-fn build_exemption(setup: &Setup) -> Option<(Condition, String)> {
-    match &setup.build_fs {
-        BuildFs::Tmpfs => Some((
-            Condition::FsMagic(TMPFS_MAGIC),
-            format!(
-                "{} is a tmpfs: this exempts every tmpfs (/dev/shm, /run, /tmp when it is one)",
-                setup.build_dir.display()
+/// The rules that exempt the build directory.
+struct Exemption {
+    /// One `dont_appraise` and one `dont_measure` for each.
+    conditions: Vec<Condition>,
+    /// What they exempt, for the policy's comment.
+    what: String,
+    /// What they exempt besides the build directory.
+    wider: Option<String>,
+}
+
+/// Gentoo's SELinux types for Portage's build files and build phases.
+pub const PORTAGE_TMP_TYPE: &str = "portage_tmp_t";
+pub const PORTAGE_SANDBOX_TYPE: &str = "portage_sandbox_t";
+
+/// How the build directory is exempted, if it can be.
+fn build_exemption(setup: &Setup) -> Option<Exemption> {
+    let build = setup.build_dir.display();
+    if setup.selinux_portage && !matches!(setup.build_fs, BuildFs::Own { .. }) {
+        return Some(Exemption {
+            conditions: vec![
+                Condition::Lsm {
+                    field: LsmField::ObjType,
+                    label: PORTAGE_TMP_TYPE.into(),
+                },
+                Condition::Lsm {
+                    field: LsmField::SubjType,
+                    label: PORTAGE_SANDBOX_TYPE.into(),
+                },
+            ],
+            what: format!(
+                "SELinux runs Gentoo's policy: Portage's build files ({build}) are labelled \
+                 {PORTAGE_TMP_TYPE} and its build phases run as {PORTAGE_SANDBOX_TYPE}"
             ),
-        )),
-        BuildFs::Own { fstype, uuid } => Some((
-            Condition::FsUuid(*uuid),
-            format!(
-                "{} is on its own {fstype} filesystem, uuid {}",
-                setup.build_dir.display(),
+            wider: Some(format!(
+                "dont_appraise subj_type={PORTAGE_SANDBOX_TYPE} exempts whatever Portage's build \
+                 phases (the {PORTAGE_SANDBOX_TYPE} domain) execute or map, from any directory"
+            )),
+        });
+    }
+    match &setup.build_fs {
+        BuildFs::Tmpfs if setup.exec_tmpfs().is_empty() => {
+            let others: Vec<String> = setup
+                .other_tmpfs
+                .iter()
+                .map(|t| t.mount_point.display().to_string())
+                .collect();
+            Some(Exemption {
+                conditions: vec![Condition::FsMagic(TMPFS_MAGIC)],
+                what: format!(
+                    "{build} is a tmpfs: this exempts every tmpfs; every other one is mounted \
+                     noexec"
+                ),
+                wider: Some(format!(
+                    "dont_appraise fsmagic={TMPFS_MAGIC:#x} exempts every tmpfs and devtmpfs, \
+                     not only {build}: the others ({}) are mounted noexec, so nothing there can \
+                     be executed or mapped executable; a tmpfs mounted later without noexec \
+                     (systemd-logind's /run/user/UID at login) would be exempt too",
+                    if others.is_empty() {
+                        "none now".to_string()
+                    } else {
+                        others.join(", ")
+                    }
+                )),
+            })
+        }
+        BuildFs::Own { fstype, uuid } => Some(Exemption {
+            conditions: vec![Condition::FsUuid(*uuid)],
+            what: format!(
+                "{build} is on its own {fstype} filesystem, uuid {}",
                 format_uuid(uuid)
             ),
-        )),
-        BuildFs::OwnWithoutUuid { .. } | BuildFs::Shared { .. } => None,
+            wider: None,
+        }),
+        BuildFs::Tmpfs | BuildFs::OwnWithoutUuid { .. } | BuildFs::Shared { .. } => None,
     }
 }
 
@@ -206,12 +295,33 @@ fn why_not_exempt(setup: &Setup) -> String {
              read (no FS_IOC_GETFSUUID and no /dev/disk/by-uuid entry) to exempt it by fsuuid",
             setup.build_dir.display()
         ),
-        BuildFs::Tmpfs | BuildFs::Own { .. } => String::new(),
+        BuildFs::Tmpfs => format!(
+            "PORTAGE_TMPDIR ({}) is a tmpfs, and the rule that would exempt it, dont_appraise \
+             fsmagic={TMPFS_MAGIC:#x}, exempts every tmpfs, among them {}, which are not \
+             mounted noexec: anyone who can write there could run unsigned programs",
+            setup.build_dir.display(),
+            setup.exec_tmpfs().join(", ")
+        ),
+        BuildFs::Own { .. } => String::new(),
     }
 }
 
-const MOVE_TMPDIR: &str = "put PORTAGE_TMPDIR on a tmpfs (e.g. mount one on /var/tmp/portage, as \
-     the Gentoo handbook suggests) or on a filesystem of its own";
+/// What to change so that the build directory can be exempted.
+fn how_to_exempt(setup: &Setup) -> String {
+    match &setup.build_fs {
+        BuildFs::Tmpfs => format!(
+            "mount {} noexec (in /etc/fstab, or the service that mounts them), or put \
+             PORTAGE_TMPDIR on a filesystem of its own, which is exempted by its fsuuid",
+            setup.exec_tmpfs().join(", ")
+        ),
+        _ => MOVE_TMPDIR.to_string(),
+    }
+}
+
+const MOVE_TMPDIR: &str =
+    "put PORTAGE_TMPDIR on a filesystem of its own (exempted by its fsuuid), \
+     or on a tmpfs (e.g. mount one on /var/tmp/portage, as the Gentoo handbook suggests) when \
+     every other tmpfs is mounted noexec";
 
 /// The policy for `setup`, or why none can let builds run.
 pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePolicy> {
@@ -228,7 +338,10 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
                      src_test); {}",
                     why_not_exempt(setup)
                 ),
-                format!("add userpriv to FEATURES (Portage's default), or {MOVE_TMPDIR}"),
+                format!(
+                    "add userpriv to FEATURES (Portage's default), or {}",
+                    how_to_exempt(setup)
+                ),
             )
         } else {
             (
@@ -238,7 +351,10 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
                     scope.name(),
                     why_not_exempt(setup)
                 ),
-                format!("{MOVE_TMPDIR}; or use --appraise root-exec with FEATURES=userpriv"),
+                format!(
+                    "{}; or use --appraise root-exec with FEATURES=userpriv",
+                    how_to_exempt(setup)
+                ),
             )
         };
         return Err(NoSafePolicy {
@@ -253,8 +369,9 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
         warnings.push(format!(
             "src_install and the pkg_* phases run as root: a package that runs a program it \
              built from the work directory there (or one with RESTRICT=userpriv, or a src_test \
-             with PROPERTIES=test_privileged) is denied, since {}; {MOVE_TMPDIR}",
-            why_not_exempt(setup)
+             with PROPERTIES=test_privileged) is denied, since {}; {}",
+            why_not_exempt(setup),
+            how_to_exempt(setup)
         ));
     }
     let copies = matches!(
@@ -345,14 +462,21 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
         p.rule(Rule::new(Action::DontMeasure).when(Condition::FsMagic(*magic)));
     }
 
-    if let Some((condition, what)) = exemption {
+    let mut wider = Vec::new();
+    if let Some(exemption) = exemption {
         p.blank();
         p.comment_wrapped(
             "Portage's build directory: builds run the unsigned programs they compile there.",
         );
-        p.comment_wrapped(&what);
-        p.rule(Rule::new(Action::DontAppraise).when(condition.clone()));
-        p.rule(Rule::new(Action::DontMeasure).when(condition));
+        p.comment_wrapped(&exemption.what);
+        if let Some(w) = exemption.wider {
+            p.comment_wrapped(&format!("WIDER THAN THE BUILD DIRECTORY: {w}."));
+            wider.push(w);
+        }
+        for condition in exemption.conditions {
+            p.rule(Rule::new(Action::DontAppraise).when(condition.clone()));
+            p.rule(Rule::new(Action::DontMeasure).when(condition));
+        }
     }
 
     p.blank();
@@ -373,6 +497,7 @@ pub fn generate(setup: &Setup, request: &Request) -> Result<Generated, NoSafePol
     Ok(Generated {
         policy: p,
         warnings,
+        wider,
     })
 }
 

@@ -1,6 +1,7 @@
 //! IMA policies: the rules as data ([`rule`]), read from text ([`parse`]),
 //! generated for a Portage setup ([`generate`]) read from this machine
-//! ([`setup`]), and checked against it by `doctor` ([`review`]).
+//! ([`setup`]), checked against it by `doctor` ([`review`]), and evaluated
+//! over a root's files by `policy --check` ([`check`], [`walk`]).
 
 pub mod check;
 pub mod eval;
@@ -9,6 +10,7 @@ pub mod parse;
 pub mod review;
 pub mod rule;
 pub mod setup;
+pub mod walk;
 
 pub use generate::{generate, Generated, NoSafePolicy, Request, Scope, Setup};
 pub use parse::{parse_policy, ParseError};

@@ -105,7 +105,11 @@ fn build_place(setup: &Setup) -> String {
 
 fn exemption_hint(setup: &Setup) -> String {
     match &setup.build_fs {
-        BuildFs::Tmpfs => "add `dont_appraise fsmagic=0x1021994` before it".to_string(),
+        BuildFs::Tmpfs => "add `dont_appraise fsmagic=0x1021994` before it, which exempts \
+                           every tmpfs: only when every other tmpfs is mounted noexec (else put \
+                           PORTAGE_TMPDIR on a filesystem of its own and exempt its fsuuid; \
+                           `portage-ima policy` checks the mounts)"
+            .to_string(),
         BuildFs::Own { uuid, .. } => format!(
             "add `dont_appraise fsuuid={}` before it",
             super::rule::format_uuid(uuid)
@@ -283,6 +287,8 @@ mod tests {
                 userpriv,
                 xattr,
                 source: "test".into(),
+                other_tmpfs: Vec::new(),
+                selinux_portage: false,
             },
             build_fs: FileSystem {
                 magic: if tmpfs { TMPFS_MAGIC } else { 0xef53 },

@@ -11,9 +11,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::generate::{BuildFs, Setup, TMPFS_MAGIC};
+use super::generate::{BuildFs, OtherTmpfs, Setup, TMPFS_MAGIC};
 use crate::commands::doctor::{portage_vars, PortageVars};
 use crate::gentoo::env::XattrCopy;
+use crate::kernel::mountinfo;
 
 /// The directories whose programs a policy protects: a build directory on
 /// one of their filesystems cannot be exempted.
@@ -163,14 +164,40 @@ pub(crate) fn from_vars(vars: PortageVars, root: &Path) -> Result<Setup> {
             vars.source
         );
     }
+    let build_fs = build_fs(&build_dir, root)?;
+    let other_tmpfs = if build_fs == BuildFs::Tmpfs {
+        other_tmpfs(&build_dir)?
+    } else {
+        Vec::new()
+    };
     Ok(Setup {
-        build_fs: build_fs(&build_dir, root)?,
+        build_fs,
         tmpdir: vars.tmpdir,
         build_dir,
         userpriv: vars.features.contains("userpriv"),
         xattr,
         source: vars.source,
+        other_tmpfs,
+        selinux_portage: crate::kernel::selinux::portage_policy_loaded(),
     })
+}
+
+/// The running machine's visible tmpfs and devtmpfs mounts (both have
+/// tmpfs's magic) other than those of `build_dir`'s filesystem.
+fn other_tmpfs(build_dir: &Path) -> Result<Vec<OtherTmpfs>> {
+    let dev = fs::metadata(build_dir)
+        .with_context(|| format!("cannot read {}", build_dir.display()))?
+        .dev();
+    let build_dev = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let mounts = mountinfo::read()?;
+    Ok(mountinfo::visible(&mounts)
+        .into_iter()
+        .filter(|m| matches!(m.fstype.as_str(), "tmpfs" | "devtmpfs") && m.dev != build_dev)
+        .map(|m| OtherTmpfs {
+            mount_point: m.mount_point.clone(),
+            noexec: m.noexec(),
+        })
+        .collect())
 }
 
 /// The `portage` user's uid and gid from ROOT's /etc/passwd, else Gentoo's

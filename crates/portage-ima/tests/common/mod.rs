@@ -170,3 +170,35 @@ pub fn tmpfs_dir(test: &str) -> Option<tempfile::TempDir> {
     });
     require(on_tmpfs, "a tmpfs on /dev/shm", test).then(|| dir.unwrap())
 }
+
+/// Remounts every visible tmpfs and devtmpfs `noexec` (in the calling
+/// mount namespace).
+const REMOUNT_TMPFS_NOEXEC: &str = r#"
+awk '{ for (i = 7; i <= NF; i++) if ($i == "-") {
+         if ($(i + 1) == "tmpfs" || $(i + 1) == "devtmpfs") print $5; break } }' \
+    /proc/self/mountinfo | sort -u | while read -r m; do
+    mount -o remount,bind,noexec "$(printf '%b' "$m")"
+done
+"#;
+
+/// A command that runs portage-ima (its arguments to be added) in a mount
+/// namespace of its own where every tmpfs and devtmpfs is remounted
+/// `noexec`, then the shell `setup` ran: the machine's mounts as a test
+/// needs them, undone when it exits. None (skipped) without root or unshare.
+pub fn isolated_mounts(setup: &str, test: &str) -> Option<Command> {
+    if !require_root(test) || !require_tool("unshare", test) {
+        return None;
+    }
+    // Absolute paths: the command's own PATH may be anything.
+    let unshare = ["/usr/bin/unshare", "/bin/unshare"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let mut cmd = Command::new(unshare);
+    cmd.args(["--mount", "--propagation", "private", "/bin/sh", "-ec"])
+        .arg(format!(
+            "path=$PATH; PATH=/usr/sbin:/usr/bin:/sbin:/bin\n{REMOUNT_TMPFS_NOEXEC}\n{setup}\n\
+             PATH=$path exec \"$@\""
+        ))
+        .args(["sh", bin()]);
+    Some(cmd)
+}
