@@ -23,6 +23,9 @@
 #             listed in build-info/IMA_SIGNATURES, the package carries them.
 # With mode = "verify" in ima.toml (a client of a binary host, no key),
 # preinst and postinst keep the package's trusted signatures instead.
+#   postrm:   (only with [keylime] in ima.toml) the removed or replaced
+#             version's digests leave the Keylime runtime policy, which
+#             postinst updates for the new version; never fails an unmerge.
 #
 # Nothing happens in any other phase: not in `depend` (metadata generation,
 # where running a command corrupts the cache) and not with an empty
@@ -77,7 +80,7 @@ binary:*) ;;
 	;;
 esac
 case ${_portage_ima_phase} in
-package | preinst | postinst)
+package | preinst | postinst | postrm)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}
 	[[ ${EMERGE_FROM-} == binary ]] && _portage_ima_bin=${BASH_SOURCE[0]%/share/portage-ima/*}/bin/portage-ima
 	# A merge of portage-ima itself that dropped the signatures: preinst
@@ -105,7 +108,7 @@ package | preinst | postinst)
 	if [[ -z ${_portage_ima_bin} || ! -x ${_portage_ima_bin} ]]; then
 		_portage_ima_line="portage-ima: ${_portage_ima_bin:-portage-ima} not found or not executable (install it or set PORTAGE_IMA): files of ${CATEGORY}/${PF} are NOT signed"
 		# Strict: stop at once; else warn once per package (postinst).
-		[[ -n ${_portage_ima_strict} ]] && die "${_portage_ima_line} (strict = true in ima.toml)"
+		[[ -n ${_portage_ima_strict} && ${EBUILD_PHASE} != postrm ]] && die "${_portage_ima_line} (strict = true in ima.toml)"
 		[[ ${EBUILD_PHASE} == postinst ]] && ewarn "${_portage_ima_line}"
 	else
 		# stdout (the summary) -> einfo, or elog on request; stderr -> ewarn.
@@ -125,12 +128,13 @@ package | preinst | postinst)
 			?*) if [[ ${PORTAGE_IMA_ELOG_SUMMARY-} == yes ]]; then elog "${_portage_ima_line}"; else einfo "${_portage_ima_line}"; fi ;;
 			esac
 		done <<<"${_portage_ima_out}"
-		case ${_portage_ima_rc}:${_portage_ima_strict} in
+		case ${_portage_ima_rc}:${_portage_ima_strict}:${EBUILD_PHASE} in
 		0:*) ;;
+		*:postrm) ewarn "portage-ima: '${_portage_ima_bin} hook' failed with exit status ${_portage_ima_rc} in postrm: the Keylime policy may still list ${CATEGORY}/${PF} (the next merge catches up)" ;;
 		4:*) die "portage-ima: the merge of ${CATEGORY}/${PF} is stopped before any file goes live: the kernel enforces IMA appraisal and this merge would leave its programs unsigned until postinst (see the warnings above for the fix)" ;;
-		1:) ;; # the files not signed were reported just above
+		1::*) ;; # the files not signed were reported just above
 		3:*) die "portage-ima: strict mode (strict = true in ima.toml): files of ${CATEGORY}/${PF} could not be signed (or carry no trusted signature) in ${EBUILD_PHASE}, see the warnings above" ;;
-		*:1) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
+		*:1:*) die "portage-ima: strict mode (strict = true in ima.toml): '${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}: files of ${CATEGORY}/${PF} may NOT be signed" ;;
 		*) ewarn "portage-ima: files of ${CATEGORY}/${PF} are NOT signed ('${_portage_ima_bin} hook' ended with exit status ${_portage_ima_rc} in ${EBUILD_PHASE}); once the cause is fixed, run: portage-ima sign =${CATEGORY}/${PF}" ;;
 		esac
 	fi

@@ -7,6 +7,7 @@
 EAPI=8
 
 CRATES="
+	aho-corasick@1.1.5
 	anstream@1.0.0
 	anstyle-parse@1.0.0
 	anstyle-query@1.1.5
@@ -120,7 +121,9 @@ CRATES="
 	rand_xorshift@0.5.0
 	rayon-core@1.13.0
 	rayon@1.12.0
+	regex-automata@0.4.19
 	regex-syntax@0.8.12
+	regex@1.13.2
 	rfc6979@0.4.0
 	roff@1.1.1
 	rsa@0.9.10

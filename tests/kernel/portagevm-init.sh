@@ -249,6 +249,31 @@ run_step exec changed-as-user python3.11 -c \
 run_step verify merged portage-ima verify --cert /etc/keys/ima.cert.pem --files \
 	/usr/bin/hello /usr/lib/hellolib/libhello.so /usr/bin/vimlike /usr/bin/gen /usr/bin/portage-ima
 
+# 3b. Keylime (issue 25): the hook keeps a runtime policy ([keylime], digests
+#     mode) through rollback-1 then rollback-2; version 1, with its valid
+#     signature, is copied back over version 2 and runs (appraisal accepts
+#     it). The measurement list and the policies (digests, then keys mode)
+#     go to the host, where Keylime's own code judges them.
+phase keylime
+cp /etc/portage/ima.toml /etc/portage/ima.toml.base || die "cp ima.toml"
+printf '\n[keylime]\nmode = "digests"\n' >>/etc/portage/ima.toml
+run_step keylime sync portage-ima keylime sync
+emerge_step keylime-v1 =test-ima/rollback-1
+cp --preserve=xattr /usr/bin/rollback /root/rollback-1 || die "saving rollback-1"
+emerge_step keylime-v2 =test-ima/rollback-2
+run_step exec rollback-2 /usr/bin/rollback
+cp --preserve=xattr /root/rollback-1 /usr/bin/.rollback.new || die "copying rollback-1 back"
+mv /usr/bin/.rollback.new /usr/bin/rollback || die "moving rollback-1 over rollback-2"
+run_step exec rollback-1-back /usr/bin/rollback
+cp /sys/kernel/security/ima/ascii_runtime_measurements /tmp/measurements || die "reading the measurement list"
+run_step keylime check portage-ima keylime check --measurements /tmp/measurements
+say keylime-policy digests "data=$($bb gzip -c /var/lib/portage-ima/keylime-policy.json | b64)"
+sed -i 's/^mode = "digests"$/mode = "keys"/' /etc/portage/ima.toml
+run_step keylime sync-keys portage-ima keylime sync
+say keylime-policy keys "data=$($bb gzip -c /var/lib/portage-ima/keylime-policy.json | b64)"
+say keylime-list - "data=$($bb gzip -c /tmp/measurements | b64)"
+cp /etc/portage/ima.toml.base /etc/portage/ima.toml || die "restore ima.toml"
+
 # 5. The same tmpfs without FEATURES=xattr, and allow_unsigned_window = true:
 #    the merge copies and drops the signature; the new files are live and
 #    unsigned until the postinst hook. portage-ima upgrades itself here too:

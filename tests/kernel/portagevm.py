@@ -206,6 +206,12 @@ pkg_postinst() {
 	ima_case tail -n 1 "/proc/$$/exe"
 }
 """,
+    # Issue 25: version 1 is copied back over version 2 (a rollback).
+    "rollback": """\
+src_install() {
+	ima_install_exe "${FILESDIR}/rollback" /usr/bin
+}
+""",
     "portage-ima": """\
 src_install() {
 	ima_install_exe "${EROOT}/usr/bin/portage-ima" /usr/bin
@@ -219,7 +225,7 @@ pkg_postinst() {
 
 #: The versions in the repository (the init script emerges them by number).
 VERSIONS = {"hellolib": (1, 2), "vimlike": (1, 2, 3, 4), "srcbuild": (1,), "portage-ima": (1, 2),
-            "auditcase": (1,), "bash": (1,)}
+            "auditcase": (1,), "bash": (1,), "rollback": (1, 2)}
 
 #: Prebuilt with the host's gcc into each package's files/ (FILESDIR).
 PREBUILT = {
@@ -228,6 +234,7 @@ PREBUILT = {
         "hello": ["hello.c", "-L{out}", "-lhello", "-Wl,-rpath,/usr/lib/hellolib"],
     },
     "vimlike": {"vimlike": ["vimlike.c"]},
+    "rollback": {"rollback": ["rollback.c"]},
 }
 
 

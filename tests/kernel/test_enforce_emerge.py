@@ -26,6 +26,11 @@ README tells users to. Then Portage, with the hook sourced from
    runs the signed copy preinst kept in the build directory, signs the new binary, and the
    next emerge is signed by it.
 
+Between 3 and 4, with `[keylime]` (issue 25): rollback-1 then rollback-2,
+and version 1's binary with its signature copied back over version 2; the
+measurement list and the policies the hook kept go to the host, where
+Keylime's own code judges them.
+
 A short boot of its own (portagevm.case=binpkg) installs a binary package
 built and signed on the host (issue 14) with no key in the VM.
 
@@ -40,8 +45,11 @@ timings in tests/.cache/portagevm/last-timings.txt.
 from __future__ import annotations
 
 import base64
+import gzip
+import json
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -49,11 +57,13 @@ import kernelvm
 import portagevm
 from kernelvm import Unavailable
 from portage_playground import portage_ima_bin
+from portage_playground.venv import ensure_keylime_venv
 
+KEYLIME_VALIDATE = kernelvm.REPO / "tests" / "e2e" / "keylime_validate.py"
 #: The whole boot, on a loaded 2-core machine: well over twice a quiet run.
 #: The fail-safe phases (issue 20) added three emerges: 1445 s were seen
-#: under a load of 13 on 2 cores.
-BOOT_TIMEOUT = 2400
+#: under a load of 13 on 2 cores; the keylime phase (issue 25) about 260 s more.
+BOOT_TIMEOUT = 2700
 AUDIT_DENIAL = re.compile(r'type=1800 .*cause=(?P<cause>[\w-]+) .*name="(?P<name>[^"]*)".* res=0')
 
 
@@ -174,7 +184,7 @@ def test_emerge_succeeds(vm: Run, id: str):
     assert rec.fields["rc"] == "0", f"emerge {id} failed:\n{vm.output(id)}"
 
 
-@pytest.mark.parametrize("phase", ["boot", "rootfs", "tmpfs-stop", "tmpfs-xattr", "after-self-upgrade"])
+@pytest.mark.parametrize("phase", ["boot", "rootfs", "tmpfs-stop", "tmpfs-xattr", "keylime", "after-self-upgrade"])
 def test_no_ima_denial_while_the_merge_keeps_signatures(vm: Run, phase: str):
     assert vm.denials(phase) == [], "\n".join(vm.phases[phase])
 
@@ -374,3 +384,61 @@ def test_binary_package_signed_on_the_host_installs_and_runs_without_a_key():
     verify_out = base64.b64decode(verify.fields["out"]).decode()
     assert verify.fields["rc"] == "0", verify_out
     assert re.search(r"^ok +/usr/bin/binhello", verify_out, re.M), verify_out
+
+
+def _gunzipped(run: Run, kind: str, id: str) -> str:
+    return gzip.decompress(base64.b64decode(run.record(kind, id).fields["data"])).decode()
+
+
+def _keylime_verdict(policy: str, lines: list[str], tmp_path) -> dict:
+    """Keylime's own attestation code (tests/e2e/keylime_validate.py, in the
+    Keylime venv) on a measurement list and a policy."""
+    (tmp_path / "policy.json").write_text(policy)
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    venv = ensure_keylime_venv()
+    r = subprocess.run([str(venv / "bin" / "python"), str(KEYLIME_VALIDATE), str(tmp_path / "policy.json"),
+                        str(tmp_path / "list.txt")], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_keylime_catches_the_rollback_that_appraisal_accepts(vm: Run, tmp_path):
+    """Issue 25, on the enforcing kernel with ima_template=ima-sig: the hook
+    keeps the Keylime policy through rollback-1 and rollback-2; rollback-1's
+    binary, with its valid signature, copied back over rollback-2 runs
+    (appraisal accepts it, no denial). Keylime's validation of the VM's real
+    measurement list against the policy the hook kept (digests mode) rejects
+    that entry and names the file; with keys mode's policy it is accepted,
+    which is why digests is the default."""
+    for id in ("keylime-v1", "keylime-v2"):
+        assert vm.record("emerge", id).fields["rc"] == "0", vm.output(id)
+    assert "keylime policy /var/lib/portage-ima/keylime-policy.json" in vm.output("keylime-v2")
+    assert vm.exec("rollback-2") == (0, "rollback ran")
+    assert vm.exec("rollback-1-back") == (0, "rollback ran")
+    assert vm.denials("keylime") == [], "\n".join(vm.phases["keylime"])
+
+    measured = _gunzipped(vm, "keylime-list", "-").splitlines()
+    rollback = [line for line in measured if line.split(" ")[4:5] == ["/usr/bin/rollback"]]
+    assert len(rollback) == 2 and all(line.split(" ")[2] == "ima-sig" for line in rollback), rollback
+    newer, older = rollback  # measured in this order: version 2 ran, then version 1
+    digests = _gunzipped(vm, "keylime-policy", "digests")
+    keys = _gunzipped(vm, "keylime-policy", "keys")
+    assert json.loads(digests)["verification-keys"] == ""
+    assert json.loads(keys)["digests"] == {} and json.loads(keys)["verification-keys"]
+
+    assert _keylime_verdict(digests, [newer], tmp_path)["accepted"]
+    verdict = _keylime_verdict(digests, [older], tmp_path)
+    assert not verdict["accepted"]
+    assert verdict["failing"] == {"/usr/bin/rollback": ["ima.validation.ima-ng.runtime_policy_hash"]}, verdict
+    # The whole real list: the rollback is among what Keylime rejects.
+    whole = _keylime_verdict(digests, measured, tmp_path)
+    assert "/usr/bin/rollback" in whole["failing"], whole
+    # keys mode: the signature is valid, so Keylime accepts the old binary.
+    assert _keylime_verdict(keys, [newer, older], tmp_path) == {"accepted": True, "entries": 2, "failing": {}}
+    assert "/usr/bin/rollback" not in _keylime_verdict(keys, measured, tmp_path)["failing"]
+
+    # `portage-ima keylime check` in the VM names it, with its package.
+    check = vm.record("keylime", "check")
+    rc, out = int(check.fields["rc"]), base64.b64decode(check.fields["out"]).decode()
+    assert rc == 1, out
+    assert re.search(r"^portage-ima: /usr/bin/rollback: \(test-ima/rollback-2\) digest not in the policy", out, re.M), out

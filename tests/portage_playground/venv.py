@@ -44,9 +44,22 @@ def ensure_venv(
     return venv
 
 
+# Debian's GnuPG bindings (python3-gpg), which a Keylime verifier imports
+# and PyPI does not have; built for Python 3.11 like the venv.
+DEBIAN_GPG = Path("/usr/lib/python3/dist-packages/gpg")
+
+
 def ensure_keylime_venv() -> Path:
-    """The venv holding Keylime from PyPI (see KEYLIME_REQUIREMENTS)."""
-    return ensure_venv(requirements=KEYLIME_REQUIREMENTS, venv=KEYLIME_VENV)
+    """The venv holding Keylime from PyPI (see KEYLIME_REQUIREMENTS), with
+    Debian's gpg bindings reachable (only them, not all of dist-packages)."""
+    venv = ensure_venv(requirements=KEYLIME_REQUIREMENTS, venv=KEYLIME_VENV)
+    only_gpg = venv / "debian-gpg"
+    if DEBIAN_GPG.is_dir() and not (only_gpg / "gpg").exists():
+        only_gpg.mkdir(exist_ok=True)
+        (only_gpg / "gpg").symlink_to(DEBIAN_GPG)
+        for site in venv.glob("lib/python3*/site-packages"):
+            (site / "debian-gpg.pth").write_text(f"{only_gpg}\n")
+    return venv
 
 
 if __name__ == "__main__":

@@ -147,6 +147,17 @@ impl KeySet {
         Ok(self.insert(key.key_id(), verifier))
     }
 
+    /// Adds a public key from its DER SubjectPublicKeyInfo (the form
+    /// Keylime's `verification-keys` carries), under the key id `evmctl`
+    /// computes for it.
+    pub fn add_public_key_der(&mut self, der: &[u8]) -> Result<KeyId> {
+        let spki = <spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(der)
+            .map_err(|e| Error::Crypto(format!("not a DER SubjectPublicKeyInfo: {e}")))?;
+        let key = crate::PublicKey::from_spki(&spki)?;
+        let verifier = self.provider.verifier(&key)?;
+        Ok(self.insert(key.key_id(), verifier))
+    }
+
     fn insert(&mut self, id: KeyId, verifier: Box<dyn Verifier>) -> KeyId {
         self.keys.entry(id).or_default().push(verifier);
         id

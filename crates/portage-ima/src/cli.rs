@@ -99,6 +99,13 @@ pub enum Command {
         what: ExportWhat,
     },
 
+    /// The Keylime runtime policy the hook keeps current ([keylime] in
+    /// ima.toml; see docs/keylime.md).
+    Keylime {
+        #[command(subcommand)]
+        what: KeylimeCommand,
+    },
+
     /// Print an IMA policy fitted to this machine's Portage setup.
     ///
     /// Reads PORTAGE_TMPDIR and FEATURES (userpriv, xattr) as Portage sees
@@ -316,6 +323,64 @@ pub struct KeylimeArgs {
     /// Parallel jobs [default: the number of CPUs].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeylimeCommand {
+    /// Rebuild the policy from the vdb: every installed package digested
+    /// again (a first run, or after a crash or a damaged state file).
+    Sync {
+        /// Root whose package database and files to read [default: ROOT or EROOT from the environment, else /].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Also push it to the verifier, if one is configured.
+        #[arg(long)]
+        push: bool,
+    },
+    /// Update the policy for one package, as the hook does in postinst
+    /// (`--refresh`) or postrm (`--remove`); every other change since the
+    /// last update (packages merged or gone) is caught up too.
+    Update {
+        /// CATEGORY/PF to digest again.
+        #[arg(long, value_name = "CATEGORY/PF")]
+        refresh: Option<String>,
+        /// CATEGORY/PF to take out.
+        #[arg(long, value_name = "CATEGORY/PF")]
+        remove: Option<String>,
+        /// Root whose package database and files to read [default: ROOT or EROOT from the environment, else /].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Judge a measurement list against the policy with Keylime's rules and
+    /// name each file that fails, with its package.
+    ///
+    /// Exit status: 0 when every file passes, 1 when some fail, 2 for an error.
+    Check {
+        /// The measurement list (ascii_runtime_measurements format)
+        /// [default: the kernel's, /sys/kernel/security/ima/ascii_runtime_measurements].
+        #[arg(long, value_name = "FILE")]
+        measurements: Option<PathBuf>,
+        /// The policy [default: the one [keylime] keeps].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Root whose package database names the owners [default: ROOT or EROOT from the environment, else /].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Send the policy to the verifier ([keylime] verifier), unless it
+    /// already holds it.
+    Push {
+        /// Send it even if the verifier should already hold it.
+        #[arg(long)]
+        force: bool,
+        /// Root whose policy to send [default: ROOT or EROOT from the environment, else /].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Wait until process PID (the emerge) has ended first; what the
+        /// hook starts.
+        #[arg(long, value_name = "PID", hide = true)]
+        after_pid: Option<u32>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,9 @@
 //!   them (see [`crate::carried`]).
 //! - with `mode = "verify"` or `"sign-missing"` (a client of a binary host),
 //!   preinst and postinst keep trusted signatures instead ([`carried_hook`]).
+//! - postinst and postrm, with `[keylime]` in ima.toml: the Keylime
+//!   runtime policy follows the package ([`keylime_hook`]); never a reason
+//!   to fail a merge.
 //! - any other phase: nothing, before even reading the settings.
 //!
 //! Fail-safe merges ([`crate::failsafe`]): in preinst, when the kernel
@@ -67,6 +70,7 @@ use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
 use crate::settings::{Mode, Premerge, Settings, SigningScope};
 
 mod carried_hook;
+mod keylime_hook;
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
 const PREMERGE_LIST: &str = "portage-ima-premerge.list";
@@ -90,6 +94,10 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
             ),
         },
     };
+    if phase == "postrm" {
+        keylime_hook::update(config, &phase);
+        return Ok(Status::Success);
+    }
     if !["package", "preinst", "postinst"].contains(&phase.as_str()) {
         return Ok(Status::Success);
     }
@@ -100,6 +108,9 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
     }
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sign_phase(config, &phase)));
+    if phase == "postinst" {
+        keylime_hook::update(config, &phase);
+    }
     let status = match outcome {
         Ok(Ok(status)) => status,
         Ok(Err(err)) => {

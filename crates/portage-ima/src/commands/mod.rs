@@ -14,6 +14,7 @@ pub mod audit;
 pub mod doctor;
 pub mod export;
 pub mod hook;
+pub mod keylime;
 pub mod policy;
 pub mod policy_check;
 pub mod sign;
@@ -29,6 +30,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Doctor(args) => doctor::run(config, args),
         Command::Audit(args) => audit::run(config, args),
         Command::Export { what } => export::run(config, what),
+        Command::Keylime { what } => keylime::run(config, what),
         Command::Policy(args) => policy::run(config, args),
         Command::Generate { what } => generate(what),
     }

@@ -36,6 +36,7 @@ macro_rules! eq_from_ord {
 pub mod atom;
 pub mod contents;
 pub mod cpv;
+pub mod emerge_process;
 pub mod env;
 pub mod fnmatch;
 pub mod make_conf;

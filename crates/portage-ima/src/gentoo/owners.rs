@@ -160,24 +160,11 @@ impl OwnerIndex {
     /// ROOT; `None` when it is where CONTENTS says. For a Keylime policy,
     /// which matches the paths the kernel measures.
     pub fn real_path(&self, path: &Path) -> Option<PathBuf> {
-        let (dir, name) = (path.parent()?, path.file_name()?);
-        let real = self.real_dir(dir);
-        (real != dir).then(|| real.join(name))
+        real_path(&self.root, path)
     }
 
-    /// `dir` (absolute, inside ROOT) with its symlinks resolved; itself when
-    /// it cannot be resolved. Symlinks are followed by the host's rules, so
-    /// under a ROOT other than `/` an absolute link target (`/usr/lib`)
-    /// would point out of it: only results inside ROOT are taken.
     fn real_dir(&self, dir: &Path) -> PathBuf {
-        let on_host = join_root(&self.root, dir);
-        match std::fs::canonicalize(&on_host) {
-            Ok(real) => match real.strip_prefix(&self.root) {
-                Ok(rel) => Path::new("/").join(rel),
-                Err(_) => dir.to_path_buf(),
-            },
-            Err(_) => dir.to_path_buf(),
-        }
+        real_dir(&self.root, dir)
     }
 
     fn real_dirs(&self) -> &HashMap<PathBuf, Vec<PathBuf>> {
@@ -196,6 +183,30 @@ impl OwnerIndex {
             }
             map
         })
+    }
+}
+
+/// Where `path` (absolute, inside ROOT) really is, directories resolved;
+/// `None` when it is where CONTENTS says. `root` must be canonical
+/// ([`std::fs::canonicalize`]).
+pub fn real_path(root: &Path, path: &Path) -> Option<PathBuf> {
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let real = real_dir(root, dir);
+    (real != dir).then(|| real.join(name))
+}
+
+/// `dir` (absolute, inside ROOT) with its symlinks resolved; itself when
+/// it cannot be resolved. Symlinks are followed by the host's rules, so
+/// under a ROOT other than `/` an absolute link target (`/usr/lib`)
+/// would point out of it: only results inside ROOT are taken.
+fn real_dir(root: &Path, dir: &Path) -> PathBuf {
+    let on_host = join_root(root, dir);
+    match std::fs::canonicalize(&on_host) {
+        Ok(real) => match real.strip_prefix(root) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => dir.to_path_buf(),
+        },
+        Err(_) => dir.to_path_buf(),
     }
 }
 

@@ -32,11 +32,14 @@
 //!   files, by `crate::policy::review`;
 //! - `signatures.rs`: the installed files' `security.ima` (vdb `obj`s): keys
 //!   not on the keyring, files the policy covers but nothing signed;
-//! - `self_check.rs`: the signer's own binary and libraries.
+//! - `self_check.rs`: the signer's own binary and libraries;
+//! - `keylime.rs`: the Keylime runtime policy against the vdb, and the
+//!   verifier that should hold it.
 
 mod binpkg;
 mod failsafe;
 mod kernel;
+mod keylime;
 pub(crate) mod keyring;
 mod keys;
 mod pin;
@@ -147,6 +150,10 @@ check_ids! {
     /// The signer's own binary and libraries verify.
     #[serde(rename = "self")]
     Signer,
+    /// The Keylime runtime policy covers what the vdb holds.
+    KeylimePolicy,
+    /// The Keylime verifier answers and holds the current policy.
+    KeylimeVerifier,
 }
 
 impl fmt::Display for CheckId {
@@ -403,6 +410,7 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         cert.as_ref(),
         &kernel,
     );
+    keylime::check_keylime(&mut r, settings.as_ref(), root);
     r
 }
 

@@ -21,14 +21,14 @@
 //! usr/bin`) is listed under both paths.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use base64ct::{Base64, Encoding};
 use ima_core::{Certificate, CryptoProvider, HashAlgo};
 use serde::Serialize;
 
-use crate::engine::open_failure;
+use crate::engine::{cfg_candidates, open_failure};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::report::date::UtcTime;
@@ -98,46 +98,32 @@ pub fn export(
     use rayon::prelude::*;
     let mut objects: Vec<_> = index.objects().collect();
     objects.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let results: Vec<Result<(Vec<String>, String), LeftOut>> = objects
+    let results: Vec<Result<Digested, LeftOut>> = objects
         .par_iter()
         .map(|(path, owned)| {
             let package = index.packages()[owned.package].cpv().to_string();
-            let left_out = |reason: String| LeftOut {
+            digest_object(
+                root,
+                provider,
+                algo,
+                path,
+                &owned.md5,
+                index.real_path(path),
+            )
+            .map_err(|reason| LeftOut {
                 path: path.to_string_lossy().into_owned(),
-                package: package.clone(),
+                package,
                 reason,
-            };
-            let mut names = vec![text(path).ok_or_else(|| {
-                left_out("the path is not UTF-8: Keylime's policy cannot name it".into())
-            })?];
-            if let Some(real) = index.real_path(path) {
-                names.extend(text(&real));
-            }
-            let file = root
-                .open_file(path)
-                .map_err(|e| left_out(open_failure(&e).to_string()))?;
-            let digests = ima_core::digest_file(provider, &file, algo, true)
-                .map_err(|e| left_out(e.to_string()))?;
-            if digests.md5 != Some(owned.md5) {
-                return Err(left_out(format!(
-                    "modified since install: MD5 {} expected (CONTENTS), {} found",
-                    hex::encode(owned.md5),
-                    digests.md5.map(hex::encode).unwrap_or_default()
-                )));
-            }
-            Ok((names, hex::encode(&digests.digest)))
+            })
         })
         .collect();
     let mut digests: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut left_out = Vec::new();
     for result in results {
         match result {
-            Ok((names, digest)) => {
-                for name in names {
-                    let list = digests.entry(name).or_default();
-                    if !list.contains(&digest) {
-                        list.push(digest.clone());
-                    }
+            Ok(d) => {
+                for name in d.names {
+                    add_digest(&mut digests, name, &d.digest);
                 }
             }
             Err(l) => left_out.push(l),
@@ -146,7 +132,27 @@ pub fn export(
     Export {
         files: objects.len(),
         left_out,
-        policy: RuntimePolicy {
+        policy: RuntimePolicy::new(digests, excludes, verification_keys(certs)),
+    }
+}
+
+/// `digest` listed for `name`, once.
+pub fn add_digest(digests: &mut BTreeMap<String, Vec<String>>, name: String, digest: &str) {
+    let list = digests.entry(name).or_default();
+    if !list.iter().any(|d| d == digest) {
+        list.push(digest.to_string());
+    }
+}
+
+impl RuntimePolicy {
+    /// A policy holding `digests`, `excludes` and `verification_keys`
+    /// (Keylime's JSON string, empty for none), stamped now.
+    pub fn new(
+        digests: BTreeMap<String, Vec<String>>,
+        excludes: Vec<String>,
+        verification_keys: String,
+    ) -> RuntimePolicy {
+        RuntimePolicy {
             meta: Meta {
                 version: POLICY_VERSION,
                 generator: GENERATOR_UNKNOWN,
@@ -162,9 +168,59 @@ pub fn export(
                 dm_policy: None,
             },
             ima_buf: BTreeMap::new(),
-            verification_keys: verification_keys(certs),
-        },
+            verification_keys,
+        }
     }
+}
+
+/// One installed file's digest and the names the kernel may measure it under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    pub names: Vec<String>,
+    pub digest: String,
+}
+
+/// The digest of the file CONTENTS lists at `path` with `md5`, named by
+/// `path` and by `real` (its path with directories resolved), or why it is
+/// left out. A config-protected file whose live copy the admin changed is
+/// taken from the `._cfg` file Portage left beside it: its content is what
+/// the path holds once the admin accepts the update.
+pub fn digest_object(
+    root: &RootDir,
+    provider: &dyn CryptoProvider,
+    algo: HashAlgo,
+    path: &Path,
+    md5: &[u8; 16],
+    real: Option<PathBuf>,
+) -> Result<Digested, String> {
+    let mut names = vec![text(path)
+        .ok_or_else(|| "the path is not UTF-8: Keylime's policy cannot name it".to_string())?];
+    names.extend(real.as_deref().and_then(text));
+    let file = root
+        .open_file(path)
+        .map_err(|e| open_failure(&e).to_string())?;
+    let digests = ima_core::digest_file(provider, &file, algo, true).map_err(|e| e.to_string())?;
+    if digests.md5 == Some(*md5) {
+        return Ok(Digested {
+            names,
+            digest: hex::encode(&digests.digest),
+        });
+    }
+    for (_, candidate) in cfg_candidates(root, path) {
+        if let Ok(cfg) = ima_core::digest_file(provider, &candidate, algo, true) {
+            if cfg.md5 == Some(*md5) {
+                return Ok(Digested {
+                    names,
+                    digest: hex::encode(&cfg.digest),
+                });
+            }
+        }
+    }
+    Err(format!(
+        "modified since install: MD5 {} expected (CONTENTS), {} found",
+        hex::encode(md5),
+        digests.md5.map(hex::encode).unwrap_or_default()
+    ))
 }
 
 fn text(path: &Path) -> Option<String> {
@@ -173,7 +229,7 @@ fn text(path: &Path) -> Option<String> {
 
 /// Keylime's `ImaKeyring.to_string()`: `{"meta": {"version": 1}, "keyids":
 /// [...], "pubkeys": [...]}`; empty without certificates.
-fn verification_keys(certs: &[Certificate]) -> String {
+pub fn verification_keys(certs: &[Certificate]) -> String {
     if certs.is_empty() {
         return String::new();
     }
