@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 
 /// One setting of ima.toml.
 pub struct Setting {
-    /// As written in ima.toml (`[hardware]` ones as `hardware.pin_file`).
+    /// As written in ima.toml (`[hardware]` and `[keylime]` ones as
+    /// `hardware.pin_file`, `keylime.mode`).
     pub name: &'static str,
     /// The value used when it is not set, in words when it is not a value.
     pub default: &'static str,
@@ -158,8 +159,62 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "hardware.pin_env",
         default: "none",
-        meaning: "An environment variable holding the PIN.",
+        meaning: "An environment variable holding the PIN, for interactive commands only: inside an emerge it is refused, since Portage saves the environment (use `pin_file`).",
         example: "pin_env = \"IMA_TOKEN_PIN\"",
+    },
+    Setting {
+        name: "keylime.policy",
+        default: "/var/lib/portage-ima/keylime-policy.json",
+        meaning: "The Keylime runtime policy the hook keeps current at every merge and unmerge (inside EROOT, like the vdb); docs/keylime.md.",
+        example: "policy = \"/var/lib/portage-ima/keylime-policy.json\"",
+    },
+    Setting {
+        name: "keylime.mode",
+        default: "digests",
+        meaning: "`digests`: every installed file's digest and no keys, so an older signed file copied back is caught; `keys`: only the certificates' keys; `both`.",
+        example: "mode = \"digests\"",
+    },
+    Setting {
+        name: "keylime.exclude",
+        default: "none",
+        meaning: "Python regular expressions of paths Keylime does not check.",
+        example: "exclude = [\"^/var/\", \"^/tmp/\"]",
+    },
+    Setting {
+        name: "keylime.verifier",
+        default: "none (no push)",
+        meaning: "The Keylime verifier the policy is pushed to once each emerge has ended.",
+        example: "verifier = \"https://verifier.example:8881\"",
+    },
+    Setting {
+        name: "keylime.ca",
+        default: "none",
+        meaning: "The CA that signed the verifier's certificate (PEM).",
+        example: "ca = \"/etc/keylime/tenant/cacert.crt\"",
+    },
+    Setting {
+        name: "keylime.client_cert",
+        default: "none",
+        meaning: "The tenant's client certificate for mutual TLS (PEM).",
+        example: "client_cert = \"/etc/keylime/tenant/client-cert.crt\"",
+    },
+    Setting {
+        name: "keylime.client_key",
+        default: "none",
+        meaning: "The tenant's client key for mutual TLS (PEM).",
+        example: "client_key = \"/etc/keylime/tenant/client-private.pem\"",
+    },
+    Setting {
+        name: "keylime.policy_name",
+        default: "the host name",
+        meaning: "The runtime policy's name on the verifier.",
+        example: "policy_name = \"host1\"",
+    },
+    Setting {
+        name: "keylime.api_version",
+        default: "2.5",
+        meaning: "The verifier's REST API version in its URLs.",
+        example: "api_version = \"2.5\"",
     },
 ];
 
@@ -226,7 +281,7 @@ pub fn ima_toml_page(version: &str) -> String {
         &mut out,
         "A TOML file; every setting is optional, an unknown one is an error. Command-line flags \
          (--key, --cert, --hash, --jobs, --backend) override it. The settings of a key held by \
-         hardware go in a [hardware] table. `portage-ima doctor` checks the result. The ebuild \
+         hardware go in a [hardware] table, those of the Keylime policy the hook keeps in a [keylime] table. `portage-ima doctor` checks the result. The ebuild \
          installs a commented example.",
     );
     section(&mut out, "SETTINGS");
@@ -407,8 +462,8 @@ mod tests {
     #[test]
     fn settings_are_the_keys_ima_toml_accepts() {
         for s in SETTINGS {
-            let text = match s.name.strip_prefix("hardware.") {
-                Some(_) => format!("[hardware]\n{}\n", s.example),
+            let text = match s.name.split_once('.') {
+                Some((table, _)) => format!("[{table}]\n{}\n", s.example),
                 None => format!("{}\n", s.example),
             };
             let parsed = crate::settings::parse_config(&text);
@@ -419,8 +474,9 @@ mod tests {
         for s in SETTINGS.iter().filter(|s| !s.name.contains('.')) {
             assert!(listed.contains(s.name), "{} not among {listed}", s.name);
         }
-        // The known names, `hardware`, and the unknown one, each in backquotes.
-        let known = SETTINGS.iter().filter(|s| !s.name.contains('.')).count() + 1;
+        // The known names, the tables (`hardware`, `keylime`), and the
+        // unknown one, each in backquotes.
+        let known = SETTINGS.iter().filter(|s| !s.name.contains('.')).count() + 2;
         assert_eq!(listed.matches('`').count() / 2, known + 1, "{listed}");
     }
 
