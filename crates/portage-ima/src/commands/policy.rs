@@ -83,7 +83,7 @@ fn report_failsafe(config: Option<&Path>, setup: &policy::Setup, root: &Path) {
     if !copies || setup.xattr {
         return;
     }
-    let patterns = crate::commands::doctor::portage_vars(root).xattr_exclude_patterns();
+    let patterns = crate::gentoo::portage_vars::portage_vars(root).xattr_exclude_patterns();
     let drop = Drop::copy("the merge copies files and drops security.ima", &patterns);
     let (enforce, allow) = Settings::load(config, &Default::default(), None)
         .map(|s| (s.enforce, s.allow_unsigned_window))

@@ -13,6 +13,8 @@
 //! - [`env`](mod@env): the ebuild environment the hook runs in
 //! - [`provenance`]: whether Portage vouched for the package being merged
 //! - [`saved_env`]: the environment Portage saved for an installed package
+//! - [`portage_vars`]: FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR as
+//!   Portage resolves them
 
 /// `PartialOrd`, `PartialEq` and `Eq` from a type's `Ord`, for the types
 /// whose equality is PMS equality (`1.0 == 1.00`, `1 == 1-r0`) rather than
@@ -42,6 +44,7 @@ pub mod fnmatch;
 pub mod make_conf;
 pub mod names;
 pub mod owners;
+pub mod portage_vars;
 pub mod portageq;
 pub mod provenance;
 pub mod saved_env;

@@ -26,6 +26,7 @@ use std::fs;
 use std::path::Path;
 
 use super::secure_boot::SecureBoot;
+use super::system::cmdline_value;
 use crate::policy::eval::{appraisal, Appraisal, FileAccess, FileSystem};
 use crate::policy::rule::{Access, Func};
 use crate::policy::setup::FsInfo;
@@ -122,16 +123,6 @@ pub fn decide(setting: Enforce, root: &Path, eroot: &Path) -> Enforcement {
         )),
         Enforce::Auto => detect(&KernelFacts::read(eroot)),
     }
-}
-
-/// The value of `name=` on a kernel command line (the last one wins;
-/// what follows ` -- ` goes to init).
-pub fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
-    let before_init = cmdline.split(" -- ").next().unwrap_or(cmdline);
-    before_init
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-        .next_back()
 }
 
 /// Decides from gathered facts (see the module docs).

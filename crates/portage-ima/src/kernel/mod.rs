@@ -6,7 +6,8 @@
 //! what root runs ([`enforcement`]); its mounts ([`mountinfo`]) and
 //! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
 //! whether this process may write `security.ima` ([`capabilities`]); and
-//! the kernel log itself ([`kmsg`]). The log parsers take
+//! the kernel log itself ([`kmsg`]); its command line, build configuration
+//! and securityfs mount ([`system`]). The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
@@ -19,6 +20,7 @@ pub mod measurements;
 pub mod mountinfo;
 pub mod secure_boot;
 pub mod selinux;
+pub mod system;
 
 use std::fmt;
 

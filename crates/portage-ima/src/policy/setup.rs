@@ -12,8 +12,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::generate::{BuildFs, OtherTmpfs, Setup, TMPFS_MAGIC};
-use crate::commands::doctor::{portage_vars, PortageVars};
 use crate::gentoo::env::XattrCopy;
+use crate::gentoo::portage_vars::{portage_vars, PortageVars};
 use crate::kernel::mountinfo;
 
 /// The directories whose programs a policy protects: a build directory on

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use ima_core::KeyId;
 
@@ -10,6 +9,7 @@ use super::keyring::check_keyring;
 use super::secure_boot::{check_secure_boot, ignored_mode};
 use super::{CheckId, Report};
 use crate::kernel::secure_boot::SecureBoot;
+use crate::kernel::system::{cmdline_value, kernel_config_option, securityfs_mount};
 use crate::settings::Settings;
 
 /// What the kernel checks found, for the checks that depend on it.
@@ -204,7 +204,7 @@ pub(super) fn check_kernel(
         None => r.skip(CheckId::Hash, "settings did not load"),
     }
 
-    check_keyring(r, &k, keyid);
+    check_keyring(r, k.ima, keyid);
 
     match (&ima_dir, policy, source) {
         _ if policy_failed => {}
@@ -248,73 +248,6 @@ pub(super) fn check_kernel(
     k
 }
 
-/// Whether the running kernel's configuration sets `option` (`=y` or `=m`),
-/// and where that was read: /boot/config-RELEASE, else /proc/config.gz
-/// (through gzip, which every system has).
-fn kernel_config_option(option: &str) -> Option<(bool, String)> {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let boot = format!("/boot/config-{}", release.trim());
-    let (text, from) = match fs::read_to_string(&boot) {
-        Ok(text) => (text, boot),
-        Err(_) => {
-            let out = Command::new("gzip")
-                .args(["-dc", "/proc/config.gz"])
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            if !out.status.success() {
-                return None;
-            }
-            (
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                "/proc/config.gz".to_string(),
-            )
-        }
-    };
-    Some((config_sets(&text, option), from))
-}
-
-/// Whether kernel .config text sets `option` to y or m.
-fn config_sets(text: &str, option: &str) -> bool {
-    text.lines().any(|l| {
-        l.strip_prefix(option)
-            .and_then(|rest| rest.strip_prefix('='))
-            .is_some_and(|v| v == "y" || v == "m")
-    })
-}
-
-/// The mount point of securityfs, from /proc/mounts text.
-fn securityfs_mount(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut f = line.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "securityfs").then(|| PathBuf::from(unescape_mount(dir)))
-    })
-}
-
-/// /proc/mounts writes space, tab, newline and backslash as octal escapes.
-fn unescape_mount(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4);
-        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
-            Some(b) => {
-                out.push(b as char);
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The appraise rules of an IMA policy.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Policy {
@@ -352,15 +285,6 @@ impl Policy {
             self.rules, self.appraise, self.imasig
         )
     }
-}
-
-/// The value of `name=` on the kernel command line (the last one wins).
-pub(super) fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
-    let before_init = cmdline.split(" -- ").next().unwrap_or(cmdline);
-    before_init
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-        .next_back()
 }
 
 /// The appraise mode (`ima_appraise=`), explained with the policy.
@@ -526,29 +450,6 @@ name         : sha512\ndriver       : sha512-generic\nmodule       : sha512_gene
             Some("sha512_generic")
         );
         assert_eq!(crypto_module(aliases, "sha1"), None);
-    }
-
-    #[test]
-    fn mounts_and_cmdline() {
-        let mounts = "proc /proc proc rw 0 0\nsecurityfs /sys/kernel/security securityfs rw 0 0\n";
-        assert_eq!(
-            securityfs_mount(mounts),
-            Some(PathBuf::from("/sys/kernel/security"))
-        );
-        assert_eq!(securityfs_mount("proc /proc proc rw 0 0\n"), None);
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
-        let cmdline =
-            "root=/dev/sda ima_appraise=fix ima_appraise=enforce quiet -- ima_appraise=off";
-        assert_eq!(cmdline_value(cmdline, "ima_appraise"), Some("enforce"));
-        assert_eq!(cmdline_value(cmdline, "ima_policy"), None);
-    }
-
-    #[test]
-    fn kernel_config_lines() {
-        let text = "# CONFIG_INTEGRITY is not set\nCONFIG_IMA_APPRAISE=y\nCONFIG_IMA=y\n";
-        assert!(config_sets(text, "CONFIG_IMA"));
-        assert!(!config_sets(text, "CONFIG_INTEGRITY"));
-        assert!(!config_sets("CONFIG_IMA_APPRAISE=y\n", "CONFIG_IMA"));
     }
 
     #[test]

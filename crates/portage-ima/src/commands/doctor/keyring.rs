@@ -5,7 +5,6 @@ use std::io;
 
 use ima_core::KeyId;
 
-use super::kernel::Kernel;
 use super::{CheckId, Report};
 use crate::settings;
 
@@ -149,7 +148,7 @@ pub fn ima_keyring_key_ids() -> Option<(&'static str, Vec<KeyId>)> {
 }
 
 /// Whether the key id is on the `.ima` (trusted) or `_ima` (userspace) keyring.
-pub(super) fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
+pub(super) fn check_keyring(r: &mut Report, ima: bool, keyid: Option<KeyId>) {
     let text = match fs::read_to_string("/proc/keys") {
         Ok(t) => t,
         Err(e) => {
@@ -175,7 +174,7 @@ pub(super) fn check_keyring(r: &mut Report, k: &Kernel, keyid: Option<KeyId>) {
         settings::DEFAULT_CERT
     );
     if rings.is_empty() {
-        if k.ima {
+        if ima {
             r.fail(
                 CheckId::Keyring,
                 format!(

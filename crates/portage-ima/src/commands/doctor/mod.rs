@@ -49,8 +49,6 @@ mod secure_boot;
 mod self_check;
 mod signatures;
 
-pub(crate) use portage::{portage_vars, PortageVars};
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

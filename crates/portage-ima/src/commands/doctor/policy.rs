@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use super::kernel::Kernel;
-use super::PortageVars;
 use super::{CheckId, Report};
+use crate::gentoo::portage_vars::PortageVars;
 use crate::policy::review::{review, Machine, Verdict};
 use crate::policy::setup::{from_vars, portage_ids, FsInfo};
 use crate::settings::{ConfigFiles, Settings};

@@ -68,7 +68,7 @@ pub(super) fn check_secure_boot(
         (Ok(_), None) => "the kernel log has no line about ignoring ima_appraise=".into(),
         (Err(e), None) => format!("the kernel log could not be read ({e})"),
     };
-    let asked = super::kernel::cmdline_value(cmdline, "ima_appraise");
+    let asked = crate::kernel::system::cmdline_value(cmdline, "ima_appraise");
     let enabled = match &state {
         SecureBoot::Enabled => true,
         // The kernel's word wins over variables that could not be read.
@@ -116,7 +116,7 @@ pub(super) fn check_secure_boot(
 fn check_recovery(r: &mut Report, efivars: &Path, secure_boot: bool, cmdline: &str) {
     // A built-in policy on the command line is loaded by the kernel, before
     // any init: init=/bin/sh does not avoid it.
-    let builtin = super::kernel::cmdline_value(cmdline, "ima_policy")
+    let builtin = crate::kernel::system::cmdline_value(cmdline, "ima_policy")
         .filter(|p| p.contains("appraise") || p.contains("secure_boot"));
     let builtin_words = builtin.map_or(String::new(), |p| {
         format!(
