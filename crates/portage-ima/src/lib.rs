@@ -15,6 +15,14 @@
 //! each builds a plan, runs the engine and hands the results to the
 //! report. [`cli`] and [`settings`] turn the command line and ima.toml
 //! into settings.
+//!
+//! Beside the flow, rooms the commands share (none imports [`commands`]):
+//! [`kernel`] reads the running kernel (audit records, measurements,
+//! keyrings, Secure Boot, mounts, whether it enforces), [`policy`] models
+//! IMA policies, [`trust`] the keys a verification trusts, [`failsafe`]
+//! whether a merge must stop, [`carried`] a binary host's signature list,
+//! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
+//! denials means, [`manual`] the settings table and man pages.
 
 pub mod audit;
 pub mod carried;
@@ -33,3 +41,4 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod settings;
+pub mod trust;

@@ -54,7 +54,7 @@ struct JsonReport<'a> {
 
 pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, None)?;
-    let certs = super::verify::key_set(&settings, &[])?;
+    let certs = crate::trust::key_set(&settings, &[])?;
     let mut sightings = Sightings::default();
     let mut problems = Vec::new();
     for (source, data) in read_logs(&args.log)? {
@@ -106,7 +106,7 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
     }
     let root = RootDir::open(&location.root)?;
     let keyring = (args.log.is_empty() && args.root.is_none())
-        .then(crate::commands::doctor::keyring::ima_keyring_key_ids)
+        .then(crate::kernel::keyring::ima_keyring_key_ids)
         .flatten();
     let keys = KernelKeys {
         certs: &certs,

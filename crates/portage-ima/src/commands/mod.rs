@@ -31,6 +31,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Audit(args) => audit::run(config, args),
         Command::Export { what } => export::run(config, what),
         Command::Keylime { what } => keylime::run(config, what),
+        Command::Policy(args) if args.check => policy_check::run(config, args),
         Command::Policy(args) => policy::run(config, args),
         Command::Generate { what } => generate(what),
     }

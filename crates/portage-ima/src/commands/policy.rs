@@ -14,10 +14,9 @@ use crate::policy::{self, Request, Scope};
 use crate::report::Status;
 use crate::settings::Settings;
 
+/// `policy` (writing one); `policy --check` is [`super::policy_check`],
+/// chosen in `commands/mod.rs`.
 pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
-    if args.check {
-        return super::policy_check::run(config, args);
-    }
     let root = args
         .root
         .clone()

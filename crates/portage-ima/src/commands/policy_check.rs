@@ -18,7 +18,7 @@ use crate::settings::{Settings, SigningScope};
 
 pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     let settings = Settings::load(config, &args.key, None)?;
-    let keys = super::verify::key_set(&settings, &[])?;
+    let keys = crate::trust::key_set(&settings, &[])?;
     let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
     let (source, text) = check::read_policy(args.policy_file.as_deref(), &location.root)
         .context("give the policy file: portage-ima policy --check FILE")?;

@@ -40,7 +40,7 @@ mod binpkg;
 mod failsafe;
 mod kernel;
 mod keylime;
-pub(crate) mod keyring;
+mod keyring;
 mod keys;
 mod pin;
 mod policy;

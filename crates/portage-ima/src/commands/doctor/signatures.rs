@@ -22,10 +22,11 @@ use ima_core::{ImaXattr, KeyId};
 use rayon::prelude::*;
 
 use super::kernel::Kernel;
-use super::{keyring, CheckId, Report};
+use super::{CheckId, Report};
 use crate::escape::escape_path;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
+use crate::kernel::keyring;
 use crate::plan::Location;
 use crate::policy::check::Coverage;
 use crate::settings::{Settings, SigningScope};
