@@ -23,6 +23,12 @@
 //! whether a merge must stop, [`carried`] a binary host's signature list,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
 //! denials means, [`manual`] the settings table and man pages.
+//!
+//! The crate denies `unsafe_code`: the few libc calls `rustix` does not
+//! wrap (SIGPIPE, signal handlers, keyctl, an ioctl, a child's setsid) are
+//! safe functions in [`sys`], the one module allowed `unsafe`.
+
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod carried;
@@ -41,4 +47,6 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod settings;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod trust;

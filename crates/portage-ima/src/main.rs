@@ -4,6 +4,8 @@
 //! errors, panics and signals (3 in strict mode, see commands/hook.rs), so an error
 //! returned here is never a strict-mode hook's.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,10 +16,8 @@ use portage_ima::report::{self, log, Status};
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`portage-ima verify --all | head`), as C tools do,
     // instead of panicking inside println!.
-    // SAFETY: setting a signal disposition before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // Before any thread is started.
+    portage_ima::sys::default_sigpipe();
     let cli = Cli::parse();
     let level = std::env::var(log::LOG_VAR).ok();
     log::init(log::level(level.as_deref(), cli.verbose, cli.quiet));

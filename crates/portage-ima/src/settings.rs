@@ -689,8 +689,7 @@ pub fn key_exposure(path: &Path) -> Vec<String> {
         Ok(meta) if !meta.is_dir() => meta,
         _ => return Vec::new(),
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let mut problems = Vec::new();
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {

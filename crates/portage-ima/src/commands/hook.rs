@@ -152,15 +152,8 @@ fn package_name() -> String {
 /// in one call), so the snippet fails the merge whatever it knows itself.
 fn exit_strict_on_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only calls write(2) and _exit(2), both
-        // async-signal-safe.
-        let registered = unsafe {
-            signal_hook::low_level::register(sig, || {
-                const MSG: &[u8] = b"portage-ima: interrupted by a signal in strict mode\n";
-                libc::write(2, MSG.as_ptr().cast(), MSG.len());
-                signal_hook::low_level::exit(Status::Strict as i32);
-            })
-        };
+        const MSG: &[u8] = b"portage-ima: interrupted by a signal in strict mode\n";
+        let registered = crate::sys::exit_on_signal(sig, MSG, Status::Strict as i32);
         if let Err(e) = registered {
             // Without the handler the signal still kills the hook, and the
             // snippet, knowing strict mode itself, fails the merge.
@@ -573,7 +566,7 @@ pub(crate) fn read_build_file(dir: &Path, name: &str, ours: bool) -> std::io::Re
     )?;
     let st = rustix::fs::fstat(&fd)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
-        || (ours && st.st_uid != unsafe { libc::geteuid() })
+        || (ours && st.st_uid != rustix::process::geteuid().as_raw())
     {
         return Err(std::io::Error::other("not a regular file of ours"));
     }

@@ -65,25 +65,10 @@ pub(crate) fn parse_proc_keys(text: &str) -> Vec<ProcKey> {
 
 /// The serials of the keys linked into a keyring (keyctl KEYCTL_READ).
 pub(crate) fn keyring_members(serial: i32) -> io::Result<Vec<i32>> {
-    /// `KEYCTL_READ` from <linux/keyctl.h>.
-    const KEYCTL_READ: libc::c_long = 11;
     let mut buf: Vec<i32> = vec![0; 256];
     loop {
         let len = buf.len() * 4;
-        // SAFETY: the kernel writes at most `len` bytes into `buf`.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_keyctl,
-                KEYCTL_READ,
-                libc::c_long::from(serial),
-                buf.as_mut_ptr(),
-                len,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
+        let n = crate::sys::keyctl_read(serial, &mut buf)?;
         if n <= len {
             buf.truncate(n / 4);
             return Ok(buf);
@@ -97,21 +82,7 @@ pub(crate) fn keyring_members(serial: i32) -> io::Result<Vec<i32>> {
 pub(crate) fn request_keyring(name: &str) -> io::Result<i32> {
     let kind = c"keyring";
     let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: two valid C strings, a NULL callout and no destination keyring.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_request_key,
-            kind.as_ptr(),
-            name.as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            0 as libc::c_long,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as i32)
-    }
+    crate::sys::request_key(kind, &name)
 }
 
 /// The keyring IMA checks signatures with: the kernel's own `.ima` when

@@ -109,16 +109,7 @@ pub fn schedule(
     // Its own session (not killed with the phase's process group, no
     // terminal), and none of the phase's descriptors: Portage waits for
     // the pipes of a phase to close, which must not wait for the emerge.
-    // SAFETY: setsid and close are async-signal-safe and touch no memory.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            for fd in 3..1024 {
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
+    crate::sys::detach_on_spawn(&mut cmd);
     cmd.spawn().context("cannot start the pusher")?;
     Ok(None)
 }

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -63,25 +62,11 @@ impl FsInfo {
     }
 }
 
-/// `FS_IOC_GETFSUUID` (Linux 6.8): `_IOR(0x15, 0, struct fsuuid2)`, a
-/// 17-byte struct (a length, then up to 16 bytes).
-const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
-
 /// The superblock's s_uuid, which is exactly what IMA's `fsuuid=` compares,
 /// from the kernel (6.8 and later; None before, or when the filesystem has none).
 fn superblock_uuid(file: &fs::File) -> Option<[u8; 16]> {
-    #[repr(C)]
-    struct FsUuid2 {
-        len: u8,
-        uuid: [u8; 16],
-    }
-    let mut out = FsUuid2 {
-        len: 0,
-        uuid: [0; 16],
-    };
-    // SAFETY: the ioctl writes at most the 17 bytes of `out`.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETFSUUID as _, &mut out) };
-    (rc == 0 && out.len == 16 && out.uuid != [0; 16]).then_some(out.uuid)
+    let (len, uuid) = crate::sys::fs_uuid(file)?;
+    (len == 16 && uuid != [0; 16]).then_some(uuid)
 }
 
 /// The uuid udev names the block device `dev` by (/dev/disk/by-uuid): for

@@ -329,8 +329,7 @@ mod tests {
     #[test]
     fn stored_value_decodes_what_is_there() {
         // Writing security.* needs CAP_SYS_ADMIN.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             eprintln!("SKIPPED stored_value_decodes_what_is_there: needs root");
             return;
         }
