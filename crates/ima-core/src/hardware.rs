@@ -30,173 +30,30 @@
 //! # Unsafe code
 //!
 //! The rust `openssl` crate has no safe API for `OSSL_STORE`, engines or UI
-//! methods, so this module declares those functions itself and alone in the
-//! crate carries `#[allow(unsafe_code)]`. Every pointer it gets from OpenSSL
-//! is owned by exactly one Rust value that frees it on drop.
+//! methods, so the submodule `ffi` declares those functions itself and alone
+//! in the crate carries `#[allow(unsafe_code)]`; it hands this module safe
+//! functions and owning types. Every pointer it gets from OpenSSL is owned
+//! by exactly one Rust value that frees it on drop.
 
-#![allow(unsafe_code)]
+#[allow(unsafe_code)]
+mod ffi;
 
-use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
-use std::ptr;
+use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use der::zeroize::Zeroizing;
-use foreign_types::ForeignType;
 use openssl::pkey::{PKey, Private};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::provider::Provider;
 
+use self::ffi::{Engine, LoadedEngine, PinUi};
 use crate::provider::openssl::sign_with;
 use crate::{
     Certificate, DeviceStats, Error, HardwareOptions, HashAlgo, KeyAlgorithm, KeySource, PublicKey,
     Result, Signer,
 };
-
-/// Opaque OpenSSL types the `openssl-sys` crate does not declare.
-#[repr(C)]
-struct OsslStoreCtx {
-    _private: [u8; 0],
-}
-#[repr(C)]
-struct OsslStoreInfo {
-    _private: [u8; 0],
-}
-#[repr(C)]
-struct UiMethod {
-    _private: [u8; 0],
-}
-
-/// `OSSL_STORE_INFO_PKEY` and `OSSL_STORE_INFO_CERT` (openssl/store.h).
-const STORE_INFO_PKEY: c_int = 4;
-const STORE_INFO_CERT: c_int = 5;
-
-type PemPasswordCb = unsafe extern "C" fn(*mut c_char, c_int, c_int, *mut c_void) -> c_int;
-
-// libcrypto functions without a binding in openssl-sys (OpenSSL 3.0 ABI).
-extern "C" {
-    fn OSSL_STORE_open(
-        uri: *const c_char,
-        ui_method: *const UiMethod,
-        ui_data: *mut c_void,
-        post_process: *const c_void,
-        post_process_data: *mut c_void,
-    ) -> *mut OsslStoreCtx;
-    fn OSSL_STORE_load(ctx: *mut OsslStoreCtx) -> *mut OsslStoreInfo;
-    fn OSSL_STORE_eof(ctx: *mut OsslStoreCtx) -> c_int;
-    fn OSSL_STORE_close(ctx: *mut OsslStoreCtx) -> c_int;
-    fn OSSL_STORE_INFO_get_type(info: *const OsslStoreInfo) -> c_int;
-    fn OSSL_STORE_INFO_get1_PKEY(info: *const OsslStoreInfo) -> *mut openssl_sys::EVP_PKEY;
-    fn OSSL_STORE_INFO_get1_CERT(info: *const OsslStoreInfo) -> *mut openssl_sys::X509;
-    fn OSSL_STORE_INFO_free(info: *mut OsslStoreInfo);
-    fn UI_UTIL_wrap_read_pem_callback(cb: PemPasswordCb, rwflag: c_int) -> *mut UiMethod;
-    fn UI_destroy_method(method: *mut UiMethod);
-    fn EVP_set_default_properties(libctx: *mut c_void, propq: *const c_char) -> c_int;
-    fn EVP_PKEY_CTX_new_from_pkey(
-        libctx: *mut c_void,
-        pkey: *mut openssl_sys::EVP_PKEY,
-        propquery: *const c_char,
-    ) -> *mut openssl_sys::EVP_PKEY_CTX;
-    fn ENGINE_by_id(id: *const c_char) -> *mut openssl_sys::ENGINE;
-    fn ENGINE_init(e: *mut openssl_sys::ENGINE) -> c_int;
-    fn ENGINE_finish(e: *mut openssl_sys::ENGINE) -> c_int;
-    fn ENGINE_free(e: *mut openssl_sys::ENGINE) -> c_int;
-    fn ENGINE_ctrl_cmd_string(
-        e: *mut openssl_sys::ENGINE,
-        cmd: *const c_char,
-        arg: *const c_char,
-        optional: c_int,
-    ) -> c_int;
-    fn ENGINE_ctrl_cmd(
-        e: *mut openssl_sys::ENGINE,
-        cmd: *const c_char,
-        i: c_long,
-        p: *mut c_void,
-        f: *const c_void,
-        optional: c_int,
-    ) -> c_int;
-    fn ENGINE_load_private_key(
-        e: *mut openssl_sys::ENGINE,
-        key_id: *const c_char,
-        ui_method: *mut UiMethod,
-        callback_data: *mut c_void,
-    ) -> *mut openssl_sys::EVP_PKEY;
-}
-
-/// The PIN callback OpenSSL's UI calls (through `UI_UTIL_wrap_read_pem_callback`)
-/// when a store or engine asks for a PIN or passphrase: copies the configured
-/// PIN, or gives an empty one when none is configured. It never prompts on a
-/// terminal (an emerge has nobody to answer).
-///
-/// # Safety
-/// `userdata` is null or points to a live [`Zeroizing<String>`] (the
-/// [`HardwareOptions::pin`] of the running open); `buf` has `size` bytes.
-unsafe extern "C" fn pin_callback(
-    buf: *mut c_char,
-    size: c_int,
-    _rwflag: c_int,
-    userdata: *mut c_void,
-) -> c_int {
-    if userdata.is_null() || buf.is_null() {
-        return 0;
-    }
-    // SAFETY: by this function's contract userdata is a live Zeroizing<String>.
-    let pin = unsafe { &*(userdata as *const Zeroizing<String>) };
-    let len = pin.len();
-    if len > usize::try_from(size).unwrap_or(0) {
-        return -1;
-    }
-    // SAFETY: buf has room for `size` >= len bytes; the regions are distinct.
-    unsafe { ptr::copy_nonoverlapping(pin.as_ptr(), buf.cast::<u8>(), len) };
-    len as c_int
-}
-
-/// An owned UI method that answers with the configured PIN.
-struct PinUi(*mut UiMethod);
-
-impl PinUi {
-    fn new(key: &KeySource) -> Result<PinUi> {
-        // SAFETY: pin_callback has the pem_password_cb signature; the method
-        // returned is owned here and destroyed on drop.
-        let method = unsafe { UI_UTIL_wrap_read_pem_callback(pin_callback, 0) };
-        if method.is_null() {
-            return Err(device_error(
-                key,
-                "cannot make OpenSSL's PIN callback",
-                None,
-            ));
-        }
-        Ok(PinUi(method))
-    }
-}
-
-impl Drop for PinUi {
-    fn drop(&mut self) {
-        // SAFETY: made by UI_UTIL_wrap_read_pem_callback, destroyed once.
-        unsafe { UI_destroy_method(self.0) }
-    }
-}
-
-/// A functional reference to an initialised engine; finished and freed on drop
-/// (after the keys it loaded, which the owner drops first).
-struct Engine(*mut openssl_sys::ENGINE);
-
-// SAFETY: the engine is only used while loading (one thread) and, through the
-// keys it made, under DeviceSigner's lock; ENGINE_finish/free are thread-safe.
-unsafe impl Send for Engine {}
-// SAFETY: as above: no method of Engine is called through a shared reference.
-unsafe impl Sync for Engine {}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SAFETY: self.0 came from ENGINE_by_id and was initialised once.
-        unsafe {
-            ENGINE_finish(self.0);
-            ENGINE_free(self.0);
-        }
-    }
-}
 
 /// What keeps the device reachable while its key is in use: the provider
 /// stays loaded, the engine initialised.
@@ -373,54 +230,17 @@ fn open_with_provider(
             Some(e),
         )
     })?;
-    // SAFETY: a NUL-terminated literal; NULL is the default library context.
-    unsafe { EVP_set_default_properties(ptr::null_mut(), c"?provider=default".as_ptr()) };
+    ffi::prefer_default_provider();
     let uri = CString::new(source.uri())
         .map_err(|_| device_error(source, "the key name contains a NUL byte", None))?;
-    let ui = PinUi::new(source)?;
-    let pin_ptr = options.pin.as_ref().map_or(ptr::null_mut(), |p| {
-        ptr::from_ref(p).cast_mut().cast::<c_void>()
-    });
-    // SAFETY: uri is NUL-terminated; ui outlives the store (closed below);
-    // pin_ptr is null or points to options.pin, alive for this call.
-    let store =
-        unsafe { OSSL_STORE_open(uri.as_ptr(), ui.0, pin_ptr, ptr::null(), ptr::null_mut()) };
-    if store.is_null() {
+    let ui = pin_ui(source)?;
+    let Some((pkey, cert)) = ffi::store_load(&uri, &ui, options.pin.as_ref()) else {
         return Err(device_error(
             source,
             &not_found_hint(source, provider),
             Some(stack()),
         ));
-    }
-    let mut pkey = None;
-    let mut cert = None;
-    // SAFETY: store is a live OSSL_STORE_CTX until OSSL_STORE_close below;
-    // each info is freed after its object was taken (get1 = own reference).
-    unsafe {
-        while pkey.is_none() && OSSL_STORE_eof(store) == 0 {
-            let info = OSSL_STORE_load(store);
-            if info.is_null() {
-                break;
-            }
-            match OSSL_STORE_INFO_get_type(info) {
-                STORE_INFO_PKEY => {
-                    let raw = OSSL_STORE_INFO_get1_PKEY(info);
-                    if !raw.is_null() {
-                        pkey = Some(PKey::<Private>::from_ptr(raw));
-                    }
-                }
-                STORE_INFO_CERT if cert.is_none() => {
-                    let raw = OSSL_STORE_INFO_get1_CERT(info);
-                    if !raw.is_null() {
-                        cert = Some(openssl::x509::X509::from_ptr(raw));
-                    }
-                }
-                _ => {}
-            }
-            OSSL_STORE_INFO_free(info);
-        }
-        OSSL_STORE_close(store);
-    }
+    };
     let Some(pkey) = pkey else {
         return Err(device_error(
             source,
@@ -449,9 +269,7 @@ fn open_with_engine(
 ) -> Result<(PKey<Private>, Option<Certificate>, Device)> {
     let id = CString::new(engine_id)
         .map_err(|_| device_error(source, "engine name has a NUL byte", None))?;
-    // SAFETY: id is NUL-terminated; ENGINE_by_id loads engines-3/<id>.so.
-    let raw = unsafe { ENGINE_by_id(id.as_ptr()) };
-    if raw.is_null() {
+    let Some(loaded) = LoadedEngine::by_id(&id) else {
         return Err(device_error(
             source,
             &format!(
@@ -460,19 +278,11 @@ fn open_with_engine(
             ),
             Some(stack()),
         ));
-    }
-    // A structural reference until ENGINE_init succeeds: free it on error.
-    let ctrl = |cmd: &CStr, arg: &CStr| -> bool {
-        // SAFETY: raw is a live engine; both strings are NUL-terminated and
-        // copied by the engine.
-        unsafe { ENGINE_ctrl_cmd_string(raw, cmd.as_ptr(), arg.as_ptr(), 0) == 1 }
     };
     if let Some(module) = &options.module {
         let module = CString::new(module.as_os_str().as_encoded_bytes())
             .map_err(|_| device_error(source, "module path has a NUL byte", None))?;
-        if !ctrl(c"MODULE_PATH", &module) {
-            // SAFETY: not initialised: only the structural reference to free.
-            unsafe { ENGINE_free(raw) };
+        if !loaded.ctrl(c"MODULE_PATH", &module) {
             return Err(device_error(
                 source,
                 "the engine refused MODULE_PATH",
@@ -480,12 +290,8 @@ fn open_with_engine(
             ));
         }
     }
-    // SAFETY: raw is a live engine.
-    if unsafe { ENGINE_init(raw) } != 1 {
-        let stack = stack();
-        // SAFETY: not initialised: only the structural reference to free.
-        unsafe { ENGINE_free(raw) };
-        return Err(device_error(
+    let engine = loaded.init().map_err(|stack| {
+        device_error(
             source,
             &format!(
                 "cannot start the engine {engine_id:?}{}",
@@ -497,9 +303,8 @@ fn open_with_engine(
                 )
             ),
             Some(stack),
-        ));
-    }
-    let engine = Engine(raw);
+        )
+    })?;
     if let Some(pin) = &options.pin {
         // NUL-terminated in a buffer that is wiped when dropped.
         let mut bytes = Zeroizing::new(Vec::with_capacity(pin.len() + 1));
@@ -507,7 +312,7 @@ fn open_with_engine(
         bytes.push(0);
         let pin = CStr::from_bytes_with_nul(&bytes)
             .map_err(|_| device_error(source, "the PIN has a NUL byte", None))?;
-        if !ctrl(c"PIN", pin) {
+        if !engine.ctrl(c"PIN", pin) {
             return Err(device_error(
                 source,
                 "the engine refused the PIN setting",
@@ -517,14 +322,8 @@ fn open_with_engine(
     }
     let uri = CString::new(source.uri())
         .map_err(|_| device_error(source, "the key name contains a NUL byte", None))?;
-    let ui = PinUi::new(source)?;
-    let pin_ptr = options.pin.as_ref().map_or(ptr::null_mut(), |p| {
-        ptr::from_ref(p).cast_mut().cast::<c_void>()
-    });
-    // SAFETY: engine is initialised; uri NUL-terminated; ui and pin live
-    // through the call. The EVP_PKEY returned is owned (freed by PKey).
-    let raw_key = unsafe { ENGINE_load_private_key(engine.0, uri.as_ptr(), ui.0, pin_ptr) };
-    if raw_key.is_null() {
+    let ui = pin_ui(source)?;
+    let Some(pkey) = engine.load_private_key(&uri, &ui, options.pin.as_ref()) else {
         let errors = stack();
         let text = errors.to_string().to_ascii_uppercase();
         let reason = if text.contains("PIN INCORRECT") {
@@ -541,9 +340,7 @@ fn open_with_engine(
              `pkcs11-tool --module MODULE --list-objects --login`)"
         };
         return Err(device_error(source, reason, Some(errors)));
-    }
-    // SAFETY: a new, owned EVP_PKEY.
-    let pkey = unsafe { PKey::<Private>::from_ptr(raw_key) };
+    };
     // Loading the engine leaves the complaints of the places it looked first.
     let _ = stack();
     let cert = want_cert
@@ -555,38 +352,17 @@ fn open_with_engine(
 /// The certificate stored on the token beside the key (same id or label),
 /// through libp11's `LOAD_CERT_CTRL`; `None` when there is none.
 fn engine_certificate(engine: &Engine, source: &KeySource) -> Option<Certificate> {
-    /// libp11's parameter block for LOAD_CERT_CTRL.
-    #[repr(C)]
-    struct LoadCert {
-        cert_id: *const c_char,
-        cert: *mut openssl_sys::X509,
-    }
     let uri = source.uri().replace("type=private", "type=cert");
     let uri = CString::new(uri).ok()?;
-    let mut params = LoadCert {
-        cert_id: uri.as_ptr(),
-        cert: ptr::null_mut(),
-    };
-    // SAFETY: engine is initialised; params lives through the call and the
-    // engine only writes an owned X509 into params.cert.
-    let ok = unsafe {
-        ENGINE_ctrl_cmd(
-            engine.0,
-            c"LOAD_CERT_CTRL".as_ptr(),
-            0,
-            ptr::from_mut(&mut params).cast(),
-            ptr::null(),
-            1,
-        )
-    };
+    let x509 = engine.load_cert(&uri);
     // A token without a certificate is normal: forget the engine's complaint.
     let _ = stack();
-    if ok != 1 || params.cert.is_null() {
-        return None;
-    }
-    // SAFETY: an owned X509 from the engine, freed by the wrapper.
-    let x509 = unsafe { openssl::x509::X509::from_ptr(params.cert) };
-    Certificate::from_der(&x509.to_der().ok()?).ok()
+    Certificate::from_der(&x509?.to_der().ok()?).ok()
+}
+
+/// The UI method that answers OpenSSL's PIN requests with the configured PIN.
+fn pin_ui(key: &KeySource) -> Result<PinUi> {
+    PinUi::new().ok_or_else(|| device_error(key, "cannot make OpenSSL's PIN callback", None))
 }
 
 /// What to check when a store found no key.
@@ -647,20 +423,15 @@ impl DeviceSigner {
     /// an engine key's context goes to the engine by itself.
     fn context(&self) -> Result<PkeyCtx<Private>> {
         let query = match &self.device {
-            Device::Provider(_, query) => query.as_ptr(),
-            Device::Engine(_) => ptr::null(),
+            Device::Provider(_, query) => Some(query.as_c_str()),
+            Device::Engine(_) => None,
         };
-        // SAFETY: pkey is a live EVP_PKEY (the context takes its own
-        // reference); query is null or NUL-terminated and outlives the call.
-        let raw = unsafe { EVP_PKEY_CTX_new_from_pkey(ptr::null_mut(), self.pkey.as_ptr(), query) };
-        if raw.is_null() {
-            return Err(Error::Crypto(format!(
+        ffi::device_context(&self.pkey, query).ok_or_else(|| {
+            Error::Crypto(format!(
                 "openssl: signing context in the device: {}",
                 stack()
-            )));
-        }
-        // SAFETY: a new, owned EVP_PKEY_CTX, freed by the wrapper.
-        Ok(unsafe { PkeyCtx::from_ptr(raw) })
+            ))
+        })
     }
 }
 
