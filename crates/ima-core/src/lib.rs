@@ -38,7 +38,8 @@
 //! OpenSSL backend): the `openssl` crate has no safe API for OpenSSL's
 //! store, engine and UI functions, so that module declares them itself and
 //! alone carries `#[allow(unsafe_code)]`, with a `// SAFETY:` comment on
-//! every `unsafe` block; `hardware.rs`, the safe API over it, has none. Everything else goes through `rustix`, `openssl` or the RustCrypto
+//! every `unsafe` block; `hardware.rs`, the safe API over it, has none.
+//! Everything else goes through `rustix`, `openssl` or the RustCrypto
 //! crates, and the crate denies `unsafe_code`.
 //!
 //! Why these crates, and not others: `docs/design.md` in the repository.
