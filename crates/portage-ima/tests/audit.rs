@@ -110,7 +110,7 @@ impl Fixture {
 
     fn audit(&self, extra: &[&str]) -> Output {
         let (dmesg, audit_log) = self.write_logs();
-        Command::new(common::bin())
+        common::cmd()
             .arg("--config")
             .arg(&self.conf)
             .arg("audit")
@@ -160,7 +160,7 @@ fn audit_classifies_each_denial_and_fix_signs_only_pristine_files() {
     std::fs::create_dir(&rogue_dir).unwrap();
     let rogue = common::new_key(&rogue_dir);
     evmctl_sign(&rogue, &fx.root().join("usr/bin/foreign"));
-    let sign = Command::new(common::bin())
+    let sign = common::cmd()
         .arg("--config")
         .arg(&fx.conf)
         .args(["sign", "--files"])
@@ -238,7 +238,7 @@ fn audit_classifies_each_denial_and_fix_signs_only_pristine_files() {
     assert!(!common::is_signed(
         &fx.root().join("usr/local/bin/local.sh")
     ));
-    let verify = Command::new(common::bin())
+    let verify = common::cmd()
         .arg("--config")
         .arg(&fx.conf)
         .args(["verify", "--files"])
@@ -263,7 +263,7 @@ fn audit_of_a_log_without_denials_succeeds() {
     let fx = Fixture::new();
     let log = fx.dir.path().join("quiet.txt");
     std::fs::write(&log, "[    0.0] Linux version 6.12\n").unwrap();
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&fx.conf)
         .args(["audit", "--log"])

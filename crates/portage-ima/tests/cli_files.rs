@@ -13,10 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
-
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
@@ -80,7 +76,7 @@ fn portage_ima(args: &[&str], extra: &[&Path]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("ima.toml");
     std::fs::write(&conf, "").unwrap();
-    Command::new(bin())
+    common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(args)
@@ -305,7 +301,7 @@ fn unknown_setting_in_the_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("ima.toml");
     std::fs::write(&conf, "hash = \"sha256\"\nsigning_key = \"/k\"\n").unwrap();
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["sign", "--files", "/nonexistent"])
@@ -418,7 +414,7 @@ fn insecure_key_files_are_refused_unless_allowed() {
     let sign_with = |settings: &str| -> (Option<i32>, String) {
         let conf = dir.path().join("ima.toml");
         std::fs::write(&conf, format!("key = {key:?}\n{settings}")).unwrap();
-        let out = Command::new(bin())
+        let out = common::cmd()
             .arg("--config")
             .arg(&conf)
             .args(["sign", "--dry-run", "--files"])
@@ -530,7 +526,7 @@ fn log_level_from_flags_and_variable() {
     )
     .unwrap();
     let run = |flags: &[&str], log: Option<&str>| {
-        let mut cmd = Command::new(bin());
+        let mut cmd = common::cmd();
         cmd.arg("--config").arg(&conf).args(flags);
         cmd.args(["sign", "--dry-run", "--files"])
             .arg(dir.path().join("ima.toml"));

@@ -103,7 +103,7 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_portage-ima"))
+        common::cmd()
             .arg("--config")
             .arg(self.dir.path().join("ima.toml"))
             .args(args)
@@ -115,7 +115,7 @@ impl Fixture {
     }
 
     fn postinst(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_portage-ima"))
+        common::cmd()
             .arg("--config")
             .arg(self.dir.path().join("ima.toml"))
             .arg("hook")
@@ -240,7 +240,7 @@ fn control_characters_in_paths_are_escaped() {
     let dir = f.dir.path().join("files");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("two\nlines\r\x1b[1A"), b"x").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portage-ima"))
+    let out = common::cmd()
         .arg("--config")
         .arg(f.dir.path().join("ima.toml"))
         .args(["verify", "--files"])
@@ -392,7 +392,7 @@ fn debug_log_says_why_a_file_is_skipped() {
     settings.push_str("config_files = \"skip\"\n");
     std::fs::write(&conf, settings).unwrap();
     let run = |log: Option<&str>, flags: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portage-ima"));
+        let mut cmd = common::cmd();
         cmd.arg("--config").arg(&conf).args(flags);
         cmd.args([
             "sign",

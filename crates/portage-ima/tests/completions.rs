@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn script(shell: &str, dir: &Path) -> std::path::PathBuf {
-    let out = common::run_ok(Command::new(common::bin()).args(["generate", "completions", shell]));
+    let out = common::run_ok(common::cmd().args(["generate", "completions", shell]));
     let path = dir.join(format!("portage-ima.{shell}"));
     std::fs::write(&path, &out.stdout).unwrap();
     path

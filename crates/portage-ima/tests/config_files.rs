@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{bin, ima_kind as kind, md5_hex, require_root, require_tool, text};
+use common::{ima_kind as kind, md5_hex, require_root, require_tool, text};
 
 /// A root with test-ima/cfg-1 installed: a config file (0644), an init
 /// script (0755), a program outside /etc; and ima.toml with `extra`.
@@ -48,7 +48,7 @@ impl Root {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin())
+        common::cmd()
             .arg("--config")
             .arg(&self.conf)
             .args(args)
@@ -200,7 +200,7 @@ fn digest_only_files_match_evmctl_ima_hash() {
         for p in [&ours, &theirs] {
             fs::write(p, b"a config file\n").unwrap();
         }
-        let out = Command::new(bin())
+        let out = common::cmd()
             .arg("--config")
             .arg(&conf)
             .args([
@@ -229,7 +229,7 @@ fn digest_only_files_match_evmctl_ima_hash() {
         let read = |p: &Path| ima_core::read_ima_xattr(&fs::File::open(p).unwrap()).unwrap();
         assert_eq!(read(&ours), read(&theirs), "{hash}");
     }
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["sign", "--all", "--digest-only"])

@@ -187,7 +187,7 @@ impl Setup {
 
     /// `portage-ima doctor --root ROOT` with a PATH that has no portageq.
     fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(bin());
+        let mut cmd = common::cmd();
         cmd.arg("doctor")
             .arg("--root")
             .arg(self.root())
@@ -401,7 +401,7 @@ fn key_in_a_directory_others_can_write_fails() {
     // The signer agrees: sign refuses the same key.
     let file = s.path("file");
     fs::write(&file, "data").unwrap();
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(s.root().join("etc/portage/ima.toml"))
         .args(["sign", "--files"])
@@ -788,7 +788,7 @@ fn flags_override_the_settings_file() {
 
 #[test]
 fn root_that_is_not_a_directory_is_a_usage_error() {
-    let out = Command::new(bin())
+    let out = common::cmd()
         .args(["doctor", "--root", "/nonexistent/root"])
         .output()
         .unwrap();
@@ -803,7 +803,7 @@ fn root_that_is_not_a_directory_is_a_usage_error() {
 #[test]
 fn portage_configroot_is_the_default_root() {
     let s = Setup::new();
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("doctor")
         .env("PORTAGE_CONFIGROOT", s.root())
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -892,10 +892,11 @@ fn in_session(script: &str, s: &Setup, extra: &[&str]) -> Doctor {
     for a in cmd.get_args() {
         line.push_str(&format!(" '{}'", a.to_str().unwrap()));
     }
-    let out = Command::new("keyctl")
+    let mut keyctl = Command::new("keyctl");
+    keyctl
         .args(["session", "-", "sh", "-ec", &line])
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env_remove("PORTAGE_CONFIGROOT")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let out = common::without_phase_variables(&mut keyctl)
         .output()
         .expect("keyctl runs");
     Doctor::from(out)
@@ -1464,7 +1465,7 @@ fn install(s: &Setup, files: &[(&str, bool)]) -> Vec<PathBuf> {
 /// `portage-ima sign --files` with the setup's settings and `key`/`cert`.
 fn sign_with(s: &Setup, key: &str, cert: &str, files: &[PathBuf]) {
     run_ok(
-        Command::new(bin())
+        common::cmd()
             .arg("sign")
             .arg("--config")
             .arg(s.root().join("etc/portage/ima.toml"))

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(conf: &Path, args: &[&str]) -> Output {
-    Command::new(common::bin())
+    common::cmd()
         .arg("--config")
         .arg(conf)
         .args(args)
@@ -323,7 +323,7 @@ fn statuses_are_coloured_on_a_terminal_only() {
             "{flags} {env:?}: {text:?}"
         );
     }
-    let piped = Command::new(common::bin())
+    let piped = common::cmd()
         .arg("--config")
         .arg(&conf)
         .arg("doctor")

@@ -81,7 +81,7 @@ fn assert_verified(files: &Path, cert: &Path, evmctl: bool) {
             common::text(&out)
         );
     }
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .args(["verify", "--cert"])
         .arg(cert)
         .arg("--files")
@@ -98,7 +98,7 @@ fn assert_verified(files: &Path, cert: &Path, evmctl: bool) {
 
 /// `portage-ima --config CONF sign --files DIR` with `env`.
 fn sign(conf: &Path, files: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = common::cmd();
     cmd.arg("--config")
         .arg(conf)
         .args(["sign", "--progress", "none", "--files"])
@@ -304,7 +304,7 @@ fn pkcs11_rsa_and_ec_keys_sign_and_verify() {
     assert!(!text.contains(PIN), "the PIN was printed: {text}");
     assert_verified(&files, &rsa_cert, true);
     // doctor opens the key as the signer does, and names it.
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&conf)
         .arg("doctor")
@@ -634,7 +634,7 @@ fn tpm_that_stops_mid_run_leaves_every_file_signed_or_untouched() {
     const COUNT: usize = 3000;
     let files = files(dir.path(), COUNT);
 
-    let run = Command::new(common::bin())
+    let run = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["sign", "--progress", "none", "--files"])
@@ -667,7 +667,7 @@ fn tpm_that_stops_mid_run_leaves_every_file_signed_or_untouched() {
         "every unsigned file is reported: {signed} signed\n{text}"
     );
     // What was written is whole and valid; the rest has no security.ima.
-    let verify = Command::new(common::bin())
+    let verify = common::cmd()
         .args(["verify", "--cert"])
         .arg(&cert)
         .arg("--files")

@@ -19,10 +19,6 @@ use std::sync::OnceLock;
 
 use common::{ima_kind, require, require_root, require_tool, run_ok};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portage-ima")
-}
-
 /// An RSA-2048 key (0400, in a 0700 directory) and its certificate, made once.
 fn keys() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
     static KEYS: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
@@ -111,7 +107,7 @@ impl Fake {
     }
 
     fn command(&self, phase: &str) -> Command {
-        let mut cmd = Command::new(bin());
+        let mut cmd = common::cmd();
         cmd.arg("hook")
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

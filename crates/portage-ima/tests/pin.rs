@@ -86,7 +86,7 @@ fn settings(dir: &Path, key: &str, pin_line: &str) -> PathBuf {
 fn sign(dir: &Path, hsm: &Path, conf: &Path, env: &[(&str, &str)]) -> (Output, bool) {
     let files = tempfile::tempdir_in(dir).unwrap();
     std::fs::write(files.path().join("f"), "content\n").unwrap();
-    let mut child = Command::new(common::bin())
+    let mut child = common::cmd()
         .arg("--config")
         .arg(conf)
         .args(["sign", "--progress", "none", "--files"])
@@ -169,7 +169,7 @@ fn pin_file_must_be_a_private_plain_file() {
     assert_refused("2 MiB", sign(d, &hsm, &with(&huge), &[]), "bytes");
 
     // doctor's pin-file check says the same.
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(with(&readable))
         .args(["doctor", "--json"])
@@ -228,7 +228,7 @@ fn pin_in_the_uri_is_refused_however_spelled_and_never_shown() {
             let conf = settings(dir.path(), &key, "");
             let (out, signed) = sign(dir.path(), Path::new("/nonexistent"), &conf, &[]);
             assert_refused(&key, (out, signed), "pin_file");
-            let doctor = Command::new(common::bin())
+            let doctor = common::cmd()
                 .arg("--config")
                 .arg(&conf)
                 .arg("doctor")
@@ -237,7 +237,7 @@ fn pin_in_the_uri_is_refused_however_spelled_and_never_shown() {
             let text = common::text(&doctor);
             assert!(text.contains("(hidden)"), "{key}: {text}");
             assert!(!text.contains(PIN), "{key}: doctor showed the PIN: {text}");
-            let verify = Command::new(common::bin())
+            let verify = common::cmd()
                 .arg("--config")
                 .arg(&conf)
                 .args(["verify", "--files"])
@@ -315,7 +315,7 @@ fn doctor_names_packages_whose_saved_environment_holds_the_pin() {
         "custom-3",
         &format!("declare -x SITE_PIN=\"{PIN}\"\ndeclare -x X=1\n"),
     );
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .args(["doctor", "--json", "--root"])
         .arg(root)
         .env_remove("PORTAGE_CONFIGROOT")

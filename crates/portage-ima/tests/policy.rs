@@ -14,7 +14,7 @@ use portage_ima::policy::{generate, parse_policy, Request, Scope, Setup};
 
 mod common;
 
-use common::{bin, is_signed, require_root, settings, text};
+use common::{is_signed, require_root, settings, text};
 
 const UUID: [u8; 16] = [
     0x6b, 0x1f, 0x4e, 0x3c, 0x9a, 0x63, 0x4d, 0x5c, 0x8a, 0x2f, 0x0c, 0x1d, 0x2e, 0x3f, 0x4a, 0x5b,
@@ -266,7 +266,7 @@ impl Root {
     }
 
     fn policy(&self, args: &[&str]) -> std::process::Output {
-        self.policy_with(Command::new(bin()), args)
+        self.policy_with(common::cmd(), args)
     }
 
     fn policy_with(&self, mut cmd: Command, args: &[&str]) -> std::process::Output {
@@ -392,7 +392,7 @@ fn output_is_written_atomically_and_signed_on_request() {
         return;
     }
     let conf = settings(out_dir.path(), "");
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["policy", "--sign", "--output"])
@@ -406,7 +406,7 @@ fn output_is_written_atomically_and_signed_on_request() {
     assert!(is_signed(&file));
     // The signature verifies for the file's content (verify --files).
     let cert = common::new_cert(out_dir.path(), &out_dir.path().join("key.pem"));
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["verify", "--cert"])
@@ -418,7 +418,7 @@ fn output_is_written_atomically_and_signed_on_request() {
     assert!(out.status.success(), "{}", text(&out));
     // A key that cannot be loaded leaves the old file alone.
     let before = fs::read(&file).unwrap();
-    let out = Command::new(bin())
+    let out = common::cmd()
         .args(["policy", "--sign", "--key", "/nonexistent.pem", "--output"])
         .arg(&file)
         .arg("--root")

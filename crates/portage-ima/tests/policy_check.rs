@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -56,7 +56,7 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(common::bin())
+        common::cmd()
             .arg("--config")
             .arg(&self.conf)
             .args(args)
@@ -101,7 +101,7 @@ fn policy_check_lists_what_enforce_mode_would_refuse() {
         return;
     }
     let fx = Fixture::new();
-    let sign = Command::new(common::bin())
+    let sign = common::cmd()
         .arg("--config")
         .arg(&fx.conf)
         .args(["sign", "--files"])
@@ -152,7 +152,7 @@ fn policy_check_lists_what_enforce_mode_would_refuse() {
     // Everything signed that the policy covers: safe, exit 0, text summary.
     let p = fx
         .policy("dont_appraise fowner=250\nappraise func=BPRM_CHECK uid=0 appraise_type=imasig\n");
-    let sign = Command::new(common::bin())
+    let sign = common::cmd()
         .arg("--config")
         .arg(&fx.conf)
         .args(["sign", "--files"])

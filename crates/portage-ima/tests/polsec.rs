@@ -226,7 +226,7 @@ fn check(conf: &Path, root: &Path, policy: &str, ns_setup: Option<&str>) -> (Out
     fs::write(&policy_file, policy).unwrap();
     let mut cmd = match ns_setup {
         Some(s) => common::isolated_mounts(s, "check").unwrap(),
-        None => Command::new(common::bin()),
+        None => common::cmd(),
     };
     let out = cmd
         .arg("--config")
@@ -305,7 +305,7 @@ fn policy_check_cannot_tell_for_options_it_does_not_model() {
     let program = root.join("usr/bin/signed");
     fs::write(&program, b"#!/bin/sh\necho signed\n").unwrap();
     fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
-    let sign = Command::new(common::bin())
+    let sign = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["sign", "--files"])
@@ -355,7 +355,7 @@ fn policy_check_cannot_tell_for_options_it_does_not_model() {
         "appraise func=BPRM_CHECK appraise_type=imasig appraise_flag=check_blacklist\n",
     )
     .unwrap();
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .arg("--config")
         .arg(&conf)
         .args(["policy", "--check"])

@@ -107,7 +107,7 @@ impl Root {
     }
 
     fn run_with(&self, args: &[&str], certs: &[&Path]) -> Output {
-        let mut cmd = Command::new(common::bin());
+        let mut cmd = common::cmd();
         cmd.arg("--config").arg(self.conf()).args(args);
         for cert in certs {
             cmd.arg("--cert").arg(cert);

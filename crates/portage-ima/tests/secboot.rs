@@ -8,7 +8,7 @@ mod common;
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use portage_ima::policy::eval::{appraisal, Appraisal, FileAccess, FileSystem};
 use portage_ima::policy::generate::{BuildFs, OtherTmpfs};
@@ -35,7 +35,7 @@ fn doctor(dir: &Path, efivars: &Path, log: &str) -> [(String, String, String); 2
     std::fs::create_dir_all(root.join("etc/portage")).unwrap();
     let log_file = dir.join("kmsg");
     std::fs::write(&log_file, log).unwrap();
-    let out = Command::new(common::bin())
+    let out = common::cmd()
         .args(["doctor", "--json", "--root"])
         .arg(&root)
         .arg("--efivars")
@@ -234,7 +234,7 @@ impl CheckFixture {
     fn check(&self, policy: &str) -> (Output, Vec<(String, String)>) {
         let file = self.dir.path().join("policy");
         std::fs::write(&file, policy).unwrap();
-        let out = Command::new(common::bin())
+        let out = common::cmd()
             .arg("--config")
             .arg(&self.conf)
             .args(["policy", "--check", "--json"])
@@ -291,7 +291,7 @@ fn policy_check_models_the_setuid_rule_and_creds_check() {
         ]
     );
     // Signed, nothing is refused.
-    let sign = Command::new(common::bin())
+    let sign = common::cmd()
         .arg("--config")
         .arg(&fx.conf)
         .args(["sign", "--files"])
@@ -334,7 +334,7 @@ impl AuditFixture {
     }
 
     fn sign(&self, conf: &Path, name: &str) {
-        let out = Command::new(common::bin())
+        let out = common::cmd()
             .arg("--config")
             .arg(conf)
             .args(["sign", "--files"])
@@ -348,7 +348,7 @@ impl AuditFixture {
         let (l, m) = (self.dir.path().join("log"), self.dir.path().join("meas"));
         std::fs::write(&l, log).unwrap();
         std::fs::write(&m, measurements).unwrap();
-        Command::new(common::bin())
+        common::cmd()
             .arg("--config")
             .arg(&self.conf)
             .arg("audit")

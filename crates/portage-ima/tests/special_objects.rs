@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{FileType, Mode, CWD};
 
-use common::{bin, is_signed, md5_hex, text};
+use common::{is_signed, md5_hex, text};
 
 /// Far more than the few milliseconds these runs take.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -118,7 +118,7 @@ fn sign_and_verify_all_refuse_devices_and_fifos_listed_as_obj() {
     require_root!();
     let r = setup();
     let sign = run_with_deadline(
-        Command::new(bin())
+        common::cmd()
             .arg("--config")
             .arg(&r.conf)
             .args(["sign", "--all", "--root"])
@@ -130,7 +130,7 @@ fn sign_and_verify_all_refuse_devices_and_fifos_listed_as_obj() {
     assert!(is_signed(&r.root.join("usr/bin/good")), "{out}");
 
     let verify = run_with_deadline(
-        Command::new(bin())
+        common::cmd()
             .arg("--config")
             .arg(&r.conf)
             .args(["verify", "--all", "--cert"])
@@ -148,7 +148,7 @@ fn postinst_refuses_devices_and_fifos_listed_as_obj() {
     require_root!();
     let r = setup();
     let hook = run_with_deadline(
-        Command::new(bin())
+        common::cmd()
             .arg("--config")
             .arg(&r.conf)
             .arg("hook")
@@ -191,7 +191,7 @@ fn a_second_signal_stops_a_long_read_at_once_with_a_report() {
         .set_len(1 << 40)
         .unwrap();
     std::fs::write(dir.join("small"), b"small").unwrap();
-    let mut child = Command::new(bin())
+    let mut child = common::cmd()
         .arg("--config")
         .arg(&r.conf)
         .args(["sign", "--jobs", "1", "--files"])

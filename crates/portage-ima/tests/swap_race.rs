@@ -15,13 +15,11 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustix::fs::{RenameFlags, CWD};
-
-use common::bin;
 
 /// Files in the swapped directory and in the outside one.
 const FILES: usize = 300;
@@ -147,7 +145,7 @@ fn race(name: &str, run: impl Fn(&Layout) -> Output) {
 #[test]
 fn sign_files_never_signs_outside_a_tree_swapped_under_it() {
     race("sign --files", |l| {
-        Command::new(bin())
+        common::cmd()
             .arg("--config")
             .arg(&l.conf)
             .args(["sign", "--files"])

@@ -60,6 +60,58 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portage-ima")
 }
 
+/// What an ebuild phase exports that the binary reads. cargo.eclass's
+/// `src_test` runs these tests inside a phase, with EPREFIX, ROOT,
+/// PORTAGE_CONFIGROOT and EBUILD_PHASE set; the binary honours them, as it
+/// must in the hook. Each test states its own instead: a command made by
+/// [`cmd`] starts without them.
+pub const PHASE_VARIABLES: &[&str] = &[
+    "EPREFIX",
+    "EROOT",
+    "ROOT",
+    "SYSROOT",
+    "ESYSROOT",
+    "BROOT",
+    "PORTAGE_CONFIGROOT",
+    "EBUILD_PHASE",
+    "EBUILD_PHASE_FUNC",
+    "EMERGE_FROM",
+    "CATEGORY",
+    "PF",
+    "P",
+    "PN",
+    "PV",
+    "PR",
+    "PVR",
+    "D",
+    "ED",
+    "T",
+    "PORTAGE_BUILDDIR",
+    "PORTAGE_TMPDIR",
+    "PORTAGE_BIN_PATH",
+    "PORTAGE_PYM_PATH",
+    "FEATURES",
+    "PORTAGE_XATTR_EXCLUDE",
+    "PORTAGE_IMA",
+    "PORTAGE_IMA_SKIP",
+    "PORTAGE_IMA_LOG",
+];
+
+/// Removes [`PHASE_VARIABLES`] from what `cmd` inherits.
+pub fn without_phase_variables(cmd: &mut Command) -> &mut Command {
+    for v in PHASE_VARIABLES {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
+/// `portage-ima`, started without the ebuild phase's variables.
+pub fn cmd() -> Command {
+    let mut c = Command::new(bin());
+    without_phase_variables(&mut c);
+    c
+}
+
 /// A fresh RSA-2048 key `dir/key.pem` (mode 0400), made by openssl.
 pub fn new_key(dir: &Path) -> PathBuf {
     let key = dir.join("key.pem");
@@ -200,5 +252,6 @@ pub fn isolated_mounts(setup: &str, test: &str) -> Option<Command> {
              PATH=$path exec \"$@\""
         ))
         .args(["sh", bin()]);
+    without_phase_variables(&mut cmd);
     Some(cmd)
 }
