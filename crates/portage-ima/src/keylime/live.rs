@@ -24,7 +24,7 @@
 //! one. The policy is written last, from the state; a crash between the
 //! two leaves a policy the next update rewrites.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ use crate::fs::rootfs::RootDir;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
 use crate::keylime::policy::{digest_object, verification_keys, LeftOut, RuntimePolicy};
 use crate::keylime::state::State;
+use crate::keylime::store::{self, Digests, Index};
 use crate::plan::Location;
 use crate::settings::{KeylimeConfig, KeylimeMode, Settings};
 
@@ -44,7 +45,13 @@ use crate::settings::{KeylimeConfig, KeylimeMode, Settings};
 #[derive(Debug, Clone)]
 pub struct PolicyFiles {
     pub policy: PathBuf,
+    /// The one-file state of earlier versions (`<policy>.packages`),
+    /// replaced by `state_dir` and `index` (see [`crate::keylime::store`]).
     pub state: PathBuf,
+    /// `<policy>.state`: one file per package.
+    pub state_dir: PathBuf,
+    /// `<policy>.index`.
+    pub index: PathBuf,
     pub lock: PathBuf,
     /// The SHA-256 of the policy the verifier last accepted.
     pub pushed: PathBuf,
@@ -59,6 +66,8 @@ impl PolicyFiles {
         };
         PolicyFiles {
             state: beside(".packages"),
+            state_dir: beside(".state"),
+            index: beside(".index"),
             lock: beside(".lock"),
             pushed: beside(".pushed"),
             policy,
@@ -190,12 +199,7 @@ impl Keeper {
         let started = std::time::Instant::now();
         let step = |what: &str| log::debug!("keylime update: {what} at {:?}", started.elapsed());
         let _lock = self.files.lock()?;
-        let state = if change.rebuild {
-            State::default()
-        } else {
-            State::read(&self.files.state)?
-        };
-        step("state read");
+        let dir = &self.files.state_dir;
         let installed: HashMap<String, InstalledPackage> = self
             .vdb
             .packages()
@@ -204,46 +208,140 @@ impl Keeper {
             .map(|p| (p.cpv().to_string(), p))
             .collect();
         step("vdb listed");
-        let known = state.packages();
+        let on_disk = store::list_packages(dir)?;
+        let known: BTreeSet<String> = if change.rebuild {
+            BTreeSet::new()
+        } else {
+            on_disk.iter().cloned().collect()
+        };
+        step("state listed");
         let removing = |cpv: &str| change.remove.as_deref() == Some(cpv);
         let mut updated = Updated::default();
-        let mut drop: HashSet<&[u8]> = HashSet::new();
-        for cpv in &known {
-            let text = String::from_utf8_lossy(cpv);
-            if !installed.contains_key(text.as_ref()) || removing(&text) {
-                drop.insert(cpv);
-                updated.removed.push(text.into_owned());
-            }
-        }
-        let mut wanted: BTreeSet<&String> = installed
+        let mut drop: BTreeSet<String> = known
+            .iter()
+            .filter(|cpv| !installed.contains_key(*cpv) || removing(cpv))
+            .cloned()
+            .collect();
+        updated.removed = drop.iter().cloned().collect();
+        let mut wanted: BTreeSet<String> = installed
             .keys()
-            .filter(|cpv| !known.contains(cpv.as_bytes()) && !removing(cpv))
+            .filter(|cpv| !known.contains(*cpv) && !removing(cpv))
+            .cloned()
             .collect();
         if let Some(cpv) = &change.refresh {
-            if let Some((name, _)) = installed.get_key_value(cpv).filter(|_| !removing(cpv)) {
-                wanted.insert(name);
-                drop.insert(name.as_bytes());
+            if installed.contains_key(cpv) && !removing(cpv) {
+                wanted.insert(cpv.clone());
+                if known.contains(cpv) {
+                    drop.insert(cpv.clone());
+                }
             }
         }
+
+        // The policy written last is the base to splice, if the index
+        // says it is whole and agrees with the package files.
+        let index = match (change.rebuild, self.mode) {
+            (true, _) | (false, KeylimeMode::Keys) => None,
+            (false, _) => Index::read(&self.files.index).filter(|i| i.digests.is_some()),
+        };
+        let old_policy = match &index {
+            Some(_) => std::fs::read(&self.files.policy).ok(),
+            None => None,
+        };
+        let mut base = old_policy
+            .as_deref()
+            .and_then(|p| Digests::find(p).ok())
+            .filter(|d| {
+                index.as_ref().and_then(|i| i.digests) == Some((d.object.len(), d.paths()))
+            });
+        let mut removed = Vec::new();
+        if base.is_some() {
+            for cpv in &drop {
+                match store::read_package(&dir.join(store::package_file_name(cpv))) {
+                    Ok(Some(pairs)) => removed.extend(pairs),
+                    _ => {
+                        base = None;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut added = Vec::new();
+        let (base, mut shared) = match base {
+            Some(base) => (
+                base,
+                index.as_ref().map(|i| i.shared.clone()).unwrap_or_default(),
+            ),
+            None => {
+                // Rebuilt from the package files: nothing is digested again
+                // but the packages whose file is missing or damaged.
+                removed.clear();
+                for cpv in known.iter().filter(|c| !drop.contains(*c)) {
+                    match store::read_package(&dir.join(store::package_file_name(cpv))) {
+                        Ok(Some(pairs)) => added.extend(pairs),
+                        _ => {
+                            if installed.contains_key(cpv) && !removing(cpv) {
+                                wanted.insert(cpv.clone());
+                            }
+                        }
+                    }
+                }
+                (Digests::empty(), HashMap::new())
+            }
+        };
+        step("state read");
+
         let mut new = Vec::new();
-        for cpv in wanted {
-            let (pairs, files, left_out) = self.digest_package(&installed[cpv]);
+        for cpv in &wanted {
+            let (mut pairs, files, left_out) = self.digest_package(&installed[cpv]);
             updated.files += files;
             updated.left_out.extend(left_out);
-            if pairs.is_empty() {
-                // Recorded, so that it is not digested again next time.
-                new.push((String::new(), cpv.clone(), String::new()));
-            }
-            new.extend(pairs.into_iter().map(|(n, d)| (n, cpv.clone(), d)));
+            pairs.sort_unstable();
+            pairs.dedup();
             updated.added.push(cpv.clone());
+            new.push((cpv, pairs));
         }
         step("digested");
-        let state = state.rewrite(&drop, new);
-        write_atomically(&self.files.state, &state.to_bytes())?;
+
+        // From here until the index is written again, the package files and
+        // the policy may disagree: no index says so to the next update.
+        if index.is_some() || self.files.index.exists() {
+            remove_file(&self.files.index)?;
+            sync_parent(&self.files.index)?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let bulk = new.len() > 16;
+        for (cpv, pairs) in &new {
+            let path = dir.join(store::package_file_name(cpv));
+            write_replacing(&path, &store::package_bytes(pairs), !bulk)?;
+            added.extend(pairs.iter().cloned());
+        }
+        let stale = if change.rebuild {
+            &on_disk
+        } else {
+            &updated.removed
+        };
+        for cpv in stale.iter().filter(|c| !wanted.contains(*c)) {
+            remove_file(&dir.join(store::package_file_name(cpv)))?;
+        }
+        if bulk {
+            sync_filesystem(dir)?;
+        }
+        sync_directory(dir)?;
         step("state written");
-        let (json, paths) = self.policy_json(&state)?;
+
+        let touched = store::apply(&base, &mut shared, removed, added);
+        let (digests, paths) = store::splice(&base, &touched);
+        let json = self.policy_json(&digests)?;
         updated.paths = paths;
-        write_atomically(&self.files.policy, &json)?;
+        write_replacing(&self.files.policy, &json, true)?;
+        let index = Index {
+            digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
+            shared,
+        };
+        write_replacing(&self.files.index, &index.to_bytes(), true)?;
+        sync_parent(&self.files.policy)?;
+        // The one-file state of earlier versions, rebuilt from by now.
+        let _ = std::fs::remove_file(&self.files.state);
         step("policy written");
         Ok(updated)
     }
@@ -292,20 +390,19 @@ impl Keeper {
         (pairs, objects.len(), left_out)
     }
 
-    /// The policy the state gives in this mode, as JSON, and how many
-    /// paths it names. The `digests` object is written straight from the
-    /// sorted state into the serialized policy (a map of every file would
-    /// cost more than the rest of the update).
-    fn policy_json(&self, state: &State) -> Result<(Vec<u8>, usize)> {
+    /// The policy in this mode, as JSON, around the `digests` object
+    /// (written as it is: a map of every file would cost more than the
+    /// rest of the update).
+    fn policy_json(&self, digests: &[u8]) -> Result<Vec<u8>> {
         let keys = match self.mode {
             KeylimeMode::Digests => String::new(),
             KeylimeMode::Keys | KeylimeMode::Both => self.verification_keys.clone(),
         };
         let shell = RuntimePolicy::new(BTreeMap::new(), self.excludes.clone(), keys);
         let shell = serde_json::to_vec(&shell)?;
-        let (digests, paths) = match self.mode {
-            KeylimeMode::Keys => (b"{}".to_vec(), 0),
-            KeylimeMode::Digests | KeylimeMode::Both => state.digests_json(),
+        let digests = match self.mode {
+            KeylimeMode::Keys => b"{}".as_slice(),
+            KeylimeMode::Digests | KeylimeMode::Both => digests,
         };
         // `"digests":{}` occurs once: every string value around it is
         // escaped JSON, so its quotes are `\"`.
@@ -316,9 +413,9 @@ impl Keeper {
             .context("the policy has no digests field")?;
         let mut json = Vec::with_capacity(shell.len() + digests.len());
         json.extend_from_slice(&shell[..at + EMPTY.len() - 2]);
-        json.extend_from_slice(&digests);
+        json.extend_from_slice(digests);
         json.extend_from_slice(&shell[at + EMPTY.len()..]);
-        Ok((json, paths))
+        Ok(json)
     }
 }
 
@@ -339,12 +436,16 @@ impl PolicyFiles {
         if !self.policy.exists() {
             bail!("{} does not exist", self.policy.display());
         }
-        let state = State::read(&self.state)?;
-        let state: BTreeSet<String> = state
-            .packages()
-            .into_iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
+        let state: BTreeSet<String> = if self.state_dir.exists() || !self.state.exists() {
+            store::list_packages(&self.state_dir)?.into_iter().collect()
+        } else {
+            // The one-file state of earlier versions, until the next update.
+            State::read(&self.state)?
+                .packages()
+                .into_iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect()
+        };
         let installed: BTreeSet<String> = vdb
             .packages()
             .with_context(|| format!("cannot list {}", vdb.path().display()))?
@@ -371,22 +472,65 @@ impl PolicyFiles {
 /// `path` and syncs the directory: a reader (or a crash) sees the old file
 /// or the new one, never half of one.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    write_replacing(path, data, true)?;
+    sync_parent(path)
+}
+
+/// Writes `data` to a new file beside `path` and renames it over `path`,
+/// syncing the file first when `sync` (the caller syncs the directory, or,
+/// without `sync`, the file system).
+fn write_replacing(path: &Path, data: &[u8], sync: bool) -> Result<()> {
+    let dir = parent(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     // A policy is no secret: readable like any file (the temporary file is 0600).
     let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
     tmp.write_all(data)
         .and_then(|()| tmp.as_file().set_permissions(readable))
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
     Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Syncs the directory holding `path` (its renames and removals).
+fn sync_parent(path: &Path) -> Result<()> {
+    sync_directory(parent(path))
+}
+
+fn sync_directory(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// Syncs the file system holding `dir`: after many files written unsynced,
+/// one call instead of one per file.
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let d = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    rustix::fs::syncfs(&d).with_context(|| format!("cannot sync {}", dir.display()))
 }
