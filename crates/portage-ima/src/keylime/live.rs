@@ -241,7 +241,8 @@ impl Keeper {
         // says it is whole and agrees with the package files.
         let index = match (change.rebuild, self.mode) {
             (true, _) | (false, KeylimeMode::Keys) => None,
-            (false, _) => Index::read(&self.files.index).filter(|i| i.digests.is_some()),
+            (false, _) => Index::read(&self.files.index)
+                .filter(|i| i.digests.is_some() && i.packages == on_disk.len()),
         };
         let old_policy = match &index {
             Some(_) => std::fs::read(&self.files.policy).ok(),
@@ -320,8 +321,10 @@ impl Keeper {
         } else {
             &updated.removed
         };
+        let mut files_now: BTreeSet<&String> = on_disk.iter().chain(&wanted).collect();
         for cpv in stale.iter().filter(|c| !wanted.contains(*c)) {
             remove_file(&dir.join(store::package_file_name(cpv)))?;
+            files_now.remove(cpv);
         }
         if bulk {
             sync_filesystem(dir)?;
@@ -335,6 +338,7 @@ impl Keeper {
         updated.paths = paths;
         write_replacing(&self.files.policy, &json, true)?;
         let index = Index {
+            packages: files_now.len(),
             digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
             shared,
         };

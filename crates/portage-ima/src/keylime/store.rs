@@ -123,6 +123,9 @@ fn parse_package(data: &[u8]) -> Result<Pairs> {
 /// `<policy>.index`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Index {
+    /// How many package files there are (one removed by hand makes the
+    /// next update rebuild).
+    pub packages: usize,
     /// The length of the policy's `digests` object, and how many paths it
     /// names; `None`: the policy holds no digests (`mode = "keys"`), so it
     /// cannot be spliced.
@@ -145,6 +148,7 @@ impl Index {
             return None;
         }
         let mut lines = text.lines();
+        let packages = lines.next()?.strip_prefix("packages ")?.parse().ok()?;
         let mut first = lines.next()?.split(' ');
         let digests = match (first.next()?, first.next(), first.next()) {
             ("digests", Some(len), Some(paths)) => Some((len.parse().ok()?, paths.parse().ok()?)),
@@ -157,11 +161,16 @@ impl Index {
             let count = f.next()?.parse().ok()?;
             shared.insert((f.next()?.to_string(), f.next()?.to_string()), count);
         }
-        Some(Index { digests, shared })
+        Some(Index {
+            packages,
+            digests,
+            shared,
+        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = INDEX_HEADER.to_vec();
+        out.extend_from_slice(format!("packages {}\n", self.packages).as_bytes());
         match self.digests {
             Some((len, paths)) => {
                 out.extend_from_slice(format!("digests {len} {paths}\n").as_bytes())
@@ -478,17 +487,15 @@ mod tests {
         cut.pop();
         assert!(parse_package(&cut).is_err());
         let mut index = Index {
+            packages: 2,
             digests: Some((10, 2)),
             ..Index::default()
         };
         index.shared.insert(("/a".into(), "aa".into()), 3);
         assert_eq!(Index::parse(&index.to_bytes()), Some(index));
-        assert_eq!(
-            Index::parse(b"portage-ima keylime index 1\nkeys\n")
-                .unwrap()
-                .digests,
-            None
-        );
+        let keys = Index::parse(b"portage-ima keylime index 1\npackages 3\nkeys\n").unwrap();
+        assert_eq!((keys.packages, keys.digests), (3, None));
+        assert_eq!(Index::parse(b"portage-ima keylime index 1\nkeys\n"), None);
         assert_eq!(
             package_of_file_name("app-misc:foo-1.0"),
             Some("app-misc/foo-1.0".into())
