@@ -7,9 +7,12 @@
 //! and postrm, then deletes the entry. So the hook takes a package's
 //! digests out in postrm and puts the new ones in at postinst.
 //!
-//! To do that without reading every CONTENTS again, a state file beside the
-//! policy (`<policy>.packages`, see [`crate::keylime::state`]) records
-//! which package gave which digest.
+//! To do that without reading every CONTENTS again, the state beside the
+//! policy (one small file per package in `<policy>.state`, and
+//! `<policy>.index`; see [`crate::keylime::store`]) records which package
+//! gave which digest, and an update splices the entries it changes into
+//! the policy it wrote last, so that it costs what the package costs (the
+//! policy's bytes aside), not what the system holds.
 //!
 //! Every update also lists the vdb (directories only, no CONTENTS): a
 //! package in the vdb that the state lacks (merged while the hook was
@@ -18,11 +21,12 @@
 //! whole policy (what `keylime sync` does on purpose).
 //!
 //! One update at a time holds `<policy>.lock` (flock), so parallel merges
-//! (`emerge --jobs`) never lose one another's change. The state and the
-//! policy are each written to a temporary file, synced, and renamed over
-//! the old one: a crash leaves the old file or the new one, never a torn
-//! one. The policy is written last, from the state; a crash between the
-//! two leaves a policy the next update rewrites.
+//! (`emerge --jobs`) never lose one another's change. Every file is written
+//! to a temporary file, synced, and renamed over the old one: a crash
+//! leaves the old file or the new one, never a torn one. The index is
+//! removed before a package file changes and written after the policy: an
+//! update that finds none (a crash or a kill in between) rebuilds the
+//! policy from the package files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -313,7 +317,7 @@ impl Keeper {
         let bulk = new.len() > 16;
         for (cpv, pairs) in &new {
             let path = dir.join(store::package_file_name(cpv));
-            write_replacing(&path, &store::package_bytes(pairs), !bulk)?;
+            write_replacing(&path, &[&store::package_bytes(pairs)], !bulk)?;
             added.extend(pairs.iter().cloned());
         }
         let stale = if change.rebuild {
@@ -334,15 +338,19 @@ impl Keeper {
 
         let touched = store::apply(&base, &mut shared, removed, added);
         let (digests, paths) = store::splice(&base, &touched);
-        let json = self.policy_json(&digests)?;
+        let (before, after) = self.policy_shell()?;
         updated.paths = paths;
-        write_replacing(&self.files.policy, &json, true)?;
+        let digests_field = match self.mode {
+            KeylimeMode::Keys => b"{}".as_slice(),
+            KeylimeMode::Digests | KeylimeMode::Both => &digests,
+        };
+        write_replacing(&self.files.policy, &[&before, digests_field, &after], true)?;
         let index = Index {
             packages: files_now.len(),
             digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
             shared,
         };
-        write_replacing(&self.files.index, &index.to_bytes(), true)?;
+        write_replacing(&self.files.index, &[&index.to_bytes()], true)?;
         sync_parent(&self.files.policy)?;
         // The one-file state of earlier versions, rebuilt from by now.
         let _ = std::fs::remove_file(&self.files.state);
@@ -394,32 +402,24 @@ impl Keeper {
         (pairs, objects.len(), left_out)
     }
 
-    /// The policy in this mode, as JSON, around the `digests` object
-    /// (written as it is: a map of every file would cost more than the
-    /// rest of the update).
-    fn policy_json(&self, digests: &[u8]) -> Result<Vec<u8>> {
+    /// The policy in this mode, as JSON, before and after its `digests`
+    /// object (written as it is: a map of every file would cost more than
+    /// the rest of the update).
+    fn policy_shell(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let keys = match self.mode {
             KeylimeMode::Digests => String::new(),
             KeylimeMode::Keys | KeylimeMode::Both => self.verification_keys.clone(),
         };
         let shell = RuntimePolicy::new(BTreeMap::new(), self.excludes.clone(), keys);
         let shell = serde_json::to_vec(&shell)?;
-        let digests = match self.mode {
-            KeylimeMode::Keys => b"{}".as_slice(),
-            KeylimeMode::Digests | KeylimeMode::Both => digests,
-        };
         // `"digests":{}` occurs once: every string value around it is
         // escaped JSON, so its quotes are `\"`.
         const EMPTY: &[u8] = b"\"digests\":{}";
-        let at = shell
-            .windows(EMPTY.len())
-            .position(|w| w == EMPTY)
-            .context("the policy has no digests field")?;
-        let mut json = Vec::with_capacity(shell.len() + digests.len());
-        json.extend_from_slice(&shell[..at + EMPTY.len() - 2]);
-        json.extend_from_slice(digests);
-        json.extend_from_slice(&shell[at + EMPTY.len()..]);
-        Ok(json)
+        let at = memchr::memmem::find(&shell, EMPTY).context("the policy has no digests field")?;
+        Ok((
+            shell[..at + EMPTY.len() - 2].to_vec(),
+            shell[at + EMPTY.len()..].to_vec(),
+        ))
     }
 }
 
@@ -476,20 +476,22 @@ impl PolicyFiles {
 /// `path` and syncs the directory: a reader (or a crash) sees the old file
 /// or the new one, never half of one.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    write_replacing(path, data, true)?;
+    write_replacing(path, &[data], true)?;
     sync_parent(path)
 }
 
 /// Writes `data` to a new file beside `path` and renames it over `path`,
 /// syncing the file first when `sync` (the caller syncs the directory, or,
 /// without `sync`, the file system).
-fn write_replacing(path: &Path, data: &[u8], sync: bool) -> Result<()> {
+fn write_replacing(path: &Path, parts: &[&[u8]], sync: bool) -> Result<()> {
     let dir = parent(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     // A policy is no secret: readable like any file (the temporary file is 0600).
     let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-    tmp.write_all(data)
+    parts
+        .iter()
+        .try_for_each(|part| tmp.write_all(part))
         .and_then(|()| tmp.as_file().set_permissions(readable))
         .and_then(|()| {
             if sync {

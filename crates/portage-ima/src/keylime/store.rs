@@ -209,9 +209,7 @@ impl<'a> Digests<'a> {
     /// An error for anything but what [`splice`] writes.
     pub fn find(policy: &'a [u8]) -> Result<Digests<'a>> {
         const FIELD: &[u8] = b"\"digests\":{";
-        let start = policy
-            .windows(FIELD.len())
-            .position(|w| w == FIELD)
+        let start = memchr::memmem::find(policy, FIELD)
             .context("the policy has no digests field")?
             + FIELD.len()
             - 1;
@@ -227,10 +225,11 @@ impl<'a> Digests<'a> {
                 let key = at;
                 at += 1;
                 loop {
-                    match byte(at)? {
+                    at += memchr::memchr2(b'"', b'\\', &text[at..])
+                        .context("the digests are cut short")?;
+                    match text[at] {
                         b'\\' => at += 2,
-                        b'"' => break,
-                        _ => at += 1,
+                        _ => break,
                     }
                 }
                 at += 1;
@@ -238,7 +237,7 @@ impl<'a> Digests<'a> {
                 if text.get(at..at + 2) != Some(b":[") {
                     bail!("a digests entry has no list at {}", start + at);
                 }
-                at += memchr(b']', &text[at..]).context("the digests are cut short")? + 1;
+                at += memchr::memchr(b']', &text[at..]).context("the digests are cut short")? + 1;
                 entries.push((key, key_end, at));
                 match byte(at)? {
                     b',' => at += 1,
@@ -296,10 +295,6 @@ impl<'a> Digests<'a> {
             .map(|d| String::from_utf8_lossy(&d[1..d.len() - 1]).into_owned())
             .collect()
     }
-}
-
-fn memchr(byte: u8, text: &[u8]) -> Option<usize> {
-    text.iter().position(|&b| b == byte)
 }
 
 /// The `digests` object `base` becomes with the entries of `touched`
