@@ -345,16 +345,19 @@ impl Keeper {
             KeylimeMode::Digests | KeylimeMode::Both => &digests,
         };
         write_replacing(&self.files.policy, &[&before, digests_field, &after], true)?;
+        sync_parent(&self.files.policy)?;
+        step("policy written");
+        // Only once the package files and the policy are on disk. Its own
+        // rename is not synced: lost in a crash, the next update rebuilds.
         let index = Index {
             packages: files_now.len(),
             digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
             shared,
         };
         write_replacing(&self.files.index, &[&index.to_bytes()], true)?;
-        sync_parent(&self.files.policy)?;
         // The one-file state of earlier versions, rebuilt from by now.
         let _ = std::fs::remove_file(&self.files.state);
-        step("policy written");
+        step("index written");
         Ok(updated)
     }
 
