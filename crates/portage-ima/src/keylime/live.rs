@@ -543,3 +543,133 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
     let d = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
     rustix::fs::syncfs(&d).with_context(|| format!("cannot sync {}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install(root: &Path, cpv: &str, files: &[(&str, &str)]) {
+        let vdb = root.join("var/db/pkg").join(cpv);
+        std::fs::create_dir_all(&vdb).unwrap();
+        let mut contents = String::new();
+        for (path, content) in files {
+            let on_disk = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(on_disk.parent().unwrap()).unwrap();
+            std::fs::write(&on_disk, content).unwrap();
+            let file = File::open(&on_disk).unwrap();
+            let md5 =
+                ima_core::digest_file(ima_core::default_provider(), &file, HashAlgo::Md5, false)
+                    .unwrap();
+            contents.push_str(&format!("obj {path} {} 1\n", hex::encode(md5.digest)));
+        }
+        std::fs::write(vdb.join("CONTENTS"), contents).unwrap();
+    }
+
+    fn uninstall(root: &Path, cpv: &str) {
+        std::fs::remove_dir_all(root.join("var/db/pkg").join(cpv)).unwrap();
+    }
+
+    fn keeper(root: &Path) -> Keeper {
+        Keeper {
+            files: PolicyFiles::new(root.join("var/lib/portage-ima/keylime-policy.json")),
+            vdb: Vdb::open(root).unwrap(),
+            root: RootDir::open(root).unwrap(),
+            root_path: std::fs::canonicalize(root).unwrap(),
+            provider: ima_core::default_provider(),
+            algo: HashAlgo::Sha256,
+            mode: KeylimeMode::Digests,
+            excludes: Vec::new(),
+            verification_keys: String::new(),
+        }
+    }
+
+    fn digests(k: &Keeper) -> serde_json::Value {
+        let policy: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&k.files.policy).unwrap()).unwrap();
+        policy["digests"].clone()
+    }
+
+    /// After `change`, the policy and the index are what a rebuild from
+    /// the vdb gives.
+    fn update_and_compare(k: &Keeper, change: Change) -> serde_json::Value {
+        k.update(&change).unwrap();
+        let incremental = digests(k);
+        let index = std::fs::read(&k.files.index).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = PolicyFiles::new(tmp.path().join("p.json"));
+        let other = Keeper {
+            files: fresh,
+            ..keeper(&k.root_path)
+        };
+        other
+            .update(&Change {
+                rebuild: true,
+                remove: change.remove.clone(),
+                ..Change::default()
+            })
+            .unwrap();
+        assert_eq!(incremental, digests(&other));
+        assert_eq!(index, std::fs::read(&other.files.index).unwrap());
+        incremental
+    }
+
+    #[test]
+    fn incremental_updates_equal_rebuilds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        install(
+            root,
+            "app/a-1",
+            &[("/usr/bin/a", "a1"), ("/usr/share/s", "same")],
+        );
+        install(
+            root,
+            "app/b-1",
+            &[("/usr/bin/b", "b1"), ("/usr/share/s", "same")],
+        );
+        install(root, "app/empty-1", &[]);
+        let k = keeper(root);
+        let d = update_and_compare(&k, Change::default());
+        assert_eq!(d.as_object().unwrap().len(), 3);
+        // An upgrade: a-1's postrm (a-2 already merged), then a-2's postinst.
+        install(
+            root,
+            "app/a-2",
+            &[("/usr/bin/a", "a2"), ("/usr/share/s", "same")],
+        );
+        update_and_compare(
+            &k,
+            Change {
+                remove: Some("app/a-1".into()),
+                ..Change::default()
+            },
+        );
+        uninstall(root, "app/a-1");
+        let d = update_and_compare(
+            &k,
+            Change {
+                refresh: Some("app/a-2".into()),
+                ..Change::default()
+            },
+        );
+        assert_eq!(d["/usr/bin/a"].as_array().unwrap().len(), 1);
+        // b unmerged: the shared file stays, a-2 still gives it.
+        uninstall(root, "app/b-1");
+        let d = update_and_compare(&k, Change::default());
+        assert!(d.get("/usr/bin/b").is_none() && d.get("/usr/share/s").is_some());
+        // A kill between the package files and the index: rebuilt.
+        install(root, "app/c-1", &[("/usr/bin/c", "c")]);
+        std::fs::remove_file(&k.files.index).unwrap();
+        let d = update_and_compare(&k, Change::default());
+        assert!(d.get("/usr/bin/c").is_some());
+        // A package file removed by hand: digested again.
+        std::fs::remove_file(k.files.state_dir.join("app:c-1")).unwrap();
+        update_and_compare(&k, Change::default());
+        // The one-file state of earlier versions: replaced.
+        std::fs::write(&k.files.state, "portage-ima keylime state 2\n").unwrap();
+        std::fs::remove_dir_all(&k.files.state_dir).unwrap();
+        std::fs::remove_file(&k.files.index).unwrap();
+        update_and_compare(&k, Change::default());
+        assert!(!k.files.state.exists());
+    }
+}
