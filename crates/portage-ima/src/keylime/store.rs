@@ -7,9 +7,10 @@
 //!   package with no file in the policy has the header only. `:` is in no
 //!   category or package name; names starting with `.` (temporary files)
 //!   are not packages.
-//! - `<policy>.index`: what the policy's `digests` object is (its length
-//!   and how many paths it names) and how many packages give each pair
-//!   that more than one package gives (`COUNT\0PATH\0DIGEST` lines).
+//! - `<policy>.index`: how many package files there are, what the policy's
+//!   `digests` object is (its length and how many paths it names), and how
+//!   many packages give each pair that more than one package gives
+//!   (`COUNT\0PATH\0DIGEST` lines).
 //!
 //! An update reads the policy it wrote last and splices the `digests`
 //! object: the entries of the paths the update touches are rewritten, the
@@ -18,11 +19,12 @@
 //! counts say.
 //!
 //! The index is also the mark that the state and the policy agree: an
-//! update deletes it before it changes a package file and writes it again
-//! after the policy. An update that finds no index (a crash or a kill
-//! before the end, a first run, the earlier one-file state), or a policy
-//! that is not what the index says, rebuilds the policy from the package
-//! files ([`Pairs::read_all`]), which digests nothing.
+//! update deletes it (synced) before it changes a package file and writes
+//! it again once the package files and the policy are synced. An update
+//! that finds no index (a crash or a kill before the end, a first run, the
+//! earlier one-file state), or a policy or a package count that is not
+//! what the index says, rebuilds the policy from the package files, which
+//! digests nothing but the packages whose file is missing or damaged.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
