@@ -191,8 +191,9 @@ def test_verifier_down_never_fails_the_merge_and_the_next_push_catches_up(pg, ho
         assert checks["keylime-policy"]["status"] == "ok", checks["keylime-policy"]
         assert checks["keylime-verifier"]["status"] == "ok", checks["keylime-verifier"]
         # A package the policy does not know (its hook never ran): doctor says so.
-        state = Path(str(policy_file(pg)) + ".packages")
-        state.write_text("".join(l for l in state.read_text().splitlines(True) if "\0test-ima/kldown2-1\0" not in l))
+        # (One file per package in <policy>.state; the index's package count
+        # no longer matches, so the next update would rebuild.)
+        (Path(str(policy_file(pg)) + ".state") / f"{CATEGORY}:kldown2-1").unlink()
         checks = doctor(pg, hook_bin)
         assert checks["keylime-policy"]["status"] == "fail", checks["keylime-policy"]
         assert f"{CATEGORY}/kldown2-1" in checks["keylime-policy"]["finding"]
@@ -219,7 +220,7 @@ def test_killed_update_leaves_valid_json_and_is_caught_up(pg, hook_bin, verifier
     wait_pushed(verifier, name, pg)
     system = System(pg, hook_bin)
     policy = policy_file(pg)
-    state = Path(str(policy) + ".packages")
+    state = Path(str(policy) + ".state")
     killed = 0
     for delay in (0.005, 0.02, 0.05, 0.1, 0.2, 0.4):
         proc = subprocess.Popen(system.argv("keylime", "sync"), env=system.env(),
@@ -228,10 +229,14 @@ def test_killed_update_leaves_valid_json_and_is_caught_up(pg, hook_bin, verifier
         proc.send_signal(signal.SIGKILL)
         killed += proc.wait() == -signal.SIGKILL
         json.loads(policy.read_text())  # never torn
-        assert state.read_text().startswith("portage-ima keylime state 2\n")
+        for package in state.iterdir():  # each package file whole (temporary ones start with .)
+            assert package.name.startswith(".") or package.read_bytes().startswith(b"portage-ima keylime package 1\n")
     assert killed >= 3, "the kills landed after the sync had ended: make it longer"
     # A killed update in the middle of an emerge: the next merge catches up.
-    state.write_text(state.read_text().split("\n", 1)[0] + "\n")  # a state that lost everything
+    # A state that lost everything (and no index: what a kill leaves).
+    for package in state.iterdir():
+        package.unlink()
+    Path(str(policy) + ".index").unlink(missing_ok=True)
     pg.emerge(pg.add_ebuild("klafter", "1")).check()
     held = check_state(pg, hook_bin, verifier, name, tmp_path)
     assert pg.ed("/usr/share/klmany/many/f1500") in held["digests"]

@@ -7,9 +7,12 @@
 //! and postrm, then deletes the entry. So the hook takes a package's
 //! digests out in postrm and puts the new ones in at postinst.
 //!
-//! To do that without reading every CONTENTS again, a state file beside the
-//! policy (`<policy>.packages`, see [`crate::keylime::state`]) records
-//! which package gave which digest.
+//! To do that without reading every CONTENTS again, the state beside the
+//! policy (one small file per package in `<policy>.state`, and
+//! `<policy>.index`; see [`crate::keylime::store`]) records which package
+//! gave which digest, and an update splices the entries it changes into
+//! the policy it wrote last, so that it costs what the package costs (the
+//! policy's bytes aside), not what the system holds.
 //!
 //! Every update also lists the vdb (directories only, no CONTENTS): a
 //! package in the vdb that the state lacks (merged while the hook was
@@ -18,13 +21,14 @@
 //! whole policy (what `keylime sync` does on purpose).
 //!
 //! One update at a time holds `<policy>.lock` (flock), so parallel merges
-//! (`emerge --jobs`) never lose one another's change. The state and the
-//! policy are each written to a temporary file, synced, and renamed over
-//! the old one: a crash leaves the old file or the new one, never a torn
-//! one. The policy is written last, from the state; a crash between the
-//! two leaves a policy the next update rewrites.
+//! (`emerge --jobs`) never lose one another's change. Every file is written
+//! to a temporary file, synced, and renamed over the old one: a crash
+//! leaves the old file or the new one, never a torn one. The index is
+//! removed before a package file changes and written after the policy: an
+//! update that finds none (a crash or a kill in between) rebuilds the
+//! policy from the package files.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,7 @@ use crate::fs::rootfs::RootDir;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
 use crate::keylime::policy::{digest_object, verification_keys, LeftOut, RuntimePolicy};
 use crate::keylime::state::State;
+use crate::keylime::store::{self, Digests, Index};
 use crate::plan::Location;
 use crate::settings::{KeylimeConfig, KeylimeMode, Settings};
 
@@ -44,7 +49,13 @@ use crate::settings::{KeylimeConfig, KeylimeMode, Settings};
 #[derive(Debug, Clone)]
 pub struct PolicyFiles {
     pub policy: PathBuf,
+    /// The one-file state of earlier versions (`<policy>.packages`),
+    /// replaced by `state_dir` and `index` (see [`crate::keylime::store`]).
     pub state: PathBuf,
+    /// `<policy>.state`: one file per package.
+    pub state_dir: PathBuf,
+    /// `<policy>.index`.
+    pub index: PathBuf,
     pub lock: PathBuf,
     /// The SHA-256 of the policy the verifier last accepted.
     pub pushed: PathBuf,
@@ -59,6 +70,8 @@ impl PolicyFiles {
         };
         PolicyFiles {
             state: beside(".packages"),
+            state_dir: beside(".state"),
+            index: beside(".index"),
             lock: beside(".lock"),
             pushed: beside(".pushed"),
             policy,
@@ -190,12 +203,7 @@ impl Keeper {
         let started = std::time::Instant::now();
         let step = |what: &str| log::debug!("keylime update: {what} at {:?}", started.elapsed());
         let _lock = self.files.lock()?;
-        let state = if change.rebuild {
-            State::default()
-        } else {
-            State::read(&self.files.state)?
-        };
-        step("state read");
+        let dir = &self.files.state_dir;
         let installed: HashMap<String, InstalledPackage> = self
             .vdb
             .packages()
@@ -204,47 +212,152 @@ impl Keeper {
             .map(|p| (p.cpv().to_string(), p))
             .collect();
         step("vdb listed");
-        let known = state.packages();
+        let on_disk = store::list_packages(dir)?;
+        let known: BTreeSet<String> = if change.rebuild {
+            BTreeSet::new()
+        } else {
+            on_disk.iter().cloned().collect()
+        };
+        step("state listed");
         let removing = |cpv: &str| change.remove.as_deref() == Some(cpv);
         let mut updated = Updated::default();
-        let mut drop: HashSet<&[u8]> = HashSet::new();
-        for cpv in &known {
-            let text = String::from_utf8_lossy(cpv);
-            if !installed.contains_key(text.as_ref()) || removing(&text) {
-                drop.insert(cpv);
-                updated.removed.push(text.into_owned());
-            }
-        }
-        let mut wanted: BTreeSet<&String> = installed
+        let mut drop: BTreeSet<String> = known
+            .iter()
+            .filter(|cpv| !installed.contains_key(*cpv) || removing(cpv))
+            .cloned()
+            .collect();
+        updated.removed = drop.iter().cloned().collect();
+        let mut wanted: BTreeSet<String> = installed
             .keys()
-            .filter(|cpv| !known.contains(cpv.as_bytes()) && !removing(cpv))
+            .filter(|cpv| !known.contains(*cpv) && !removing(cpv))
+            .cloned()
             .collect();
         if let Some(cpv) = &change.refresh {
-            if let Some((name, _)) = installed.get_key_value(cpv).filter(|_| !removing(cpv)) {
-                wanted.insert(name);
-                drop.insert(name.as_bytes());
+            if installed.contains_key(cpv) && !removing(cpv) {
+                wanted.insert(cpv.clone());
+                if known.contains(cpv) {
+                    drop.insert(cpv.clone());
+                }
             }
         }
+
+        // The policy written last is the base to splice, if the index
+        // says it is whole and agrees with the package files.
+        let index = match (change.rebuild, self.mode) {
+            (true, _) | (false, KeylimeMode::Keys) => None,
+            (false, _) => Index::read(&self.files.index)
+                .filter(|i| i.digests.is_some() && i.packages == on_disk.len()),
+        };
+        let old_policy = match &index {
+            Some(_) => std::fs::read(&self.files.policy).ok(),
+            None => None,
+        };
+        let mut base = old_policy
+            .as_deref()
+            .and_then(|p| Digests::find(p).ok())
+            .filter(|d| {
+                index.as_ref().and_then(|i| i.digests) == Some((d.object.len(), d.paths()))
+            });
+        let mut removed = Vec::new();
+        if base.is_some() {
+            for cpv in &drop {
+                match store::read_package(&dir.join(store::package_file_name(cpv))) {
+                    Ok(Some(pairs)) => removed.extend(pairs),
+                    _ => {
+                        base = None;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut added = Vec::new();
+        let (base, mut shared) = match base {
+            Some(base) => (
+                base,
+                index.as_ref().map(|i| i.shared.clone()).unwrap_or_default(),
+            ),
+            None => {
+                // Rebuilt from the package files: nothing is digested again
+                // but the packages whose file is missing or damaged.
+                removed.clear();
+                for cpv in known.iter().filter(|c| !drop.contains(*c)) {
+                    match store::read_package(&dir.join(store::package_file_name(cpv))) {
+                        Ok(Some(pairs)) => added.extend(pairs),
+                        _ => {
+                            if installed.contains_key(cpv) && !removing(cpv) {
+                                wanted.insert(cpv.clone());
+                            }
+                        }
+                    }
+                }
+                (Digests::empty(), HashMap::new())
+            }
+        };
+        step("state read");
+
         let mut new = Vec::new();
-        for cpv in wanted {
-            let (pairs, files, left_out) = self.digest_package(&installed[cpv]);
+        for cpv in &wanted {
+            let (mut pairs, files, left_out) = self.digest_package(&installed[cpv]);
             updated.files += files;
             updated.left_out.extend(left_out);
-            if pairs.is_empty() {
-                // Recorded, so that it is not digested again next time.
-                new.push((String::new(), cpv.clone(), String::new()));
-            }
-            new.extend(pairs.into_iter().map(|(n, d)| (n, cpv.clone(), d)));
+            pairs.sort_unstable();
+            pairs.dedup();
             updated.added.push(cpv.clone());
+            new.push((cpv, pairs));
         }
         step("digested");
-        let state = state.rewrite(&drop, new);
-        write_atomically(&self.files.state, &state.to_bytes())?;
+
+        // From here until the index is written again, the package files and
+        // the policy may disagree: no index says so to the next update.
+        if index.is_some() || self.files.index.exists() {
+            remove_file(&self.files.index)?;
+            sync_parent(&self.files.index)?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let bulk = new.len() > 16;
+        for (cpv, pairs) in &new {
+            let path = dir.join(store::package_file_name(cpv));
+            write_replacing(&path, &[&store::package_bytes(pairs)], !bulk)?;
+            added.extend(pairs.iter().cloned());
+        }
+        let stale = if change.rebuild {
+            &on_disk
+        } else {
+            &updated.removed
+        };
+        let mut files_now: BTreeSet<&String> = on_disk.iter().chain(&wanted).collect();
+        for cpv in stale.iter().filter(|c| !wanted.contains(*c)) {
+            remove_file(&dir.join(store::package_file_name(cpv)))?;
+            files_now.remove(cpv);
+        }
+        if bulk {
+            sync_filesystem(dir)?;
+        }
+        sync_directory(dir)?;
         step("state written");
-        let (json, paths) = self.policy_json(&state)?;
+
+        let touched = store::apply(&base, &mut shared, removed, added);
+        let (digests, paths) = store::splice(&base, &touched);
+        let (before, after) = self.policy_shell()?;
         updated.paths = paths;
-        write_atomically(&self.files.policy, &json)?;
+        let digests_field = match self.mode {
+            KeylimeMode::Keys => b"{}".as_slice(),
+            KeylimeMode::Digests | KeylimeMode::Both => &digests,
+        };
+        write_replacing(&self.files.policy, &[&before, digests_field, &after], true)?;
+        sync_parent(&self.files.policy)?;
         step("policy written");
+        // Only once the package files and the policy are on disk. Its own
+        // rename is not synced: lost in a crash, the next update rebuilds.
+        let index = Index {
+            packages: files_now.len(),
+            digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
+            shared,
+        };
+        write_replacing(&self.files.index, &[&index.to_bytes()], true)?;
+        // The one-file state of earlier versions, rebuilt from by now.
+        let _ = std::fs::remove_file(&self.files.state);
+        step("index written");
         Ok(updated)
     }
 
@@ -292,33 +405,24 @@ impl Keeper {
         (pairs, objects.len(), left_out)
     }
 
-    /// The policy the state gives in this mode, as JSON, and how many
-    /// paths it names. The `digests` object is written straight from the
-    /// sorted state into the serialized policy (a map of every file would
-    /// cost more than the rest of the update).
-    fn policy_json(&self, state: &State) -> Result<(Vec<u8>, usize)> {
+    /// The policy in this mode, as JSON, before and after its `digests`
+    /// object (written as it is: a map of every file would cost more than
+    /// the rest of the update).
+    fn policy_shell(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let keys = match self.mode {
             KeylimeMode::Digests => String::new(),
             KeylimeMode::Keys | KeylimeMode::Both => self.verification_keys.clone(),
         };
         let shell = RuntimePolicy::new(BTreeMap::new(), self.excludes.clone(), keys);
         let shell = serde_json::to_vec(&shell)?;
-        let (digests, paths) = match self.mode {
-            KeylimeMode::Keys => (b"{}".to_vec(), 0),
-            KeylimeMode::Digests | KeylimeMode::Both => state.digests_json(),
-        };
         // `"digests":{}` occurs once: every string value around it is
         // escaped JSON, so its quotes are `\"`.
         const EMPTY: &[u8] = b"\"digests\":{}";
-        let at = shell
-            .windows(EMPTY.len())
-            .position(|w| w == EMPTY)
-            .context("the policy has no digests field")?;
-        let mut json = Vec::with_capacity(shell.len() + digests.len());
-        json.extend_from_slice(&shell[..at + EMPTY.len() - 2]);
-        json.extend_from_slice(&digests);
-        json.extend_from_slice(&shell[at + EMPTY.len()..]);
-        Ok((json, paths))
+        let at = memchr::memmem::find(&shell, EMPTY).context("the policy has no digests field")?;
+        Ok((
+            shell[..at + EMPTY.len() - 2].to_vec(),
+            shell[at + EMPTY.len()..].to_vec(),
+        ))
     }
 }
 
@@ -339,12 +443,16 @@ impl PolicyFiles {
         if !self.policy.exists() {
             bail!("{} does not exist", self.policy.display());
         }
-        let state = State::read(&self.state)?;
-        let state: BTreeSet<String> = state
-            .packages()
-            .into_iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
+        let state: BTreeSet<String> = if self.state_dir.exists() || !self.state.exists() {
+            store::list_packages(&self.state_dir)?.into_iter().collect()
+        } else {
+            // The one-file state of earlier versions, until the next update.
+            State::read(&self.state)?
+                .packages()
+                .into_iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect()
+        };
         let installed: BTreeSet<String> = vdb
             .packages()
             .with_context(|| format!("cannot list {}", vdb.path().display()))?
@@ -371,22 +479,197 @@ impl PolicyFiles {
 /// `path` and syncs the directory: a reader (or a crash) sees the old file
 /// or the new one, never half of one.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    write_replacing(path, &[data], true)?;
+    sync_parent(path)
+}
+
+/// Writes `data` to a new file beside `path` and renames it over `path`,
+/// syncing the file first when `sync` (the caller syncs the directory, or,
+/// without `sync`, the file system).
+fn write_replacing(path: &Path, parts: &[&[u8]], sync: bool) -> Result<()> {
+    let dir = parent(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     // A policy is no secret: readable like any file (the temporary file is 0600).
     let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-    tmp.write_all(data)
+    parts
+        .iter()
+        .try_for_each(|part| tmp.write_all(part))
         .and_then(|()| tmp.as_file().set_permissions(readable))
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
     Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Syncs the directory holding `path` (its renames and removals).
+fn sync_parent(path: &Path) -> Result<()> {
+    sync_directory(parent(path))
+}
+
+fn sync_directory(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// Syncs the file system holding `dir`: after many files written unsynced,
+/// one call instead of one per file.
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let d = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    rustix::fs::syncfs(&d).with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install(root: &Path, cpv: &str, files: &[(&str, &str)]) {
+        let vdb = root.join("var/db/pkg").join(cpv);
+        std::fs::create_dir_all(&vdb).unwrap();
+        let mut contents = String::new();
+        for (path, content) in files {
+            let on_disk = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(on_disk.parent().unwrap()).unwrap();
+            std::fs::write(&on_disk, content).unwrap();
+            let file = File::open(&on_disk).unwrap();
+            let md5 =
+                ima_core::digest_file(ima_core::default_provider(), &file, HashAlgo::Md5, false)
+                    .unwrap();
+            contents.push_str(&format!("obj {path} {} 1\n", hex::encode(md5.digest)));
+        }
+        std::fs::write(vdb.join("CONTENTS"), contents).unwrap();
+    }
+
+    fn uninstall(root: &Path, cpv: &str) {
+        std::fs::remove_dir_all(root.join("var/db/pkg").join(cpv)).unwrap();
+    }
+
+    fn keeper(root: &Path) -> Keeper {
+        Keeper {
+            files: PolicyFiles::new(root.join("var/lib/portage-ima/keylime-policy.json")),
+            vdb: Vdb::open(root).unwrap(),
+            root: RootDir::open(root).unwrap(),
+            root_path: std::fs::canonicalize(root).unwrap(),
+            provider: ima_core::default_provider(),
+            algo: HashAlgo::Sha256,
+            mode: KeylimeMode::Digests,
+            excludes: Vec::new(),
+            verification_keys: String::new(),
+        }
+    }
+
+    fn digests(k: &Keeper) -> serde_json::Value {
+        let policy: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&k.files.policy).unwrap()).unwrap();
+        policy["digests"].clone()
+    }
+
+    /// After `change`, the policy and the index are what a rebuild from
+    /// the vdb gives.
+    fn update_and_compare(k: &Keeper, change: Change) -> serde_json::Value {
+        k.update(&change).unwrap();
+        let incremental = digests(k);
+        let index = std::fs::read(&k.files.index).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = PolicyFiles::new(tmp.path().join("p.json"));
+        let other = Keeper {
+            files: fresh,
+            ..keeper(&k.root_path)
+        };
+        other
+            .update(&Change {
+                rebuild: true,
+                remove: change.remove.clone(),
+                ..Change::default()
+            })
+            .unwrap();
+        assert_eq!(incremental, digests(&other));
+        assert_eq!(index, std::fs::read(&other.files.index).unwrap());
+        incremental
+    }
+
+    #[test]
+    fn incremental_updates_equal_rebuilds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        install(
+            root,
+            "app/a-1",
+            &[("/usr/bin/a", "a1"), ("/usr/share/s", "same")],
+        );
+        install(
+            root,
+            "app/b-1",
+            &[("/usr/bin/b", "b1"), ("/usr/share/s", "same")],
+        );
+        install(root, "app/empty-1", &[]);
+        let k = keeper(root);
+        let d = update_and_compare(&k, Change::default());
+        assert_eq!(d.as_object().unwrap().len(), 3);
+        // An upgrade: a-1's postrm (a-2 already merged), then a-2's postinst.
+        install(
+            root,
+            "app/a-2",
+            &[("/usr/bin/a", "a2"), ("/usr/share/s", "same")],
+        );
+        update_and_compare(
+            &k,
+            Change {
+                remove: Some("app/a-1".into()),
+                ..Change::default()
+            },
+        );
+        uninstall(root, "app/a-1");
+        let d = update_and_compare(
+            &k,
+            Change {
+                refresh: Some("app/a-2".into()),
+                ..Change::default()
+            },
+        );
+        assert_eq!(d["/usr/bin/a"].as_array().unwrap().len(), 1);
+        // b unmerged: the shared file stays, a-2 still gives it.
+        uninstall(root, "app/b-1");
+        let d = update_and_compare(&k, Change::default());
+        assert!(d.get("/usr/bin/b").is_none() && d.get("/usr/share/s").is_some());
+        // A kill between the package files and the index: rebuilt.
+        install(root, "app/c-1", &[("/usr/bin/c", "c")]);
+        std::fs::remove_file(&k.files.index).unwrap();
+        let d = update_and_compare(&k, Change::default());
+        assert!(d.get("/usr/bin/c").is_some());
+        // A package file removed by hand: digested again.
+        std::fs::remove_file(k.files.state_dir.join("app:c-1")).unwrap();
+        update_and_compare(&k, Change::default());
+        // The one-file state of earlier versions: replaced.
+        std::fs::write(&k.files.state, "portage-ima keylime state 2\n").unwrap();
+        std::fs::remove_dir_all(&k.files.state_dir).unwrap();
+        std::fs::remove_file(&k.files.index).unwrap();
+        update_and_compare(&k, Change::default());
+        assert!(!k.files.state.exists());
+    }
 }

@@ -8,5 +8,6 @@ pub mod policy;
 pub mod push;
 pub mod queue;
 pub mod state;
+pub mod store;
 
 pub use policy::*;
