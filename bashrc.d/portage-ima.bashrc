@@ -79,6 +79,18 @@ binary:*) ;;
 	_portage_ima_phase=
 	;;
 esac
+# postrm only keeps a Keylime policy current: without a [keylime] table in
+# ima.toml nothing runs there (an upgrade's old postrm would otherwise run
+# a new binary that may not be signed yet).
+if [[ ${_portage_ima_phase} == postrm ]]; then
+	_portage_ima_conf=${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml
+	_portage_ima_keylime=
+	{ while IFS= read -r _portage_ima_line || [[ -n ${_portage_ima_line} ]]; do
+		[[ ${_portage_ima_line} =~ ^[[:space:]]*\[keylime\] ]] && _portage_ima_keylime=1
+	done <"${_portage_ima_conf}"; } 2>/dev/null
+	[[ -n ${_portage_ima_keylime} ]] || _portage_ima_phase=
+	unset _portage_ima_conf _portage_ima_line _portage_ima_keylime
+fi
 case ${_portage_ima_phase} in
 package | preinst | postinst | postrm)
 	_portage_ima_bin=${PORTAGE_IMA:-$(command -v portage-ima)}

@@ -69,21 +69,25 @@ def test_shellcheck_and_syntax():
 
 
 def test_postrm_runs_the_hook_and_never_fails_an_unmerge(tmp_path):
-    """postrm runs the hook, which keeps a [keylime] policy current after an
-    unmerge (issue 25); whatever it ends with, strict or not, the unmerge
-    goes on, with one warning that names the catch-up."""
-    for toml in (None, "strict = true\n"):
+    """With [keylime] in ima.toml, postrm runs the hook, which keeps the
+    policy current after an unmerge (issue 25); whatever it ends with,
+    strict or not, the unmerge goes on, with one warning that names the
+    catch-up. Without it, postrm runs nothing."""
+    for toml in ("[keylime]\n", "strict = true\n[keylime]\n"):
         rc, lines, calls = run(tmp_path, "postrm", "exit 3", ima_toml=toml)
         assert rc == 0 and lines[-1] == "status:0", lines
         assert calls[-1] == "postrm hook", calls
         warnings = [l for l in lines if l.startswith("ewarn:")]
         assert len(warnings) == 1 and "Keylime policy" in warnings[0], lines
         assert not any(l.startswith("die:") for l in lines), lines
-    rc, lines, _ = run(tmp_path, "postrm", "exit 0")
+    rc, lines, _ = run(tmp_path, "postrm", "exit 0", ima_toml="[keylime]\n")
     assert (rc, lines) == (0, ["status:0"])
+    # Without [keylime], postrm runs nothing, as the other phases.
+    rc, lines, calls = run(tmp_path / "plain", "postrm", "exit 3", ima_toml="strict = true\n")
+    assert (rc, lines, calls) == (0, ["status:0"], [])
 
 
-@pytest.mark.parametrize("phase", ["depend", "", "setup", "install", "prerm", "config"])
+@pytest.mark.parametrize("phase", ["depend", "", "setup", "install", "prerm", "postrm", "config"])
 def test_other_phases_do_nothing(tmp_path, phase):
     path = "/dev/null" if phase == "depend" else "/usr/bin:/bin"
     rc, lines, calls = run(tmp_path, phase, "exit 3", path=path)

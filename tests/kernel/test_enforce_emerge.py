@@ -256,7 +256,7 @@ def test_bash_upgrade_with_xattr_runs_the_next_phases(vm: Run):
     through signed, and the new bash runs its own postinst and vimlike's
     phases with no IMA denial (test_no_ima_denial_while_the_merge_keeps_signatures)."""
     out = vm.output("tmpfs-xattr")
-    assert "test-ima/bash-1: signed 1 files before the merge" in out, out
+    assert "test-ima/bash-1: signed 1 file before the merge" in out, out
     assert "Emerging (1 of 2) test-ima/bash-1" in out, out
     # The program running bash-1's pkg_postinst is the new bash.
     assert vm.case("bash-1", "postinst") == "test-ima/bash-1 postinst rc=0 out=portage-ima test bash-1"

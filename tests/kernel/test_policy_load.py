@@ -285,6 +285,8 @@ def signed_cases() -> str:
         "run_step exec root-unsigned /mnt/t/busybox.unsigned true",
         "run_step exec root-signed /bin/busybox true",
         "run_step exec portage-unsigned su -s /bin/sh portage -c '/mnt/t/busybox.unsigned true'",
+        "cp /bin/busybox /mnt/t/busybox.built && chown 250:250 /mnt/t/busybox.built || die 'cp built'",
+        "run_step exec portage-own su -s /bin/sh portage -c '/mnt/t/busybox.built true'",
         "sleep 0.5",
     ]) + "\n"
 
@@ -449,11 +451,15 @@ def test_only_the_signed_policy_loads_when_policy_check_is_appraised(signed_boot
     completed = [l for l in b.dmesg if "ima: policy update completed" in l]
     assert len(completed) == 1, "\n".join(b.dmesg[-30:])
     # The signed policy is enforced: root may not run an unsigned program,
-    # the portage user (builds, FEATURES=userpriv) may.
-    rc = {id: b.find("exec", id) for id in ("root-unsigned", "root-signed", "portage-unsigned")}
+    # nor may anyone run an unsigned root-owned one (the setuid rule,
+    # fowner=0, issue 20); the portage user may run what it built itself
+    # (builds, FEATURES=userpriv).
+    ids = ("root-unsigned", "root-signed", "portage-unsigned", "portage-own")
+    rc = {id: b.find("exec", id) for id in ids}
     assert rc["root-unsigned"] is not None and rc["root-unsigned"].fields["rc"] != "0", b.tail()
     assert rc["root-signed"].fields["rc"] == "0", decode(rc["root-signed"])
-    assert rc["portage-unsigned"].fields["rc"] == "0", decode(rc["portage-unsigned"])
+    assert rc["portage-unsigned"].fields["rc"] != "0", decode(rc["portage-unsigned"])
+    assert rc["portage-own"].fields["rc"] == "0", decode(rc["portage-own"])
     # IMA's own denials, for the very files.
     denials = [l for l in b.dmesg if "type=1800" in l and "res=0" in l]
     assert any("cause=IMA-signature-required" in l and 'name="/mnt/t/unsigned.policy"' in l
