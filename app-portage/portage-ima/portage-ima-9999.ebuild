@@ -143,7 +143,7 @@ per-package summary in the elog summary with PORTAGE_IMA_ELOG_SUMMARY=yes."
 
 pkg_postinst() {
 	readme.gentoo_print_elog
-	optfeature "checking signatures with the reference tool (evmctl ima_verify), and dracut's integrity module" app-crypt/ima-evm-utils
+	optfeature "checking signatures with evmctl, and dracut's integrity module" app-crypt/ima-evm-utils
 
 	# On a first install: this package's own files were merged before the
 	# hook was set up.
