@@ -309,8 +309,9 @@ fn classify_one(
                             Class::UnsignedPristine,
                             format!(
                                 "content exactly as installed, {signature}: safe to sign \
-                                 (`portage-ima sign ={}` or `portage-ima audit --fix`)",
-                                finding.package.as_deref().unwrap_or_default()
+                                 (`portage-ima sign ={}{root_option}` or `portage-ima audit --fix`)",
+                                finding.package.as_deref().unwrap_or_default(),
+                                root_option = crate::report::root_option(root.root())
                             ),
                         ),
                     },

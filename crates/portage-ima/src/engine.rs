@@ -204,11 +204,8 @@ pub fn sign_job(
         // Left alone whatever the file is: not even opened.
         (JobFile::Object { path, .. }, Some(reason)) => {
             let root = root.expect("CONTENTS jobs run inside a root");
-            log::debug!(
-                "{}: skipped: {reason}",
-                escape_path(&root.display_path(path))
-            );
-            FileReport::new(root.display_path(path), Outcome::Skipped(reason))
+            log::debug!("{}: skipped: {reason}", escape_path(&root.shown_path(path)));
+            FileReport::new(root.shown_path(path), Outcome::Skipped(reason))
         }
         (JobFile::Object { path, expected_md5 }, None) => {
             let root = root.expect("CONTENTS jobs run inside a root");
@@ -361,7 +358,7 @@ pub fn sign_object_counted(
         keep_valid: true,
         dry_run,
     };
-    let shown = root.display_path(path);
+    let shown = root.shown_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
@@ -403,7 +400,7 @@ pub(crate) fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)
         .filter_map(|sibling| {
             let candidate = dir.join(sibling);
             let file = root.open_file(&candidate).ok()?;
-            Some((root.display_path(&candidate), file))
+            Some((root.shown_path(&candidate), file))
         })
         .collect()
 }
@@ -425,7 +422,7 @@ fn sign_cfg_sibling(
                     log::debug!(
                         "{}: the live file differs from CONTENTS (edited config file); \
                          its pending update {} matches it and is the one written",
-                        escape_path(&root.display_path(path)),
+                        escape_path(&root.shown_path(path)),
                         escape_path(&shown)
                     );
                     Some(FileReport::new(shown, outcome))
@@ -484,7 +481,7 @@ pub fn verify_object(
     md5: &[u8; 16],
     config: Option<ConfigFiles>,
 ) -> Vec<FileStatus> {
-    let shown = root.display_path(path);
+    let shown = root.shown_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

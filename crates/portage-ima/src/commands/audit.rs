@@ -151,7 +151,7 @@ pub fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
         serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        write_text(&mut out, &findings, &counts, args.fix)?;
+        write_text(&mut out, &findings, &counts, args.fix, &location.root)?;
         if observed {
             write_observed(&mut out, &sightings, &findings)?;
         }
@@ -171,6 +171,7 @@ fn write_text(
     findings: &[Finding],
     counts: &BTreeMap<Class, usize>,
     fixed: bool,
+    root: &Path,
 ) -> std::io::Result<()> {
     let mut current: Option<Option<&str>> = None;
     for f in findings {
@@ -228,12 +229,13 @@ fn write_text(
         writeln!(
             out,
             "to sign the unsigned-pristine files: portage-ima audit --fix (with the same \
-             options), or portage-ima sign {}",
+             options), or portage-ima sign {}{}",
             pristine
                 .iter()
                 .map(|p| format!("={p}"))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            crate::report::root_option(root)
         )?;
     }
     let total: usize = counts.values().sum();
@@ -249,8 +251,9 @@ fn write_text(
     } else {
         writeln!(
             out,
-            "portage-ima: {}: {}",
+            "portage-ima: {}{}: {}",
             crate::report::count(total, "file"),
+            crate::report::root_named(root),
             parts.join(", ")
         )
     }

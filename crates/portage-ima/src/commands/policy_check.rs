@@ -115,23 +115,25 @@ pub fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
                 u.rule
             );
         }
-        if let Some(line) = scope_note(&settings, &report) {
+        if let Some(line) = scope_note(&settings, &report, &location.root) {
             writeln!(out, "{line}")?;
         }
         writeln!(
             out,
-            "portage-ima: {source}: {}, {} covered by appraise rules, {} would be refused \
+            "portage-ima: {source}: {}{}, {} covered by appraise rules, {} would be refused \
              ({:.1} s): {}",
             crate::report::count(report.files, "file"),
+            crate::report::root_named(&location.root),
             report.covered,
             report.denied.len(),
             started.elapsed().as_secs_f64(),
             match report.verdict() {
                 check::Verdict::Safe => "safe to boot with ima_appraise=enforce".to_string(),
-                check::Verdict::NotSafe =>
-                    "NOT safe to boot with ima_appraise=enforce: sign them (portage-ima sign), \
-                     or exempt them in the policy"
-                        .to_string(),
+                check::Verdict::NotSafe => format!(
+                    "NOT safe to boot with ima_appraise=enforce: sign them (portage-ima sign{}), \
+                     or exempt them in the policy",
+                    crate::report::root_option(&location.root)
+                ),
                 check::Verdict::CannotTell => cannot_tell(&report),
             }
         )?;
@@ -174,7 +176,7 @@ fn cannot_tell(report: &check::CheckReport) -> String {
 /// all are the ones the scope skipped (signed under a narrower policy) or
 /// that predate the hook: said explicitly, since `sign` would skip them
 /// again unless it sees this policy.
-fn scope_note(settings: &Settings, report: &check::CheckReport) -> Option<String> {
+fn scope_note(settings: &Settings, report: &check::CheckReport, root: &Path) -> Option<String> {
     if settings.scope != SigningScope::Policy {
         return None;
     }
@@ -187,8 +189,9 @@ fn scope_note(settings: &Settings, report: &check::CheckReport) -> Option<String
         format!(
             "portage-ima: scope = \"policy\" is set and this policy covers {} \
              without a signature (the scope skipped them, or they predate the hook): sign them \
-             with portage-ima sign --all once this policy is loaded, or set scope = \"all\"",
-            crate::report::count(skipped, "file")
+             with portage-ima sign --all{} once this policy is loaded, or set scope = \"all\"",
+            crate::report::count(skipped, "file"),
+            crate::report::root_option(root)
         )
     })
 }

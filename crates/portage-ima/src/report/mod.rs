@@ -46,6 +46,35 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// ` in ROOT` for a summary line when `root` is not `/` (the files are then
+/// shown inside it, as CONTENTS has them); empty for `/`.
+pub fn root_named(root: &Path) -> String {
+    if is_host_root(root) {
+        String::new()
+    } else {
+        format!(" in {}", crate::escape::escape_path(root))
+    }
+}
+
+/// ` --root DIR` for a command suggested to a user acting on `root`, so
+/// that it acts on the same system; empty for `/`.
+pub fn root_option(root: &Path) -> String {
+    if is_host_root(root) {
+        return String::new();
+    }
+    let text = root.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if text.chars().all(plain) {
+        format!(" --root {text}")
+    } else {
+        format!(" --root '{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn is_host_root(root: &Path) -> bool {
+    root.as_os_str().is_empty() || root.components().eq(Path::new("/").components())
+}
+
 /// A summary line on stdout, `portage-ima: LINE` (the hook's go to `einfo`).
 pub fn print_summary(line: &str) {
     println!("portage-ima: {line}");
@@ -61,6 +90,14 @@ pub fn device_rate_line(signer: &ima_core::ImaSigner) -> Option<String> {
         stats.busy.as_secs_f64(),
         stats.rate()
     ))
+}
+
+/// The signing rate of a key held by hardware, on stderr (stdout may be
+/// JSON), after `sign`.
+pub fn print_device_rate(signer: &ima_core::ImaSigner) {
+    if let Some(line) = device_rate_line(signer) {
+        eprintln!("portage-ima: {line}");
+    }
 }
 
 /// A problem on stderr, `portage-ima: LINE` (the hook's go to `ewarn`);
