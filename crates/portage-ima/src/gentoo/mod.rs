@@ -48,5 +48,6 @@ pub mod portage_vars;
 pub mod portageq;
 pub mod provenance;
 pub mod saved_env;
+pub mod system;
 pub mod vdb;
 pub mod version;

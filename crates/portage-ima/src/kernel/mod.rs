@@ -14,6 +14,7 @@
 pub mod audit_record;
 pub mod audit_rule;
 pub mod capabilities;
+pub mod config;
 pub mod enforcement;
 pub mod keyring;
 pub mod kmsg;
