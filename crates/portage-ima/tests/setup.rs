@@ -18,10 +18,20 @@ use common::{cmd, require_root, require_tool, text};
 const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 const SHIM_GUID: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
 
-/// Appraisal options a kernel built for IMA has.
-const IMA_CONFIG: &str = "CONFIG_INTEGRITY=y\nCONFIG_IMA=y\nCONFIG_IMA_APPRAISE=y\n\
-    CONFIG_IMA_APPRAISE_BOOTPARAM=y\nCONFIG_INTEGRITY_SIGNATURE=y\n\
-    CONFIG_INTEGRITY_ASYMMETRIC_KEYS=y\nCONFIG_SECURITYFS=y\n";
+/// What a kernel built for IMA appraisal has: the shipped fragment's
+/// options (boot/kernel/portage-ima.config) but ECDSA, which shapes add.
+fn ima_config() -> String {
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../boot/kernel/portage-ima.config"
+    );
+    fs::read_to_string(shipped)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("CONFIG_") && !l.starts_with("CONFIG_CRYPTO_ECDSA="))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
 
 /// A scratch Gentoo root and the kernel facts that go with it.
 struct Shape {
@@ -40,7 +50,7 @@ struct Spec {
     /// `Some(use_flags)` for sys-kernel/gentoo-kernel.
     gentoo_kernel: Option<&'static str>,
     gentoo_kernel_bin: bool,
-    /// Extra kernel .config lines (on top of [`IMA_CONFIG`]).
+    /// Extra kernel .config lines (on top of [`ima_config`]).
     config: &'static str,
     tmpfs: bool,
     make_conf_dir: bool,
@@ -136,7 +146,7 @@ impl Shape {
             fs::write(root.join("etc/kernel/cmdline"), "root=/dev/vda1 rw\n").unwrap();
         }
         let kernel_config = dir.path().join("config");
-        fs::write(&kernel_config, format!("{IMA_CONFIG}{}", spec.config)).unwrap();
+        fs::write(&kernel_config, format!("{}{}", ima_config(), spec.config)).unwrap();
         let efivars = dir.path().join("efivars");
         if spec.secure_boot || spec.mok {
             fs::create_dir_all(&efivars).unwrap();
@@ -439,18 +449,24 @@ fn systemd_dracut_gentoo_kernel_modules_sign() {
         !exclude.contains("security.ima") && exclude.contains("security.evm"),
         "{exclude}"
     );
-    assert_eq!(
-        fs::read_link(s.path("/etc/systemd/system/sysinit.target.wants/portage-ima.service"))
-            .unwrap(),
-        Path::new("/usr/lib/systemd/system/portage-ima.service")
-    );
+    // dracut loads the certificate before systemd loads /etc/ima/ima-policy:
+    // no unit.
+    assert!(s
+        .read("/etc/ima/ima-policy")
+        .contains("appraise func=BPRM_CHECK"));
+    assert!(!s.path("/etc/systemd/system/sysinit.target.wants").exists());
     assert_eq!(
         fs::read(s.path("/etc/keys/ima/x509_ima.der")).unwrap(),
         fs::read(s.path("/etc/keys/x509_ima.der")).unwrap()
     );
-    assert!(s
-        .read("/etc/dracut.conf.d/portage-ima.conf")
-        .contains("add_dracutmodules+=\" integrity \""));
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../boot/dracut/portage-ima.conf"
+    );
+    assert_eq!(
+        s.read("/etc/dracut.conf.d/portage-ima.conf"),
+        fs::read_to_string(shipped).unwrap()
+    );
     assert!(out.contains("dracut --force"), "{out}");
     assert!(
         out.contains("in /etc/kernel/cmdline: root=/dev/vda1 rw ima_appraise=log"),
@@ -500,7 +516,7 @@ fn gentoo_kernel_local_ca_secure_boot_make_conf_dir() {
     );
     let own = s.read("/etc/portage/make.conf/zz-portage-ima.conf");
     assert!(own.contains("FEATURES=\"${FEATURES} xattr\""), "{own}");
-    let fragment = s.read("/etc/kernel/config.d/60-portage-ima-setup.config");
+    let fragment = s.read("/etc/kernel/config.d/portage-ima.config");
     assert!(
         fragment.contains("CONFIG_SYSTEM_TRUSTED_KEYS=\"/etc/keys/IMA_ca.pem\""),
         "{fragment}"
@@ -578,7 +594,27 @@ fn machine_keyring_mok() {
         ..Spec::default()
     });
     assert_eq!(s.plan(&[])["keyring"]["number"], 4);
+    // A policy left at /etc/ima/ima-policy: systemd would load it before
+    // the unit's certificate.
+    fs::create_dir_all(s.path("/etc/ima")).unwrap();
+    fs::write(s.path("/etc/ima/ima-policy"), "appraise func=BPRM_CHECK\n").unwrap();
     let out = s.apply_twice(&[], 0);
+    assert!(out.contains("remove /etc/ima/ima-policy"), "{out}");
+    assert_eq!(
+        fs::read_link(s.path("/etc/systemd/system/sysinit.target.wants/portage-ima.service"))
+            .unwrap(),
+        Path::new("/usr/lib/systemd/system/portage-ima.service")
+    );
+    assert!(s
+        .read("/etc/ima/portage-ima.policy")
+        .contains("audit func=BPRM_CHECK"));
+    assert!(s
+        .read("/etc/ima/portage-ima.policy.enforce")
+        .contains("appraise func=BPRM_CHECK"));
+    assert!(
+        out.contains("cp /etc/ima/portage-ima.policy.enforce /etc/ima/portage-ima.policy"),
+        "{out}"
+    );
     assert!(
         out.contains("mokutil --import /etc/keys/IMA_ca.der"),
         "{out}"
@@ -711,7 +747,7 @@ fn modules_sign_key_from_make_conf_and_existing_settings() {
         toml.contains("cert = \"/etc/keys/x509_ima.der\"") && toml.ends_with("strict = true\n"),
         "{toml}"
     );
-    let fragment = s.read("/etc/kernel/config.d/60-portage-ima-setup.config");
+    let fragment = s.read("/etc/kernel/config.d/portage-ima.config");
     assert!(fragment.contains("CONFIG_CRYPTO_ECDSA=y"), "{fragment}");
     let v = verify_against(
         &s.path("/etc/keys/x509_ima.der"),

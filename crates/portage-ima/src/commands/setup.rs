@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::cli::{AppraiseScope, KeyAlgorithm, SetupArgs};
-use crate::plan::Location;
+use crate::context::Context;
 use crate::report::{self, Status};
 use crate::setup::plan::Plan;
 use crate::setup::{self, Algorithm, Choices, KernelSources, Machine};
@@ -32,15 +32,14 @@ pub struct Then {
 }
 
 /// Plans, prints, and with `--apply` applies; `Then` when signing follows.
-pub fn run(config: Option<&Path>, args: &SetupArgs) -> Result<(Status, Option<Then>)> {
-    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
-    let root = location.root;
+pub fn run(ctx: &Context, args: &SetupArgs) -> Result<(Status, Option<Then>)> {
+    let root = ctx.location().root;
     let sources = KernelSources {
         config: args.kernel_config.clone(),
         efivars: args.efivars.clone(),
         proc_keys: args.proc_keys.clone(),
     };
-    let machine = Machine::read(&root, &sources)?;
+    let machine = Machine::read(&root, &sources, ctx.vars())?;
     let choices = Choices {
         key: args.key.clone(),
         cert: args.cert.clone(),
@@ -74,11 +73,12 @@ pub fn run(config: Option<&Path>, args: &SetupArgs) -> Result<(Status, Option<Th
     let applied = setup::apply::apply(&plan, &root, &stamp)?;
     let (lines, not_done) = setup::text::applied_lines(&applied);
     report::setup::print_applied(&lines, &not_done);
-    let policy = if plan.facts.secure_boot_enabled {
-        setup::plan::POLICY_ENFORCE
-    } else {
-        setup::plan::POLICY
-    };
+    let policy = setup::plan::policy_path(&machine).to_string()
+        + if plan.facts.secure_boot_enabled {
+            setup::plan::ENFORCE_SUFFIX
+        } else {
+            ""
+        };
     let key = if args.hardware.is_some() {
         PathBuf::from(&plan.key)
     } else {
@@ -86,13 +86,13 @@ pub fn run(config: Option<&Path>, args: &SetupArgs) -> Result<(Status, Option<Th
     };
     let then = Then {
         root: root.clone(),
-        config: config.map_or_else(
+        config: ctx.config().explicit().map_or_else(
             || root.join(crate::settings::CONFIG_FILE),
             Path::to_path_buf,
         ),
         key,
         cert: machine.path(&plan.cert),
-        policy: machine.path(Path::new(policy)),
+        policy: machine.path(Path::new(&policy)),
         blocked,
         plan,
     };

@@ -6,12 +6,13 @@
 //! directories of files). Boot loader files are never in a plan.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+
+use crate::fs::atomic::{self, Durability};
 
 use super::plan::{Action, Arg, Plan, Run};
 use super::under;
@@ -146,21 +147,12 @@ fn write_file(
         None => None,
     };
     create_parent(&file)?;
+    // A file changed keeps its mode (a private make.conf stays private).
     let mode = fs::metadata(&file).map_or(mode, |m| m.permissions().mode() & 0o7777);
-    let dir = file.parent().expect("a file has a parent");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".portage-ima-setup.")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(content)
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(mode))
-        })
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(&file)
-        .with_context(|| format!("cannot rename the new file to {}", file.display()))?;
+    atomic::replace(&file, &[content], Durability::Full, |new, tmp| {
+        new.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", tmp.display()))
+    })?;
     Ok(Some(Done::Wrote {
         path: path.to_path_buf(),
         backup: saved,

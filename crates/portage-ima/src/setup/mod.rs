@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::gentoo::system::{self, CmdlineFile, Init, Initramfs, KernelPackage, ModulesSignKey};
+use crate::gentoo::vars::Vars;
 use crate::kernel::config::KernelConfig;
 use crate::kernel::secure_boot::SecureBoot;
 use crate::policy::generate::{BuildFs, Scope};
@@ -132,9 +133,10 @@ pub struct Configured {
 }
 
 impl Machine {
-    /// Reads the machine under `root`; a ROOT that is not a Gentoo root,
+    /// Reads the machine under `root` (Portage's settings through portageq,
+    /// found as `env` says); a ROOT that is not a Gentoo root,
     /// an unknown init or an unreadable kernel configuration is an error.
-    pub fn read(root: &Path, sources: &KernelSources) -> Result<Machine> {
+    pub fn read(root: &Path, sources: &KernelSources, env: &Vars) -> Result<Machine> {
         if !root.join("etc/portage").is_dir() || !root.join("var/db/pkg").is_dir() {
             bail!(
                 "{}: not a Gentoo root (it needs etc/portage and var/db/pkg); give the root \
@@ -163,7 +165,7 @@ impl Machine {
             .collect();
         keyrings.sort();
         keyrings.dedup();
-        let vars = crate::gentoo::portage_vars::portage_vars(root);
+        let vars = crate::gentoo::portage_vars::portage_vars(root, env);
         let xattr_exclude = vars.xattr_exclude_patterns();
         let tmpdir = vars.tmpdir.clone();
         let source = vars.source.clone();

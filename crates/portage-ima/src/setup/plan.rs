@@ -32,10 +32,14 @@ pub const SNIPPET: &str = "/usr/share/portage-ima/portage-ima.bashrc";
 /// The bashrc line: guarded, so that Portage stays quiet should the
 /// package be removed.
 pub const BASHRC_LINE: &str = "[[ -r /usr/share/portage-ima/portage-ima.bashrc ]] && source /usr/share/portage-ima/portage-ima.bashrc";
-/// The policy the boot loads.
+/// The policy the boot loads: systemd itself, the OpenRC service, dracut.
 pub const POLICY: &str = "/etc/ima/ima-policy";
-/// Under Secure Boot: the enforcing policy, put in place after the observe boot.
-pub const POLICY_ENFORCE: &str = "/etc/ima/ima-policy.enforce";
+/// The policy portage-ima.service loads on systemd without an initramfs
+/// (systemd would load /etc/ima/ima-policy before the unit's certificates).
+pub const SYSTEMD_UNIT_POLICY: &str = "/etc/ima/portage-ima.policy";
+/// What the enforcing policy's file is called under Secure Boot, beside the
+/// observe policy the first boot loads: the policy's name with this added.
+pub const ENFORCE_SUFFIX: &str = ".enforce";
 /// The make.conf block's first and last lines.
 pub const BLOCK_BEGIN: &str = "# BEGIN portage-ima setup";
 /// See [`BLOCK_BEGIN`].
@@ -44,7 +48,11 @@ pub const BLOCK_END: &str = "# END portage-ima setup";
 /// reads the directory's files in name order).
 pub const MAKE_CONF_FILE: &str = "/etc/portage/make.conf/zz-portage-ima.conf";
 /// The kernel configuration fragment for a dist-kernel.
-pub const KERNEL_FRAGMENT: &str = "/etc/kernel/config.d/60-portage-ima-setup.config";
+pub const KERNEL_FRAGMENT: &str = "/etc/kernel/config.d/portage-ima.config";
+/// The options appraisal needs, as shipped (boot/kernel/portage-ima.config).
+const SHIPPED_KERNEL_OPTIONS: &str = include_str!("../../../../boot/kernel/portage-ima.config");
+/// dracut's configuration as shipped (boot/dracut/portage-ima.conf).
+const SHIPPED_DRACUT_CONF: &str = include_str!("../../../../boot/dracut/portage-ima.conf");
 /// The OpenRC service the ebuild installs.
 pub const OPENRC_SERVICE: &str = "/etc/init.d/portage-ima";
 /// Its link in the boot runlevel (`rc-update add portage-ima boot`).
@@ -720,7 +728,18 @@ fn make_conf_step(machine: &Machine) -> Option<Step> {
     Some(step)
 }
 
+/// Where the boot route setup installs loads the policy from.
+pub fn policy_path(machine: &Machine) -> &'static str {
+    if machine.init == Init::Systemd && machine.initramfs != Initramfs::Dracut {
+        SYSTEMD_UNIT_POLICY
+    } else {
+        POLICY
+    }
+}
+
 fn policy_step(machine: &Machine, portage: &crate::policy::Setup, choices: &Choices) -> Step {
+    let policy = policy_path(machine);
+    let enforce_path = format!("{policy}{ENFORCE_SUFFIX}");
     let scope = choices.appraise.unwrap_or(Scope::RootExec);
     let request = |observe| crate::policy::Request {
         scope,
@@ -731,7 +750,7 @@ fn policy_step(machine: &Machine, portage: &crate::policy::Setup, choices: &Choi
     let secure_boot = machine.secure_boot == SecureBoot::Enabled;
     let mut step = Step::new(
         StepKind::Policy,
-        format!("Write the IMA policy {POLICY}"),
+        format!("Write the IMA policy {policy}"),
         "fitted to this machine's Portage setup (what `portage-ima policy` prints): it \
          appraises what --appraise asks and exempts what builds run; the boot loads it",
     );
@@ -746,8 +765,18 @@ fn policy_step(machine: &Machine, portage: &crate::policy::Setup, choices: &Choi
         step.reason += &format!("; note: {w}");
     }
     let enforcing = enforcing.policy.to_string();
+    if policy == SYSTEMD_UNIT_POLICY {
+        step.reason += "; systemd without an initramfs: portage-ima.service loads it after the \
+                        certificates (systemd itself would load /etc/ima/ima-policy before them)";
+        if machine.path(Path::new(POLICY)).exists() {
+            step.manual.push(format!(
+                "remove {POLICY}: systemd loads it before portage-ima.service has put the \
+                 certificate on the keyring, and everything appraised would then be refused"
+            ));
+        }
+    }
     if !secure_boot {
-        step.actions.push(write(POLICY, enforcing, 0o644));
+        step.actions.push(write(policy, enforcing, 0o644));
         return step;
     }
     step.reason += "; Secure Boot is on, so the kernel ignores ima_appraise=log: the first boot \
@@ -761,10 +790,10 @@ fn policy_step(machine: &Machine, portage: &crate::policy::Setup, choices: &Choi
         }
     };
     // Once the admin put the enforcing policy in place, it stays.
-    if current(machine, POLICY).as_deref() != Some(enforcing.as_str()) {
-        step.actions.push(write(POLICY, observe, 0o644));
+    if current(machine, policy).as_deref() != Some(enforcing.as_str()) {
+        step.actions.push(write(policy, observe, 0o644));
     }
-    step.actions.push(write(POLICY_ENFORCE, enforcing, 0o644));
+    step.actions.push(write(&enforce_path, enforcing, 0o644));
     step
 }
 
@@ -806,16 +835,18 @@ fn keyring_step(machine: &Machine, choice: &Choice) -> Step {
     step
 }
 
-/// The options IMA appraisal needs, built in.
-const APPRAISAL_OPTIONS: &[&str] = &[
-    "CONFIG_INTEGRITY",
-    "CONFIG_IMA",
-    "CONFIG_IMA_APPRAISE",
-    "CONFIG_IMA_APPRAISE_BOOTPARAM",
-    "CONFIG_INTEGRITY_SIGNATURE",
-    "CONFIG_INTEGRITY_ASYMMETRIC_KEYS",
-    "CONFIG_SECURITYFS",
-];
+/// The options of the shipped fragment (`NAME=y` lines), but for the
+/// signature algorithm not used: ECDSA for RSA keys, RSA for P-256 ones.
+fn appraisal_options(algorithm: Algorithm) -> impl Iterator<Item = &'static str> {
+    SHIPPED_KERNEL_OPTIONS
+        .lines()
+        .filter_map(|l| l.strip_suffix("=y"))
+        .filter(|o| o.starts_with("CONFIG_"))
+        .filter(move |o| match algorithm {
+            Algorithm::Rsa => *o != "CONFIG_CRYPTO_ECDSA",
+            Algorithm::P256 => *o != "CONFIG_CRYPTO_RSA",
+        })
+}
 
 /// The options the running kernel lacks, and the step that adds them;
 /// with the rebuild the admin must do before the first boot.
@@ -825,14 +856,10 @@ fn kernel_step(
     algorithm: Algorithm,
 ) -> Option<(Step, Option<String>)> {
     let config = &machine.kernel_config;
-    let mut lines: Vec<String> = APPRAISAL_OPTIONS
-        .iter()
+    let mut lines: Vec<String> = appraisal_options(algorithm)
         .filter(|o| !config.builtin(o))
         .map(|o| format!("{o}=y"))
         .collect();
-    if algorithm == Algorithm::P256 && !config.builtin("CONFIG_CRYPTO_ECDSA") {
-        lines.push("CONFIG_CRYPTO_ECDSA=y".into());
-    }
     if choice.path == KeyringPath::BuiltinCa
         && config.string("CONFIG_SYSTEM_TRUSTED_KEYS") != Some(CA_CERT)
     {
@@ -911,11 +938,18 @@ fn boot_step(machine: &Machine, cert: &Path) -> Step {
                 ));
             }
         }
-        Init::Systemd => {
-            step.reason = "systemd loads /etc/ima/ima-policy itself; portage-ima.service puts \
-                           the certificate on the IMA keyring before anything appraised runs \
-                           (the equivalent of systemctl enable portage-ima.service)"
+        Init::Systemd if machine.initramfs == Initramfs::Dracut => {
+            step.reason = "systemd loads /etc/ima/ima-policy itself, before any unit; dracut's \
+                           integrity module puts the certificate on the keyring before that, in \
+                           the initramfs, so portage-ima.service is not needed"
                 .into();
+        }
+        Init::Systemd => {
+            step.reason = format!(
+                "systemd without an initramfs: portage-ima.service puts the certificate on the \
+                 IMA keyring, then loads {SYSTEMD_UNIT_POLICY} (the equivalent of systemctl \
+                 enable portage-ima.service)"
+            );
             step.actions.push(Action::Symlink {
                 path: SYSTEMD_LINK.into(),
                 target: SYSTEMD_UNIT.into(),
@@ -939,15 +973,12 @@ fn boot_step(machine: &Machine, cert: &Path) -> Step {
                 from: cert.to_path_buf(),
                 to: Path::new(DRACUT_KEYS_DIR).join(name),
             });
+            // A copy of the shipped file (the ebuild puts it under
+            // /usr/share/portage-ima/dracut/), unless one adds the module already.
             let has_module = current(machine, DRACUT_CONF).is_some_and(|c| c.contains("integrity"));
             if !has_module {
-                step.actions.push(write(
-                    DRACUT_CONF,
-                    "# portage-ima setup: load the IMA keys (/etc/keys/ima) in the initramfs\n\
-                     add_dracutmodules+=\" integrity \"\n"
-                        .into(),
-                    0o644,
-                ));
+                step.actions
+                    .push(write(DRACUT_CONF, SHIPPED_DRACUT_CONF.into(), 0o644));
             }
             step.manual.push(
                 "dracut --force --kver \"$(uname -r)\"   (rebuilds the initramfs with the \
@@ -1002,6 +1033,7 @@ fn places(machine: &Machine, parameter: &str) -> Vec<CmdlinePlace> {
 }
 
 fn boots(machine: &Machine, choice: &Choice, rebuild: Option<String>) -> Vec<Boot> {
+    let policy = policy_path(machine);
     let mut before = Vec::new();
     if let Some(r) = rebuild {
         before.push(r);
@@ -1027,7 +1059,7 @@ fn boots(machine: &Machine, choice: &Choice, rebuild: Option<String>) -> Vec<Boo
                 after: vec![
                     "use the machine a while, then: portage-ima audit --measurements".into(),
                     "sign what it lists (portage-ima audit --fix), until it lists nothing".into(),
-                    format!("cp {POLICY_ENFORCE} {POLICY}"),
+                    format!("cp {policy}{ENFORCE_SUFFIX} {policy}"),
                 ],
             },
             Boot {
