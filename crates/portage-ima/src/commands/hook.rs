@@ -63,7 +63,7 @@ use crate::failsafe::{self, Drop, Verdict};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::{PortageEnv, PremergeXattr};
-use crate::kernel::enforcement;
+use crate::policy::enforcement;
 use crate::plan::{self, Job, Protection};
 use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
