@@ -37,6 +37,7 @@ pub mod audit;
 pub mod carried;
 pub mod cli;
 pub mod commands;
+pub mod context;
 pub mod engine;
 pub mod escape;
 pub mod failsafe;
