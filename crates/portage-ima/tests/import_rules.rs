@@ -70,8 +70,9 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
 /// The crate's rooms (the top-level modules), from the top floor down:
 /// the flow of docs/design.md. `main.rs` and `lib.rs` stand above them all.
 const FLOORS: &[&str] = &[
-    "commands", "keylime", "audit", "carried", "failsafe", "engine", "plan", "policy", "kernel",
-    "report", "trust", "progress", "manual", "settings", "gentoo", "fs", "cli", "escape", "sys",
+    "commands", "context", "keylime", "audit", "carried", "failsafe", "engine", "plan", "policy",
+    "kernel", "report", "trust", "progress", "manual", "settings", "gentoo", "fs", "cli", "escape",
+    "sys",
 ];
 
 /// The room a source file belongs to (`policy` for `policy/check.rs`).
@@ -191,8 +192,16 @@ fn a_planted_backward_import_is_caught() {
     )
     .unwrap();
     fs::write(src.join("gentoo/vdb.rs"), "use crate::report::Counts;\n").unwrap();
-    fs::write(src.join("kernel/enforcement.rs"), "use crate::policy::eval;\n").unwrap();
-    fs::write(src.join("settings.rs"), "fn f() { crate::report::status::x(); }\n").unwrap();
+    fs::write(
+        src.join("kernel/enforcement.rs"),
+        "use crate::policy::eval;\n",
+    )
+    .unwrap();
+    fs::write(
+        src.join("settings.rs"),
+        "fn f() { crate::report::status::x(); }\n",
+    )
+    .unwrap();
     fs::write(src.join("newroom.rs"), "\n").unwrap();
     let found = violations(src);
     let has = |needle: &str| found.iter().any(|f| f.contains(needle));
