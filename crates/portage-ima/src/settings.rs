@@ -33,7 +33,7 @@ pub enum Premerge {
 
 /// Whether the hook acts as if the kernel enforced IMA appraisal of what
 /// root executes (`enforce` in ima.toml): `"auto"` (detect it,
-/// [`crate::kernel::enforcement`]), `true` or `false`.
+/// `policy/enforcement.rs`), `true` or `false`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Enforce {
     #[default]
@@ -62,7 +62,7 @@ impl<'de> Deserialize<'de> for Enforce {
 }
 
 /// What the hook does with signatures: make them, or only accept those a
-/// binary host made (see [`crate::carried`]).
+/// binary host made (see `carried.rs`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -133,7 +133,7 @@ pub enum SigningScope {
     #[default]
     All,
     /// Only the files the IMA policy's appraise rules can cover (see
-    /// [`crate::policy::check::Coverage`]); everything when no policy can be read.
+    /// `Coverage` in `policy/check.rs`); everything when no policy can be read.
     Policy,
 }
 
@@ -652,7 +652,7 @@ pub fn read_config(path: &Path) -> Result<FileConfig> {
 /// Parses ima.toml text.
 pub fn parse_config(text: &str) -> Result<FileConfig> {
     toml::from_str(text).map_err(|e| {
-        anyhow::Error::new(crate::report::status::MultiLine(
+        anyhow::Error::new(crate::escape::MultiLine(
             e.to_string().trim_end().to_owned(),
         ))
     })

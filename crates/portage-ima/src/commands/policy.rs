@@ -80,7 +80,7 @@ fn report_failsafe(ctx: &Context, setup: &policy::Setup, root: &Path) {
     let (enforce, allow) = Settings::load(ctx.config(), &Default::default(), None)
         .map(|s| (s.enforce, s.allow_unsigned_window))
         .unwrap_or_default();
-    let enforcement = crate::kernel::enforcement::decide(enforce, root, root);
+    let enforcement = crate::policy::enforcement::decide(enforce, root, root);
     match judge("every package", &enforcement, Some(&drop), allow) {
         Verdict::Stop(message) => log::warn!("the hook will stop merges: {message}"),
         Verdict::Window(message) => log::warn!("{message}"),
