@@ -12,6 +12,7 @@
 //! - [`status`]: exit statuses and the one-line form of an error.
 //! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
+pub mod audit;
 pub mod colour;
 pub mod date;
 mod json;
