@@ -17,6 +17,7 @@ pub mod colour;
 pub mod date;
 mod json;
 pub mod log;
+pub mod policy_check;
 pub mod setup;
 pub mod sign;
 pub mod status;
@@ -75,6 +76,15 @@ pub fn root_option(root: &Path) -> String {
 
 fn is_host_root(root: &Path) -> bool {
     root.as_os_str().is_empty() || root.components().eq(Path::new("/").components())
+}
+
+/// A document a command writes to stdout as it is (a generated policy,
+/// `export keylime`'s JSON).
+pub fn print_document(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
 }
 
 /// A summary line on stdout, `portage-ima: LINE` (the hook's go to `einfo`).
