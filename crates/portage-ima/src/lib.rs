@@ -18,7 +18,8 @@
 //!
 //! Beside the flow, rooms the commands share (none imports [`commands`]):
 //! [`kernel`] reads the running kernel (audit records, measurements,
-//! keyrings, Secure Boot, mounts, whether it enforces), [`policy`] models
+//! keyrings and which certificates its IMA keyring takes, Secure Boot,
+//! mounts, whether it enforces), [`policy`] models
 //! IMA policies, [`trust`] the keys a verification trusts, [`failsafe`]
 //! whether a merge must stop, [`carried`] a binary host's signature list,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of

@@ -6,7 +6,8 @@
 //! what root runs ([`enforcement`]); its mounts ([`mountinfo`]) and
 //! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
 //! whether this process may write `security.ima` ([`capabilities`]); and
-//! the kernel log itself ([`kmsg`]); its IMA keyring ([`keyring`]); its command line, build configuration
+//! the kernel log itself ([`kmsg`]); its IMA keyring ([`keyring`]) and
+//! which certificates that keyring takes ([`ima_trust`]); its command line, build configuration
 //! and securityfs mount ([`system`]). The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
@@ -15,6 +16,7 @@ pub mod audit_record;
 pub mod audit_rule;
 pub mod capabilities;
 pub mod enforcement;
+pub mod ima_trust;
 pub mod keyring;
 pub mod kmsg;
 pub mod measurements;
