@@ -1815,7 +1815,11 @@ fn keyring_trust_the_readme_certificate_is_refused_like_the_kernel_does() {
 fn keyring_trust_without_a_trusted_keyring_takes_any_certificate() {
     let s = Setup::new();
     let config = s.path("kernel.config");
-    fs::write(&config, "# CONFIG_INTEGRITY_TRUSTED_KEYRING is not set\n").unwrap();
+    fs::write(
+        &config,
+        "CONFIG_IMA=y\n# CONFIG_INTEGRITY_TRUSTED_KEYRING is not set\n",
+    )
+    .unwrap();
     // A fresh session: no .ima on this kernel, no _ima reachable.
     let d = in_session("true", &s, &["--kernel-config", config.to_str().unwrap()]);
     let (f, _) = d.expect(CheckId::KeyringTrust, "ok");

@@ -49,6 +49,7 @@ use std::fmt;
 
 use ima_core::{Certificate, KeyAlgorithm};
 
+use super::config::KernelConfig;
 use super::keyring::{keyring_members, ProcKey};
 
 /// What of the kernel's build configuration decides which certificates its
@@ -71,9 +72,9 @@ pub(crate) struct TrustConfig {
 }
 
 impl TrustConfig {
-    /// Reads the options from kernel .config text (`=y` or `=m`).
-    pub(crate) fn from_config(text: &str) -> Self {
-        let set = |o: &str| super::system::config_sets(text, o);
+    /// Reads the options from a kernel configuration (`=y` or `=m`).
+    pub(crate) fn from_config(config: &KernelConfig) -> Self {
+        let set = |o: &str| config.set(o);
         TrustConfig {
             trusted_keyring: set("CONFIG_INTEGRITY_TRUSTED_KEYRING"),
             permit_secondary: set("CONFIG_IMA_KEYRINGS_PERMIT_SIGNED_BY_BUILTIN_OR_SECONDARY"),

@@ -16,6 +16,7 @@
 pub mod audit_record;
 pub mod audit_rule;
 pub mod capabilities;
+pub mod config;
 pub mod ima_trust;
 pub mod keyring;
 pub mod kmsg;

@@ -17,20 +17,13 @@ pub fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Whether the running kernel's configuration sets `option` (`=y` or `=m`),
-/// and where that was read (see [`kernel_config`]).
+/// and where that was read: /boot/config-RELEASE, else /proc/config.gz
+/// (through gzip, which every system has).
 pub fn kernel_config_option(option: &str) -> Option<(bool, String)> {
-    let (text, from) = kernel_config()?;
-    Some((config_sets(&text, option), from))
-}
-
-/// The running kernel's build configuration and where it was read:
-/// /boot/config-RELEASE, else /proc/config.gz (through gzip, which every
-/// system has).
-pub fn kernel_config() -> Option<(String, String)> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let boot = format!("/boot/config-{}", release.trim());
-    match fs::read_to_string(&boot) {
-        Ok(text) => Some((text, boot)),
+    let (text, from) = match fs::read_to_string(&boot) {
+        Ok(text) => (text, boot),
         Err(_) => {
             let out = Command::new("gzip")
                 .args(["-dc", "/proc/config.gz"])
@@ -38,14 +31,16 @@ pub fn kernel_config() -> Option<(String, String)> {
                 .stderr(Stdio::null())
                 .output()
                 .ok()?;
-            out.status.success().then(|| {
-                (
-                    String::from_utf8_lossy(&out.stdout).into_owned(),
-                    "/proc/config.gz".to_string(),
-                )
-            })
+            if !out.status.success() {
+                return None;
+            }
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                "/proc/config.gz".to_string(),
+            )
         }
-    }
+    };
+    Some((config_sets(&text, option), from))
 }
 
 /// Whether kernel .config text sets `option` to y or m.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use ima_core::{Certificate, KeyId};
 
 use super::{CheckId, Report};
+use crate::kernel::config::KernelConfig;
 use crate::kernel::ima_trust::{
     ima_verdict, keys_on, trusted_keys, TrustConfig, TrustedKeyring, Verdict,
 };
@@ -160,24 +161,22 @@ pub(super) fn check_keyring_trust(r: &mut Report, s: Option<&Settings>, sources:
     let has_ima = rings(&keys, sources)
         .iter()
         .any(|&(name, _)| name == ".ima");
-    let config_text = match &sources.kernel_config {
-        Some(path) => fs::read_to_string(path)
-            .map(|t| (t, path.display().to_string()))
-            .ok(),
-        None => crate::kernel::system::kernel_config(),
+    let kernel_config = match &sources.kernel_config {
+        Some(path) => KernelConfig::read(path),
+        None => KernelConfig::running(Path::new("/")),
     };
-    let (mut config, from) = match &config_text {
-        Some((text, from)) => (TrustConfig::from_config(text), from.clone()),
-        None => (
+    let (mut config, from) = match &kernel_config {
+        Ok(k) => (TrustConfig::from_config(k), k.source.display().to_string()),
+        Err(e) => (
             TrustConfig::default(),
-            "no kernel config readable; .ima looked up in /proc/keys".to_string(),
+            format!("{e:#}; .ima looked up in /proc/keys"),
         ),
     };
     // The keyring the kernel made is the fact; the config only explains it.
     if has_ima {
         config.trusted_keyring = true;
     }
-    if config_text.is_none() {
+    if kernel_config.is_err() {
         // Unknown: do not refuse an ECDSA key for want of a config.
         config.ecdsa = true;
     }

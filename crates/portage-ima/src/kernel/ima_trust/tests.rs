@@ -492,10 +492,11 @@ fn without_an_authority_key_id_the_issuer_name_finds_the_signer() {
 
 #[test]
 fn config_and_proc_keys_readings() {
-    let config = TrustConfig::from_config(
+    let config = TrustConfig::from_config(&KernelConfig::from_text(
         "CONFIG_INTEGRITY_TRUSTED_KEYRING=y\n# CONFIG_IMA_KEYRINGS_PERMIT_SIGNED_BY_BUILTIN_OR_SECONDARY is not set\n\
          CONFIG_INTEGRITY_MACHINE_KEYRING=y\nCONFIG_CRYPTO_ECDSA=m\n",
-    );
+        std::path::Path::new("test"),
+    ));
     assert_eq!(
         config,
         TrustConfig {
