@@ -8,6 +8,11 @@
 //!    `commands/mod.rs`, which dispatches.
 //! 3. `gentoo/` and `fs/` are the ground floor: they import nothing of the
 //!    crate but themselves (`gentoo/` may use `fs/`).
+//! 4. The per-file flow runs one way, gentoo/fs -> plan -> engine ->
+//!    report: `plan` (what happens to each file, decided once) builds on
+//!    `gentoo/`, `fs/` and `policy/` only; `engine` never reads `settings`
+//!    (the plan carries what they decided); `report` never reaches back
+//!    into `engine`.
 //!
 //! A new backward import fails here with the file, the line and the rule.
 
@@ -63,6 +68,19 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Whether `rel` is in the room `room`: the file `room.rs` or the folder.
+fn in_room(rel: &Path, room: &str) -> bool {
+    rel.starts_with(room) || rel == Path::new(&format!("{room}.rs"))
+}
+
+/// Rule 4: each room of the flow, the crate modules it may name (when the
+/// list is not empty) and those it may not.
+const FLOW: &[(&str, &[&str], &[&str])] = &[
+    ("plan", &["plan", "gentoo", "fs", "policy"], &[]),
+    ("engine", &[], &["settings", "commands", "cli"]),
+    ("report", &[], &["engine"]),
+];
+
 fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
     sources(src, &mut files);
@@ -98,6 +116,25 @@ fn violations(src: &Path) -> Vec<String> {
                     if commands.iter().any(|c| c == name) && own_command.as_deref() != Some(name) {
                         found.push(format!(
                             "{rel_s}:{n}: command imports the command `{name}`: {code}"
+                        ));
+                    }
+                }
+            }
+            // 4. The per-file flow.
+            for (room, allowed, forbidden) in FLOW {
+                if !in_room(rel, room) {
+                    continue;
+                }
+                for name in names_after(&code, "crate::") {
+                    let backward = if allowed.is_empty() {
+                        forbidden.contains(&name)
+                    } else {
+                        !allowed.contains(&name)
+                    };
+                    if backward {
+                        found.push(format!(
+                            "{rel_s}:{n}: {room} imports crate::{name} against the flow \
+                             gentoo/fs -> plan -> engine -> report"
                         ));
                     }
                 }
@@ -156,6 +193,8 @@ fn a_planted_backward_import_is_caught() {
     )
     .unwrap();
     fs::write(src.join("gentoo/vdb.rs"), "use crate::report::Counts;\n").unwrap();
+    fs::write(src.join("plan.rs"), "use crate::settings::ConfigFiles;\n").unwrap();
+    fs::write(src.join("engine.rs"), "use crate::settings::Settings;\n").unwrap();
     let found = violations(src);
     let has = |needle: &str| found.iter().any(|f| f.contains(needle));
     assert!(
@@ -174,5 +213,13 @@ fn a_planted_backward_import_is_caught() {
         has("gentoo/vdb.rs:1: gentoo/ is the ground floor but imports crate::report"),
         "{found:?}"
     );
-    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        has("plan.rs:1: plan imports crate::settings against the flow"),
+        "{found:?}"
+    );
+    assert!(
+        has("engine.rs:1: engine imports crate::settings against the flow"),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 6, "{found:?}");
 }
