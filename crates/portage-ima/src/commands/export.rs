@@ -71,7 +71,7 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
     let mut json = serde_json::to_vec_pretty(&export.policy)?;
     json.push(b'\n');
     match &args.output {
-        Some(path) => write_atomically(path, &json)?,
+        Some(path) => crate::fs::atomic::write_atomically(path, &json)?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(&json)?;
@@ -95,24 +95,4 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
         report::count(export.left_out.len(), "file")
     ));
     Ok(Status::Success)
-}
-
-/// Writes `data` to a new file beside `path`, then renames it over `path`:
-/// a reader never sees half a policy.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    // A policy is no secret: readable like any file (the temporary file is 0600).
-    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-    tmp.write_all(data)
-        .and_then(|()| tmp.as_file().set_permissions(readable))
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -2,14 +2,13 @@
 //! setup (see [`crate::policy::generate`] for what it decides and why),
 //! printed or written atomically to a file, optionally signed.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ima_core::SignOptions;
 
 use crate::cli::{AppraiseScope, PolicyArgs};
+use crate::fs::atomic::Durability;
 use crate::policy::{self, Request, Scope};
 use crate::report::Status;
 use crate::settings::Settings;
@@ -61,7 +60,7 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
             } else {
                 None
             };
-            write_atomically(path, text.as_bytes(), signer.as_ref())?;
+            write_policy(path, text.as_bytes(), signer.as_ref())?;
             log::info!(
                 "wrote {}{}",
                 path.display(),
@@ -95,47 +94,31 @@ fn report_failsafe(config: Option<&Path>, setup: &policy::Setup, root: &Path) {
     }
 }
 
-/// Writes `content` to a new file beside `path`, signs it through the same
-/// descriptor when asked, and renames it over `path`: a reader (the boot)
-/// sees the old file or the new one, signature included, never a part.
-pub fn write_atomically(
+/// Replaces `path` with `content`, signed through the new file's own
+/// descriptor when asked, before the rename: a reader (the boot) sees the
+/// old file or the new one, signature included, never a part.
+fn write_policy(
     path: &Path,
     content: &[u8],
     signer: Option<&ima_core::ImaSigner>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(content)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("cannot set the mode of {}", tmp.path().display()))?;
-    if let Some(signer) = signer {
+    crate::fs::atomic::replace(path, &[content], Durability::Full, |file, tmp| {
+        let Some(signer) = signer else {
+            return Ok(());
+        };
         let opts = SignOptions {
             expect_md5: None,
             keep_valid: false,
             dry_run: false,
         };
-        signer.sign_file(tmp.as_file(), &opts).with_context(|| {
+        signer.sign_file(file, &opts).with_context(|| {
             format!(
                 "cannot sign {} (security.ima needs root and a filesystem with xattrs); \
                  {} was left as it was",
-                tmp.path().display(),
+                tmp.display(),
                 path.display()
             )
         })?;
-    }
-    tmp.persist(path)
-        .with_context(|| format!("cannot rename the new policy to {}", path.display()))?;
-    Ok(())
+        Ok(())
+    })
 }
