@@ -21,6 +21,7 @@ use crate::fs::rootfs::RootDir;
 use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
 use crate::gentoo::config_protect::ConfigProtect;
+use crate::gentoo::vars::Vars;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
 
 pub mod treatment;
@@ -87,9 +88,9 @@ pub struct Protection {
 impl Protection {
     /// For signing: CONFIG_PROTECT is looked up only when `mode` treats
     /// config files differently from the others (not `sign`).
-    pub fn for_signing(mode: ConfigFiles, eprefix: &Path) -> Protection {
+    pub fn for_signing(mode: ConfigFiles, eprefix: &Path, vars: &Vars) -> Protection {
         Protection {
-            protect: (mode != ConfigFiles::Sign).then(|| ConfigProtect::discover(eprefix)),
+            protect: (mode != ConfigFiles::Sign).then(|| ConfigProtect::discover(eprefix, vars)),
             mode,
         }
     }
@@ -208,10 +209,9 @@ pub enum Which<'a> {
     Atoms(&'a [String]),
 }
 
-/// The packages `which` names in the vdb of `--root DIR` (`root_flag`), or
-/// of ROOT/EROOT from the environment.
-pub fn select(which: Which, root_flag: Option<&Path>) -> Result<Selection> {
-    let location = Location::resolve(root_flag, |n| std::env::var(n).ok());
+/// The packages `which` names in the vdb of `location`.
+pub fn select(which: Which, location: &Location) -> Result<Selection> {
+    let location = location.clone();
     let vdb = Vdb::open(&location.eroot)?;
     let installed = vdb
         .packages()

@@ -8,11 +8,10 @@
 //!    `commands/mod.rs`, which dispatches.
 //! 3. `gentoo/` and `fs/` are the ground floor: they import nothing of the
 //!    crate but themselves (`gentoo/` may use `fs/`).
-//! 4. The per-file flow runs one way, gentoo/fs -> plan -> engine ->
-//!    report: `plan` (what happens to each file, decided once) builds on
-//!    `gentoo/`, `fs/` and `policy/` only; `engine` never reads `settings`
-//!    (the plan carries what they decided); `report` never reaches back
-//!    into `engine`.
+//! 4. The rooms stand in the order of [`FLOORS`], from the top: a room
+//!    imports (`crate::NAME`) only rooms below it, so no arrow runs back up
+//!    and no two rooms import each other. A new room must be given its
+//!    floor here before it builds.
 //!
 //! A new backward import fails here with the file, the line and the rule.
 
@@ -68,18 +67,18 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Whether `rel` is in the room `room`: the file `room.rs` or the folder.
-fn in_room(rel: &Path, room: &str) -> bool {
-    rel.starts_with(room) || rel == Path::new(&format!("{room}.rs"))
-}
-
-/// Rule 4: each room of the flow, the crate modules it may name (when the
-/// list is not empty) and those it may not.
-const FLOW: &[(&str, &[&str], &[&str])] = &[
-    ("plan", &["plan", "gentoo", "fs", "policy"], &[]),
-    ("engine", &[], &["settings", "commands", "cli"]),
-    ("report", &[], &["engine"]),
+/// The crate's rooms (the top-level modules), from the top floor down:
+/// the flow of docs/design.md. `main.rs` and `lib.rs` stand above them all.
+const FLOORS: &[&str] = &[
+    "commands", "keylime", "audit", "carried", "failsafe", "engine", "report", "settings", "plan",
+    "policy", "kernel", "trust", "progress", "manual", "gentoo", "fs", "cli", "escape", "sys",
 ];
+
+/// The room a source file belongs to (`policy` for `policy/check.rs`).
+fn room_of(rel: &Path) -> String {
+    let first = rel.iter().next().unwrap().to_string_lossy();
+    first.strip_suffix(".rs").unwrap_or(&first).to_string()
+}
 
 fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
@@ -97,6 +96,11 @@ fn violations(src: &Path) -> Vec<String> {
             .and_then(|c| Path::new(c).file_stem())
             .map(|s| s.to_string_lossy().into_owned());
         let depth = rel.components().count();
+        let room = room_of(rel);
+        let floor = FLOORS.iter().position(|r| *r == room);
+        if floor.is_none() && room != "main" && room != "lib" {
+            found.push(format!("{rel_s}: the room `{room}` has no place in FLOORS"));
+        }
         for (n, code) in code_lines(&text) {
             // 1. Library rooms never import an entry point.
             if !in_commands && rel_s != "main.rs" && code.contains("crate::commands") {
@@ -120,21 +124,15 @@ fn violations(src: &Path) -> Vec<String> {
                     }
                 }
             }
-            // 4. The per-file flow.
-            for (room, allowed, forbidden) in FLOW {
-                if !in_room(rel, room) {
-                    continue;
-                }
+            // 4. Imports run down the floors only.
+            if let Some(floor) = floor {
                 for name in names_after(&code, "crate::") {
-                    let backward = if allowed.is_empty() {
-                        forbidden.contains(&name)
-                    } else {
-                        !allowed.contains(&name)
+                    let Some(to) = FLOORS.iter().position(|r| *r == name) else {
+                        continue;
                     };
-                    if backward {
+                    if to <= floor && name != room {
                         found.push(format!(
-                            "{rel_s}:{n}: {room} imports crate::{name} against the flow \
-                             gentoo/fs -> plan -> engine -> report"
+                            "{rel_s}:{n}: {room} imports crate::{name}, which stands above it: {code}"
                         ));
                     }
                 }
@@ -168,7 +166,7 @@ fn imports_follow_the_documented_flow() {
 fn a_planted_backward_import_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
-    for d in ["commands/doctor", "policy", "gentoo"] {
+    for d in ["commands/doctor", "policy", "gentoo", "kernel"] {
         fs::create_dir_all(src.join(d)).unwrap();
     }
     fs::write(
@@ -193,8 +191,19 @@ fn a_planted_backward_import_is_caught() {
     )
     .unwrap();
     fs::write(src.join("gentoo/vdb.rs"), "use crate::report::Counts;\n").unwrap();
-    fs::write(src.join("plan.rs"), "use crate::settings::ConfigFiles;\n").unwrap();
-    fs::write(src.join("engine.rs"), "use crate::settings::Settings;\n").unwrap();
+    fs::write(
+        src.join("kernel/enforcement.rs"),
+        "use crate::policy::eval;\n",
+    )
+    .unwrap();
+    fs::write(
+        src.join("settings.rs"),
+        "fn f() { crate::report::status::x(); }\n",
+    )
+    .unwrap();
+    fs::write(src.join("newroom.rs"), "\n").unwrap();
+    // The per-file decision is the plan's: it never asks the report back.
+    fs::write(src.join("plan.rs"), "use crate::report::SkipReason;\n").unwrap();
     let found = violations(src);
     let has = |needle: &str| found.iter().any(|f| f.contains(needle));
     assert!(
@@ -214,12 +223,22 @@ fn a_planted_backward_import_is_caught() {
         "{found:?}"
     );
     assert!(
-        has("plan.rs:1: plan imports crate::settings against the flow"),
+        has("kernel/enforcement.rs:1: kernel imports crate::policy, which stands above it"),
         "{found:?}"
     );
     assert!(
-        has("engine.rs:1: engine imports crate::settings against the flow"),
+        has("settings.rs:1: settings imports crate::report, which stands above it"),
         "{found:?}"
     );
-    assert_eq!(found.len(), 6, "{found:?}");
+    assert!(
+        has("newroom.rs: the room `newroom` has no place in FLOORS"),
+        "{found:?}"
+    );
+    assert!(
+        has("plan.rs:1: plan imports crate::report, which stands above it"),
+        "{found:?}"
+    );
+    // policy/setup.rs's crate::commands breaks rules 1 and 4, gentoo/vdb.rs's
+    // crate::report rules 3 and 4.
+    assert_eq!(found.len(), 10, "{found:?}");
 }

@@ -2,32 +2,31 @@
 //! (see [`crate::keylime`]).
 
 use std::io::Write;
-use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use crate::cli::{ExportWhat, KeyArgs, KeylimeArgs};
+use crate::context::Context;
 use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
 use crate::keylime;
-use crate::plan::Location;
 use crate::report::{self, Status};
 use crate::settings::Settings;
 
-pub fn run(config: Option<&Path>, what: &ExportWhat) -> Result<Status> {
+pub fn run(ctx: &Context, what: &ExportWhat) -> Result<Status> {
     match what {
-        ExportWhat::Keylime(args) => keylime_policy(config, args),
+        ExportWhat::Keylime(args) => keylime_policy(ctx, args),
     }
 }
 
-fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
+fn keylime_policy(ctx: &Context, args: &KeylimeArgs) -> Result<Status> {
     let key_args = KeyArgs {
         hash: args.hash.clone(),
         ..Default::default()
     };
-    let settings = Settings::load(config, &key_args, args.jobs)?;
+    let settings = Settings::load(ctx.config(), &key_args, args.jobs)?;
     let cert_paths = if args.cert.is_empty() {
         settings.cert().into_iter().collect()
     } else {
@@ -43,7 +42,7 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
              verification-keys is empty, so Keylime cannot check ima-sig signatures"
         );
     }
-    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let location = ctx.location();
     let vdb = Vdb::open(&location.eroot)?;
     let packages = vdb
         .packages()

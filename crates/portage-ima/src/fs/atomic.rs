@@ -101,7 +101,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy");
         std::fs::write(&path, "old").unwrap();
-        replace(&path, &[b"new ", b"content"], Durability::Full, |_, _| Ok(())).unwrap();
+        replace(&path, &[b"new ", b"content"], Durability::Full, |_, _| {
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new content");
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o644);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -126,6 +129,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("none/policy");
         let err = write_atomically(&path, b"x").unwrap_err();
-        assert!(format!("{err:#}").contains("cannot create a file in"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("cannot create a file in"),
+            "{err:#}"
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::vars::Vars;
+
 /// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for the `config_files` setting.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigProtect {
@@ -14,12 +16,11 @@ pub struct ConfigProtect {
 impl ConfigProtect {
     /// From the environment, else from `portageq envvar` (Portage does not
     /// pass these into the ebuild environment), else `/etc`.
-    pub fn discover(eprefix: &Path) -> ConfigProtect {
-        let from_env = |name: &str| std::env::var(name).ok();
-        let (protect, mask) = match (from_env("CONFIG_PROTECT"), from_env("CONFIG_PROTECT_MASK")) {
+    pub fn discover(eprefix: &Path, vars: &Vars) -> ConfigProtect {
+        let (protect, mask) = match (vars.get("CONFIG_PROTECT"), vars.get("CONFIG_PROTECT_MASK")) {
             (Some(p), m) => (p, m.unwrap_or_default()),
             (None, _) => {
-                portageq_config_protect().unwrap_or_else(|| ("/etc".into(), String::new()))
+                portageq_config_protect(vars).unwrap_or_else(|| ("/etc".into(), String::new()))
             }
         };
         ConfigProtect::new(eprefix, &protect, &mask)
@@ -63,8 +64,8 @@ impl ConfigProtect {
 
 /// `portageq envvar`, never found through `PATH` inside Portage
 /// (see [`crate::gentoo::portageq::portageq_command`]).
-fn portageq_config_protect() -> Option<(String, String)> {
-    let out = super::portageq::portageq_command()?
+fn portageq_config_protect(vars: &Vars) -> Option<(String, String)> {
+    let out = super::portageq::portageq_command(vars)?
         .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
         .stderr(std::process::Stdio::null())
         .output()

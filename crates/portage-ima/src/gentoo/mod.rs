@@ -14,6 +14,7 @@
 //! - [`provenance`]: whether Portage vouched for the package being merged
 //! - [`saved_env`]: the environment Portage saved for an installed package
 //! - [`config_protect`]: CONFIG_PROTECT and its mask, by Portage's rule
+//! - [`vars`]: the process environment, taken once by `main`
 //! - [`portage_vars`]: FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR as
 //!   Portage resolves them
 
@@ -50,5 +51,6 @@ pub mod portage_vars;
 pub mod portageq;
 pub mod provenance;
 pub mod saved_env;
+pub mod vars;
 pub mod vdb;
 pub mod version;

@@ -363,7 +363,12 @@ impl Keeper {
             digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
             shared,
         };
-        replace(&self.files.index, &[&index.to_bytes()], Durability::FileOnly, no_hook)?;
+        replace(
+            &self.files.index,
+            &[&index.to_bytes()],
+            Durability::FileOnly,
+            no_hook,
+        )?;
         // The one-file state of earlier versions, rebuilt from by now.
         let _ = std::fs::remove_file(&self.files.state);
         step("index written");
