@@ -52,6 +52,7 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod settings;
+pub mod setup;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod trust;

@@ -258,11 +258,12 @@ pub fn package_jobs(
 
 /// With `scope = "policy"`: marks the CONTENTS jobs whose file no appraise
 /// rule of the policy covers as left alone ([`Decision::outside_policy`]).
-pub fn limit_to_policy(jobs: &mut [Job], coverage: Option<&crate::policy::check::Coverage>) {
-    let Some(coverage) = coverage else { return };
+/// `covers` is asked with the root and the file's path on the host (the
+/// policy's `Coverage::covers`).
+pub fn limit_to_policy(jobs: &mut [Job], covers: impl Fn(&Path, &Path) -> bool) {
     for job in jobs.iter_mut() {
         if let JobFile::Object { root, path, .. } = &job.file {
-            if !coverage.covers(root.root(), &root.display_path(path)) {
+            if !covers(root.root(), &root.display_path(path)) {
                 job.decision = job.decision.outside_policy();
             }
         }

@@ -70,8 +70,9 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
 /// The crate's rooms (the top-level modules), from the top floor down:
 /// the flow of docs/design.md. `main.rs` and `lib.rs` stand above them all.
 const FLOORS: &[&str] = &[
-    "commands", "keylime", "audit", "carried", "failsafe", "engine", "report", "settings", "plan",
-    "policy", "kernel", "trust", "progress", "manual", "gentoo", "fs", "cli", "escape", "sys",
+    "commands", "context", "keylime", "audit", "carried", "setup", "failsafe", "engine", "policy",
+    "kernel", "report", "trust", "progress", "manual", "settings", "plan", "gentoo", "fs", "cli",
+    "escape", "sys",
 ];
 
 /// The room a source file belongs to (`policy` for `policy/check.rs`).

@@ -418,7 +418,9 @@ fn postinst(
     plan::with_link_census(&mut jobs);
     if settings.scope == SigningScope::Policy {
         let coverage = crate::policy::check::Coverage::load(&env.root);
-        plan::limit_to_policy(&mut jobs, coverage.as_ref());
+        if let Some(coverage) = &coverage {
+            plan::limit_to_policy(&mut jobs, |root, path| coverage.covers(root, path));
+        }
     }
     let reports: Vec<FileReport> = runner
         .run(

@@ -148,7 +148,11 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
         // Its problems were noted in the first pass.
         let first_new = jobs.len();
         plan::package_jobs(&sel, index, &protection, &mut jobs);
-        plan::limit_to_policy(&mut jobs[first_new..], coverage.as_ref());
+        if let Some(coverage) = &coverage {
+            plan::limit_to_policy(&mut jobs[first_new..], |root, path| {
+                coverage.covers(root, path)
+            });
+        }
         let full = jobs.len() / SIGN_BATCH * SIGN_BATCH;
         for batch in jobs[..full].chunks(SIGN_BATCH) {
             sign_batch(batch, &mut printer, &mut per_package);

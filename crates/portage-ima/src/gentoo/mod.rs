@@ -51,6 +51,7 @@ pub mod portage_vars;
 pub mod portageq;
 pub mod provenance;
 pub mod saved_env;
+pub mod system;
 pub mod vars;
 pub mod vdb;
 pub mod version;

@@ -15,6 +15,7 @@
 pub mod audit_record;
 pub mod audit_rule;
 pub mod capabilities;
+pub mod config;
 pub mod keyring;
 pub mod kmsg;
 pub mod measurements;
