@@ -4,8 +4,9 @@
 //! 1. [`gentoo`] and [`fs`]: Portage's side as plain types (the ebuild
 //!    environment, CONTENTS, the vdb, atoms) and files reached without
 //!    following symlinks (inside ROOT, walks of `${D}` and `--files`).
-//! 2. [`plan`]: what to do with each file, a list of [`plan::Job`]s, with
-//!    config protection applied.
+//! 2. [`plan`]: what to do with each file, a list of [`plan::Job`]s, each
+//!    with its [`plan::Decision`] (config protection and `scope` applied,
+//!    decided here once; [`plan::treatment`]).
 //! 3. [`engine`]: the jobs run in parallel by the per-file rules (MD5 of
 //!    CONTENTS, `._cfg` siblings, valid signatures kept).
 //! 4. [`report`]: outcomes and verdicts as text or JSON, the exit status,
