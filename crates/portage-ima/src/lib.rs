@@ -19,8 +19,9 @@
 //!
 //! Beside the flow, rooms the commands share (none imports [`commands`]):
 //! [`kernel`] reads the running kernel (audit records, measurements,
-//! keyrings, Secure Boot, mounts), [`policy`] models IMA policies (and
-//! decides from the kernel's readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
+//! keyrings and which certificates its IMA keyring takes, Secure Boot,
+//! mounts), [`policy`] models IMA policies (and decides from the kernel's
+//! readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
 //! whether a merge must stop, [`carried`] a binary host's signature list,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
 //! denials means, [`setup`] the plan from an unsigned machine to enforce
