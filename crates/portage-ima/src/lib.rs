@@ -24,7 +24,9 @@
 //! readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
 //! whether a merge must stop, [`carried`] a binary host's signature list,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
-//! denials means, [`manual`] the settings table and man pages.
+//! denials means, [`setup`] the plan from an unsigned machine to enforce
+//! mode (its facts read by [`gentoo`] and [`kernel`]) and carrying it out,
+//! [`manual`] the settings table and man pages.
 //!
 //! Imports run one way, down a fixed order of these rooms that
 //! `tests/import_rules.rs` holds (docs/design.md, "Layout").
