@@ -69,8 +69,8 @@ def test_every_command_json_matches_its_schema(pg, hook_bin, tmp_path):
     pg.live(data).write_text("changed since the merge\n")
     r = system.run("verify", "--json", pkg)
     doc = validate("verify", r.stdout)
-    statuses = {f["path"]: f for f in doc["files"]}  # inside the root, as CONTENTS has them
-    changed, signed_program = statuses[data], statuses[program]
+    statuses = {f["path"]: f for f in doc["files"]}  # live paths
+    changed, signed_program = statuses[str(pg.live(data))], statuses[str(pg.live(program))]
     assert changed["status"] == "modified" and changed["detail"], doc
     assert signed_program["status"] == "ok" and signed_program["keyid"], doc
     assert doc["packages"][pkg]["modified"] == 1, doc

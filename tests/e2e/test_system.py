@@ -97,7 +97,6 @@ class Run:
     stdout: str
     stderr: str
     seconds: float
-    root: str = ""
 
     def __str__(self) -> str:
         return (
@@ -108,7 +107,7 @@ class Run:
     def doc(self) -> dict:
         """The document `sign --json` printed."""
         try:
-            return as_live(json.loads(self.stdout), self.root)
+            return json.loads(self.stdout)
         except json.JSONDecodeError as e:
             raise AssertionError(f"sign --json did not print JSON ({e}):\n{self}") from None
 
@@ -124,17 +123,6 @@ class Run:
     def failed(self) -> dict[str, str]:
         """The files `sign --json` reports failed: path -> reason."""
         return {f["path"]: f["detail"] for f in self.doc()["files"] if f["outcome"] == "failed"}
-
-
-def as_live(doc: dict, root: str) -> dict:
-    """`doc` with the files' live paths: every command shows a package's
-    files inside the root, as CONTENTS has them (README, ROOT), and these
-    tests compare live files; `--files` paths are shown as given."""
-    root = root.rstrip("/")
-    for f in doc.get("files", []) if root else []:
-        if not f["path"].startswith(root + "/"):
-            f["path"] = root + f["path"]
-    return doc
 
 
 def sign_counts(tally: dict[str, int]) -> dict[str, int]:
@@ -183,9 +171,7 @@ class System:
         proc = subprocess.run(
             argv, env=self.env(), capture_output=True, text=True, errors="replace", timeout=timeout
         )
-        root = str(self.pg.root) if self.pg.layout == "root" else ""
-        seconds = time.monotonic() - start
-        return Run(argv, proc.returncode, proc.stdout, proc.stderr, seconds, root)
+        return Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
     def sign(self, *args: str) -> Run:
         """`sign --json`: read it with Run.total(), packages(), failed()."""
@@ -201,7 +187,7 @@ class System:
     def verify_json(self, *args: str) -> tuple[Run, dict]:
         r = self.run("verify", "--json", *args)
         try:
-            return r, as_live(json.loads(r.stdout), r.root)
+            return r, json.loads(r.stdout)
         except json.JSONDecodeError as e:
             raise AssertionError(f"verify --json did not print JSON ({e}):\n{r}") from None
 

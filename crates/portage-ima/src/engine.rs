@@ -193,7 +193,7 @@ impl Runner {
 pub fn sign_job(signer: &ImaSigner, job: &Job, dry_run: bool, rotate: bool) -> FileReport {
     let mut report = match (&job.file, job.decision.unopened()) {
         (JobFile::Object { root, path, .. }, Some(reason)) => {
-            let shown = root.shown_path(path);
+            let shown = root.display_path(path);
             log::debug!("{}: skipped: {reason}", escape_path(&shown));
             FileReport::new(shown, Outcome::Skipped(reason))
         }
@@ -343,7 +343,7 @@ fn sign_object_counted(
         keep_valid: true,
         dry_run,
     };
-    let shown = root.shown_path(path);
+    let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
@@ -385,7 +385,7 @@ pub(crate) fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)
         .filter_map(|sibling| {
             let candidate = dir.join(sibling);
             let file = root.open_file(&candidate).ok()?;
-            Some((root.shown_path(&candidate), file))
+            Some((root.display_path(&candidate), file))
         })
         .collect()
 }
@@ -407,7 +407,7 @@ fn sign_cfg_sibling(
                     log::debug!(
                         "{}: the live file differs from CONTENTS (edited config file); \
                          its pending update {} matches it and is the one written",
-                        escape_path(&root.shown_path(path)),
+                        escape_path(&root.display_path(path)),
                         escape_path(&shown)
                     );
                     Some(FileReport::new(shown, outcome))
@@ -469,7 +469,7 @@ pub fn verify_object(
     md5: &[u8; 16],
     config: Option<ConfigFiles>,
 ) -> Vec<FileStatus> {
-    let shown = root.shown_path(path);
+    let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -130,13 +130,12 @@ fn sign_and_verify_packages_in_each_mode() {
         let (code, doc) = r.json(&["verify", "test-ima/cfg", "--json"]);
         assert_eq!(code, Some(0), "{mode}: {doc}");
         for ((rel, _, _), want) in FILES.iter().zip(statuses) {
-            // Inside the root, as CONTENTS has it.
-            let path = format!("/{rel}");
+            let path = r.root().join(rel);
             let file = doc["files"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|f| f["path"] == path.as_str())
+                .find(|f| f["path"] == path.to_str().unwrap())
                 .unwrap_or_else(|| panic!("{mode}: {rel} not in {doc}"));
             assert_eq!(file["status"], want, "{mode}: {file}");
         }

@@ -173,8 +173,7 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
     }
     report::print_device_rate(&signer);
     Ok(printer.finish(&format!(
-        "{}{}: ",
-        report::count(sel.packages.len(), "package"),
-        report::root_named(&sel.location.root)
+        "{}: ",
+        report::count(sel.packages.len(), "package")
     )))
 }

@@ -133,18 +133,7 @@ impl RootDir {
         Ok(names)
     }
 
-    /// `path` as CONTENTS has it, inside the root: how every command shows
-    /// the files of packages (a root other than `/` is named once, in the
-    /// summary; see `crate::context`).
-    pub fn shown_path(&self, path: &Path) -> PathBuf {
-        if path.as_os_str().as_bytes().first() == Some(&b'/') {
-            path.to_path_buf()
-        } else {
-            Path::new("/").join(path)
-        }
-    }
-
-    /// `${ROOT%/}${path}`: where `path` is on the host.
+    /// `${ROOT%/}${path}`: where `path` is on the host, for messages.
     pub fn display_path(&self, path: &Path) -> PathBuf {
         let p = path.as_os_str().as_bytes();
         if self.root == Path::new("/") {

@@ -8,8 +8,12 @@
 //!   `ewarn`), tallies to stdout (`einfo`); `sign --json` prints one
 //!   document instead.
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
+//! - [`audit`]: what `audit` found ([`audit::Finding`]) as text or JSON.
+//! - [`policy_check`]: what `policy --check` found, as text or JSON.
+//! - [`print_document`]: a generated policy or `export keylime`'s JSON.
 //! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
-//! - [`status`]: exit statuses and the one-line form of an error.
+//! - [`status`]: exit statuses (one mapping from a tally,
+//!   [`Status::of_files`]) and the one-line form of an error.
 //! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
 pub mod audit;

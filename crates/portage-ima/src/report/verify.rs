@@ -277,8 +277,6 @@ pub struct VerifyPrinter<W: Write = BufWriter<Stdout>> {
     /// Package summaries, kept for the JSON `packages` map (small: one
     /// entry per package).
     packages: Option<BTreeMap<String, Counts>>,
-    /// ` in ROOT` for the summary, when the root is not `/`.
-    root_named: String,
 }
 
 impl VerifyPrinter {
@@ -298,19 +296,11 @@ impl<W: Write> VerifyPrinter<W> {
             total: Counts::new(),
             failed: false,
             packages: None,
-            root_named: String::new(),
         }
     }
 
     /// Results of packages: JSON gets a `packages` map even when no
     /// package was selected.
-    /// The files are inside `root` (shown as CONTENTS has them): the
-    /// summary names it when it is not `/`.
-    pub fn in_root(mut self, root: &std::path::Path) -> Self {
-        self.root_named = super::root_named(root);
-        self
-    }
-
     pub fn with_packages(mut self) -> Self {
         self.packages.get_or_insert_with(BTreeMap::new);
         self
@@ -365,8 +355,7 @@ impl<W: Write> VerifyPrinter<W> {
         } else {
             let _ = writeln!(
                 self.out,
-                "portage-ima: verified{}: {}",
-                self.root_named,
+                "portage-ima: verified: {}",
                 summary_line(&self.total)
             );
         }

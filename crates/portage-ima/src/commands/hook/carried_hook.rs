@@ -363,7 +363,7 @@ fn client_postinst(
                 tally.failed += 1;
             }
             None => {
-                report::print_failure(&root.shown_path(path), "not done (interrupted)");
+                report::print_failure(&root.display_path(path), "not done (interrupted)");
                 tally.failed += 1;
             }
         }
@@ -385,7 +385,7 @@ fn settle_object(
     path: &Path,
     md5: [u8; 16],
 ) -> (PathBuf, Result<crate::carried::Settled, Failure>) {
-    let shown = root.shown_path(path);
+    let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
         Err(e) => return (shown, Err(open_failure(&e))),
