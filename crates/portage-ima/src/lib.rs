@@ -21,7 +21,7 @@
 //! [`kernel`] reads the running kernel (audit records, measurements,
 //! keyrings, Secure Boot, mounts), [`policy`] models IMA policies (and
 //! decides from the kernel's readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
-//! whether a merge must stop, [`carried`] a binary host's signature list,
+//! whether a merge must stop, [`binpkg`] the signatures binary packages carry,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
 //! denials means, [`manual`] the settings table and man pages.
 //!
@@ -35,7 +35,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
-pub mod carried;
+pub mod binpkg;
 pub mod cli;
 pub mod commands;
 pub mod context;
