@@ -16,6 +16,7 @@ pub mod colour;
 pub mod date;
 mod json;
 pub mod log;
+pub mod setup;
 pub mod sign;
 pub mod status;
 pub mod verify;
