@@ -101,13 +101,8 @@ apply)
 	phase apply
 	run_step keys before sh -c 'ls -A /etc/keys 2>&1; ls /etc/portage/ima.toml /etc/ima 2>&1'
 	run_step xattr before getfattr --absolute-names -d -m security.ima /usr/bin/bash /usr/bin/portage-ima
-	if portage-ima setup --help >/dev/null 2>&1; then
-		long_step setup plan portage-ima setup
-		long_step setup apply portage-ima setup --apply
-	else
-		long_step setup plan echo "stand-in: no plan"
-		long_step setup apply /usr/lib/setupvm/setup-standin
-	fi
+	long_step setup plan portage-ima setup
+	long_step setup apply portage-ima setup --apply
 	run_step link boot-runlevel readlink /etc/runlevels/boot/portage-ima
 	run_step file policy cat /etc/ima/ima-policy
 	run_step file ima-toml cat /etc/portage/ima.toml

@@ -50,8 +50,6 @@ HERE = Path(__file__).resolve().parent
 CACHE = kernelvm.REPO / "tests" / ".cache" / "setupvm"
 INIT = HERE / "setupvm-init.sh"
 BOOT_DIR = kernelvm.REPO / "boot"
-if not (BOOT_DIR / "openrc").exists():  # STAND-IN, removed before landing
-    BOOT_DIR = HERE / "standin"
 #: The shipped boot integration (under boot/) where the ebuild installs it.
 SHIPPED = {
     "load": ("/usr/libexec/portage-ima/load", 0o755),
@@ -199,7 +197,7 @@ def inputs_digest(hook: Path, kernel: kernelvm.Kernel) -> str:
     """A hash of everything the image is made from."""
     h = portagevm.base_inputs_hash(hook, (*portagevm.DEB_PACKAGES, *EXTRA_PACKAGES))
     shipped = [BOOT_DIR / f for f in SHIPPED]
-    for f in (Path(__file__), INIT, SYSFS_SERVICE, *shipped, *sorted(f for f in (HERE / "standin").rglob("*") if f.is_file())):
+    for f in (Path(__file__), INIT, SYSFS_SERVICE, *shipped):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     h.update(kernel.package.encode() + kernel.version.encode())
     h.update(" ".join(sorted(p.name for p in (CACHE / "openrc-debs").glob("*.deb"))).encode())
@@ -240,9 +238,6 @@ def build_image(hook: Path, kernel: kernelvm.Kernel, *, log=print) -> Path:
         # the ebuilds, not programs: a repository carries none.
         for f in tree.path(repo).rglob("files/*"):
             os.chmod(f, 0o644)
-        standin = HERE / "standin" / "setup.sh"  # STAND-IN, removed before landing
-        if standin.exists():
-            tree.copy(standin, "/usr/lib/setupvm/setup-standin")
         tree.copy(INIT, "/sbin/setupvm-init")
         os.chmod(tree.path("/sbin/setupvm-init"), 0o755)
         tree.copy(kernel.root / "boot" / f"config-{kernel.release}", f"/boot/config-{kernel.release}")
