@@ -129,7 +129,7 @@ enforce)
 	run_step exec generated cat /usr/share/srcbuild/generated.txt
 	run_step exec portage-ima portage-ima --version
 	run_step vdb portage-ima sh -c 'ls -d /var/db/pkg/app-portage/portage-ima-*'
-	run_step verify merged portage-ima verify -v test-ima/srcbuild app-portage/portage-ima
+	run_step verify merged portage-ima verify -v test-ima/srcbuild
 	phase denied
 	mkdir -p /usr/local/bin
 	cp /usr/bin/gen /usr/local/bin/gen-unsigned # cp copies no xattr
