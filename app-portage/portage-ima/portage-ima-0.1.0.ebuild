@@ -351,6 +351,6 @@ pkg_config() {
 	# reads the machine, carries out its plan (a backup of every file it
 	# changes, never the boot loader) and prints the boots still to do; a
 	# second run changes nothing.
-	"${EROOT%/}/usr/bin/portage-ima" setup --apply --root "${ROOT:-/}" ||
+	"${EROOT}/usr/bin/portage-ima" setup --apply --root "${ROOT:-/}" ||
 		die "portage-ima setup failed (its messages say why; 'portage-ima setup' prints the plan)"
 }

@@ -1825,3 +1825,39 @@ fn keyring_trust_without_a_trusted_keyring_takes_any_certificate() {
     let (f, _) = d.expect(CheckId::KeyringTrust, "ok");
     assert!(f.contains("no .ima in this kernel"), "{f}");
 }
+
+#[test]
+fn keyring_trust_a_certificate_already_on_ima_is_taken() {
+    if !keyrings_here("keyring_trust_a_certificate_already_on_ima_is_taken") {
+        return;
+    }
+    // The README's self-signed certificate, yet on .ima (as the kernel puts
+    // its module signing certificate there itself with
+    // CONFIG_IMA_APPRAISE_MODSIG): what is there counts.
+    let s = Setup::new();
+    let config = s.path("kernel.config");
+    fs::write(&config, "CONFIG_INTEGRITY_TRUSTED_KEYRING=y\n").unwrap();
+    let mut line = format!(
+        "ima=$(keyctl newring ima @s)\nkeyctl padd asymmetric '' \"$ima\" < '{}' > /dev/null\n'{}'",
+        s.path("cert.der").display(),
+        bin()
+    );
+    for a in s
+        .command(&["--kernel-config", config.to_str().unwrap()])
+        .get_args()
+    {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    line.push_str(" --ima-keyring \"$ima\"");
+    let mut keyctl = Command::new("keyctl");
+    keyctl
+        .args(["session", "-", "sh", "-c", &line])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let d = Doctor::from(
+        common::without_phase_variables(&mut keyctl)
+            .output()
+            .expect("keyctl runs"),
+    );
+    let (f, _) = d.expect(CheckId::KeyringTrust, "ok");
+    assert!(f.contains("cert.der: already on .ima"), "{f}");
+}

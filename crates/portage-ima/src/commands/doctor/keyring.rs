@@ -189,6 +189,16 @@ pub(super) fn check_keyring_trust(r: &mut Report, s: Option<&Settings>, sources:
             .flat_map(|&serial| keys_on(&keys, serial, TrustedKeyring::Builtin))
             .collect()
     };
+    // What is on .ima already got past its restriction (or was put there
+    // by the kernel itself: the module signing certificate, with
+    // CONFIG_IMA_APPRAISE_MODSIG, load_module_cert).
+    let on_ima: Vec<KeyId> = rings(&keys, sources)
+        .iter()
+        .filter(|&&(name, _)| name == ".ima")
+        .flat_map(|&(_, serial)| keyring_members(serial).unwrap_or_default())
+        .filter_map(|serial| keys.iter().find(|k| k.serial == serial))
+        .filter_map(ProcKey::asymmetric_id)
+        .collect();
     let mut refused = Vec::new();
     let mut taken = Vec::new();
     for path in &certs {
@@ -199,6 +209,10 @@ pub(super) fn check_keyring_trust(r: &mut Report, s: Option<&Settings>, sources:
                 continue;
             }
         };
+        if on_ima.contains(&cert.key_id()) {
+            taken.push(format!("{}: already on .ima", path.display()));
+            continue;
+        }
         match ima_verdict(&cert, &config, &anchors) {
             Verdict::Userspace => taken.push(format!(
                 "{}: no .ima in this kernel (no CONFIG_INTEGRITY_TRUSTED_KEYRING), _ima takes it",
