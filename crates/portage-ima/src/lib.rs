@@ -19,11 +19,14 @@
 //!
 //! Beside the flow, rooms the commands share (none imports [`commands`]):
 //! [`kernel`] reads the running kernel (audit records, measurements,
-//! keyrings, Secure Boot, mounts), [`policy`] models IMA policies (and
-//! decides from the kernel's readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
+//! keyrings and which certificates its IMA keyring takes, Secure Boot,
+//! mounts), [`policy`] models IMA policies (and decides from the kernel's
+//! readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
 //! whether a merge must stop, [`binpkg`] the signatures binary packages carry,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
-//! denials means, [`manual`] the settings table and man pages.
+//! denials means, [`setup`] the plan from an unsigned machine to enforce
+//! mode (its facts read by [`gentoo`] and [`kernel`]) and carrying it out,
+//! [`manual`] the settings table and man pages.
 //!
 //! Imports run one way, down a fixed order of these rooms that
 //! `tests/import_rules.rs` holds (docs/design.md, "Layout").
