@@ -330,6 +330,9 @@ def test_self_upgrade_without_xattr_keeps_signing(vm: Run):
     assert verify.fields["rc"] == "0", base64.b64decode(verify.fields["out"]).decode()
 
 
+# Boots of their own: under `-n 2` they may run in the other worker while
+# the long boot goes on (tests/conftest.py).
+@pytest.mark.xdist_group("enforce-appraise-modes")
 @pytest.mark.parametrize("mode", ["log", "fix"])
 def test_log_and_fix_modes_run_unsigned_programs_and_log_them(mode: str):
     """The README's way into enforce mode and out of trouble: booted with
@@ -351,6 +354,7 @@ def test_log_and_fix_modes_run_unsigned_programs_and_log_them(mode: str):
     assert denials == [("/usr/local/bin/true-unsigned", "IMA-signature-required")] * 2, denials
 
 
+@pytest.mark.xdist_group("enforce-binpkg")
 def test_binary_package_signed_on_the_host_installs_and_runs_without_a_key():
     """Issue 14 on an enforcing kernel: a gpkg built and signed on the host
     (portagevm._add_binpkg) is installed with `emerge --usepkgonly` by a VM
