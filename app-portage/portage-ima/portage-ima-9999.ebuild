@@ -11,7 +11,7 @@ EAPI=8
 # and the crates that Cargo.lock pins for the build.
 RUST_MIN_VER="1.85.0"
 
-inherit cargo git-r3 optfeature readme.gentoo-r1 shell-completion toolchain-funcs
+inherit cargo git-r3 optfeature readme.gentoo-r1 shell-completion systemd toolchain-funcs
 
 DESCRIPTION="Sign every file Portage merges with a Linux IMA signature"
 HOMEPAGE="https://github.com/portage-ima/portage-ima"
@@ -25,7 +25,11 @@ IUSE="+openssl test"
 RESTRICT="!test? ( test )"
 
 DEPEND="openssl? ( dev-libs/openssl:= )"
-RDEPEND="${DEPEND}"
+# keyctl: the boot service puts the certificate on the kernel's IMA keyring.
+RDEPEND="
+	${DEPEND}
+	sys-apps/keyutils
+"
 # openssl-sys finds the system libcrypto with pkg-config. The tests make
 # their keys with the openssl tool and check the signatures against
 # evmctl's; those that need root or a kernel keyring skip themselves.
@@ -72,6 +76,21 @@ src_install() {
 	doins bashrc.d/portage-ima.bashrc
 	insinto /etc/portage
 	doins example/ima.toml
+
+	# Boot integration (docs/boot.md): the loader that puts the certificates
+	# on the IMA keyring and then loads the policy, run by the OpenRC
+	# service and the systemd unit (neither enabled here: portage-ima setup
+	# enables the one that fits). The dracut and kernel config snippets act
+	# wherever they are put, so they are only shipped, for setup to install.
+	exeinto /usr/libexec/portage-ima
+	doexe boot/load
+	newinitd boot/openrc/portage-ima.initd portage-ima
+	newconfd boot/openrc/portage-ima.confd portage-ima
+	systemd_dounit boot/systemd/portage-ima.service
+	insinto /usr/share/portage-ima/dracut
+	doins boot/dracut/portage-ima.conf
+	insinto /usr/share/portage-ima/kernel
+	doins boot/kernel/portage-ima.config
 
 	# The man pages and completions come from the binary's own argument
 	# definitions, so they always match it: run the binary just built, in
@@ -124,8 +143,7 @@ per-package summary in the elog summary with PORTAGE_IMA_ELOG_SUMMARY=yes."
 
 pkg_postinst() {
 	readme.gentoo_print_elog
-	optfeature "checking signatures with the reference tool (evmctl ima_verify)" app-crypt/ima-evm-utils
-	optfeature "loading the certificate on the kernel's _ima keyring (keyctl)" sys-apps/keyutils
+	optfeature "checking signatures with evmctl, and dracut's integrity module" app-crypt/ima-evm-utils
 
 	# On a first install: this package's own files were merged before the
 	# hook was set up.

@@ -504,3 +504,27 @@ pub enum ProgressMode {
     Lines,
     None,
 }
+
+impl Cli {
+    /// The `--root DIR` the subcommand was given, if it takes one.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        let root = match &self.command {
+            Command::Sign(a) => &a.packages.root,
+            Command::Verify(a) => &a.packages.root,
+            Command::Audit(a) => &a.root,
+            Command::Export {
+                what: ExportWhat::Keylime(a),
+            } => &a.root,
+            Command::Keylime { what } => match what {
+                KeylimeCommand::Sync { root, .. }
+                | KeylimeCommand::Update { root, .. }
+                | KeylimeCommand::Check { root, .. }
+                | KeylimeCommand::Push { root, .. } => root,
+            },
+            Command::Doctor(a) => &a.root,
+            Command::Policy(a) => &a.root,
+            Command::Hook(_) | Command::Generate { .. } => return None,
+        };
+        root.as_deref()
+    }
+}

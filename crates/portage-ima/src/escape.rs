@@ -18,6 +18,22 @@ use std::fmt::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// An error whose text is meant to span lines: a parser's excerpt of the
+/// file with a caret under the mistake. The one-line form of an error
+/// (`report::status::error_line`) keeps its line breaks and escapes the
+/// rest, where any other newline, one in a path, is escaped so that no
+/// text can forge a line of output.
+#[derive(Debug)]
+pub struct MultiLine(pub String);
+
+impl std::fmt::Display for MultiLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MultiLine {}
+
 /// `bytes` as printable text: control characters, Unicode direction
 /// overrides and bytes that are not UTF-8 escaped, the rest unchanged.
 pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {

@@ -1,5 +1,5 @@
 //! Fail-safe merges: on a machine whose kernel refuses unsigned programs
-//! root runs ([`crate::kernel::enforcement`]), a merge that drops the
+//! root runs ([`crate::policy::enforcement`]), a merge that drops the
 //! signatures made before it would leave every new program live and
 //! unsigned until postinst. Portage runs its phases with bash and Python:
 //! a new bash merged that way is refused before the postinst that would
@@ -16,7 +16,7 @@
 use ima_core::IMA_XATTR;
 
 use crate::gentoo::fnmatch::fnmatch;
-use crate::kernel::enforcement::Enforcement;
+use crate::policy::enforcement::Enforcement;
 
 /// Why a merge leaves its files unsigned while they are live, and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]

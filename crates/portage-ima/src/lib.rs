@@ -18,11 +18,14 @@
 //!
 //! Beside the flow, rooms the commands share (none imports [`commands`]):
 //! [`kernel`] reads the running kernel (audit records, measurements,
-//! keyrings, Secure Boot, mounts, whether it enforces), [`policy`] models
-//! IMA policies, [`trust`] the keys a verification trusts, [`failsafe`]
+//! keyrings, Secure Boot, mounts), [`policy`] models IMA policies (and
+//! decides from the kernel's readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
 //! whether a merge must stop, [`carried`] a binary host's signature list,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
 //! denials means, [`manual`] the settings table and man pages.
+//!
+//! Imports run one way, down a fixed order of these rooms that
+//! `tests/import_rules.rs` holds (docs/design.md, "Layout").
 //!
 //! The crate denies `unsafe_code`: the few libc calls `rustix` does not
 //! wrap (SIGPIPE, signal handlers, keyctl, an ioctl, a child's setsid) are
@@ -34,6 +37,7 @@ pub mod audit;
 pub mod carried;
 pub mod cli;
 pub mod commands;
+pub mod context;
 pub mod engine;
 pub mod escape;
 pub mod failsafe;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use portage_ima::cli::Cli;
 use portage_ima::commands;
+use portage_ima::context::Context;
 use portage_ima::report::{self, log, Status};
 
 fn main() -> ExitCode {
@@ -19,10 +20,12 @@ fn main() -> ExitCode {
     // Before any thread is started.
     portage_ima::sys::default_sigpipe();
     let cli = Cli::parse();
-    let level = std::env::var(log::LOG_VAR).ok();
+    // The environment is read here, once; everything below gets `ctx`.
+    let ctx = Context::from_process(&cli);
+    let level = ctx.var(log::LOG_VAR);
     log::init(log::level(level.as_deref(), cli.verbose, cli.quiet));
-    report::colour::init(cli.color);
-    match commands::run(&cli) {
+    report::colour::init(cli.color, ctx.lookup());
+    match commands::run(&cli, &ctx) {
         Ok(code) => code.into(),
         Err(err) => {
             report::print_problem(&format!("error: {}", report::error_line(&err)));

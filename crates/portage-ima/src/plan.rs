@@ -19,6 +19,7 @@ use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
+use crate::gentoo::vars::Vars;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
 use crate::report::SkipReason;
 use crate::settings::ConfigFiles;
@@ -81,9 +82,9 @@ pub struct Protection {
 impl Protection {
     /// For signing: CONFIG_PROTECT is looked up only when `mode` treats
     /// config files differently from the others (not `sign`).
-    pub fn for_signing(mode: ConfigFiles, eprefix: &Path) -> Protection {
+    pub fn for_signing(mode: ConfigFiles, eprefix: &Path, vars: &Vars) -> Protection {
         Protection {
-            protect: (mode != ConfigFiles::Sign).then(|| ConfigProtect::discover(eprefix)),
+            protect: (mode != ConfigFiles::Sign).then(|| ConfigProtect::discover(eprefix, vars)),
             mode,
         }
     }
@@ -234,10 +235,9 @@ pub enum Which<'a> {
     Atoms(&'a [String]),
 }
 
-/// The packages `which` names in the vdb of `--root DIR` (`root_flag`), or
-/// of ROOT/EROOT from the environment.
-pub fn select(which: Which, root_flag: Option<&Path>) -> Result<Selection> {
-    let location = Location::resolve(root_flag, |n| std::env::var(n).ok());
+/// The packages `which` names in the vdb of `location`.
+pub fn select(which: Which, location: &Location) -> Result<Selection> {
+    let location = location.clone();
     let vdb = Vdb::open(&location.eroot)?;
     let installed = vdb
         .packages()
@@ -309,12 +309,11 @@ pub struct ConfigProtect {
 impl ConfigProtect {
     /// From the environment, else from `portageq envvar` (Portage does not
     /// pass these into the ebuild environment), else `/etc`.
-    pub fn discover(eprefix: &Path) -> ConfigProtect {
-        let from_env = |name: &str| std::env::var(name).ok();
-        let (protect, mask) = match (from_env("CONFIG_PROTECT"), from_env("CONFIG_PROTECT_MASK")) {
+    pub fn discover(eprefix: &Path, vars: &Vars) -> ConfigProtect {
+        let (protect, mask) = match (vars.get("CONFIG_PROTECT"), vars.get("CONFIG_PROTECT_MASK")) {
             (Some(p), m) => (p, m.unwrap_or_default()),
             (None, _) => {
-                portageq_config_protect().unwrap_or_else(|| ("/etc".into(), String::new()))
+                portageq_config_protect(vars).unwrap_or_else(|| ("/etc".into(), String::new()))
             }
         };
         ConfigProtect::new(eprefix, &protect, &mask)
@@ -358,8 +357,8 @@ impl ConfigProtect {
 
 /// `portageq envvar`, never found through `PATH` inside Portage
 /// (see [`crate::gentoo::portageq::portageq_command`]).
-fn portageq_config_protect() -> Option<(String, String)> {
-    let out = crate::gentoo::portageq::portageq_command()?
+fn portageq_config_protect(vars: &Vars) -> Option<(String, String)> {
+    let out = crate::gentoo::portageq::portageq_command(vars)?
         .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
         .stderr(std::process::Stdio::null())
         .output()

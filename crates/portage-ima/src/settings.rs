@@ -33,7 +33,7 @@ pub enum Premerge {
 
 /// Whether the hook acts as if the kernel enforced IMA appraisal of what
 /// root executes (`enforce` in ima.toml): `"auto"` (detect it,
-/// [`crate::kernel::enforcement`]), `true` or `false`.
+/// `policy/enforcement.rs`), `true` or `false`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Enforce {
     #[default]
@@ -62,7 +62,7 @@ impl<'de> Deserialize<'de> for Enforce {
 }
 
 /// What the hook does with signatures: make them, or only accept those a
-/// binary host made (see [`crate::carried`]).
+/// binary host made (see `carried.rs`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -133,7 +133,7 @@ pub enum SigningScope {
     #[default]
     All,
     /// Only the files the IMA policy's appraise rules can cover (see
-    /// [`crate::policy::check::Coverage`]); everything when no policy can be read.
+    /// `Coverage` in `policy/check.rs`); everything when no policy can be read.
     Policy,
 }
 
@@ -372,14 +372,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the settings file (`explicit`, else the one under
-    /// PORTAGE_CONFIGROOT, else /etc/portage/ima.toml) and applies `flags`.
+    /// Reads the settings file `config` names and applies `flags`.
     /// A missing default file is fine; a missing explicit one is an error.
-    pub fn load(explicit: Option<&Path>, flags: &KeyArgs, jobs: Option<usize>) -> Result<Settings> {
-        let (source, file) = match explicit {
-            Some(path) => (Some(path.to_path_buf()), read_config(path)?),
-            None => {
-                let path = default_config_path();
+    pub fn load(config: &ConfigPath, flags: &KeyArgs, jobs: Option<usize>) -> Result<Settings> {
+        let (source, file) = match config {
+            ConfigPath::Explicit(path) => (Some(path.to_path_buf()), read_config(path)?),
+            ConfigPath::Default(path) => {
+                let path = path.clone();
                 if path.exists() {
                     let file = read_config(&path)?;
                     (Some(path), file)
@@ -608,13 +607,39 @@ impl fmt::Display for Origin<'_> {
     }
 }
 
-/// `${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml`, or `/etc/portage/ima.toml`.
-pub fn default_config_path() -> PathBuf {
-    let root = std::env::var_os("PORTAGE_CONFIGROOT")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    root.join(CONFIG_FILE)
+/// Which settings file a run reads, decided once (in [`crate::context`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigPath {
+    /// `--config FILE`: it must exist.
+    Explicit(PathBuf),
+    /// `${PORTAGE_CONFIGROOT%/}/etc/portage/ima.toml` (`/` when unset):
+    /// when missing, the defaults.
+    Default(PathBuf),
+}
+
+impl ConfigPath {
+    /// `--config` when given, else ima.toml under `config_root`.
+    pub fn new(explicit: Option<&Path>, config_root: &Path) -> ConfigPath {
+        match explicit {
+            Some(path) => ConfigPath::Explicit(path.to_path_buf()),
+            None => ConfigPath::Default(config_root.join(CONFIG_FILE)),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigPath::Explicit(p) | ConfigPath::Default(p) => p,
+        }
+    }
+
+    /// The path `--config` gave, if any.
+    pub fn explicit(&self) -> Option<&Path> {
+        match self {
+            ConfigPath::Explicit(p) => Some(p),
+            ConfigPath::Default(_) => None,
+        }
+    }
 }
 
 /// Parses one ima.toml; errors name the file, the line and the offending key.
@@ -627,7 +652,7 @@ pub fn read_config(path: &Path) -> Result<FileConfig> {
 /// Parses ima.toml text.
 pub fn parse_config(text: &str) -> Result<FileConfig> {
     toml::from_str(text).map_err(|e| {
-        anyhow::Error::new(crate::report::status::MultiLine(
+        anyhow::Error::new(crate::escape::MultiLine(
             e.to_string().trim_end().to_owned(),
         ))
     })
@@ -644,11 +669,10 @@ pub fn parse_config(text: &str) -> Result<FileConfig> {
 ///   (`strict = "yes"`) counts as strict;
 /// - a file that is not TOML at all: strict if a line reads `strict = true`
 ///   (the rule the bashrc snippet applies itself).
-pub fn strict_requested(explicit: Option<&Path>) -> bool {
-    let path = explicit.map_or_else(default_config_path, Path::to_path_buf);
-    match std::fs::read(&path) {
+pub fn strict_requested(config: &ConfigPath) -> bool {
+    match std::fs::read(config.path()) {
         Ok(bytes) => strict_in_text(&String::from_utf8_lossy(&bytes)),
-        Err(e) => explicit.is_some() || e.kind() != std::io::ErrorKind::NotFound,
+        Err(e) => config.explicit().is_some() || e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 

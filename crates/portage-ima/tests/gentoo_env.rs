@@ -390,7 +390,7 @@ fn from_env_reads_the_process_environment() {
 #[ignore = "helper process of from_env_reads_the_process_environment"]
 fn from_env_child() {
     assert!(std::env::var_os("PORTAGE_IMA_TEST_FROM_ENV").is_some());
-    match PortageEnv::from_env() {
+    match PortageEnv::from_environment(&portage_ima::gentoo::vars::Vars::of_process()) {
         Ok(env) => println!("FROM-ENV: ok {}", env.vdb_entry().display()),
         Err(e) => println!("FROM-ENV: err {e}"),
     }

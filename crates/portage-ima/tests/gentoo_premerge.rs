@@ -216,7 +216,8 @@ fn prefix_install_same_filesystem_keeps_security_ima() {
 #[ignore = "helper process run by Portage from the test bashrc"]
 fn premerge_child() {
     assert!(std::env::var_os("PORTAGE_IMA_TEST_PREMERGE").is_some());
-    let env = PortageEnv::from_env().expect("Portage's environment");
+    let env = PortageEnv::from_environment(&portage_ima::gentoo::vars::Vars::of_process())
+        .expect("Portage's environment");
     assert_eq!(env.phase, "preinst");
     println!("VDB {}", env.vdb_entry().display());
     match env.premerge_xattr() {

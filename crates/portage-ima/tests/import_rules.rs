@@ -8,6 +8,10 @@
 //!    `commands/mod.rs`, which dispatches.
 //! 3. `gentoo/` and `fs/` are the ground floor: they import nothing of the
 //!    crate but themselves (`gentoo/` may use `fs/`).
+//! 4. The rooms stand in the order of [`FLOORS`], from the top: a room
+//!    imports (`crate::NAME`) only rooms below it, so no arrow runs back up
+//!    and no two rooms import each other. A new room must be given its
+//!    floor here before it builds.
 //!
 //! A new backward import fails here with the file, the line and the rule.
 
@@ -63,6 +67,20 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The crate's rooms (the top-level modules), from the top floor down:
+/// the flow of docs/design.md. `main.rs` and `lib.rs` stand above them all.
+const FLOORS: &[&str] = &[
+    "commands", "context", "keylime", "audit", "carried", "failsafe", "engine", "plan", "policy",
+    "kernel", "report", "trust", "progress", "manual", "settings", "gentoo", "fs", "cli", "escape",
+    "sys",
+];
+
+/// The room a source file belongs to (`policy` for `policy/check.rs`).
+fn room_of(rel: &Path) -> String {
+    let first = rel.iter().next().unwrap().to_string_lossy();
+    first.strip_suffix(".rs").unwrap_or(&first).to_string()
+}
+
 fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
     sources(src, &mut files);
@@ -79,6 +97,11 @@ fn violations(src: &Path) -> Vec<String> {
             .and_then(|c| Path::new(c).file_stem())
             .map(|s| s.to_string_lossy().into_owned());
         let depth = rel.components().count();
+        let room = room_of(rel);
+        let floor = FLOORS.iter().position(|r| *r == room);
+        if floor.is_none() && room != "main" && room != "lib" {
+            found.push(format!("{rel_s}: the room `{room}` has no place in FLOORS"));
+        }
         for (n, code) in code_lines(&text) {
             // 1. Library rooms never import an entry point.
             if !in_commands && rel_s != "main.rs" && code.contains("crate::commands") {
@@ -98,6 +121,19 @@ fn violations(src: &Path) -> Vec<String> {
                     if commands.iter().any(|c| c == name) && own_command.as_deref() != Some(name) {
                         found.push(format!(
                             "{rel_s}:{n}: command imports the command `{name}`: {code}"
+                        ));
+                    }
+                }
+            }
+            // 4. Imports run down the floors only.
+            if let Some(floor) = floor {
+                for name in names_after(&code, "crate::") {
+                    let Some(to) = FLOORS.iter().position(|r| *r == name) else {
+                        continue;
+                    };
+                    if to <= floor && name != room {
+                        found.push(format!(
+                            "{rel_s}:{n}: {room} imports crate::{name}, which stands above it: {code}"
                         ));
                     }
                 }
@@ -131,7 +167,7 @@ fn imports_follow_the_documented_flow() {
 fn a_planted_backward_import_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
-    for d in ["commands/doctor", "policy", "gentoo"] {
+    for d in ["commands/doctor", "policy", "gentoo", "kernel"] {
         fs::create_dir_all(src.join(d)).unwrap();
     }
     fs::write(
@@ -156,6 +192,17 @@ fn a_planted_backward_import_is_caught() {
     )
     .unwrap();
     fs::write(src.join("gentoo/vdb.rs"), "use crate::report::Counts;\n").unwrap();
+    fs::write(
+        src.join("kernel/enforcement.rs"),
+        "use crate::policy::eval;\n",
+    )
+    .unwrap();
+    fs::write(
+        src.join("settings.rs"),
+        "fn f() { crate::report::status::x(); }\n",
+    )
+    .unwrap();
+    fs::write(src.join("newroom.rs"), "\n").unwrap();
     let found = violations(src);
     let has = |needle: &str| found.iter().any(|f| f.contains(needle));
     assert!(
@@ -174,5 +221,19 @@ fn a_planted_backward_import_is_caught() {
         has("gentoo/vdb.rs:1: gentoo/ is the ground floor but imports crate::report"),
         "{found:?}"
     );
-    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        has("kernel/enforcement.rs:1: kernel imports crate::policy, which stands above it"),
+        "{found:?}"
+    );
+    assert!(
+        has("settings.rs:1: settings imports crate::report, which stands above it"),
+        "{found:?}"
+    );
+    assert!(
+        has("newroom.rs: the room `newroom` has no place in FLOORS"),
+        "{found:?}"
+    );
+    // policy/setup.rs's crate::commands breaks rules 1 and 4, gentoo/vdb.rs's
+    // crate::report rules 3 and 4.
+    assert_eq!(found.len(), 9, "{found:?}");
 }

@@ -5,25 +5,25 @@
 //! else the running kernel's log, `/dev/kmsg`, and `/var/log/audit/audit.log`
 //! when it exists (with auditd running, the kernel hands its audit records
 //! to auditd and no longer prints them). The IMA keyring is read only when
-//! the running system's own log is audited (no `--log`, no `--root`):
+//! the running system's own log is audited (no `--log`, the root `/`):
 //! a log from another machine is judged by the certificates alone.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
 use crate::audit::{self, Class, Finding, KernelKeys, Sightings};
 use crate::cli::AuditArgs;
+use crate::context::Context;
 use crate::escape::{escape_path, escape_text};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
 use crate::kernel::kmsg::{self, KMSG};
 use crate::kernel::{audit_record, audit_rule, measurements, BadLine};
-use crate::plan::Location;
 use crate::report::Status;
 use crate::settings::Settings;
 
@@ -52,8 +52,8 @@ struct JsonReport<'a> {
     enforce_would_refuse: Option<Vec<String>>,
 }
 
-pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
-    let settings = Settings::load(config, &args.key, None)?;
+pub fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
+    let settings = Settings::load(ctx.config(), &args.key, None)?;
     let certs = crate::trust::key_set(&settings, &[])?;
     let mut sightings = Sightings::default();
     let mut problems = Vec::new();
@@ -95,7 +95,7 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
         );
     }
 
-    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let location = ctx.location();
     let vdb = Vdb::open(&location.eroot)?;
     let packages = vdb
         .packages()
@@ -105,7 +105,7 @@ pub fn run(config: Option<&Path>, args: &AuditArgs) -> Result<Status> {
         log::warn!("{}", escape_text(problem));
     }
     let root = RootDir::open(&location.root)?;
-    let keyring = (args.log.is_empty() && args.root.is_none())
+    let keyring = (args.log.is_empty() && location.root == Path::new("/"))
         .then(crate::kernel::keyring::ima_keyring_key_ids)
         .flatten();
     let keys = KernelKeys {

@@ -2,32 +2,31 @@
 //! (see [`crate::keylime`]).
 
 use std::io::Write;
-use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use crate::cli::{ExportWhat, KeyArgs, KeylimeArgs};
+use crate::context::Context;
 use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
 use crate::keylime;
-use crate::plan::Location;
 use crate::report::{self, Status};
 use crate::settings::Settings;
 
-pub fn run(config: Option<&Path>, what: &ExportWhat) -> Result<Status> {
+pub fn run(ctx: &Context, what: &ExportWhat) -> Result<Status> {
     match what {
-        ExportWhat::Keylime(args) => keylime_policy(config, args),
+        ExportWhat::Keylime(args) => keylime_policy(ctx, args),
     }
 }
 
-fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
+fn keylime_policy(ctx: &Context, args: &KeylimeArgs) -> Result<Status> {
     let key_args = KeyArgs {
         hash: args.hash.clone(),
         ..Default::default()
     };
-    let settings = Settings::load(config, &key_args, args.jobs)?;
+    let settings = Settings::load(ctx.config(), &key_args, args.jobs)?;
     let cert_paths = if args.cert.is_empty() {
         settings.cert().into_iter().collect()
     } else {
@@ -43,7 +42,7 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
              verification-keys is empty, so Keylime cannot check ima-sig signatures"
         );
     }
-    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let location = ctx.location();
     let vdb = Vdb::open(&location.eroot)?;
     let packages = vdb
         .packages()
@@ -71,7 +70,7 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
     let mut json = serde_json::to_vec_pretty(&export.policy)?;
     json.push(b'\n');
     match &args.output {
-        Some(path) => write_atomically(path, &json)?,
+        Some(path) => crate::fs::atomic::write_atomically(path, &json)?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(&json)?;
@@ -95,24 +94,4 @@ fn keylime_policy(config: Option<&Path>, args: &KeylimeArgs) -> Result<Status> {
         report::count(export.left_out.len(), "file")
     ));
     Ok(Status::Success)
-}
-
-/// Writes `data` to a new file beside `path`, then renames it over `path`:
-/// a reader never sees half a policy.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    // A policy is no secret: readable like any file (the temporary file is 0600).
-    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-    tmp.write_all(data)
-        .and_then(|()| tmp.as_file().set_permissions(readable))
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -54,17 +54,18 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use crate::cli::{HookArgs, KeyArgs};
+use crate::context::Context;
 use crate::engine::{self, Runner};
 use crate::escape::escape_text;
 use crate::failsafe::{self, Drop, Verdict};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::{PortageEnv, PremergeXattr};
-use crate::kernel::enforcement;
 use crate::plan::{self, Job, Protection};
+use crate::policy::enforcement;
 use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
 use crate::settings::{Mode, Premerge, Settings, SigningScope};
@@ -78,12 +79,12 @@ const PREMERGE_LIST: &str = "portage-ima-premerge.list";
 /// brings, which the snippet runs in postinst (it reads the same name).
 pub const OWN_COPY: &str = "portage-ima.self";
 
-pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
+pub fn run(ctx: &Context, args: &HookArgs) -> Result<Status> {
     let phase = match &args.phase {
         Some(p) => p.clone(),
         // Portage exports EBUILD_PHASE to every phase (empty in helper runs);
         // unset, this is a person at a shell.
-        None => match std::env::var_os("EBUILD_PHASE") {
+        None => match ctx.var_os("EBUILD_PHASE") {
             Some(p) => p.to_string_lossy().into_owned(),
             None => anyhow::bail!(
                 "`portage-ima hook` runs from Portage's bashrc during an emerge, \
@@ -95,21 +96,21 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
         },
     };
     if phase == "postrm" {
-        keylime_hook::update(config, &phase);
+        keylime_hook::update(ctx, &phase);
         return Ok(Status::Success);
     }
     if !["package", "preinst", "postinst"].contains(&phase.as_str()) {
         return Ok(Status::Success);
     }
     // Decided before anything can fail (see the module docs).
-    let strict = crate::settings::strict_requested(config);
+    let strict = crate::settings::strict_requested(ctx.config());
     if strict {
         exit_strict_on_signals();
     }
     let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sign_phase(config, &phase)));
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sign_phase(ctx, &phase)));
     if phase == "postinst" {
-        keylime_hook::update(config, &phase);
+        keylime_hook::update(ctx, &phase);
     }
     let status = match outcome {
         Ok(Ok(status)) => status,
@@ -118,7 +119,7 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
             // signed and the command to run once the cause is fixed.
             report::print_problem(&format!(
                 "{}: cannot sign: {}",
-                package_name(),
+                package_name(ctx),
                 report::error_line(&err)
             ));
             Status::ConfigError
@@ -127,7 +128,7 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
         Err(_) => {
             report::print_problem(&format!(
                 "{}: the hook crashed (a bug: please report it)",
-                package_name()
+                package_name(ctx)
             ));
             Status::ConfigError
         }
@@ -142,8 +143,8 @@ pub fn run(config: Option<&Path>, args: &HookArgs) -> Result<Status> {
 
 /// `CATEGORY/PF` as Portage set them, for messages written before (or
 /// without) a valid [`PortageEnv`].
-fn package_name() -> String {
-    let var = |k| std::env::var(k).unwrap_or_else(|_| "?".into());
+fn package_name(ctx: &Context) -> String {
+    let var = |k| ctx.var(k).unwrap_or_else(|| "?".into());
     format!("{}/{}", var("CATEGORY"), var("PF"))
 }
 
@@ -163,10 +164,10 @@ fn exit_strict_on_signals() {
 }
 
 /// The hook's work in preinst or postinst; an error means nothing was signed.
-fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
-    let mut env = PortageEnv::from_env()?;
+fn sign_phase(ctx: &Context, phase: &str) -> Result<Status> {
+    let mut env = PortageEnv::from_environment(ctx.vars())?;
     env.phase = phase.to_string();
-    let settings = Settings::load(config, &KeyArgs::default(), None)?;
+    let settings = Settings::load(ctx.config(), &KeyArgs::default(), None)?;
     // From the client's ima.toml, never from the (binary package's) environment.
     if let Some(atom) = settings.skipped(&env.category, &env.pf) {
         if phase == "postinst" {
@@ -178,10 +179,10 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
         return Ok(Status::Success);
     }
     if phase == "package" {
-        return carried_hook::package(&env, &settings);
+        return carried_hook::package(ctx, &env, &settings);
     }
     if settings.mode != Mode::Sign {
-        return carried_hook::client(&env, &settings);
+        return carried_hook::client(ctx, &env, &settings);
     }
     let drop = (phase == "preinst")
         .then(|| merge_drop(&env, &settings))
@@ -211,14 +212,14 @@ fn sign_phase(config: Option<&Path>, phase: &str) -> Result<Status> {
         }
         // Failures of single files are retried in postinst; only a file
         // linked from outside the image (never signed) fails preinst.
-        let linked_outside = preinst(&env, &settings, &signer, &runner)?;
+        let linked_outside = preinst(ctx, &env, &settings, &signer, &runner)?;
         return Ok(if linked_outside {
             Status::SomeFailed
         } else {
             Status::Success
         });
     }
-    let tally = postinst(&env, &settings, &signer, &runner)?;
+    let tally = postinst(ctx, &env, &settings, &signer, &runner)?;
     if let Some(line) = report::device_rate_line(&signer) {
         report::print_summary(&line);
     }
@@ -251,11 +252,7 @@ fn keep_own_copy(env: &PortageEnv, signer: &ima_core::ImaSigner) {
     if env.root != Path::new("/") {
         return; // the running binary is the host's, not the target's
     }
-    let (Some(d), Some(t), Ok(exe)) = (
-        &env.d,
-        std::env::var_os("PORTAGE_BUILDDIR"),
-        std::env::current_exe(),
-    ) else {
+    let (Some(d), Some(t), Ok(exe)) = (&env.d, &env.builddir, std::env::current_exe()) else {
         return;
     };
     let image = d.join(exe.strip_prefix("/").unwrap_or(&exe));
@@ -263,9 +260,8 @@ fn keep_own_copy(env: &PortageEnv, signer: &ima_core::ImaSigner) {
     else {
         return;
     };
-    let t = PathBuf::from(t);
-    let kept = read_build_file(dir, name, false)
-        .and_then(|bytes| write_build_file_mode(&t, OWN_COPY, &bytes, 0o700));
+    let kept = read_build_file(env, dir, name, false)
+        .and_then(|bytes| write_build_file_mode(env, t, OWN_COPY, &bytes, 0o700));
     match kept {
         Ok(()) => {}
         // The package does not bring portage-ima.
@@ -304,6 +300,7 @@ fn keep_own_copy(env: &PortageEnv, signer: &ima_core::ImaSigner) {
 }
 
 fn preinst(
+    ctx: &Context,
     env: &PortageEnv,
     settings: &Settings,
     signer: &ima_core::ImaSigner,
@@ -338,7 +335,7 @@ fn preinst(
         .map(|f| (f.path.clone(), f.also_named.clone()))
         .collect();
     // `${D}` holds the paths as they will be merged (EPREFIX included).
-    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
     let jobs: Vec<Job> = found
         .into_iter()
         .map(|file| {
@@ -365,15 +362,15 @@ fn preinst(
         })
         .filter_map(|p| p.strip_prefix(d).ok())
         .collect();
-    if let Some(t) = std::env::var_os("T") {
+    if let Some(t) = &env.t {
         let mut text = Vec::new();
         for rel in &signed {
             text.push(b'/');
             text.extend_from_slice(rel.as_os_str().as_bytes());
             text.push(b'\n');
         }
-        if let Err(e) = write_premerge_list(Path::new(&t), &text) {
-            let list = Path::new(&t).join(PREMERGE_LIST);
+        if let Err(e) = write_premerge_list(env, t, &text) {
+            let list = t.join(PREMERGE_LIST);
             let message = format!("cannot write {}: {e}", list.display());
             log::warn!("{}", escape_text(&message));
         }
@@ -403,6 +400,7 @@ fn preinst(
 }
 
 fn postinst(
+    ctx: &Context,
     env: &PortageEnv,
     settings: &Settings,
     signer: &ima_core::ImaSigner,
@@ -411,8 +409,8 @@ fn postinst(
     let contents_path = env.vdb_entry().join("CONTENTS");
     let contents = Contents::read(&contents_path)?;
     let root = RootDir::open(&env.root)?;
-    let premerged = premerge_list();
-    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
+    let premerged = premerge_list(env);
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
     let mut jobs: Vec<Job> = contents
         .objects()
         .map(|(path, md5)| Job::object(&root, path, *md5, None, &protection))
@@ -451,11 +449,11 @@ fn postinst(
     Ok(t)
 }
 
-fn premerge_list() -> HashSet<PathBuf> {
-    let Some(t) = std::env::var_os("T") else {
+fn premerge_list(env: &PortageEnv) -> HashSet<PathBuf> {
+    let Some(t) = &env.t else {
         return HashSet::new();
     };
-    read_premerge_list(Path::new(&t))
+    read_premerge_list(env, t)
         .map(|bytes| {
             bytes
                 .split(|&b| b == b'\n')
@@ -476,16 +474,12 @@ fn premerge_list() -> HashSet<PathBuf> {
 // which replaces a planted symlink instead of writing through it.
 
 /// `${T}` as a directory descriptor, following no symlink below
-/// `PORTAGE_TMPDIR` (nor anywhere when T is not under it).
-fn open_t(t: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+/// `PORTAGE_TMPDIR` (`tmpdir`; nor anywhere when T is not under it).
+fn open_t(tmpdir: Option<&Path>, t: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let tmpdir = std::env::var_os("PORTAGE_TMPDIR").map(PathBuf::from);
-    let (base, rel) = match tmpdir
-        .as_deref()
-        .and_then(|p| Some((p, t.strip_prefix(p).ok()?)))
-    {
+    let (base, rel) = match tmpdir.and_then(|p| Some((p, t.strip_prefix(p).ok()?))) {
         Some((tmpdir, rel)) if !rel.as_os_str().is_empty() => (
             rustix::fs::open(tmpdir, flags, Mode::empty())?,
             rel.to_path_buf(),
@@ -505,21 +499,32 @@ fn open_t(t: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
 }
 
 /// Replaces `${T}/portage-ima-premerge.list` with `text` (see above).
-fn write_premerge_list(t: &Path, text: &[u8]) -> std::io::Result<()> {
-    write_build_file(t, PREMERGE_LIST, text)
+fn write_premerge_list(env: &PortageEnv, t: &Path, text: &[u8]) -> std::io::Result<()> {
+    write_build_file(env, t, PREMERGE_LIST, text)
 }
 
 /// Replaces `dir/name` (`dir` in the build directory: `${T}`, build-info)
 /// with `text`, following no symlink (see above).
-pub(crate) fn write_build_file(dir: &Path, name: &str, text: &[u8]) -> std::io::Result<()> {
-    write_build_file_mode(dir, name, text, 0o644)
+pub(crate) fn write_build_file(
+    env: &PortageEnv,
+    dir: &Path,
+    name: &str,
+    text: &[u8],
+) -> std::io::Result<()> {
+    write_build_file_mode(env, dir, name, text, 0o644)
 }
 
 /// [`write_build_file`] with the new file's mode.
-fn write_build_file_mode(dir: &Path, name: &str, text: &[u8], mode: u32) -> std::io::Result<()> {
+fn write_build_file_mode(
+    env: &PortageEnv,
+    dir: &Path,
+    name: &str,
+    text: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Write;
-    let dir = open_t(dir)?;
+    let dir = open_t(env.portage_tmpdir.as_deref(), dir)?;
     let tmp = format!(".{name}.{}", std::process::id());
     let create = || {
         rustix::fs::openat(
@@ -548,16 +553,21 @@ fn write_build_file_mode(dir: &Path, name: &str, text: &[u8], mode: u32) -> std:
 
 /// The premerge list as written by [`write_premerge_list`]: a regular file
 /// owned by us, not a symlink; anything else reads as no list.
-fn read_premerge_list(t: &Path) -> std::io::Result<Vec<u8>> {
-    read_build_file(t, PREMERGE_LIST, true)
+fn read_premerge_list(env: &PortageEnv, t: &Path) -> std::io::Result<Vec<u8>> {
+    read_build_file(env, t, PREMERGE_LIST, true)
 }
 
 /// Reads `dir/name` in the build directory following no symlink; only a
 /// regular file (and, with `ours`, one owned by us) is read.
-pub(crate) fn read_build_file(dir: &Path, name: &str, ours: bool) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_build_file(
+    env: &PortageEnv,
+    dir: &Path,
+    name: &str,
+    ours: bool,
+) -> std::io::Result<Vec<u8>> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Read;
-    let dir = open_t(dir)?;
+    let dir = open_t(env.portage_tmpdir.as_deref(), dir)?;
     let fd = rustix::fs::openat(
         &dir,
         name,

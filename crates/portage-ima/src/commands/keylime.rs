@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{KeyArgs, KeylimeCommand};
+use crate::context::Context;
 use crate::escape::escape_text;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
@@ -21,11 +22,11 @@ use crate::settings::{KeylimeConfig, Settings};
 /// The kernel's measurement list.
 const MEASUREMENTS: &str = "/sys/kernel/security/ima/ascii_runtime_measurements";
 
-pub fn run(config: Option<&Path>, what: &KeylimeCommand) -> Result<Status> {
-    let settings = Settings::load(config, &KeyArgs::default(), None)?;
+pub fn run(ctx: &Context, what: &KeylimeCommand) -> Result<Status> {
+    let settings = Settings::load(ctx.config(), &KeyArgs::default(), None)?;
     match what {
-        KeylimeCommand::Sync { root, push } => {
-            let (keylime, location) = configured(&settings, root.as_deref())?;
+        KeylimeCommand::Sync { push, .. } => {
+            let (keylime, location) = configured(ctx, &settings)?;
             let keeper = Keeper::open(&settings, &keylime, &location)?;
             let updated = keeper.update(&Change {
                 rebuild: true,
@@ -38,11 +39,9 @@ pub fn run(config: Option<&Path>, what: &KeylimeCommand) -> Result<Status> {
             Ok(Status::Success)
         }
         KeylimeCommand::Update {
-            refresh,
-            remove,
-            root,
+            refresh, remove, ..
         } => {
-            let (keylime, location) = configured(&settings, root.as_deref())?;
+            let (keylime, location) = configured(ctx, &settings)?;
             let keeper = Keeper::open(&settings, &keylime, &location)?;
             let updated = keeper.update(&Change {
                 refresh: refresh.clone(),
@@ -53,11 +52,9 @@ pub fn run(config: Option<&Path>, what: &KeylimeCommand) -> Result<Status> {
             Ok(Status::Success)
         }
         KeylimeCommand::Push {
-            force,
-            root,
-            after_pid,
+            force, after_pid, ..
         } => {
-            let (keylime, location) = configured(&settings, root.as_deref())?;
+            let (keylime, location) = configured(ctx, &settings)?;
             let files = PolicyFiles::new(keylime.policy_path(&location.eroot));
             let verifier = verifier(&keylime)?;
             let pushed = match after_pid {
@@ -70,18 +67,18 @@ pub fn run(config: Option<&Path>, what: &KeylimeCommand) -> Result<Status> {
         KeylimeCommand::Check {
             measurements,
             policy,
-            root,
+            ..
         } => check(
             &settings,
             measurements.as_deref(),
             policy.as_deref(),
-            root.as_deref(),
+            &ctx.location(),
         ),
     }
 }
 
 /// `[keylime]` and where the system is; an error without `[keylime]`.
-fn configured(settings: &Settings, root: Option<&Path>) -> Result<(KeylimeConfig, Location)> {
+fn configured(ctx: &Context, settings: &Settings) -> Result<(KeylimeConfig, Location)> {
     let Some(keylime) = settings.keylime.clone() else {
         bail!(
             "no [keylime] table in {}: add one (see docs/keylime.md), e.g.\n  [keylime]\n  \
@@ -89,11 +86,11 @@ fn configured(settings: &Settings, root: Option<&Path>) -> Result<(KeylimeConfig
             settings
                 .source
                 .as_deref()
-                .map_or_else(crate::settings::default_config_path, Path::to_path_buf)
+                .unwrap_or(ctx.config().path())
                 .display()
         );
     };
-    Ok((keylime, Location::resolve(root, |n| std::env::var(n).ok())))
+    Ok((keylime, ctx.location()))
 }
 
 fn verifier(keylime: &KeylimeConfig) -> Result<Verifier> {
@@ -135,9 +132,8 @@ fn check(
     settings: &Settings,
     measurements: Option<&Path>,
     policy: Option<&Path>,
-    root: Option<&Path>,
+    location: &Location,
 ) -> Result<Status> {
-    let location = Location::resolve(root, |n| std::env::var(n).ok());
     let policy: PathBuf = match (policy, &settings.keylime) {
         (Some(p), _) => p.to_path_buf(),
         (None, Some(k)) => k.policy_path(&location.eroot),

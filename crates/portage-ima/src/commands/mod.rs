@@ -2,10 +2,11 @@
 //! ([`crate::plan`]), hands it to the engine ([`crate::engine`]) and its
 //! results to the report ([`crate::report`]); this file only dispatches.
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
+use crate::context::Context;
 use crate::manual;
 use crate::plan::{self, Selection, Which};
 use crate::report::Status;
@@ -20,31 +21,31 @@ pub mod policy_check;
 pub mod sign;
 pub mod verify;
 
-/// Runs the subcommand `cli` names.
-pub fn run(cli: &Cli) -> Result<Status> {
-    let config = cli.config.as_deref();
+/// Runs the subcommand `cli` names, in the context `ctx` (the environment
+/// and the flags, read once by `main`).
+pub fn run(cli: &Cli, ctx: &Context) -> Result<Status> {
     match &cli.command {
-        Command::Sign(args) => sign::run(config, args),
-        Command::Verify(args) => verify::run(config, args),
-        Command::Hook(args) => hook::run(config, args),
-        Command::Doctor(args) => doctor::run(config, args),
-        Command::Audit(args) => audit::run(config, args),
-        Command::Export { what } => export::run(config, what),
-        Command::Keylime { what } => keylime::run(config, what),
-        Command::Policy(args) if args.check => policy_check::run(config, args),
-        Command::Policy(args) => policy::run(config, args),
+        Command::Sign(args) => sign::run(ctx, args),
+        Command::Verify(args) => verify::run(ctx, args),
+        Command::Hook(args) => hook::run(ctx, args),
+        Command::Doctor(args) => doctor::run(ctx, args),
+        Command::Audit(args) => audit::run(ctx, args),
+        Command::Export { what } => export::run(ctx, what),
+        Command::Keylime { what } => keylime::run(ctx, what),
+        Command::Policy(args) if args.check => policy_check::run(ctx, args),
+        Command::Policy(args) => policy::run(ctx, args),
         Command::Generate { what } => generate(what),
     }
 }
 
 /// The installed packages `sign`/`verify` are asked about.
-fn select_packages(args: &PackageArgs) -> Result<Selection> {
+fn select_packages(ctx: &Context, args: &PackageArgs) -> Result<Selection> {
     let which = if args.all {
         Which::All
     } else {
         Which::Atoms(&args.atoms)
     };
-    plan::select(which, args.root.as_deref())
+    plan::select(which, &ctx.location())
 }
 
 fn generate(what: &GenerateWhat) -> Result<Status> {

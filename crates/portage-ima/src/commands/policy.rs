@@ -2,37 +2,29 @@
 //! setup (see [`crate::policy::generate`] for what it decides and why),
 //! printed or written atomically to a file, optionally signed.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 use ima_core::SignOptions;
 
 use crate::cli::{AppraiseScope, PolicyArgs};
+use crate::context::Context;
+use crate::fs::atomic::Durability;
 use crate::policy::{self, Request, Scope};
 use crate::report::Status;
 use crate::settings::Settings;
 
 /// `policy` (writing one); `policy --check` is [`super::policy_check`],
 /// chosen in `commands/mod.rs`.
-pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
-    let root = args
-        .root
-        .clone()
-        .or_else(|| {
-            std::env::var_os("ROOT")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("/"));
+pub fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
+    let root = ctx.location().root;
     if !root.is_dir() {
         bail!(
             "{}: not a directory; give the root of the system the policy is for with --root",
             root.display()
         );
     }
-    let setup = policy::setup::discover(&root)?;
+    let setup = policy::setup::discover(&root, ctx.vars())?;
     let request = Request {
         scope: match args.appraise {
             AppraiseScope::RootExec => Scope::RootExec,
@@ -50,18 +42,18 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
     for wider in &generated.wider {
         log::warn!("exemption wider than the build directory: {wider}");
     }
-    report_failsafe(config, &setup, &root);
+    report_failsafe(ctx, &setup, &root);
     let text = generated.policy.to_string();
     match &args.output {
         None => print!("{text}"),
         Some(path) => {
             // Load the signer first: a key problem leaves the old file alone.
             let signer = if args.sign {
-                Some(Settings::load(config, &args.key, None)?.signer()?)
+                Some(Settings::load(ctx.config(), &args.key, None)?.signer()?)
             } else {
                 None
             };
-            write_atomically(path, text.as_bytes(), signer.as_ref())?;
+            write_policy(path, text.as_bytes(), signer.as_ref())?;
             log::info!(
                 "wrote {}{}",
                 path.display(),
@@ -75,19 +67,20 @@ pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
 /// What the hook will do with merges in this setup (fail-safe merges,
 /// [`crate::failsafe`]), as `doctor` says it: a copying merge without
 /// FEATURES=xattr under an enforcing kernel is stopped.
-fn report_failsafe(config: Option<&Path>, setup: &policy::Setup, root: &Path) {
+fn report_failsafe(ctx: &Context, setup: &policy::Setup, root: &Path) {
     use crate::failsafe::{judge, Drop, Verdict};
     use crate::policy::generate::BuildFs;
     let copies = !matches!(setup.build_fs, BuildFs::Shared { .. });
     if !copies || setup.xattr {
         return;
     }
-    let patterns = crate::gentoo::portage_vars::portage_vars(root).xattr_exclude_patterns();
+    let patterns =
+        crate::gentoo::portage_vars::portage_vars(root, ctx.vars()).xattr_exclude_patterns();
     let drop = Drop::copy("the merge copies files and drops security.ima", &patterns);
-    let (enforce, allow) = Settings::load(config, &Default::default(), None)
+    let (enforce, allow) = Settings::load(ctx.config(), &Default::default(), None)
         .map(|s| (s.enforce, s.allow_unsigned_window))
         .unwrap_or_default();
-    let enforcement = crate::kernel::enforcement::decide(enforce, root, root);
+    let enforcement = crate::policy::enforcement::decide(enforce, root, root);
     match judge("every package", &enforcement, Some(&drop), allow) {
         Verdict::Stop(message) => log::warn!("the hook will stop merges: {message}"),
         Verdict::Window(message) => log::warn!("{message}"),
@@ -95,47 +88,27 @@ fn report_failsafe(config: Option<&Path>, setup: &policy::Setup, root: &Path) {
     }
 }
 
-/// Writes `content` to a new file beside `path`, signs it through the same
-/// descriptor when asked, and renames it over `path`: a reader (the boot)
-/// sees the old file or the new one, signature included, never a part.
-pub fn write_atomically(
-    path: &Path,
-    content: &[u8],
-    signer: Option<&ima_core::ImaSigner>,
-) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(content)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("cannot set the mode of {}", tmp.path().display()))?;
-    if let Some(signer) = signer {
+/// Replaces `path` with `content`, signed through the new file's own
+/// descriptor when asked, before the rename: a reader (the boot) sees the
+/// old file or the new one, signature included, never a part.
+fn write_policy(path: &Path, content: &[u8], signer: Option<&ima_core::ImaSigner>) -> Result<()> {
+    crate::fs::atomic::replace(path, &[content], Durability::Full, |file, tmp| {
+        let Some(signer) = signer else {
+            return Ok(());
+        };
         let opts = SignOptions {
             expect_md5: None,
             keep_valid: false,
             dry_run: false,
         };
-        signer.sign_file(tmp.as_file(), &opts).with_context(|| {
+        signer.sign_file(file, &opts).with_context(|| {
             format!(
                 "cannot sign {} (security.ima needs root and a filesystem with xattrs); \
                  {} was left as it was",
-                tmp.path().display(),
+                tmp.display(),
                 path.display()
             )
         })?;
-    }
-    tmp.persist(path)
-        .with_context(|| format!("cannot rename the new policy to {}", path.display()))?;
-    Ok(())
+        Ok(())
+    })
 }

@@ -5,21 +5,21 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use crate::cli::PolicyArgs;
+use crate::context::Context;
 use crate::escape::{escape_path, escape_text};
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
-use crate::plan::Location;
 use crate::policy::{check, parse_policy};
 use crate::report::Status;
 use crate::settings::{Settings, SigningScope};
 
-pub fn run(config: Option<&Path>, args: &PolicyArgs) -> Result<Status> {
-    let settings = Settings::load(config, &args.key, None)?;
+pub fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
+    let settings = Settings::load(ctx.config(), &args.key, None)?;
     let keys = crate::trust::key_set(&settings, &[])?;
-    let location = Location::resolve(args.root.as_deref(), |n| std::env::var(n).ok());
+    let location = ctx.location();
     let (source, text) = check::read_policy(args.policy_file.as_deref(), &location.root)
         .context("give the policy file: portage-ima policy --check FILE")?;
     let policy =

@@ -3,11 +3,10 @@
 //! installed packages (`ATOM...`, `--all`) by the same rules as the hook,
 //! config files by the `config_files` setting.
 
-use std::path::Path;
-
 use anyhow::{bail, Result};
 
 use crate::cli::SignArgs;
+use crate::context::Context;
 use crate::engine::{self, Runner};
 use crate::fs::walk;
 use crate::plan::{self, Job, Protection};
@@ -16,13 +15,13 @@ use crate::progress::Progress;
 use crate::report::{self, FileReport, SignPrinter, Status, Tally};
 use crate::settings::{Settings, SigningScope};
 
-pub fn run(config: Option<&Path>, args: &SignArgs) -> Result<Status> {
+pub fn run(ctx: &Context, args: &SignArgs) -> Result<Status> {
     if !args.dry_run && crate::kernel::capabilities::may_write_security_xattrs() == Some(false) {
         bail!(crate::kernel::capabilities::not_permitted_message());
     }
-    let settings = Settings::load(config, &args.key, args.jobs)?;
+    let settings = Settings::load(ctx.config(), &args.key, args.jobs)?;
     if args.files.is_empty() {
-        return packages(&settings, args);
+        return packages(ctx, &settings, args);
     }
     let (found, problems) = walk::collect(&args.files);
     let jobs: Vec<Job> = found.into_iter().map(|f| Job::found(f, None)).collect();
@@ -83,15 +82,16 @@ const SIGN_BATCH: usize = 4096;
 /// counts files and bytes (the progress display, the files an interrupted
 /// run did not start) and keeps only the counts; failures are reported as
 /// their batch is done, the tallies at the end.
-fn packages(settings: &Settings, args: &SignArgs) -> Result<Status> {
+fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Status> {
     if args.digest_only {
         bail!(
             "--digest-only works with --files; for the config files of packages, set \
              config_files = \"hash\" in ima.toml"
         );
     }
-    let sel = super::select_packages(&args.packages)?;
-    let protection = Protection::for_signing(settings.config_files, &sel.location.eprefix);
+    let sel = super::select_packages(ctx, &args.packages)?;
+    let protection =
+        Protection::for_signing(settings.config_files, &sel.location.eprefix, ctx.vars());
     let mut files_of = vec![0; sel.packages.len()];
     let mut total_bytes = 0;
     let mut problems: Vec<(usize, Vec<String>)> = Vec::new();

@@ -2,12 +2,12 @@
 //! or of installed packages' files against their CONTENTS, streamed.
 
 use std::collections::VecDeque;
-use std::path::Path;
 
 use anyhow::Result;
 use ima_core::KeySet;
 
 use crate::cli::{KeyArgs, VerifyArgs};
+use crate::context::Context;
 use crate::engine::{self, Runner};
 use crate::fs::walk;
 use crate::plan::{self, ConfigProtect, Job, Protection, Selection};
@@ -16,15 +16,15 @@ use crate::report::{Counts, FileStatus, Status, VerifyPrinter};
 use crate::settings::Settings;
 use crate::trust::key_set;
 
-pub fn run(config: Option<&Path>, args: &VerifyArgs) -> Result<Status> {
+pub fn run(ctx: &Context, args: &VerifyArgs) -> Result<Status> {
     let key_args = KeyArgs {
         backend: args.backend.clone(),
         ..Default::default()
     };
-    let settings = Settings::load(config, &key_args, args.jobs)?;
+    let settings = Settings::load(ctx.config(), &key_args, args.jobs)?;
     let keys = key_set(&settings, &args.cert)?;
     if args.files.is_empty() {
-        return packages(&settings, &keys, args);
+        return packages(ctx, &settings, &keys, args);
     }
     let (found, problems) = walk::collect(&args.files);
     let jobs: Vec<Job> = found.into_iter().map(|f| Job::found(f, None)).collect();
@@ -76,11 +76,16 @@ struct PackageProgress {
 /// parallel batches, each package's lines and summary printed as soon as it
 /// is done. Memory holds one batch of results and one package's CONTENTS,
 /// whatever the number of files.
-fn packages(settings: &Settings, keys: &KeySet, args: &VerifyArgs) -> Result<Status> {
-    let sel = super::select_packages(&args.packages)?;
+fn packages(
+    ctx: &Context,
+    settings: &Settings,
+    keys: &KeySet,
+    args: &VerifyArgs,
+) -> Result<Status> {
+    let sel = super::select_packages(ctx, &args.packages)?;
     // Always looked up: an edited config file is `config-changed` whatever the mode.
     let protection = Protection {
-        protect: Some(ConfigProtect::discover(&sel.location.eprefix)),
+        protect: Some(ConfigProtect::discover(&sel.location.eprefix, ctx.vars())),
         mode: settings.config_files,
     };
     let runner = Runner::new(settings.jobs)?;

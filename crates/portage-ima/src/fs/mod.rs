@@ -1,6 +1,8 @@
 //! Reaching files without following symlinks: paths from CONTENTS inside
-//! ROOT, and walks of `${D}` and `--files` trees by directory descriptor.
+//! ROOT, walks of `${D}` and `--files` trees by directory descriptor, and
+//! replacing a file whole (`atomic`).
 
+pub(crate) mod atomic;
 pub mod links;
 pub mod rootfs;
 pub mod walk;

@@ -19,7 +19,8 @@ use crate::gentoo::vdb::VDB_PATH;
 /// The variables that must be set for [`PortageEnv::from_vars`].
 pub const REQUIRED_VARS: &[&str] = &["EBUILD_PHASE", "CATEGORY", "PF", "ROOT"];
 
-/// Every variable [`PortageEnv`] reads.
+/// Every variable [`PortageEnv`] requires to be UTF-8 when set (it also
+/// reads `T`, `PORTAGE_BUILDDIR` and `PORTAGE_TMPDIR`, when UTF-8).
 pub const ALL_VARS: &[&str] = &[
     "EBUILD_PHASE",
     "CATEGORY",
@@ -64,6 +65,12 @@ pub struct PortageEnv {
     pub merge_type: Option<String>,
     /// `REPLACING_VERSIONS`: the versions this merge replaces.
     pub replacing_versions: Vec<String>,
+    /// `T`, the package's temporary directory (in the build directory).
+    pub t: Option<PathBuf>,
+    /// `PORTAGE_BUILDDIR`, the package's build directory.
+    pub builddir: Option<PathBuf>,
+    /// `PORTAGE_TMPDIR`, the admin's directory the build directories are under.
+    pub portage_tmpdir: Option<PathBuf>,
 }
 
 /// Why the environment is not a usable Portage environment.
@@ -108,11 +115,11 @@ pub enum PremergeXattr {
 }
 
 impl PortageEnv {
-    /// Reads the process environment. A variable that is set but not
+    /// Reads the hook's environment. A variable that is set but not
     /// UTF-8 is reported as such rather than as missing.
-    pub fn from_env() -> Result<Self, EnvError> {
+    pub fn from_environment(vars: &crate::gentoo::vars::Vars) -> Result<Self, EnvError> {
         for &var in ALL_VARS {
-            if let Some(v) = std::env::var_os(var) {
+            if let Some(v) = vars.get_os(var) {
                 if v.to_str().is_none() {
                     return Err(EnvError::Invalid {
                         var,
@@ -122,7 +129,7 @@ impl PortageEnv {
                 }
             }
         }
-        PortageEnv::from_vars(|k| std::env::var(k).ok())
+        PortageEnv::from_vars(vars.lookup())
     }
 
     /// Builds the environment from a lookup function (tests, or a saved
@@ -193,6 +200,9 @@ impl PortageEnv {
             },
             merge_type: nonempty("MERGE_TYPE"),
             replacing_versions: words("REPLACING_VERSIONS"),
+            t: nonempty("T").map(PathBuf::from),
+            builddir: nonempty("PORTAGE_BUILDDIR").map(PathBuf::from),
+            portage_tmpdir: nonempty("PORTAGE_TMPDIR").map(PathBuf::from),
         })
     }
 

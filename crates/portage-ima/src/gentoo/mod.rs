@@ -13,6 +13,7 @@
 //! - [`env`](mod@env): the ebuild environment the hook runs in
 //! - [`provenance`]: whether Portage vouched for the package being merged
 //! - [`saved_env`]: the environment Portage saved for an installed package
+//! - [`vars`]: the process environment, taken once by `main`
 //! - [`portage_vars`]: FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR as
 //!   Portage resolves them
 
@@ -48,5 +49,6 @@ pub mod portage_vars;
 pub mod portageq;
 pub mod provenance;
 pub mod saved_env;
+pub mod vars;
 pub mod vdb;
 pub mod version;

@@ -45,9 +45,9 @@ impl PortageVars {
 
 /// Asks portageq when it exists (what Portage itself will use), else reads
 /// make.globals and make.conf roughly.
-pub(crate) fn portage_vars(root: &Path) -> PortageVars {
+pub(crate) fn portage_vars(root: &Path, vars: &crate::gentoo::vars::Vars) -> PortageVars {
     // Never through PATH inside an ebuild phase (see portageq_command).
-    if let Some(mut cmd) = crate::gentoo::portageq::portageq_command() {
+    if let Some(mut cmd) = crate::gentoo::portageq::portageq_command(vars) {
         cmd.args([
             "envvar",
             "FEATURES",

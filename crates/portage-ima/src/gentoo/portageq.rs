@@ -12,8 +12,8 @@ use std::path::PathBuf;
 /// those paths are absolute; otherwise `None` (do without portageq).
 /// Outside Portage (an admin running a command) it is the `portageq` on
 /// the admin's own `PATH`.
-pub fn portageq_command() -> Option<std::process::Command> {
-    portageq_command_from(|k| std::env::var_os(k))
+pub fn portageq_command(vars: &crate::gentoo::vars::Vars) -> Option<std::process::Command> {
+    portageq_command_from(|k| vars.get_os(k).map(std::ffi::OsStr::to_os_string))
 }
 
 fn portageq_command_from(

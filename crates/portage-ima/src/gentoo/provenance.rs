@@ -72,9 +72,9 @@ impl Provenance {
         }
     }
 
-    /// From the process environment (the hook's).
-    pub fn from_env() -> Provenance {
-        Provenance::from_vars(|k| std::env::var(k).ok())
+    /// From the hook's environment.
+    pub fn from_environment(vars: &crate::gentoo::vars::Vars) -> Provenance {
+        Provenance::from_vars(vars.lookup())
     }
 
     /// May files nothing else vouches for be signed with our own key?

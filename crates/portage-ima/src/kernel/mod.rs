@@ -2,19 +2,19 @@
 //! records ([`audit_record`]), its `audit` rules' records
 //! ([`audit_rule`]) and its measurement list ([`measurements`]),
 //! parsed from the text the kernel and auditd write, and whether it booted
-//! with Secure Boot ([`secure_boot`]), whether it enforces appraisal of
-//! what root runs ([`enforcement`]); its mounts ([`mountinfo`]) and
+//! with Secure Boot ([`secure_boot`]); its mounts ([`mountinfo`]) and
 //! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
 //! whether this process may write `security.ima` ([`capabilities`]); and
-//! the kernel log itself ([`kmsg`]); its IMA keyring ([`keyring`]); its command line, build configuration
-//! and securityfs mount ([`system`]). The log parsers take
+//! the kernel log itself ([`kmsg`]); its IMA keyring ([`keyring`]); its
+//! command line, build configuration and securityfs mount ([`system`]).
+//! Whether it enforces appraisal of what root runs is decided above, in
+//! `policy/enforcement.rs`, from these readings. The log parsers take
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
 pub mod audit_record;
 pub mod audit_rule;
 pub mod capabilities;
-pub mod enforcement;
 pub mod keyring;
 pub mod kmsg;
 pub mod measurements;

@@ -30,13 +30,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ima_core::{CryptoProvider, HashAlgo};
 
 use crate::escape::escape_text;
+use crate::fs::atomic::{parent, replace, sync_directory, Durability};
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
 use crate::keylime::policy::{digest_object, verification_keys, LeftOut, RuntimePolicy};
@@ -311,13 +311,18 @@ impl Keeper {
         // the policy may disagree: no index says so to the next update.
         if index.is_some() || self.files.index.exists() {
             remove_file(&self.files.index)?;
-            sync_parent(&self.files.index)?;
+            sync_directory(parent(&self.files.index))?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let bulk = new.len() > 16;
         for (cpv, pairs) in &new {
             let path = dir.join(store::package_file_name(cpv));
-            write_replacing(&path, &[&store::package_bytes(pairs)], !bulk)?;
+            let durability = if bulk {
+                Durability::Deferred
+            } else {
+                Durability::FileOnly
+            };
+            replace(&path, &[&store::package_bytes(pairs)], durability, no_hook)?;
             added.extend(pairs.iter().cloned());
         }
         let stale = if change.rebuild {
@@ -344,8 +349,12 @@ impl Keeper {
             KeylimeMode::Keys => b"{}".as_slice(),
             KeylimeMode::Digests | KeylimeMode::Both => &digests,
         };
-        write_replacing(&self.files.policy, &[&before, digests_field, &after], true)?;
-        sync_parent(&self.files.policy)?;
+        replace(
+            &self.files.policy,
+            &[&before, digests_field, &after],
+            Durability::Full,
+            no_hook,
+        )?;
         step("policy written");
         // Only once the package files and the policy are on disk. Its own
         // rename is not synced: lost in a crash, the next update rebuilds.
@@ -354,7 +363,12 @@ impl Keeper {
             digests: (self.mode != KeylimeMode::Keys).then_some((digests.len(), paths)),
             shared,
         };
-        write_replacing(&self.files.index, &[&index.to_bytes()], true)?;
+        replace(
+            &self.files.index,
+            &[&index.to_bytes()],
+            Durability::FileOnly,
+            no_hook,
+        )?;
         // The one-file state of earlier versions, rebuilt from by now.
         let _ = std::fs::remove_file(&self.files.state);
         step("index written");
@@ -475,47 +489,6 @@ impl PolicyFiles {
     }
 }
 
-/// Writes `data` to a new file beside `path`, syncs it, renames it over
-/// `path` and syncs the directory: a reader (or a crash) sees the old file
-/// or the new one, never half of one.
-pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    write_replacing(path, &[data], true)?;
-    sync_parent(path)
-}
-
-/// Writes `data` to a new file beside `path` and renames it over `path`,
-/// syncing the file first when `sync` (the caller syncs the directory, or,
-/// without `sync`, the file system).
-fn write_replacing(path: &Path, parts: &[&[u8]], sync: bool) -> Result<()> {
-    let dir = parent(path);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    // A policy is no secret: readable like any file (the temporary file is 0600).
-    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-    parts
-        .iter()
-        .try_for_each(|part| tmp.write_all(part))
-        .and_then(|()| tmp.as_file().set_permissions(readable))
-        .and_then(|()| {
-            if sync {
-                tmp.as_file().sync_all()
-            } else {
-                Ok(())
-            }
-        })
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
 /// Removes a file; one already gone is fine.
 fn remove_file(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
@@ -526,15 +499,9 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Syncs the directory holding `path` (its renames and removals).
-fn sync_parent(path: &Path) -> Result<()> {
-    sync_directory(parent(path))
-}
-
-fn sync_directory(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))
+/// Nothing to do between writing a file and renaming it.
+fn no_hook(_: &File, _: &Path) -> Result<()> {
+    Ok(())
 }
 
 /// Syncs the file system holding `dir`: after many files written unsynced,

@@ -75,7 +75,7 @@ pub fn push_now(files: &PolicyFiles, verifier: &Verifier, force: bool) -> Result
         return Ok(Pushed::UpToDate);
     }
     verifier.push(&policy)?;
-    crate::keylime::live::write_atomically(&files.pushed, format!("{sum}\n").as_bytes())?;
+    crate::fs::atomic::write_atomically(&files.pushed, format!("{sum}\n").as_bytes())?;
     Ok(Pushed::Sent {
         bytes: policy.len(),
     })

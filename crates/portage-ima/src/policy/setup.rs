@@ -132,9 +132,10 @@ pub fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
     })
 }
 
-/// Reads the setup of the system under `root` (its etc/portage, its filesystems).
-pub fn discover(root: &Path) -> Result<Setup> {
-    from_vars(portage_vars(root), root)
+/// Reads the setup of the system under `root` (its etc/portage, its
+/// filesystems); `vars`: the environment portageq is found by.
+pub fn discover(root: &Path, vars: &crate::gentoo::vars::Vars) -> Result<Setup> {
+    from_vars(portage_vars(root, vars), root)
 }
 
 /// The setup from Portage's variables as already read, and the filesystems.

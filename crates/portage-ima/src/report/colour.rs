@@ -10,7 +10,16 @@ use std::sync::OnceLock;
 
 use crate::cli::ColorWhen;
 
-static CHOICE: OnceLock<ColorWhen> = OnceLock::new();
+/// The `--color` choice and the environment's TERM, NO_COLOR and NOCOLOR.
+#[derive(Default)]
+struct Choice {
+    when: ColorWhen,
+    term: Option<String>,
+    no_color: Option<String>,
+    nocolor: Option<String>,
+}
+
+static CHOICE: OnceLock<Choice> = OnceLock::new();
 static STDOUT: OnceLock<bool> = OnceLock::new();
 static STDERR: OnceLock<bool> = OnceLock::new();
 
@@ -24,9 +33,15 @@ pub enum Tone {
     Plain,
 }
 
-/// The `--color` choice; called once by main.
-pub fn init(when: ColorWhen) {
-    let _ = CHOICE.set(when);
+/// The `--color` choice, with the environment's variables (`var`); called
+/// once by main.
+pub fn init(when: ColorWhen, var: impl Fn(&str) -> Option<String>) {
+    let _ = CHOICE.set(Choice {
+        when,
+        term: var("TERM"),
+        no_color: var("NO_COLOR"),
+        nocolor: var("NOCOLOR"),
+    });
 }
 
 /// Whether to colour, from the choice and the environment.
@@ -43,13 +58,13 @@ pub fn wanted(when: ColorWhen, no_color: Option<&str>, nocolor: Option<&str>, tt
 }
 
 fn decide(tty: bool) -> bool {
-    let env = |k| std::env::var(k).ok();
-    let tty = tty && env("TERM").as_deref() != Some("dumb");
-    let when = CHOICE.get().copied().unwrap_or_default();
+    let default = Choice::default();
+    let choice = CHOICE.get().unwrap_or(&default);
+    let tty = tty && choice.term.as_deref() != Some("dumb");
     wanted(
-        when,
-        env("NO_COLOR").as_deref(),
-        env("NOCOLOR").as_deref(),
+        choice.when,
+        choice.no_color.as_deref(),
+        choice.nocolor.as_deref(),
         tty,
     )
 }

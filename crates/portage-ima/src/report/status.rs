@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use crate::escape::MultiLine;
+
 /// The exit status of a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -25,21 +27,6 @@ impl From<Status> for ExitCode {
         ExitCode::from(s as u8)
     }
 }
-
-/// An error whose text is meant to span lines: a parser's excerpt of the
-/// file with a caret under the mistake. [`error_line`] keeps its line breaks
-/// (and escapes the rest), where any other newline, one in a path, is
-/// escaped so that no text can forge a line of output.
-#[derive(Debug)]
-pub struct MultiLine(pub String);
-
-impl std::fmt::Display for MultiLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MultiLine {}
 
 /// An error and its causes, `what: why: deeper why`, leaving out a cause
 /// whose text the message already contains (many errors print their source

@@ -1,13 +1,13 @@
 //! Fail-safe merges ([`crate::failsafe`]): whether the hook will stop
 //! merges on this machine, decided as the hook decides it in preinst: the
-//! kernel's enforcement (`enforce`, [`crate::kernel::enforcement`]) and
+//! kernel's enforcement (`enforce`, [`crate::policy::enforcement`]) and
 //! whether the merge drops the signatures made before it (`portage.rs`).
 
 use std::path::Path;
 
 use super::{CheckId, Report};
 use crate::failsafe::{judge, Drop, Verdict};
-use crate::kernel::enforcement;
+use crate::policy::enforcement;
 use crate::settings::Settings;
 
 /// `drop`: why merges here leave new files unsigned while live, if they do.

@@ -57,9 +57,12 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DoctorArgs;
+use crate::context::Context;
+use crate::gentoo::vars::Vars;
+use crate::plan::Location;
 use crate::report::colour::{self, Tone};
 use crate::report::status::Status;
-use crate::settings::{self, Mode, Settings};
+use crate::settings::{self, ConfigPath, Mode, Settings};
 
 /// Declares [`CheckId`] and [`CheckId::ALL`] from one list, so that the
 /// report's order and the names cannot drift apart.
@@ -315,24 +318,21 @@ fn one_line(text: &str) -> String {
 
 /// Runs every check and prints the report (text, or JSON with `--json`).
 /// Success when no check failed; warnings do not count.
-pub fn run(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
-    // The same root the settings lookup uses: PORTAGE_CONFIGROOT, else /.
-    let root = args
-        .root
-        .clone()
-        .or_else(|| {
-            std::env::var_os("PORTAGE_CONFIGROOT")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("/"));
-    if !root.is_dir() {
+pub fn run(ctx: &Context, args: &DoctorArgs) -> Result<Status> {
+    let place = Place::of(ctx, args);
+    if !place.config_root.is_dir() {
         bail!(
             "{}: not a directory; give the root whose etc/portage to check with --root",
-            root.display()
+            place.config_root.display()
         );
     }
-    let report = diagnose(config, args, &root);
+    if !place.installed.root.is_dir() {
+        bail!(
+            "ROOT={}: not a directory; is ROOT right? (or give the root to check with --root)",
+            place.installed.root.display()
+        );
+    }
+    let report = diagnose(ctx.config(), args, &place);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
@@ -345,8 +345,41 @@ pub fn run(config: Option<&Path>, args: &DoctorArgs) -> Result<Status> {
     })
 }
 
-/// Runs every check against `root` (its etc/portage) and this machine's kernel.
-pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report {
+/// What doctor checks: a setup (its etc/portage) and an installed system.
+pub struct Place {
+    /// Whose etc/portage: `--root`, else PORTAGE_CONFIGROOT, else `/`.
+    pub config_root: PathBuf,
+    /// The installed files and their vdb: `--root` (with EPREFIX), else
+    /// ROOT/EROOT as every command reads them.
+    pub installed: Location,
+    /// The environment (portageq is found by it).
+    pub vars: Vars,
+}
+
+impl Place {
+    /// From the run's context and `--root`.
+    pub fn of(ctx: &Context, args: &DoctorArgs) -> Place {
+        match &args.root {
+            Some(root) => Place {
+                config_root: root.clone(),
+                installed: signatures::installed_location(root, ctx.lookup()),
+                vars: ctx.vars().clone(),
+            },
+            None => Place {
+                config_root: ctx
+                    .var("PORTAGE_CONFIGROOT")
+                    .filter(|v| !v.is_empty())
+                    .map_or_else(|| PathBuf::from("/"), PathBuf::from),
+                installed: ctx.location(),
+                vars: ctx.vars().clone(),
+            },
+        }
+    }
+}
+
+/// Runs every check against `place` and this machine's kernel.
+pub fn diagnose(config: &ConfigPath, args: &DoctorArgs, place: &Place) -> Report {
+    let root = place.config_root.as_path();
     let mut r = Report {
         ok: true,
         ..Report::default()
@@ -397,10 +430,10 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
             kernel_log: args.kernel_log.clone(),
         },
     );
-    let vars = portage::check_portage(&mut r, settings.as_ref(), root);
-    pin::check_saved_pin(&mut r, settings.as_ref(), root);
+    let vars = portage::check_portage(&mut r, settings.as_ref(), root, &place.vars);
+    pin::check_saved_pin(&mut r, settings.as_ref(), &place.installed);
     policy::check_policy(&mut r, settings.as_ref(), root, &kernel, vars);
-    signatures::check_signatures(&mut r, settings.as_ref(), root, &kernel);
+    signatures::check_signatures(&mut r, settings.as_ref(), &place.installed, &kernel);
     self_check::check_self(
         &mut r,
         settings.as_ref(),
@@ -408,28 +441,30 @@ pub fn diagnose(config: Option<&Path>, args: &DoctorArgs, root: &Path) -> Report
         cert.as_ref(),
         &kernel,
     );
-    keylime::check_keylime(&mut r, settings.as_ref(), root);
+    keylime::check_keylime(&mut r, settings.as_ref(), &place.installed.eroot);
     r
 }
 
 /// The settings file: `--config`, else `${root}/etc/portage/ima.toml`.
 fn load_settings(
     r: &mut Report,
-    config: Option<&Path>,
+    config: &ConfigPath,
     args: &DoctorArgs,
     root: &Path,
 ) -> Option<Settings> {
     // --config wins; with --root, that root's ima.toml; else the usual
     // lookup (PORTAGE_CONFIGROOT, then /etc/portage/ima.toml).
     let in_root = root.join(settings::CONFIG_FILE);
-    let with_root = config.is_none() && args.root.is_some();
+    let with_root = config.explicit().is_none() && args.root.is_some();
     // A root without ima.toml means defaults, not the host's file.
     let missing_in_root = with_root && !in_root.exists();
-    let loaded = match config {
-        Some(path) => Settings::load(Some(path), &args.key, None),
+    let loaded = match config.explicit() {
+        Some(_) => Settings::load(config, &args.key, None),
         None if missing_in_root => Settings::defaults(&args.key, None),
-        None if with_root => Settings::load(Some(&in_root), &args.key, None),
-        None => Settings::load(None, &args.key, None),
+        None if with_root => {
+            Settings::load(&ConfigPath::Explicit(in_root.clone()), &args.key, None)
+        }
+        None => Settings::load(config, &args.key, None),
     };
     match loaded {
         Ok(settings) => {

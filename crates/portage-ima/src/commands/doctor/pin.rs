@@ -7,15 +7,13 @@
 //! keeps it out, but what older merges saved stays until those files are
 //! cleaned, and the PIN must be taken as known.
 
-use std::path::Path;
-
 use ima_core::SecretFile;
 use rayon::prelude::*;
 
-use super::signatures::installed_location;
 use super::{CheckId, Report};
 use crate::gentoo::saved_env::{assigned_variables, saved_env_path};
 use crate::gentoo::vdb::Vdb;
+use crate::plan::Location;
 use crate::settings::{Settings, DEFAULT_PIN_ENV};
 
 /// Packages named in the finding; the rest are counted.
@@ -54,14 +52,13 @@ pub(super) fn check_pin_file(r: &mut Report, s: Option<&Settings>) {
 
 /// The vdb's saved environments: which packages carry the PIN variable
 /// (`IMA_TOKEN_PIN`, and the `pin_env` name when it is another).
-pub(super) fn check_saved_pin(r: &mut Report, s: Option<&Settings>, root: &Path) {
+pub(super) fn check_saved_pin(r: &mut Report, s: Option<&Settings>, location: &Location) {
     let mut names = vec![DEFAULT_PIN_ENV];
     if let Some(name) = s.and_then(|s| s.hardware.pin_env.as_deref()) {
         if name != DEFAULT_PIN_ENV {
             names.push(name);
         }
     }
-    let location = installed_location(root, |n| std::env::var(n).ok());
     let packages = match Vdb::open(&location.eroot).and_then(|v| v.packages()) {
         Ok(p) => p,
         Err(e) => {

@@ -21,7 +21,12 @@ const SNIPPET_NAME: &str = "portage-ima.bashrc";
 
 /// Portage's side: the bashrc hook, the xattr settings, PORTAGE_TMPDIR.
 /// Returns Portage's variables for the checks that follow.
-pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -> PortageVars {
+pub(super) fn check_portage(
+    r: &mut Report,
+    s: Option<&Settings>,
+    root: &Path,
+    env_vars: &crate::gentoo::vars::Vars,
+) -> PortageVars {
     let bashrc = root.join("etc/portage/bashrc");
     match fs::read_to_string(&bashrc) {
         Ok(text) => match sourced_snippet(&text) {
@@ -50,7 +55,7 @@ pub(super) fn check_portage(r: &mut Report, s: Option<&Settings>, root: &Path) -
         ),
     }
 
-    let vars = portage_vars(root);
+    let vars = portage_vars(root, env_vars);
     let patterns = vars.xattr_exclude_patterns();
     // The hook's rule for a copying merge.
     let copy = XattrCopy::of(&vars.features, &patterns);

@@ -117,9 +117,13 @@ fn read_installed(location: &Location) -> std::io::Result<Installed> {
     Ok(Installed { files })
 }
 
-pub(super) fn check_signatures(r: &mut Report, s: Option<&Settings>, root: &Path, kernel: &Kernel) {
-    let location = installed_location(root, |n| std::env::var(n).ok());
-    let installed = match read_installed(&location) {
+pub(super) fn check_signatures(
+    r: &mut Report,
+    s: Option<&Settings>,
+    location: &Location,
+    kernel: &Kernel,
+) {
+    let installed = match read_installed(location) {
         Ok(i) => i,
         Err(e) => {
             for &c in CHECKS {

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 use super::{read_build_file, write_build_file};
 use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
+use crate::context::Context;
 use crate::engine::{cfg_candidates, open_failure, treatment, Runner};
 use crate::escape::escape_text;
 use crate::fs::links::LinkCensus;
@@ -32,9 +33,10 @@ use crate::report::{self, Failure, Status};
 use crate::settings::{Mode, Settings};
 
 /// `${PORTAGE_BUILDDIR}/build-info`, where Portage keeps the package's metadata.
-fn build_info() -> Result<PathBuf> {
-    let dir = std::env::var_os("PORTAGE_BUILDDIR")
-        .filter(|v| !v.is_empty())
+fn build_info(env: &PortageEnv) -> Result<PathBuf> {
+    let dir = env
+        .builddir
+        .as_ref()
         .context("PORTAGE_BUILDDIR is not set: the hook must run from Portage")?;
     Ok(Path::new(&dir).join("build-info"))
 }
@@ -43,8 +45,8 @@ fn build_info() -> Result<PathBuf> {
 /// hard-linked copy of the image (`${T}/packaging`, `cp -l` in
 /// misc-functions.sh) and points `D` at it: the names in the image itself
 /// are the copy's other links.
-fn packaging_twins(d: &Path) -> Vec<PathBuf> {
-    let Ok(image) = build_info().map(|info| info.with_file_name("image")) else {
+fn packaging_twins(env: &PortageEnv, d: &Path) -> Vec<PathBuf> {
+    let Ok(image) = build_info(env).map(|info| info.with_file_name("image")) else {
         return Vec::new();
     };
     // The same directory must not be counted twice (that would let a link
@@ -69,7 +71,7 @@ fn contents_path_of(d: &Path, path: &Path) -> PathBuf {
 /// The package phase: sign every regular file of `${D}` (keeping a valid
 /// signature; in sign-missing mode, any trusted one) and write their
 /// signatures to `build-info/IMA_SIGNATURES`.
-pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
+pub(super) fn package(ctx: &Context, env: &PortageEnv, settings: &Settings) -> Result<Status> {
     if settings.mode == Mode::Verify {
         report::print_summary(&format!(
             "{}/{}: mode = \"verify\" (no key here): the binary package carries no signatures",
@@ -87,13 +89,13 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         .d
         .as_deref()
         .context("D is not set: the package phase must run from Portage")?;
-    let info = build_info()?;
+    let info = build_info(env)?;
     let no_list = Manifest::default();
     let hasher = signer.hasher();
-    let provenance = Provenance::from_env();
+    let provenance = Provenance::from_environment(ctx.vars());
     // `${D}` holds the paths as they will be merged (EPREFIX included).
-    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
-    let (found, problems) = walk::collect_image(d, &packaging_twins(d));
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
+    let (found, problems) = walk::collect_image(d, &packaging_twins(env, d));
     let mut failed: Vec<(PathBuf, String)> = problems
         .into_iter()
         .map(|p| {
@@ -167,7 +169,7 @@ pub(super) fn package(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     for (path, why) in &failed {
         report::print_failure(path, why);
     }
-    let written = write_build_file(&info, MANIFEST, &Manifest::render(&list));
+    let written = write_build_file(env, &info, MANIFEST, &Manifest::render(&list));
     if let Err(e) = &written {
         let message = format!("cannot write {}: {e}", info.join(MANIFEST).display());
         report::print_problem(&escape_text(&message));
@@ -210,7 +212,7 @@ fn unsettled_text(u: Unsettled) -> String {
 
 /// preinst and postinst of a client: keep trusted signatures, apply the
 /// package's list, (sign-missing) sign the rest, report what has none.
-pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
+pub(super) fn client(ctx: &Context, env: &PortageEnv, settings: &Settings) -> Result<Status> {
     let keys = settings.trusted_keys()?;
     // Only sign-missing ever loads the private key.
     let signer = match settings.mode {
@@ -219,8 +221,8 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
     };
     let runner = Runner::new(settings.jobs)?;
     let (manifest, origin) = if env.phase == "preinst" {
-        let info = build_info()?;
-        let bytes = read_build_file(&info, MANIFEST, false);
+        let info = build_info(env)?;
+        let bytes = read_build_file(env, &info, MANIFEST, false);
         (bytes, info.join(MANIFEST))
     } else {
         let path = env.vdb_entry().join(MANIFEST);
@@ -253,7 +255,7 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         )));
     }
     let signer = signer.filter(|_| list_problem.is_none());
-    let provenance = Provenance::from_env();
+    let provenance = Provenance::from_environment(ctx.vars());
     let hasher = ima_core::ImaHasher::new(settings.backend, settings.hash)?;
     let client = Client {
         keys: &keys,
@@ -263,7 +265,7 @@ pub(super) fn client(env: &PortageEnv, settings: &Settings) -> Result<Status> {
         hasher: &hasher,
         provenance: &provenance,
     };
-    let protection = Protection::for_signing(settings.config_files, &env.eprefix);
+    let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
     let (mut tally, when) = if env.phase == "preinst" {
         let tally = client_preinst(env, &client, &protection, &runner)?;
         (tally, "before the merge")

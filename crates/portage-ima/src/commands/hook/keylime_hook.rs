@@ -5,21 +5,19 @@
 //! emerge ends. Nothing here can fail a merge: problems are warnings, and
 //! the next update or push catches up.
 
-use std::path::Path;
-
 use anyhow::Result;
 
 use crate::cli::KeyArgs;
+use crate::context::Context;
 use crate::keylime::live::{Change, Keeper};
 use crate::keylime::push::Verifier;
 use crate::keylime::queue::{self, Pushed};
-use crate::plan::Location;
 use crate::report;
 use crate::settings::Settings;
 
 /// Updates the policy for `phase` (postinst or postrm) of CATEGORY/PF.
-pub fn update(config: Option<&Path>, phase: &str) {
-    let outcome = std::panic::catch_unwind(|| run(config, phase));
+pub fn update(ctx: &Context, phase: &str) {
+    let outcome = std::panic::catch_unwind(|| run(ctx, phase));
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(err)) => report::print_problem(&format!(
@@ -33,17 +31,17 @@ pub fn update(config: Option<&Path>, phase: &str) {
     }
 }
 
-fn run(config: Option<&Path>, phase: &str) -> Result<()> {
-    let settings = Settings::load(config, &KeyArgs::default(), None)?;
+fn run(ctx: &Context, phase: &str) -> Result<()> {
+    let settings = Settings::load(ctx.config(), &KeyArgs::default(), None)?;
     let Some(keylime) = settings.keylime.clone() else {
         return Ok(());
     };
-    let var = |name: &str| std::env::var(name).ok();
+    let var = ctx.lookup();
     let cpv = match (var("CATEGORY"), var("PF")) {
         (Some(c), Some(pf)) if !c.is_empty() && !pf.is_empty() => format!("{c}/{pf}"),
         _ => anyhow::bail!("CATEGORY and PF are not set: not run by Portage?"),
     };
-    let location = Location::resolve(None, var);
+    let location = ctx.location();
     let keeper = Keeper::open(&settings, &keylime, &location)?;
     let change = match phase {
         "postrm" => Change {
@@ -64,7 +62,7 @@ fn run(config: Option<&Path>, phase: &str) -> Result<()> {
         return Ok(());
     };
     let exe = std::env::current_exe()?;
-    match queue::schedule(&keeper.files, &verifier, &exe, config) {
+    match queue::schedule(&keeper.files, &verifier, &exe, ctx.config().explicit()) {
         Ok(Some(Pushed::Sent { .. })) => {
             report::print_summary(&format!(
                 "keylime: policy sent to {}:{}",

@@ -6,10 +6,10 @@
 //! - the appraise mode. `ima_appraise=` on the command line (`enforce`,
 //!   `fix`, `log`, `off`; the kernel's default is enforce), except that a
 //!   kernel booted with Secure Boot ignores it and enforces
-//!   (ima_appraise.c, `default_appraise_setup`; [`super::secure_boot`]);
+//!   (ima_appraise.c, `default_appraise_setup`; [`crate::kernel::secure_boot`]);
 //! - the policy: whether a rule appraises `BPRM_CHECK` by uid 0 of a
 //!   root-owned file on the filesystem packages are merged into, matched
-//!   the kernel's way ([`crate::policy::eval`]). The loaded policy is read
+//!   the kernel's way ([`super::eval`]). The loaded policy is read
 //!   from securityfs where the kernel lets it be read
 //!   (CONFIG_IMA_READ_POLICY); else the policy the boot loads,
 //!   `/etc/ima/ima-policy` (a custom policy replaces the built-in one);
@@ -25,11 +25,11 @@
 use std::fs;
 use std::path::Path;
 
-use super::secure_boot::SecureBoot;
-use super::system::cmdline_value;
-use crate::policy::eval::{appraisal, Appraisal, FileAccess, FileSystem};
-use crate::policy::rule::{Access, Func};
-use crate::policy::setup::FsInfo;
+use super::eval::{appraisal, Appraisal, FileAccess, FileSystem};
+use super::rule::{Access, Func};
+use super::setup::FsInfo;
+use crate::kernel::secure_boot::{self, SecureBoot};
+use crate::kernel::system::cmdline_value;
 use crate::settings::Enforce;
 
 /// Where securityfs is mounted, and IMA's directory in it.
@@ -103,7 +103,7 @@ impl KernelFacts {
             ima,
             policy,
             cmdline: fs::read_to_string("/proc/cmdline").unwrap_or_default(),
-            secure_boot: SecureBoot::read(Path::new(super::secure_boot::EFIVARS)),
+            secure_boot: SecureBoot::read(Path::new(secure_boot::EFIVARS)),
             system_fs: FsInfo::of(eroot)
                 .map(|f| f.file_system())
                 .unwrap_or_default(),
@@ -166,7 +166,7 @@ pub fn detect(f: &KernelFacts) -> Enforcement {
             ))
         }
     };
-    let policy = match crate::policy::parse_policy(text) {
+    let policy = match super::parse_policy(text) {
         Ok(p) => p,
         Err(e) => return NotEnforced(format!("{source} cannot be read as a policy: {e}")),
     };
