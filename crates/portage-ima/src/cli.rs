@@ -117,6 +117,21 @@ pub enum Command {
     /// change, and exits 2. Load the policy at boot from /etc/ima/ima-policy.
     Policy(PolicyArgs),
 
+    /// Plan, and with --apply carry out, everything from an unsigned machine
+    /// to IMA appraisal: key and certificate, ima.toml, the bashrc hook, the
+    /// make.conf lines, /etc/ima/ima-policy, the keyring path that fits the
+    /// kernel, boot integration, signing what is installed; then the boots
+    /// still to do, each with its command line.
+    ///
+    /// Without --apply it prints the numbered plan (each file with its exact
+    /// content and the reason) and changes nothing. --apply asks nothing, keeps
+    /// a backup of every file it changes (under
+    /// /var/lib/portage-ima/setup-backup), never edits the boot loader, and
+    /// a second run changes nothing. Exit status: 0 done (or planned), 1 a
+    /// step could not be done here (it says why) or signing left files
+    /// unsigned, 2 an error (nothing changed).
+    Setup(SetupArgs),
+
     /// Write the man page or shell completions (used by the ebuild).
     #[command(hide = true)]
     Generate {
@@ -416,6 +431,82 @@ pub struct DoctorArgs {
     /// Kernel log to read instead of /dev/kmsg (tests).
     #[arg(long, value_name = "FILE", hide = true)]
     pub kernel_log: Option<PathBuf>,
+
+    /// Kernel build configuration to read instead of the running kernel's
+    /// (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub kernel_config: Option<PathBuf>,
+
+    /// Keyring (serial) to take as the kernel's `.ima` (tests: a keyring
+    /// restricted with keyctl, as `.ima` is).
+    #[arg(long, value_name = "SERIAL", hide = true)]
+    pub ima_keyring: Option<i32>,
+
+    /// Keyring (serial) to take as the builtin trusted keyring (tests).
+    #[arg(long, value_name = "SERIAL", hide = true)]
+    pub trusted_keyring: Vec<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Carry the plan out (no questions asked), then sign what is installed
+    /// and check the policy.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Print the plan as JSON instead (docs/json/setup.schema.json).
+    #[arg(long, conflicts_with = "apply")]
+    pub json: bool,
+
+    /// Root of the Gentoo system to set up [default: ROOT, else /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// An existing private key to use instead of making one.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// The certificate of --key (or of --hardware).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// A key held by hardware: a pkcs11: URI or a TPM key file; needs --cert.
+    #[arg(long, value_name = "URI", conflicts_with = "key")]
+    pub hardware: Option<String>,
+
+    /// What the policy appraises.
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = AppraiseScope::RootExec)]
+    pub appraise: AppraiseScope,
+
+    /// The key type to make [default: p256 when the kernel has
+    /// CONFIG_CRYPTO_ECDSA=y, else rsa (RSA-4096)].
+    #[arg(long, value_enum)]
+    pub algorithm: Option<KeyAlgorithm>,
+
+    /// Progress display of the signing: auto, bar, lines or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    /// A kernel .config (plain or gzip) instead of the running kernel's (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub kernel_config: Option<PathBuf>,
+
+    /// efivarfs directory to read Secure Boot and MOK from (tests).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub efivars: Option<PathBuf>,
+
+    /// A /proc/keys text to read the keyrings from (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub proc_keys: Option<PathBuf>,
+}
+
+/// The key type `setup --algorithm` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlgorithm {
+    /// RSA-4096.
+    Rsa,
+    /// NIST P-256 ECDSA (the kernel needs CONFIG_CRYPTO_ECDSA).
+    P256,
 }
 
 #[derive(Debug, Args)]
@@ -523,6 +614,7 @@ impl Cli {
             },
             Command::Doctor(a) => &a.root,
             Command::Policy(a) => &a.root,
+            Command::Setup(a) => &a.root,
             Command::Hook(_) | Command::Generate { .. } => return None,
         };
         root.as_deref()

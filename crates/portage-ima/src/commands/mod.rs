@@ -5,7 +5,9 @@
 use anyhow::{Context as _, Result};
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, GenerateWhat, PackageArgs};
+use crate::cli::{
+    AppraiseScope, Cli, Command, GenerateWhat, KeyArgs, PackageArgs, PolicyArgs, SignArgs,
+};
 use crate::context::Context;
 use crate::manual;
 use crate::plan::{self, Selection, Which};
@@ -18,6 +20,7 @@ pub mod hook;
 pub mod keylime;
 pub mod policy;
 pub mod policy_check;
+pub mod setup;
 pub mod sign;
 pub mod verify;
 
@@ -34,8 +37,60 @@ pub fn run(cli: &Cli, ctx: &Context) -> Result<Status> {
         Command::Keylime { what } => keylime::run(ctx, what),
         Command::Policy(args) if args.check => policy_check::run(ctx, args),
         Command::Policy(args) => policy::run(ctx, args),
+        Command::Setup(args) => run_setup(ctx, args),
         Command::Generate { what } => generate(what),
     }
+}
+
+/// `setup`, and after `--apply` the commands it ends with: `sign --all`
+/// (with its progress display) and `policy --check`, through the library.
+fn run_setup(ctx: &Context, args: &crate::cli::SetupArgs) -> Result<Status> {
+    let (status, then) = setup::run(ctx, args)?;
+    let Some(then) = then else {
+        return Ok(status);
+    };
+    let key = KeyArgs {
+        key: Some(then.key.clone()),
+        cert: Some(then.cert.clone()),
+        ..KeyArgs::default()
+    };
+    let sign_args = SignArgs {
+        files: Vec::new(),
+        packages: PackageArgs {
+            atoms: Vec::new(),
+            all: true,
+            root: Some(then.root.clone()),
+        },
+        key: key.clone(),
+        jobs: None,
+        dry_run: false,
+        digest_only: false,
+        rotate: false,
+        json: false,
+        progress: args.progress,
+    };
+    // The settings setup wrote, in the root it set up.
+    let ctx = Context::new(Some(&then.config), Some(&then.root), ctx.vars().clone());
+    let signed = sign::run(&ctx, &sign_args)?;
+    let check_args = PolicyArgs {
+        check: true,
+        policy_file: Some(then.policy.clone()),
+        json: false,
+        appraise: AppraiseScope::RootExec,
+        measure: false,
+        observe: false,
+        require_signed_policy: false,
+        output: None,
+        sign: false,
+        key,
+        root: Some(then.root.clone()),
+    };
+    let checked = if then.policy.exists() {
+        policy_check::run(&ctx, &check_args)?
+    } else {
+        Status::SomeFailed
+    };
+    Ok(setup::finish(&then, signed, checked))
 }
 
 /// The installed packages `sign`/`verify` are asked about.

@@ -78,6 +78,13 @@ impl SecureBoot {
     }
 }
 
+/// Whether shim's Machine Owner Key list is there (`MokListRT`, which shim
+/// mirrors at run time): keys enrolled with `mokutil --import` reach the
+/// kernel's `.machine` keyring from it.
+pub fn mok_list_present(efivars: &Path) -> bool {
+    efivars.join(format!("MokListRT-{SHIM_GUID}")).exists()
+}
+
 /// The first data byte of `NAME-GUID`, `None` when the variable is absent.
 fn read_byte(efivars: &Path, name: &str, guid: &str) -> Result<Option<u8>, String> {
     let path = efivars.join(format!("{name}-{guid}"));

@@ -16,11 +16,12 @@ pub mod colour;
 pub mod date;
 mod json;
 pub mod log;
+pub mod setup;
 pub mod sign;
 pub mod status;
 pub mod verify;
 
-pub use sign::{Failure, FileReport, Outcome, SignPrinter, SkipReason, Tally};
+pub use sign::{Failure, FileReport, Outcome, SignPrinter, Tally};
 pub use status::{error_line, Status};
 pub use verify::{Counts, FileStatus, Verdict, VerifyPrinter};
 
