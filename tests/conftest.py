@@ -37,9 +37,9 @@ TESTS = Path(__file__).resolve().parent
 #: Test files (relative to tests/) started before all others, longest first.
 LONGEST_FIRST = (
     "kernel/test_enforce_emerge.py",
+    "kernel/test_setup_vm.py",
     "kernel/test_secure_boot.py",
     "e2e/test_keylime_live.py",
-    "kernel/test_setup_vm.py",
     "kernel/test_appraisal.py",
     "kernel/test_policy_load.py",
     "kernel/test_enforce_modes.py",
