@@ -40,7 +40,11 @@ fn no_source_file_is_longer_than_600_lines_before_its_tests() {
             (n > MAX_LINES).then(|| format!("{}: {n} lines", f.display()))
         })
         .collect();
-    assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "split these by concern:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]

@@ -5,15 +5,15 @@
 //! whether the running kernel's policy enforces appraisal of what root runs
 //! ([`enforcement`], from the kernel's state that `crate::kernel` reads).
 
-pub mod check;
-pub mod enforcement;
+pub(crate) mod check;
+pub(crate) mod enforcement;
 pub mod eval;
 pub mod generate;
 pub mod parse;
-pub mod review;
+pub(crate) mod review;
 pub mod rule;
-pub mod setup;
-pub mod walk;
+pub(crate) mod setup;
+pub(crate) mod walk;
 
 pub use generate::{generate, Generated, NoSafePolicy, Request, Scope, Setup};
 pub use parse::{parse_policy, ParseError};
