@@ -278,11 +278,11 @@ impl Settings {
         source: &ima_core::KeySource,
         _cert: Option<&Path>,
     ) -> Result<ima_core::ImaSigner> {
-        Err(ima_core::Error::HardwareNeedsOpenssl {
+        Err(anyhow::Error::new(ima_core::Error::HardwareNeedsOpenssl {
             key: source.to_string(),
             kind: source.kind(),
-        }
-        .into())
+        })
+        .context("this portage-ima was built without USE=openssl"))
     }
 }
 
