@@ -127,7 +127,11 @@ src_install() {
 	# first install (readme.gentoo-r1).
 	local DISABLE_AUTOFORMATTING=1
 	local snippet="${EPREFIX}/usr/share/portage-ima/portage-ima.bashrc"
-	local DOC_CONTENTS="To have Portage sign every file it merges with an IMA signature:
+	local DOC_CONTENTS="To have Portage sign every file it merges with an IMA signature, run
+'emerge --config ${CATEGORY}/${PN}' (portage-ima setup --apply): it makes the
+key, writes the settings below, enables the boot service that fits, signs
+what is installed and prints the boots still to do ('portage-ima setup'
+alone prints the plan). By hand:
 1. Create the signing key and its certificate (ima.toml's defaults:
 /etc/keys/IMA_signing_key.priv, root-only, and /etc/keys/x509_ima.der) and
 load the certificate on the kernel's IMA keyring at every boot.
@@ -151,4 +155,13 @@ pkg_postinst() {
 	ewarn "The files of ${CATEGORY}/${PN} were merged before the hook was set up and"
 	ewarn "are not signed; sign them before IMA appraisal goes to enforce mode:"
 	ewarn "  portage-ima sign ${CATEGORY}/${PN}"
+}
+
+pkg_config() {
+	# emerge --config: from an unsigned machine to the first boots. setup
+	# reads the machine, carries out its plan (a backup of every file it
+	# changes, never the boot loader) and prints the boots still to do; a
+	# second run changes nothing.
+	"${EROOT}/usr/bin/portage-ima" setup --apply --root "${ROOT:-/}" ||
+		die "portage-ima setup failed (its messages say why; 'portage-ima setup' prints the plan)"
 }

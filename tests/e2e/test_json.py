@@ -120,3 +120,40 @@ def test_every_command_json_matches_its_schema(pg, hook_bin, tmp_path):
     doc = validate("doctor", r.stdout)
     assert sum(doc["summary"].values()) == len(doc["checks"]), doc
     assert all("fix" in c for c in doc["checks"] if c["status"] in ("warn", "fail")), doc
+
+
+def test_setup_plan_json_matches_its_schema(hook_bin, tmp_path):
+    """`setup --json` on two scratch roots: every step kind, blocked and
+    manual steps, the boots with and without Secure Boot."""
+    import subprocess
+
+    def root(name: str, systemd: bool, config: str, secure_boot: bool) -> list[str]:
+        r = tmp_path / name
+        for d in ("etc/portage", "var/tmp", "sbin", "usr/lib/systemd", "etc/default"):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        (r / "etc/portage/make.conf").write_text(f'PORTAGE_TMPDIR="{r}/var/tmp"\nFEATURES="userpriv"\n')
+        (r / ("usr/lib/systemd/systemd" if systemd else "sbin/openrc-run")).write_text("")
+        (r / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX="quiet"\n')
+        for cpv, use in (("sys-kernel/gentoo-kernel-6.12.5", "strip"), ("sys-kernel/dracut-105", "")):
+            (r / "var/db/pkg" / cpv).mkdir(parents=True)
+            (r / "var/db/pkg" / cpv / "USE").write_text(use)
+        (r / "kconfig").write_text(config)
+        efivars = r / "efivars"
+        efivars.mkdir()
+        if secure_boot:
+            (efivars / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(b"\x06\0\0\0\x01")
+        return ["--root", str(r), "--kernel-config", str(r / "kconfig"), "--efivars", str(efivars),
+                "--proc-keys", "/dev/null"]
+
+    kinds = set()
+    for args in (
+        root("openrc", False, "CONFIG_IMA=y\nCONFIG_INTEGRITY_TRUSTED_KEYRING=y\n", True),
+        root("systemd", True, "CONFIG_IMA=y\nCONFIG_CRYPTO_ECDSA=y\n", False),
+    ):
+        r = subprocess.run([str(hook_bin), "setup", "--json", *args], capture_output=True,
+                           text=True, env={"PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0, r.stderr
+        doc = validate("setup", r.stdout)
+        kinds |= {s["kind"] for s in doc["steps"]}
+        assert doc["summary"]["steps"] == len(doc["steps"]), doc["summary"]
+    assert {"key", "settings", "hook", "policy", "keyring", "kernel", "boot", "sign"} <= kinds, kinds

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use der::{Decode, Encode};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+};
 
 use crate::pem::pem_blocks;
 use crate::{Error, KeyId, PublicKey, Result};
@@ -176,6 +178,29 @@ impl Certificate {
             key_cert_sign: ku.key_cert_sign(),
             crl_sign: ku.crl_sign(),
         })
+    }
+
+    /// The Authority Key Identifier's keyIdentifier: the Subject Key
+    /// Identifier of the key that signed this certificate (what the kernel
+    /// looks the signer up by), if the extension has one.
+    pub fn authority_key_identifier(&self) -> Option<Vec<u8>> {
+        let (_, akid) = self
+            .cert
+            .tbs_certificate
+            .get::<AuthorityKeyIdentifier>()
+            .ok()??;
+        akid.key_identifier.map(|id| id.as_bytes().to_vec())
+    }
+
+    /// The issuer name, RFC 4514 style.
+    pub fn issuer(&self) -> String {
+        self.cert.tbs_certificate.issuer.to_string()
+    }
+
+    /// The OID of the algorithm the issuer signed this certificate with
+    /// (`1.2.840.10045.4.3.2` is ecdsa-with-SHA256).
+    pub fn signature_algorithm_oid(&self) -> String {
+        self.cert.signature_algorithm.oid.to_string()
     }
 
     /// The end of the validity period.

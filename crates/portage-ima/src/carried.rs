@@ -170,8 +170,8 @@ fn trusted(status: &VerifyStatus) -> bool {
 }
 
 impl Client<'_> {
-    /// What `treatment` ([`crate::engine::treatment`]: `config_files` on
-    /// this open file) asks: a trusted signature ([`Client::settle`]), a
+    /// What `treatment` (the plan's [`crate::plan::Decision`] on this
+    /// open file) asks: a trusted signature ([`Client::settle`]), a
     /// digest (config files, `hash`), or nothing (config files left alone).
     pub fn settle_as(
         &self,

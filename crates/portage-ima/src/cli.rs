@@ -431,6 +431,20 @@ pub struct DoctorArgs {
     /// Kernel log to read instead of /dev/kmsg (tests).
     #[arg(long, value_name = "FILE", hide = true)]
     pub kernel_log: Option<PathBuf>,
+
+    /// Kernel build configuration to read instead of the running kernel's
+    /// (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub kernel_config: Option<PathBuf>,
+
+    /// Keyring (serial) to take as the kernel's `.ima` (tests: a keyring
+    /// restricted with keyctl, as `.ima` is).
+    #[arg(long, value_name = "SERIAL", hide = true)]
+    pub ima_keyring: Option<i32>,
+
+    /// Keyring (serial) to take as the builtin trusted keyring (tests).
+    #[arg(long, value_name = "SERIAL", hide = true)]
+    pub trusted_keyring: Vec<i32>,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@
 //! - a valid signature by our key is kept;
 //! - a config-protected file gets what its `config_files` mode says for it,
 //!   decided on the open descriptor (executable or not): a signature, a
-//!   digest-only value, or nothing ([`Treatment`]).
+//!   digest-only value, or nothing. The plan decided it ([`Decision`]);
+//!   the engine only applies it.
 //!
 //! A file found under `--files` or `${D}` is opened through its walk's
 //! descriptor and signed whatever its content.
@@ -40,10 +41,10 @@ use rayon::prelude::*;
 use crate::escape::escape_path;
 use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::{cfg_siblings, RootDir};
-use crate::plan::{Job, JobFile, Treatment};
+use crate::plan::treatment::is_executable;
+use crate::plan::{ConfigFiles, Decision, Job, JobFile, Treatment};
 use crate::progress::Progress;
-use crate::report::{Failure, FileReport, FileStatus, Outcome, SkipReason, Verdict};
-use crate::settings::ConfigFiles;
+use crate::report::{Failure, FileReport, FileStatus, Outcome, Verdict};
 
 /// A rayon pool with `jobs` threads and a flag that stops handing out work.
 pub struct Runner {
@@ -183,48 +184,36 @@ impl Runner {
 
 // The per-file rules.
 
-/// Signs one job's file: an `obj` of CONTENTS inside `root` (see
-/// [`sign_object`]) or a found file, keeping a valid signature; a
-/// config-protected one as its `config_files` mode says ([`Treatment`]).
-/// `rotate` reports a signature by another key that was written over as
-/// [`Outcome::Rotated`] (else as `Signed`: what is written is the same).
-pub fn sign_job(
-    signer: &ImaSigner,
-    root: Option<&RootDir>,
-    job: &Job,
-    dry_run: bool,
-    rotate: bool,
-) -> FileReport {
-    let skip = match job.config {
-        Some(mode @ ConfigFiles::Skip) => Some(SkipReason::ConfigProtected(mode)),
-        _ if job.outside_policy => Some(SkipReason::OutsidePolicy),
-        _ => None,
-    };
-    let mut report = match (&job.file, skip) {
-        // Left alone whatever the file is: not even opened.
-        (JobFile::Object { path, .. }, Some(reason)) => {
-            let root = root.expect("CONTENTS jobs run inside a root");
-            log::debug!(
-                "{}: skipped: {reason}",
-                escape_path(&root.display_path(path))
-            );
-            FileReport::new(root.display_path(path), Outcome::Skipped(reason))
+/// Signs one job's file: an `obj` of CONTENTS inside its root (see
+/// [`sign_object`]) or a found file, keeping a valid signature, as the
+/// plan decided ([`Decision`]); a CONTENTS object the plan leaves alone is
+/// not even opened. `rotate` reports a signature by another key that was
+/// written over as [`Outcome::Rotated`] (else as `Signed`: what is written
+/// is the same).
+pub fn sign_job(signer: &ImaSigner, job: &Job, dry_run: bool, rotate: bool) -> FileReport {
+    let mut report = match (&job.file, job.decision.unopened()) {
+        (JobFile::Object { root, path, .. }, Some(reason)) => {
+            let shown = root.display_path(path);
+            log::debug!("{}: skipped: {reason}", escape_path(&shown));
+            FileReport::new(shown, Outcome::Skipped(reason))
         }
-        (JobFile::Object { path, expected_md5 }, None) => {
-            let root = root.expect("CONTENTS jobs run inside a root");
-            let census = job.census.as_deref();
-            sign_object_counted(
-                signer,
+        (
+            JobFile::Object {
                 root,
                 path,
                 expected_md5,
-                job.config,
-                dry_run,
-                census,
-            )
-        }
+            },
+            None,
+        ) => sign_object_counted(
+            signer,
+            root,
+            path,
+            expected_md5,
+            job.decision,
+            dry_run,
+            job.census.as_deref(),
+        ),
         (JobFile::Found(file), _) => {
-            let config = job.config;
             let opts = SignOptions {
                 expect_md5: None,
                 keep_valid: true,
@@ -232,7 +221,7 @@ pub fn sign_job(
             };
             let outcome = match file
                 .open()
-                .and_then(|f| write_file(signer, &f, treatment(&f, config), &opts))
+                .and_then(|f| write_file(signer, &f, job.decision.on(&f), &opts))
             {
                 Ok(outcome) => outcome,
                 Err(ImaError::LinkedOutside { links, seen }) => {
@@ -269,12 +258,13 @@ pub fn hash_job(hasher: &ImaHasher, job: &Job, dry_run: bool) -> FileReport {
 
 /// Checks one job's file: an `obj` of CONTENTS (see [`verify_object`]) or
 /// a found file (its signature only).
-pub fn verify_job(keys: &KeySet, root: Option<&RootDir>, job: &Job) -> Vec<FileStatus> {
+pub fn verify_job(keys: &KeySet, job: &Job) -> Vec<FileStatus> {
     match &job.file {
-        JobFile::Object { path, expected_md5 } => {
-            let root = root.expect("CONTENTS jobs run inside a root");
-            verify_object(keys, root, path, expected_md5, job.config)
-        }
+        JobFile::Object {
+            root,
+            path,
+            expected_md5,
+        } => verify_object(keys, root, path, expected_md5, job.decision.config()),
         JobFile::Found(file) => {
             vec![
                 match file.open().and_then(|f| keys.verify_file(&f, false)) {
@@ -283,22 +273,6 @@ pub fn verify_job(keys: &KeySet, root: Option<&RootDir>, job: &Job) -> Vec<FileS
                 },
             ]
         }
-    }
-}
-
-/// Whether the open file has an execute bit (`fstat` of the descriptor);
-/// one that cannot be stat'ed counts as executable, so it is signed.
-fn is_executable(file: &File) -> bool {
-    file.metadata().map_or(true, |m| {
-        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-    })
-}
-
-/// What the settings write on this open file ([`Treatment::of`]).
-pub(crate) fn treatment(file: &File, config: Option<ConfigFiles>) -> Treatment {
-    match config {
-        None => Treatment::Sign,
-        Some(mode) => Treatment::of(Some(mode), is_executable(file)),
     }
 }
 
@@ -342,17 +316,25 @@ pub fn sign_object(
     config: Option<ConfigFiles>,
     dry_run: bool,
 ) -> FileReport {
-    sign_object_counted(signer, root, path, md5, config, dry_run, None)
+    sign_object_counted(
+        signer,
+        root,
+        path,
+        md5,
+        Decision::new(config),
+        dry_run,
+        None,
+    )
 }
 
-/// [`sign_object`], refusing a file with more hard links than `census`
-/// counted for it ([`crate::fs::links`]).
-pub fn sign_object_counted(
+/// [`sign_object`] as the plan decided (`decision`), refusing a file with
+/// more hard links than `census` counted for it ([`crate::fs::links`]).
+fn sign_object_counted(
     signer: &ImaSigner,
     root: &RootDir,
     path: &Path,
     md5: &[u8; 16],
-    config: Option<ConfigFiles>,
+    decision: Decision,
     dry_run: bool,
     census: Option<&LinkCensus>,
 ) -> FileReport {
@@ -369,11 +351,11 @@ pub fn sign_object_counted(
     if let Some(Err(e)) = census.map(|c| c.check(&file)) {
         return FileReport::new(shown, Outcome::Failed(sign_failure(&e)));
     }
-    let live = treatment(&file, config);
+    let live = decision.on(&file);
     match write_file(signer, &file, live, &opts) {
         Ok(outcome) => FileReport::new(shown, outcome),
         Err(ImaError::Md5Mismatch { actual, .. }) => {
-            sign_cfg_sibling(signer, root, path, config, &opts).unwrap_or_else(|| {
+            sign_cfg_sibling(signer, root, path, decision, &opts).unwrap_or_else(|| {
                 let outcome = match live {
                     Treatment::Leave(reason) => Outcome::Skipped(reason),
                     _ => Outcome::Failed(Failure::ContentDiffers {
@@ -414,13 +396,13 @@ fn sign_cfg_sibling(
     signer: &ImaSigner,
     root: &RootDir,
     path: &Path,
-    config: Option<ConfigFiles>,
+    decision: Decision,
     opts: &SignOptions,
 ) -> Option<FileReport> {
     cfg_candidates(root, path)
         .into_iter()
         .find_map(
-            |(shown, file)| match write_file(signer, &file, treatment(&file, config), opts) {
+            |(shown, file)| match write_file(signer, &file, decision.on(&file), opts) {
                 Ok(outcome) => {
                     log::debug!(
                         "{}: the live file differs from CONTENTS (edited config file); \
@@ -451,7 +433,10 @@ fn object_status(
     let Some(mode) = config else {
         return status;
     };
-    match (report.status.clone(), Treatment::of(Some(mode), executable)) {
+    match (
+        report.status.clone(),
+        Decision::new(Some(mode)).for_executable(executable),
+    ) {
         (VerifyStatus::Hashed, _) if !executable => status.status = Verdict::Hashed,
         (VerifyStatus::Unsigned, Treatment::Leave(reason)) => {
             status.status = Verdict::ConfigUnsigned;

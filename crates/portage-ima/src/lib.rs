@@ -4,8 +4,9 @@
 //! 1. [`gentoo`] and [`fs`]: Portage's side as plain types (the ebuild
 //!    environment, CONTENTS, the vdb, atoms) and files reached without
 //!    following symlinks (inside ROOT, walks of `${D}` and `--files`).
-//! 2. [`plan`]: what to do with each file, a list of [`plan::Job`]s, with
-//!    config protection applied.
+//! 2. [`plan`]: what to do with each file, a list of [`plan::Job`]s, each
+//!    with its [`plan::Decision`] (config protection and `scope` applied,
+//!    decided here once; [`plan::treatment`]).
 //! 3. [`engine`]: the jobs run in parallel by the per-file rules (MD5 of
 //!    CONTENTS, `._cfg` siblings, valid signatures kept).
 //! 4. [`report`]: outcomes and verdicts as text or JSON, the exit status,
@@ -18,11 +19,14 @@
 //!
 //! Beside the flow, rooms the commands share (none imports [`commands`]):
 //! [`kernel`] reads the running kernel (audit records, measurements,
-//! keyrings, Secure Boot, mounts), [`policy`] models IMA policies (and
-//! decides from the kernel's readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
+//! keyrings and which certificates its IMA keyring takes, Secure Boot,
+//! mounts), [`policy`] models IMA policies (and decides from the kernel's
+//! readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
 //! whether a merge must stop, [`carried`] a binary host's signature list,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
-//! denials means, [`manual`] the settings table and man pages.
+//! denials means, [`setup`] the plan from an unsigned machine to enforce
+//! mode (its facts read by [`gentoo`] and [`kernel`]) and carrying it out,
+//! [`manual`] the settings table and man pages.
 //!
 //! Imports run one way, down a fixed order of these rooms that
 //! `tests/import_rules.rs` holds (docs/design.md, "Layout").

@@ -338,6 +338,22 @@ pub fn extra_sections(command: Option<&str>) -> String {
             ("1", "some files need attention"),
             ("2", "an error"),
         ],
+        Some("setup") => &[
+            (
+                "0",
+                "the plan was printed, or carried out with everything signed and the policy safe",
+            ),
+            (
+                "1",
+                "a step cannot be done on this machine (it says why), or signing or the policy \
+                 check left something",
+            ),
+            (
+                "2",
+                "an error (an unknown init, an unreadable kernel configuration, a key without \
+                 its certificate, a ROOT that is not a Gentoo root): nothing was changed",
+            ),
+        ],
         Some("hook") => &[
             ("0", "the package is signed"),
             ("1", "some files were not signed"),
@@ -385,6 +401,19 @@ pub fn extra_sections(command: Option<&str>) -> String {
         "/usr/share/portage-ima/portage-ima.bashrc",
         "The snippet to source from /etc/portage/bashrc.",
     );
+    if command == Some("setup") {
+        tagged(
+            &mut out,
+            "/etc/ima/ima-policy, /etc/ima/portage-ima.policy",
+            "The policy setup writes: the first for OpenRC's service, dracut and systemd, \
+             the second for portage-ima.service on systemd without an initramfs.",
+        );
+        tagged(
+            &mut out,
+            "/var/lib/portage-ima/setup-backup/TIME/",
+            "A copy of every file setup --apply changed, by its path.",
+        );
+    }
     tagged(
         &mut out,
         "/var/db/pkg/CATEGORY/PF/CONTENTS",
@@ -435,6 +464,16 @@ pub fn extra_sections(command: Option<&str>) -> String {
             ]),
         ],
         Some("audit") => &[("What the kernel refused, and sign what is pristine:", &["portage-ima audit --fix"])],
+        Some("setup") => &[
+            ("The plan for this machine, then carry it out (run again: nothing to change):", &[
+                "portage-ima setup",
+                "portage-ima setup --apply",
+            ]),
+            ("The same from Portage, and for a root being prepared:", &[
+                "emerge --config app-portage/portage-ima",
+                "portage-ima setup --apply --root /mnt/gentoo",
+            ]),
+        ],
         Some("hook") => &[("Not run by hand: source the snippet from /etc/portage/bashrc:", &["[[ -r /usr/share/portage-ima/portage-ima.bashrc ]] && source /usr/share/portage-ima/portage-ima.bashrc"])],
         _ => &[
             ("Set up, sign what is installed, check:", &[

@@ -3,11 +3,12 @@
 //! Every entry point builds its jobs here: the hook from `${D}` (preinst)
 //! or the package's CONTENTS (postinst), `sign`/`verify` from the CONTENTS
 //! of installed packages ([`select`], [`package_jobs`]) or from paths given
-//! with `--files` ([`Job::found`]). Config protection is applied while a
-//! job is built: a protected file carries the `config_files` mode, which
-//! the engine applies once it has the file open and knows whether it is
-//! executable ([`Treatment::of`]); verify reports an edited one as
-//! `config-changed`.
+//! with `--files` ([`Job::found`]). What happens to each file is decided
+//! here, once, when its job is built ([`treatment`]): config protection
+//! and `scope = "policy"` give each job a [`Decision`], which the engine
+//! turns into what is written once it has the file open and knows whether
+//! it is executable ([`Decision::on`]); verify judges a config file by it
+//! and reports an edited one as `config-changed`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,13 @@ use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::FoundFile;
 use crate::gentoo::atom::{self, Atom};
+use crate::gentoo::config_protect::ConfigProtect;
 use crate::gentoo::vars::Vars;
 use crate::gentoo::vdb::{InstalledPackage, Vdb};
-use crate::report::SkipReason;
-use crate::settings::ConfigFiles;
+
+pub mod treatment;
+
+pub use treatment::{ConfigFiles, Decision, SkipReason, Treatment};
 
 /// One file to sign or verify.
 #[derive(Debug)]
@@ -32,11 +36,9 @@ pub struct Job {
     pub size: u64,
     /// Its package, an index into [`Selection::packages`].
     pub package: Option<usize>,
-    /// Covered by CONFIG_PROTECT: the `config_files` mode that applies
-    /// to it (only known for CONTENTS objects and the hook's `${D}`).
-    pub config: Option<ConfigFiles>,
-    /// `scope = "policy"` and no appraise rule covers it: left alone.
-    pub outside_policy: bool,
+    /// What happens to it: config protection (only known for CONTENTS
+    /// objects and the hook's `${D}`) and `scope = "policy"` applied.
+    pub decision: Decision,
     /// `st_dev` and `st_ino` of a CONTENTS object when it was planned.
     pub inode: Option<(u64, u64)>,
     /// The names found for each inode of the package ([`with_link_census`]):
@@ -63,7 +65,11 @@ pub fn with_link_census(jobs: &mut [Job]) {
 pub enum JobFile {
     /// An `obj` of CONTENTS: a path inside ROOT and the MD5 Portage recorded.
     Object {
+        /// The root the path is inside, opened once for every job.
+        root: Arc<RootDir>,
+        /// The path as CONTENTS has it.
         path: PathBuf,
+        /// The MD5 CONTENTS records for it.
         expected_md5: [u8; 16],
     },
     /// A file found under `--files` or `${D}`, opened through its walk.
@@ -99,41 +105,10 @@ impl Protection {
     }
 }
 
-/// What is written on one file, decided on its open descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Treatment {
-    /// A signature (every file that is not config-protected).
-    Sign,
-    /// A digest-only `security.ima` (`config_files = "hash"`).
-    Hash,
-    /// Nothing: left as it is, for this reason.
-    Leave(SkipReason),
-}
-
-impl Treatment {
-    /// For a file with the `config_files` mode `config` (None: not
-    /// config-protected); `executable`: any execute bit set. Executables
-    /// are signed in every mode but `skip`: the kernel runs them, and an
-    /// `appraise_type=imasig` rule accepts nothing else.
-    pub fn of(config: Option<ConfigFiles>, executable: bool) -> Treatment {
-        match config {
-            None | Some(ConfigFiles::Sign) => Treatment::Sign,
-            Some(ConfigFiles::Skip) => {
-                Treatment::Leave(SkipReason::ConfigProtected(ConfigFiles::Skip))
-            }
-            Some(_) if executable => Treatment::Sign,
-            Some(ConfigFiles::Hash) => Treatment::Hash,
-            Some(mode @ ConfigFiles::Executable) => {
-                Treatment::Leave(SkipReason::ConfigProtected(mode))
-            }
-        }
-    }
-}
-
 impl Job {
     /// A job for an `obj` of CONTENTS inside `root`.
     pub fn object(
-        root: &RootDir,
+        root: &Arc<RootDir>,
         path: &Path,
         expected_md5: [u8; 16],
         package: Option<usize>,
@@ -144,13 +119,13 @@ impl Job {
         let meta = std::fs::symlink_metadata(root.display_path(path)).ok();
         Job {
             file: JobFile::Object {
+                root: Arc::clone(root),
                 path: path.to_path_buf(),
                 expected_md5,
             },
             size: meta.as_ref().map_or(0, |m| m.len()),
             package,
-            config: protection.config_of(path),
-            outside_policy: false,
+            decision: Decision::new(protection.config_of(path)),
             inode: meta.map(|m| (m.dev(), m.ino())),
             census: None,
         }
@@ -171,8 +146,7 @@ impl Job {
             size: file.size,
             file: JobFile::Found(file),
             package: None,
-            config,
-            outside_policy: false,
+            decision: Decision::new(config),
             inode: None,
             census: None,
         }
@@ -222,7 +196,7 @@ impl Location {
 /// The selected packages, in vdb order, and where their files live.
 pub struct Selection {
     pub location: Location,
-    pub root: RootDir,
+    pub root: Arc<RootDir>,
     pub packages: Vec<InstalledPackage>,
 }
 
@@ -255,7 +229,7 @@ pub fn select(which: Which, location: &Location) -> Result<Selection> {
             atom::resolve(&atoms, &installed)?
         }
     };
-    let root = RootDir::open(&location.root)?;
+    let root = Arc::new(RootDir::open(&location.root)?);
     Ok(Selection {
         location,
         root,
@@ -283,136 +257,22 @@ pub fn package_jobs(
 }
 
 /// With `scope = "policy"`: marks the CONTENTS jobs whose file no appraise
-/// rule of the policy covers as skipped.
-pub fn limit_to_policy(
-    jobs: &mut [Job],
-    root: &RootDir,
-    coverage: Option<&crate::policy::check::Coverage>,
-) {
-    let Some(coverage) = coverage else { return };
+/// rule of the policy covers as left alone ([`Decision::outside_policy`]).
+/// `covers` is asked with the root and the file's path on the host (the
+/// policy's `Coverage::covers`).
+pub fn limit_to_policy(jobs: &mut [Job], covers: impl Fn(&Path, &Path) -> bool) {
     for job in jobs.iter_mut() {
-        if let JobFile::Object { path, .. } = &job.file {
-            if !coverage.covers(root.root(), &root.display_path(path)) {
-                job.outside_policy = true;
+        if let JobFile::Object { root, path, .. } = &job.file {
+            if !covers(root.root(), &root.display_path(path)) {
+                job.decision = job.decision.outside_policy();
             }
         }
     }
-}
-
-/// CONFIG_PROTECT and CONFIG_PROTECT_MASK, for the `config_files` setting.
-#[derive(Debug, Default, Clone)]
-pub struct ConfigProtect {
-    protect: Vec<PathBuf>,
-    mask: Vec<PathBuf>,
-}
-
-impl ConfigProtect {
-    /// From the environment, else from `portageq envvar` (Portage does not
-    /// pass these into the ebuild environment), else `/etc`.
-    pub fn discover(eprefix: &Path, vars: &Vars) -> ConfigProtect {
-        let (protect, mask) = match (vars.get("CONFIG_PROTECT"), vars.get("CONFIG_PROTECT_MASK")) {
-            (Some(p), m) => (p, m.unwrap_or_default()),
-            (None, _) => {
-                portageq_config_protect(vars).unwrap_or_else(|| ("/etc".into(), String::new()))
-            }
-        };
-        ConfigProtect::new(eprefix, &protect, &mask)
-    }
-
-    /// Lists are space-separated paths relative to EPREFIX, as Portage writes them.
-    pub fn new(eprefix: &Path, protect: &str, mask: &str) -> ConfigProtect {
-        let list = |s: &str| -> Vec<PathBuf> {
-            s.split_whitespace()
-                .map(|p| {
-                    let rel = p.trim_start_matches('/');
-                    let mut full = PathBuf::from("/");
-                    full.push(eprefix.strip_prefix("/").unwrap_or(eprefix));
-                    full.push(rel);
-                    full
-                })
-                .collect()
-        };
-        ConfigProtect {
-            protect: list(protect),
-            mask: list(mask),
-        }
-    }
-
-    /// Portage's rule: protected when the longest matching CONFIG_PROTECT
-    /// entry is longer than the longest matching mask entry.
-    pub fn is_protected(&self, path: &Path) -> bool {
-        let longest = |list: &[PathBuf]| {
-            list.iter()
-                .filter(|dir| path.starts_with(dir))
-                .map(|dir| dir.as_os_str().len())
-                .max()
-        };
-        match (longest(&self.protect), longest(&self.mask)) {
-            (Some(p), Some(m)) => p > m,
-            (Some(_), None) => true,
-            _ => false,
-        }
-    }
-}
-
-/// `portageq envvar`, never found through `PATH` inside Portage
-/// (see [`crate::gentoo::portageq::portageq_command`]).
-fn portageq_config_protect(vars: &Vars) -> Option<(String, String)> {
-    let out = crate::gentoo::portageq::portageq_command(vars)?
-        .args(["envvar", "CONFIG_PROTECT", "CONFIG_PROTECT_MASK"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    Some((
-        lines.next()?.to_string(),
-        lines.next().unwrap_or("").to_string(),
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_protect_follows_portage_rule() {
-        let cp = ConfigProtect::new(
-            Path::new(""),
-            "/etc /usr/share/config",
-            "/etc/env.d /etc/gconf",
-        );
-        assert!(cp.is_protected(Path::new("/etc/foo.conf")));
-        assert!(!cp.is_protected(Path::new("/etc/env.d/99foo")));
-        assert!(cp.is_protected(Path::new("/usr/share/config/x")));
-        assert!(!cp.is_protected(Path::new("/usr/bin/foo")));
-        assert!(!cp.is_protected(Path::new("/etcetera/x")));
-    }
-
-    #[test]
-    fn treatment_signs_executables_in_every_mode_but_skip() {
-        use ConfigFiles::*;
-        let leave = |mode| Treatment::Leave(SkipReason::ConfigProtected(mode));
-        for exec in [false, true] {
-            assert_eq!(Treatment::of(None, exec), Treatment::Sign);
-            assert_eq!(Treatment::of(Some(Sign), exec), Treatment::Sign);
-            assert_eq!(Treatment::of(Some(Skip), exec), leave(Skip));
-        }
-        assert_eq!(Treatment::of(Some(Executable), true), Treatment::Sign);
-        assert_eq!(Treatment::of(Some(Executable), false), leave(Executable));
-        assert_eq!(Treatment::of(Some(Hash), true), Treatment::Sign);
-        assert_eq!(Treatment::of(Some(Hash), false), Treatment::Hash);
-    }
-
-    #[test]
-    fn config_protect_is_relative_to_eprefix() {
-        let cp = ConfigProtect::new(Path::new("/opt/gentoo"), "/etc", "");
-        assert!(cp.is_protected(Path::new("/opt/gentoo/etc/foo")));
-        assert!(!cp.is_protected(Path::new("/etc/foo")));
-    }
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {

@@ -1624,3 +1624,240 @@ fn policy_coverage_warns_about_covered_files_the_scope_skipped() {
     let (f, _) = d.expect(CheckId::PolicyCoverage, "ok");
     assert!(f.contains("scope = \"policy\" skipped none of them"), "{f}");
 }
+
+/// The kernel's chain check against doctor's rules (`kernel::ima_trust`):
+/// a keyring restricted with `key_or_keyring:<CA keyring>:chain` runs
+/// restrict_link_by_signature, the check `.ima` runs, so doctor is pointed
+/// at it as `.ima` (`--ima-keyring`) and at the CA keyring as the builtin
+/// trusted keyring (`--trusted-keyring`), with a kernel config that has
+/// CONFIG_INTEGRITY_TRUSTED_KEYRING. The script prints KERNEL=accepted or
+/// KERNEL=refused:<keyctl's words> for the configured certificate.
+fn in_restricted_session(s: &Setup) -> (Doctor, String) {
+    let config = s.path("kernel.config");
+    fs::write(
+        &config,
+        "CONFIG_INTEGRITY_TRUSTED_KEYRING=y\nCONFIG_CRYPTO_ECDSA=y\n",
+    )
+    .unwrap();
+    let mut line = format!(
+        "ca=$(keyctl newring ca @s)\nkeyctl padd asymmetric '' \"$ca\" < '{ca}' > /dev/null\n\
+         ima=$(keyctl newring ima @s)\n\
+         keyctl restrict_keyring \"$ima\" asymmetric \"key_or_keyring:$ca:chain\"\n\
+         if out=$(keyctl padd asymmetric '' \"$ima\" < '{cert}' 2>&1); then echo KERNEL=accepted; \
+         else echo \"KERNEL=refused:$out\"; fi\n\
+         '{bin}'",
+        ca = s.path("ca.der").display(),
+        cert = s.path("cert.der").display(),
+        bin = bin(),
+    );
+    let cmd = s.command(&["--kernel-config", config.to_str().unwrap()]);
+    for a in cmd.get_args() {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    line.push_str(" --ima-keyring \"$ima\" --trusted-keyring \"$ca\"");
+    let mut keyctl = Command::new("keyctl");
+    keyctl
+        .args(["session", "-", "sh", "-c", &line])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let out = common::without_phase_variables(&mut keyctl)
+        .output()
+        .expect("keyctl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kernel = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KERNEL="))
+        .unwrap_or_else(|| {
+            panic!(
+                "no KERNEL= line: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_string();
+    (Doctor::from(out), kernel)
+}
+
+/// A CA (ca.pem, ca.key, ca.der) beside the setup's key.
+fn make_ca(s: &Setup) {
+    let p = |n: &str| s.path(n);
+    openssl([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=doctor test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-addext",
+        "subjectKeyIdentifier=hash",
+        "-keyout",
+        p("ca.key").to_str().unwrap(),
+        "-out",
+        p("ca.pem").to_str().unwrap(),
+    ]);
+    openssl([
+        "x509",
+        "-in",
+        p("ca.pem").to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        p("ca.der").to_str().unwrap(),
+    ]);
+}
+
+/// Keyrings in a session, `keyctl restrict_keyring`: what the chain test needs.
+fn keyrings_here(test: &str) -> bool {
+    let ok = Command::new("keyctl")
+        .args([
+            "session",
+            "-",
+            "sh",
+            "-c",
+            "r=$(keyctl newring t @s) && keyctl restrict_keyring \"$r\" asymmetric",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    common::require(ok, "kernel keyrings with keyctl restrict_keyring", test)
+}
+
+#[test]
+fn keyring_trust_a_ca_signed_certificate_goes_on_like_the_kernel_says() {
+    if !keyrings_here("keyring_trust_a_ca_signed_certificate_goes_on_like_the_kernel_says") {
+        return;
+    }
+    let s = Setup::new();
+    make_ca(&s);
+    // The configured key's certificate, signed by the CA as setup makes it.
+    fs::write(
+        s.path("ima.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    let p = |n: &str| s.path(n).to_str().unwrap().to_string();
+    openssl([
+        "req",
+        "-new",
+        "-key",
+        &p("key.pem"),
+        "-subj",
+        "/CN=doctor test",
+        "-out",
+        &p("ima.csr"),
+    ]);
+    openssl([
+        "x509",
+        "-req",
+        "-in",
+        &p("ima.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3",
+        "-extfile",
+        &p("ima.ext"),
+        "-outform",
+        "DER",
+        "-out",
+        &p("cert.der"),
+    ]);
+    let (d, kernel) = in_restricted_session(&s);
+    assert_eq!(kernel, "accepted");
+    let (f, _) = d.expect(CheckId::KeyringTrust, "ok");
+    assert!(
+        f.contains(".ima takes it, signed by doctor test CA: ")
+            && f.contains("on .builtin_trusted_keys"),
+        "{f}"
+    );
+    let (f, _) = d.expect(CheckId::Keyring, "ok");
+    assert!(f.contains("is on the .ima keyring"), "{f}");
+}
+
+#[test]
+fn keyring_trust_the_readme_certificate_is_refused_like_the_kernel_does() {
+    if !keyrings_here("keyring_trust_the_readme_certificate_is_refused_like_the_kernel_does") {
+        return;
+    }
+    // Setup's cert.der is the README's: self-signed, CA:FALSE, digitalSignature.
+    let s = Setup::new();
+    make_ca(&s);
+    let (d, kernel) = in_restricted_session(&s);
+    assert_eq!(kernel, "refused:add_key: Required key not available");
+    assert_eq!(d.code, 1, "{}", d.text);
+    let (f, fix) = d.expect(CheckId::KeyringTrust, "FAIL");
+    assert!(
+        f.contains("the kernel refuses it on .ima: it is self-signed"),
+        "{f}"
+    );
+    assert!(
+        fix.unwrap().contains("CONFIG_SYSTEM_TRUSTED_KEYS"),
+        "{fix:?}"
+    );
+    // Where .ima is the keyring, no advice names _ima.
+    let (_, fix) = d.expect(CheckId::Keyring, "FAIL");
+    let fix = fix.unwrap();
+    assert!(
+        fix.contains("%keyring:.ima") && !fix.contains("_ima"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn keyring_trust_without_a_trusted_keyring_takes_any_certificate() {
+    let s = Setup::new();
+    let config = s.path("kernel.config");
+    fs::write(
+        &config,
+        "CONFIG_IMA=y\n# CONFIG_INTEGRITY_TRUSTED_KEYRING is not set\n",
+    )
+    .unwrap();
+    // A fresh session: no .ima on this kernel, no _ima reachable.
+    let d = in_session("true", &s, &["--kernel-config", config.to_str().unwrap()]);
+    let (f, _) = d.expect(CheckId::KeyringTrust, "ok");
+    assert!(f.contains("no .ima in this kernel"), "{f}");
+}
+
+#[test]
+fn keyring_trust_a_certificate_already_on_ima_is_taken() {
+    if !keyrings_here("keyring_trust_a_certificate_already_on_ima_is_taken") {
+        return;
+    }
+    // The README's self-signed certificate, yet on .ima (as the kernel puts
+    // its module signing certificate there itself with
+    // CONFIG_IMA_APPRAISE_MODSIG): what is there counts.
+    let s = Setup::new();
+    let config = s.path("kernel.config");
+    fs::write(&config, "CONFIG_INTEGRITY_TRUSTED_KEYRING=y\n").unwrap();
+    let mut line = format!(
+        "ima=$(keyctl newring ima @s)\nkeyctl padd asymmetric '' \"$ima\" < '{}' > /dev/null\n'{}'",
+        s.path("cert.der").display(),
+        bin()
+    );
+    for a in s
+        .command(&["--kernel-config", config.to_str().unwrap()])
+        .get_args()
+    {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    line.push_str(" --ima-keyring \"$ima\"");
+    let mut keyctl = Command::new("keyctl");
+    keyctl
+        .args(["session", "-", "sh", "-c", &line])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let d = Doctor::from(
+        common::without_phase_variables(&mut keyctl)
+            .output()
+            .expect("keyctl runs"),
+    );
+    let (f, _) = d.expect(CheckId::KeyringTrust, "ok");
+    assert!(f.contains("cert.der: already on .ima"), "{f}");
+}

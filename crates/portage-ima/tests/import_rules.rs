@@ -70,8 +70,8 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
 /// The crate's rooms (the top-level modules), from the top floor down:
 /// the flow of docs/design.md. `main.rs` and `lib.rs` stand above them all.
 const FLOORS: &[&str] = &[
-    "commands", "context", "keylime", "audit", "carried", "setup", "failsafe", "engine", "plan",
-    "policy", "kernel", "report", "trust", "progress", "manual", "settings", "gentoo", "fs", "cli",
+    "commands", "context", "keylime", "audit", "carried", "setup", "failsafe", "engine", "policy",
+    "kernel", "report", "trust", "progress", "manual", "settings", "plan", "gentoo", "fs", "cli",
     "escape", "sys",
 ];
 
@@ -203,6 +203,8 @@ fn a_planted_backward_import_is_caught() {
     )
     .unwrap();
     fs::write(src.join("newroom.rs"), "\n").unwrap();
+    // The per-file decision is the plan's: it never asks the report back.
+    fs::write(src.join("plan.rs"), "use crate::report::SkipReason;\n").unwrap();
     let found = violations(src);
     let has = |needle: &str| found.iter().any(|f| f.contains(needle));
     assert!(
@@ -233,7 +235,11 @@ fn a_planted_backward_import_is_caught() {
         has("newroom.rs: the room `newroom` has no place in FLOORS"),
         "{found:?}"
     );
+    assert!(
+        has("plan.rs:1: plan imports crate::report, which stands above it"),
+        "{found:?}"
+    );
     // policy/setup.rs's crate::commands breaks rules 1 and 4, gentoo/vdb.rs's
     // crate::report rules 3 and 4.
-    assert_eq!(found.len(), 9, "{found:?}");
+    assert_eq!(found.len(), 10, "{found:?}");
 }

@@ -9,9 +9,9 @@ use std::process::Command;
 use ima_core::{default_provider, HashAlgo, ImaSigner, KeyMaterial, KeySet};
 use portage_ima::engine::{sign_object, verify_object};
 use portage_ima::fs::rootfs::RootDir;
-use portage_ima::plan::ConfigProtect;
-use portage_ima::report::{Failure, FileStatus, Outcome, SkipReason};
-use portage_ima::settings::ConfigFiles;
+use portage_ima::gentoo::config_protect::ConfigProtect;
+use portage_ima::plan::{ConfigFiles, SkipReason};
+use portage_ima::report::{Failure, FileStatus, Outcome};
 
 fn md5(data: &[u8]) -> [u8; 16] {
     let out = Command::new("md5sum")

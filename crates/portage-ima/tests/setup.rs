@@ -306,6 +306,24 @@ fn verify_against(cert: &Path, ca: &Path) -> Output {
         .unwrap()
 }
 
+/// A module signing key as the kernel build wants it: a P-256 key and its
+/// self-signed certificate in one PEM (`key`), the certificate also in `cert`.
+fn module_key(key: &Path, cert: &Path, args: &[&str]) {
+    common::run_ok(
+        Command::new("openssl")
+            .args(["req", "-new", "-nodes", "-x509", "-sha256", "-days", "3650"])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args(args)
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert),
+    );
+    let mut both = fs::read(key).unwrap();
+    both.extend(fs::read(cert).unwrap());
+    fs::write(key, both).unwrap();
+}
+
 fn ready(test: &str) -> bool {
     require_root(test) && require_tool("openssl", test)
 }
@@ -413,27 +431,12 @@ fn systemd_dracut_gentoo_kernel_modules_sign() {
     )
     .unwrap();
     let pem = certs.join("signing_key.pem");
-    common::run_ok(
-        Command::new("openssl")
-            .args([
-                "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "3650", "-batch", "-x509",
-            ])
-            .arg("-config")
-            .arg(&genkey)
-            .args([
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-keyout",
-            ])
-            .arg(&pem)
-            .arg("-out")
-            .arg(certs.join("cert.pem")),
+    let config = genkey.display().to_string();
+    module_key(
+        &pem,
+        &certs.join("cert.pem"),
+        &["-config", &config, "-utf8", "-batch"],
     );
-    let mut both = fs::read(&pem).unwrap();
-    both.extend(fs::read(certs.join("cert.pem")).unwrap());
-    fs::write(&pem, both).unwrap();
 
     let plan = s.plan(&[]);
     assert_eq!(plan["keyring"]["number"], 2, "{plan}");
@@ -711,32 +714,8 @@ fn modules_sign_key_from_make_conf_and_existing_settings() {
     });
     fs::create_dir_all(s.path("/etc/kernel")).unwrap();
     let key = s.path("/etc/kernel/module-key.pem");
-    common::run_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-nodes",
-                "-x509",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=module key",
-            ])
-            .args([
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(s.path("/etc/kernel/module-cert.pem")),
-    );
-    let mut both = fs::read(&key).unwrap();
-    both.extend(fs::read(s.path("/etc/kernel/module-cert.pem")).unwrap());
-    fs::write(&key, both).unwrap();
+    let cert = s.path("/etc/kernel/module-cert.pem");
+    module_key(&key, &cert, &["-subj", "/CN=module key"]);
     fs::write(s.path("/etc/portage/ima.toml"), "strict = true\n").unwrap();
     let plan = s.plan(&["--algorithm", "p256"]);
     assert_eq!(plan["keyring"]["number"], 2);
@@ -803,6 +782,16 @@ fn key_without_certificate_changes_nothing() {
             fs::write(s.path("/etc/keys/IMA_signing_key.priv"), "key").unwrap();
         },
         &[],
+        "has no certificate",
+    );
+}
+
+#[test]
+fn hardware_key_without_certificate_changes_nothing() {
+    refused(
+        "hardware_key_without_certificate_changes_nothing",
+        |_| {},
+        &["--hardware", "pkcs11:token=ima;object=signing"],
         "has no certificate",
     );
 }

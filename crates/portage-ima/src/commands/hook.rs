@@ -280,7 +280,7 @@ fn keep_own_copy(env: &PortageEnv, signer: &ima_core::ImaSigner) {
     let (found, _) = crate::fs::walk::collect(std::slice::from_ref(&copy));
     let signed = found.into_iter().next().map(|file| {
         let job = Job::found(file, None);
-        engine::sign_job(signer, None, &job, false, false).outcome
+        engine::sign_job(signer, &job, false, false).outcome
     });
     if matches!(signed, Some(Outcome::Signed | Outcome::AlreadyValid)) {
         report::print_summary(&format!(
@@ -351,7 +351,7 @@ fn preinst(
         &jobs,
         &Progress::hidden(),
         |job| job.size,
-        |job| engine::sign_job(signer, None, job, false, false),
+        |job| engine::sign_job(signer, job, false, false),
     );
     reports.extend(done.into_iter().flatten());
     let signed: Vec<&Path> = reports
@@ -408,7 +408,7 @@ fn postinst(
 ) -> Result<Tally> {
     let contents_path = env.vdb_entry().join("CONTENTS");
     let contents = Contents::read(&contents_path)?;
-    let root = RootDir::open(&env.root)?;
+    let root = std::sync::Arc::new(RootDir::open(&env.root)?);
     let premerged = premerge_list(env);
     let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
     let mut jobs: Vec<Job> = contents
@@ -418,7 +418,9 @@ fn postinst(
     plan::with_link_census(&mut jobs);
     if settings.scope == SigningScope::Policy {
         let coverage = crate::policy::check::Coverage::load(&env.root);
-        plan::limit_to_policy(&mut jobs, &root, coverage.as_ref());
+        if let Some(coverage) = &coverage {
+            plan::limit_to_policy(&mut jobs, |root, path| coverage.covers(root, path));
+        }
     }
     let reports: Vec<FileReport> = runner
         .run(
@@ -426,7 +428,7 @@ fn postinst(
             &Progress::hidden(),
             |job| job.size,
             |job| {
-                let mut report = engine::sign_job(signer, Some(&root), job, false, false);
+                let mut report = engine::sign_job(signer, job, false, false);
                 if report.outcome == Outcome::AlreadyValid
                     && job.object_path().is_some_and(|p| premerged.contains(p))
                 {

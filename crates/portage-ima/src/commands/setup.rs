@@ -69,6 +69,13 @@ pub(crate) fn run(ctx: &Context, args: &SetupArgs) -> Result<(Status, Option<The
         report::setup::print_plan(&setup::text::plan_text(&plan));
         return Ok((status, None));
     }
+    // Signing at the end needs CAP_SYS_ADMIN: refuse before changing anything.
+    if crate::kernel::capabilities::may_write_security_xattrs() == Some(false) {
+        anyhow::bail!(
+            "setup --apply ends by signing what is installed, and {}",
+            crate::kernel::capabilities::not_permitted_message()
+        );
+    }
     let stamp = chrono_stamp();
     let applied = setup::apply::apply(&plan, &root, &stamp)?;
     let (lines, not_done) = setup::text::applied_lines(&applied);

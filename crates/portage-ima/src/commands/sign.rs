@@ -35,7 +35,7 @@ pub(crate) fn run(ctx: &Context, args: &SignArgs) -> Result<Status> {
             })?
         }
         Some(signer) => sign_jobs(&settings, args, &jobs, |job| {
-            engine::sign_job(signer, None, job, args.dry_run, args.rotate)
+            engine::sign_job(signer, job, args.dry_run, args.rotate)
         })?,
     };
     let mut printer = SignPrinter::stdout(args.json, args.dry_run);
@@ -123,7 +123,7 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
             batch,
             &progress,
             |job| job.size,
-            |job| engine::sign_job(&signer, Some(&sel.root), job, args.dry_run, args.rotate),
+            |job| engine::sign_job(&signer, job, args.dry_run, args.rotate),
         );
         for (job, result) in batch.iter().zip(results) {
             let index = job.package.expect("a package's job");
@@ -148,7 +148,11 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
         // Its problems were noted in the first pass.
         let first_new = jobs.len();
         plan::package_jobs(&sel, index, &protection, &mut jobs);
-        plan::limit_to_policy(&mut jobs[first_new..], &sel.root, coverage.as_ref());
+        if let Some(coverage) = &coverage {
+            plan::limit_to_policy(&mut jobs[first_new..], |root, path| {
+                coverage.covers(root, path)
+            });
+        }
         let full = jobs.len() / SIGN_BATCH * SIGN_BATCH;
         for batch in jobs[..full].chunks(SIGN_BATCH) {
             sign_batch(batch, &mut printer, &mut per_package);

@@ -10,7 +10,8 @@ use crate::cli::{KeyArgs, VerifyArgs};
 use crate::context::Context;
 use crate::engine::{self, Runner};
 use crate::fs::walk;
-use crate::plan::{self, ConfigProtect, Job, Protection, Selection};
+use crate::gentoo::config_protect::ConfigProtect;
+use crate::plan::{self, Job, Protection, Selection};
 use crate::progress::Progress;
 use crate::report::{Counts, FileStatus, Status, VerifyPrinter};
 use crate::settings::Settings;
@@ -34,7 +35,7 @@ pub(crate) fn run(ctx: &Context, args: &VerifyArgs) -> Result<Status> {
         &jobs,
         &Progress::hidden(),
         |job| job.size,
-        |job| engine::verify_job(&keys, None, job),
+        |job| engine::verify_job(&keys, job),
     );
     for status in results.into_iter().flatten().flatten() {
         printer.file(&status);
@@ -98,7 +99,7 @@ fn packages(
                 batch,
                 &Progress::hidden(),
                 |job| job.size,
-                |job| engine::verify_job(keys, Some(&sel.root), job),
+                |job| engine::verify_job(keys, job),
             );
             for (job, statuses) in batch.iter().zip(results) {
                 let index = job.package.expect("a package's job");

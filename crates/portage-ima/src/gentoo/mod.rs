@@ -13,6 +13,7 @@
 //! - [`env`](mod@env): the ebuild environment the hook runs in
 //! - [`provenance`]: whether Portage vouched for the package being merged
 //! - [`saved_env`]: the environment Portage saved for an installed package
+//! - [`config_protect`]: CONFIG_PROTECT and its mask, by Portage's rule
 //! - [`vars`]: the process environment, taken once by `main`
 //! - [`portage_vars`]: FEATURES, PORTAGE_XATTR_EXCLUDE and PORTAGE_TMPDIR as
 //!   Portage resolves them
@@ -37,6 +38,7 @@ macro_rules! eq_from_ord {
 }
 
 pub mod atom;
+pub mod config_protect;
 pub mod contents;
 pub mod cpv;
 pub(crate) mod emerge_process;

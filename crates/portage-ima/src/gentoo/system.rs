@@ -199,6 +199,7 @@ pub struct CmdlineFile {
     /// The file, as the system sees it (`/etc/default/grub`).
     pub path: PathBuf,
     /// The variable in it, when it is one (`GRUB_CMDLINE_LINUX`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub variable: Option<String>,
     /// The command line it holds now.
     pub current: String,

@@ -5,8 +5,9 @@
 //! with Secure Boot ([`secure_boot`]); its mounts ([`mountinfo`]) and
 //! whether its SELinux policy has Gentoo's Portage types ([`selinux`]);
 //! whether this process may write `security.ima` ([`capabilities`]); and
-//! the kernel log itself ([`kmsg`]); its IMA keyring ([`keyring`]); its
-//! command line, build configuration and securityfs mount ([`system`]).
+//! the kernel log itself ([`kmsg`]); its IMA keyring ([`keyring`]) and
+//! which certificates that keyring takes ([`ima_trust`]); its command
+//! line, build configuration and securityfs mount ([`system`]).
 //! Whether it enforces appraisal of what root runs is decided above, in
 //! `policy/enforcement.rs`, from these readings. The log parsers take
 //! hostile input: a line they do not understand is reported with its
@@ -16,6 +17,7 @@ pub(crate) mod audit_record;
 pub(crate) mod audit_rule;
 pub(crate) mod capabilities;
 pub(crate) mod config;
+pub(crate) mod ima_trust;
 pub(crate) mod keyring;
 pub(crate) mod kmsg;
 pub(crate) mod measurements;

@@ -5,7 +5,7 @@
 //! whether the running kernel's policy enforces appraisal of what root runs
 //! ([`enforcement`], from the kernel's state that `crate::kernel` reads).
 
-pub(crate) mod check;
+pub mod check;
 pub(crate) mod enforcement;
 pub mod eval;
 pub mod generate;

@@ -21,7 +21,7 @@ pub(crate) mod sign;
 pub mod status;
 pub mod verify;
 
-pub use sign::{Failure, FileReport, Outcome, SignPrinter, SkipReason, Tally};
+pub use sign::{Failure, FileReport, Outcome, SignPrinter, Tally};
 pub use status::{error_line, Status};
 pub use verify::{Counts, FileStatus, Verdict, VerifyPrinter};
 

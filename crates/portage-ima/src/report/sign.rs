@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::escape::{escape_path, escape_text};
 use crate::fs::walk::{Problem, Unwalkable};
-use crate::settings::ConfigFiles;
+use crate::plan::SkipReason;
 
 use super::json::JsonStream;
 
@@ -49,34 +49,6 @@ pub enum Outcome {
     Skipped(SkipReason),
     /// Could not be signed, with the reason.
     Failed(Failure),
-}
-
-/// Why a file is deliberately not signed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// CONFIG_PROTECT covers it and the `config_files` mode leaves it:
-    /// `skip`, or `executable` and it is not executable.
-    ConfigProtected(ConfigFiles),
-    /// `scope = "policy"` and no appraise rule of the IMA policy covers it.
-    OutsidePolicy,
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::ConfigProtected(ConfigFiles::Skip) => {
-                f.write_str("config-protected (config_files = \"skip\")")
-            }
-            SkipReason::ConfigProtected(mode) => write!(
-                f,
-                "config-protected, not executable (config_files = \"{}\")",
-                mode.name()
-            ),
-            SkipReason::OutsidePolicy => {
-                f.write_str("no appraise rule of the IMA policy covers it (scope = \"policy\")")
-            }
-        }
-    }
 }
 
 /// Why a file could not be signed; its text is what the admin reads.
@@ -478,6 +450,7 @@ impl<W: Write> SignPrinter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ConfigFiles;
 
     #[test]
     fn tally_counts_each_outcome() {

@@ -74,45 +74,6 @@ impl Mode {
     }
 }
 
-/// What to do with config-protected files (CONFIG_PROTECT minus
-/// CONFIG_PROTECT_MASK, `/etc` by default).
-///
-/// Under an appraise rule the kernel refuses opening a file for writing when
-/// its `security.ima` is a signature, so a signed config file cannot be
-/// edited; a digest-only value is accepted and the kernel updates it on
-/// write. An executable config file (an init script) is run, and a rule
-/// with `appraise_type=imasig` accepts only a signature for it: so every
-/// mode but `skip` signs executables.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ConfigFiles {
-    /// Sign the executable ones, leave the others untouched (what
-    /// rpm-plugin-ima does); for policies that appraise what is run.
-    #[default]
-    Executable,
-    /// Sign the executable ones, write a digest-only `security.ima` (as
-    /// `evmctl ima_hash`) on the others; for policies that appraise what
-    /// root opens (`appraise func=FILE_CHECK fowner=0`, the tcb policy).
-    Hash,
-    /// Sign them all, like every other file (the default before 0.2):
-    /// the signed ones cannot be edited under a FILE_CHECK appraise rule.
-    Sign,
-    /// Leave them all untouched, executables too.
-    Skip,
-}
-
-impl ConfigFiles {
-    /// The value as written in ima.toml.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConfigFiles::Executable => "executable",
-            ConfigFiles::Hash => "hash",
-            ConfigFiles::Sign => "sign",
-            ConfigFiles::Skip => "skip",
-        }
-    }
-}
-
 /// Which files `sign` and the hook's postinst sign (`scope`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::{
-    ConfigFiles, Enforce, HardwareConfig, KeylimeConfig, Mode, Premerge, SigningScope, CONFIG_FILE,
-};
+use crate::plan::ConfigFiles;
+
+use super::{Enforce, HardwareConfig, KeylimeConfig, Mode, Premerge, SigningScope, CONFIG_FILE};
 
 /// The contents of ima.toml. Unknown keys are an error.
 #[derive(Debug, Default, Deserialize)]

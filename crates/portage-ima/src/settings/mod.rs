@@ -12,7 +12,7 @@ mod hardware;
 mod key_exposure;
 mod keylime;
 
-pub use choices::{ConfigFiles, Enforce, Mode, Premerge, ProgressDisplay, SigningScope};
+pub use choices::{Enforce, Mode, Premerge, ProgressDisplay, SigningScope};
 pub use file::{parse_config, read_config, strict_requested, ConfigPath, FileConfig};
 pub use hardware::{HardwareConfig, DEFAULT_PIN_ENV};
 pub use key_exposure::key_exposure;
@@ -27,6 +27,7 @@ use ima_core::{CryptoProvider, HashAlgo, KeyId};
 use crate::cli::KeyArgs;
 use crate::gentoo::atom::Atom;
 use crate::gentoo::cpv::Cpv;
+use crate::plan::ConfigFiles;
 
 /// Where the private key is looked for when nothing says otherwise.
 pub const DEFAULT_KEY: &str = "/etc/keys/IMA_signing_key.priv";

@@ -74,6 +74,22 @@ pub fn apply(plan: &Plan, root: &Path, stamp: &str) -> Result<Applied> {
     Ok(applied)
 }
 
+/// Whether `action` is already as the plan wants it under `root` (what
+/// [`apply`] would skip).
+pub fn already_done(action: &Action, root: &Path) -> bool {
+    match action {
+        Action::Write { path, content, .. } => {
+            fs::read(under(root, path)).is_ok_and(|old| old == content.as_bytes())
+        }
+        Action::Copy { from, to } => fs::read(under(root, to))
+            .is_ok_and(|old| fs::read(under(root, from)).is_ok_and(|new| new == old)),
+        Action::Symlink { path, target } => {
+            fs::read_link(under(root, path)).is_ok_and(|t| t == *target)
+        }
+        Action::Run(run) => run.creates.iter().all(|p| under(root, p).exists()),
+    }
+}
+
 fn act(action: &Action, root: &Path, backups: &Path) -> Result<Option<Done>> {
     match action {
         Action::Write {

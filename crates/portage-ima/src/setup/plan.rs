@@ -119,6 +119,7 @@ pub enum Action {
         /// Its whole new content.
         content: String,
         /// What the step adds or replaces, for the text plan.
+        #[serde(skip)]
         shown: String,
         /// Its mode when created.
         mode: u32,
@@ -179,6 +180,7 @@ pub struct Step {
     /// What is left for the admin (setup prints it, never runs it).
     pub manual: Vec<String>,
     /// Why the step cannot be done here, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
 }
 
@@ -203,6 +205,7 @@ pub struct CmdlinePlace {
     /// The line to put there.
     pub line: String,
     /// What to run afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub then: Option<String>,
 }
 
@@ -214,6 +217,7 @@ pub struct Boot {
     /// What to do before it.
     pub before: Vec<String>,
     /// The command-line parameter it needs (`ima_appraise=log`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter: Option<String>,
     /// Where the command line goes.
     pub places: Vec<CmdlinePlace>,
@@ -261,6 +265,21 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The boots still to do.
     pub boots: Vec<Boot>,
+    /// Counts, for a glance.
+    pub summary: Summary,
+}
+
+/// The plan's counts.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    /// Steps.
+    pub steps: usize,
+    /// Actions setup would take (each may turn out already done).
+    pub actions: usize,
+    /// Steps that cannot be done here.
+    pub blocked: usize,
+    /// Things left for the admin.
+    pub manual: usize,
 }
 
 fn text(s: &str) -> Arg {
@@ -351,6 +370,12 @@ pub fn plan(machine: &Machine, choices: &Choices) -> Result<Plan> {
     );
     steps.push(sign);
     let boots = boots(machine, &keyring, rebuild);
+    let summary = Summary {
+        steps: steps.len(),
+        actions: steps.iter().map(|s| s.actions.len()).sum(),
+        blocked: steps.iter().filter(|s| s.blocked.is_some()).count(),
+        manual: steps.iter().map(|s| s.manual.len()).sum(),
+    };
     Ok(Plan {
         facts: Facts {
             root: machine.root.clone(),
@@ -369,6 +394,7 @@ pub fn plan(machine: &Machine, choices: &Choices) -> Result<Plan> {
         keyring,
         steps,
         boots,
+        summary,
     })
 }
 

@@ -47,6 +47,10 @@ pub fn plan_text(plan: &Plan) -> String {
             let _ = writeln!(out, "   CANNOT BE DONE HERE: {why}");
         }
         for action in &step.actions {
+            if super::apply::already_done(action, &plan.facts.root) {
+                let _ = writeln!(out, "   already done: {}", action_line(action));
+                continue;
+            }
             match action {
                 Action::Write { path, shown, .. } => {
                     let _ = writeln!(out, "   write {}:", path.display());
@@ -76,6 +80,16 @@ pub fn plan_text(plan: &Plan) -> String {
     out.push('\n');
     out += &boots_text(&plan.boots);
     out
+}
+
+/// One action in a line.
+fn action_line(action: &Action) -> String {
+    match action {
+        Action::Write { path, .. } => format!("{} as planned", path.display()),
+        Action::Symlink { path, target } => format!("{} -> {}", path.display(), target.display()),
+        Action::Copy { to, .. } => format!("{} as planned", to.display()),
+        Action::Run(run) => format!("{} (what it makes is there)", run.shell()),
+    }
 }
 
 fn initramfs(i: &crate::gentoo::system::Initramfs) -> String {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ima_core::KeyId;
 
-use super::keyring::check_keyring;
+use super::keyring::{check_keyring, check_keyring_trust, KeyringSources};
 use super::secure_boot::{check_secure_boot, ignored_mode};
 use super::{CheckId, Report};
 use crate::kernel::secure_boot::SecureBoot;
@@ -74,6 +74,8 @@ pub(super) struct KernelSources {
     pub(super) efivars: PathBuf,
     /// A file instead of /dev/kmsg.
     pub(super) kernel_log: Option<PathBuf>,
+    /// What the keyring checks read instead of the running kernel's.
+    pub(super) keyrings: KeyringSources,
 }
 
 /// securityfs, IMA, appraise mode, Secure Boot, the hash, the keyring, the policy.
@@ -204,7 +206,9 @@ pub(super) fn check_kernel(
         None => r.skip(CheckId::Hash, "settings did not load"),
     }
 
-    check_keyring(r, k.ima, keyid);
+    let cert = s.and_then(|s| s.cert());
+    check_keyring(r, k.ima, keyid, cert.as_deref(), &sources.keyrings);
+    check_keyring_trust(r, s, &sources.keyrings);
 
     match (&ima_dir, policy, source) {
         _ if policy_failed => {}

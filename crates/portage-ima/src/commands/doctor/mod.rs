@@ -19,7 +19,9 @@
 //! - `kernel.rs`: securityfs, IMA, the appraise mode, the hash, the policy;
 //! - `secure_boot.rs`: UEFI Secure Boot (efivarfs, the kernel log) and
 //!   whether an `init=/bin/sh` recovery is possible;
-//! - `keyring.rs`: the certificate on the `.ima` or `_ima` keyring;
+//! - `keyring.rs`: the certificate on the `.ima` or `_ima` keyring, and
+//!   whether the kernel takes each configured certificate there
+//!   (`crate::kernel::ima_trust`);
 //! - `binpkg.rs`: a client's trusted certificates, and what binary packages
 //!   carry of the signatures;
 //! - `portage.rs`: bashrc, PORTAGE_TMPDIR, xattr, premerge, decided with the
@@ -121,6 +123,8 @@ check_ids! {
     Hash,
     /// The certificate is on the IMA keyring.
     Keyring,
+    /// The kernel accepts each configured certificate on its IMA keyring.
+    KeyringTrust,
     /// The IMA policy appraises signatures.
     Policy,
     /// /etc/portage/bashrc runs the hook.
@@ -428,6 +432,11 @@ pub fn diagnose(config: &ConfigPath, args: &DoctorArgs, place: &Place) -> Report
                 .clone()
                 .unwrap_or_else(|| crate::kernel::secure_boot::EFIVARS.into()),
             kernel_log: args.kernel_log.clone(),
+            keyrings: keyring::KeyringSources {
+                kernel_config: args.kernel_config.clone(),
+                ima_keyring: args.ima_keyring,
+                trusted_keyrings: args.trusted_keyring.clone(),
+            },
         },
     );
     let vars = portage::check_portage(&mut r, settings.as_ref(), root, &place.vars);

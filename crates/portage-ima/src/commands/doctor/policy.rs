@@ -7,9 +7,10 @@ use std::path::Path;
 use super::kernel::Kernel;
 use super::{CheckId, Report};
 use crate::gentoo::portage_vars::PortageVars;
+use crate::plan::ConfigFiles;
 use crate::policy::review::{review, Machine, Verdict};
 use crate::policy::setup::{from_vars, portage_ids, FsInfo};
-use crate::settings::{ConfigFiles, Settings};
+use crate::settings::Settings;
 
 /// The checks, in report order.
 pub(super) const CHECKS: &[CheckId] = &[

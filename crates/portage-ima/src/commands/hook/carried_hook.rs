@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 use super::{read_build_file, write_build_file};
 use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
 use crate::context::Context;
-use crate::engine::{cfg_candidates, open_failure, treatment, Runner};
+use crate::engine::{cfg_candidates, open_failure, Runner};
 use crate::escape::escape_text;
 use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
@@ -27,7 +27,7 @@ use crate::fs::walk::{self, FoundFile};
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::PortageEnv;
 use crate::gentoo::provenance::Provenance;
-use crate::plan::{Protection, Treatment};
+use crate::plan::{Decision, Protection, Treatment};
 use crate::progress::Progress;
 use crate::report::{self, Failure, Status};
 use crate::settings::{Mode, Settings};
@@ -115,7 +115,7 @@ pub(super) fn package(ctx: &Context, env: &PortageEnv, settings: &Settings) -> R
                 keep_valid: true,
                 dry_run: false,
             };
-            match treatment(&file, protection.config_of(&path)) {
+            match Decision::new(protection.config_of(&path)).on(&file) {
                 Treatment::Sign => {}
                 // Config files get what config_files says, and are not listed.
                 Treatment::Hash => {
@@ -313,7 +313,7 @@ fn client_preinst(
         |f| match f.open() {
             Ok(file) => {
                 let path = contents_path(d, f);
-                let treatment = treatment(&file, protection.config_of(&path));
+                let treatment = Decision::new(protection.config_of(&path)).on(&file);
                 client.settle_as(treatment, &file, &path, None)
             }
             Err(e) => Err(Unsettled::Error(e.to_string())),
@@ -397,11 +397,11 @@ fn settle_object(
     if let Err(ima_core::Error::LinkedOutside { links, seen }) = census.check(&file) {
         return (shown, Err(Failure::LinkedOutside { links, seen }));
     }
-    let config = protection.config_of(path);
-    match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
+    let decision = Decision::new(protection.config_of(path));
+    match client.settle_as(decision.on(&file), &file, path, Some(md5)) {
         Err(Unsettled::ContentDiffers(actual)) => {
             for (sibling, file) in cfg_candidates(root, path) {
-                match client.settle_as(treatment(&file, config), &file, path, Some(md5)) {
+                match client.settle_as(decision.on(&file), &file, path, Some(md5)) {
                     Err(Unsettled::ContentDiffers(_)) => continue,
                     other => return (sibling, other.map_err(|u| u.into_failure(Some(md5)))),
                 }
