@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 const MAX_LINES: usize = 600;
 
+/// Files over the limit when this test came, still to be split (issue 23);
+/// each must leave this list once it is under the limit, and none may join.
+const NOT_YET_SPLIT: &[&str] = &["portage-ima/src/cli.rs", "portage-ima/src/setup/plan.rs"];
+
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -33,17 +37,30 @@ fn no_source_file_is_longer_than_600_lines_before_its_tests() {
         sources(&crates.join(krate).join("src"), &mut files);
     }
     assert!(files.len() > 50, "{} files", files.len());
-    let long: Vec<String> = files
-        .iter()
-        .filter_map(|f| {
-            let n = lines_before_tests(&fs::read_to_string(f).unwrap());
-            (n > MAX_LINES).then(|| format!("{}: {n} lines", f.display()))
-        })
-        .collect();
+    let mut long = Vec::new();
+    let mut split = Vec::new();
+    for f in &files {
+        let n = lines_before_tests(&fs::read_to_string(f).unwrap());
+        let rel = f
+            .strip_prefix(crates)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let listed = NOT_YET_SPLIT.contains(&rel.as_str());
+        if n > MAX_LINES && !listed {
+            long.push(format!("{rel}: {n} lines"));
+        } else if n <= MAX_LINES && listed {
+            split.push(rel);
+        }
+    }
     assert!(
         long.is_empty(),
         "split these by concern:\n{}",
         long.join("\n")
+    );
+    assert!(
+        split.is_empty(),
+        "now under the limit, take them out of NOT_YET_SPLIT: {split:?}"
     );
 }
 

@@ -24,9 +24,12 @@ pub enum Premerge {
 /// `policy/enforcement.rs`), `true` or `false`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Enforce {
+    /// Detect it from the running kernel (`"auto"`).
     #[default]
     Auto,
+    /// Act as if it enforced (`true`).
     Yes,
+    /// Act as if it did not (`false`).
     No,
 }
 
@@ -65,6 +68,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The value as written in ima.toml.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Sign => "sign",
@@ -92,8 +96,11 @@ pub enum ProgressDisplay {
     /// A bar on a terminal, periodic lines otherwise.
     #[default]
     Auto,
+    /// The bar (`--progress bar`).
     Bar,
+    /// A line now and then, for logs.
     Lines,
+    /// Nothing.
     None,
 }
 

@@ -11,27 +11,49 @@ use crate::plan::ConfigFiles;
 
 use super::{Enforce, HardwareConfig, KeylimeConfig, Mode, Premerge, SigningScope, CONFIG_FILE};
 
-/// The contents of ima.toml. Unknown keys are an error.
+/// The contents of ima.toml. Unknown keys are an error. Each field is the
+/// key of the same name, `None` when the file leaves it out (the default
+/// then applies, see [`super::Settings`] and ima.toml(5)).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The private key: a file, or a key held by hardware (`pkcs11:` URI,
+    /// TPM handle or TSS2 key file).
     pub key: Option<PathBuf>,
+    /// The certificate whose key id the signatures carry.
     pub cert: Option<PathBuf>,
+    /// A key id (8 hex digits) to write instead of the certificate's.
     pub keyid: Option<String>,
+    /// The hash algorithm's name (`sha256`).
     pub hash: Option<String>,
+    /// Threads that hash and sign in parallel (at least 1).
     pub jobs: Option<usize>,
+    /// The crypto backend's name (`openssl`, `rustcrypto`).
     pub backend: Option<String>,
+    /// Whether the hook signs in `${D}` before the merge.
     pub premerge: Option<Premerge>,
+    /// Whether the emerge fails when a package is not fully signed.
     pub strict: Option<bool>,
+    /// Whether the hook acts as if the kernel enforced appraisal.
     pub enforce: Option<Enforce>,
+    /// Under enforcement, merge with unsigned live files for a while
+    /// instead of stopping the merge.
     pub allow_unsigned_window: Option<bool>,
+    /// What is done with config-protected files.
     pub config_files: Option<ConfigFiles>,
+    /// Sign with a key file others could read or replace (warned).
     pub allow_insecure_key: Option<bool>,
+    /// Every file, or only those the IMA policy can appraise.
     pub scope: Option<SigningScope>,
+    /// Sign, or keep the signatures a binary host made.
     pub mode: Option<Mode>,
+    /// The binary hosts' certificates a client trusts.
     pub trusted_certs: Option<Vec<PathBuf>>,
+    /// Packages the hook leaves alone, as atoms (checked on load).
     pub skip: Option<Vec<String>>,
+    /// The `[hardware]` table.
     pub hardware: Option<HardwareConfig>,
+    /// The `[keylime]` table.
     pub keylime: Option<KeylimeConfig>,
 }
 

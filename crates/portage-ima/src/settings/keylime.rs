@@ -21,6 +21,7 @@ pub enum KeylimeMode {
 }
 
 impl KeylimeMode {
+    /// The value as written in ima.toml.
     pub fn name(self) -> &'static str {
         match self {
             KeylimeMode::Digests => "digests",
@@ -38,6 +39,7 @@ pub struct KeylimeConfig {
     /// The policy file, inside EROOT like the vdb
     /// [default: /var/lib/portage-ima/keylime-policy.json].
     pub policy: Option<PathBuf>,
+    /// What the policy holds: digests, keys or both.
     #[serde(default)]
     pub mode: KeylimeMode,
     /// Python regular expressions of paths Keylime does not check.
@@ -47,6 +49,7 @@ pub struct KeylimeConfig {
     pub verifier: Option<String>,
     /// The tenant's client certificate and key (PEM) for the verifier's mTLS.
     pub client_cert: Option<PathBuf>,
+    /// The private key of `client_cert` (PEM).
     pub client_key: Option<PathBuf>,
     /// The CA that signed the verifier's server certificate (PEM).
     pub ca: Option<PathBuf>,

@@ -46,24 +46,34 @@ fn ebuild_phase() -> Option<String> {
 pub struct Settings {
     /// The file the settings came from, if any.
     pub source: Option<PathBuf>,
+    /// The private key: a file, or how to reach a key held by hardware.
     pub key: PathBuf,
     /// An explicit certificate (flag or file); [`Settings::cert`] adds the default.
     explicit_cert: Option<PathBuf>,
+    /// A key id the signatures carry instead of the certificate's.
     pub keyid: Option<KeyId>,
+    /// The hash algorithm signatures are made over (sha256 by default).
     pub hash: HashAlgo,
+    /// Threads that hash and sign in parallel.
     pub jobs: usize,
+    /// The crypto backend that signs and verifies.
     pub backend: &'static dyn CryptoProvider,
+    /// Whether the hook signs in `${D}` before the merge.
     pub premerge: Premerge,
+    /// Whether the emerge fails when a package is not fully signed.
     pub strict: bool,
     /// Whether to act as if the kernel enforced appraisal (fail-safe merges).
     pub enforce: Enforce,
     /// Under enforcement, merge with a window of unsigned live files
     /// (warned) instead of stopping the merge.
     pub allow_unsigned_window: bool,
+    /// What is done with config-protected files.
     pub config_files: ConfigFiles,
     /// Sign with a key file others could read or replace (warned, not refused).
     pub allow_insecure_key: bool,
+    /// Every file, or only those the IMA policy can appraise.
     pub scope: SigningScope,
+    /// Sign, or keep the signatures a binary host made.
     pub mode: Mode,
     /// Certificates whose signatures the client keeps (`mode = "verify"`
     /// or `"sign-missing"`; `verify` checks against them too).
