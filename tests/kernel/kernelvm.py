@@ -454,12 +454,13 @@ def parse_serial(text: str) -> tuple[list[Record], list[str], list[str]]:
 
 def boot(kernel: Kernel, initrd: Path | None, disks: list[Path] = (), *, memory: str = "1G",
          timeout: float = 480, extra_append: str = "", log: Path | None = None,
-         nvme_root: Path | None = None, smp: int = 1) -> BootResult:
+         nvme_root: Path | None = None, smp: int = 1, snapshot: bool = True) -> BootResult:
     """Boot `kernel` with `initrd` under QEMU (TCG), IMA appraisal enforced.
 
     `nvme_root` attaches a raw image as an NVMe disk (the cloud kernel has
     NVMe and ext4 built in, so it can be the root filesystem without an
-    initramfs) with `snapshot=on`: the VM's writes never reach the file.
+    initramfs) with `snapshot=on`: the VM's writes never reach the file
+    (with `snapshot=False` they do: a machine that keeps its disk across boots).
     The serial console is captured until QEMU exits (the /init powers off) or
     `timeout` seconds pass; a timed-out boot is reported, never hidden.
     """
@@ -473,7 +474,7 @@ def boot(kernel: Kernel, initrd: Path | None, disks: list[Path] = (), *, memory:
     for d in disks:
         argv += ["-drive", f"file={d},if=virtio,format=raw,readonly=on"]
     if nvme_root:
-        argv += ["-drive", f"file={nvme_root},if=none,id=root,format=raw,snapshot=on",
+        argv += ["-drive", f"file={nvme_root},if=none,id=root,format=raw,snapshot={'on' if snapshot else 'off'}",
                  "-device", "nvme,drive=root,serial=root"]
     start = time.monotonic()
     timed_out = False

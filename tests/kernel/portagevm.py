@@ -246,21 +246,31 @@ def _package_files(package: str) -> list[str]:
     return [p for p in out.stdout.splitlines() if p.startswith("/") and not SKIP_RE.search(p)]
 
 
-def inputs_digest(hook: Path, key_dir: Path) -> str:
-    """A hash of everything the image is made from: the Debian packages'
-    versions, the Portage venv, our sources, the binary and the test key."""
+def base_inputs_hash(hook: Path, packages=DEB_PACKAGES) -> "hashlib._Hash":
+    """A hash of what add_base_system, add_portage and write_repo make a
+    tree from: the Debian packages' versions, the Portage venv, our sources
+    and the binary."""
     h = hashlib.sha256()
-    versions = run(["dpkg-query", "-W", *DEB_PACKAGES], check=False).stdout
+    versions = run(["dpkg-query", "-W", *packages], check=False).stdout
     h.update(versions.encode())
     venv = kernelvm.REPO / "tests" / ".cache" / "venv"
     h.update((venv / "pyvenv.cfg").read_bytes())
     for name in sorted(os.listdir(venv / "lib" / "python3.11" / "site-packages")):
         h.update(name.encode())
     playground = kernelvm.REPO / "tests" / "portage_playground" / "playground.py"  # MAKE_DEFAULTS
-    for f in sorted(SOURCES.iterdir()) + [Path(__file__), INIT, SNIPPET, playground]:
+    for f in sorted(SOURCES.iterdir()) + [Path(__file__), SNIPPET, playground]:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(hashlib.file_digest(open(hook, "rb"), "sha256").digest())
+    return h
+
+
+def inputs_digest(hook: Path, key_dir: Path) -> str:
+    """A hash of everything the image is made from: the Debian packages'
+    versions, the Portage venv, our sources, the binary and the test key."""
+    h = base_inputs_hash(hook)
+    h.update(INIT.read_bytes())
     other = other_key_dir(key_dir)
-    for f in (hook, key_dir / "ima.key.pem", key_dir / "ima.cert.pem",
+    for f in (key_dir / "ima.key.pem", key_dir / "ima.cert.pem",
               other / "ima.key.pem", other / "ima.cert.pem"):
         h.update(hashlib.file_digest(open(f, "rb"), "sha256").digest())
     return h.hexdigest()[:16]
@@ -355,7 +365,7 @@ def _prebuild(work: Path, repo: Path) -> None:
             run(["gcc", "-O1", "-o", out / name, *argv])
 
 
-def _write_repo(tree: Tree) -> None:
+def write_repo(tree: Tree) -> None:
     repo = tree.path(REPO_PATH)
     tree.write(f"{REPO_PATH}/profiles/repo_name", "ima_test\n")
     tree.write(f"{REPO_PATH}/profiles/categories", CATEGORY + "\n")
@@ -376,7 +386,7 @@ def _write_repo(tree: Tree) -> None:
     _prebuild(tree.root, repo)
 
 
-def _add_portage(tree: Tree) -> None:
+def add_portage(tree: Tree) -> None:
     """Portage from the host test venv as a venv at /opt/portage on Debian's
     python3.11 (Portage is pure Python); its scripts also in /usr/bin."""
     venv = kernelvm.REPO / "tests" / ".cache" / "venv"
@@ -400,8 +410,11 @@ def _add_portage(tree: Tree) -> None:
     tree.copy(cfg / "sets" / "portage.conf", "/share/portage/config/sets/portage.conf")
 
 
-def _add_system(tree: Tree, hook: Path, key_dir: Path) -> None:
-    for pkg in DEB_PACKAGES:
+def add_base_system(tree: Tree, hook: Path, packages=DEB_PACKAGES) -> None:
+    """The Debian programs, Python, the portage user, make.conf and the
+    repository configuration: a Gentoo-like system before portage-ima is
+    set up (no key, no ima.toml, no bashrc line)."""
+    for pkg in packages:
         for f in _package_files(pkg):
             if os.path.isfile(f) or os.path.islink(f):
                 tree.copy(f)
@@ -421,8 +434,6 @@ def _add_system(tree: Tree, hook: Path, key_dir: Path) -> None:
     tree.path("/usr/local/bin/scanelf").symlink_to("/usr/bin/true")
     tree.copy(hook, "/usr/bin/portage-ima")
     tree.copy(SNIPPET, "/usr/share/portage-ima/portage-ima.bashrc")
-    tree.copy(INIT, "/sbin/portage-vm-init")
-    os.chmod(tree.path("/sbin/portage-vm-init"), 0o755)
 
     tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"
                "portage:x:250:250:portage:/var/lib/portage/home:/bin/false\n")
@@ -443,6 +454,12 @@ def _add_system(tree: Tree, hook: Path, key_dir: Path) -> None:
     tree.write(f"{etc}/repos.conf/ima_test.conf",
                f"[DEFAULT]\nmain-repo = ima_test\n\n[ima_test]\nlocation = {REPO_PATH}\nauto-sync = no\n")
     tree.path(f"{etc}/make.profile").symlink_to(f"{REPO_PATH}/profiles/default")
+
+
+def _add_signing(tree: Tree, key_dir: Path) -> None:
+    """What the README's manual setup adds: the bashrc line, the test keys
+    and ima.toml, and the make.conf lines for a copying merge."""
+    etc = "/etc/portage"
     # The README's line.
     tree.write(f"{etc}/bashrc", "[[ -r /usr/share/portage-ima/portage-ima.bashrc ]] && "
                                 "source /usr/share/portage-ima/portage-ima.bashrc\n")
@@ -509,9 +526,12 @@ def build_image(hook: Path, *, log=print) -> tuple[Path, Path]:
     work = CACHE / f"stage-{digest}"
     shutil.rmtree(work, ignore_errors=True)
     tree = Tree(work)
-    _add_system(tree, hook, key_dir)
-    _add_portage(tree)
-    _write_repo(tree)
+    add_base_system(tree, hook)
+    _add_signing(tree, key_dir)
+    tree.copy(INIT, "/sbin/portage-vm-init")
+    os.chmod(tree.path("/sbin/portage-vm-init"), 0o755)
+    add_portage(tree)
+    write_repo(tree)
     _add_binpkg(tree, hook, key_dir, work)
     tree.add_libraries()
     run(["ldconfig", "-r", work])

@@ -591,12 +591,25 @@ fn machine_keyring_mok() {
     let s = Shape::new(Spec {
         systemd: true,
         config: "CONFIG_CRYPTO_ECDSA=y\nCONFIG_INTEGRITY_TRUSTED_KEYRING=y\n\
-                 CONFIG_INTEGRITY_MACHINE_KEYRING=y\n",
+                 CONFIG_INTEGRITY_MACHINE_KEYRING=y\n\
+                 CONFIG_IMA_KEYRINGS_PERMIT_SIGNED_BY_BUILTIN_OR_SECONDARY=y\n",
         secure_boot: true,
         mok: true,
         ..Spec::default()
     });
     assert_eq!(s.plan(&[])["keyring"]["number"], 4);
+    // Without the permit option .ima searches only the builtin keyring
+    // (restrict_link_by_digsig_builtin): a MOK CA would vouch for nothing,
+    // so the CA goes into the kernel (path 3).
+    let builtin_only = Shape::new(Spec {
+        systemd: true,
+        config: "CONFIG_CRYPTO_ECDSA=y\nCONFIG_INTEGRITY_TRUSTED_KEYRING=y\n\
+                 CONFIG_INTEGRITY_MACHINE_KEYRING=y\n",
+        secure_boot: true,
+        mok: true,
+        ..Spec::default()
+    });
+    assert_eq!(builtin_only.plan(&[])["keyring"]["number"], 3);
     // A policy left at /etc/ima/ima-policy: systemd would load it before
     // the unit's certificate.
     fs::create_dir_all(s.path("/etc/ima")).unwrap();

@@ -1,8 +1,8 @@
 //! Whether the running kernel accepts a certificate on its IMA keyring, and
 //! why not: the kernel's own rules, read from its source, applied to a
 //! certificate, the kernel's configuration and the keys on its trusted
-//! keyrings. Used by `doctor` (each configured certificate) and meant for
-//! `setup` (which keyring path fits). Nothing here prints.
+//! keyrings. Used by `doctor` (each configured certificate) and `setup`
+//! (whether the machine keyring path is open). Nothing here prints.
 //!
 //! The rules (Linux 6.x):
 //!

@@ -1,22 +1,25 @@
 //! Which way the IMA certificate reaches the keyring the kernel checks
 //! signatures with, from the running kernel's configuration.
 //!
-//! The kernel's rules (security/integrity/digsig.c, certs/system_keyring.c):
+//! The kernel's rules are [`crate::kernel::ima_trust`]'s (which cites
+//! security/integrity/digsig.c, certs/system_keyring.c and
+//! crypto/asymmetric_keys/restrict.c):
 //!
 //! - Without `CONFIG_INTEGRITY_TRUSTED_KEYRING` IMA looks keys up on the
 //!   `_ima` keyring, which anyone with root creates and fills
 //!   (`keyctl newring _ima @u`): any certificate will do.
-//! - With it, IMA uses `.ima`, which accepts only a certificate signed by
-//!   a key on the builtin or secondary trusted keyring
-//!   (`restrict_link_by_builtin_and_secondary_trusted`), or, with
-//!   `CONFIG_INTEGRITY_MACHINE_KEYRING` (5.18+), by a CA on the machine
-//!   keyring, filled from shim's MOK list. `CONFIG_IMA_LOAD_X509` goes
-//!   through the same check.
-//! - Kernels with `CONFIG_INTEGRITY_CA_RESTRICTION` further want the
-//!   machine keyring's keys to be CAs (CA:TRUE, keyCertSign) and the
-//!   certificate on `.ima` to have keyUsage digitalSignature.
+//! - With it, IMA uses `.ima`, which accepts only a certificate with
+//!   keyUsage digitalSignature, not a CA, signed by a key on the builtin
+//!   trusted keyring, or, with
+//!   `CONFIG_IMA_KEYRINGS_PERMIT_SIGNED_BY_BUILTIN_OR_SECONDARY`, on the
+//!   secondary one, which links the machine keyring
+//!   (`CONFIG_INTEGRITY_MACHINE_KEYRING`, 5.18+, filled from shim's MOK
+//!   list; with `CONFIG_INTEGRITY_CA_MACHINE_KEYRING` only CAs with
+//!   keyCertSign). So the machine keyring path needs both options.
+//!   `CONFIG_IMA_LOAD_X509` goes through the same check.
 
 use crate::gentoo::system::KernelPackage;
+use crate::kernel::ima_trust::{TrustConfig, TrustedKeyring};
 
 use super::Machine;
 
@@ -112,14 +115,18 @@ pub fn choose(machine: &Machine) -> Choice {
             );
         }
     }
-    let machine_keyring = config.set("CONFIG_INTEGRITY_MACHINE_KEYRING");
+    // .ima trusts .machine only through the secondary keyring.
+    let machine_keyring = TrustConfig::from_config(config)
+        .searched()
+        .contains(&TrustedKeyring::Machine);
     if machine_keyring && machine.mok {
         return choice(
             KeyringPath::MachineKeyring,
             format!(
-                "{from} has CONFIG_INTEGRITY_MACHINE_KEYRING and shim's MOK list is there: a \
-                 local CA enrolled with mokutil reaches the .machine keyring, and .ima accepts \
-                 a certificate it signed, with no kernel rebuild"
+                "{from} has CONFIG_INTEGRITY_MACHINE_KEYRING and \
+                 CONFIG_IMA_KEYRINGS_PERMIT_SIGNED_BY_BUILTIN_OR_SECONDARY, and shim's MOK list \
+                 is there: a local CA enrolled with mokutil reaches the .machine keyring, and \
+                 .ima accepts a certificate it signed, with no kernel rebuild"
             ),
         );
     }
@@ -148,8 +155,8 @@ pub fn choose(machine: &Machine) -> Choice {
                  thrown away){}: switch to sys-kernel/gentoo-kernel (USE=modules-sign, or a \
                  local CA through /etc/kernel/config.d) and run setup again",
                 if machine_keyring {
-                    "; it has a machine keyring, but shim's MOK list is not there (not booted \
-                     through shim)"
+                    "; .ima trusts its machine keyring, but shim's MOK list is not there (not \
+                     booted through shim)"
                 } else {
                     ""
                 }
