@@ -41,8 +41,9 @@ use rayon::prelude::*;
 use crate::escape::escape_path;
 use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::{cfg_siblings, RootDir};
+use crate::fs::walk::FoundFile;
 use crate::plan::treatment::is_executable;
-use crate::plan::{ConfigFiles, Decision, Job, JobFile, Treatment};
+use crate::plan::{ConfigFiles, Decision, Job, JobFile, SkipReason, Treatment};
 use crate::progress::Progress;
 use crate::report::{Failure, FileReport, FileStatus, Outcome, Verdict};
 
@@ -184,54 +185,137 @@ impl Runner {
 
 // The per-file rules.
 
-/// Signs one job's file: an `obj` of CONTENTS inside its root (see
-/// [`sign_object`]) or a found file, keeping a valid signature, as the
+/// Why a [`Writer`] wrote nothing on a file.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Its content is not what CONTENTS records: the MD5 found, in hex.
+    ContentDiffers(String),
+    /// The signing library's error, told the way the file's kind of job
+    /// tells it.
+    Ima(ImaError),
+    /// Anything else, in the admin's words.
+    Failed(Failure),
+}
+
+/// What a run writes on each file the plan hands it, once the file is open
+/// and the plan's [`Decision`] has become a [`Treatment`] on it: our key's
+/// signature ([`KeyWriter`]: `sign`, the hook), or what a binary-package
+/// client or build host writes ([`crate::binpkg`]). The rules around the
+/// writing (opening inside ROOT, the link census, CONTENTS' MD5, the
+/// `._cfg` siblings) are the engine's, the same for every writer.
+pub trait Writer: Sync {
+    /// What one file ends as.
+    type Done: Send;
+
+    /// Applies `treatment` to the open `file`, which Portage lists as
+    /// `listed` (the CONTENTS path of an `obj`, the found path of a file
+    /// under `${D}` or `--files`); with `expect_md5` its content must be
+    /// what CONTENTS records ([`WriteError::ContentDiffers`]).
+    fn write(
+        &self,
+        file: &File,
+        listed: &Path,
+        treatment: Treatment,
+        expect_md5: Option<[u8; 16]>,
+    ) -> Result<Self::Done, WriteError>;
+
+    /// A file the plan leaves alone whose content is not what CONTENTS
+    /// records (an edited config file, no `._cfg` update matching):
+    /// nothing would have been written on it anyway.
+    fn left(&self, reason: SkipReason) -> Self::Done;
+}
+
+/// Our key's signature (or a digest, or nothing, as the plan decided).
+pub struct KeyWriter<'a> {
+    /// The loaded key.
+    pub signer: &'a ImaSigner,
+    /// `--dry-run`: say what would be written, write nothing.
+    pub dry_run: bool,
+}
+
+impl Writer for KeyWriter<'_> {
+    type Done = Outcome;
+
+    fn write(
+        &self,
+        file: &File,
+        _listed: &Path,
+        treatment: Treatment,
+        expect_md5: Option<[u8; 16]>,
+    ) -> Result<Outcome, WriteError> {
+        let opts = SignOptions {
+            expect_md5,
+            keep_valid: true,
+            dry_run: self.dry_run,
+        };
+        write_file(self.signer, file, treatment, &opts).map_err(|e| match e {
+            ImaError::Md5Mismatch { actual, .. } => WriteError::ContentDiffers(actual),
+            e => WriteError::Ima(e),
+        })
+    }
+
+    fn left(&self, reason: SkipReason) -> Outcome {
+        Outcome::Skipped(reason)
+    }
+}
+
+/// Runs `writer` on one job's file (an `obj` of CONTENTS by
+/// [`write_object`], a found file by [`write_found`]): the path written
+/// (the file, or the `._cfg` sibling that matched) and what became of it.
+pub fn write_job<W: Writer>(writer: &W, job: &Job) -> (PathBuf, Result<W::Done, Failure>) {
+    match &job.file {
+        JobFile::Object {
+            root,
+            path,
+            expected_md5,
+        } => write_object(
+            writer,
+            root,
+            path,
+            expected_md5,
+            job.decision,
+            job.census.as_deref(),
+        ),
+        JobFile::Found(file) => (file.path.clone(), write_found(writer, file, job.decision)),
+    }
+}
+
+/// Runs `writer` on a file found under `--files` or `${D}`, opened through
+/// its walk's descriptor, whatever its content.
+pub fn write_found<W: Writer>(
+    writer: &W,
+    file: &FoundFile,
+    decision: Decision,
+) -> Result<W::Done, Failure> {
+    file.open()
+        .map_err(WriteError::Ima)
+        .and_then(|f| writer.write(&f, &file.path, decision.on(&f), None))
+        .map_err(|e| match e {
+            WriteError::Ima(ImaError::LinkedOutside { links, seen }) => {
+                Failure::LinkedOutside { links, seen }
+            }
+            WriteError::Ima(e) => Failure::Other(e.to_string()),
+            WriteError::Failed(failure) => failure,
+            WriteError::ContentDiffers(actual) => {
+                Failure::Other(format!("content differs (MD5 {actual} found)"))
+            }
+        })
+}
+
+/// Signs one job's file with our key, keeping a valid signature, as the
 /// plan decided ([`Decision`]); a CONTENTS object the plan leaves alone is
 /// not even opened. `rotate` reports a signature by another key that was
 /// written over as [`Outcome::Rotated`] (else as `Signed`: what is written
 /// is the same).
 pub fn sign_job(signer: &ImaSigner, job: &Job, dry_run: bool, rotate: bool) -> FileReport {
-    let mut report = match (&job.file, job.decision.unopened()) {
-        (JobFile::Object { root, path, .. }, Some(reason)) => {
-            let shown = root.display_path(path);
-            log::debug!("{}: skipped: {reason}", escape_path(&shown));
-            FileReport::new(shown, Outcome::Skipped(reason))
-        }
-        (
-            JobFile::Object {
-                root,
-                path,
-                expected_md5,
-            },
-            None,
-        ) => sign_object_counted(
-            signer,
-            root,
-            path,
-            expected_md5,
-            job.decision,
-            dry_run,
-            job.census.as_deref(),
-        ),
-        (JobFile::Found(file), _) => {
-            let opts = SignOptions {
-                expect_md5: None,
-                keep_valid: true,
-                dry_run,
-            };
-            let outcome = match file
-                .open()
-                .and_then(|f| write_file(signer, &f, job.decision.on(&f), &opts))
-            {
-                Ok(outcome) => outcome,
-                Err(ImaError::LinkedOutside { links, seen }) => {
-                    Outcome::Failed(Failure::LinkedOutside { links, seen })
-                }
-                Err(e) => Outcome::Failed(Failure::Other(e.to_string())),
-            };
-            FileReport::new(&file.path, outcome)
-        }
-    };
+    if let (JobFile::Object { root, path, .. }, Some(reason)) = (&job.file, job.decision.unopened())
+    {
+        let shown = root.display_path(path);
+        log::debug!("{}: skipped: {reason}", escape_path(&shown));
+        return FileReport::new(shown, Outcome::Skipped(reason));
+    }
+    let (path, result) = write_job(&KeyWriter { signer, dry_run }, job);
+    let mut report = FileReport::new(path, result.unwrap_or_else(Outcome::Failed));
     if !rotate && matches!(report.outcome, Outcome::Rotated { .. }) {
         report.outcome = Outcome::Signed;
     }
@@ -316,57 +400,60 @@ pub fn sign_object(
     config: Option<ConfigFiles>,
     dry_run: bool,
 ) -> FileReport {
-    sign_object_counted(
-        signer,
-        root,
-        path,
-        md5,
-        Decision::new(config),
-        dry_run,
-        None,
-    )
+    let writer = KeyWriter { signer, dry_run };
+    let (shown, result) = write_object(&writer, root, path, md5, Decision::new(config), None);
+    FileReport::new(shown, result.unwrap_or_else(Outcome::Failed))
 }
 
-/// [`sign_object`] as the plan decided (`decision`), refusing a file with
-/// more hard links than `census` counted for it ([`crate::fs::links`]).
-fn sign_object_counted(
-    signer: &ImaSigner,
+/// The per-file rules for an `obj` of CONTENTS (see the module docs), with
+/// `writer` doing the writing as the plan decided (`decision`), refusing a
+/// file with more hard links than `census` counted for it
+/// ([`crate::fs::links`]): the path written (the file, or the `._cfg`
+/// sibling whose content is the package's) and what became of it.
+pub fn write_object<W: Writer>(
+    writer: &W,
     root: &RootDir,
     path: &Path,
     md5: &[u8; 16],
     decision: Decision,
-    dry_run: bool,
     census: Option<&LinkCensus>,
-) -> FileReport {
-    let opts = SignOptions {
-        expect_md5: Some(*md5),
-        keep_valid: true,
-        dry_run,
-    };
+) -> (PathBuf, Result<W::Done, Failure>) {
     let shown = root.display_path(path);
     let file = match root.open_file(path) {
         Ok(f) => f,
-        Err(e) => return FileReport::new(shown, Outcome::Failed(open_failure(&e))),
+        Err(e) => return (shown, Err(open_failure(&e))),
     };
     if let Some(Err(e)) = census.map(|c| c.check(&file)) {
-        return FileReport::new(shown, Outcome::Failed(sign_failure(&e)));
+        return (shown, Err(sign_failure(&e)));
     }
     let live = decision.on(&file);
-    match write_file(signer, &file, live, &opts) {
-        Ok(outcome) => FileReport::new(shown, outcome),
-        Err(ImaError::Md5Mismatch { actual, .. }) => {
-            sign_cfg_sibling(signer, root, path, decision, &opts).unwrap_or_else(|| {
-                let outcome = match live {
-                    Treatment::Leave(reason) => Outcome::Skipped(reason),
-                    _ => Outcome::Failed(Failure::ContentDiffers {
+    match writer.write(&file, path, live, Some(*md5)) {
+        Ok(done) => (shown, Ok(done)),
+        Err(WriteError::ContentDiffers(actual)) => {
+            write_cfg_sibling(writer, root, path, md5, decision).unwrap_or_else(|| {
+                let result = match live {
+                    Treatment::Leave(reason) => Ok(writer.left(reason)),
+                    _ => Err(Failure::ContentDiffers {
                         expected_md5: *md5,
                         actual_md5: actual,
                     }),
                 };
-                FileReport::new(shown, outcome)
+                (shown, result)
             })
         }
-        Err(e) => FileReport::new(shown, Outcome::Failed(sign_failure(&e))),
+        Err(e) => (shown, Err(object_failure(e, md5))),
+    }
+}
+
+/// Why an `obj` of CONTENTS was not written, in the admin's words.
+fn object_failure(e: WriteError, md5: &[u8; 16]) -> Failure {
+    match e {
+        WriteError::ContentDiffers(actual) => Failure::ContentDiffers {
+            expected_md5: *md5,
+            actual_md5: actual,
+        },
+        WriteError::Ima(e) => sign_failure(&e),
+        WriteError::Failed(failure) => failure,
     }
 }
 
@@ -390,30 +477,30 @@ pub(crate) fn cfg_candidates(root: &RootDir, path: &Path) -> Vec<(PathBuf, File)
         .collect()
 }
 
-/// Signs (or hashes, or leaves) the `._cfg` sibling of `path` whose
-/// content is what CONTENTS records.
-fn sign_cfg_sibling(
-    signer: &ImaSigner,
+/// Runs `writer` on the `._cfg` sibling of `path` whose content is what
+/// CONTENTS records.
+fn write_cfg_sibling<W: Writer>(
+    writer: &W,
     root: &RootDir,
     path: &Path,
+    md5: &[u8; 16],
     decision: Decision,
-    opts: &SignOptions,
-) -> Option<FileReport> {
+) -> Option<(PathBuf, Result<W::Done, Failure>)> {
     cfg_candidates(root, path)
         .into_iter()
         .find_map(
-            |(shown, file)| match write_file(signer, &file, decision.on(&file), opts) {
-                Ok(outcome) => {
+            |(shown, file)| match writer.write(&file, path, decision.on(&file), Some(*md5)) {
+                Ok(done) => {
                     log::debug!(
                         "{}: the live file differs from CONTENTS (edited config file); \
-                         its pending update {} matches it and is the one written",
+                     its pending update {} matches it and is the one written",
                         escape_path(&root.display_path(path)),
                         escape_path(&shown)
                     );
-                    Some(FileReport::new(shown, outcome))
+                    Some((shown, Ok(done)))
                 }
-                Err(ImaError::Md5Mismatch { .. }) => None,
-                Err(e) => Some(FileReport::new(shown, Outcome::Failed(sign_failure(&e)))),
+                Err(WriteError::ContentDiffers(_)) => None,
+                Err(e) => Some((shown, Err(object_failure(e, md5)))),
             },
         )
 }

@@ -22,7 +22,7 @@
 //! keyrings and which certificates its IMA keyring takes, Secure Boot,
 //! mounts), [`policy`] models IMA policies (and decides from the kernel's
 //! readings whether it enforces), [`trust`] the keys a verification trusts, [`failsafe`]
-//! whether a merge must stop, [`carried`] a binary host's signature list,
+//! whether a merge must stop, [`binpkg`] the signatures binary packages carry,
 //! [`keylime`] the runtime policy the hook keeps, [`audit`] what a log of
 //! denials means, [`setup`] the plan from an unsigned machine to enforce
 //! mode (its facts read by [`gentoo`] and [`kernel`]) and carrying it out,
@@ -39,7 +39,7 @@
 #![deny(unreachable_pub)]
 
 pub(crate) mod audit;
-pub mod carried;
+pub mod binpkg;
 pub mod cli;
 pub mod commands;
 pub mod context;

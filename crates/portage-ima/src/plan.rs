@@ -153,6 +153,23 @@ impl Job {
     }
 }
 
+/// Jobs for the files found in the image `${D}`, which holds the paths as
+/// they will be merged (EPREFIX included): each one is config-protected as
+/// the path it is merged to.
+pub fn image_jobs(found: Vec<FoundFile>, d: &Path, protection: &Protection) -> Vec<Job> {
+    found
+        .into_iter()
+        .map(|file| {
+            let merged = file
+                .path
+                .strip_prefix(d)
+                .map(|rel| Path::new("/").join(rel));
+            let config = merged.ok().and_then(|p| protection.config_of(&p));
+            Job::found(file, config)
+        })
+        .collect()
+}
+
 /// Where to look: the root files live under, and the vdb's EROOT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {

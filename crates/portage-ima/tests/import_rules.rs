@@ -70,7 +70,7 @@ fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
 /// The crate's rooms (the top-level modules), from the top floor down:
 /// the flow of docs/design.md. `main.rs` and `lib.rs` stand above them all.
 const FLOORS: &[&str] = &[
-    "commands", "context", "keylime", "audit", "carried", "setup", "failsafe", "engine", "policy",
+    "commands", "context", "keylime", "audit", "binpkg", "setup", "failsafe", "engine", "policy",
     "kernel", "report", "trust", "progress", "manual", "settings", "plan", "gentoo", "fs", "cli",
     "escape", "sys",
 ];

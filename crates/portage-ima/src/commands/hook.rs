@@ -10,9 +10,9 @@
 //!   (executables signed; the others left alone, hashed, or signed).
 //! - package (a binary package is being made, `FEATURES=buildpkg`): sign
 //!   `${D}` and list the signatures in build-info, so the package carries
-//!   them (see [`crate::carried`]).
+//!   them (see [`crate::binpkg`]).
 //! - with `mode = "verify"` or `"sign-missing"` (a client of a binary host),
-//!   preinst and postinst keep trusted signatures instead ([`carried_hook`]).
+//!   preinst and postinst keep trusted signatures instead ([`binpkg_hook`]).
 //! - postinst and postrm, with `[keylime]` in ima.toml: the Keylime
 //!   runtime policy follows the package ([`keylime_hook`]); never a reason
 //!   to fail a merge.
@@ -70,7 +70,7 @@ use crate::progress::Progress;
 use crate::report::{self, print_failures, FileReport, Outcome, Status, Tally};
 use crate::settings::{Mode, Premerge, Settings, SigningScope};
 
-mod carried_hook;
+mod binpkg_hook;
 mod keylime_hook;
 
 /// The file in `${T}` listing what preinst signed (CONTENTS-style paths).
@@ -179,10 +179,10 @@ fn sign_phase(ctx: &Context, phase: &str) -> Result<Status> {
         return Ok(Status::Success);
     }
     if phase == "package" {
-        return carried_hook::package(ctx, &env, &settings);
+        return binpkg_hook::package(ctx, &env, &settings);
     }
     if settings.mode != Mode::Sign {
-        return carried_hook::client(ctx, &env, &settings);
+        return binpkg_hook::client(ctx, &env, &settings);
     }
     let drop = (phase == "preinst")
         .then(|| merge_drop(&env, &settings))
@@ -334,19 +334,8 @@ fn preinst(
         .filter(|f| !f.also_named.is_empty())
         .map(|f| (f.path.clone(), f.also_named.clone()))
         .collect();
-    // `${D}` holds the paths as they will be merged (EPREFIX included).
     let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
-    let jobs: Vec<Job> = found
-        .into_iter()
-        .map(|file| {
-            let merged = file
-                .path
-                .strip_prefix(d)
-                .map(|rel| Path::new("/").join(rel));
-            let config = merged.ok().and_then(|p| protection.config_of(&p));
-            Job::found(file, config)
-        })
-        .collect();
+    let jobs = plan::image_jobs(found, d, &protection);
     let done = runner.run(
         &jobs,
         &Progress::hidden(),

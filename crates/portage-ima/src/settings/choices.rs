@@ -53,7 +53,7 @@ impl<'de> Deserialize<'de> for Enforce {
 }
 
 /// What the hook does with signatures: make them, or only accept those a
-/// binary host made (see `carried.rs`).
+/// binary host made (see `binpkg/`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {

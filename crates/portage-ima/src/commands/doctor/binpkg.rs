@@ -1,11 +1,11 @@
 //! Binary packages: the trusted certificates of a client (`mode = "verify"`
 //! or `"sign-missing"`), and what each binary package format carries of the
-//! signatures (see [`crate::carried`] for Portage's behaviour).
+//! signatures (see [`crate::binpkg`] for Portage's behaviour).
 
 use ima_core::{Certificate, KeyId};
 
 use super::{CheckId, Report};
-use crate::carried::MANIFEST;
+use crate::binpkg::manifest::MANIFEST;
 use crate::gentoo::env::XattrCopy;
 use crate::gentoo::make_conf::Features;
 use crate::settings::{Mode, Settings};

@@ -1,4 +1,4 @@
-//! The hook's side of [`crate::carried`]: the package phase on the build
+//! The hook's side of [`crate::binpkg`]: the package phase on the build
 //! host, and preinst and postinst on a client of a binary host
 //! (`mode = "verify"` or `"sign-missing"`).
 //!
@@ -9,25 +9,31 @@
 //! checks every `obj` of CONTENTS (whose MD5 must match) and writes again
 //! what the merge did not keep (a copy across file systems drops the xattr),
 //! from the vdb's copy of the signature list.
+//!
+//! Every phase builds its jobs with the plan and runs them through the
+//! engine, like the rest of the hook; the writing is [`crate::binpkg`]'s
+//! ([`Packer`] on the build host, [`Client`] on a client).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
 use super::{read_build_file, write_build_file};
-use crate::carried::{signature_value, Client, ClientTally, Manifest, Unsettled, MANIFEST};
+use crate::binpkg::client::{Client, ClientTally, Settled};
+use crate::binpkg::host::Packer;
+use crate::binpkg::manifest::{Manifest, MANIFEST};
 use crate::context::Context;
-use crate::engine::{cfg_candidates, open_failure, Runner};
+use crate::engine::{self, Runner};
 use crate::escape::escape_text;
-use crate::fs::links::LinkCensus;
 use crate::fs::rootfs::RootDir;
 use crate::fs::walk::{self, FoundFile};
 use crate::gentoo::contents::Contents;
 use crate::gentoo::env::PortageEnv;
 use crate::gentoo::provenance::Provenance;
-use crate::plan::{Decision, Protection, Treatment};
+use crate::plan::{self, Job, JobFile, Protection};
 use crate::progress::Progress;
 use crate::report::{self, Failure, Status};
 use crate::settings::{Mode, Settings};
@@ -103,56 +109,30 @@ pub(super) fn package(ctx: &Context, env: &PortageEnv, settings: &Settings) -> R
             (r.path, failure_reason(&r.outcome))
         })
         .collect();
+    let packer = Packer {
+        signer: &signer,
+        hasher: &hasher,
+        client: trusted.as_ref().map(|keys| Client {
+            keys,
+            provider: settings.backend,
+            manifest: &no_list,
+            signer: Some(&signer),
+            hasher: &hasher,
+            provenance: &provenance,
+            image: Some(d),
+        }),
+    };
+    let jobs = plan::image_jobs(found, d, &protection);
     let results = runner.run(
-        &found,
+        &jobs,
         &Progress::hidden(),
-        |f| f.size,
-        |f| -> Result<Option<(bool, Vec<u8>)>, String> {
-            let file = f.open().map_err(|e| e.to_string())?;
-            let path = contents_path(d, f);
-            let keep = ima_core::SignOptions {
-                expect_md5: None,
-                keep_valid: true,
-                dry_run: false,
-            };
-            match Decision::new(protection.config_of(&path)).on(&file) {
-                Treatment::Sign => {}
-                // Config files get what config_files says, and are not listed.
-                Treatment::Hash => {
-                    hasher.hash_file(&file, &keep).map_err(|e| e.to_string())?;
-                    return Ok(None);
-                }
-                Treatment::Leave(_) => return Ok(None),
-            }
-            let newly = match &trusted {
-                Some(keys) => {
-                    let client = Client {
-                        keys,
-                        provider: settings.backend,
-                        manifest: &no_list,
-                        signer: Some(&signer),
-                        hasher: &hasher,
-                        provenance: &provenance,
-                    };
-                    let settled = client.settle(&file, &path, None);
-                    matches!(
-                        settled.map_err(unsettled_text)?,
-                        crate::carried::Settled::Signed
-                    )
-                }
-                None => {
-                    let outcome = signer.sign_file(&file, &keep).map_err(|e| e.to_string())?;
-                    outcome != ima_core::SignOutcome::AlreadyValid
-                }
-            };
-            let value = signature_value(&file).ok_or("no signature after signing")?;
-            Ok(Some((newly, value)))
-        },
+        |job| job.size,
+        |job| engine::write_job(&packer, job).1,
     );
     let mut list = BTreeMap::new();
     let mut newly_signed = 0;
     let mut config_files = 0;
-    for (f, result) in found.iter().zip(results) {
+    for (f, result) in jobs.iter().filter_map(found_file).zip(results) {
         match result {
             Some(Ok(Some((newly, value)))) => {
                 newly_signed += usize::from(newly);
@@ -162,7 +142,7 @@ pub(super) fn package(ctx: &Context, env: &PortageEnv, settings: &Settings) -> R
                 list.insert(contents_path(d, f), value);
             }
             Some(Ok(None)) => config_files += 1,
-            Some(Err(why)) => failed.push((f.path.clone(), why)),
+            Some(Err(failure)) => failed.push((f.path.clone(), failure.to_string())),
             None => failed.push((f.path.clone(), "not done (interrupted)".into())),
         }
     }
@@ -206,8 +186,34 @@ fn failure_reason(outcome: &report::Outcome) -> String {
     }
 }
 
-fn unsettled_text(u: Unsettled) -> String {
-    u.into_failure(None).to_string()
+/// The found file of an image job (every job of the image is one).
+fn found_file(job: &Job) -> Option<&FoundFile> {
+    match &job.file {
+        JobFile::Found(file) => Some(file),
+        JobFile::Object { .. } => None,
+    }
+}
+
+/// Adds each job's result to `tally`, printing the failures (`shown`: the
+/// path of a job never started).
+fn count_results(
+    tally: &mut ClientTally,
+    results: Vec<Option<(PathBuf, Result<Settled, Failure>)>>,
+    shown: impl Fn(usize) -> PathBuf,
+) {
+    for (index, result) in results.into_iter().enumerate() {
+        match result {
+            Some((_, Ok(settled))) => tally.add(&settled),
+            Some((path, Err(failure))) => {
+                report::print_failure(&path, &failure.to_string());
+                tally.failed += 1;
+            }
+            None => {
+                report::print_failure(&shown(index), "not done (interrupted)");
+                tally.failed += 1;
+            }
+        }
+    }
 }
 
 /// preinst and postinst of a client: keep trusted signatures, apply the
@@ -264,6 +270,7 @@ pub(super) fn client(ctx: &Context, env: &PortageEnv, settings: &Settings) -> Re
         signer: signer.as_ref(),
         hasher: &hasher,
         provenance: &provenance,
+        image: None,
     };
     let protection = Protection::for_signing(settings.config_files, &env.eprefix, ctx.vars());
     let (mut tally, when) = if env.phase == "preinst" {
@@ -289,6 +296,7 @@ pub(super) fn client(ctx: &Context, env: &PortageEnv, settings: &Settings) -> Re
     })
 }
 
+/// preinst: every file of the image `${D}`, its CONTENTS path the one below it.
 fn client_preinst(
     env: &PortageEnv,
     client: &Client,
@@ -306,35 +314,27 @@ fn client_preinst(
         report::print_failure(&r.path, &failure_reason(&r.outcome));
         tally.failed += 1;
     }
+    let client = Client {
+        image: Some(d),
+        ..*client
+    };
+    let jobs = plan::image_jobs(found, d, protection);
     let results = runner.run(
-        &found,
+        &jobs,
         &Progress::hidden(),
-        |f| f.size,
-        |f| match f.open() {
-            Ok(file) => {
-                let path = contents_path(d, f);
-                let treatment = Decision::new(protection.config_of(&path)).on(&file);
-                client.settle_as(treatment, &file, &path, None)
-            }
-            Err(e) => Err(Unsettled::Error(e.to_string())),
-        },
+        |job| job.size,
+        |job| engine::write_job(&client, job),
     );
-    for (f, result) in found.iter().zip(results) {
-        match result {
-            Some(Ok(settled)) => tally.add(&settled),
-            Some(Err(u)) => {
-                report::print_failure(&f.path, &unsettled_text(u));
-                tally.failed += 1;
-            }
-            None => {
-                report::print_failure(&f.path, "not done (interrupted)");
-                tally.failed += 1;
-            }
-        }
-    }
+    count_results(&mut tally, results, |i| {
+        found_file(&jobs[i])
+            .map(|f| f.path.clone())
+            .unwrap_or_default()
+    });
     Ok(tally)
 }
 
+/// postinst: every `obj` of CONTENTS, by the engine's rules for one
+/// (MD5, `._cfg` siblings, hard links).
 fn client_postinst(
     env: &PortageEnv,
     client: &Client,
@@ -343,72 +343,28 @@ fn client_postinst(
 ) -> Result<ClientTally> {
     let contents_path = env.vdb_entry().join("CONTENTS");
     let contents = Contents::read(&contents_path)?;
-    let root = RootDir::open(&env.root)?;
-    let objects: Vec<(&Path, [u8; 16])> =
-        contents.objects().map(|(path, md5)| (path, *md5)).collect();
-    let mut census = LinkCensus::default();
-    for (path, _) in &objects {
-        if let Ok(meta) = std::fs::symlink_metadata(root.display_path(path)) {
-            census.add(meta.dev(), meta.ino());
-        }
-    }
+    let root = Arc::new(RootDir::open(&env.root)?);
+    let mut jobs: Vec<Job> = contents
+        .objects()
+        .map(|(path, md5)| Job::object(&root, path, *md5, None, protection))
+        .collect();
+    plan::with_link_census(&mut jobs);
     let results = runner.run(
-        &objects,
+        &jobs,
         &Progress::hidden(),
         |_| 1,
-        |(path, md5)| settle_object(client, protection, &root, &census, path, *md5),
+        |job| engine::write_job(client, job),
     );
     let mut tally = ClientTally::default();
-    for ((path, _), result) in objects.iter().zip(results) {
-        match result {
-            Some((_, Ok(settled))) => tally.add(&settled),
-            Some((shown, Err(failure))) => {
-                report::print_failure(&shown, &failure.to_string());
-                tally.failed += 1;
-            }
-            None => {
-                report::print_failure(&root.display_path(path), "not done (interrupted)");
-                tally.failed += 1;
-            }
-        }
-    }
+    count_results(&mut tally, results, |i| {
+        jobs[i]
+            .object_path()
+            .map(|p| root.display_path(p))
+            .unwrap_or_default()
+    });
     for message in contents.skipped_messages(&contents_path) {
         report::print_problem(&escape_text(&message));
         tally.failed += 1;
     }
     Ok(tally)
-}
-
-/// One `obj` of CONTENTS on a client: the live file, or the `._cfg` update
-/// beside an edited config file whose content is the package's.
-fn settle_object(
-    client: &Client,
-    protection: &Protection,
-    root: &RootDir,
-    census: &LinkCensus,
-    path: &Path,
-    md5: [u8; 16],
-) -> (PathBuf, Result<crate::carried::Settled, Failure>) {
-    let shown = root.display_path(path);
-    let file = match root.open_file(path) {
-        Ok(f) => f,
-        Err(e) => return (shown, Err(open_failure(&e))),
-    };
-    if let Err(ima_core::Error::LinkedOutside { links, seen }) = census.check(&file) {
-        return (shown, Err(Failure::LinkedOutside { links, seen }));
-    }
-    let decision = Decision::new(protection.config_of(path));
-    match client.settle_as(decision.on(&file), &file, path, Some(md5)) {
-        Err(Unsettled::ContentDiffers(actual)) => {
-            for (sibling, file) in cfg_candidates(root, path) {
-                match client.settle_as(decision.on(&file), &file, path, Some(md5)) {
-                    Err(Unsettled::ContentDiffers(_)) => continue,
-                    other => return (sibling, other.map_err(|u| u.into_failure(Some(md5)))),
-                }
-            }
-            let differs = Unsettled::ContentDiffers(actual).into_failure(Some(md5));
-            (shown, Err(differs))
-        }
-        other => (shown, other.map_err(|u| u.into_failure(Some(md5)))),
-    }
 }

@@ -1,117 +1,24 @@
-//! Signatures that travel with binary packages: sign once on the build host,
-//! keep them on clients that hold only the certificate.
-//!
-//! What real Portage does (3.0.x, checked in its source and with `emerge`):
-//! - A binary package (`FEATURES=buildpkg`) is made in the `package` phase,
-//!   after src_install and before preinst, from `${D}` (a hard-linked copy
-//!   under `${T}/packaging` when PKG_INSTALL_MASK is set). A signature made
-//!   in preinst is never in it; the hook signs in the package phase. The
-//!   bashrc is sourced there too (misc-functions.sh), as root.
-//! - xpak (`.tbz2`/`.xpak`): the image is packed by `gtar --xattrs` when
-//!   `FEATURES=xattr`, so `security.ima` is in the tar (PAX
-//!   `SCHILY.xattr.security.ima`). `emerge -K` extracts with
-//!   `--xattrs-exclude` for every entry of `PORTAGE_XATTR_EXCLUDE`, which by
-//!   default lists `security.*`: the client must drop it from the list.
-//! - gpkg (`.gpkg.tar`): Python's `tarfile` packs the image, which stores no
-//!   xattrs at all, whatever the settings.
-//! - Both formats store every file of `${PORTAGE_BUILDDIR}/build-info` as the
-//!   package's metadata, unpack it into the client's build-info before
-//!   preinst, and copy it into the vdb entry (`/var/db/pkg/CAT/PF/`) at the
-//!   merge; `quickpkg` packs the vdb entry again.
-//!
-//! So in the package phase the hook also writes `build-info/IMA_SIGNATURES`
-//! ([`MANIFEST`]): every signed file's CONTENTS path and its `security.ima`.
-//! A client applies an entry only when it verifies, against a trusted
-//! certificate, over the content of the file it is about to merge (or has
-//! merged, and whose MD5 CONTENTS records): the list needs no protection of
-//! its own, and a file changed on the binary host after signing is found.
+//! A binary-package client's per-file rule: keep a trusted signature,
+//! apply the package's [`MANIFEST`] entry when it verifies, or (sign-missing)
+//! sign with our key when Portage vouched for the package. It is a
+//! [`Writer`] of the engine: the plan decides what happens to each file and
+//! the engine opens it, checks CONTENTS and the `._cfg` siblings, as for
+//! every other run; only the writing is the client's.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use ima_core::{
     digest_file, read_ima_xattr, write_ima_xattr, Error as ImaError, FileStamp, ImaHasher,
-    ImaSigner, ImaXattr, KeyId, KeySet, SignOptions, SignOutcome, VerifyStatus,
+    ImaSigner, KeyId, KeySet, SignOptions, SignOutcome, VerifyStatus,
 };
 
+use super::manifest::{Manifest, MANIFEST};
+use crate::engine::{WriteError, Writer};
 use crate::gentoo::provenance::Provenance;
-use crate::plan::Treatment;
+use crate::plan::{SkipReason, Treatment};
 use crate::report::Failure;
-
-/// The metadata file (in build-info and in the vdb entry) with the signatures.
-pub const MANIFEST: &str = "IMA_SIGNATURES";
-
-const HEADER: &str =
-    "# portage-ima: security.ima of each signed file (hex), a space, its CONTENTS path\n";
-
-/// The signatures of one package, by CONTENTS path.
-#[derive(Debug, Default)]
-pub struct Manifest {
-    entries: HashMap<PathBuf, Vec<u8>>,
-}
-
-impl Manifest {
-    /// Parses [`MANIFEST`] text; `origin` names the file in errors.
-    pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
-        let mut entries = HashMap::new();
-        for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() || line.starts_with(b"#") {
-                continue;
-            }
-            let where_ = || format!("{} line {}", origin.display(), index + 1);
-            let Some(space) = line.iter().position(|&b| b == b' ') else {
-                bail!("{}: expected `HEX-VALUE /path`, found no space", where_());
-            };
-            let value = hex::decode(&line[..space])
-                .with_context(|| format!("{}: the value is not hex", where_()))?;
-            let path = &line[space + 1..];
-            if !path.starts_with(b"/") {
-                bail!("{}: the path must be absolute (as in CONTENTS)", where_());
-            }
-            entries.insert(PathBuf::from(OsStr::from_bytes(path)), value);
-        }
-        Ok(Manifest { entries })
-    }
-
-    /// The text for `entries` (CONTENTS path, `security.ima`), sorted by path.
-    /// Paths with a newline cannot be written (CONTENTS cannot hold them either).
-    pub fn render(entries: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<u8> {
-        let mut text = HEADER.as_bytes().to_vec();
-        for (path, value) in entries {
-            let path = path.as_os_str().as_bytes();
-            if path.contains(&b'\n') {
-                continue;
-            }
-            text.extend_from_slice(hex::encode(value).as_bytes());
-            text.push(b' ');
-            text.extend_from_slice(path);
-            text.push(b'\n');
-        }
-        text
-    }
-
-    pub fn get(&self, path: &Path) -> Option<&[u8]> {
-        self.entries.get(path).map(Vec::as_slice)
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// `security.ima` when it holds a signature (not a bare digest).
-pub fn signature_value(file: &File) -> Option<Vec<u8>> {
-    let value = read_ima_xattr(file).ok()??;
-    matches!(ImaXattr::decode(&value), Ok(ImaXattr::Signature { .. })).then_some(value)
-}
 
 /// How a client's file ended up with a trusted signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +47,7 @@ pub enum Unsettled {
 }
 
 impl Unsettled {
+    /// The failure reported for it; `expected_md5`: what CONTENTS records.
     pub fn into_failure(self, expected_md5: Option<[u8; 16]>) -> Failure {
         match self {
             Unsettled::ContentDiffers(actual_md5) => Failure::ContentDiffers {
@@ -154,15 +62,22 @@ impl Unsettled {
 /// What a client needs to settle files: the trusted keys, the package's
 /// signature list, and (sign-missing) our own signer.
 pub struct Client<'a> {
+    /// The certificates a signature must verify against (`trusted_certs`).
     pub keys: &'a KeySet,
+    /// The crypto backend, for the digests an entry is checked over.
     pub provider: &'static dyn ima_core::CryptoProvider,
+    /// The package's [`MANIFEST`].
     pub manifest: &'a Manifest,
+    /// Our own key (sign-missing), else None.
     pub signer: Option<&'a ImaSigner>,
     /// Digests for config files under `config_files = "hash"`.
     pub hasher: &'a ImaHasher,
     /// Whether Portage vouched for the package: only then does `signer`
     /// sign what the manifest does not cover.
     pub provenance: &'a Provenance,
+    /// `${D}` when the files are found in the image (preinst): their
+    /// CONTENTS path is the one below it.
+    pub image: Option<&'a Path>,
 }
 
 fn trusted(status: &VerifyStatus) -> bool {
@@ -311,6 +226,32 @@ impl Client<'_> {
     }
 }
 
+impl Writer for Client<'_> {
+    type Done = Settled;
+
+    fn write(
+        &self,
+        file: &File,
+        listed: &Path,
+        treatment: Treatment,
+        expect_md5: Option<[u8; 16]>,
+    ) -> Result<Settled, WriteError> {
+        let path = match self.image {
+            Some(d) => Path::new("/").join(listed.strip_prefix(d).unwrap_or(listed)),
+            None => listed.to_path_buf(),
+        };
+        self.settle_as(treatment, file, &path, expect_md5)
+            .map_err(|u| match u {
+                Unsettled::ContentDiffers(actual) => WriteError::ContentDiffers(actual),
+                other => WriteError::Failed(other.into_failure(None)),
+            })
+    }
+
+    fn left(&self, _reason: SkipReason) -> Settled {
+        Settled::Left
+    }
+}
+
 /// Counts of one hook run on a client, and which key signed what.
 #[derive(Debug, Default)]
 pub struct ClientTally {
@@ -370,39 +311,5 @@ impl ClientTally {
             ));
         }
         line
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_round_trips_paths_with_spaces() {
-        let mut entries = BTreeMap::new();
-        entries.insert(PathBuf::from("/usr/share/a file.txt"), vec![3, 2, 4, 0xab]);
-        entries.insert(PathBuf::from("/usr/bin/x"), vec![3, 2, 4, 0xcd]);
-        entries.insert(PathBuf::from("/bad\nname"), vec![1]);
-        let text = Manifest::render(&entries);
-        let m = Manifest::parse(&text, Path::new("M")).unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!(
-            m.get(Path::new("/usr/share/a file.txt")),
-            Some(&[3, 2, 4, 0xab][..])
-        );
-        assert_eq!(m.get(Path::new("/usr/bin/x")), Some(&[3, 2, 4, 0xcd][..]));
-    }
-
-    #[test]
-    fn manifest_errors_name_the_line() {
-        let e = Manifest::parse(b"# c\n0302 /ok\nzz /x\n", Path::new("M")).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("M line 3: the value is not hex"),
-            "{e:#}"
-        );
-        let e = Manifest::parse(b"0302 relative\n", Path::new("M")).unwrap_err();
-        assert!(e.to_string().contains("must be absolute"), "{e}");
-        let e = Manifest::parse(b"0302\n", Path::new("M")).unwrap_err();
-        assert!(e.to_string().contains("no space"), "{e}");
     }
 }
