@@ -38,7 +38,7 @@ struct InputProblem {
     bad: BadLine,
 }
 
-pub fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
     let settings = Settings::load(ctx.config(), &args.key, None)?;
     let certs = crate::trust::key_set(&settings, &[])?;
     let mut sightings = Sightings::default();

@@ -63,7 +63,7 @@ use super::walk::{beyond_the_walk, inside_root, walk, Found};
 pub use crate::report::policy_check::{CheckReport, Denied, Unmodelled, Verdict};
 
 /// The options of `policy`'s appraise rules that the check does not model.
-pub fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
+pub(crate) fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
     let mut out = Vec::new();
     for (line, rule) in policy.numbered_rules() {
         if rule.action != Action::Appraise {
@@ -93,7 +93,7 @@ pub fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
 const SUBJECTS: [(u32, u32); 2] = [(0, 0), (1000, 1000)];
 
 /// Checks every regular file under `root` against `policy` (see the module docs).
-pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
+pub(crate) fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
     let mut report = CheckReport {
         unmodelled: unmodelled(policy),
         ..CheckReport::default()
@@ -363,13 +363,16 @@ impl Coverage {
 }
 
 /// The loaded policy, readable with CONFIG_IMA_READ_POLICY.
-pub const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
+pub(crate) const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
 /// The policy the boot loads, under ROOT.
-pub const BOOT_POLICY: &str = "etc/ima/ima-policy";
+pub(crate) const BOOT_POLICY: &str = "etc/ima/ima-policy";
 
 /// The policy `explicit`, else the loaded one (when `root` is `/`), else
 /// the one the boot loads under `root`: where it was read, and its text.
-pub fn read_policy(explicit: Option<&Path>, root: &Path) -> anyhow::Result<(String, String)> {
+pub(crate) fn read_policy(
+    explicit: Option<&Path>,
+    root: &Path,
+) -> anyhow::Result<(String, String)> {
     use anyhow::Context;
     if let Some(path) = explicit {
         let text = fs::read_to_string(path)

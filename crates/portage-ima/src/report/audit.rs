@@ -13,7 +13,7 @@ use crate::escape::{escape_path, escape_text};
 /// What a file the kernel saw is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Class {
+pub(crate) enum Class {
     UnsignedPristine,
     Modified,
     ForeignKey,
@@ -24,7 +24,7 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub(crate) const ALL: [Class; 7] = [
         Class::UnsignedPristine,
         Class::Modified,
         Class::ForeignKey,
@@ -34,7 +34,7 @@ impl Class {
         Class::Error,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Class::UnsignedPristine => "unsigned-pristine",
             Class::Modified => "modified",
@@ -49,7 +49,7 @@ impl Class {
 
 /// One file's verdict.
 #[derive(Clone, Debug, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// The path as the kernel named it.
     #[serde(serialize_with = "path_as_text")]
     pub path: PathBuf,
@@ -86,7 +86,7 @@ pub struct Finding {
 }
 
 /// How many findings of each class.
-pub fn counts(findings: &[Finding]) -> BTreeMap<Class, usize> {
+pub(crate) fn counts(findings: &[Finding]) -> BTreeMap<Class, usize> {
     let mut counts = BTreeMap::new();
     for f in findings {
         *counts.entry(f.class).or_insert(0) += 1;
@@ -108,7 +108,7 @@ fn opt_path_as_text<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Resul
 }
 
 /// What one run of `audit` found, to be printed.
-pub struct Audited<'a, P: Serialize> {
+pub(crate) struct Audited<'a, P: Serialize> {
     /// The findings, sorted as they are to be listed.
     pub findings: &'a [Finding],
     /// The lines of the inputs that could not be read (JSON only; the
@@ -140,7 +140,7 @@ struct JsonReport<'a, P: Serialize> {
 }
 
 /// Prints `audited` on stdout, as text or (`json`) one JSON document.
-pub fn print<P: Serialize>(audited: &Audited<'_, P>, json: bool) -> std::io::Result<()> {
+pub(crate) fn print<P: Serialize>(audited: &Audited<'_, P>, json: bool) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let findings = audited.findings;
     let counts = counts(findings);

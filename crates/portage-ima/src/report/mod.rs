@@ -16,14 +16,14 @@
 //!   [`Status::of_files`]) and the one-line form of an error.
 //! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod colour;
-pub mod date;
+pub(crate) mod date;
 mod json;
 pub mod log;
-pub mod policy_check;
-pub mod setup;
-pub mod sign;
+pub(crate) mod policy_check;
+pub(crate) mod setup;
+pub(crate) mod sign;
 pub mod status;
 pub mod verify;
 

@@ -88,7 +88,7 @@ impl CheckReport {
 }
 
 /// One run of the check, to be printed.
-pub struct Checked<'a> {
+pub(crate) struct Checked<'a> {
     /// What the check found (owners looked up).
     pub report: &'a CheckReport,
     /// Where the policy came from.
@@ -102,7 +102,7 @@ pub struct Checked<'a> {
 }
 
 /// Prints `checked` on stdout, as text or (`json`) one JSON document.
-pub fn print(checked: &Checked<'_>, json: bool) -> std::io::Result<()> {
+pub(crate) fn print(checked: &Checked<'_>, json: bool) -> std::io::Result<()> {
     let (report, source, root) = (checked.report, checked.source, checked.root);
     let args_json = json;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
