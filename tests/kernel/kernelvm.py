@@ -32,6 +32,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from portage_playground.cachelock import cache_lock
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / "tests" / ".cache" / "kernel"
 HERE = Path(__file__).resolve().parent
@@ -102,6 +104,11 @@ def _missing_host_packages() -> list[str]:
     return missing
 
 
+#: Held around apt-get install/update: dpkg takes one frontend at a time,
+#: and two test workers may find the same package missing.
+APT_LOCK = REPO / "tests" / ".cache" / "apt.lock"
+
+
 def ensure_host_tools() -> None:
     """Make sure qemu-system-x86_64, a static /bin/busybox and cpio exist.
 
@@ -109,6 +116,13 @@ def ensure_host_tools() -> None:
     --no-install-recommends` when running as root; raises `Unavailable` when
     they cannot be had.
     """
+    if not _missing_host_packages():
+        return
+    with cache_lock(APT_LOCK):
+        _install_host_tools()
+
+
+def _install_host_tools() -> None:
     missing = _missing_host_packages()
     if not missing:
         return
@@ -181,7 +195,8 @@ def newest_kernel_package() -> tuple[str, str]:
         names = _kernel_package_names()
         if not names and os.geteuid() == 0:
             # A fresh machine may have no package lists yet.
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            with cache_lock(APT_LOCK):
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
             names = _kernel_package_names()
     if not names:
         raise Unavailable("apt-cache knows no linux-image-*-cloud-amd64-unsigned package "
@@ -225,8 +240,14 @@ def prepare_kernel() -> Kernel:
     """Download and unpack the newest cloud kernel once; reuse the cache afterwards.
 
     When apt cannot name or fetch a kernel (no network) the newest one already
-    in the cache is used; with an empty cache `Unavailable` is raised.
+    in the cache is used; with an empty cache `Unavailable` is raised. One
+    test worker at a time (`cache_lock`); the others wait and reuse it.
     """
+    with cache_lock(CACHE / ".lock"):
+        return _prepare_kernel_locked()
+
+
+def _prepare_kernel_locked() -> Kernel:
     CACHE.mkdir(parents=True, exist_ok=True)
     try:
         package, version = newest_kernel_package()

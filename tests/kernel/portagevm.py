@@ -37,6 +37,7 @@ from pathlib import Path
 
 import kernelvm
 from kernelvm import Unavailable, run
+from portage_playground.cachelock import cache_lock
 from portage_playground.playground import CATEGORY as PLAYGROUND_CATEGORY, MAKE_DEFAULTS, Playground
 
 HERE = Path(__file__).resolve().parent
@@ -514,7 +515,14 @@ def _add_binpkg(tree: Tree, hook: Path, key_dir: Path, work: Path) -> None:
 
 
 def build_image(hook: Path, *, log=print) -> tuple[Path, Path]:
-    """The signed root filesystem image for `hook` (cached), and the key directory."""
+    """The signed root filesystem image for `hook` (cached), and the key
+    directory. Built by one test worker at a time (`cache_lock`); another
+    that wants it waits and boots the same file."""
+    with cache_lock(CACHE / ".lock"):
+        return _build_image_locked(hook, log)
+
+
+def _build_image_locked(hook: Path, log) -> tuple[Path, Path]:
     key_dir = ensure_key(CACHE / "keys")
     ensure_key(other_key_dir(key_dir), "/CN=portage-ima enforce-mode VM test, not on the keyring")
     digest = inputs_digest(hook, key_dir)

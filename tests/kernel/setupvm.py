@@ -27,24 +27,23 @@ bashrc line and no IMA policy. On top of portagevm's pieces it has:
   `app-portage/portage-ima-1` ebuild for the self-upgrade.
 
 The image is cached under tests/.cache/setupvm, keyed by a hash of its
-inputs, and built under a file lock (two pytest workers may want it at
+inputs, and built under `cache_lock` (two pytest workers may want it at
 once). A test boots a copy of it (`working_copy`), so that what one boot
 writes the next boot sees.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import kernelvm
 import portagevm
 from kernelvm import Unavailable, run
+from portage_playground.cachelock import cache_lock
 
 HERE = Path(__file__).resolve().parent
 CACHE = kernelvm.REPO / "tests" / ".cache" / "setupvm"
@@ -96,16 +95,6 @@ pkg_postinst() {
 #: repository, the admin's Portage configuration, and the state directories.
 UNOWNED_PREFIXES = ("/var/db/pkg", "/var/db/repos", "/etc/portage", "/var/cache", "/var/log",
                     "/var/lib/portage", "/var/tmp", "/tmp", "/root", "/proc", "/sys", "/dev", "/run")
-
-
-@contextmanager
-def cache_lock():
-    """Held while the image is checked or built: pytest-xdist may run two
-    VM tests at once, and both would build the same image."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _openrc_root() -> Path:
@@ -209,7 +198,7 @@ def build_image(hook: Path, kernel: kernelvm.Kernel, *, log=print) -> Path:
     for f in SHIPPED:
         if not (BOOT_DIR / f).exists():
             raise RuntimeError(f"{BOOT_DIR / f} does not exist: the shipped boot integration is missing")
-    with cache_lock():
+    with cache_lock(CACHE / ".lock"):
         x = _openrc_root()
         digest = inputs_digest(hook, kernel)
         image = CACHE / f"root-{digest}.ext4"

@@ -40,6 +40,7 @@ import pytest
 import kernelvm
 from kernelvm import Unavailable, run
 from portage_playground import portage_ima_bin
+from portage_playground.cachelock import cache_lock
 
 HERE = Path(__file__).resolve().parent
 CACHE = kernelvm.REPO / "tests" / ".cache" / "secureboot"
@@ -57,18 +58,24 @@ def _unavailable(reason: str):
 
 
 def unpacked() -> Path:
-    """shim, grub and the signed kernel, fetched with apt-get download."""
+    """shim, grub and the signed kernel, fetched with apt-get download
+    (once, under a lock; unpacked beside and renamed into place)."""
     x = CACHE / "x"
-    if (x / "usr/lib/shim/shimx64.efi.signed").exists():
-        return x
-    debs = CACHE / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    if len(list(debs.glob("*.deb"))) < len(DEBS):
-        p = subprocess.run(["apt-get", "download", *DEBS], cwd=debs, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise Unavailable(f"apt-get download {' '.join(DEBS)}: {p.stderr.strip()}")
-    for deb in debs.glob("*.deb"):
-        run(["dpkg-deb", "-x", deb, x])
+    with cache_lock(CACHE / ".lock"):
+        if (x / "usr/lib/shim/shimx64.efi.signed").exists():
+            return x
+        debs = CACHE / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        if len(list(debs.glob("*.deb"))) < len(DEBS):
+            p = subprocess.run(["apt-get", "download", *DEBS], cwd=debs, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise Unavailable(f"apt-get download {' '.join(DEBS)}: {p.stderr.strip()}")
+        tmp = CACHE / "x.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for deb in debs.glob("*.deb"):
+            run(["dpkg-deb", "-x", deb, tmp])
+        shutil.rmtree(x, ignore_errors=True)
+        tmp.rename(x)
     return x
 
 

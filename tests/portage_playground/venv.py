@@ -13,6 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+try:
+    from .cachelock import cache_lock
+except ImportError:  # run as a script: `python3 tests/portage_playground/venv.py`
+    from cachelock import cache_lock
+
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS = TESTS_DIR / "requirements.txt"
 VENV = TESTS_DIR / ".cache" / "venv"
@@ -29,7 +34,13 @@ def _requirements_hash(requirements: Path) -> str:
 def ensure_venv(
     python: str | None = None, requirements: Path = REQUIREMENTS, venv: Path = VENV
 ) -> Path:
-    """Return the venv path, creating or refreshing it when needed."""
+    """Return the venv path, creating or refreshing it when needed (under a
+    lock beside it: two test workers may ask for the same venv at once)."""
+    with cache_lock(venv.with_name(f".{venv.name}.lock")):
+        return _ensure_venv_locked(python, requirements, venv)
+
+
+def _ensure_venv_locked(python: str | None, requirements: Path, venv: Path) -> Path:
     stamp = venv / ".requirements.sha256"
     want = _requirements_hash(requirements)
     if stamp.is_file() and stamp.read_text().strip() == want:
@@ -53,12 +64,13 @@ def ensure_keylime_venv() -> Path:
     """The venv holding Keylime from PyPI (see KEYLIME_REQUIREMENTS), with
     Debian's gpg bindings reachable (only them, not all of dist-packages)."""
     venv = ensure_venv(requirements=KEYLIME_REQUIREMENTS, venv=KEYLIME_VENV)
-    only_gpg = venv / "debian-gpg"
-    if DEBIAN_GPG.is_dir() and not (only_gpg / "gpg").exists():
-        only_gpg.mkdir(exist_ok=True)
-        (only_gpg / "gpg").symlink_to(DEBIAN_GPG)
-        for site in venv.glob("lib/python3*/site-packages"):
-            (site / "debian-gpg.pth").write_text(f"{only_gpg}\n")
+    with cache_lock(venv.with_name(f".{venv.name}.lock")):
+        only_gpg = venv / "debian-gpg"
+        if DEBIAN_GPG.is_dir() and not (only_gpg / "gpg").exists():
+            only_gpg.mkdir(exist_ok=True)
+            (only_gpg / "gpg").symlink_to(DEBIAN_GPG)
+            for site in venv.glob("lib/python3*/site-packages"):
+                (site / "debian-gpg.pth").write_text(f"{only_gpg}\n")
     return venv
 
 
