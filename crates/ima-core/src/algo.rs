@@ -9,7 +9,8 @@ use crate::Error;
 /// A hash algorithm IMA can use for `security.ima`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashAlgo {
-    /// MD5 (kernel id 1): only for Portage's CONTENTS, never for signatures.
+    /// MD5 (kernel id 1): only to check content against a recorded MD5, never
+    /// for signatures.
     Md5,
     /// SHA-1 (kernel id 2).
     Sha1,
@@ -34,7 +35,7 @@ impl HashAlgo {
         HashAlgo::Sha512,
     ];
 
-    /// The algorithms a signature may use (MD5 is only for Portage's CONTENTS).
+    /// The algorithms a signature may use (MD5 only checks content).
     pub const SIGNING: &'static [HashAlgo] = &[
         HashAlgo::Sha1,
         HashAlgo::Sha224,

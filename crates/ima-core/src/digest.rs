@@ -22,7 +22,8 @@ pub struct FileDigests {
     pub algo: HashAlgo,
     /// The digest of the content in `algo`.
     pub digest: Vec<u8>,
-    /// MD5 of the same bytes, when asked for (what Portage's CONTENTS records).
+    /// MD5 of the same bytes, when asked for (to check the content against a
+    /// recorded MD5).
     pub md5: Option<[u8; 16]>,
     /// Bytes read.
     pub size: u64,

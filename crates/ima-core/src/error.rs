@@ -52,7 +52,7 @@ pub enum Error {
     },
 
     /// The content is not what the package manager recorded.
-    #[error("MD5 {actual} does not match the recorded {expected}: content differs from what was installed; not signed")]
+    #[error("MD5 {actual} does not match the expected {expected}: the content is not what the caller expected; not signed")]
     Md5Mismatch {
         /// The recorded MD5, in hex.
         expected: String,
@@ -123,7 +123,7 @@ pub enum Error {
 
     /// The private key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or a
     /// legacy `Proc-Type: 4,ENCRYPTED` PEM); refused, never decrypted.
-    #[error("key {0} is protected by a passphrase, which portage-ima cannot ask for (it signs from emerge, unattended); write an unencrypted copy readable by root only and use that: `(umask 077; openssl pkey -in {0} -out {0}.plain)`", path.display())]
+    #[error("key {0} is protected by a passphrase, which cannot be asked for (signing runs unattended); write an unencrypted copy readable by root only and use that: `(umask 077; openssl pkey -in {0} -out {0}.plain)`", path.display())]
     KeyEncrypted {
         /// The key file.
         path: PathBuf,
@@ -179,7 +179,7 @@ pub enum Error {
     },
 
     /// A key held by hardware in a build without the OpenSSL backend.
-    #[error("key {key} is held by hardware ({kind}); such keys are reached through OpenSSL's providers and engines and this build has only the rustcrypto backend: use a portage-ima built with OpenSSL (USE=openssl, cargo feature \"openssl\")")]
+    #[error("key {key} is held by hardware ({kind}); such keys are reached through OpenSSL's providers and engines and this build has only the rustcrypto backend: build with the cargo feature \"openssl\"")]
     HardwareNeedsOpenssl {
         /// The key as configured.
         key: String,

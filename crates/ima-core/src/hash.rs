@@ -37,7 +37,7 @@ impl std::fmt::Debug for ImaHasher {
 }
 
 impl ImaHasher {
-    /// A hasher for `algo` (any but MD5, which only Portage's CONTENTS uses).
+    /// A hasher for `algo` (any but MD5, which only checks content).
     pub fn new(provider: &'static dyn CryptoProvider, algo: HashAlgo) -> Result<Self> {
         if !HashAlgo::SIGNING.contains(&algo) {
             return Err(Error::Crypto(format!(

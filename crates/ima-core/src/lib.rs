@@ -16,8 +16,9 @@
 //! 2. **Provider** ([`CryptoProvider`], [`default_provider`]): a backend turns
 //!    that DER once into a [`Signer`] / [`Verifier`] and makes [`Hasher`]s.
 //! 3. **Sign / verify** ([`ImaSigner`], [`KeySet`]): one pass over the content
-//!    gives the digest (and Portage's MD5 when asked, [`digest_file`]); RSA
-//!    PKCS#1 v1.5 over the digest, deterministic, so byte-identical to evmctl;
+//!    gives the digest (and an MD5 to check the content against, when
+//!    asked, [`digest_file`]); RSA PKCS#1 v1.5 over the digest,
+//!    deterministic, so byte-identical to evmctl;
 //!    or ECDSA, DER-encoded as evmctl writes it (randomised, so only
 //!    verifiably the same).
 //! 4. **File I/O on one descriptor** ([`open_regular`], [`FileStamp`],

@@ -106,7 +106,8 @@ pub fn providers() -> Vec<&'static dyn CryptoProvider> {
     PROVIDERS.to_vec()
 }
 
-/// MD5 is only for Portage's CONTENTS; neither evmctl nor a sane policy signs with it.
+/// MD5 only checks content against a recorded MD5; neither evmctl nor a sane
+/// policy signs with it.
 pub(crate) fn check_signing_algo(algo: HashAlgo) -> Result<()> {
     if HashAlgo::SIGNING.contains(&algo) {
         Ok(())

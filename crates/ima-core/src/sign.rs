@@ -16,8 +16,9 @@ use crate::{
 /// What [`ImaSigner::sign_file`] should check and do.
 #[derive(Clone, Debug, Default)]
 pub struct SignOptions {
-    /// The MD5 the content must have (Portage's CONTENTS); anything else is
-    /// [`Error::Md5Mismatch`] and nothing is written.
+    /// An MD5 the content must have, checked in the same pass as the digest
+    /// (the caller's record of the file, such as a package manager's);
+    /// anything else is [`Error::Md5Mismatch`] and nothing is written.
     pub expect_md5: Option<[u8; 16]>,
     /// Keep an existing signature that is ours and verifies.
     pub keep_valid: bool,

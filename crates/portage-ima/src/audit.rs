@@ -47,7 +47,7 @@ use crate::report::{FileReport, Outcome};
 /// What a file the kernel saw is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Class {
+pub(crate) enum Class {
     UnsignedPristine,
     Modified,
     ForeignKey,
@@ -58,7 +58,7 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub(crate) const ALL: [Class; 7] = [
         Class::UnsignedPristine,
         Class::Modified,
         Class::ForeignKey,
@@ -68,7 +68,7 @@ impl Class {
         Class::Error,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Class::UnsignedPristine => "unsigned-pristine",
             Class::Modified => "modified",
@@ -82,7 +82,7 @@ impl Class {
 }
 
 /// The keys the kernel would check signatures with.
-pub struct KernelKeys<'a> {
+pub(crate) struct KernelKeys<'a> {
     /// The certificates, to verify signatures.
     pub certs: &'a KeySet,
     /// The ids on the kernel's IMA keyring and its name, when it was read
@@ -92,7 +92,7 @@ pub struct KernelKeys<'a> {
 
 /// What the kernel said about one file, all its records together.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Sighting {
+pub(crate) struct Sighting {
     /// Appraisal denials.
     pub denials: usize,
     /// Entries in the measurement list.
@@ -108,14 +108,14 @@ pub struct Sighting {
 /// The files the kernel denied or measured, by path; records of the same
 /// event read from two logs (kmsg and audit.log) count once.
 #[derive(Debug, Default)]
-pub struct Sightings {
+pub(crate) struct Sightings {
     pub files: BTreeMap<PathBuf, Sighting>,
     seen_events: HashSet<(String, u64)>,
 }
 
 impl Sightings {
     /// Adds the denials of one log.
-    pub fn add_log(&mut self, log: &AuditLog) {
+    pub(crate) fn add_log(&mut self, log: &AuditLog) {
         for r in log.records.iter().filter(|r| r.is_denial()) {
             let Some(name) = &r.name else { continue };
             if !self.seen_events.insert((r.time.clone(), r.serial)) {
@@ -131,7 +131,7 @@ impl Sightings {
     }
 
     /// Adds the files an `audit` rule recorded.
-    pub fn add_rule_log(&mut self, log: &RuleLog) {
+    pub(crate) fn add_rule_log(&mut self, log: &RuleLog) {
         for r in &log.records {
             if !self.seen_events.insert((r.time.clone(), r.serial)) {
                 continue;
@@ -145,13 +145,13 @@ impl Sightings {
     }
 
     /// Whether any file was observed (see the module docs).
-    pub fn observed(&self) -> bool {
+    pub(crate) fn observed(&self) -> bool {
         self.files.values().any(Sighting::observed)
     }
 
     /// Adds the files of a measurement list (`boot_aggregate` and other
     /// names that are not absolute paths are not files).
-    pub fn add_measurements(&mut self, list: &MeasurementList) {
+    pub(crate) fn add_measurements(&mut self, list: &MeasurementList) {
         for m in &list.measurements {
             if m.path.is_absolute() {
                 let s = self.files.entry(m.path.clone()).or_default();
@@ -164,14 +164,14 @@ impl Sightings {
 
 impl Sighting {
     /// Recorded by an `audit` rule or an `ima-sig` measurement.
-    pub fn observed(&self) -> bool {
+    pub(crate) fn observed(&self) -> bool {
         self.audited > 0 || self.sig_measured > 0
     }
 }
 
 /// One file's verdict.
 #[derive(Clone, Debug, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// The path as the kernel named it.
     #[serde(serialize_with = "path_as_text")]
     pub path: PathBuf,
@@ -208,7 +208,7 @@ pub struct Finding {
 
 /// Classifies every sighted file (see the module docs). `root` is the
 /// filesystem the kernel's paths are inside.
-pub fn classify(
+pub(crate) fn classify(
     sightings: &Sightings,
     index: &OwnerIndex,
     root: &RootDir,
@@ -367,7 +367,7 @@ fn signature_words(status: &VerifyStatus, keyid: Option<KeyId>, keys: &KernelKey
 /// Signs the `unsigned-pristine` findings with `signer`, by the rules of
 /// `sign` for a CONTENTS file; the others are left alone. Each finding
 /// signed gets [`Finding::fixed`] and, when signed, the class `valid`.
-pub fn fix(findings: &mut [Finding], signer: &ImaSigner, root: &RootDir) {
+pub(crate) fn fix(findings: &mut [Finding], signer: &ImaSigner, root: &RootDir) {
     use rayon::prelude::*;
     findings
         .par_iter_mut()
@@ -395,7 +395,7 @@ fn other_words(outcome: &Outcome) -> String {
 }
 
 /// How many findings of each class.
-pub fn counts(findings: &[Finding]) -> BTreeMap<Class, usize> {
+pub(crate) fn counts(findings: &[Finding]) -> BTreeMap<Class, usize> {
     let mut counts = BTreeMap::new();
     for f in findings {
         *counts.entry(f.class).or_insert(0) += 1;

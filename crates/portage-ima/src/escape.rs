@@ -24,7 +24,7 @@ use std::path::Path;
 /// rest, where any other newline, one in a path, is escaped so that no
 /// text can forge a line of output.
 #[derive(Debug)]
-pub struct MultiLine(pub String);
+pub(crate) struct MultiLine(pub String);
 
 impl std::fmt::Display for MultiLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,7 +36,7 @@ impl std::error::Error for MultiLine {}
 
 /// `bytes` as printable text: control characters, Unicode direction
 /// overrides and bytes that are not UTF-8 escaped, the rest unchanged.
-pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
+pub(crate) fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(bytes) {
         if !text.chars().any(needs_escape) {
             return Cow::Borrowed(text);
@@ -55,12 +55,12 @@ pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 /// A path, escaped (its bytes as they are, not a lossy conversion).
-pub fn escape_path(path: &Path) -> Cow<'_, str> {
+pub(crate) fn escape_path(path: &Path) -> Cow<'_, str> {
     escape_bytes(path.as_os_str().as_bytes())
 }
 
 /// A text (a reason, an error message that may quote a path), escaped.
-pub fn escape_text(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_text(text: &str) -> Cow<'_, str> {
     escape_bytes(text.as_bytes())
 }
 

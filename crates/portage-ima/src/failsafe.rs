@@ -20,14 +20,14 @@ use crate::policy::enforcement::Enforcement;
 
 /// Why a merge leaves its files unsigned while they are live, and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Drop {
+pub(crate) struct Drop {
     pub reason: String,
     pub fix: String,
 }
 
 /// What the hook does about a merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing to stop: the signatures survive, or the kernel does not enforce.
     Go(String),
     /// Stop the merge in preinst; the message says why and the fix.
@@ -39,7 +39,7 @@ pub enum Verdict {
 impl Drop {
     /// A copying merge that drops `security.ima` (`why`): the fix is the
     /// two make.conf lines, from the `PORTAGE_XATTR_EXCLUDE` in effect.
-    pub fn copy(why: &str, xattr_exclude: &[String]) -> Drop {
+    pub(crate) fn copy(why: &str, xattr_exclude: &[String]) -> Drop {
         Drop {
             reason: why.to_string(),
             fix: format!(
@@ -52,7 +52,7 @@ impl Drop {
     }
 
     /// `premerge = "never"`: nothing is signed before the merge.
-    pub fn never() -> Drop {
+    pub(crate) fn never() -> Drop {
         Drop {
             reason: "premerge = \"never\": nothing is signed before the merge".into(),
             fix: "set premerge = \"auto\" in ima.toml".into(),
@@ -61,12 +61,12 @@ impl Drop {
 }
 
 /// The make.conf line that turns on copying xattrs.
-pub const FEATURES_LINE: &str = "FEATURES=\"${FEATURES} xattr\"";
+pub(crate) const FEATURES_LINE: &str = "FEATURES=\"${FEATURES} xattr\"";
 
 /// The `PORTAGE_XATTR_EXCLUDE` line to paste into make.conf: the list in
 /// effect without the patterns that match `security.ima`, so nothing else
 /// Portage excludes is lost.
-pub fn xattr_exclude_line(current: &[String]) -> String {
+pub(crate) fn xattr_exclude_line(current: &[String]) -> String {
     let kept: Vec<&str> = current
         .iter()
         .map(String::as_str)
@@ -77,7 +77,7 @@ pub fn xattr_exclude_line(current: &[String]) -> String {
 
 /// The decision (see the module docs); `what` names the merge (`CAT/PF`,
 /// or "merges" for doctor).
-pub fn judge(
+pub(crate) fn judge(
     what: &str,
     enforcement: &Enforcement,
     drop: Option<&Drop>,

@@ -36,26 +36,27 @@
 //! safe functions in [`sys`], the one module allowed `unsafe`.
 
 #![deny(unsafe_code)]
+#![deny(unreachable_pub)]
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod binpkg;
 pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod engine;
-pub mod escape;
-pub mod failsafe;
+pub(crate) mod escape;
+pub(crate) mod failsafe;
 pub mod fs;
 pub mod gentoo;
-pub mod kernel;
+pub(crate) mod kernel;
 pub mod keylime;
 pub mod manual;
 pub mod plan;
 pub mod policy;
-pub mod progress;
+pub(crate) mod progress;
 pub mod report;
 pub mod settings;
 pub mod setup;
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod trust;
+pub(crate) mod trust;

@@ -15,7 +15,7 @@ use crate::settings::Settings;
 /// configured certificate and `trusted_certs` (a binary host's), else the
 /// public half of the configured key; the configured key's id is the one
 /// expected (see [`configured_key_id`]).
-pub fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
+pub(crate) fn key_set(settings: &Settings, certs: &[PathBuf]) -> Result<KeySet> {
     let mut keys = KeySet::new(settings.backend);
     let certs: Vec<_> = if certs.is_empty() {
         settings

@@ -90,7 +90,7 @@ extern "C" {
 /// The PIN callback OpenSSL's UI calls (through `UI_UTIL_wrap_read_pem_callback`)
 /// when a store or engine asks for a PIN or passphrase: copies the configured
 /// PIN, or gives an empty one when none is configured. It never prompts on a
-/// terminal (an emerge has nobody to answer).
+/// terminal (an unattended run has nobody to answer).
 ///
 /// # Safety
 /// `userdata` is null or points to a live [`Zeroizing<String>`] (the

@@ -52,7 +52,7 @@ struct JsonReport<'a> {
     enforce_would_refuse: Option<Vec<String>>,
 }
 
-pub fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
     let settings = Settings::load(ctx.config(), &args.key, None)?;
     let certs = crate::trust::key_set(&settings, &[])?;
     let mut sightings = Sightings::default();

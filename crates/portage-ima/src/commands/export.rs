@@ -15,7 +15,7 @@ use crate::keylime;
 use crate::report::{self, Status};
 use crate::settings::Settings;
 
-pub fn run(ctx: &Context, what: &ExportWhat) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, what: &ExportWhat) -> Result<Status> {
     match what {
         ExportWhat::Keylime(args) => keylime_policy(ctx, args),
     }

@@ -77,9 +77,9 @@ mod keylime_hook;
 const PREMERGE_LIST: &str = "portage-ima-premerge.list";
 /// The signed copy in `${PORTAGE_BUILDDIR}` of the portage-ima a merge
 /// brings, which the snippet runs in postinst (it reads the same name).
-pub const OWN_COPY: &str = "portage-ima.self";
+pub(crate) const OWN_COPY: &str = "portage-ima.self";
 
-pub fn run(ctx: &Context, args: &HookArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &HookArgs) -> Result<Status> {
     let phase = match &args.phase {
         Some(p) => p.clone(),
         // Portage exports EBUILD_PHASE to every phase (empty in helper runs);

@@ -22,7 +22,7 @@ use crate::settings::{KeylimeConfig, Settings};
 /// The kernel's measurement list.
 const MEASUREMENTS: &str = "/sys/kernel/security/ima/ascii_runtime_measurements";
 
-pub fn run(ctx: &Context, what: &KeylimeCommand) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, what: &KeylimeCommand) -> Result<Status> {
     let settings = Settings::load(ctx.config(), &KeyArgs::default(), None)?;
     match what {
         KeylimeCommand::Sync { push, .. } => {

@@ -13,16 +13,16 @@ use crate::manual;
 use crate::plan::{self, Selection, Which};
 use crate::report::Status;
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod doctor;
-pub mod export;
-pub mod hook;
-pub mod keylime;
-pub mod policy;
-pub mod policy_check;
-pub mod setup;
-pub mod sign;
-pub mod verify;
+pub(crate) mod export;
+pub(crate) mod hook;
+pub(crate) mod keylime;
+pub(crate) mod policy;
+pub(crate) mod policy_check;
+pub(crate) mod setup;
+pub(crate) mod sign;
+pub(crate) mod verify;
 
 /// Runs the subcommand `cli` names, in the context `ctx` (the environment
 /// and the flags, read once by `main`).

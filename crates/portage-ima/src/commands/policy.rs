@@ -16,7 +16,7 @@ use crate::settings::Settings;
 
 /// `policy` (writing one); `policy --check` is [`super::policy_check`],
 /// chosen in `commands/mod.rs`.
-pub fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
     let root = ctx.location().root;
     if !root.is_dir() {
         bail!(

@@ -16,7 +16,7 @@ use crate::policy::{check, parse_policy};
 use crate::report::Status;
 use crate::settings::{Settings, SigningScope};
 
-pub fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
     let settings = Settings::load(ctx.config(), &args.key, None)?;
     let keys = crate::trust::key_set(&settings, &[])?;
     let location = ctx.location();

@@ -14,7 +14,7 @@ use crate::setup::plan::Plan;
 use crate::setup::{self, Algorithm, Choices, KernelSources, Machine};
 
 /// What `--apply` leaves for `sign --all` and `policy --check`.
-pub struct Then {
+pub(crate) struct Then {
     /// The plan applied (its boots are printed at the end).
     pub plan: Plan,
     /// ROOT.
@@ -32,7 +32,7 @@ pub struct Then {
 }
 
 /// Plans, prints, and with `--apply` applies; `Then` when signing follows.
-pub fn run(ctx: &Context, args: &SetupArgs) -> Result<(Status, Option<Then>)> {
+pub(crate) fn run(ctx: &Context, args: &SetupArgs) -> Result<(Status, Option<Then>)> {
     let root = ctx.location().root;
     let sources = KernelSources {
         config: args.kernel_config.clone(),
@@ -107,7 +107,7 @@ pub fn run(ctx: &Context, args: &SetupArgs) -> Result<(Status, Option<Then>)> {
 }
 
 /// After signing and the check: what is left, and the status of it all.
-pub fn finish(then: &Then, signed: Status, checked: Status) -> Status {
+pub(crate) fn finish(then: &Then, signed: Status, checked: Status) -> Status {
     report::setup::print_left(&setup::text::left_text(&then.plan));
     if then.blocked || signed != Status::Success || checked != Status::Success {
         Status::SomeFailed

@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::report::{self, FileReport, SignPrinter, Status, Tally};
 use crate::settings::{Settings, SigningScope};
 
-pub fn run(ctx: &Context, args: &SignArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &SignArgs) -> Result<Status> {
     if !args.dry_run && crate::kernel::capabilities::may_write_security_xattrs() == Some(false) {
         bail!(crate::kernel::capabilities::not_permitted_message());
     }

@@ -17,7 +17,7 @@ use crate::report::{Counts, FileStatus, Status, VerifyPrinter};
 use crate::settings::Settings;
 use crate::trust::key_set;
 
-pub fn run(ctx: &Context, args: &VerifyArgs) -> Result<Status> {
+pub(crate) fn run(ctx: &Context, args: &VerifyArgs) -> Result<Status> {
     let key_args = KeyArgs {
         backend: args.backend.clone(),
         ..Default::default()

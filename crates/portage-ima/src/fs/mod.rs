@@ -3,6 +3,6 @@
 //! replacing a file whole (`atomic`).
 
 pub(crate) mod atomic;
-pub mod links;
+pub(crate) mod links;
 pub mod rootfs;
-pub mod walk;
+pub(crate) mod walk;

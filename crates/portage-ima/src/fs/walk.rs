@@ -107,7 +107,7 @@ impl Problem {
 /// without following symlinks; inside a walk only regular files are taken.
 /// A path given explicitly that is not a regular file or directory, and a
 /// directory reached twice (a bind-mount loop), is reported.
-pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
+pub(crate) fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
     let mut found = Vec::new();
     let mut problems = Vec::new();
     let mut seen_dirs = HashSet::new();
@@ -159,7 +159,7 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
 /// their files are not returned. Hard links inside the image come back as
 /// one file (the first name), the others in [`FoundFile::also_named`], so
 /// that an inode is signed once, not by two threads at the same time.
-pub fn collect_image(image: &Path, copies: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
+pub(crate) fn collect_image(image: &Path, copies: &[PathBuf]) -> (Vec<FoundFile>, Vec<Problem>) {
     let (all, problems) = collect(&[image.to_path_buf()]);
     let mut census = LinkCensus::default();
     let (copied, _) = collect(copies);

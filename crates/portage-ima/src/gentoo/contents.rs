@@ -36,24 +36,39 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContentsEntry {
     /// `dir PATH`
-    Dir { path: PathBuf },
+    Dir {
+        /// The directory, absolute as CONTENTS has it.
+        path: PathBuf,
+    },
     /// `obj PATH MD5 MTIME`: a regular file with the MD5 of the content
     /// Portage merged and its mtime in seconds.
     Obj {
+        /// The file, absolute as CONTENTS has it.
         path: PathBuf,
+        /// The MD5 of the content merged.
         md5: [u8; 16],
+        /// The mtime merged, in seconds.
         mtime: i64,
     },
     /// `sym PATH -> TARGET MTIME`
     Sym {
+        /// The link, absolute as CONTENTS has it.
         path: PathBuf,
+        /// Where it points, as written in the link.
         target: PathBuf,
+        /// The link's mtime merged, in seconds.
         mtime: i64,
     },
     /// `dev PATH`: a device node.
-    Dev { path: PathBuf },
+    Dev {
+        /// The node, absolute as CONTENTS has it.
+        path: PathBuf,
+    },
     /// `fif PATH`: a named pipe.
-    Fif { path: PathBuf },
+    Fif {
+        /// The pipe, absolute as CONTENTS has it.
+        path: PathBuf,
+    },
 }
 
 impl ContentsEntry {
@@ -108,6 +123,7 @@ impl ContentsEntry {
 /// A parsed CONTENTS file, entries in file order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents {
+    /// The lines understood, in file order.
     pub entries: Vec<ContentsEntry>,
     /// Lines left out because they are not what Portage writes, in file order.
     pub skipped: Vec<SkippedLine>,
@@ -138,7 +154,9 @@ pub enum ContentsError {
     /// The file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
+        /// The CONTENTS file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: io::Error,
     },
@@ -149,6 +167,7 @@ pub enum ContentsError {
         path: Option<PathBuf>,
         /// 1-based line number.
         line: usize,
+        /// What is wrong with it, in words.
         reason: String,
     },
 }

@@ -11,7 +11,7 @@
 use std::path::Path;
 
 /// The PID of the outermost `emerge` among this process's ancestors.
-pub fn emerge_ancestor() -> Option<u32> {
+pub(crate) fn emerge_ancestor() -> Option<u32> {
     let mut found = None;
     let mut pid = parent_of(std::process::id())?;
     // A chain longer than this is a loop or something odd: stop.
@@ -28,7 +28,7 @@ pub fn emerge_ancestor() -> Option<u32> {
 }
 
 /// Whether the process `pid` is still there.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 

@@ -22,7 +22,7 @@ use crate::gentoo::fnmatch::fnmatch;
 
 /// Portage's default `PORTAGE_XATTR_EXCLUDE` (`make.globals`, Portage
 /// 3.0.x), used when the variable is not set at all. It holds `security.ima`.
-pub const DEFAULT_XATTR_EXCLUDE: &[&str] = &[
+pub(crate) const DEFAULT_XATTR_EXCLUDE: &[&str] = &[
     "bcachefs.*",
     "bcachefs_effective.*",
     "btrfs.*",
@@ -80,7 +80,7 @@ impl Features {
 }
 
 /// The first `PORTAGE_XATTR_EXCLUDE` pattern that matches the xattr `name`.
-pub fn xattr_exclude_match<'a>(patterns: &'a [String], name: &str) -> Option<&'a str> {
+pub(crate) fn xattr_exclude_match<'a>(patterns: &'a [String], name: &str) -> Option<&'a str> {
     patterns
         .iter()
         .find(|p| fnmatch(p, name))
@@ -88,7 +88,7 @@ pub fn xattr_exclude_match<'a>(patterns: &'a [String], name: &str) -> Option<&'a
 }
 
 /// The default exclude list as owned patterns.
-pub fn default_xattr_exclude() -> Vec<String> {
+pub(crate) fn default_xattr_exclude() -> Vec<String> {
     DEFAULT_XATTR_EXCLUDE
         .iter()
         .map(|s| s.to_string())
@@ -97,7 +97,7 @@ pub fn default_xattr_exclude() -> Vec<String> {
 
 /// make.globals and make.conf of a root, read as Portage would (roughly).
 #[derive(Debug)]
-pub struct RootConf {
+pub(crate) struct RootConf {
     pub conf: MakeConf,
     /// `etc/portage/make.conf` under the root (file or directory).
     pub make_conf: PathBuf,
@@ -108,7 +108,7 @@ pub struct RootConf {
 impl RootConf {
     /// Reads `root`'s make.globals, then its make.conf files; missing or
     /// unreadable files count as empty.
-    pub fn read(root: &Path) -> RootConf {
+    pub(crate) fn read(root: &Path) -> RootConf {
         let mut conf = MakeConf::default();
         let globals = root.join("usr/share/portage/config/make.globals");
         let had_globals = match fs::read_to_string(&globals) {
@@ -154,14 +154,14 @@ fn conf_files(path: &Path) -> Vec<PathBuf> {
 /// `NAME='value'`, `NAME=value`, with `${NAME}`/`$NAME` expanded and FEATURES
 /// incremental (`-name` removes, `-*` clears) across files, as Portage does.
 #[derive(Debug, Default)]
-pub struct MakeConf {
+pub(crate) struct MakeConf {
     vars: Vec<(String, String)>,
     features: Features,
 }
 
 impl MakeConf {
     /// The last value assigned to `name` (FEATURES: see [`MakeConf::features`]).
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
             .rev()
@@ -170,12 +170,12 @@ impl MakeConf {
     }
 
     /// FEATURES stacked over every file applied so far.
-    pub fn features(&self) -> &Features {
+    pub(crate) fn features(&self) -> &Features {
         &self.features
     }
 
     /// Applies one file's assignments.
-    pub fn apply(&mut self, text: &str) {
+    pub(crate) fn apply(&mut self, text: &str) {
         let mut features = None;
         let chars: Vec<char> = text.chars().collect();
         let mut i = 0;

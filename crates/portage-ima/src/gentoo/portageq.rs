@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// those paths are absolute; otherwise `None` (do without portageq).
 /// Outside Portage (an admin running a command) it is the `portageq` on
 /// the admin's own `PATH`.
-pub fn portageq_command(vars: &crate::gentoo::vars::Vars) -> Option<std::process::Command> {
+pub(crate) fn portageq_command(vars: &crate::gentoo::vars::Vars) -> Option<std::process::Command> {
     portageq_command_from(|k| vars.get_os(k).map(std::ffi::OsStr::to_os_string))
 }
 

@@ -24,7 +24,7 @@ use std::fmt;
 use crate::gentoo::make_conf::Features;
 
 /// The feature that makes Portage verify every gpkg's GPG signature.
-pub const REQUEST_SIGNATURE: &str = "binpkg-request-signature";
+pub(crate) const REQUEST_SIGNATURE: &str = "binpkg-request-signature";
 
 /// Where the package being merged comes from, as far as trust goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

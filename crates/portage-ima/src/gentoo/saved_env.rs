@@ -20,21 +20,21 @@ use bzip2::read::MultiBzDecoder;
 use super::vdb::InstalledPackage;
 
 /// The file name in each package's vdb directory.
-pub const SAVED_ENV: &str = "environment.bz2";
+pub(crate) const SAVED_ENV: &str = "environment.bz2";
 
 /// Most bytes of decompressed environment read (real ones are well under
 /// a megabyte; this bounds what a crafted file can make us hold).
 const LIMIT: u64 = 64 << 20;
 
 /// The package's `environment.bz2`.
-pub fn saved_env_path(package: &InstalledPackage) -> PathBuf {
+pub(crate) fn saved_env_path(package: &InstalledPackage) -> PathBuf {
     package.dir().join(SAVED_ENV)
 }
 
 /// Which of `names` the saved environment at `path` assigns (a line
 /// `declare -x NAME="..."`, `export NAME=...` or `NAME=...`), in the order
 /// of `names`. A missing file assigns nothing.
-pub fn assigned_variables<'a>(path: &Path, names: &[&'a str]) -> io::Result<Vec<&'a str>> {
+pub(crate) fn assigned_variables<'a>(path: &Path, names: &[&'a str]) -> io::Result<Vec<&'a str>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

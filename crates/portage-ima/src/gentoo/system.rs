@@ -40,7 +40,7 @@ pub enum Init {
 }
 
 /// Which init boots ROOT; `Err` says what was looked at.
-pub fn init(root: &Path) -> Result<Init, String> {
+pub(crate) fn init(root: &Path) -> Result<Init, String> {
     if root == Path::new("/") && Path::new("/run/systemd/system").is_dir() {
         return Ok(Init::Systemd);
     }
@@ -97,7 +97,7 @@ fn installed(root: &Path, category: &str, name: &str) -> Vec<InstalledPackage> {
 }
 
 /// The initramfs generator: the package in the vdb, else its program.
-pub fn initramfs(root: &Path) -> Initramfs {
+pub(crate) fn initramfs(root: &Path) -> Initramfs {
     let has = |name: &str| {
         !installed(root, "sys-kernel", name).is_empty()
             || ["usr/bin", "usr/sbin", "bin", "sbin"]
@@ -136,7 +136,7 @@ pub enum KernelPackage {
 }
 
 /// The dist-kernel package in ROOT's vdb, if any, with its USE.
-pub fn kernel_package(root: &Path) -> KernelPackage {
+pub(crate) fn kernel_package(root: &Path) -> KernelPackage {
     for name in ["gentoo-kernel", "vanilla-kernel"] {
         if let Some(p) = installed(root, "sys-kernel", name).pop() {
             let use_flags = fs::read_to_string(p.dir().join("USE")).unwrap_or_default();
@@ -169,7 +169,7 @@ pub struct ModulesSignKey {
 
 /// `MODULES_SIGN_KEY`/`MODULES_SIGN_CERT` from make.conf, else the
 /// generated `usr/src/linux/certs/signing_key.pem`.
-pub fn modules_sign_key(root: &Path) -> Option<ModulesSignKey> {
+pub(crate) fn modules_sign_key(root: &Path) -> Option<ModulesSignKey> {
     let conf = RootConf::read(root);
     if let Some(key) = conf.conf.get("MODULES_SIGN_KEY").filter(|k| !k.is_empty()) {
         let cert = conf
@@ -209,7 +209,7 @@ pub struct CmdlineFile {
 
 /// The boot loader files under ROOT that hold a command line: GRUB's
 /// `GRUB_CMDLINE_LINUX` and installkernel's `/etc/kernel/cmdline`.
-pub fn cmdline_files(root: &Path) -> Vec<CmdlineFile> {
+pub(crate) fn cmdline_files(root: &Path) -> Vec<CmdlineFile> {
     let mut files = Vec::new();
     if let Ok(text) = fs::read_to_string(root.join("etc/default/grub")) {
         let conf = {

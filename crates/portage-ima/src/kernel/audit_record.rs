@@ -43,7 +43,7 @@ use super::{numbered_lines, BadLine};
 
 /// One integrity audit record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// 1-based line number in its input.
     pub line: usize,
     /// `audit(SECONDS.MILLIS:SERIAL)`: the time, as written.
@@ -68,7 +68,7 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// An appraisal that failed: the kernel refused the file (in enforce
     /// mode; in `ima_appraise=log` it only logged).
-    pub fn is_denial(&self) -> bool {
+    pub(crate) fn is_denial(&self) -> bool {
         self.op.starts_with("appraise_") && self.res == Some(0)
     }
 }
@@ -76,7 +76,7 @@ impl AuditRecord {
 /// What one input held: the records, and the lines that looked like
 /// integrity records but could not be read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     pub records: Vec<AuditRecord>,
     pub bad: Vec<BadLine>,
 }
@@ -88,7 +88,7 @@ const AUDITD_MARKER: &[u8] = b"type=INTEGRITY_DATA msg=audit(";
 /// Reads every integrity audit record of `data`; other lines are passed
 /// over, a line that starts a record (after its log's prefix) but holds no
 /// readable one is listed in [`AuditLog::bad`].
-pub fn parse(data: &[u8]) -> AuditLog {
+pub(crate) fn parse(data: &[u8]) -> AuditLog {
     let mut log = AuditLog::default();
     for (number, line) in numbered_lines(data) {
         let Some(rest) = record_start(line) else {

@@ -23,7 +23,7 @@ use super::{numbered_lines, BadLine};
 
 /// One file an `audit` rule matched.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleRecord {
+pub(crate) struct RuleRecord {
     /// 1-based line number in its input.
     pub line: usize,
     /// `audit(SECONDS.MILLIS:SERIAL)`: the time and serial, as written.
@@ -38,7 +38,7 @@ pub struct RuleRecord {
 /// The records of one input, and the lines that held the marker but no
 /// readable record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuleLog {
+pub(crate) struct RuleLog {
     pub records: Vec<RuleRecord>,
     pub bad: Vec<BadLine>,
 }
@@ -50,7 +50,7 @@ const AUDITD_MARKER: &[u8] = b"type=INTEGRITY_RULE msg=audit(";
 /// Reads every `audit` rule record of `data`; other lines are passed over
 /// (a record counts only where its log's format starts one, see
 /// [`super::audit_record`]).
-pub fn parse(data: &[u8]) -> RuleLog {
+pub(crate) fn parse(data: &[u8]) -> RuleLog {
     let mut log = RuleLog::default();
     for (number, line) in numbered_lines(data) {
         // Where a record of the log's format starts, as for type 1800.

@@ -10,7 +10,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 
 /// `Some(false)` when the effective set lacks CAP_SYS_ADMIN, `None` when
 /// it cannot be read (then the writes themselves will say).
-pub fn may_write_security_xattrs() -> Option<bool> {
+pub(crate) fn may_write_security_xattrs() -> Option<bool> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     effective_has(&status, CAP_SYS_ADMIN)
 }
@@ -22,7 +22,7 @@ fn effective_has(status: &str, cap: u32) -> Option<bool> {
 }
 
 /// The error `sign` gives without the capability.
-pub fn not_permitted_message() -> String {
+pub(crate) fn not_permitted_message() -> String {
     "writing security.ima needs CAP_SYS_ADMIN, which this process does not have: \
      run as root (e.g. `sudo portage-ima ...`); nothing was signed"
         .to_owned()

@@ -106,7 +106,7 @@ pub(crate) fn ima_keyrings(keys: &[ProcKey]) -> Vec<(&'static str, i32)> {
 /// The ids of the keys on the keyring IMA checks signatures with, and its
 /// name (`.ima` or `_ima`); `None` when there is none or it cannot be read
 /// (not root, no CONFIG_KEYS).
-pub fn ima_keyring_key_ids() -> Option<(&'static str, Vec<KeyId>)> {
+pub(crate) fn ima_keyring_key_ids() -> Option<(&'static str, Vec<KeyId>)> {
     let keys = parse_proc_keys(&fs::read_to_string("/proc/keys").ok()?);
     let (name, serial) = *ima_keyrings(&keys).first()?;
     let members = keyring_members(serial).ok()?;

@@ -7,10 +7,10 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Where the kernel log is read.
-pub const KMSG: &str = "/dev/kmsg";
+pub(crate) const KMSG: &str = "/dev/kmsg";
 
 /// The records in the kernel's ring buffer, one line each.
-pub fn read() -> std::io::Result<Vec<u8>> {
+pub(crate) fn read() -> std::io::Result<Vec<u8>> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

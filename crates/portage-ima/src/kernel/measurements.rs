@@ -30,7 +30,7 @@ use super::{numbered_lines, BadLine};
 /// The file templates understood.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Template {
+pub(crate) enum Template {
     Ima,
     ImaNg,
     ImaSig,
@@ -38,7 +38,7 @@ pub enum Template {
 
 /// One measurement of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// 1-based line number.
     pub line: usize,
     pub pcr: u32,
@@ -58,14 +58,14 @@ pub struct Measurement {
 /// The measurements of one list, the lines that could not be read, and
 /// how many entries of other templates were passed over.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MeasurementList {
+pub(crate) struct MeasurementList {
     pub measurements: Vec<Measurement>,
     pub bad: Vec<BadLine>,
     pub other_templates: usize,
 }
 
 /// Reads a measurement list (see the module docs).
-pub fn parse(data: &[u8]) -> MeasurementList {
+pub(crate) fn parse(data: &[u8]) -> MeasurementList {
     let mut list = MeasurementList::default();
     for (number, line) in numbered_lines(data) {
         match parse_line(number, line) {

@@ -13,24 +13,24 @@
 //! hostile input: a line they do not understand is reported with its
 //! number and the rest is still read; they never panic.
 
-pub mod audit_record;
-pub mod audit_rule;
-pub mod capabilities;
-pub mod config;
-pub mod ima_trust;
-pub mod keyring;
-pub mod kmsg;
-pub mod measurements;
-pub mod mountinfo;
-pub mod secure_boot;
-pub mod selinux;
-pub mod system;
+pub(crate) mod audit_record;
+pub(crate) mod audit_rule;
+pub(crate) mod capabilities;
+pub(crate) mod config;
+pub(crate) mod ima_trust;
+pub(crate) mod keyring;
+pub(crate) mod kmsg;
+pub(crate) mod measurements;
+pub(crate) mod mountinfo;
+pub(crate) mod secure_boot;
+pub(crate) mod selinux;
+pub(crate) mod system;
 
 use std::fmt;
 
 /// A line of input that could not be understood, for the report.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct BadLine {
+pub(crate) struct BadLine {
     /// 1-based line number in its input.
     pub line: usize,
     /// What is wrong, in words.

@@ -24,11 +24,11 @@ use std::path::PathBuf;
 use super::{numbered_lines, BadLine};
 
 /// Where the running kernel lists the mounts of this process's namespace.
-pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+pub(crate) const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// One mount.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mount {
+pub(crate) struct Mount {
     pub id: u32,
     pub parent: u32,
     /// The superblock's device (`major`, `minor`), as in `st_dev`.
@@ -42,27 +42,27 @@ pub struct Mount {
 
 impl Mount {
     /// Nothing on this mount can be executed or mapped executable.
-    pub fn noexec(&self) -> bool {
+    pub(crate) fn noexec(&self) -> bool {
         self.options.iter().any(|o| o == "noexec")
     }
 }
 
 /// Reads every line of mountinfo `data`; a line that cannot be read is an error.
-pub fn parse(data: &[u8]) -> Result<Vec<Mount>, BadLine> {
+pub(crate) fn parse(data: &[u8]) -> Result<Vec<Mount>, BadLine> {
     numbered_lines(data)
         .map(|(line, text)| parse_line(text).map_err(|reason| BadLine { line, reason }))
         .collect()
 }
 
 /// The mounts of this process's namespace.
-pub fn read() -> anyhow::Result<Vec<Mount>> {
+pub(crate) fn read() -> anyhow::Result<Vec<Mount>> {
     use anyhow::Context;
     let data = std::fs::read(MOUNTINFO).with_context(|| format!("cannot read {MOUNTINFO}"))?;
     parse(&data).map_err(|bad| anyhow::anyhow!("{MOUNTINFO}: {bad}"))
 }
 
 /// The mounts no other mount hides (the ones paths reach).
-pub fn visible(mounts: &[Mount]) -> Vec<&Mount> {
+pub(crate) fn visible(mounts: &[Mount]) -> Vec<&Mount> {
     mounts
         .iter()
         .filter(|m| {

@@ -18,7 +18,7 @@ use std::io;
 use std::path::Path;
 
 /// Where efivarfs is mounted on a running system.
-pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
+pub(crate) const EFIVARS: &str = "/sys/firmware/efi/efivars";
 
 /// The UEFI global variable GUID (`SecureBoot`, `SetupMode`).
 const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -81,7 +81,7 @@ impl SecureBoot {
 /// Whether shim's Machine Owner Key list is there (`MokListRT`, which shim
 /// mirrors at run time): keys enrolled with `mokutil --import` reach the
 /// kernel's `.machine` keyring from it.
-pub fn mok_list_present(efivars: &Path) -> bool {
+pub(crate) fn mok_list_present(efivars: &Path) -> bool {
     efivars.join(format!("MokListRT-{SHIM_GUID}")).exists()
 }
 

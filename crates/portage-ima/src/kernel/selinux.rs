@@ -17,10 +17,10 @@ use std::io::Write;
 use std::path::Path;
 
 /// Where selinuxfs is mounted.
-pub const SELINUXFS: &str = "/sys/fs/selinux";
+pub(crate) const SELINUXFS: &str = "/sys/fs/selinux";
 
 /// The types Gentoo's policy gives Portage's build files and build processes.
-pub const PORTAGE_TYPES: [&str; 2] = ["portage_tmp_t", "portage_sandbox_t"];
+pub(crate) const PORTAGE_TYPES: [&str; 2] = ["portage_tmp_t", "portage_sandbox_t"];
 
 /// A type no policy defines: the kernel must refuse it, else it is not
 /// checking contexts (before a policy is loaded it accepts any).
@@ -28,7 +28,7 @@ const NO_SUCH_TYPE: &str = "portage_ima_no_such_type_t";
 
 /// Whether SELinux runs with a loaded policy that defines every type of
 /// `types`; false when SELinux is off or no policy is loaded.
-pub fn defines_types(selinuxfs: &Path, types: &[&str]) -> bool {
+pub(crate) fn defines_types(selinuxfs: &Path, types: &[&str]) -> bool {
     let Ok(mls) = std::fs::read_to_string(selinuxfs.join("mls")) else {
         return false;
     };
@@ -46,6 +46,6 @@ pub fn defines_types(selinuxfs: &Path, types: &[&str]) -> bool {
 }
 
 /// Whether the running machine has Gentoo's Portage SELinux types loaded.
-pub fn portage_policy_loaded() -> bool {
+pub(crate) fn portage_policy_loaded() -> bool {
     defines_types(Path::new(SELINUXFS), &PORTAGE_TYPES)
 }

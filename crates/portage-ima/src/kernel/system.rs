@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 /// The value of `name=` on a kernel command line (the last one wins;
 /// what follows ` -- ` goes to init).
-pub fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
     let before_init = cmdline.split(" -- ").next().unwrap_or(cmdline);
     before_init
         .split_whitespace()
@@ -19,7 +19,7 @@ pub fn cmdline_value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
 /// Whether the running kernel's configuration sets `option` (`=y` or `=m`),
 /// and where that was read: /boot/config-RELEASE, else /proc/config.gz
 /// (through gzip, which every system has).
-pub fn kernel_config_option(option: &str) -> Option<(bool, String)> {
+pub(crate) fn kernel_config_option(option: &str) -> Option<(bool, String)> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let boot = format!("/boot/config-{}", release.trim());
     let (text, from) = match fs::read_to_string(&boot) {
@@ -44,7 +44,7 @@ pub fn kernel_config_option(option: &str) -> Option<(bool, String)> {
 }
 
 /// Whether kernel .config text sets `option` to y or m.
-pub fn config_sets(text: &str, option: &str) -> bool {
+pub(crate) fn config_sets(text: &str, option: &str) -> bool {
     text.lines().any(|l| {
         l.strip_prefix(option)
             .and_then(|rest| rest.strip_prefix('='))
@@ -53,7 +53,7 @@ pub fn config_sets(text: &str, option: &str) -> bool {
 }
 
 /// The mount point of securityfs, from /proc/mounts text.
-pub fn securityfs_mount(mounts: &str) -> Option<PathBuf> {
+pub(crate) fn securityfs_mount(mounts: &str) -> Option<PathBuf> {
     mounts.lines().find_map(|line| {
         let mut f = line.split_whitespace();
         let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
@@ -62,7 +62,7 @@ pub fn securityfs_mount(mounts: &str) -> Option<PathBuf> {
 }
 
 /// /proc/mounts writes space, tab, newline and backslash as octal escapes.
-pub fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('\\') {

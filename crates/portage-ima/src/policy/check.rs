@@ -63,7 +63,7 @@ use super::walk::{beyond_the_walk, inside_root, walk, Found};
 
 /// A covered file that would be refused.
 #[derive(Clone, Debug, Serialize)]
-pub struct Denied {
+pub(crate) struct Denied {
     /// Inside the root (`/usr/bin/foo`).
     #[serde(serialize_with = "path_as_text")]
     pub path: PathBuf,
@@ -85,7 +85,7 @@ pub struct Denied {
 
 /// An option of an appraise rule the check does not model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Unmodelled {
+pub(crate) struct Unmodelled {
     /// The 1-based line of the rule, and the rule.
     pub line: usize,
     pub rule: String,
@@ -95,7 +95,7 @@ pub struct Unmodelled {
 
 /// What the check found.
 #[derive(Debug, Default, Serialize)]
-pub struct CheckReport {
+pub(crate) struct CheckReport {
     /// Regular files looked at.
     pub files: usize,
     /// Files an appraise rule covers (certainly or possibly).
@@ -111,7 +111,7 @@ pub struct CheckReport {
 /// What the check can say about booting with `ima_appraise=enforce`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Safe,
     /// Some file would be refused.
     NotSafe,
@@ -122,11 +122,11 @@ pub enum Verdict {
 impl CheckReport {
     /// Whether booting with `ima_appraise=enforce` refuses nothing, as far as
     /// the check can tell.
-    pub fn safe(&self) -> bool {
+    pub(crate) fn safe(&self) -> bool {
         self.verdict() == Verdict::Safe
     }
 
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         if !self.denied.is_empty() {
             Verdict::NotSafe
         } else if !self.unreadable.is_empty() || !self.unmodelled.is_empty() {
@@ -138,7 +138,7 @@ impl CheckReport {
 }
 
 /// The options of `policy`'s appraise rules that the check does not model.
-pub fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
+pub(crate) fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
     let mut out = Vec::new();
     for (line, rule) in policy.numbered_rules() {
         if rule.action != Action::Appraise {
@@ -168,7 +168,7 @@ pub fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
 const SUBJECTS: [(u32, u32); 2] = [(0, 0), (1000, 1000)];
 
 /// Checks every regular file under `root` against `policy` (see the module docs).
-pub fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
+pub(crate) fn check(policy: &Policy, root: &Path, keys: &KeySet) -> CheckReport {
     let mut report = CheckReport {
         unmodelled: unmodelled(policy),
         ..CheckReport::default()
@@ -442,13 +442,16 @@ impl Coverage {
 }
 
 /// The loaded policy, readable with CONFIG_IMA_READ_POLICY.
-pub const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
+pub(crate) const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
 /// The policy the boot loads, under ROOT.
-pub const BOOT_POLICY: &str = "etc/ima/ima-policy";
+pub(crate) const BOOT_POLICY: &str = "etc/ima/ima-policy";
 
 /// The policy `explicit`, else the loaded one (when `root` is `/`), else
 /// the one the boot loads under `root`: where it was read, and its text.
-pub fn read_policy(explicit: Option<&Path>, root: &Path) -> anyhow::Result<(String, String)> {
+pub(crate) fn read_policy(
+    explicit: Option<&Path>,
+    root: &Path,
+) -> anyhow::Result<(String, String)> {
     use anyhow::Context;
     if let Some(path) = explicit {
         let text = fs::read_to_string(path)

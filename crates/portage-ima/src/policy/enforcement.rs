@@ -33,14 +33,14 @@ use crate::kernel::system::cmdline_value;
 use crate::settings::Enforce;
 
 /// Where securityfs is mounted, and IMA's directory in it.
-pub const SECURITYFS: &str = "/sys/kernel/security";
+pub(crate) const SECURITYFS: &str = "/sys/kernel/security";
 const IMA_DIR: &str = "/sys/kernel/security/ima";
 const LOADED_POLICY: &str = "/sys/kernel/security/ima/policy";
 const BOOT_POLICY: &str = "/etc/ima/ima-policy";
 
 /// What the kernel does to an unsigned program root runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Enforcement {
+pub(crate) enum Enforcement {
     /// It is refused; the string says why we think so.
     Enforced(String),
     /// It runs (or we cannot tell); the string says why.
@@ -48,11 +48,11 @@ pub enum Enforcement {
 }
 
 impl Enforcement {
-    pub fn enforced(&self) -> bool {
+    pub(crate) fn enforced(&self) -> bool {
         matches!(self, Enforcement::Enforced(_))
     }
 
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             Enforcement::Enforced(r) | Enforcement::NotEnforced(r) => r,
         }
@@ -61,7 +61,7 @@ impl Enforcement {
 
 /// The policy the kernel applies, as far as it can be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PolicySource {
+pub(crate) enum PolicySource {
     /// The loaded policy (securityfs).
     Loaded(String),
     /// The policy the boot loads, not readable from the kernel.
@@ -72,7 +72,7 @@ pub enum PolicySource {
 
 /// Everything the decision reads, gathered so tests can give their own.
 #[derive(Clone, Debug)]
-pub struct KernelFacts {
+pub(crate) struct KernelFacts {
     /// `Some(false)`: securityfs is mounted and has no `ima` directory.
     pub ima: Option<bool>,
     pub policy: PolicySource,
@@ -84,7 +84,7 @@ pub struct KernelFacts {
 
 impl KernelFacts {
     /// Reads the running system; `eroot` is where packages are merged.
-    pub fn read(eroot: &Path) -> KernelFacts {
+    pub(crate) fn read(eroot: &Path) -> KernelFacts {
         let ima = if Path::new(IMA_DIR).is_dir() {
             Some(true)
         } else if fs::read_dir(SECURITYFS).is_ok_and(|mut d| d.next().is_some()) {
@@ -113,7 +113,7 @@ impl KernelFacts {
 
 /// The decision for the setting: `auto` detects it on the running system
 /// when `root` is `/`.
-pub fn decide(setting: Enforce, root: &Path, eroot: &Path) -> Enforcement {
+pub(crate) fn decide(setting: Enforce, root: &Path, eroot: &Path) -> Enforcement {
     match setting {
         Enforce::Yes => Enforcement::Enforced("enforce = true in ima.toml".into()),
         Enforce::No => Enforcement::NotEnforced("enforce = false in ima.toml".into()),
@@ -126,7 +126,7 @@ pub fn decide(setting: Enforce, root: &Path, eroot: &Path) -> Enforcement {
 }
 
 /// Decides from gathered facts (see the module docs).
-pub fn detect(f: &KernelFacts) -> Enforcement {
+pub(crate) fn detect(f: &KernelFacts) -> Enforcement {
     use Enforcement::{Enforced, NotEnforced};
     if f.ima == Some(false) {
         return NotEnforced(

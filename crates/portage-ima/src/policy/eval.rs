@@ -17,6 +17,7 @@ use super::rule::{Access, Action, Condition, Func, IdField, Policy, Rule};
 pub struct FileSystem {
     /// statfs f_type.
     pub magic: u64,
+    /// The superblock's uuid, as `fsuuid=` compares it.
     pub uuid: Option<[u8; 16]>,
     /// The type's name, as `fsname=` compares it.
     pub name: Option<String>,
@@ -25,23 +26,32 @@ pub struct FileSystem {
 /// One access to one file: what the kernel's hook knows when it asks the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileAccess {
+    /// The hook asking (`BPRM_CHECK` for an execve).
     pub func: Func,
     /// What the access asks (MAY_EXEC for an execve or an executable mapping).
     pub mask: Vec<Access>,
+    /// The process's real uid.
     pub uid: u32,
+    /// The process's effective uid.
     pub euid: u32,
+    /// The process's real gid.
     pub gid: u32,
+    /// The process's effective gid.
     pub egid: u32,
-    /// The file's owner and group.
+    /// The file's owner.
     pub fowner: u32,
+    /// The file's group.
     pub fgroup: u32,
+    /// The filesystem the file is on.
     pub fs: FileSystem,
 }
 
 /// Whether a rule applies to an access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Match {
+    /// Every condition holds.
     Yes,
+    /// Some condition certainly fails.
     No,
     /// Depends on something not known here (an LSM label, ...).
     Maybe,
@@ -52,12 +62,21 @@ pub enum Match {
 pub enum Appraisal<'a> {
     /// An `appraise` rule (at that 1-based line) applies: the file must verify.
     Appraised {
+        /// The rule's line.
         line: usize,
+        /// The rule.
         rule: &'a Rule,
+        /// False when the rule's match depends on what is not known here
+        /// ([`Match::Maybe`]).
         certain: bool,
     },
     /// A `dont_appraise` rule exempts it.
-    Exempted { line: usize, rule: &'a Rule },
+    Exempted {
+        /// The rule's line.
+        line: usize,
+        /// The rule.
+        rule: &'a Rule,
+    },
     /// No rule appraises it.
     NotCovered,
 }

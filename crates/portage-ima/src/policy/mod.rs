@@ -6,14 +6,14 @@
 //! ([`enforcement`], from the kernel's state that `crate::kernel` reads).
 
 pub mod check;
-pub mod enforcement;
+pub(crate) mod enforcement;
 pub mod eval;
 pub mod generate;
 pub mod parse;
-pub mod review;
+pub(crate) mod review;
 pub mod rule;
-pub mod setup;
-pub mod walk;
+pub(crate) mod setup;
+pub(crate) mod walk;
 
 pub use generate::{generate, Generated, NoSafePolicy, Request, Scope, Setup};
 pub use parse::{parse_policy, ParseError};

@@ -20,7 +20,7 @@ use super::rule::{Access, Func, Policy};
 
 /// The facts of this machine a review needs.
 #[derive(Clone, Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub setup: Setup,
     /// The filesystem of the build directory.
     pub build_fs: FileSystem,
@@ -35,7 +35,7 @@ pub struct Machine {
 
 /// The verdict on one question.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok(String),
     Warn { finding: String, fix: String },
     Fail { finding: String, fix: String },
@@ -43,7 +43,7 @@ pub enum Verdict {
 
 /// The answers, one per question.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Review {
+pub(crate) struct Review {
     pub builds: Verdict,
     pub merges: Verdict,
     pub config_files: Verdict,
@@ -123,7 +123,7 @@ fn exemption_hint(setup: &Setup) -> String {
 }
 
 /// Reviews `policy` for `machine`.
-pub fn review(policy: &Policy, m: &Machine) -> Review {
+pub(crate) fn review(policy: &Policy, m: &Machine) -> Review {
     Review {
         builds: review_builds(policy, m),
         merges: review_merges(policy, m),

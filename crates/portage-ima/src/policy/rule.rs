@@ -13,21 +13,31 @@
 //! Conditions are kept as typed values (not strings) so that a later
 //! `policy --check` can evaluate rules against files.
 
-use std::fmt;
+mod text;
 
 /// What a rule does when it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// `measure`: the file's digest goes into the measurement list (and a
+    /// TPM PCR).
     Measure,
+    /// `dont_measure`: what it matches is not measured.
     DontMeasure,
+    /// `appraise`: the file's `security.ima` is checked before the access,
+    /// which an enforcing kernel refuses when the check fails.
     Appraise,
+    /// `dont_appraise`: what it matches is not appraised.
     DontAppraise,
+    /// `audit`: the file's digest is written to the audit log.
     Audit,
+    /// `hash`: the kernel stores the file's digest in `security.ima`.
     Hash,
+    /// `dont_hash`: what it matches gets no stored digest.
     DontHash,
 }
 
 impl Action {
+    /// Every action, in the ABI's order.
     pub const ALL: [Action; 7] = [
         Action::Measure,
         Action::DontMeasure,
@@ -38,6 +48,7 @@ impl Action {
         Action::DontHash,
     ];
 
+    /// The word that starts the rule (`dont_appraise`).
     pub fn keyword(self) -> &'static str {
         match self {
             Action::Measure => "measure",
@@ -67,19 +78,28 @@ pub enum Func {
     MmapCheckReqprot,
     /// A file opened (read, write, ...).
     FileCheck,
+    /// A kernel module being loaded.
     ModuleCheck,
+    /// Firmware being loaded.
     FirmwareCheck,
     /// A policy file written to securityfs by path.
     PolicyCheck,
+    /// A kernel image loaded by kexec_file_load.
     KexecKernelCheck,
+    /// An initramfs loaded by kexec_file_load.
     KexecInitramfsCheck,
+    /// The command line kexec_file_load passes (measured, not a file).
     KexecCmdline,
+    /// A key added to a keyring (measured, not a file).
     KeyCheck,
+    /// Data the kernel itself measures (SELinux state, ...), by label.
     CriticalData,
+    /// A write of `security.ima`: which hash algorithms it may use.
     SetxattrCheck,
 }
 
 impl Func {
+    /// Every hook, in the ABI's order.
     pub const ALL: [Func; 14] = [
         Func::BprmCheck,
         Func::CredsCheck,
@@ -97,6 +117,7 @@ impl Func {
         Func::SetxattrCheck,
     ];
 
+    /// The name after `func=` (`BPRM_CHECK`).
     pub fn keyword(self) -> &'static str {
         match self {
             Func::BprmCheck => "BPRM_CHECK",
@@ -129,15 +150,21 @@ impl Func {
 /// The access a `mask=` condition is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
+    /// `MAY_EXEC`: running or mapping the file executable.
     Exec,
+    /// `MAY_WRITE`: opening it for writing.
     Write,
+    /// `MAY_READ`: opening it for reading.
     Read,
+    /// `MAY_APPEND`: opening it to append.
     Append,
 }
 
 impl Access {
+    /// Every access `mask=` can name.
     pub const ALL: [Access; 4] = [Access::Exec, Access::Write, Access::Read, Access::Append];
 
+    /// The name after `mask=` (`MAY_EXEC`).
     pub fn keyword(self) -> &'static str {
         match self {
             Access::Exec => "MAY_EXEC",
@@ -155,7 +182,9 @@ pub enum IdField {
     Uid,
     /// The effective uid of the process.
     Euid,
+    /// The real gid of the process.
     Gid,
+    /// The effective gid of the process.
     Egid,
     /// The owner of the file.
     Fowner,
@@ -164,6 +193,7 @@ pub enum IdField {
 }
 
 impl IdField {
+    /// Every id a rule can compare.
     pub const ALL: [IdField; 6] = [
         IdField::Uid,
         IdField::Euid,
@@ -173,6 +203,7 @@ impl IdField {
         IdField::Fgroup,
     ];
 
+    /// The condition's name (`fowner`).
     pub fn keyword(self) -> &'static str {
         match self {
             IdField::Uid => "uid",
@@ -188,12 +219,16 @@ impl IdField {
 /// How an id is compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IdOp {
+    /// `=`
     Equal,
+    /// `<`
     Less,
+    /// `>`
     Greater,
 }
 
 impl IdOp {
+    /// The operator between the field and the value.
     pub fn symbol(self) -> char {
         match self {
             IdOp::Equal => '=',
@@ -215,15 +250,22 @@ impl IdOp {
 /// The LSM labels a rule can match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LsmField {
+    /// The file's SELinux user.
     ObjUser,
+    /// The file's SELinux role.
     ObjRole,
+    /// The file's SELinux type (`portage_tmp_t`).
     ObjType,
+    /// The process's SELinux user.
     SubjUser,
+    /// The process's SELinux role.
     SubjRole,
+    /// The process's SELinux type.
     SubjType,
 }
 
 impl LsmField {
+    /// Every label a rule can match.
     pub const ALL: [LsmField; 6] = [
         LsmField::ObjUser,
         LsmField::ObjRole,
@@ -233,6 +275,7 @@ impl LsmField {
         LsmField::SubjType,
     ];
 
+    /// The condition's name (`obj_type`).
     pub fn keyword(self) -> &'static str {
         match self {
             LsmField::ObjUser => "obj_user",
@@ -248,12 +291,15 @@ impl LsmField {
 /// What a rule matches on. Every condition of a rule must hold.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Condition {
+    /// `func=`: the hook asking.
     Func(Func),
     /// `mask=MAY_WRITE`: the access asked for is exactly this one;
     /// `mask=^MAY_WRITE` (`any`): the access asked for includes it (an
     /// O_RDWR open asks MAY_READ|MAY_WRITE, which only the second matches).
     Mask {
+        /// The access named.
         access: Access,
+        /// Written `^`: the access asked for includes it.
         any: bool,
     },
     /// The filesystem's statfs f_type.
@@ -262,13 +308,20 @@ pub enum Condition {
     FsName(String),
     /// The filesystem's uuid (the superblock's s_uuid).
     FsUuid([u8; 16]),
+    /// A uid or gid compared with a number (`fowner=0`, `uid>999`).
     Id {
+        /// Whose id: the process's or the file's.
         field: IdField,
+        /// How it is compared.
         op: IdOp,
+        /// The number it is compared with.
         value: u32,
     },
+    /// An LSM label the file or the process must have (`obj_type=...`).
     Lsm {
+        /// Which label.
         field: LsmField,
+        /// The label's value.
         label: String,
     },
     /// KEY_CHECK: the keyrings, `|`-separated.
@@ -289,12 +342,14 @@ pub enum AppraiseType {
 }
 
 impl AppraiseType {
+    /// Every value the kernel accepts.
     pub const ALL: [AppraiseType; 3] = [
         AppraiseType::ImaSig,
         AppraiseType::ImaSigOrModSig,
         AppraiseType::SigV3,
     ];
 
+    /// The value after `appraise_type=`.
     pub fn keyword(self) -> &'static str {
         match self {
             AppraiseType::ImaSig => "imasig",
@@ -307,6 +362,7 @@ impl AppraiseType {
 /// What a rule does besides matching.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RuleOption {
+    /// `appraise_type=`: only a signature is accepted, not a digest.
     AppraiseType(AppraiseType),
     /// `appraise_flag=check_blacklist` (the only flag the kernel knows).
     AppraiseFlag(String),
@@ -318,18 +374,24 @@ pub enum RuleOption {
     Template(String),
     /// `pcr=N`: the TPM PCR measurements extend.
     Pcr(u32),
+    /// `permit_directio`: O_DIRECT opens are not refused for lack of a
+    /// measurement or appraisal.
     PermitDirectio,
 }
 
 /// One rule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
+    /// What it does when it matches.
     pub action: Action,
+    /// What it matches on, all of which must hold, in the written order.
     pub conditions: Vec<Condition>,
+    /// Its options (`appraise_type=`, `template=`, ...), in the written order.
     pub options: Vec<RuleOption>,
 }
 
 impl Rule {
+    /// A rule that matches everything until conditions are added.
     pub fn new(action: Action) -> Rule {
         Rule {
             action,
@@ -338,11 +400,13 @@ impl Rule {
         }
     }
 
+    /// The rule with one more condition.
     pub fn when(mut self, condition: Condition) -> Rule {
         self.conditions.push(condition);
         self
     }
 
+    /// The rule with one more option.
     pub fn with(mut self, option: RuleOption) -> Rule {
         self.options.push(option);
         self
@@ -379,19 +443,23 @@ impl Rule {
 /// One line of a policy file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Line {
+    /// A rule.
     Rule(Rule),
     /// A `#` comment, without the `#` and the one space after it.
     Comment(String),
+    /// An empty line (or one of only white space).
     Blank,
 }
 
 /// A policy: its lines in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Policy {
+    /// Rules, comments and blank lines, as they are written.
     pub lines: Vec<Line>,
 }
 
 impl Policy {
+    /// The rules, in the order the kernel walks them.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.lines.iter().filter_map(|l| match l {
             Line::Rule(r) => Some(r),
@@ -409,6 +477,7 @@ impl Policy {
         })
     }
 
+    /// Adds a one-line comment.
     pub fn comment(&mut self, text: impl Into<String>) {
         self.lines.push(Line::Comment(text.into()));
     }
@@ -434,10 +503,12 @@ impl Policy {
         }
     }
 
+    /// Adds a rule.
     pub fn rule(&mut self, rule: Rule) {
         self.lines.push(Line::Rule(rule));
     }
 
+    /// Adds a blank line.
     pub fn blank(&mut self) {
         self.lines.push(Line::Blank);
     }
@@ -470,70 +541,4 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let mut out = [0u8; 16];
     hex::decode_to_slice(digits, &mut out).ok()?;
     Some(out)
-}
-
-impl fmt::Display for Condition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Condition::Func(func) => write!(f, "func={}", func.keyword()),
-            Condition::Mask { access, any } => {
-                write!(
-                    f,
-                    "mask={}{}",
-                    if *any { "^" } else { "" },
-                    access.keyword()
-                )
-            }
-            Condition::FsMagic(magic) => write!(f, "fsmagic={magic:#x}"),
-            Condition::FsName(name) => write!(f, "fsname={name}"),
-            Condition::FsUuid(uuid) => write!(f, "fsuuid={}", format_uuid(uuid)),
-            Condition::Id { field, op, value } => {
-                write!(f, "{}{}{value}", field.keyword(), op.symbol())
-            }
-            Condition::Lsm { field, label } => write!(f, "{}={label}", field.keyword()),
-            Condition::Keyrings(names) => write!(f, "keyrings={}", names.join("|")),
-            Condition::Label(label) => write!(f, "label={label}"),
-        }
-    }
-}
-
-impl fmt::Display for RuleOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuleOption::AppraiseType(t) => write!(f, "appraise_type={}", t.keyword()),
-            RuleOption::AppraiseFlag(flag) => write!(f, "appraise_flag={flag}"),
-            RuleOption::AppraiseAlgos(algos) => write!(f, "appraise_algos={}", algos.join(",")),
-            RuleOption::DigestTypeVerity => f.write_str("digest_type=verity"),
-            RuleOption::Template(t) => write!(f, "template={t}"),
-            RuleOption::Pcr(n) => write!(f, "pcr={n}"),
-            RuleOption::PermitDirectio => f.write_str("permit_directio"),
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.action.keyword())?;
-        for c in &self.conditions {
-            write!(f, " {c}")?;
-        }
-        for o in &self.options {
-            write!(f, " {o}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in &self.lines {
-            match line {
-                Line::Rule(r) => writeln!(f, "{r}")?,
-                Line::Comment(c) if c.is_empty() => writeln!(f, "#")?,
-                Line::Comment(c) => writeln!(f, "# {c}")?,
-                Line::Blank => writeln!(f)?,
-            }
-        }
-        Ok(())
-    }
 }

@@ -32,7 +32,7 @@ const SYSTEM_DIRS: &[&str] = &[
 
 /// One filesystem, as the kernel tells them apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FsInfo {
+pub(crate) struct FsInfo {
     /// st_dev: the superblock.
     pub dev: u64,
     /// statfs f_type.
@@ -43,7 +43,7 @@ pub struct FsInfo {
 
 impl FsInfo {
     /// What a policy's conditions can match of it.
-    pub fn file_system(&self) -> super::eval::FileSystem {
+    pub(crate) fn file_system(&self) -> super::eval::FileSystem {
         super::eval::FileSystem {
             magic: self.magic,
             uuid: self.uuid,
@@ -53,7 +53,7 @@ impl FsInfo {
         }
     }
 
-    pub fn of(path: &Path) -> io::Result<FsInfo> {
+    pub(crate) fn of(path: &Path) -> io::Result<FsInfo> {
         let dir = fs::File::open(path)?;
         let dev = dir.metadata()?.dev();
         let magic = rustix::fs::fstatfs(&dir)?.f_type as u64;
@@ -85,7 +85,7 @@ fn uuid_by_device(dev: u64) -> Option<[u8; 16]> {
 }
 
 /// A readable name for a statfs f_type.
-pub fn fs_name(magic: u64) -> String {
+pub(crate) fn fs_name(magic: u64) -> String {
     let known: &[(u64, &str)] = &[
         (0xef53, "ext4"),
         (0x5846_5342, "xfs"),
@@ -106,7 +106,7 @@ pub fn fs_name(magic: u64) -> String {
 }
 
 /// Where builds happen relative to the system under `root`.
-pub fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
+pub(crate) fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
     let build = FsInfo::of(build_dir)
         .with_context(|| format!("cannot read the filesystem of {}", build_dir.display()))?;
     let fstype = fs_name(build.magic);
@@ -134,7 +134,7 @@ pub fn build_fs(build_dir: &Path, root: &Path) -> Result<BuildFs> {
 
 /// Reads the setup of the system under `root` (its etc/portage, its
 /// filesystems); `vars`: the environment portageq is found by.
-pub fn discover(root: &Path, vars: &crate::gentoo::vars::Vars) -> Result<Setup> {
+pub(crate) fn discover(root: &Path, vars: &crate::gentoo::vars::Vars) -> Result<Setup> {
     from_vars(portage_vars(root, vars), root)
 }
 
@@ -188,7 +188,7 @@ fn other_tmpfs(build_dir: &Path) -> Result<Vec<OtherTmpfs>> {
 
 /// The `portage` user's uid and gid from ROOT's /etc/passwd, else Gentoo's
 /// fixed ones (acct-user/portage: 250).
-pub fn portage_ids(root: &Path) -> (u32, u32) {
+pub(crate) fn portage_ids(root: &Path) -> (u32, u32) {
     const GENTOO_PORTAGE_ID: u32 = 250;
     fs::read_to_string(root.join("etc/passwd"))
         .ok()

@@ -61,7 +61,7 @@ const PSEUDO_FS_NAMES: &[&str] = &[
 /// `/sys` that hold files (a tmpfs on /sys/fs/cgroup), to walk as well
 /// (outermost ones only), and mounts hidden under another mount at the
 /// same place, which no path reaches, to name as not walked.
-pub fn beyond_the_walk(root: &Path, mounts: &[Mount]) -> (Vec<PathBuf>, Vec<String>) {
+pub(crate) fn beyond_the_walk(root: &Path, mounts: &[Mount]) -> (Vec<PathBuf>, Vec<String>) {
     let visible = mountinfo::visible(mounts);
     let holds_files = |m: &Mount| {
         m.mount_point.starts_with(root) && !PSEUDO_FS_NAMES.contains(&m.fstype.as_str())
@@ -97,13 +97,13 @@ pub fn beyond_the_walk(root: &Path, mounts: &[Mount]) -> (Vec<PathBuf>, Vec<Stri
 }
 
 /// A regular file found by the walk.
-pub struct Found {
+pub(crate) struct Found {
     pub path: PathBuf,
     pub meta: fs::Metadata,
     pub fs: FileSystem,
 }
 
-pub fn walk(
+pub(crate) fn walk(
     root: &Path,
     dir: &Path,
     out: &mut Vec<Found>,
@@ -160,7 +160,7 @@ pub fn walk(
 }
 
 /// `path` as seen from inside `root`.
-pub fn inside_root(root: &Path, path: &Path) -> PathBuf {
+pub(crate) fn inside_root(root: &Path, path: &Path) -> PathBuf {
     Path::new("/").join(path.strip_prefix(root).unwrap_or(path))
 }
 

@@ -23,7 +23,7 @@ const MIN_OBSERVED: Duration = Duration::from_secs(1);
 const MIN_FILES: u64 = 4;
 
 #[derive(Debug, Default, Clone)]
-pub struct CostModel {
+pub(super) struct CostModel {
     last_seconds: f64,
     last_files: u64,
     last_bytes: u64,
@@ -37,12 +37,12 @@ pub struct CostModel {
 }
 
 impl CostModel {
-    pub fn new() -> CostModel {
+    pub(super) fn new() -> CostModel {
         CostModel::default()
     }
 
     /// The run so far: `elapsed` since its start, `files` and `bytes` done.
-    pub fn observe(&mut self, elapsed: Duration, files: u64, bytes: u64) {
+    pub(super) fn observe(&mut self, elapsed: Duration, files: u64, bytes: u64) {
         let seconds = elapsed.as_secs_f64();
         let dt = seconds - self.last_seconds;
         let df = files.saturating_sub(self.last_files) as f64;
@@ -89,7 +89,7 @@ impl CostModel {
 
     /// The time left for `files_left` files of `bytes_left` bytes; `None`
     /// until enough of the run has been seen.
-    pub fn remaining(&self, files_left: u64, bytes_left: u64) -> Option<Duration> {
+    pub(super) fn remaining(&self, files_left: u64, bytes_left: u64) -> Option<Duration> {
         if self.last_seconds < MIN_OBSERVED.as_secs_f64() || self.last_files < MIN_FILES {
             return None;
         }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 /// A moment in UTC: the civil date and the time of day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UtcTime {
+pub(crate) struct UtcTime {
     pub year: i64,
     pub month: u32,
     pub day: u32,
@@ -16,7 +16,7 @@ pub struct UtcTime {
 
 impl UtcTime {
     /// `t` in UTC; times before 1970 too.
-    pub fn of(t: SystemTime) -> UtcTime {
+    pub(crate) fn of(t: SystemTime) -> UtcTime {
         let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
             Ok(d) => d.as_secs() as i64,
             Err(e) => -(e.duration().as_secs() as i64),
@@ -42,12 +42,12 @@ impl UtcTime {
     }
 
     /// `2026-11-28 UTC`
-    pub fn date(&self) -> String {
+    pub(crate) fn date(&self) -> String {
         format!("{:04}-{:02}-{:02} UTC", self.year, self.month, self.day)
     }
 
     /// `2026-11-28T07:06:00Z` (RFC 3339)
-    pub fn rfc3339(&self) -> String {
+    pub(crate) fn rfc3339(&self) -> String {
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
             self.year, self.month, self.day, self.hour, self.minute, self.second

@@ -13,11 +13,11 @@
 //! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
 pub mod colour;
-pub mod date;
+pub(crate) mod date;
 mod json;
 pub mod log;
-pub mod setup;
-pub mod sign;
+pub(crate) mod setup;
+pub(crate) mod sign;
 pub mod status;
 pub mod verify;
 

@@ -3,12 +3,12 @@
 //! [`crate::setup::text`]; this module only writes it.
 
 /// Prints the plan's text.
-pub fn print_plan(text: &str) {
+pub(crate) fn print_plan(text: &str) {
     print!("{text}");
 }
 
 /// Prints the plan as one JSON document.
-pub fn print_plan_json<T: serde::Serialize>(plan: &T) -> anyhow::Result<()> {
+pub(crate) fn print_plan_json<T: serde::Serialize>(plan: &T) -> anyhow::Result<()> {
     #[derive(serde::Serialize)]
     struct Json<'a, T> {
         version: u32,
@@ -24,7 +24,7 @@ pub fn print_plan_json<T: serde::Serialize>(plan: &T) -> anyhow::Result<()> {
 }
 
 /// What `--apply` changed (stdout) and the steps it could not do (stderr).
-pub fn print_applied(lines: &[String], not_done: &[String]) {
+pub(crate) fn print_applied(lines: &[String], not_done: &[String]) {
     for line in lines {
         super::print_summary(line);
     }
@@ -34,6 +34,6 @@ pub fn print_applied(lines: &[String], not_done: &[String]) {
 }
 
 /// What is left for the admin: the manual commands and the boots.
-pub fn print_left(text: &str) {
+pub(crate) fn print_left(text: &str) {
     print!("{text}");
 }

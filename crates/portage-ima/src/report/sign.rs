@@ -289,7 +289,7 @@ impl Tally {
 }
 
 /// `portage-ima: PATH: reason`, the path and the reason escaped.
-pub fn failure_line(path: &Path, reason: &str) -> String {
+pub(crate) fn failure_line(path: &Path, reason: &str) -> String {
     format!(
         "portage-ima: {}: {}",
         escape_path(path),
@@ -300,7 +300,7 @@ pub fn failure_line(path: &Path, reason: &str) -> String {
 /// `portage-ima: PATH: OUTCOME[: detail]`, what `--dry-run` (and `-v`)
 /// print for each file: the outcome's JSON name, so that a dry run and the
 /// real one use the same words.
-pub fn outcome_line(path: &Path, outcome: &Outcome) -> String {
+pub(crate) fn outcome_line(path: &Path, outcome: &Outcome) -> String {
     let mut line = format!("portage-ima: {}: {}", escape_path(path), outcome.name());
     if let Some(detail) = outcome.detail() {
         line.push_str(": ");

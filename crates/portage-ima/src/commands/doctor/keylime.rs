@@ -9,7 +9,7 @@ use crate::keylime::live::PolicyFiles;
 use crate::keylime::push::Verifier;
 use crate::settings::Settings;
 
-pub fn check_keylime(r: &mut Report, settings: Option<&Settings>, root: &Path) {
+pub(super) fn check_keylime(r: &mut Report, settings: Option<&Settings>, root: &Path) {
     let Some(keylime) = settings.and_then(|s| s.keylime.as_ref()) else {
         r.skip(CheckId::KeylimePolicy, "no [keylime] in ima.toml");
         r.skip(CheckId::KeylimeVerifier, "no [keylime] in ima.toml");

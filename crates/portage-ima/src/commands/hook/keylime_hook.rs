@@ -16,7 +16,7 @@ use crate::report;
 use crate::settings::Settings;
 
 /// Updates the policy for `phase` (postinst or postrm) of CATEGORY/PF.
-pub fn update(ctx: &Context, phase: &str) {
+pub(super) fn update(ctx: &Context, phase: &str) {
     let outcome = std::panic::catch_unwind(|| run(ctx, phase));
     match outcome {
         Ok(Ok(())) => {}
