@@ -11,7 +11,6 @@ const MAX_LINES: usize = 600;
 /// each must leave this list once it is under the limit, and none may join.
 const NOT_YET_SPLIT: &[&str] = &[
     "portage-ima/src/cli.rs",
-    "portage-ima/src/engine.rs",
     "portage-ima/src/setup/plan.rs",
 ];
 
