@@ -14,16 +14,24 @@ use crate::escape::{escape_path, escape_text};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Class {
+    /// Unsigned, with the content CONTENTS records: safe to sign.
     UnsignedPristine,
+    /// Its content differs from what CONTENTS records.
     Modified,
+    /// Content as installed, but signed by a key the kernel does not take.
     ForeignKey,
+    /// No installed package owns it.
     NotOwned,
+    /// Not there any more.
     Gone,
+    /// Content as installed, with a signature the kernel takes.
     Valid,
+    /// It could not be read or checked.
     Error,
 }
 
 impl Class {
+    /// Every class, in the order the summary lists them.
     pub(crate) const ALL: [Class; 7] = [
         Class::UnsignedPristine,
         Class::Modified,
@@ -34,6 +42,7 @@ impl Class {
         Class::Error,
     ];
 
+    /// The class's kebab-case name, as text and JSON print it.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Class::UnsignedPristine => "unsigned-pristine",

@@ -26,8 +26,11 @@ static STDERR: OnceLock<bool> = OnceLock::new();
 /// What a status means to the reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tone {
+    /// As it should be (`ok`, `signed`): green.
     Good,
+    /// Worth a look, not a failure (`unsigned`, `warn`): yellow.
     Warn,
+    /// A failure (`failed`, `bad-signature`, `fail`): red.
     Bad,
     /// Left alone: skipped checks, statuses that are as meant.
     Plain,

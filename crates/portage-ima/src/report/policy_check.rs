@@ -24,11 +24,13 @@ pub struct Denied {
     pub access: String,
     /// The 1-based line of the appraise rule, and the rule.
     pub line: usize,
+    /// The appraise rule, as written.
     pub rule: String,
     /// False when the rule only possibly matches (an LSM condition).
     pub certain: bool,
     /// `unsigned`, `bad-signature`, `unknown-key`, ...
     pub status: &'static str,
+    /// Why, in words (the signature's problem, an unreadable file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -38,6 +40,7 @@ pub struct Denied {
 pub struct Unmodelled {
     /// The 1-based line of the rule, and the rule.
     pub line: usize,
+    /// The rule, as written.
     pub rule: String,
     /// The option, as written (`appraise_flag=check_blacklist`).
     pub option: String,
@@ -50,6 +53,7 @@ pub struct CheckReport {
     pub files: usize,
     /// Files an appraise rule covers (certainly or possibly).
     pub covered: usize,
+    /// Files an appraise rule would refuse, in the order found.
     pub denied: Vec<Denied>,
     /// Directories (and files) that could not be read or placed on a
     /// filesystem, with the reason: not checked.
@@ -62,6 +66,7 @@ pub struct CheckReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    /// No file looked at would be refused, and everything was seen.
     Safe,
     /// Some file would be refused.
     NotSafe,
@@ -76,6 +81,8 @@ impl CheckReport {
         self.verdict() == Verdict::Safe
     }
 
+    /// What the check can say: not safe when a file would be refused,
+    /// cannot tell when something was unread or unmodelled, else safe.
     pub fn verdict(&self) -> Verdict {
         if !self.denied.is_empty() {
             Verdict::NotSafe

@@ -33,7 +33,10 @@ pub enum Outcome {
     /// A new signature was written.
     Signed,
     /// `sign --rotate`: a new signature was written over one by another key.
-    Rotated { previous: ima_core::KeyId },
+    Rotated {
+        /// The key id of the signature written over.
+        previous: ima_core::KeyId,
+    },
     /// Signed in preinst, before the merge (found valid in postinst).
     SignedBeforeMerge,
     /// It already carried a valid signature by our key; nothing written.
@@ -63,17 +66,27 @@ pub enum Failure {
     /// Some other error opening a CONTENTS path.
     CannotOpen(String),
     /// Something else than the regular file Portage merged is there now.
-    NowNotRegular { kind: &'static str },
+    NowNotRegular {
+        /// What is there (`directory`, `fifo`, ...).
+        kind: &'static str,
+    },
     /// The content is not what CONTENTS records (and no `._cfg` update is).
     ContentDiffers {
+        /// The MD5 CONTENTS records.
         expected_md5: [u8; 16],
+        /// The file's MD5 now, in hex (or why it could not be read).
         actual_md5: String,
     },
     /// A path of `--files` (or met in their walk) that gives no file.
     Unwalkable(Unwalkable),
     /// A hard link to it lies outside the tree being signed
     /// ([`crate::fs::links`]); never retried.
-    LinkedOutside { links: u64, seen: u64 },
+    LinkedOutside {
+        /// Its link count (`st_nlink`).
+        links: u64,
+        /// How many of those links the walk met.
+        seen: u64,
+    },
     /// Reading, signing or writing failed, or a package's CONTENTS did
     /// not give its files: the error's own words.
     Other(String),
@@ -148,11 +161,14 @@ impl Outcome {
 /// One file's path (as the user knows it) and its outcome.
 #[derive(Clone, Debug)]
 pub struct FileReport {
+    /// The path as shown (see [`crate::fs::RootDir`] for packages' files).
     pub path: PathBuf,
+    /// What happened to it.
     pub outcome: Outcome,
 }
 
 impl FileReport {
+    /// `path` with its `outcome`.
     pub fn new(path: impl Into<PathBuf>, outcome: Outcome) -> Self {
         FileReport {
             path: path.into(),
@@ -172,22 +188,30 @@ impl From<Problem> for FileReport {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Tally {
+    /// New signatures written.
     pub signed: usize,
     /// `sign --rotate`: signed over a signature by another key.
     pub rotated: usize,
+    /// Signed in preinst, found valid in postinst.
     pub signed_before_merge: usize,
+    /// Valid signatures by our key, left alone.
     pub already_valid: usize,
+    /// `--dry-run`: would be signed.
     pub would_sign: usize,
     /// Digest-only values written (config files under `config_files = "hash"`).
     pub hashed: usize,
+    /// `--dry-run`: would be hashed.
     pub would_hash: usize,
+    /// Deliberately left alone.
     pub skipped: usize,
+    /// Could not be signed.
     pub failed: usize,
     /// Files a cancelled run never started (not part of [`Tally::total`]).
     pub not_started: usize,
 }
 
 impl Tally {
+    /// The counts of `reports`' outcomes.
     pub fn of(reports: &[FileReport]) -> Tally {
         let mut t = Tally::default();
         for r in reports {
@@ -196,6 +220,7 @@ impl Tally {
         t
     }
 
+    /// Counts one more `outcome`.
     pub fn add(&mut self, outcome: &Outcome) {
         match outcome {
             Outcome::Signed => self.signed += 1,
@@ -210,6 +235,7 @@ impl Tally {
         }
     }
 
+    /// Adds `other`'s counts to these.
     pub fn merge(&mut self, other: &Tally) {
         self.signed_before_merge += other.signed_before_merge;
         self.signed += other.signed;
@@ -346,6 +372,8 @@ impl SignPrinter {
 }
 
 impl<W: Write> SignPrinter<W> {
+    /// To `out` (failure lines to stderr), as JSON when `json`; `dry_run`
+    /// words the summary as what would be done.
     pub fn new(mut out: W, json: bool, dry_run: bool) -> SignPrinter<W> {
         SignPrinter {
             json: json.then(|| JsonStream::open(&mut out)),

@@ -144,23 +144,30 @@ pub struct FileStatus {
     /// UTF-8 become U+FFFD), the text output escapes it.
     #[serde(serialize_with = "super::path_as_text")]
     pub path: PathBuf,
+    /// `cat/pkg-version` of its package, when packages were verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// The verdict.
     pub status: Verdict,
+    /// The hash algorithm of its `security.ima` value (`sha256`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub algo: Option<String>,
+    /// The signing key's id (hex), for a signature.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
     /// The file's digest in the value's algorithm (what the kernel measures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The signature bytes, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// Why, in words, when the verdict needs it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
 impl FileStatus {
+    /// The status of `path` from what ima-core found.
     pub fn from_report(path: &Path, report: &VerifyReport) -> FileStatus {
         FileStatus {
             path: path.to_path_buf(),
@@ -174,6 +181,7 @@ impl FileStatus {
         }
     }
 
+    /// `path` with `status`, explained by `detail`.
     pub fn with_status(path: &Path, status: Verdict, detail: String) -> FileStatus {
         FileStatus {
             path: path.to_path_buf(),
@@ -187,10 +195,12 @@ impl FileStatus {
         }
     }
 
+    /// `path` could not be checked, because of `detail`.
     pub fn error(path: &Path, detail: String) -> FileStatus {
         FileStatus::with_status(path, Verdict::Error, detail)
     }
 
+    /// Whether the verdict is `ok`.
     pub fn is_ok(&self) -> bool {
         self.status == Verdict::Ok
     }
@@ -287,6 +297,8 @@ impl VerifyPrinter {
 }
 
 impl<W: Write> VerifyPrinter<W> {
+    /// To `out`, as JSON when `json`; `all` prints every file, not only
+    /// the ones that need a look.
     pub fn new(mut out: W, json: bool, all: bool) -> VerifyPrinter<W> {
         VerifyPrinter {
             json: json.then(|| JsonStream::open(&mut out)),
