@@ -11,7 +11,7 @@ use crate::cli::{
 use crate::context::Context;
 use crate::manual;
 use crate::plan::{self, Selection, Which};
-use crate::report::Status;
+use crate::report::{self, Status};
 
 pub(crate) mod audit;
 pub mod doctor;
@@ -113,9 +113,11 @@ fn generate(what: &GenerateWhat) -> Result<Status> {
                 .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
         }
         GenerateWhat::Completions { shell } => {
-            print!("{}", completions(*shell, cmd));
+            report::print_document(completions(*shell, cmd).as_bytes())?;
         }
-        GenerateWhat::SettingsTable => print!("{}", manual::settings_table()),
+        GenerateWhat::SettingsTable => {
+            report::print_document(manual::settings_table().as_bytes())?;
+        }
     }
     Ok(Status::Success)
 }

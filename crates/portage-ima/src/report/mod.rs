@@ -1,7 +1,7 @@
 //! The last stage: what each file came to, printed as text or JSON, and the
 //! exit status. Only this module and the logger ([`log`]) write to the
 //! terminal, besides the progress bar ([`crate::progress`], drawn by
-//! indicatif on stderr) and doctor's own report.
+//! indicatif on stderr).
 //!
 //! - [`sign`]: outcomes of signing ([`Outcome`], [`Tally`]); failures go to
 //!   stderr as `portage-ima: PATH: reason` (the hook's stderr becomes
@@ -10,7 +10,9 @@
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
 //! - [`audit`]: what `audit` found ([`audit::Finding`]) as text or JSON.
 //! - [`policy_check`]: what `policy --check` found, as text or JSON.
-//! - [`print_document`]: a generated policy or `export keylime`'s JSON.
+//! - [`doctor`]: doctor's checks ([`doctor::Report`]) as text or JSON.
+//! - [`print_document`]: a generated policy, `export keylime`'s JSON,
+//!   `generate`'s completions and settings table.
 //! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
 //! - [`status`]: exit statuses (one mapping from a tally,
 //!   [`Status::of_files`]) and the one-line form of an error.
@@ -19,6 +21,7 @@
 pub(crate) mod audit;
 pub mod colour;
 pub(crate) mod date;
+pub(crate) mod doctor;
 mod json;
 pub mod log;
 pub(crate) mod policy_check;
@@ -83,7 +86,7 @@ fn is_host_root(root: &Path) -> bool {
 }
 
 /// A document a command writes to stdout as it is (a generated policy,
-/// `export keylime`'s JSON).
+/// `export keylime`'s JSON, `generate`'s completions and settings table).
 pub fn print_document(bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
