@@ -33,7 +33,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use ima_core::{ImaSigner, KeyId, KeySet, VerifyStatus};
-use serde::Serialize;
 
 use crate::engine;
 use crate::escape::{escape_bytes, escape_path};
@@ -42,44 +41,8 @@ use crate::gentoo::owners::OwnerIndex;
 use crate::kernel::audit_record::AuditLog;
 use crate::kernel::audit_rule::RuleLog;
 use crate::kernel::measurements::{MeasurementList, Template};
+pub(crate) use crate::report::audit::{Class, Finding};
 use crate::report::{FileReport, Outcome};
-
-/// What a file the kernel saw is now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Class {
-    UnsignedPristine,
-    Modified,
-    ForeignKey,
-    NotOwned,
-    Gone,
-    Valid,
-    Error,
-}
-
-impl Class {
-    pub(crate) const ALL: [Class; 7] = [
-        Class::UnsignedPristine,
-        Class::Modified,
-        Class::ForeignKey,
-        Class::NotOwned,
-        Class::Gone,
-        Class::Valid,
-        Class::Error,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Class::UnsignedPristine => "unsigned-pristine",
-            Class::Modified => "modified",
-            Class::ForeignKey => "foreign-key",
-            Class::NotOwned => "not-owned",
-            Class::Gone => "gone",
-            Class::Valid => "valid",
-            Class::Error => "error",
-        }
-    }
-}
 
 /// The keys the kernel would check signatures with.
 pub(crate) struct KernelKeys<'a> {
@@ -167,43 +130,6 @@ impl Sighting {
     pub(crate) fn observed(&self) -> bool {
         self.audited > 0 || self.sig_measured > 0
     }
-}
-
-/// One file's verdict.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Finding {
-    /// The path as the kernel named it.
-    #[serde(serialize_with = "path_as_text")]
-    pub path: PathBuf,
-    /// `cat/pkg-version` of its owner.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
-    /// The path CONTENTS lists it under, when it differs (a symlinked directory).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "opt_path_as_text"
-    )]
-    pub contents_path: Option<PathBuf>,
-    pub class: Class,
-    pub detail: String,
-    /// The key id of its signature, if it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keyid: Option<String>,
-    pub denials: usize,
-    pub measured: usize,
-    /// Records of an `audit` rule (type 1805).
-    pub audited: usize,
-    /// Observed by a first boot (see the module docs), on disk, and without
-    /// a signature the kernel would accept (or it could not be checked):
-    /// enforcing would refuse it.
-    pub enforce_refuses: bool,
-    pub causes: Vec<String>,
-    pub comms: Vec<String>,
-    /// After `--fix`: what signing did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fixed: Option<String>,
-    #[serde(skip)]
-    md5: Option<[u8; 16]>,
 }
 
 /// Classifies every sighted file (see the module docs). `root` is the
@@ -309,8 +235,9 @@ fn classify_one(
                             Class::UnsignedPristine,
                             format!(
                                 "content exactly as installed, {signature}: safe to sign \
-                                 (`portage-ima sign ={}` or `portage-ima audit --fix`)",
-                                finding.package.as_deref().unwrap_or_default()
+                                 (`portage-ima sign ={}{root_option}` or `portage-ima audit --fix`)",
+                                finding.package.as_deref().unwrap_or_default(),
+                                root_option = crate::report::root_option(root.root())
                             ),
                         ),
                     },
@@ -391,27 +318,5 @@ fn other_words(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Failed(failure) => failure.to_string(),
         other => format!("{other:?}"),
-    }
-}
-
-/// How many findings of each class.
-pub(crate) fn counts(findings: &[Finding]) -> BTreeMap<Class, usize> {
-    let mut counts = BTreeMap::new();
-    for f in findings {
-        *counts.entry(f.class).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Paths in JSON as text (bytes that are not UTF-8 become U+FFFD), as
-/// `verify --json` writes them; the text output escapes them instead.
-fn path_as_text<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&path.to_string_lossy())
-}
-
-fn opt_path_as_text<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match path {
-        Some(p) => path_as_text(p, s),
-        None => s.serialize_none(),
     }
 }

@@ -97,27 +97,7 @@ impl Context {
     /// What a suggested command adds to name this run's root:
     /// ` --root DIR` when the root is not `/`, else nothing.
     pub fn root_option(&self) -> String {
-        root_option(&self.location().root)
-    }
-}
-
-/// ` --root DIR` for a command suggested to a user acting on `root`; empty
-/// for `/`.
-pub fn root_option(root: &Path) -> String {
-    if root == Path::new("/") || root.as_os_str().is_empty() {
-        String::new()
-    } else {
-        format!(" --root {}", shell_word(&root.to_string_lossy()))
-    }
-}
-
-/// `text` as one shell word: as it is when plain, else in single quotes.
-fn shell_word(text: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
+        crate::report::root_option(&self.location().root)
     }
 }
 

@@ -15,7 +15,8 @@
 //! [`commands`] are the entry points (`sign`, `verify`, `hook`, `doctor`):
 //! each builds a plan, runs the engine and hands the results to the
 //! report. [`cli`] and [`settings`] turn the command line and ima.toml
-//! into settings.
+//! into settings; [`context`] is the environment and `--root`, read once
+//! by `main` and passed to every command (what ROOT means).
 //!
 //! Beside the flow, rooms the commands share (none imports [`commands`]):
 //! [`kernel`] reads the running kernel (audit records, measurements,

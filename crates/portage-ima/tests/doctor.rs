@@ -1081,6 +1081,7 @@ import base64, json, shutil, sys
 from pathlib import Path
 kdir = Path(sys.argv[1])
 sys.path.insert(0, str(kdir))
+sys.path.insert(0, str(kdir.parent))  # kernelvm imports portage_playground.cachelock
 import kernelvm
 bin, key, cert, snippet, work = map(Path, sys.argv[2:7])
 try:
@@ -1615,7 +1616,12 @@ fn policy_coverage_warns_about_covered_files_the_scope_skipped() {
         f.contains("covers 1 installed files without a signature"),
         "{f}"
     );
-    assert_eq!(fix, Some("sign them: portage-ima sign --all"));
+    // The fix acts on the root doctor looked at.
+    let fix_text = format!(
+        "sign them: portage-ima sign --all --root {}",
+        s.root().display()
+    );
+    assert_eq!(fix, Some(fix_text.as_str()));
 
     // Signed: ok.
     s.write_toml("scope = \"policy\"\n");

@@ -251,10 +251,11 @@ fn scope_policy_signs_only_what_the_policy_covers() {
         text.contains("scope = \"policy\" is set and this policy covers "),
         "{text}"
     );
-    assert!(
-        text.contains("portage-ima sign --all once this policy is loaded"),
-        "{text}"
+    let fix = format!(
+        "portage-ima sign --all --root {} once this policy is loaded",
+        root.display()
     );
+    assert!(text.contains(&fix), "{text}");
     // Without scope = "policy" the note is not there.
     std::fs::write(
         &fx.conf,

@@ -8,8 +8,7 @@
 //! the running system's own log is audited (no `--log`, the root `/`):
 //! a log from another machine is judged by the certificates alone.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -18,13 +17,13 @@ use serde::Serialize;
 use crate::audit::{self, Class, Finding, KernelKeys, Sightings};
 use crate::cli::AuditArgs;
 use crate::context::Context;
-use crate::escape::{escape_path, escape_text};
+use crate::escape::escape_text;
 use crate::fs::rootfs::RootDir;
 use crate::gentoo::owners::OwnerIndex;
 use crate::gentoo::vdb::Vdb;
 use crate::kernel::kmsg::{self, KMSG};
 use crate::kernel::{audit_record, audit_rule, measurements, BadLine};
-use crate::report::Status;
+use crate::report::{self, Status};
 use crate::settings::Settings;
 
 /// How many unreadable lines are shown as warnings.
@@ -37,19 +36,6 @@ struct InputProblem {
     source: String,
     #[serde(flatten)]
     bad: BadLine,
-}
-
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    version: u32,
-    files: &'a [Finding],
-    summary: BTreeMap<&'static str, usize>,
-    unreadable_lines: &'a [InputProblem],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keyring: Option<&'a str>,
-    /// After an observe boot: the files enforcing would refuse.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    enforce_would_refuse: Option<Vec<String>>,
 }
 
 pub(crate) fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
@@ -130,164 +116,27 @@ pub(crate) fn run(ctx: &Context, args: &AuditArgs) -> Result<Status> {
         key(a).cmp(&key(b))
     });
 
-    let counts = audit::counts(&findings);
-    let observed = sightings.observed();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if args.json {
-        let report = JsonReport {
-            version: crate::report::JSON_VERSION,
-            files: &findings,
-            summary: counts.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
-            unreadable_lines: &problems,
+    let observed = sightings.observed().then(|| {
+        let files = sightings.files.values();
+        files.filter(|s| s.observed()).count()
+    });
+    report::audit::print(
+        &report::audit::Audited {
+            findings: &findings,
+            unreadable: &problems,
             keyring: keyring.as_ref().map(|(name, _)| *name),
-            enforce_would_refuse: observed.then(|| {
-                findings
-                    .iter()
-                    .filter(|f| f.enforce_refuses)
-                    .map(|f| f.path.to_string_lossy().into_owned())
-                    .collect()
-            }),
-        };
-        serde_json::to_writer(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        write_text(&mut out, &findings, &counts, args.fix)?;
-        if observed {
-            write_observed(&mut out, &sightings, &findings)?;
-        }
-    }
-    out.flush()?;
+            observed,
+            fixed: args.fix,
+            root: &location.root,
+        },
+        args.json,
+    )?;
     let attention = findings.iter().any(|f| f.class != Class::Valid);
     Ok(if attention {
         Status::SomeFailed
     } else {
         Status::Success
     })
-}
-
-/// The text report: the files grouped by package, then a summary line.
-fn write_text(
-    out: &mut impl Write,
-    findings: &[Finding],
-    counts: &BTreeMap<Class, usize>,
-    fixed: bool,
-) -> std::io::Result<()> {
-    let mut current: Option<Option<&str>> = None;
-    for f in findings {
-        if current != Some(f.package.as_deref()) {
-            current = Some(f.package.as_deref());
-            match &f.package {
-                Some(p) => writeln!(out, "{p}:")?,
-                None => writeln!(out, "not owned by any package:")?,
-            }
-        }
-        let seen = [
-            ("denied", f.denials),
-            ("measured", f.measured),
-            ("audited", f.audited),
-        ]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(what, n)| format!("{what} {n}x"))
-        .collect::<Vec<_>>()
-        .join(", ");
-        let why = if f.causes.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({}{})",
-                f.causes.join(", "),
-                if f.comms.is_empty() {
-                    String::new()
-                } else {
-                    format!(" by {}", f.comms.join(", "))
-                }
-            )
-        };
-        writeln!(
-            out,
-            "  {:<17} {}: {seen}{why}: {}",
-            f.class.as_str(),
-            escape_path(&f.path),
-            escape_text(&f.detail)
-        )?;
-        if let Some(fixed) = &f.fixed {
-            writeln!(out, "    --fix: {}", escape_text(fixed))?;
-        }
-    }
-    let pristine: Vec<&str> = {
-        let mut p: Vec<&str> = findings
-            .iter()
-            .filter(|f| f.class == Class::UnsignedPristine)
-            .filter_map(|f| f.package.as_deref())
-            .collect();
-        p.dedup();
-        p
-    };
-    if !pristine.is_empty() && !fixed {
-        writeln!(
-            out,
-            "to sign the unsigned-pristine files: portage-ima audit --fix (with the same \
-             options), or portage-ima sign {}",
-            pristine
-                .iter()
-                .map(|p| format!("={p}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )?;
-    }
-    let total: usize = counts.values().sum();
-    let parts: Vec<String> = Class::ALL
-        .iter()
-        .filter_map(|c| counts.get(c).map(|n| format!("{n} {}", c.as_str())))
-        .collect();
-    if total == 0 {
-        writeln!(
-            out,
-            "portage-ima: no file denied, measured or audited in the log"
-        )
-    } else {
-        writeln!(
-            out,
-            "portage-ima: {}: {}",
-            crate::report::count(total, "file"),
-            parts.join(", ")
-        )
-    }
-}
-
-/// After an observe boot (`policy --observe`): what enforcing would refuse.
-fn write_observed(
-    out: &mut impl Write,
-    sightings: &Sightings,
-    findings: &[Finding],
-) -> std::io::Result<()> {
-    let observed = sightings.files.values().filter(|s| s.observed()).count();
-    let refused: Vec<&Finding> = findings.iter().filter(|f| f.enforce_refuses).collect();
-    if refused.is_empty() {
-        return writeln!(
-            out,
-            "portage-ima: enforcing would refuse none of the {observed} files the audit rules \
-             and ima-sig measurements recorded: the policy without --observe can be installed"
-        );
-    }
-    writeln!(
-        out,
-        "portage-ima: enforcing would refuse {} of the {observed} files the audit rules and \
-         ima-sig measurements recorded; sign them (audit --fix for unsigned-pristine ones, \
-         `portage-ima sign --files` for others you trust) before installing the policy \
-         without --observe:",
-        refused.len()
-    )?;
-    for f in refused {
-        writeln!(
-            out,
-            "  would refuse {}: {}",
-            escape_path(&f.path),
-            escape_text(&f.detail)
-        )?;
-    }
-    Ok(())
 }
 
 /// The logs to read, each with the name it is reported under.

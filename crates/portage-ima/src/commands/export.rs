@@ -1,8 +1,6 @@
 //! `portage-ima export keylime`: a Keylime runtime policy from the vdb
 //! (see [`crate::keylime`]).
 
-use std::io::Write;
-
 use anyhow::{Context as _, Result};
 
 use crate::cli::{ExportWhat, KeyArgs, KeylimeArgs};
@@ -71,11 +69,7 @@ fn keylime_policy(ctx: &Context, args: &KeylimeArgs) -> Result<Status> {
     json.push(b'\n');
     match &args.output {
         Some(path) => crate::fs::atomic::write_atomically(path, &json)?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&json)?;
-            out.flush()?;
-        }
+        None => report::print_document(&json)?,
     }
     for l in &export.left_out {
         report::print_problem(&format!(
@@ -86,10 +80,11 @@ fn keylime_policy(ctx: &Context, args: &KeylimeArgs) -> Result<Status> {
         ));
     }
     report::print_problem(&format!(
-        "keylime policy: {} of {} in {} ({}), {} left out",
+        "keylime policy: {} of {} in {}{} ({}), {} left out",
         report::count(export.policy.digests.len(), "path"),
         report::count(export.files, "file"),
         report::count(npackages, "package"),
+        report::root_named(&location.root),
         settings.hash.name(),
         report::count(export.left_out.len(), "file")
     ));

@@ -223,11 +223,7 @@ fn sign_phase(ctx: &Context, phase: &str) -> Result<Status> {
     if let Some(line) = report::device_rate_line(&signer) {
         report::print_summary(&line);
     }
-    Ok(if tally.failed > 0 {
-        Status::SomeFailed
-    } else {
-        Status::Success
-    })
+    Ok(tally.status())
 }
 
 /// Why the new files will be live and unsigned after the merge, if they will.

@@ -45,7 +45,7 @@ pub(crate) fn run(ctx: &Context, args: &PolicyArgs) -> Result<Status> {
     report_failsafe(ctx, &setup, &root);
     let text = generated.policy.to_string();
     match &args.output {
-        None => print!("{text}"),
+        None => crate::report::print_document(text.as_bytes())?,
         Some(path) => {
             // Load the signer first: a key problem leaves the old file alone.
             let signer = if args.sign {

@@ -49,7 +49,7 @@ pub(crate) fn run(ctx: &Context, args: &SignArgs) -> Result<Status> {
         }
     }
     if let Some(signer) = &signer {
-        print_device_rate(signer);
+        report::print_device_rate(signer);
     }
     Ok(printer.finish(""))
 }
@@ -171,16 +171,9 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
     for (cpv, tally) in cpvs.iter().zip(&per_package) {
         printer.package(cpv, tally, !args.packages.all || tally.failed > 0);
     }
-    print_device_rate(&signer);
+    report::print_device_rate(&signer);
     Ok(printer.finish(&format!(
         "{}: ",
         report::count(sel.packages.len(), "package")
     )))
-}
-
-/// The signing rate of a key held by hardware, on stderr (stdout may be JSON).
-fn print_device_rate(signer: &ima_core::ImaSigner) {
-    if let Some(line) = crate::report::device_rate_line(signer) {
-        eprintln!("portage-ima: {line}");
-    }
 }

@@ -50,92 +50,17 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ima_core::{KeySet, VerifyStatus};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use super::eval::{appraisal, Appraisal, FileAccess, FileSystem};
 use super::rule::{Access, Action, AppraiseType, Func, Policy, Rule, RuleOption};
 use super::setup::FsInfo;
 use super::walk::{beyond_the_walk, inside_root, walk, Found};
 
-/// A covered file that would be refused.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Denied {
-    /// Inside the root (`/usr/bin/foo`).
-    #[serde(serialize_with = "path_as_text")]
-    pub path: PathBuf,
-    /// `cat/pkg-version` of its owner, when the caller looked it up.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
-    /// The access and who makes it: `BPRM_CHECK by uid 0`.
-    pub access: String,
-    /// The 1-based line of the appraise rule, and the rule.
-    pub line: usize,
-    pub rule: String,
-    /// False when the rule only possibly matches (an LSM condition).
-    pub certain: bool,
-    /// `unsigned`, `bad-signature`, `unknown-key`, ...
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-/// An option of an appraise rule the check does not model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub(crate) struct Unmodelled {
-    /// The 1-based line of the rule, and the rule.
-    pub line: usize,
-    pub rule: String,
-    /// The option, as written (`appraise_flag=check_blacklist`).
-    pub option: String,
-}
-
-/// What the check found.
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct CheckReport {
-    /// Regular files looked at.
-    pub files: usize,
-    /// Files an appraise rule covers (certainly or possibly).
-    pub covered: usize,
-    pub denied: Vec<Denied>,
-    /// Directories (and files) that could not be read or placed on a
-    /// filesystem, with the reason: not checked.
-    pub unreadable: Vec<String>,
-    /// Options of appraise rules the check does not model.
-    pub unmodelled: Vec<Unmodelled>,
-}
-
-/// What the check can say about booting with `ima_appraise=enforce`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Verdict {
-    Safe,
-    /// Some file would be refused.
-    NotSafe,
-    /// Nothing found would be refused, but the check did not see or model everything.
-    CannotTell,
-}
-
-impl CheckReport {
-    /// Whether booting with `ima_appraise=enforce` refuses nothing, as far as
-    /// the check can tell.
-    pub(crate) fn safe(&self) -> bool {
-        self.verdict() == Verdict::Safe
-    }
-
-    pub(crate) fn verdict(&self) -> Verdict {
-        if !self.denied.is_empty() {
-            Verdict::NotSafe
-        } else if !self.unreadable.is_empty() || !self.unmodelled.is_empty() {
-            Verdict::CannotTell
-        } else {
-            Verdict::Safe
-        }
-    }
-}
+pub use crate::report::policy_check::{CheckReport, Denied, Unmodelled, Verdict};
 
 /// The options of `policy`'s appraise rules that the check does not model.
 pub(crate) fn unmodelled(policy: &Policy) -> Vec<Unmodelled> {
@@ -369,10 +294,6 @@ fn denied(
         status,
         detail,
     }
-}
-
-fn path_as_text<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&path.to_string_lossy())
 }
 
 /// The files a policy's appraise rules can cover, for `scope = "policy"`:

@@ -8,14 +8,20 @@
 //!   `ewarn`), tallies to stdout (`einfo`); `sign --json` prints one
 //!   document instead.
 //! - [`verify`]: verdicts of verification ([`verify::Verdict`]), streamed.
+//! - [`audit`]: what `audit` found ([`audit::Finding`]) as text or JSON.
+//! - [`policy_check`]: what `policy --check` found, as text or JSON.
+//! - [`print_document`]: a generated policy or `export keylime`'s JSON.
 //! - `json`: the streamed JSON document both share (`{"files": [...], ...}`).
-//! - [`status`]: exit statuses and the one-line form of an error.
+//! - [`status`]: exit statuses (one mapping from a tally,
+//!   [`Status::of_files`]) and the one-line form of an error.
 //! - [`colour`]: colour for statuses on a terminal (`--color`, `NO_COLOR`).
 
+pub(crate) mod audit;
 pub mod colour;
 pub(crate) mod date;
 mod json;
 pub mod log;
+pub(crate) mod policy_check;
 pub(crate) mod setup;
 pub(crate) mod sign;
 pub mod status;
@@ -47,6 +53,44 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// ` in ROOT` for a summary line when `root` is not `/` (the files are then
+/// shown inside it, as CONTENTS has them); empty for `/`.
+pub fn root_named(root: &Path) -> String {
+    if is_host_root(root) {
+        String::new()
+    } else {
+        format!(" in {}", crate::escape::escape_path(root))
+    }
+}
+
+/// ` --root DIR` for a command suggested to a user acting on `root`, so
+/// that it acts on the same system; empty for `/`.
+pub fn root_option(root: &Path) -> String {
+    if is_host_root(root) {
+        return String::new();
+    }
+    let text = root.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if text.chars().all(plain) {
+        format!(" --root {text}")
+    } else {
+        format!(" --root '{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn is_host_root(root: &Path) -> bool {
+    root.as_os_str().is_empty() || root.components().eq(Path::new("/").components())
+}
+
+/// A document a command writes to stdout as it is (a generated policy,
+/// `export keylime`'s JSON).
+pub fn print_document(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
 /// A summary line on stdout, `portage-ima: LINE` (the hook's go to `einfo`).
 pub fn print_summary(line: &str) {
     println!("portage-ima: {line}");
@@ -62,6 +106,14 @@ pub fn device_rate_line(signer: &ima_core::ImaSigner) -> Option<String> {
         stats.busy.as_secs_f64(),
         stats.rate()
     ))
+}
+
+/// The signing rate of a key held by hardware, on stderr (stdout may be
+/// JSON), after `sign`.
+pub fn print_device_rate(signer: &ima_core::ImaSigner) {
+    if let Some(line) = device_rate_line(signer) {
+        eprintln!("portage-ima: {line}");
+    }
 }
 
 /// A problem on stderr, `portage-ima: LINE` (the hook's go to `ewarn`);

@@ -276,15 +276,12 @@ impl Tally {
         )
     }
 
-    /// The exit status of a signing run.
+    /// The exit status of a signing run: the one tally -> status mapping
+    /// (`sign`, the hook's postinst and a binary-package client's phases).
+    /// Files not started mean an interrupted run; the hook, which is never
+    /// cancelled, counts none.
     pub fn status(&self) -> super::Status {
-        if self.not_started > 0 {
-            super::Status::Interrupted
-        } else if self.failed > 0 {
-            super::Status::SomeFailed
-        } else {
-            super::Status::Success
-        }
+        super::Status::of_files(self.failed, self.not_started)
     }
 }
 

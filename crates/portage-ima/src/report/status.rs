@@ -22,6 +22,20 @@ pub enum Status {
     Interrupted = 130,
 }
 
+impl Status {
+    /// The one mapping from a run's file counts to its status: files not
+    /// started mean it was interrupted, failed files [`Status::SomeFailed`].
+    pub fn of_files(failed: usize, not_started: usize) -> Status {
+        if not_started > 0 {
+            Status::Interrupted
+        } else if failed > 0 {
+            Status::SomeFailed
+        } else {
+            Status::Success
+        }
+    }
+}
+
 impl From<Status> for ExitCode {
     fn from(s: Status) -> ExitCode {
         ExitCode::from(s as u8)

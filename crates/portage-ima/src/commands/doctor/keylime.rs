@@ -33,7 +33,10 @@ fn check_policy(r: &mut Report, files: &PolicyFiles, root: &Path) -> bool {
             r.fail(
                 CheckId::KeylimePolicy,
                 format!("{e:#}"),
-                "run `portage-ima keylime sync` to build it from the vdb",
+                format!(
+                    "run `{}` to build it from the vdb",
+                    r.command("keylime sync")
+                ),
             );
             false
         }
@@ -60,7 +63,10 @@ fn check_policy(r: &mut Report, files: &PolicyFiles, root: &Path) -> bool {
                     s.gone.len(),
                     list(&s.gone)
                 ),
-                "run `portage-ima keylime sync` (the hook catches up at the next merge too)",
+                format!(
+                    "run `{}` (the hook catches up at the next merge too)",
+                    r.command("keylime sync")
+                ),
             );
             false
         }
@@ -99,8 +105,9 @@ fn check_verifier(
                 CheckId::KeylimeVerifier,
                 format!("{e:#}"),
                 format!(
-                    "merges go on; once the verifier at {at} answers, `portage-ima keylime push` \
-                     (or the next emerge) sends the policy"
+                    "merges go on; once the verifier at {at} answers, `{}` (or the next \
+                     emerge) sends the policy",
+                    r.command("keylime push")
                 ),
             );
             return;
@@ -117,7 +124,7 @@ fn check_verifier(
                 "the verifier at {at} has no runtime policy named {:?}",
                 verifier.name
             ),
-            "run `portage-ima keylime push`",
+            format!("run `{}`", r.command("keylime push")),
         ),
         (Some(h), Some(l)) if h == l && policy_ok => r.ok(
             CheckId::KeylimeVerifier,
@@ -133,7 +140,10 @@ fn check_verifier(
                 verifier.name,
                 last_push_line(files)
             ),
-            "run `portage-ima keylime push` (after `keylime sync` if the policy is behind)",
+            format!(
+                "run `{}` (after `keylime sync` if the policy is behind)",
+                r.command("keylime push")
+            ),
         ),
     }
 }

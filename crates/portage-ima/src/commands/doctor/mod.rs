@@ -216,6 +216,9 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// No check failed (warnings allowed).
     pub ok: bool,
+    /// ` --root DIR` for the commands the fixes suggest (empty for `/`).
+    #[serde(skip)]
+    root_option: String,
 }
 
 /// `doctor --json` (docs/json.md).
@@ -229,6 +232,12 @@ pub struct ReportJson<'a> {
 }
 
 impl Report {
+    /// `portage-ima COMMAND`, with `--root` when the installed system
+    /// checked is not `/`: a fix acts on the system doctor looked at.
+    fn command(&self, command: &str) -> String {
+        format!("portage-ima {command}{}", self.root_option)
+    }
+
     /// The JSON document: the checks, and how many have each status.
     pub fn to_json(&self) -> ReportJson<'_> {
         let mut summary: BTreeMap<Level, usize> =
@@ -386,6 +395,7 @@ pub fn diagnose(config: &ConfigPath, args: &DoctorArgs, place: &Place) -> Report
     let root = place.config_root.as_path();
     let mut r = Report {
         ok: true,
+        root_option: crate::report::root_option(&place.installed.root),
         ..Report::default()
     };
     let settings = load_settings(&mut r, config, args, root);

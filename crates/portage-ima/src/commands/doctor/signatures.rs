@@ -222,9 +222,11 @@ fn check_keys(r: &mut Report, s: Option<&Settings>, installed: &Installed) {
              refuses under enforce: {}",
             listed.join("; ")
         ),
-        "re-sign them with the configured key while the old certificate is still loaded: \
-         portage-ima sign --all --rotate; or load that key's certificate: \
-         keyctl padd asymmetric '' %keyring:_ima < CERT",
+        format!(
+            "re-sign them with the configured key while the old certificate is still loaded: \
+             {}; or load that key's certificate: keyctl padd asymmetric '' %keyring:_ima < CERT",
+            r.command("sign --all --rotate")
+        ),
     );
 }
 
@@ -282,8 +284,11 @@ fn check_coverage(
                 "{source}: covers {n} installed files that scope = \"policy\" skipped (no \
                  signature; e.g. {examples}): the kernel refuses them under enforce"
             ),
-            "sign them under this policy: portage-ima sign --all (with this policy loaded, or \
-             scope = \"all\" in ima.toml, which signs every file whatever policy comes next)",
+            format!(
+                "sign them under this policy: {} (with this policy loaded, or scope = \"all\" \
+                 in ima.toml, which signs every file whatever policy comes next)",
+                r.command("sign --all")
+            ),
         );
     } else {
         r.warn(
@@ -292,7 +297,7 @@ fn check_coverage(
                 "{source}: covers {n} installed files without a signature (e.g. {examples}): \
                  the kernel refuses them under enforce"
             ),
-            "sign them: portage-ima sign --all",
+            format!("sign them: {}", r.command("sign --all")),
         );
     }
 }

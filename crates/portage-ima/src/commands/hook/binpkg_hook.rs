@@ -289,11 +289,7 @@ pub(super) fn client(ctx: &Context, env: &PortageEnv, settings: &Settings) -> Re
         env.pf,
         tally.line(settings.mode == Mode::SignMissing)
     ));
-    Ok(if tally.failed > 0 {
-        Status::SomeFailed
-    } else {
-        Status::Success
-    })
+    Ok(Status::of_files(tally.failed, 0))
 }
 
 /// preinst: every file of the image `${D}`, its CONTENTS path the one below it.

@@ -22,8 +22,9 @@ pub(super) fn update(ctx: &Context, phase: &str) {
         Ok(Ok(())) => {}
         Ok(Err(err)) => report::print_problem(&format!(
             "keylime: the runtime policy was not updated: {} (the next merge, or \
-             `portage-ima keylime sync`, catches up)",
-            report::error_line(&err)
+             `portage-ima keylime sync{}`, catches up)",
+            report::error_line(&err),
+            ctx.root_option()
         )),
         Err(_) => {
             report::print_problem("keylime: the policy update crashed (a bug: please report it)")
