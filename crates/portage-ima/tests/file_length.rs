@@ -10,7 +10,6 @@ const MAX_LINES: usize = 600;
 /// Files over the limit when this test came, still to be split (issue 23);
 /// each must leave this list once it is under the limit, and none may join.
 const NOT_YET_SPLIT: &[&str] = &[
-    "portage-ima/src/cli.rs",
     "portage-ima/src/setup/plan.rs",
 ];
 
