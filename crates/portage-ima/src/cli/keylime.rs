@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+/// The formats `export` writes.
 #[derive(Debug, Subcommand)]
 pub enum ExportWhat {
     /// A Keylime runtime policy: the digest of every installed file whose
@@ -17,6 +18,7 @@ pub enum ExportWhat {
     Keylime(KeylimeArgs),
 }
 
+/// The arguments of `export keylime`.
 #[derive(Debug, Args)]
 pub struct KeylimeArgs {
     /// Write the policy to FILE (replaced atomically) instead of stdout.
@@ -48,6 +50,7 @@ pub struct KeylimeArgs {
     pub jobs: Option<usize>,
 }
 
+/// The subcommands of `keylime`.
 #[derive(Debug, Subcommand)]
 pub enum KeylimeCommand {
     /// Rebuild the policy from the vdb: every installed package digested

@@ -53,10 +53,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,
 
+    /// The subcommand and its arguments.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands; each variant's doc comment is its help text.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign files, or the files of installed packages.
@@ -110,6 +112,7 @@ pub enum Command {
 
     /// Write what the package database knows in another tool's format.
     Export {
+        /// Which format.
         #[command(subcommand)]
         what: ExportWhat,
     },
@@ -117,6 +120,7 @@ pub enum Command {
     /// The Keylime runtime policy the hook keeps current ([keylime] in
     /// ima.toml; see docs/keylime.md).
     Keylime {
+        /// What to do with the policy.
         #[command(subcommand)]
         what: KeylimeCommand,
     },
@@ -150,17 +154,25 @@ pub enum Command {
     /// Write the man page or shell completions (used by the ebuild).
     #[command(hide = true)]
     Generate {
+        /// What to write.
         #[command(subcommand)]
         what: GenerateWhat,
     },
 }
 
+/// What `generate` writes.
 #[derive(Debug, Subcommand)]
 pub enum GenerateWhat {
     /// Write portage-ima.8, one page per subcommand and ima.toml.5 into DIR.
-    Man { dir: PathBuf },
+    Man {
+        /// Directory to write the pages into.
+        dir: PathBuf,
+    },
     /// Print the completion script for SHELL.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// Shell whose completion script to print.
+        shell: clap_complete::Shell,
+    },
     /// Print the README's settings table (Markdown), from the same list as ima.toml(5).
     SettingsTable,
 }
@@ -206,21 +218,39 @@ pub struct PackageArgs {
     pub root: Option<PathBuf>,
 }
 
+// The values of `--color` and `--progress` carry no help of their own
+// (`help = None`): their flags' help text already lists and explains them.
+
 /// When `--color` colours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum ColorWhen {
+    /// On a terminal, unless NO_COLOR or Portage's NOCOLOR is set.
     #[default]
+    #[value(help = None::<&str>)]
     Auto,
+    /// Always.
+    #[value(help = None::<&str>)]
     Always,
+    /// Never.
+    #[value(help = None::<&str>)]
     Never,
 }
 
+/// How `sign` and `setup` show their progress (`--progress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum ProgressMode {
+    /// A bar on a terminal, periodic lines otherwise.
     #[default]
+    #[value(help = None::<&str>)]
     Auto,
+    /// A bar redrawn in place.
+    #[value(help = None::<&str>)]
     Bar,
+    /// A progress line now and then.
+    #[value(help = None::<&str>)]
     Lines,
+    /// No progress display.
+    #[value(help = None::<&str>)]
     None,
 }
 

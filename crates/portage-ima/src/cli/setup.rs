@@ -7,12 +7,14 @@ use clap::{Args, ValueEnum};
 
 use super::{KeyArgs, ProgressMode};
 
+/// The arguments of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Print the checks as JSON.
     #[arg(long)]
     pub json: bool,
 
+    /// The key whose setup to check.
     #[command(flatten)]
     pub key: KeyArgs,
 
@@ -49,6 +51,7 @@ pub struct DoctorArgs {
     pub trusted_keyring: Vec<i32>,
 }
 
+/// The arguments of `setup`.
 #[derive(Debug, Args)]
 pub struct SetupArgs {
     /// Carry the plan out (no questions asked), then sign what is installed
@@ -111,6 +114,7 @@ pub enum KeyAlgorithm {
     P256,
 }
 
+/// The arguments of `policy`.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     /// Instead of writing a policy, check one against the root filesystem:
@@ -160,6 +164,7 @@ pub struct PolicyArgs {
     #[arg(long, requires = "output")]
     pub sign: bool,
 
+    /// The key `--sign` signs with, and whose certificate `--check` verifies with.
     #[command(flatten)]
     pub key: KeyArgs,
 

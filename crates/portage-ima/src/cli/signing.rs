@@ -7,15 +7,18 @@ use clap::Args;
 
 use super::{KeyArgs, PackageArgs, ProgressMode};
 
+/// The arguments of `sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// Files or directories to sign instead of packages.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub files: Vec<PathBuf>,
 
+    /// The packages to sign.
     #[command(flatten)]
     pub packages: PackageArgs,
 
+    /// The key to sign with.
     #[command(flatten)]
     pub key: KeyArgs,
 
@@ -53,12 +56,14 @@ pub struct SignArgs {
     pub progress: ProgressMode,
 }
 
+/// The arguments of `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Files or directories to verify instead of packages.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub files: Vec<PathBuf>,
 
+    /// The packages to verify.
     #[command(flatten)]
     pub packages: PackageArgs,
 
@@ -82,6 +87,7 @@ pub struct VerifyArgs {
     pub jobs: Option<usize>,
 }
 
+/// The arguments of `audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// A log to read instead of the kernel's: `dmesg` output (with or
@@ -109,10 +115,12 @@ pub struct AuditArgs {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// The key `--fix` signs with.
     #[command(flatten)]
     pub key: KeyArgs,
 }
 
+/// The arguments of `hook`.
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// Phase to act as, instead of EBUILD_PHASE.
