@@ -82,6 +82,7 @@ impl RunCounts {
 }
 
 impl Runner {
+    /// A runner with a pool of `jobs` worker threads (at least one).
     pub fn new(jobs: usize) -> Result<Runner> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(jobs.max(1))
@@ -133,6 +134,7 @@ impl Runner {
         self.counts.expected.store(files, Ordering::SeqCst);
     }
 
+    /// A first SIGINT or SIGTERM arrived: no further item starts.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }

@@ -31,6 +31,7 @@ pub use treatment::{ConfigFiles, Decision, SkipReason, Treatment};
 /// One file to sign or verify.
 #[derive(Debug)]
 pub struct Job {
+    /// Where the file is, and what it must contain.
     pub file: JobFile,
     /// Bytes, to start large files first and for the progress display.
     pub size: u64,
@@ -173,8 +174,11 @@ pub fn image_jobs(found: Vec<FoundFile>, d: &Path, protection: &Protection) -> V
 /// Where to look: the root files live under, and the vdb's EROOT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// ROOT, where the installed files are (`--root`, else `$ROOT`, else `/`).
     pub root: PathBuf,
+    /// EROOT, ROOT with EPREFIX under it: where the vdb (`var/db/pkg`) is.
     pub eroot: PathBuf,
+    /// EPREFIX from the environment: a Prefix install's offset, empty otherwise.
     pub eprefix: PathBuf,
 }
 
@@ -212,8 +216,11 @@ impl Location {
 
 /// The selected packages, in vdb order, and where their files live.
 pub struct Selection {
+    /// Where the packages were read.
     pub location: Location,
+    /// ROOT, opened once and shared by every job of the selection.
     pub root: Arc<RootDir>,
+    /// The selected packages, in vdb order (the jobs' `package` indexes).
     pub packages: Vec<InstalledPackage>,
 }
 

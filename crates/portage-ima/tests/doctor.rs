@@ -1081,6 +1081,7 @@ import base64, json, shutil, sys
 from pathlib import Path
 kdir = Path(sys.argv[1])
 sys.path.insert(0, str(kdir))
+sys.path.insert(0, str(kdir.parent))  # kernelvm imports portage_playground.cachelock
 import kernelvm
 bin, key, cert, snippet, work = map(Path, sys.argv[2:7])
 try:

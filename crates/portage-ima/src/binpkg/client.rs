@@ -255,16 +255,26 @@ impl Writer for Client<'_> {
 /// Counts of one hook run on a client, and which key signed what.
 #[derive(Debug, Default)]
 pub struct ClientTally {
+    /// Files that already carried a trusted signature ([`Settled::Kept`]).
     pub kept: usize,
+    /// Files given their verified [`MANIFEST`] entry ([`Settled::Applied`]).
     pub applied: usize,
+    /// Files signed with our key (`sign-missing`).
     pub signed: usize,
+    /// Config files given a digest (`config_files = "hash"`).
     pub hashed: usize,
+    /// Config files left alone.
     pub left: usize,
+    /// Files left without a trusted signature or not done (interrupted);
+    /// counted by the caller, not by [`ClientTally::add`] (the hook also
+    /// counts an `IMA_SIGNATURES` it cannot read or parse as one).
     pub failed: usize,
+    /// Kept and applied signatures by key id (hex), for the summary.
     pub by_key: BTreeMap<String, usize>,
 }
 
 impl ClientTally {
+    /// Counts one settled file.
     pub fn add(&mut self, settled: &Settled) {
         match settled {
             Settled::Kept(id) => {

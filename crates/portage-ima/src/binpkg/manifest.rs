@@ -65,14 +65,17 @@ impl Manifest {
         text
     }
 
+    /// The `security.ima` value (raw bytes) listed for the CONTENTS path `path`.
     pub fn get(&self, path: &Path) -> Option<&[u8]> {
         self.entries.get(path).map(Vec::as_slice)
     }
 
+    /// How many files have an entry.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// No entry: the package carries no list, or an empty one.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

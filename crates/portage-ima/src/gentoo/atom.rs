@@ -67,10 +67,16 @@ pub struct Atom {
 pub enum AtomError {
     /// Not an atom at all.
     #[error("invalid atom '{atom}': {reason}")]
-    Invalid { atom: String, reason: String },
+    Invalid {
+        /// The text given.
+        atom: String,
+        /// What about it is not an atom.
+        reason: String,
+    },
     /// Nothing installed matches.
     #[error("no installed package matches '{atom}'{}", did_you_mean(suggestions))]
     Unknown {
+        /// The atom given.
         atom: String,
         /// Close installed names, or the installed versions when only the
         /// version did not match; best first.
@@ -82,6 +88,7 @@ pub enum AtomError {
         candidates.join(", ")
     )]
     Ambiguous {
+        /// The bare name given.
         atom: String,
         /// The `category/pn` that match, sorted.
         candidates: Vec<String>,

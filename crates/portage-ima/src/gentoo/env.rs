@@ -42,7 +42,10 @@ pub const ALL_VARS: &[&str] = &[
 pub struct PortageEnv {
     /// `EBUILD_PHASE`: `preinst`, `postinst`, ...
     pub phase: String,
+    /// `CATEGORY`: the package's category (`app-misc`).
     pub category: String,
+    /// `PF`: name, version and revision (`foo-1.2-r1`), as in the vdb
+    /// entry `${CATEGORY}/${PF}`.
     pub pf: String,
     /// `ROOT`; an empty `ROOT` (prefix installs, EAPI 7+) is stored as `/`.
     pub root: PathBuf,
@@ -80,8 +83,11 @@ pub enum EnvError {
     Missing(Vec<&'static str>),
     /// A variable is set to something Portage never sets.
     Invalid {
+        /// The variable's name.
         var: &'static str,
+        /// Its value as set.
         value: String,
+        /// What is wrong with it, worded to follow `VAR='value'`.
         reason: String,
     },
 }
@@ -109,9 +115,17 @@ impl std::error::Error for EnvError {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PremergeXattr {
     /// It survives; the reason says why, for a verbose log.
-    Kept { reason: String },
+    Kept {
+        /// One line: which setting or mount makes it survive.
+        reason: String,
+    },
     /// It is lost: `reason` is one line, `hint` the setting that would keep it.
-    Lost { reason: String, hint: String },
+    Lost {
+        /// One line: why the merge drops it.
+        reason: String,
+        /// The setting that would keep it.
+        hint: String,
+    },
 }
 
 impl PortageEnv {
@@ -292,6 +306,8 @@ pub struct XattrCopy<'a> {
 }
 
 impl<'a> XattrCopy<'a> {
+    /// What a copy does, from `FEATURES` and the `PORTAGE_XATTR_EXCLUDE`
+    /// patterns.
     pub fn of(features: &Features, exclude: &'a [String]) -> XattrCopy<'a> {
         XattrCopy {
             feature: features.contains("xattr"),
@@ -352,7 +368,9 @@ impl<'a> XattrCopy<'a> {
 /// FEATURES=xattr keeps it). So the device alone cannot tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MountId {
+    /// `st_dev`: the filesystem.
     pub dev: u64,
+    /// `stx_mnt_id`: the mount.
     pub mnt_id: u64,
 }
 

@@ -113,6 +113,7 @@ impl OwnerIndex {
         self.objects.len()
     }
 
+    /// No file is indexed.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }

@@ -66,10 +66,15 @@ impl fmt::Display for Number {
 /// `_alpha < _beta < _pre < _rc < (none) < _p`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SuffixKind {
+    /// `_alpha`: the earliest pre-release.
     Alpha,
+    /// `_beta`.
     Beta,
+    /// `_pre`: pre-release.
     Pre,
+    /// `_rc`: release candidate.
     Rc,
+    /// `_p`: a patch level, later than the release itself.
     P,
 }
 
@@ -98,7 +103,9 @@ impl SuffixKind {
 /// One `_KIND[N]` suffix; a missing `N` equals `0`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Suffix {
+    /// Which suffix (`alpha`, ..., `p`).
     pub kind: SuffixKind,
+    /// The digits after the kind, as written; `None` when there are none.
     pub number: Option<Number>,
 }
 

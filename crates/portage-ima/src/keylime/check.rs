@@ -23,9 +23,13 @@ use serde::Deserialize;
 /// The parts of a runtime policy the rules read.
 #[derive(Debug, Deserialize)]
 pub struct PolicyRules {
+    /// Each path mapped to the hex digests accepted for it.
     pub digests: BTreeMap<String, Vec<String>>,
+    /// Python regular expressions of paths that pass unchecked, joined into
+    /// one alternation anchored at the start as Keylime does.
     #[serde(default)]
     pub excludes: Vec<String>,
+    /// Keylime's key ring as a JSON string; empty for none.
     #[serde(rename = "verification-keys", default)]
     pub verification_keys: String,
 }
@@ -33,18 +37,34 @@ pub struct PolicyRules {
 /// One measured file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Measured {
+    /// The template name: `ima`, `ima-ng` or `ima-sig`.
     pub template: String,
+    /// The file digest's algorithm as the list names it (`sha256`); `sha1`
+    /// for the old `ima` template, which does not name it.
     pub algo: String,
+    /// The file's content digest, raw bytes.
     pub digest: Vec<u8>,
+    /// The path the kernel measured the file under (after symlinks); may
+    /// contain spaces.
     pub path: String,
+    /// The `security.ima` signature an `ima-sig` entry carries, raw bytes;
+    /// `None` when the file had none.
     pub signature: Option<Vec<u8>>,
 }
 
 /// Why a measured file fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// The policy lists no digest for the path.
     NotInPolicy,
-    DigestNotInPolicy { got: String, expected: Vec<String> },
+    /// The path is listed, but not with the measured digest.
+    DigestNotInPolicy {
+        /// The measured digest, lower-case hex.
+        got: String,
+        /// The digests the policy lists for the path.
+        expected: Vec<String>,
+    },
+    /// A line that is not a measurement; holds the line.
     Unparsable(String),
 }
 
@@ -65,10 +85,18 @@ impl std::fmt::Display for Failure {
 /// The verdict on a whole list.
 #[derive(Debug, Default)]
 pub struct Verdict {
+    /// Files judged (excluded and signature passes included).
     pub checked: usize,
+    /// Of `checked`, those that passed by matching `excludes`.
     pub excluded: usize,
+    /// Of `checked`, those that passed by a signature verifying with a
+    /// `verification-keys` key.
     pub by_signature: usize,
+    /// Entries not judged: `boot_aggregate` (the verifier checks it against
+    /// the TPM) and templates that hold no file (`ima-buf`).
     pub skipped: usize,
+    /// Each failing path with why, in list order; an unparsable line has an
+    /// empty path.
     pub failures: Vec<(String, Failure)>,
 }
 

@@ -48,6 +48,8 @@ use crate::settings::{KeylimeConfig, KeylimeMode, Settings};
 /// The files beside the policy.
 #[derive(Debug, Clone)]
 pub struct PolicyFiles {
+    /// The runtime policy Keylime's verifier is given (`[keylime] policy`,
+    /// under EROOT).
     pub policy: PathBuf,
     /// The one-file state of earlier versions (`<policy>.packages`),
     /// replaced by `state_dir` and `index` (see [`crate::keylime::store`]).
@@ -56,12 +58,14 @@ pub struct PolicyFiles {
     pub state_dir: PathBuf,
     /// `<policy>.index`.
     pub index: PathBuf,
+    /// `<policy>.lock`: flocked for the length of one update.
     pub lock: PathBuf,
     /// The SHA-256 of the policy the verifier last accepted.
     pub pushed: PathBuf,
 }
 
 impl PolicyFiles {
+    /// The files beside `policy`, named by appending a suffix to its name.
     pub fn new(policy: PathBuf) -> PolicyFiles {
         let beside = |suffix: &str| {
             let mut name = policy.clone().into_os_string();
@@ -99,14 +103,22 @@ impl PolicyFiles {
 
 /// Everything an update needs to know about the machine.
 pub struct Keeper {
+    /// The policy and its state files.
     pub files: PolicyFiles,
+    /// The vdb of the system the policy describes (`${EROOT}/var/db/pkg`).
     pub vdb: Vdb,
+    /// ROOT, where the installed files are opened.
     pub root: RootDir,
     /// ROOT, canonical (for the symlink-resolved names).
     pub root_path: PathBuf,
+    /// The crypto backend files are digested with.
     pub provider: &'static dyn CryptoProvider,
+    /// The digest algorithm; must be the kernel's `ima_hash` for the
+    /// measurements to match.
     pub algo: HashAlgo,
+    /// What the policy holds: digests, keys or both (`[keylime] mode`).
     pub mode: KeylimeMode,
+    /// `[keylime] exclude`: the policy's `excludes` regular expressions.
     pub excludes: Vec<String>,
     /// Keylime's `verification-keys` string (empty for none).
     pub verification_keys: String,
@@ -127,10 +139,17 @@ pub struct Change {
 /// What an update did.
 #[derive(Debug, Default)]
 pub struct Updated {
+    /// Packages digested in this update, `CATEGORY/PF`.
     pub added: Vec<String>,
+    /// Packages taken out (uninstalled, or the `remove` of the change),
+    /// `CATEGORY/PF`; a package digested again is not listed here.
     pub removed: Vec<String>,
+    /// Files the digested packages' CONTENTS list, left out ones included.
     pub files: usize,
+    /// Paths with digests after the update (counted in `keys` mode too,
+    /// where the policy's `digests` is written empty).
     pub paths: usize,
+    /// Files of the digested packages that are not in the policy, and why.
     pub left_out: Vec<LeftOut>,
 }
 
@@ -447,6 +466,7 @@ pub struct Staleness {
     pub missing: Vec<String>,
     /// Packages the policy covers that are no longer installed.
     pub gone: Vec<String>,
+    /// Packages installed now (in the vdb).
     pub packages: usize,
 }
 

@@ -38,48 +38,74 @@ pub const POLICY_VERSION: u32 = 1;
 /// `RUNTIME_POLICY_GENERATOR.Unknown`: not one of Keylime's own generators.
 const GENERATOR_UNKNOWN: u32 = 0;
 
+/// A Keylime `runtime_policy` document (schema version 1); serialises to the
+/// JSON Keylime's verifier takes, field names as Keylime spells them.
 #[derive(Debug, Serialize)]
 pub struct RuntimePolicy {
+    /// Format version, generator and creation time.
     pub meta: Meta,
+    /// Keylime's policy release number; always 0, Keylime does not interpret it.
     pub release: u32,
+    /// Path (after symlinks, as the kernel measures it) to every hex digest
+    /// accepted for it, in the kernel's `ima_hash` algorithm.
     pub digests: BTreeMap<String, Vec<String>>,
+    /// Python regular expressions of paths Keylime skips, anchored at the start
+    /// (`re.match`).
     pub excludes: Vec<String>,
+    /// Digests of keys measured into kernel keyrings (`ima-buf`); always empty.
     pub keyrings: BTreeMap<String, Vec<String>>,
+    /// Keylime's `ima` section: how to read the measurement list.
     pub ima: ImaSection,
+    /// Digests of other `ima-buf` measurements; always empty.
     #[serde(rename = "ima-buf")]
     pub ima_buf: BTreeMap<String, Vec<String>>,
+    /// The keys Keylime checks `ima-sig` signatures with, as a JSON *string*
+    /// (see [`verification_keys`]); empty when there are none.
     #[serde(rename = "verification-keys")]
     pub verification_keys: String,
 }
 
+/// The policy's `meta` section.
 #[derive(Debug, Serialize)]
 pub struct Meta {
+    /// Format version, [`POLICY_VERSION`].
     pub version: u32,
+    /// Keylime's `RUNTIME_POLICY_GENERATOR` number; 0 (`Unknown`) for us.
     pub generator: u32,
+    /// When the policy was built, RFC 3339 in UTC.
     pub timestamp: String,
 }
 
+/// The policy's `ima` section.
 #[derive(Debug, Serialize)]
 pub struct ImaSection {
+    /// Keyrings whose `ima-buf` measurements Keylime ignores; always empty.
     pub ignored_keyrings: Vec<String>,
     /// The template hash algorithm of the measurement list (SHA-1 in
     /// `ascii_runtime_measurements`).
     pub log_hash_alg: &'static str,
+    /// Device-mapper measurement policy; always `null`.
     pub dm_policy: Option<()>,
 }
 
 /// A file left out of the policy, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeftOut {
+    /// The file's path as CONTENTS lists it (lossy if not UTF-8).
     pub path: String,
+    /// The owning package, `category/name-version`.
     pub package: String,
+    /// Why it was left out, one line for the user.
     pub reason: String,
 }
 
 /// The policy and what was left out of it.
 pub struct Export {
+    /// The policy built from every file that could be digested.
     pub policy: RuntimePolicy,
+    /// Files CONTENTS lists that are not in the policy, sorted by path.
     pub left_out: Vec<LeftOut>,
+    /// How many files the vdb lists, left out ones included.
     pub files: usize,
 }
 
@@ -176,7 +202,10 @@ impl RuntimePolicy {
 /// One installed file's digest and the names the kernel may measure it under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digested {
+    /// The names the kernel may measure the file under: the CONTENTS path,
+    /// then the path with symlinked directories resolved when it has one.
     pub names: Vec<String>,
+    /// The file's content digest in lower-case hex.
     pub digest: String,
 }
 

@@ -31,12 +31,19 @@ use crate::settings::KeylimeConfig;
 /// Where the policy goes, and how to prove who sends it.
 #[derive(Debug, Clone)]
 pub struct Verifier {
+    /// The verifier's host name or address (IPv6 without brackets).
     pub host: String,
+    /// The verifier's TCP port, 8881 (Keylime's default) unless the URL names one.
     pub port: u16,
+    /// The REST API version put in the request path (`/v2.5/...`).
     pub api_version: String,
+    /// The runtime policy's name on the verifier (`policy_name`, else the host name).
     pub name: String,
+    /// The CA (PEM) the verifier's server certificate must chain to.
     pub ca: PathBuf,
+    /// The tenant's client certificate (PEM) for mTLS.
     pub client_cert: PathBuf,
+    /// The private key (PEM) of `client_cert`.
     pub client_key: PathBuf,
 }
 

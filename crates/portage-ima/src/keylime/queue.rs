@@ -30,7 +30,10 @@ pub enum Pushed {
     /// The verifier already holds this policy.
     UpToDate,
     /// Sent and accepted.
-    Sent { bytes: usize },
+    Sent {
+        /// The policy's size in bytes (before base64).
+        bytes: usize,
+    },
 }
 
 impl PolicyFiles {

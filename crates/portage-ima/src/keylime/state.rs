@@ -29,8 +29,11 @@ pub struct State {
 /// One line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Line<'a> {
+    /// The path the digest is listed under.
     pub path: &'a [u8],
+    /// The package that gave it, `CATEGORY/PF`.
     pub cpv: &'a [u8],
+    /// The hex digest; with `path`, empty for a package with no file in the policy.
     pub digest: &'a [u8],
 }
 
@@ -74,6 +77,7 @@ impl State {
         Ok(State { body: data })
     }
 
+    /// The lines in file order (sorted by path, then package).
     pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
         self.body
             .split(|&b| b == b'\n')

@@ -170,6 +170,7 @@ impl Index {
         })
     }
 
+    /// The index file's bytes, as [`Index::read`] parses them.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = INDEX_HEADER.to_vec();
         out.extend_from_slice(format!("packages {}\n", self.packages).as_bytes());
@@ -254,6 +255,7 @@ impl<'a> Digests<'a> {
         })
     }
 
+    /// How many paths the object names.
     pub fn paths(&self) -> usize {
         self.entries.len()
     }

@@ -307,6 +307,7 @@ pub struct Coverage {
 }
 
 impl Coverage {
+    /// Coverage by `policy`, read from `source` (named in messages).
     pub fn new(policy: Policy, source: String) -> Coverage {
         Coverage {
             policy,

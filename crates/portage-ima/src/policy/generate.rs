@@ -75,6 +75,7 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The value as `--appraise` takes it (`root-exec`, `exec`, `exec-mmap`).
     pub fn name(self) -> &'static str {
         match self {
             Scope::RootExec => "root-exec",
@@ -142,6 +143,7 @@ impl Scope {
 /// What `portage-ima policy` is asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// What the appraise rules cover.
     pub scope: Scope,
     /// Add measure rules for what is appraised.
     pub measure: bool,
@@ -160,17 +162,31 @@ pub enum BuildFs {
     /// A tmpfs, and the system is not on tmpfs.
     Tmpfs,
     /// A filesystem of its own, with its superblock uuid.
-    Own { fstype: String, uuid: [u8; 16] },
+    Own {
+        /// The filesystem's name (`ext4`; `fsmagic 0x...` for one not known).
+        fstype: String,
+        /// The superblock uuid, as an `fsuuid=` rule names it.
+        uuid: [u8; 16],
+    },
     /// A filesystem of its own whose uuid could not be read.
-    OwnWithoutUuid { fstype: String },
+    OwnWithoutUuid {
+        /// The filesystem's name (`ext4`; `fsmagic 0x...` for one not known).
+        fstype: String,
+    },
     /// The filesystem that also holds `with` (the root filesystem, /usr...).
-    Shared { with: PathBuf, fstype: String },
+    Shared {
+        /// The system directory found on it (ROOT itself, or ROOT/usr, ...).
+        with: PathBuf,
+        /// The filesystem's name (`ext4`; `fsmagic 0x...` for one not known).
+        fstype: String,
+    },
 }
 
 /// A tmpfs (or devtmpfs) mount other than the build directory's: a
 /// `dont_appraise fsmagic=0x1021994` exempts it too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtherTmpfs {
+    /// Where it is mounted.
     pub mount_point: PathBuf,
     /// Mounted `noexec`: nothing on it can be executed or mapped executable.
     pub noexec: bool,
@@ -183,6 +199,7 @@ pub struct Setup {
     pub tmpdir: String,
     /// The directory builds happen in (`${PORTAGE_TMPDIR}/portage` when it exists).
     pub build_dir: PathBuf,
+    /// The filesystem of `build_dir`, which decides how it can be exempted.
     pub build_fs: BuildFs,
     /// FEATURES has userpriv.
     pub userpriv: bool,
@@ -212,14 +229,18 @@ impl Setup {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no policy can appraise {scope} and let builds run: {why}; {fix}")]
 pub struct NoSafePolicy {
+    /// The `--appraise` value asked for.
     pub scope: &'static str,
+    /// Why the appraise rules would refuse what builds compile and run.
     pub why: String,
+    /// What to change in the Portage setup or the request.
     pub fix: String,
 }
 
 /// A generated policy and what its user should know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Generated {
+    /// The rules, in the order the kernel matches them.
     pub policy: Policy,
     /// Things that will not work with this setup (also in the policy's header).
     pub warnings: Vec<String>,
@@ -238,8 +259,9 @@ struct Exemption {
     wider: Option<String>,
 }
 
-/// Gentoo's SELinux types for Portage's build files and build phases.
+/// Gentoo's SELinux type for Portage's build files (under PORTAGE_TMPDIR).
 pub const PORTAGE_TMP_TYPE: &str = "portage_tmp_t";
+/// Gentoo's SELinux type for the build phases Portage runs in its sandbox.
 pub const PORTAGE_SANDBOX_TYPE: &str = "portage_sandbox_t";
 
 /// How the build directory is exempted, if it can be.

@@ -15,6 +15,7 @@ pub struct ParseError {
     pub line: usize,
     /// The token refused (the whole line when no single token is to blame).
     pub token: String,
+    /// What is wrong with it, for the user.
     pub reason: String,
 }
 

@@ -202,6 +202,7 @@ impl Level {
 pub struct Check {
     /// Which check.
     pub check: CheckId,
+    /// How it came out.
     pub status: Level,
     /// What was found.
     pub finding: String,
@@ -213,6 +214,7 @@ pub struct Check {
 /// Every check, in the order they ran.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
+    /// The checks' lines, in the order they ran.
     pub checks: Vec<Check>,
     /// No check failed (warnings allowed).
     pub ok: bool,
