@@ -9,7 +9,7 @@ const MAX_LINES: usize = 600;
 
 /// Files over the limit when this test came, still to be split (issue 23);
 /// each must leave this list once it is under the limit, and none may join.
-const NOT_YET_SPLIT: &[&str] = &["portage-ima/src/cli.rs"];
+const NOT_YET_SPLIT: &[&str] = &[];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {

@@ -91,9 +91,10 @@ pub struct ImaSection {
 /// A file left out of the policy, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeftOut {
-    /// The file's path as CONTENTS lists it (lossy if not UTF-8).
+    /// The file's path as CONTENTS lists it (lossy if not UTF-8); the
+    /// CONTENTS file's own path when that cannot be read.
     pub path: String,
-    /// The owning package, `category/name-version`.
+    /// The owning package, `CATEGORY/PF`.
     pub package: String,
     /// Why it was left out, one line for the user.
     pub reason: String,
