@@ -313,7 +313,8 @@ pub fn sign_job(signer: &ImaSigner, job: &Job, dry_run: bool, rotate: bool) -> F
     if let (JobFile::Object { root, path, .. }, Some(reason)) = (&job.file, job.decision.unopened())
     {
         let shown = root.display_path(path);
-        log::debug!("{}: skipped: {reason}", escape_path(&shown));
+        let inside = crate::report::inside_root(root.root(), &shown);
+        log::debug!("{}: skipped: {reason}", escape_path(&inside));
         return FileReport::new(shown, Outcome::Skipped(reason));
     }
     let (path, result) = write_job(&KeyWriter { signer, dry_run }, job);
@@ -476,8 +477,11 @@ fn write_cfg_sibling<W: Writer>(
                     log::debug!(
                         "{}: the live file differs from CONTENTS (edited config file); \
                      its pending update {} matches it and is the one written",
-                        escape_path(&root.display_path(path)),
-                        escape_path(&shown)
+                        escape_path(&crate::report::inside_root(
+                            root.root(),
+                            &root.display_path(path)
+                        )),
+                        escape_path(&crate::report::inside_root(root.root(), &shown))
                     );
                     Some((shown, Ok(done)))
                 }

@@ -1,9 +1,10 @@
 //! ROOT means the same in every command (issue 23, item 3): the system
 //! under ROOT (or `--root`), its vdb and its files, and every command
-//! suggested carries `--root`. audit and policy --check show paths inside
-//! the root and name it once in their summary; sign, verify and the hook
-//! still show host paths (`${ROOT}/usr/bin/prog`). Each test sets ROOT in the
-//! environment (as `ROOT=/mnt/gentoo portage-ima ...` does), not `--root`.
+//! suggested carries `--root`. Text shows paths inside the root, as
+//! CONTENTS has them, and names the root once, in the summary; JSON keeps
+//! the host path (docs/json.md). Each test sets ROOT in the environment (as
+//! `ROOT=/mnt/gentoo portage-ima ...` does); sign and verify also with
+//! `--root`.
 //!
 //! Signing and reading `security.ima` need root; as another user these
 //! print why and pass without checking, except under CI.
@@ -79,45 +80,91 @@ fn text(out: &Output) -> String {
     common::text(out)
 }
 
+/// `portage-ima --config CONF ARGS... --root ROOT`, ROOT not in the
+/// environment.
+fn run_with_root_option(fx: &Fixture, args: &[&str]) -> Output {
+    common::cmd()
+        .arg("--config")
+        .arg(&fx.conf)
+        .args(args)
+        .arg("--root")
+        .arg(fx.root())
+        .output()
+        .unwrap()
+}
+
+/// `all` names the root exactly once, and only in `summary`'s line.
+fn names_root_once_in(all: &str, fx: &Fixture, summary: &str) {
+    assert!(!all.contains(&fx.host_path()), "host path shown: {all}");
+    assert_eq!(all.matches(&fx.root_text()).count(), 1, "{all}");
+    assert!(all.contains(summary), "{all}");
+}
+
 #[test]
-fn sign_acts_on_root() {
-    let test = "sign_acts_on_root";
+fn sign_shows_paths_inside_root_and_names_it_once() {
+    let test = "sign_shows_paths_inside_root_and_names_it_once";
     if !common::require_root(test) {
         return;
     }
+    for with_option in [false, true] {
+        let fx = Fixture::new("");
+        let args = ["sign", "--all", "-v", "--dry-run"];
+        let out = if with_option {
+            run_with_root_option(&fx, &args)
+        } else {
+            fx.run(&args)
+        };
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        assert!(
+            all.contains("portage-ima: /usr/bin/prog: would-sign"),
+            "{all}"
+        );
+        let summary = format!("1 package in {}: would sign 1", fx.root_text());
+        names_root_once_in(&all, &fx, &summary);
+
+        // JSON keeps the host path (docs/json.md).
+        let mut json_args = args.to_vec();
+        json_args.push("--json");
+        let out = if with_option {
+            run_with_root_option(&fx, &json_args)
+        } else {
+            fx.run(&json_args)
+        };
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["files"][0]["path"], fx.host_path().as_str(), "{doc}");
+    }
     let fx = Fixture::new("");
-    let out = fx.run(&["sign", "--all", "-v"]);
-    let all = text(&out);
-    assert!(out.status.success(), "{all}");
-    // sign and verify still show host paths (${ROOT}/usr/bin/prog).
-    assert!(
-        all.contains(&format!("{}: signed", fx.host_path())),
-        "{all}"
-    );
-    assert!(all.contains("1 package: signed 1"), "{all}");
+    let out = fx.run(&["sign", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
     assert!(common::is_signed(&fx.root().join("usr/bin/prog")));
 }
 
 #[test]
-fn verify_acts_on_root() {
-    let test = "verify_acts_on_root";
+fn verify_shows_paths_inside_root_and_names_it_once() {
+    let test = "verify_shows_paths_inside_root_and_names_it_once";
     if !common::require_root(test) {
         return;
     }
     let fx = Fixture::new("");
-    let out = fx.run(&["verify", "--all", "-v"]);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains(&format!("unsigned {}", fx.host_path())),
-        "{all}"
-    );
-    assert!(all.contains("verified: 1 unsigned"), "{all}");
+    for out in [
+        fx.run(&["verify", "--all", "-v"]),
+        run_with_root_option(&fx, &["verify", "--all", "-v"]),
+    ] {
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("unsigned /usr/bin/prog"), "{all}");
+        let summary = format!("verified in {}: 1 unsigned", fx.root_text());
+        names_root_once_in(&all, &fx, &summary);
+    }
+    let out = run_with_root_option(&fx, &["verify", "--all", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["path"], fx.host_path().as_str(), "{doc}");
 }
 
 #[test]
-fn hook_acts_on_root() {
-    let test = "hook_acts_on_root";
+fn hook_shows_paths_inside_root() {
+    let test = "hook_shows_paths_inside_root";
     if !common::require_root(test) {
         return;
     }
@@ -136,10 +183,8 @@ fn hook_acts_on_root() {
         ],
     );
     let all = text(&out);
-    assert!(
-        all.contains(&format!("portage-ima: {}: ", fx.host_path())),
-        "{all}"
-    );
+    assert!(all.contains("portage-ima: /usr/bin/prog: "), "{all}");
+    assert!(!all.contains(&fx.host_path()), "host path shown: {all}");
 }
 
 #[test]

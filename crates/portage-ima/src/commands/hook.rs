@@ -360,7 +360,8 @@ fn preinst(
             log::warn!("{}", escape_text(&message));
         }
     }
-    print_failures(&reports);
+    // Paths in the image (${D}), shown as they are.
+    print_failures(Path::new("/"), &reports);
     let tally = Tally::of(&reports);
     report::print_summary(&format!(
         "{}/{}: signed {} before the merge{}{}",
@@ -425,7 +426,7 @@ fn postinst(
         .into_iter()
         .flatten()
         .collect();
-    print_failures(&reports);
+    print_failures(&env.root, &reports);
     let mut t = Tally::of(&reports);
     // Lines of CONTENTS not understood: their files are not signed.
     for message in contents.skipped_messages(&contents_path) {

@@ -117,7 +117,7 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
 
     let cpvs: Vec<String> = sel.packages.iter().map(|p| p.cpv().to_string()).collect();
     let mut per_package = vec![Tally::default(); sel.packages.len()];
-    let mut printer = SignPrinter::stdout(args.json, args.dry_run);
+    let mut printer = SignPrinter::stdout(args.json, args.dry_run).in_root(&sel.location.root);
     let sign_batch = |batch: &[Job], printer: &mut SignPrinter, per_package: &mut [Tally]| {
         let results = runner.run(
             batch,
@@ -173,7 +173,8 @@ fn packages(ctx: &Context, settings: &Settings, args: &SignArgs) -> Result<Statu
     }
     report::print_device_rate(&signer);
     Ok(printer.finish(&format!(
-        "{}: ",
-        report::count(sel.packages.len(), "package")
+        "{}{}: ",
+        report::count(sel.packages.len(), "package"),
+        report::root_named(&sel.location.root)
     )))
 }

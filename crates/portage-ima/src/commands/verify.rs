@@ -90,7 +90,9 @@ fn packages(
         mode: settings.config_files,
     };
     let runner = Runner::new(settings.jobs)?;
-    let mut printer = VerifyPrinter::stdout(args.json, every_file()).with_packages();
+    let mut printer = VerifyPrinter::stdout(args.json, every_file())
+        .with_packages()
+        .in_root(&sel.location.root);
     let mut open: VecDeque<PackageProgress> = VecDeque::new();
     let mut jobs: Vec<Job> = Vec::new();
     let check =

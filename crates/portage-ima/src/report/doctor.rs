@@ -231,7 +231,13 @@ impl Report {
     }
 
     /// Adds a check's line (multi-line texts folded into one).
-    pub(crate) fn push(&mut self, check: CheckId, status: Level, finding: String, fix: Option<String>) {
+    pub(crate) fn push(
+        &mut self,
+        check: CheckId,
+        status: Level,
+        finding: String,
+        fix: Option<String>,
+    ) {
         self.checks.push(Check {
             check,
             status,
@@ -247,12 +253,22 @@ impl Report {
     }
 
     /// It works, but `fix` is worth doing.
-    pub(crate) fn warn(&mut self, check: CheckId, finding: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn warn(
+        &mut self,
+        check: CheckId,
+        finding: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.push(check, Level::Warn, finding.into(), Some(fix.into()));
     }
 
     /// It will not work until `fix` is done.
-    pub(crate) fn fail(&mut self, check: CheckId, finding: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn fail(
+        &mut self,
+        check: CheckId,
+        finding: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.push(check, Level::Fail, finding.into(), Some(fix.into()));
     }
 

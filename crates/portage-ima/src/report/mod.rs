@@ -81,6 +81,20 @@ pub fn root_option(root: &Path) -> String {
     }
 }
 
+/// `path`, a file's host path in `root` (`${ROOT%/}${path}`), as text
+/// shows it: inside the root, as CONTENTS has it (`/usr/bin/foo`), with the
+/// root named once in the summary ([`root_named`]). JSON keeps the host
+/// path (docs/json.md). A path outside `root` is shown as it is.
+pub(crate) fn inside_root<'a>(root: &Path, path: &'a Path) -> std::borrow::Cow<'a, Path> {
+    if is_host_root(root) {
+        return path.into();
+    }
+    match path.strip_prefix(root) {
+        Ok(rest) => Path::new("/").join(rest).into(),
+        Err(_) => path.into(),
+    }
+}
+
 fn is_host_root(root: &Path) -> bool {
     root.as_os_str().is_empty() || root.components().eq(Path::new("/").components())
 }
@@ -130,11 +144,13 @@ pub fn print_failure(path: &Path, reason: &str) {
     eprintln!("{}", sign::failure_line(path, reason));
 }
 
-/// One stderr line per file that failed: `portage-ima: PATH: reason`.
-pub fn print_failures(reports: &[FileReport]) {
+/// One stderr line per file that failed: `portage-ima: PATH: reason`,
+/// PATH inside `root` ([`inside_root`]; `/` for paths shown as they are).
+pub fn print_failures(root: &Path, reports: &[FileReport]) {
     for r in reports {
         if let Outcome::Failed(reason) = &r.outcome {
-            eprintln!("{}", sign::failure_line(&r.path, &reason.to_string()));
+            let path = inside_root(root, &r.path);
+            eprintln!("{}", sign::failure_line(&path, &reason.to_string()));
         }
     }
 }

@@ -362,6 +362,8 @@ pub struct SignPrinter<W: Write = BufWriter<Stdout>> {
     total: Tally,
     /// Package tallies for JSON (one entry per package: small).
     packages: Option<BTreeMap<String, Tally>>,
+    /// The root whose files these are: text shows paths inside it.
+    root: PathBuf,
 }
 
 impl SignPrinter {
@@ -381,7 +383,15 @@ impl<W: Write> SignPrinter<W> {
             dry_run,
             total: Tally::default(),
             packages: None,
+            root: PathBuf::from("/"),
         }
+    }
+
+    /// The files are in `root` (their reports hold host paths): text shows
+    /// them inside it, as CONTENTS has them (JSON keeps the host path).
+    pub fn in_root(mut self, root: &Path) -> Self {
+        self.root = root.to_path_buf();
+        self
     }
 
     /// One file's outcome; `package` is its CPV when packages are signed.
@@ -390,10 +400,12 @@ impl<W: Write> SignPrinter<W> {
         if self.json.is_some() {
             self.json_file(&report.path, package, &report.outcome);
         } else if let Outcome::Failed(reason) = &report.outcome {
-            let line = failure_line(&report.path, &reason.to_string());
+            let path = super::inside_root(&self.root, &report.path);
+            let line = failure_line(&path, &reason.to_string());
             eprintln!("{}", super::colour::err(super::colour::Tone::Bad, &line));
         } else if self.dry_run || log::log_enabled!(log::Level::Debug) {
-            let _ = writeln!(self.out, "{}", outcome_line(&report.path, &report.outcome));
+            let path = super::inside_root(&self.root, &report.path);
+            let _ = writeln!(self.out, "{}", outcome_line(&path, &report.outcome));
         }
     }
 

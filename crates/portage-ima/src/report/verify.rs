@@ -287,6 +287,8 @@ pub struct VerifyPrinter<W: Write = BufWriter<Stdout>> {
     /// Package summaries, kept for the JSON `packages` map (small: one
     /// entry per package).
     packages: Option<BTreeMap<String, Counts>>,
+    /// The root whose files these are: text shows paths inside it.
+    root: PathBuf,
 }
 
 impl VerifyPrinter {
@@ -308,6 +310,7 @@ impl<W: Write> VerifyPrinter<W> {
             total: Counts::new(),
             failed: false,
             packages: None,
+            root: PathBuf::from("/"),
         }
     }
 
@@ -318,6 +321,14 @@ impl<W: Write> VerifyPrinter<W> {
         self
     }
 
+    /// The files are in `root` (their statuses hold host paths): text
+    /// shows them inside it, as CONTENTS has them, and the summary names
+    /// it once when it is not `/`; JSON keeps the host path.
+    pub fn in_root(mut self, root: &Path) -> Self {
+        self.root = root.to_path_buf();
+        self
+    }
+
     /// One file's result.
     pub fn file(&mut self, f: &FileStatus) {
         *self.total.entry(f.status).or_insert(0) += 1;
@@ -325,7 +336,11 @@ impl<W: Write> VerifyPrinter<W> {
         if let Some(json) = &mut self.json {
             json.file(&mut self.out, f);
         } else if self.all || !f.status.is_as_meant() {
-            let _ = writeln!(self.out, "{}", f.coloured_line());
+            let line = match super::inside_root(&self.root, &f.path) {
+                std::borrow::Cow::Borrowed(_) => f.coloured_line(),
+                std::borrow::Cow::Owned(path) => FileStatus { path, ..f.clone() }.coloured_line(),
+            };
+            let _ = writeln!(self.out, "{line}");
         }
         self.files += 1;
     }
@@ -367,7 +382,8 @@ impl<W: Write> VerifyPrinter<W> {
         } else {
             let _ = writeln!(
                 self.out,
-                "portage-ima: verified: {}",
+                "portage-ima: verified{}: {}",
+                super::root_named(&self.root),
                 summary_line(&self.total)
             );
         }

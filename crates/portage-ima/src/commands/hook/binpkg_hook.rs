@@ -195,8 +195,9 @@ fn found_file(job: &Job) -> Option<&FoundFile> {
 }
 
 /// Adds each job's result to `tally`, printing the failures (`shown`: the
-/// path of a job never started).
+/// path of a job never started), paths inside `root`.
 fn count_results(
+    root: &Path,
     tally: &mut ClientTally,
     results: Vec<Option<(PathBuf, Result<Settled, Failure>)>>,
     shown: impl Fn(usize) -> PathBuf,
@@ -205,11 +206,12 @@ fn count_results(
         match result {
             Some((_, Ok(settled))) => tally.add(&settled),
             Some((path, Err(failure))) => {
-                report::print_failure(&path, &failure.to_string());
+                report::print_failure(&report::inside_root(root, &path), &failure.to_string());
                 tally.failed += 1;
             }
             None => {
-                report::print_failure(&shown(index), "not done (interrupted)");
+                let path = shown(index);
+                report::print_failure(&report::inside_root(root, &path), "not done (interrupted)");
                 tally.failed += 1;
             }
         }
@@ -321,7 +323,8 @@ fn client_preinst(
         |job| job.size,
         |job| engine::write_job(&client, job),
     );
-    count_results(&mut tally, results, |i| {
+    // Paths in the image (${D}), shown as they are.
+    count_results(Path::new("/"), &mut tally, results, |i| {
         found_file(&jobs[i])
             .map(|f| f.path.clone())
             .unwrap_or_default()
@@ -352,7 +355,7 @@ fn client_postinst(
         |job| engine::write_job(client, job),
     );
     let mut tally = ClientTally::default();
-    count_results(&mut tally, results, |i| {
+    count_results(&env.root, &mut tally, results, |i| {
         jobs[i]
             .object_path()
             .map(|p| root.display_path(p))
