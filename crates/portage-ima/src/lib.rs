@@ -38,6 +38,7 @@
 
 #![deny(unsafe_code)]
 #![deny(unreachable_pub)]
+#![warn(missing_docs)]
 
 pub(crate) mod audit;
 pub mod binpkg;
