@@ -25,7 +25,7 @@ from portage_playground import REPO_ROOT
 
 README_URL = "https://github.com/portage-ima/portage-ima.git"
 # Stand-ins for what the ebuilds use from ::gentoo.
-ECLASSES = ("cargo", "git-r3", "optfeature", "readme.gentoo-r1", "shell-completion", "toolchain-funcs")
+ECLASSES = ("cargo", "git-r3", "optfeature", "readme.gentoo-r1", "shell-completion", "systemd", "toolchain-funcs")
 PACKAGES = {
     "dev-libs/openssl-3.0.15": 'SLOT="0/3"',
     "virtual/pkgconfig-3": 'SLOT="0"',

@@ -221,8 +221,14 @@ def test_killed_update_leaves_valid_json_and_is_caught_up(pg, hook_bin, verifier
     system = System(pg, hook_bin)
     policy = policy_file(pg)
     state = Path(str(policy) + ".state")
+    # Kill at fractions of what a whole sync takes here and now (a fixed
+    # delay missed every sync on a quiet machine: they ended within 20 ms).
+    started = time.monotonic()
+    subprocess.run(system.argv("keylime", "sync"), env=system.env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    whole = time.monotonic() - started
     killed = 0
-    for delay in (0.005, 0.02, 0.05, 0.1, 0.2, 0.4):
+    for delay in (whole * f for f in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)):
         proc = subprocess.Popen(system.argv("keylime", "sync"), env=system.env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(delay)
