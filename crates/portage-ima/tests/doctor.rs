@@ -1793,7 +1793,10 @@ fn keyring_trust_a_ca_signed_certificate_goes_on_like_the_kernel_says() {
     // Asked before the kernel took it: not there yet, and the advice is .ima's.
     let (_, fix) = d.expect(CheckId::Keyring, "FAIL");
     let fix = fix.unwrap();
-    assert!(fix.contains("%keyring:.ima") && !fix.contains("_ima"), "{fix}");
+    assert!(
+        fix.contains("%keyring:.ima") && !fix.contains("_ima"),
+        "{fix}"
+    );
 }
 
 #[test]
