@@ -2,25 +2,16 @@
 //! unit tests (`#[cfg(test)]`): a file that grows past that is split by
 //! concern, as `settings/` and `ima-core`'s `hardware/` were.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const MAX_LINES: usize = 600;
 
 /// Files over the limit when this test came, still to be split (issue 23);
 /// each must leave this list once it is under the limit, and none may join.
 const NOT_YET_SPLIT: &[&str] = &[];
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The lines before the first `#[cfg(test)]` at the start of a line.
 fn lines_before_tests(text: &str) -> usize {
@@ -34,7 +25,7 @@ fn no_source_file_is_longer_than_600_lines_before_its_tests() {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
     for krate in ["portage-ima", "ima-core"] {
-        sources(&crates.join(krate).join("src"), &mut files);
+        common::rust_sources(&crates.join(krate).join("src"), &mut files);
     }
     assert!(files.len() > 50, "{} files", files.len());
     let mut long = Vec::new();

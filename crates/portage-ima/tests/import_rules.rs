@@ -15,19 +15,10 @@
 //!
 //! A new backward import fails here with the file, the line and the rule.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+use std::fs;
+use std::path::Path;
 
 /// The code of a file, without comments (`//` to the end of the line), so
 /// that a doc line naming a module is no import.
@@ -83,7 +74,7 @@ fn room_of(rel: &Path) -> String {
 
 fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
-    sources(src, &mut files);
+    common::rust_sources(src, &mut files);
     let commands = commands(src);
     let mut found = Vec::new();
     for file in &files {

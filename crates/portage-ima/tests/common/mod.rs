@@ -255,3 +255,15 @@ pub fn isolated_mounts(setup: &str, test: &str) -> Option<Command> {
     without_phase_variables(&mut cmd);
     Some(cmd)
 }
+
+/// Every `.rs` file under `dir`, recursively, appended to `out`.
+pub fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
